@@ -1,0 +1,114 @@
+"""The moaa pipeline as a Prefect flow: SFT shards, then preference shards, then a data set version.
+
+One Prefect task per stage-shard (hundreds of prompts) with async fan-out inside it; the logic
+lives in moaa/ (moaa.pipeline, moaa.stages). Run it with `moaa run CONFIG`, which uses Prefect's
+local ephemeral API (no server needed), or deploy it on a schedule with `moaa deploy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from moaa import pipeline as P
+from moaa.errors import MoaaError
+from moaa.config import MoaaConfig, check_environment, dump_config, load_config
+from moaa.progress import Progress
+from moaa.session import local_endpoints
+from moaa.stages import run_shard
+
+log = logging.getLogger("moaa.flow")
+
+
+def _retry_unless_user_error(task, task_run, state) -> bool:
+    """Retry a shard lost to an infrastructure fault, never one stopped by a MoaaError."""
+    try:
+        state.result()
+    except MoaaError:
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+@task(
+    name="stage-shard", cache_policy=NONE, retries=1, retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_user_error,
+)
+def stage_shard(stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any) -> dict:
+    """Run one shard of one stage (paths in, paths out: any worker can run it)."""
+    return run_shard(stage, config, shard, out, roles=roles, progress=progress)
+
+
+def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str] | None) -> None:
+    shards = plan.shards.get(stage, [])
+    if not shards:
+        return
+    in_process = config.run.task_runner == "threads"
+    stats_view = _LiveStats(plan, stage)
+    with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0) as progress:
+        futures = [
+            stage_shard.submit(stage, dump_config(config), str(inp), str(out), roles, progress if in_process else None)
+            for inp, out in shards
+        ]
+        for future in futures:
+            future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
+            stats_view.refresh()
+
+
+class _LiveStats:
+    """Run totals for the progress line, from the shards finished so far plus live counters."""
+
+    def __init__(self, plan: P.RunPlan, stage: str):
+        self.plan, self.stage = plan, stage
+        self.stats = P.collect(plan)["stats"]
+
+    def refresh(self) -> None:
+        fresh = P.collect(self.plan)["stats"]
+        self.stats.endpoints, self.stats.tags, self.stats.latencies = fresh.endpoints, fresh.tags, fresh.latencies
+
+
+def task_runner_for(config: MoaaConfig):
+    """The Prefect task runner named by run.task_runner (threads, dask or ray)."""
+    from flows.runners import make_task_runner
+
+    return make_task_runner(config.run)
+
+
+@flow(name="moaa-pipeline", log_prints=True)
+def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
+    """Generate SFT (and preference) data for CONFIG and write a new data set version."""
+    config = load_config(config_path, overrides)
+    return run_pipeline(config, base_dir=Path.cwd(), publish=publish)
+
+
+def run_pipeline(config: MoaaConfig, base_dir: Path | None = None, publish: bool = False) -> dict:
+    check_environment(config)
+    started = time.time()
+    plan = P.plan_run(config, base_dir=base_dir)
+    with local_endpoints(config, plan.work_dir) as resolved:
+        roles = P.run_roles(resolved, plan)
+        _run_stage("sft", plan, resolved, roles)
+        _run_stage("preference", plan, resolved, None)
+    totals = P.collect(plan)
+    summary = P.finish_run(plan, totals, time.time() - started, publish=publish)
+    _post_artifact(summary)
+    return summary
+
+
+def _post_artifact(summary: dict) -> None:
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            markdown="```\n" + P.format_summary(summary) + "\n```",
+            key=f"moaa-{summary['name'].lower().replace('_', '-').replace('.', '-')}",
+            description="moaa run summary",
+        )
+    except Exception as exc:  # noqa: BLE001 - an artifact is a convenience, never fatal
+        log.debug("could not post the summary artifact: %s", exc)

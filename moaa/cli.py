@@ -1,0 +1,62 @@
+"""The `moaa` command line. Usage: moaa run configs/local.yaml [--set key=value ...]
+
+Each sub-command lives in `moaa/commands/<name>.py` with a `register(subparsers)` function; those
+modules import nothing heavy at module level so `moaa --help` answers at once. A user mistake
+(MoaaError) is printed as one line on stderr with a non-zero exit, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from moaa import __version__
+from moaa.errors import MoaaError
+
+COMMANDS = ("run", "serve", "datasets", "publish", "inspect", "train", "deploy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moaa",
+        description="Make SFT and DPO data sets with Mixture-of-Agents, versioned as Hugging Face data sets.",
+    )
+    parser.add_argument("--version", action="version", version=f"moaa {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"moaa.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"moaa.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MoaaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`moaa run CONFIG`: generate data with a config, through Prefect's local ephemeral API."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the pipeline for a config and write a new data set version")
+    p.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="validate and estimate calls, tokens and cost; call no model")
+    p.add_argument("--publish", action="store_true", help="publish the new version to output.publish_repo_id")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from moaa.config import check_environment, load_config
+
+    config = load_config(args.config, args.set)  # fail fast, before Prefect starts
+    check_environment(config)
+    if args.dry_run:
+        from moaa.estimate import estimate_run, format_estimate
+
+        print(format_estimate(estimate_run(config)))
+        return 0
+    from moaa.prefect_setup import quiet_prefect
+
+    quiet_prefect()
+    from flows.pipeline import moaa_pipeline, task_runner_for
+    from moaa.pipeline import format_summary
+
+    flow = moaa_pipeline.with_options(task_runner=task_runner_for(config))
+    summary = flow(args.config, args.set, publish=args.publish)
+    print(format_summary(summary))
+    return 0

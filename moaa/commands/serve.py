@@ -1,0 +1,19 @@
+"""`moaa serve`: run the embedded local model as an OpenAI-compatible server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the embedded local model (OpenAI-compatible) until Ctrl-C")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from moaa.local_server import serve_forever
+
+    serve_forever(args.port, args.host)
+    return 0

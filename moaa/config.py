@@ -1,0 +1,434 @@
+"""Run configuration: strict pydantic models loaded from YAML, with `--set dotted.key=value` overrides.
+
+A config names its endpoints (model servers) once and refers to them by name everywhere else.
+Secrets never live here: an endpoint names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moaa.errors import ConfigError
+
+METHODS = ("single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sampling(Strict):
+    """Sampling parameters; unset fields fall back to the endpoint's defaults."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+    def over(self, base: Sampling | None) -> Sampling:
+        """These parameters laid over `base` (set fields win)."""
+        if base is None:
+            return Sampling(**self.sampling_dict())
+        merged = base.sampling_dict() | {k: v for k, v in self.sampling_dict().items() if v is not None}
+        return Sampling(**merged)
+
+    def sampling_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in Sampling.model_fields}
+
+
+class EndpointConfig(Strict):
+    """One OpenAI-compatible model server (or several replicas of it)."""
+
+    model: str
+    base_url: str | list[str] | None = None
+    local: bool = False  # the embedded llama.cpp server, started and stopped by moaa
+    api_key_env: str | None = None  # the variable's NAME, never the key
+    max_concurrency: int = Field(16, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_s: float = Field(1.0, ge=0)  # first retry waits ~this long, doubling each time
+    supports_n: bool | None = None  # None: detected on the first n>1 call
+    json_schema: bool = True  # send response_format json_schema to judges
+    sampling: Sampling = Sampling()
+    price_input_per_mtok: float | None = Field(None, ge=0)
+    price_output_per_mtok: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> EndpointConfig:
+        if self.local:
+            # llama-cpp-python's server answers one request at a time and ignores n.
+            if "max_concurrency" not in self.model_fields_set:
+                self.max_concurrency = 1
+            if "supports_n" not in self.model_fields_set:
+                self.supports_n = False
+            if "json_schema" not in self.model_fields_set:
+                self.json_schema = False
+        elif not self.base_url:
+            raise ValueError("base_url is required unless local: true")
+        return self
+
+    def base_urls(self) -> list[str]:
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+
+class AgentConfig(Sampling):
+    """A model playing one part (proposer, aggregator, judge...): endpoint + sampling + role."""
+
+    endpoint: str
+    name: str | None = None
+    role: str | None = None  # a role description given as the system message
+
+
+class SelfMoAConfig(Strict):
+    samples: int = Field(6, ge=1)
+
+
+class SeqConfig(Strict):
+    samples: int = Field(12, ge=1)
+    window: int = Field(6, ge=2)
+    new_per_step: int = Field(3, ge=1)
+    repeats: int = Field(1, ge=1)  # how often the running synthesis appears in the window
+
+    @model_validator(mode="after")
+    def _fits(self) -> SeqConfig:
+        if self.new_per_step + self.repeats > self.window:
+            raise ValueError("new_per_step + repeats must not exceed window")
+        return self
+
+
+class SMoAConfig(Strict):
+    rounds: int = Field(2, ge=1)
+    k: int = Field(2, ge=1)
+    moderator: AgentConfig | None = None  # defaults to the aggregator
+    early_stop: bool = True
+    roles: list[str] | None = None  # given roles; else generated once per run
+    role_generator: AgentConfig | None = None  # defaults to the aggregator
+
+
+class GenerationConfig(Strict):
+    """The SFT stage: how answers are written (see ALGORITHMS.md sections 1-5)."""
+
+    method: Literal["single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"] = "moa"
+    layers: int = Field(2, ge=1)
+    proposers: list[AgentConfig] = Field(default_factory=list)
+    aggregator: AgentConfig | None = None
+    min_answers: int = Field(1, ge=1)  # fewest surviving answers a layer needs
+    shuffle_references: bool = False
+    cluster_filter: bool = False  # Cluster & Filter defense on the last layer
+    self_moa: SelfMoAConfig = SelfMoAConfig()
+    seq: SeqConfig = SeqConfig()
+    smoa: SMoAConfig = SMoAConfig()
+
+    @model_validator(mode="after")
+    def _shape(self) -> GenerationConfig:
+        if not self.proposers:
+            raise ValueError("at least one proposer is required")
+        if self.method != "single" and self.aggregator is None:
+            raise ValueError(f"method '{self.method}' needs an aggregator")
+        if self.method == "moa-lite":
+            self.layers = 2
+        return self
+
+
+class PromptSourceConfig(Strict):
+    """Where instructions come from and how they are filtered."""
+
+    path: str | None = None  # .jsonl/.json/.csv/.parquet file, or a saved HF data set folder
+    hf_dataset: str | None = None  # hub id or local path for datasets.load_dataset
+    hf_config: str | None = None
+    split: str = "train"
+    prompt_column: str | None = None
+    messages_column: str | None = None
+    conversations_column: str | None = None
+    id_column: str | None = None
+    system_prompt: str | None = None
+    dedup: bool = True
+    near_dedup_threshold: float | None = Field(None, gt=0, le=1)
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(16000, ge=1)
+    limit: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSourceConfig:
+        if bool(self.path) == bool(self.hf_dataset):
+            raise ValueError("set exactly one of path or hf_dataset")
+        return self
+
+
+class ScorerConfig(Strict):
+    """How candidates are ranked (ALGORITHMS.md section 7)."""
+
+    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge"] = "pointwise"
+    judges: list[AgentConfig] = Field(default_factory=list)
+    aggregator: AgentConfig | None = None  # the MoA judge's final judge
+    reward_model: str | None = None  # hub id or local path of a sequence classifier
+    device: str = "cpu"
+    batch_size: int = Field(8, ge=1)
+    criteria: list[str] | None = None  # MoA judge: pick from these per prompt
+    num_criteria: int = Field(3, ge=1)
+    max_attempts: int = Field(3, ge=1)  # unparsable verdicts are re-asked
+
+
+class PreferenceConfig(Strict):
+    """The DPO stage: a policy samples candidates, a scorer ranks them, best vs worst."""
+
+    enabled: bool = False
+    policy: AgentConfig | None = None
+    samples: int = Field(5, ge=2)
+    scorer: ScorerConfig = ScorerConfig()
+    min_margin: float = Field(0.5, ge=0)
+    max_length_ratio: float | None = Field(None, gt=1)
+    limit: int | None = Field(None, ge=1)  # how many prompts of the source to use
+
+    @model_validator(mode="after")
+    def _needs_policy(self) -> PreferenceConfig:
+        if self.enabled and self.policy is None:
+            raise ValueError("preference.enabled needs a policy")
+        return self
+
+
+class OutputConfig(Strict):
+    root: str = "data"
+    test_size: float = Field(0.1, ge=0, lt=1)
+    split_seed: int = 0
+    license: str = "apache-2.0"
+    tags: list[str] = Field(default_factory=list)
+    publish_repo_id: str | None = None  # publish each new version here when set
+    private: bool = True
+
+
+class RunSettings(Strict):
+    shard_size: int = Field(100, ge=1)
+    work_dir: str = ".moaa/work"
+    task_runner: Literal["threads", "dask", "ray"] = "threads"
+    address: str | None = None  # an existing Dask scheduler / Ray cluster
+    workers: int = Field(2, ge=1)
+    max_parallel_shards: int = Field(4, ge=1)
+    max_failure_rate: float = Field(0.5, ge=0, le=1)
+    min_prompts_for_failure_rate: int = Field(20, ge=1)
+
+
+class CacheConfig(Strict):
+    enabled: bool = True
+    path: str = ".moaa/cache.sqlite"
+
+
+class MoaaConfig(Strict):
+    """A whole run: endpoints, prompts, the SFT and preference stages, output."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    endpoints: dict[str, EndpointConfig]
+    prompts: PromptSourceConfig
+    sft: GenerationConfig
+    preference: PreferenceConfig = PreferenceConfig()
+    output: OutputConfig = OutputConfig()
+    run: RunSettings = RunSettings()
+    cache: CacheConfig = CacheConfig()
+
+    def agents(self) -> list[tuple[str, AgentConfig]]:
+        """Every (dotted path, agent) pair, for validation and dry runs."""
+        found: list[tuple[str, AgentConfig]] = []
+        _collect_agents(self, "", found)
+        return found
+
+    def used_endpoints(self) -> list[str]:
+        return sorted({agent.endpoint for _, agent in self.agents()})
+
+
+def _collect_agents(node: Any, path: str, found: list[tuple[str, AgentConfig]]) -> None:
+    if isinstance(node, AgentConfig):
+        found.append((path, node))
+    elif isinstance(node, BaseModel):
+        if isinstance(node, PreferenceConfig) and not node.enabled:
+            return
+        for key in type(node).model_fields:
+            _collect_agents(getattr(node, key), f"{path}.{key}" if path else key, found)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _collect_agents(item, f"{path}[{i}]", found)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaConfig:
+    """Read a YAML config (following `extends:`), apply `key=value` overrides, validate."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    for item in overrides or []:
+        apply_override(raw, item)
+    config = parse_config(raw, source=str(path))
+    return config
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> MoaaConfig:
+    try:
+        config = MoaaConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, MoaaConfig)}") from None
+    _check_endpoint_refs(config, source)
+    return config
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/local.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to {parent_path}")
+    return deep_merge(_read_yaml(parent_path, (*seen, parent_path)), raw)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid onto `base`; mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` (value parsed as YAML; `a.0.b` indexes lists)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set sft.layers=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _step(node, part, parts[: i + 1], item, create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _index(node, last, parts, item)
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _step(node: Any, part: str, so_far: list[str], item: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, so_far, item)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {item!r}: '{'.'.join(so_far[:-1])}' is not a mapping")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _index(node: list[Any], part: str, so_far: list[str], item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {item!r}: '{'.'.join(so_far)}' needs a list index below {len(node)}")
+    return int(part)
+
+
+def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    """The first error as `dotted.path: what is wrong` (with the allowed keys for unknown keys)."""
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    where = _dotted(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(root, loc[:-1]))
+        return f"unknown key '{where}' (allowed here: {allowed})"
+    if err["type"] == "missing":
+        return f"missing required key '{where}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{where}: {msg}{shown}"
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        current = _model_of(field.annotation) if field else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def _check_endpoint_refs(config: MoaaConfig, source: str) -> None:
+    known = sorted(config.endpoints)
+    for path, agent in config.agents():
+        if agent.endpoint not in config.endpoints:
+            raise ConfigError(
+                f"{source}: {path}.endpoint: unknown endpoint '{agent.endpoint}' "
+                f"(defined under endpoints: {', '.join(known) or 'none'})"
+            )
+
+
+def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
+    """The endpoint's key read from its environment variable (a placeholder when none is needed)."""
+    if not endpoint.api_key_env:
+        return "not-needed"
+    value = os.environ.get(endpoint.api_key_env)
+    if not value:
+        raise ConfigError(
+            f"endpoint '{name}': environment variable {endpoint.api_key_env} is not set; "
+            f"export it (or change endpoints.{name}.api_key_env)"
+        )
+    return value
+
+
+def check_environment(config: MoaaConfig) -> None:
+    """Fail before any work when a used endpoint's key variable is missing."""
+    for name in config.used_endpoints():
+        resolve_api_key(name, config.endpoints[name])
+
+
+def dump_config(config: MoaaConfig) -> dict[str, Any]:
+    """The resolved config as plain data (it holds variable names, never keys)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,263 @@
+"""A run from start to finish, as plain steps the Prefect flow calls in order:
+
+1. `plan_run`: load and filter prompts, split them into input shards inside a work folder named by
+   the config's fingerprint (so the same command resumes the same run);
+2. the flow runs `moaa.stages.run_shard` once per shard, per stage;
+3. `finish_run`: write the data set version (moaa.versions) and build the run summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moaa.config import MoaaConfig, dump_config
+from moaa.errors import MoaaError
+from moaa.shards import read_done, split_into_shards, write_json_atomic
+from moaa.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    config: MoaaConfig
+    work_dir: Path
+    shards: dict[str, list[tuple[Path, Path]]]  # stage -> [(input shard, output folder)]
+    prompt_counts: dict[str, Any]
+    prompt_source: dict[str, str]
+    started: float = field(default_factory=time.time)
+
+    def total(self, stage: str) -> int:
+        return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
+
+
+def fingerprint(config: MoaaConfig) -> str:
+    """Hash of what decides the data: prompts, stages, and each used endpoint's model and sampling."""
+    data = dump_config(config)
+    endpoints = {
+        name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()
+    }
+    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
+    from moaa.sources import load_prompts
+
+    work = Path(config.run.work_dir) / config.name / fingerprint(config)
+    _check_writable(work)
+    prompt_set = load_prompts(config.prompts, base_dir=base_dir)
+    if not prompt_set.prompts:
+        raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompt_set.dropped}); relax the filters")
+    records = [p.to_dict() for p in prompt_set.prompts]
+    shards = {"sft": _stage_shards(work / "sft", records, config.run.shard_size)}
+    if config.preference.enabled:
+        pref = records[: config.preference.limit] if config.preference.limit else records
+        shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
+    counts = {"read": prompt_set.total_read, "kept": len(records), "dropped": dict(prompt_set.dropped)}
+    source = {"label": prompt_set.source, "fingerprint": prompt_set.fingerprint}
+    write_json_atomic(work / "config.json", dump_config(config))
+    return RunPlan(config, work, shards, counts, source)
+
+
+def _stage_shards(folder: Path, records: list[dict], size: int) -> list[tuple[Path, Path]]:
+    inputs = split_into_shards(records, folder / "inputs", size)
+    return [(p, folder / p.stem) for p in inputs]
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise MoaaError(f"{folder}: not writable ({exc.strerror}); set run.work_dir to a writable folder") from None
+
+
+def collect(plan: RunPlan) -> dict[str, Any]:
+    """Fold every finished shard's summary into run totals."""
+    stats = RunStats()
+    stages: dict[str, dict[str, Any]] = {}
+    for stage, shards in plan.shards.items():
+        agg = {"prompts": 0, "rows": 0, "failed": 0, "dropped": {}, "seconds": 0.0}
+        for _, out in shards:
+            done = read_done(out)
+            if done is None:
+                continue
+            stats.merge(done["stats"])
+            for key in ("prompts", "rows", "failed"):
+                agg[key] += done["counts"][key]
+            for reason, n in done["counts"]["dropped"].items():
+                agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
+            agg["seconds"] += done["seconds"]
+        stages[stage] = agg
+    return {"stats": stats, "stages": stages}
+
+
+def failure_reasons(plan: RunPlan) -> dict[str, int]:
+    from moaa.shards import read_jsonl
+
+    reasons: dict[str, int] = {}
+    for shards in plan.shards.values():
+        for _, out in shards:
+            for row in read_jsonl(out / "failures.jsonl"):
+                key = f"{row['stage']}:{row['reason']}"
+                reasons[key] = reasons.get(key, 0) + 1
+    return reasons
+
+
+def parts_of(plan: RunPlan) -> dict[str, list[Path]]:
+    """The JSONL files that make each config of the data set version."""
+    outs = [out for shards in plan.shards.values() for _, out in shards]
+    parts = {
+        "sft": [out / "rows.jsonl" for _, out in plan.shards.get("sft", [])],
+        "dpo": [out / "rows.jsonl" for _, out in plan.shards.get("preference", [])],
+        "trace": [out / "trace.jsonl" for out in outs],
+        "failures": [out / "failures.jsonl" for out in outs],
+    }
+    return {k: [p for p in v if p.exists()] for k, v in parts.items()}
+
+
+def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict[str, Any] | None = None) -> dict:
+    """The run summary: what a person reads at the end, and what the manifest records."""
+    stats: RunStats = totals["stats"]
+    t = stats.totals()
+    sft = totals["stages"].get("sft", {})
+    answered = max(sft.get("rows", 0) + sft.get("failed", 0), 1)
+    sft_tags = [v for k, v in stats.to_dict()["tags"].items() if k.startswith("sft.")]
+    sft_calls = sum(v["calls"] for v in sft_tags)
+    sft_tokens = sum(v["prompt_tokens"] + v["completion_tokens"] for v in sft_tags)
+    return {
+        "name": plan.config.name,
+        "method": plan.config.sft.method,
+        "work_dir": str(plan.work_dir),
+        "prompts": plan.prompt_counts,
+        "stages": totals["stages"],
+        "failures": failure_reasons(plan),
+        "calls": t.calls,
+        "cache_hits": t.cache_hits,
+        "retries": t.retries,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "cost": round(t.cost, 6),
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
+        "per_prompt": {
+            "calls": round(sft_calls / answered, 2),
+            "tokens": round(sft_tokens / answered, 1),
+            "seconds": round(elapsed / answered, 2),
+        },
+        "endpoints": stats.summary(),
+    } | (extra or {})
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    for stage, agg in s["stages"].items():
+        dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
+        lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
+    lines.append(
+        f"  calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
+        f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
+    )
+    pp = s["per_prompt"]
+    lines.append(f"  per prompt ({s['method']}): {pp['calls']} calls, {pp['tokens']} tokens, {pp['seconds']}s")
+    for name, ep in s["endpoints"].items():
+        lat = ep.get("latency") or {}
+        p50 = f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s" if lat else "no latency"
+        lines.append(
+            f"  endpoint {name}: {ep['calls']} calls, {ep['failures']} failed, {ep['prompt_tokens']}+"
+            f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
+        )
+    if s["failures"]:
+        lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
+    if s.get("version_path"):
+        lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
+    return "\n".join(lines)
+
+
+def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
+    """SMoA role descriptions: from the config, else generated once per run and kept in the run."""
+    smoa = config.sft.smoa
+    if config.sft.method != "smoa":
+        return None
+    if smoa.roles:
+        return list(smoa.roles)
+    path = plan.work_dir / "roles.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    import asyncio
+
+    from moaa.engine import generate_roles
+    from moaa.session import build_clients
+
+    agent = smoa.role_generator or config.sft.aggregator
+    stats = RunStats()
+    client = build_clients(config, stats, [agent.endpoint])[agent.endpoint]
+    roles = asyncio.run(generate_roles(len(config.sft.proposers), client, agent))
+    write_json_atomic(path, roles)
+    return roles
+
+
+def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: bool = False) -> dict[str, Any]:
+    """Write the data set version and return the run summary (also saved in the work folder)."""
+    from moaa.versions import write_version
+
+    config = plan.config
+    summary = summarize(plan, totals, elapsed)
+    run_info = {
+        "stats": summary["endpoints"],
+        "counts": {"prompts": plan.prompt_counts, "stages": totals["stages"], "failures": summary["failures"]},
+        "timings": {"seconds": summary["seconds"], "started": plan.started},
+        "prompt_source": plan.prompt_source,
+        "methods": {"sft": config.sft.method, "scorer": config.preference.scorer.kind if config.preference.enabled else None},
+        "summary": {k: v for k, v in summary.items() if k not in ("endpoints",)},
+    }
+    bias = _bias(plan)
+    if bias:
+        run_info["bias"] = summary["bias"] = bias
+    info = write_version(
+        Path(config.output.root), config.name, parts_of(plan), config=dump_config(config), run_info=run_info,
+        test_size=config.output.test_size, split_seed=config.output.split_seed,
+        license=config.output.license, tags=config.output.tags,
+    )
+    summary["version"] = info.version
+    summary["version_path"] = str(info.path)
+    if publish or config.output.publish_repo_id:
+        summary["published"] = _publish(info.path, config)
+    write_json_atomic(plan.work_dir / "summary.json", summary)
+    return summary
+
+
+def _bias(plan: RunPlan) -> dict[str, Any] | None:
+    if "preference" not in plan.shards:
+        return None
+    from moaa.preference import bias_report
+    from moaa.shards import read_jsonl
+
+    rows, trace, drops = [], [], {}
+    for _, out in plan.shards["preference"]:
+        rows.extend(read_jsonl(out / "rows.jsonl"))
+        trace.extend(t for t in read_jsonl(out / "trace.jsonl") if t["stage"] != "sft")
+        done = read_done(out) or {"counts": {"dropped": {}}}
+        for reason, n in done["counts"]["dropped"].items():
+            drops[reason] = drops.get(reason, 0) + n
+    return bias_report(rows, trace, drops)
+
+
+def _publish(path: Path, config: MoaaConfig) -> dict[str, Any]:
+    import os
+
+    from moaa.publish import publish_version
+
+    if not config.output.publish_repo_id:
+        raise MoaaError("publishing needs output.publish_repo_id (e.g. --set output.publish_repo_id=org/name)")
+    result = publish_version(path, config.output.publish_repo_id, config.output.private, os.environ.get("HF_TOKEN"), False)
+    return result if isinstance(result, dict) else vars(result)

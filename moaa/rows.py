@@ -1,0 +1,106 @@
+"""Row types named once. Column names match what TRL reads (`messages`; `prompt`/`chosen`/`rejected`).
+
+- Prompt: an instruction or conversation to answer; assistant turns in it are regenerated.
+- SFT row: prompt_id, messages (the conversation with the final answers as assistant turns),
+  source, category, method, models.
+- Trace row: every intermediate answer or verdict (see TraceStep).
+- Failure row: prompt_id, stage, reason, error.
+- DPO row: prompt_id, prompt (messages), chosen / rejected (one assistant message each),
+  score_chosen, score_rejected, chosen_model, rejected_model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Message = dict[str, str]
+
+
+def prompt_id_of(messages: list[Message]) -> str:
+    """A stable id: hash of the conversation's roles and whitespace-normalised texts."""
+    canon = [[m["role"], " ".join(str(m.get("content", "")).split())] for m in messages]
+    return hashlib.sha256(json.dumps(canon, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Prompt:
+    prompt_id: str
+    messages: list[Message]
+    source: str = ""
+    category: str | None = None
+
+    @classmethod
+    def from_messages(cls, messages: list[Message], source: str = "", category: str | None = None) -> Prompt:
+        return cls(prompt_id_of(messages), messages, source, category)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TraceStep:
+    """One intermediate call of a prompt: who said what, at which layer/round, and its cost."""
+
+    prompt_id: str
+    stage: str  # "sft", "candidates", "judge", ...
+    kind: str  # "proposal", "aggregate", "moderator", "sample", "verdict", ...
+    text: str
+    agent: str = ""
+    model: str = ""
+    role: str = ""
+    turn: int = 0  # which assistant turn of the conversation
+    layer: int = 0  # MoA layer / SMoA round / Self-MoA-Seq step
+    index: int = 0  # position within the layer
+    selected: bool = True  # forwarded to the next layer
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: str = ""
+    cached: bool = False
+    score: float | None = None
+    meta: str = ""  # JSON text: rationales, parsed verdicts, moderator output...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Failure:
+    prompt_id: str
+    stage: str
+    reason: str  # short machine-friendly: "all_proposers_failed", "aggregator_failed", ...
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SFTRow:
+    prompt_id: str
+    messages: list[Message]
+    source: str
+    method: str
+    models: list[str] = field(default_factory=list)
+    category: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PreferenceRow:
+    prompt_id: str
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    score_chosen: float
+    score_rejected: float
+    chosen_model: str
+    rejected_model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,135 @@
+"""Shard files on disk: the unit of work a stage task reads and writes.
+
+A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard, an output folder
+`shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl` and, once complete, `DONE`
+(a small JSON summary written atomically). Rows are appended and flushed one prompt at a time,
+so a killed process loses at most the prompts in flight; on resume the prompt ids already in
+`rows.jsonl`/`failures.jsonl` are skipped and a torn last line is cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+OUTPUT_FILES = ("rows", "trace", "failures")
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write records to `path` via a temp file + rename; returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return count
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a torn (unterminated) last line is ignored."""
+    if not path.exists():
+        return
+    with path.open("r", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                return  # torn write from a killed process
+            if line.strip():
+                yield json.loads(line)
+
+
+def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_size: int) -> list[Path]:
+    """Write records as `shard-NNNNN.jsonl` files of `shard_size` (idempotent for equal input)."""
+    paths: list[Path] = []
+    batch: list[dict[str, Any]] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == shard_size:
+            paths.append(_write_shard(folder, len(paths), batch))
+            batch = []
+    if batch:
+        paths.append(_write_shard(folder, len(paths), batch))
+    return paths
+
+
+def _write_shard(folder: Path, index: int, batch: list[dict[str, Any]]) -> Path:
+    path = folder / f"shard-{index:05d}.jsonl"
+    write_jsonl_atomic(path, batch)
+    return path
+
+
+class ShardOutput:
+    """Appends a shard's results prompt by prompt; knows which prompts are already done."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.done_ids: set[str] = set()
+        for name in ("rows", "failures"):
+            path = self.path(name)
+            self._truncate_torn_tail(path)
+            self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
+        self._keep_trace_of_done()
+        self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.jsonl"
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / "DONE").exists()
+
+    def add(self, rows: list[dict], trace: list[dict], failures: list[dict]) -> None:
+        """Record one prompt's results; trace first so a row never lacks its trace."""
+        for name, records in (("trace", trace), ("rows", rows), ("failures", failures)):
+            if records:
+                fh = self._files[name]
+                fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                fh.flush()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        for fh in self._files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.close()
+        write_json_atomic(self.folder / "DONE", summary)
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            if not fh.closed:
+                fh.close()
+
+    def _keep_trace_of_done(self) -> None:
+        """Drop trace records of prompts that never finished (they are asked again)."""
+        path = self.path("trace")
+        if path.exists():
+            self._truncate_torn_tail(path)
+            write_jsonl_atomic(path, (r for r in list(read_jsonl(path)) if r["prompt_id"] in self.done_ids))
+
+    @staticmethod
+    def _truncate_torn_tail(path: Path) -> None:
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with path.open("r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+
+
+def read_done(folder: Path) -> dict[str, Any] | None:
+    path = folder / "DONE"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,123 @@
+"""One stage-shard of work: read a shard of prompts, fan out over the engine, append results.
+
+`run_shard` is what a Prefect task calls (flows/pipeline.py). It is self-contained — paths in,
+paths out, the config as plain data — so any worker (thread, Dask or Ray process) can run any
+shard, and a lost worker's shard simply runs again: prompts already written are skipped, and
+the request cache answers the calls that had finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from moaa.config import MoaaConfig
+from moaa.errors import FailureRateExceeded
+from moaa.rows import Prompt
+from moaa.session import build_clients
+from moaa.shards import ShardOutput, read_done, read_jsonl
+from moaa.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+STAGES = ("sft", "preference")
+
+
+def run_shard(
+    stage: str,
+    config: MoaaConfig | dict[str, Any],
+    shard_path: str | Path,
+    out_dir: str | Path,
+    roles: list[str] | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run one shard to completion and return its summary (also saved as `out_dir/DONE`)."""
+    if not isinstance(config, MoaaConfig):
+        config = MoaaConfig.model_validate(config)
+    out = Path(out_dir)
+    if (done := read_done(out)) is not None:
+        return done | {"skipped": True}
+    return asyncio.run(_run_shard(stage, config, Path(shard_path), out, roles, progress))
+
+
+async def _run_shard(
+    stage: str, config: MoaaConfig, shard_path: Path, out_dir: Path, roles: list[str] | None, progress: Any
+) -> dict[str, Any]:
+    started = time.time()
+    stats = RunStats()
+    output = ShardOutput(out_dir)
+    prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
+    todo = [p for p in prompts if p.prompt_id not in output.done_ids]
+    counts = {"prompts": len(prompts), "resumed": len(prompts) - len(todo), "rows": 0, "failed": 0, "dropped": {}}
+    if progress is not None:
+        for _ in range(counts["resumed"]):
+            progress.advance()
+    clients = build_clients(config, stats)
+    guard = _FailureGuard(config, stage)
+
+    def on_result(result: Any) -> None:
+        rows = [result.row.to_dict()] if result.row is not None else []
+        failures = [result.failure.to_dict()] if result.failure is not None else []
+        dropped = getattr(result, "dropped", None)
+        output.add(rows, [t.to_dict() for t in result.trace], failures)
+        counts["rows"] += len(rows)
+        counts["failed"] += len(failures)
+        if dropped:
+            counts["dropped"][dropped] = counts["dropped"].get(dropped, 0) + 1
+        if progress is not None:
+            progress.advance(failed=bool(failures))
+        guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
+
+    try:
+        await _dispatch(stage, config, todo, clients, on_result, roles)
+    finally:
+        output.close()
+        for client in clients.values():
+            inner = getattr(client, "inner", client)
+            if hasattr(inner, "aclose"):
+                await inner.aclose()
+    summary = {
+        "stage": stage,
+        "shard": shard_path.name,
+        "counts": counts,
+        "stats": stats.to_dict(),
+        "seconds": time.time() - started,
+    }
+    output.finish(summary)
+    return summary
+
+
+async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, roles) -> None:
+    in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
+    if stage == "sft":
+        from moaa.engine import run_prompts
+
+        await run_prompts(prompts, config.sft, clients, on_result=on_result, max_in_flight=in_flight, roles=roles)
+    elif stage == "preference":
+        from moaa.preference import run_preference_prompts
+
+        await run_preference_prompts(
+            prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight
+        )
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+
+
+class _FailureGuard:
+    """Stops a shard early once too many of its prompts failed (saves budget on a broken setup)."""
+
+    def __init__(self, config: MoaaConfig, stage: str):
+        self.max_rate = config.run.max_failure_rate
+        self.min_prompts = config.run.min_prompts_for_failure_rate
+        self.stage = stage
+
+    def check(self, finished: int, failed: int) -> None:
+        if finished >= self.min_prompts and failed / finished > self.max_rate:
+            raise FailureRateExceeded(
+                f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
+                f"{self.max_rate:g}); finished rows are kept — fix the cause (see the failures) and run "
+                "the same command again to resume"
+            )
