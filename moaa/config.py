@@ -45,9 +45,10 @@ class Sampling(Strict):
 class EndpointConfig(Strict):
     """One OpenAI-compatible model server (or several replicas of it)."""
 
-    model: str
+    model: str  # the served model name; for backend "transformers", a hub id or local folder
     base_url: str | list[str] | None = None
     local: bool = False  # the embedded llama.cpp server, started and stopped by moaa
+    backend: Literal["openai", "transformers"] = "openai"  # transformers: in-process, small models
     api_key_env: str | None = None  # the variable's NAME, never the key
     max_concurrency: int = Field(16, ge=1)
     requests_per_minute: float | None = Field(None, gt=0)
@@ -71,8 +72,11 @@ class EndpointConfig(Strict):
                 self.supports_n = False
             if "json_schema" not in self.model_fields_set:
                 self.json_schema = False
+        elif self.backend == "transformers":
+            if "max_concurrency" not in self.model_fields_set:
+                self.max_concurrency = 1
         elif not self.base_url:
-            raise ValueError("base_url is required unless local: true")
+            raise ValueError("base_url is required unless local: true or backend: transformers")
         return self
 
     def base_urls(self) -> list[str]:

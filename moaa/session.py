@@ -24,7 +24,13 @@ def build_clients(config: MoaaConfig, stats: RunStats, names: list[str] | None =
     cache = RequestCache(config.cache.path) if config.cache.enabled else None
     clients: dict[str, ChatClient] = {}
     for name in names or config.used_endpoints():
-        client: ChatClient = OpenAIChatClient(name, config.endpoints[name], stats)
+        endpoint = config.endpoints[name]
+        if endpoint.backend == "transformers":
+            from moaa.backends.transformers_client import TransformersChatClient
+
+            client: ChatClient = TransformersChatClient(name, endpoint, stats)
+        else:
+            client = OpenAIChatClient(name, endpoint, stats)
         clients[name] = CachedClient(client, cache, stats) if cache else client
     return clients
 
