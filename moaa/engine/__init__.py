@@ -1,0 +1,13 @@
+"""The generation engine: answers prompts with single, MoA, MoA-Lite, Self-MoA, Self-MoA-Seq or SMoA.
+
+Pure async logic over the ChatClient seam (no Prefect). Entry points: `answer_prompt` (one prompt,
+all its turns), `run_prompts` (a lazily consumed stream, bounded in flight), `generate_roles`
+(SMoA roles, once per run), `calls_per_prompt` (dry-run call counts).
+"""
+
+from moaa.engine.context import PromptResult, derive_seed
+from moaa.engine.estimate import calls_per_prompt
+from moaa.engine.runner import answer_prompt, run_prompts
+from moaa.engine.smoa import generate_roles
+
+__all__ = ["PromptResult", "answer_prompt", "calls_per_prompt", "derive_seed", "generate_roles", "run_prompts"]

@@ -1,0 +1,96 @@
+"""Single-model answers and layered Mixture-of-Agents (Wang et al. 2024; ALGORITHMS.md section 1).
+
+A turn of `moa` with L layers: L-1 proposer layers (layer 1 answers the conversation as it is;
+layers 2..L-1 also see the previous layer's surviving answers), then one aggregator call on the
+last layer's answers. `moa-lite` is the same with L=2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from moaa.client import Message
+from moaa.engine.context import Answer, PromptRun
+from moaa.engine.defense import apply_cluster_filter
+from moaa.errors import ConfigError
+from moaa.prompts import Template
+from moaa.prompts.generation import AGGREGATE, PROPOSE, aggregator_messages, proposer_messages
+
+
+def role_of(run: PromptRun, i: int) -> str | None:
+    """Proposer i's role description: the run's roles (SMoA) first, else its configured role."""
+    if run.roles:
+        return run.roles[i % len(run.roles)]
+    return run.gen.proposers[i].role
+
+
+def reference_texts(run: PromptRun, answers: list[Answer], turn: int, layer: int) -> list[str]:
+    texts = [a.text for a in answers]
+    if run.gen.shuffle_references:
+        run.rng("shuffle", turn, layer).shuffle(texts)
+    return texts
+
+
+def need(run: PromptRun, asked: int) -> int:
+    """Fewest survivors a layer of `asked` answers needs (min_answers, capped at what was asked)."""
+    return min(run.gen.min_answers, asked)
+
+
+async def proposer_layer(
+    run: PromptRun, convo: list[Message], turn: int, layer: int, previous: list[Answer] | None
+) -> list[Answer]:
+    """Every proposer answers concurrently; fails the prompt when too few answers survive."""
+    refs = reference_texts(run, previous, turn, layer) if previous else None
+    template = AGGREGATE if refs else PROPOSE
+    calls = []
+    for i, agent in enumerate(run.gen.proposers):
+        role = role_of(run, i)
+        messages = proposer_messages(convo, role, refs)
+        calls.append(run.ask(agent, f"proposer{i}", "proposer", template, messages,
+                             kind="proposal", turn=turn, layer=layer, index=i, role=role))
+    answers = [a for got in await asyncio.gather(*calls) for a in got]
+    asked = len(run.gen.proposers)
+    if len(answers) < need(run, asked):
+        raise run.fail("proposers_failed", f"layer {layer}: {len(answers)} of {asked} proposers answered")
+    return answers
+
+
+async def aggregate(
+    run: PromptRun,
+    convo: list[Message],
+    turn: int,
+    layer: int,
+    answers: list[Answer],
+    *,
+    template: Template = AGGREGATE,
+    kind: str = "aggregate",
+) -> str:
+    """One aggregator call over `answers`; fails the prompt when it gives no answer."""
+    agent = run.gen.aggregator
+    assert agent is not None  # GenerationConfig guarantees one for every method but single
+    messages = aggregator_messages(convo, reference_texts(run, answers, turn, layer), template)
+    got = await run.ask(agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer)
+    if not got:
+        raise run.fail("aggregator_failed", "the aggregator gave no answer")
+    return got[0].text
+
+
+async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
+    agent, role = run.gen.proposers[0], role_of(run, 0)
+    got = await run.ask(agent, "proposer0", "proposer", PROPOSE, proposer_messages(convo, role, None),
+                        kind="answer", turn=turn, layer=1, role=role)
+    if not got:
+        raise run.fail("proposers_failed", "the model gave no answer")
+    return got[0].text
+
+
+async def moa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
+    layers = run.gen.layers
+    if layers < 2:
+        raise ConfigError(f"sft.layers: method '{run.gen.method}' needs layers >= 2 (got {layers}); use method single")
+    answers: list[Answer] | None = None
+    for layer in range(1, layers):
+        answers = await proposer_layer(run, convo, turn, layer, answers)
+    assert answers is not None
+    answers = await apply_cluster_filter(run, answers)
+    return await aggregate(run, convo, turn, layers, answers)

@@ -1,0 +1,121 @@
+"""Answer prompts with the configured method: one prompt (`answer_prompt`) or a stream (`run_prompts`).
+
+A prompt may be a conversation: every user turn is answered by the mixture given the conversation
+so far, its original assistant turns are replaced by the mixture's answers, and system messages
+are kept. A prompt that cannot be answered becomes a Failure (never dropped); `EndpointError`
+propagates and stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from moaa.client import ChatClient, Message
+from moaa.config import GenerationConfig
+from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
+from moaa.engine.moa import moa_turn, single_turn
+from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
+from moaa.engine.smoa import generate_roles, smoa_turn
+from moaa.rows import Failure, Prompt, SFTRow
+
+log = logging.getLogger(__name__)
+
+Turn = Callable[[PromptRun, list[Message], int], Awaitable[str]]
+TURNS: dict[str, Turn] = {
+    "single": single_turn,
+    "moa": moa_turn,
+    "moa-lite": moa_turn,
+    "self-moa": self_moa_turn,
+    "self-moa-seq": self_moa_seq_turn,
+    "smoa": smoa_turn,
+}
+
+
+async def answer_prompt(
+    prompt: Prompt,
+    gen: GenerationConfig,
+    clients: dict[str, ChatClient],
+    *,
+    roles: list[str] | None = None,
+    stage: str = "sft",
+    embed: Embedder | None = None,
+) -> PromptResult:
+    """Answer every user turn of `prompt` with `gen.method`.
+
+    SFT row columns: prompt_id, messages (system and user turns as given, assistant turns written
+    by the mixture, ending with an assistant turn), source, method, models (distinct, in order of
+    first use), category. `roles` are SMoA's role descriptions when the config names none;
+    `embed` replaces the MiniLM embedder of the cluster filter (tests).
+    """
+    smoa_roles = (gen.smoa.roles or roles) if gen.method == "smoa" else None
+    run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed)
+    try:
+        messages = await _answer_turns(run, TURNS[gen.method])
+    except PromptFailed as exc:
+        return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error))
+    row = SFTRow(prompt.prompt_id, messages, prompt.source, gen.method, list(run.models), prompt.category)
+    return run.result(row=row)
+
+
+async def _answer_turns(run: PromptRun, answer_turn: Turn) -> list[Message]:
+    convo: list[Message] = []
+    turn = 0
+    for message in run.prompt.messages:
+        role = message.get("role")
+        if role == "assistant":
+            # Replaced by the mixture's answer (an assistant turn right after another is dropped).
+            if convo and convo[-1]["role"] == "user":
+                convo.append({"role": "assistant", "content": await answer_turn(run, convo, turn)})
+                turn += 1
+            continue
+        if role not in ("system", "user"):
+            raise PromptFailed("bad_message", f"message role {role!r} (expected system, user or assistant)")
+        convo.append({"role": role, "content": message.get("content") or ""})
+    if convo and convo[-1]["role"] == "user":
+        convo.append({"role": "assistant", "content": await answer_turn(run, convo, turn)})
+        turn += 1
+    if not turn:
+        raise PromptFailed("no_user_turn", "the prompt has no user message to answer")
+    return convo
+
+
+async def run_prompts(
+    prompts: Iterable[Prompt],
+    gen: GenerationConfig,
+    clients: dict[str, ChatClient],
+    *,
+    on_result: Callable[[PromptResult], None],
+    max_in_flight: int = 64,
+    roles: list[str] | None = None,
+    stage: str = "sft",
+    embed: Embedder | None = None,
+) -> None:
+    """Answer `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
+
+    The iterable is consumed lazily (memory stays flat however many prompts there are). SMoA roles
+    missing from both the config and `roles` are generated once here. The first exception
+    (EndpointError, or one raised by `on_result` or the iterable) cancels the rest and propagates.
+    """
+    if gen.method == "smoa" and not gen.smoa.roles and not roles:
+        agent = gen.smoa.role_generator or gen.aggregator
+        assert agent is not None
+        roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, stage=stage)
+    source = iter(prompts)
+
+    async def worker() -> None:
+        # Workers share one iterator: next() never awaits, so each prompt goes to exactly one worker.
+        for prompt in source:
+            on_result(await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed))
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, max_in_flight))]
+    try:
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,58 @@
+"""Self-MoA and Self-MoA-Seq (Li et al. 2025; ALGORITHMS.md section 3).
+
+Self-MoA: K samples of the best model in ONE `n=K` call (the client falls back to separate seeded
+calls where a server returns fewer choices), aggregated as in MoA.
+Self-MoA-Seq: S samples, aggregated through a sliding window: the first step synthesises the first
+`window` samples; each later step synthesises the running synthesis (listed `repeats` times) and
+`new_per_step` new samples, so the aggregator never sees more than `window` references.
+"""
+
+from __future__ import annotations
+
+from moaa.client import Message
+from moaa.engine.context import Answer, PromptRun
+from moaa.engine.defense import apply_cluster_filter
+from moaa.engine.moa import aggregate, need, role_of
+from moaa.prompts.generation import PROPOSE, SEQ_AGGREGATE, proposer_messages
+
+
+async def sample(run: PromptRun, convo: list[Message], turn: int, count: int) -> list[Answer]:
+    """`count` samples of proposers[0] in one call; fails the prompt when too few survive."""
+    agent, role = run.gen.proposers[0], role_of(run, 0)
+    answers = await run.ask(agent, "proposer0", "proposer", PROPOSE, proposer_messages(convo, role, None),
+                            kind="sample", turn=turn, layer=1, role=role, n=count)
+    if len(answers) < need(run, count):
+        raise run.fail("proposers_failed", f"{len(answers)} of {count} samples survived")
+    return answers
+
+
+async def self_moa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
+    answers = await sample(run, convo, turn, run.gen.self_moa.samples)
+    answers = await apply_cluster_filter(run, answers)
+    return await aggregate(run, convo, turn, 2, answers)
+
+
+def seq_windows(count: int, window: int, new_per_step: int) -> list[list[int]]:
+    """Sample indices each step adds: the first `window`, then `new_per_step` at a time."""
+    steps = [list(range(min(count, window)))]
+    for start in range(window, count, new_per_step):
+        steps.append(list(range(start, min(count, start + new_per_step))))
+    return steps
+
+
+async def self_moa_seq_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
+    seq = run.gen.seq
+    answers = await sample(run, convo, turn, seq.samples)
+    answers = await apply_cluster_filter(run, answers)
+    steps = seq_windows(len(answers), seq.window, seq.new_per_step)
+    synthesis: Answer | None = None
+    for step, indices in enumerate(steps, start=1):
+        refs = [answers[i] for i in indices]
+        if synthesis is not None:
+            refs = [synthesis] * seq.repeats + refs
+        last = step == len(steps)
+        text = await aggregate(run, convo, turn, 1 + step, refs, template=SEQ_AGGREGATE,
+                               kind="aggregate" if last else "synthesis")
+        synthesis = Answer(text, run.trace[-1])
+    assert synthesis is not None
+    return synthesis.text
