@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from fakes import FakeCall, all_calls, fake_clients
 
-from fakes import FakeCall, FakeClient, all_calls, fake_clients
 from moaa.client import CallError
 from moaa.config import GenerationConfig
 from moaa.engine import answer_prompt, calls_per_prompt, derive_seed
@@ -89,7 +89,9 @@ def test_calls_per_variant_match_engine_and_estimate(method, overrides, expected
 def test_moa_layers_feed_forward_and_aggregator_sees_survivors_only():
     gen = make_gen("moa", layers=3)
     clients = fake_clients(*ENDPOINTS)
-    clients["b"].responder = lambda call: CallError("server_error", "b is down") if "Responses:" in call.system else None
+    clients["b"].responder = lambda call: (
+        CallError("server_error", "b is down") if "Responses:" in call.system else None
+    )
     result = answer(ask(system="Be kind."), gen, clients)
     assert result.failure is None
     layer1 = {name: clients[name].calls[0] for name in "abc"}
@@ -136,7 +138,10 @@ def test_unanswerable_prompt_becomes_failure_with_reason(method):
     result = answer(ask(), gen, clients)
     assert result.row is None
     assert (result.failure.reason, result.failure.error, result.failure.stage) == (
-        "proposers_failed", "server_error: HTTP 500 boom", "sft")
+        "proposers_failed",
+        "server_error: HTTP 500 boom",
+        "sft",
+    )
     assert clients["agg"].calls == []
     assert [s.finish_reason for s in result.trace if not s.selected][:1] == ["error"]
 
@@ -200,7 +205,9 @@ def test_self_moa_samples_in_one_call_and_aggregates_them():
     assert result.row.models == ["a-model", "agg-model"]
 
 
-@pytest.mark.parametrize("samples, window, new, repeats", [(12, 6, 3, 1), (12, 6, 3, 3), (10, 4, 2, 2), (7, 3, 1, 2), (3, 6, 3, 1)])
+@pytest.mark.parametrize(
+    "samples, window, new, repeats", [(12, 6, 3, 1), (12, 6, 3, 3), (10, 4, 2, 2), (7, 3, 1, 2), (3, 6, 3, 1)]
+)
 def test_self_moa_seq_never_exceeds_window(samples, window, new, repeats):
     seq = {"samples": samples, "window": window, "new_per_step": new, "repeats": repeats}
     gen = make_gen("self-moa-seq", seq=seq)
@@ -208,7 +215,9 @@ def test_self_moa_seq_never_exceeds_window(samples, window, new, repeats):
     result = answer(ask(), gen, clients)
     sample_texts = [s.text for s in result.trace if s.kind == "sample"]
     steps = clients["agg"].calls
-    assert len(steps) == len(seq_windows(samples, window, new)) == calls_per_prompt(gen)["agents"]["aggregator"]["calls"]
+    assert (
+        len(steps) == len(seq_windows(samples, window, new)) == calls_per_prompt(gen)["agents"]["aggregator"]["calls"]
+    )
     assert references(steps[0]) == sample_texts[:window]
     seen = min(samples, window)
     for i, call in enumerate(steps[1:]):
@@ -216,7 +225,7 @@ def test_self_moa_seq_never_exceeds_window(samples, window, new, repeats):
         assert len(refs) <= window
         previous = [s.text for s in result.trace if s.layer == i + 2 and s.kind == "synthesis"]
         assert refs[:repeats] == previous * repeats
-        assert refs[repeats:] == sample_texts[seen: seen + new]
+        assert refs[repeats:] == sample_texts[seen : seen + new]
         seen += new
         assert call.tag == "sft.aggregator.seq-aggregate@v1"
     assert seen >= samples
@@ -297,9 +306,13 @@ def test_multi_turn_answers_every_user_turn():
     finals = [s.text for s in result.trace if s.kind == "aggregate"]
     assert [s.turn for s in result.trace if s.kind == "aggregate"] == [0, 1, 2]
     assert result.row.messages == [
-        messages[0], messages[1], {"role": "assistant", "content": finals[0]},
-        messages[3], {"role": "assistant", "content": finals[1]},
-        messages[5], {"role": "assistant", "content": finals[2]},
+        messages[0],
+        messages[1],
+        {"role": "assistant", "content": finals[0]},
+        messages[3],
+        {"role": "assistant", "content": finals[1]},
+        messages[5],
+        {"role": "assistant", "content": finals[2]},
     ]
     third = clients["a"].calls[2]
     assert third.messages == result.row.messages[:-1]  # the mixture's answers, not the originals
@@ -348,5 +361,24 @@ def test_cluster_filter_keeps_all_on_a_tie():
     gen = make_gen("moa", cluster_filter=True, proposers=[{"endpoint": e} for e in ("a", "b", "c", "b")])
     clients = fake_clients(*ENDPOINTS)
     flip = iter(range(100))
-    result = answer(ask(), gen, clients, embed=lambda texts: [[1.0, 0.0] if next(flip) % 2 else [0.0, 1.0] for _ in texts])
+    result = answer(
+        ask(), gen, clients, embed=lambda texts: [[1.0, 0.0] if next(flip) % 2 else [0.0, 1.0] for _ in texts]
+    )
     assert len(references(clients["agg"].calls[0])) == 4 and result.counters == {}
+
+
+@pytest.mark.parametrize("method, overrides, expected", VARIANTS)
+def test_every_variant_answers_every_user_turn(method, overrides, expected):
+    messages = [
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "old"},
+        {"role": "user", "content": "u2"},
+    ]
+    clients = fake_clients(*ENDPOINTS)
+    clients["agg"].responder = moderator_says([0])
+    result = answer(Prompt.from_messages(messages), make_gen(method, **overrides), clients)
+    assert [m["role"] for m in result.row.messages] == ["user", "assistant", "user", "assistant"]
+    assert result.row.messages[1]["content"] != "old" and result.row.messages[2] == messages[2]
+    assert {s.turn for s in result.trace} == {0, 1}
+    assert {name: len(c.calls) for name, c in clients.items() if c.calls} == {k: 2 * v for k, v in expected.items()}
+    assert calls_per_prompt(make_gen(method, **overrides), turns=2)["calls"] == result.calls

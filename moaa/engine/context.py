@@ -52,7 +52,7 @@ class PromptResult:
 
     `calls` counts `client.chat` invocations (failed ones included; an n=K call is one call);
     `counters` holds what was dropped: failed_calls, empty_answers, filtered_answers,
-    moderator_parse_failures, moderator_failures, role_fallbacks.
+    moderator_parse_failures, moderator_failures.
     """
 
     prompt: Prompt
@@ -153,8 +153,21 @@ class PromptRun:
         except CallError as exc:
             self.counters["failed_calls"] += 1
             self.last_error = str(exc)
-            self.trace.append(self._step(agent, who, kind, "", turn, layer, index, role, selected=False,
-                                         finish_reason="error", meta=json.dumps({"error": str(exc)})))
+            self.trace.append(
+                self._step(
+                    agent,
+                    who,
+                    kind,
+                    "",
+                    turn,
+                    layer,
+                    index,
+                    role,
+                    selected=False,
+                    finish_reason="error",
+                    meta=json.dumps({"error": str(exc)}),
+                )
+            )
             return []
         return self._record(done, agent, who, kind, turn, layer, index, role)
 
@@ -165,15 +178,27 @@ class PromptRun:
         answers = []
         total_chars = sum(len(t) for t in done.texts) or 1
         left = done.completion_tokens
-        for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons)):
+        for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
             # n>1 replies report usage per call: share the completion tokens out by length.
             tokens = left if i == len(done.texts) - 1 else round(done.completion_tokens * len(text) / total_chars)
             left -= tokens
             empty = not text.strip()
             step = self._step(
-                agent, who, kind, text, turn, layer, index + i, role, selected=not empty,
-                prompt_tokens=done.prompt_tokens if i == 0 else 0, completion_tokens=tokens,
-                latency_s=done.latency_s, finish_reason=reason, cached=done.cached, model=done.model,
+                agent,
+                who,
+                kind,
+                text,
+                turn,
+                layer,
+                index + i,
+                role,
+                selected=not empty,
+                prompt_tokens=done.prompt_tokens if i == 0 else 0,
+                completion_tokens=tokens,
+                latency_s=done.latency_s,
+                finish_reason=reason,
+                cached=done.cached,
+                model=done.model,
             )
             self.trace.append(step)
             if empty:
@@ -185,9 +210,17 @@ class PromptRun:
 
     def _step(self, agent, who, kind, text, turn, layer, index, role, *, model: str = "", **extra) -> TraceStep:
         return TraceStep(
-            prompt_id=self.prompt.prompt_id, stage=self.stage, kind=kind, text=text,
-            agent=agent.name or who, model=model or self.client(agent).model, role=role or "",
-            turn=turn, layer=layer, index=index, **extra,
+            prompt_id=self.prompt.prompt_id,
+            stage=self.stage,
+            kind=kind,
+            text=text,
+            agent=agent.name or who,
+            model=model or self.client(agent).model,
+            role=role or "",
+            turn=turn,
+            layer=layer,
+            index=index,
+            **extra,
         )
 
     def fail(self, reason: str, fallback: str) -> PromptFailed:
@@ -195,6 +228,12 @@ class PromptRun:
 
     def result(self, row: SFTRow | None = None, failure: Failure | None = None) -> PromptResult:
         return PromptResult(
-            self.prompt, row, self.trace, failure, self.calls, self.prompt_tokens, self.completion_tokens,
+            self.prompt,
+            row,
+            self.trace,
+            failure,
+            self.calls,
+            self.prompt_tokens,
+            self.completion_tokens,
             dict(self.counters),
         )

@@ -46,8 +46,20 @@ async def proposer_layer(
     for i, agent in enumerate(run.gen.proposers):
         role = role_of(run, i)
         messages = proposer_messages(convo, role, refs)
-        calls.append(run.ask(agent, f"proposer{i}", "proposer", template, messages,
-                             kind="proposal", turn=turn, layer=layer, index=i, role=role))
+        calls.append(
+            run.ask(
+                agent,
+                f"proposer{i}",
+                "proposer",
+                template,
+                messages,
+                kind="proposal",
+                turn=turn,
+                layer=layer,
+                index=i,
+                role=role,
+            )
+        )
     answers = [a for got in await asyncio.gather(*calls) for a in got]
     asked = len(run.gen.proposers)
     if len(answers) < need(run, asked):
@@ -77,8 +89,17 @@ async def aggregate(
 
 async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
     agent, role = run.gen.proposers[0], role_of(run, 0)
-    got = await run.ask(agent, "proposer0", "proposer", PROPOSE, proposer_messages(convo, role, None),
-                        kind="answer", turn=turn, layer=1, role=role)
+    got = await run.ask(
+        agent,
+        "proposer0",
+        "proposer",
+        PROPOSE,
+        proposer_messages(convo, role, None),
+        kind="answer",
+        turn=turn,
+        layer=1,
+        role=role,
+    )
     if not got:
         raise run.fail("proposers_failed", "the model gave no answer")
     return got[0].text

@@ -19,8 +19,18 @@ from moaa.prompts.generation import PROPOSE, SEQ_AGGREGATE, proposer_messages
 async def sample(run: PromptRun, convo: list[Message], turn: int, count: int) -> list[Answer]:
     """`count` samples of proposers[0] in one call; fails the prompt when too few survive."""
     agent, role = run.gen.proposers[0], role_of(run, 0)
-    answers = await run.ask(agent, "proposer0", "proposer", PROPOSE, proposer_messages(convo, role, None),
-                            kind="sample", turn=turn, layer=1, role=role, n=count)
+    answers = await run.ask(
+        agent,
+        "proposer0",
+        "proposer",
+        PROPOSE,
+        proposer_messages(convo, role, None),
+        kind="sample",
+        turn=turn,
+        layer=1,
+        role=role,
+        n=count,
+    )
     if len(answers) < need(run, count):
         raise run.fail("proposers_failed", f"{len(answers)} of {count} samples survived")
     return answers
@@ -51,8 +61,9 @@ async def self_moa_seq_turn(run: PromptRun, convo: list[Message], turn: int) -> 
         if synthesis is not None:
             refs = [synthesis] * seq.repeats + refs
         last = step == len(steps)
-        text = await aggregate(run, convo, turn, 1 + step, refs, template=SEQ_AGGREGATE,
-                               kind="aggregate" if last else "synthesis")
+        text = await aggregate(
+            run, convo, turn, 1 + step, refs, template=SEQ_AGGREGATE, kind="aggregate" if last else "synthesis"
+        )
         synthesis = Answer(text, run.trace[-1])
     assert synthesis is not None
     return synthesis.text

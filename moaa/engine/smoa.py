@@ -61,16 +61,26 @@ def parse_moderation(text: str, count: int, k: int) -> tuple[list[int], bool] | 
     return chosen[:k], stop is True or (isinstance(stop, str) and stop.strip().lower() == "true")
 
 
-async def moderate(run: PromptRun, convo: list[Message], turn: int, layer: int, answers: list[Answer]) -> tuple[list[Answer], bool]:
+async def moderate(
+    run: PromptRun, convo: list[Message], turn: int, layer: int, answers: list[Answer]
+) -> tuple[list[Answer], bool]:
     """One moderator call: the k answers that go forward, and whether to stop now."""
     smoa = run.gen.smoa
     agent = smoa.moderator or run.gen.aggregator
     assert agent is not None
     k = min(smoa.k, len(answers))
     fmt = json_format(run.client(agent), "moderation", MODERATOR_SCHEMA)
-    got = await run.ask(agent, "moderator", "moderator", MODERATOR,
-                        moderator_messages(convo, [a.text for a in answers], k),
-                        kind="moderator", turn=turn, layer=layer, response_format=fmt)
+    got = await run.ask(
+        agent,
+        "moderator",
+        "moderator",
+        MODERATOR,
+        moderator_messages(convo, [a.text for a in answers], k),
+        kind="moderator",
+        turn=turn,
+        layer=layer,
+        response_format=fmt,
+    )
     parsed = parse_moderation(got[0].text, len(answers), k) if got else None
     meta: dict[str, Any] = {}
     if parsed is None:
@@ -144,7 +154,9 @@ async def generate_roles(
     for attempt in range(attempts):
         seed = agent.seed + attempt if agent.seed is not None else derive_seed("roles", n, task, attempt)
         try:
-            done = await client.chat(roles_messages(n, task), sampling_of(agent, seed), tag=ROLES.tag(stage, "role_generator"))
+            done = await client.chat(
+                roles_messages(n, task), sampling_of(agent, seed), tag=ROLES.tag(stage, "role_generator")
+            )
         except CallError as exc:
             log.warning("role generation failed (%s)", exc)
             continue

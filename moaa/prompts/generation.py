@@ -78,8 +78,8 @@ ROLES = Template(
     "smoa-roles",
     "v1",
     "Write {n} different role descriptions for assistants who will answer users' requests as a "
-    "team{task}. Each description is one or two sentences addressed to the assistant (\"You are "
-    "...\") and names an occupation, an area of expertise and a personality. Make the roles differ "
+    'team{task}. Each description is one or two sentences addressed to the assistant ("You are '
+    '...") and names an occupation, an area of expertise and a personality. Make the roles differ '
     "from each other so that the assistants approach a request from different angles. Reply with "
     "only a JSON list of {n} strings.",
 )
@@ -131,16 +131,16 @@ def proposer_messages(messages: list[Message], role: str | None, references: lis
     return out
 
 
-def aggregator_messages(messages: list[Message], references: list[str], template: Template = AGGREGATE) -> list[Message]:
+def aggregator_messages(
+    messages: list[Message], references: list[str], template: Template = AGGREGATE
+) -> list[Message]:
     """The conversation with the references appended to its system message (numbered from 1)."""
     return with_system(messages, template.render(responses=number_responses(references, 1)))
 
 
 def moderator_messages(messages: list[Message], responses: list[str], k: int) -> list[Message]:
     """One user message asking the moderator to pick `k` responses (numbered from 0) as JSON."""
-    text = MODERATOR.render(
-        k=k, conversation=render_conversation(messages), responses=number_responses(responses, 0)
-    )
+    text = MODERATOR.render(k=k, conversation=render_conversation(messages), responses=number_responses(responses, 0))
     return [{"role": "user", "content": text}]
 
 
