@@ -1,0 +1,94 @@
+"""Pure helpers of the OpenAI test server: deterministic replies, completion bodies, error bodies.
+
+Default reply of choice i: ``"[model] answer <8 hex>: <last user message, first 40 chars>"`` followed by
+``filler_words`` words, the hex being sha256 of (model, messages, seed, temperature, i). Usage counts
+words (``str.split``): prompt_tokens over all message contents, completion_tokens over all choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+FAULT_KINDS = ("429", "500", "503", "hang", "truncated", "empty", "drop", "garbage", "400", "401", "404")
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "not_found_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "server_error",
+}
+FILLER = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+Responder = Callable[[dict], "str | list[str] | None"]
+
+
+def check_fault_kind(kind: str) -> str:
+    """``kind`` itself when it is a known fault kind, else ValueError."""
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
+    return kind
+
+
+def message_text(content: Any) -> str:
+    """The text of a message content (a string or a list of OpenAI content parts)."""
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def default_reply(req: dict, index: int, filler_words: int = 0) -> str:
+    """The deterministic reply of choice ``index`` for a chat request."""
+    model, messages = req.get("model"), req.get("messages") or []
+    key = json.dumps([model, messages, req.get("seed"), req.get("temperature"), index], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    users = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    last_user = users[-1] if users else ""
+    filler = [FILLER[(int(digest, 16) + k) % len(FILLER)] for k in range(filler_words)]
+    return " ".join([f"[{model}] answer {digest}: {last_user[:40]}", *filler])
+
+
+def build_completion(
+    req: dict,
+    completion_id: str,
+    *,
+    responder: Responder | None = None,
+    ignore_n: bool = False,
+    filler_words: int = 0,
+    truncate_at_max_tokens: bool = True,
+) -> dict:
+    """The ``chat.completion`` object answering ``req`` (see the module docstring for the content)."""
+    n = 1 if ignore_n else int(req.get("n") or 1)
+    answer = responder(req) if responder else None
+    if answer is None:
+        contents = [default_reply(req, i, filler_words) for i in range(n)]
+    else:
+        contents = [answer] * n if isinstance(answer, str) else list(answer)
+    limit = req.get("max_tokens", req.get("max_completion_tokens"))
+    choices = []
+    for i, content in enumerate(contents):
+        words, finish = content.split(), "stop"
+        if truncate_at_max_tokens and limit is not None and int(limit) < len(words):
+            content, finish = " ".join(words[: int(limit)]), "length"
+        message = {"role": "assistant", "content": content}
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+    prompt = sum(len(message_text(m.get("content")).split()) for m in req["messages"] if isinstance(m, dict))
+    completion = sum(len(c["message"]["content"].split()) for c in choices)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.get("model"),
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def error_body(status: int, message: str) -> bytes:
+    """An OpenAI-style error body."""
+    err = {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": None, "code": None}
+    return json.dumps({"error": err}).encode()
