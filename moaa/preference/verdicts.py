@@ -1,0 +1,151 @@
+"""Tolerant parsers for what judges answer: ratings per criterion, a pairwise winner, chosen criteria.
+
+Judges are asked for JSON (with a json_schema response format where the endpoint allows it), but
+small and local models wrap it in code fences, add prose, or answer in lines such as
+`Helpfulness: 4/5`. Each parser returns None when it cannot read a complete, valid verdict, and
+the caller asks again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from moaa.prompts.judging import Criterion, slug
+
+_FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_NUMBER_RE = re.compile(r"^\s*\**\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*5|out of 5)?\s*\**\s*$")
+_RATING_KEYS = ("rating", "score", "value", "grade")
+_RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
+
+
+def json_objects(text: str) -> list[Any]:
+    """Every JSON value found in `text`: the whole text, fenced blocks, then balanced {...} spans."""
+    found: list[Any] = []
+    pieces = [text, *_FENCE_RE.findall(text)]
+    pieces += _balanced_spans(text)
+    for piece in pieces:
+        try:
+            found.append(json.loads(piece))
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return found
+
+
+def _balanced_spans(text: str) -> list[str]:
+    """Top-level `{...}` spans, skipping braces inside JSON strings."""
+    spans, depth, start, in_str, escaped = [], 0, -1, False, False
+    for i, ch in enumerate(text):
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"' and depth:
+            in_str = True
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                spans.append(text[start : i + 1])
+    return spans
+
+
+def as_rating(value: Any) -> float | None:
+    """A 1-5 rating from a number, "4", "4/5", or {"rating": 4}; None when absent or out of range."""
+    if isinstance(value, dict):
+        value = next((value[k] for k in value if slug(k) in _RATING_KEYS), None)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        match = _NUMBER_RE.match(value)
+        value = float(match.group(1)) if match else None
+    if isinstance(value, (int, float)) and 1 <= value <= 5:
+        return float(value)
+    return None
+
+
+def parse_ratings(text: str, criteria: list[Criterion]) -> tuple[dict[str, float], dict[str, str]] | None:
+    """(ratings, rationales) keyed by criterion key, or None unless every criterion has a valid rating."""
+    for obj in json_objects(text):
+        got = _ratings_from_json(obj, criteria)
+        if got is not None:
+            return got
+    return _ratings_from_lines(text, criteria)
+
+
+def _ratings_from_json(obj: Any, criteria: list[Criterion]) -> tuple[dict[str, float], dict[str, str]] | None:
+    if not isinstance(obj, dict):
+        return None
+    by_slug = {slug(k): v for k, v in obj.items()}
+    ratings, rationales = {}, {}
+    for c in criteria:
+        value = by_slug.get(c.key, by_slug.get(slug(c.name)))
+        rating = as_rating(value)
+        if rating is None:
+            nested = [v for v in obj.values() if isinstance(v, dict)]  # {"ratings": {...}}
+            for inner in nested:
+                got = _ratings_from_json(inner, criteria)
+                if got is not None:
+                    return got
+            return None
+        ratings[c.key] = rating
+        if isinstance(value, dict):
+            rationales[c.key] = str(next((value[k] for k in value if slug(k) in _RATIONALE_KEYS), ""))
+    return ratings, rationales
+
+
+def _ratings_from_lines(text: str, criteria: list[Criterion]) -> tuple[dict[str, float], dict[str, str]] | None:
+    ratings = {}
+    for c in criteria:
+        words = [w for w in re.split(r"[\s_-]+", c.name) if w]
+        name = r"[\s_-]+".join(map(re.escape, words))
+        pattern = (
+            rf"(?im)^[\s>*#-]*\**\s*(?:{name}|{re.escape(c.key)})\s*\**\s*(?:\([^)\n]*\))?\s*\**"
+            r"\s*(?:[:\-–]\s*)?(?:rating|score)?\s*[:=\-–]\s*\**\s*([1-5](?:\.[0-9]+)?)(?![0-9])"
+        )
+        match = re.search(pattern, text)
+        if match is None:
+            return None
+        ratings[c.key] = float(match.group(1))
+    return ratings, {}
+
+
+_WINNERS = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "draw": "tie", "equal": "tie", "neither": "tie", "both": "tie"}
+
+
+def parse_winner(text: str) -> str | None:
+    """"A", "B" or "tie" from JSON `winner`, MT-Bench's `[[A]]`, or a `Winner: B` line; else None."""
+    for obj in json_objects(text):
+        if isinstance(obj, dict):
+            value = next((v for k, v in obj.items() if slug(k) in ("winner", "verdict", "better")), None)
+            if isinstance(value, str) and value.strip().strip("[]*\"'").lower() in _WINNERS:
+                return _WINNERS[value.strip().strip("[]*\"'").lower()]
+    brackets = re.findall(r"\[\[\s*(A|B|C|tie)\s*\]\]", text, re.IGNORECASE)
+    if len(set(b.lower() for b in brackets)) == 1:
+        return _WINNERS[brackets[0].lower()]
+    match = re.search(r"(?im)^[\s>*#-]*\**\s*(?:winner|verdict)\s*\**\s*[:=]\s*\**\s*\"?(A|B|tie)\b", text)
+    return _WINNERS[match.group(1).lower()] if match else None
+
+
+def parse_criteria(text: str, names: list[str], n: int) -> list[str] | None:
+    """Up to `n` of `names` that the answer picked (JSON list, or names mentioned), in its order; None if none."""
+    by_slug = {slug(name): name for name in names}
+    picked: list[str] = []
+    for obj in json_objects(text):
+        items = obj.get("criteria") if isinstance(obj, dict) else obj
+        if isinstance(items, list):
+            picked = [by_slug[slug(str(x))] for x in items if slug(str(x)) in by_slug]
+            if picked:
+                break
+    if not picked:  # names mentioned in prose, in the order they appear
+        spots = [(m.start(), name) for name in names if (m := re.search(rf"\b{re.escape(name)}\b", text, re.I))]
+        picked = [name for _, name in sorted(spots)]
+    unique = list(dict.fromkeys(picked))[:n]
+    return unique or None
