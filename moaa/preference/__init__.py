@@ -1,0 +1,31 @@
+"""The preference (DPO) stage: a policy samples candidates, a scorer ranks them, best vs worst.
+
+Scorers (ALGORITHMS.md sections 2 and 7): a reward model, a pointwise or pairwise LLM judge, or
+the MoA judge. Entry points mirror the engine: `judge_prompt`, `run_preference_prompts`,
+`calls_per_prompt`; `bias_report` summarises length/position/tie bias of the written data.
+"""
+
+from moaa.preference.bias import bias_report
+from moaa.preference.pairs import DROP_REASONS, PairChoice, choose_pair
+from moaa.preference.scoring import Score, Scorer
+from moaa.preference.stage import (
+    PreferenceResult,
+    build_scorer,
+    calls_per_prompt,
+    judge_prompt,
+    run_preference_prompts,
+)
+
+__all__ = [
+    "DROP_REASONS",
+    "PairChoice",
+    "PreferenceResult",
+    "Score",
+    "Scorer",
+    "bias_report",
+    "build_scorer",
+    "calls_per_prompt",
+    "choose_pair",
+    "judge_prompt",
+    "run_preference_prompts",
+]

@@ -1,0 +1,100 @@
+"""Candidate answers for the preference stage: the policy samples K answers to each prompt.
+
+One `n=K` call at the policy's temperature (the client falls back to K seeded calls where a
+server ignores n); the seed is derived from the prompt id, so a re-run asks the same question
+and the request cache answers it. Empty answers are dropped and identical ones (whitespace-
+normalised) collapsed into one candidate with a count, so chosen and rejected never share a text.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from moaa.client import ChatClient, Completion, Message
+from moaa.config import AgentConfig, Sampling
+from moaa.engine.context import derive_seed
+from moaa.prompts.generation import proposer_messages
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TAG = "pref.policy.sample@v1"
+
+
+@dataclass
+class Candidate:
+    """One distinct answer: its position among the candidates, text, model and sample statistics."""
+
+    index: int
+    text: str
+    model: str
+    count: int = 1  # how many samples had this (normalised) text
+    samples: list[int] = field(default_factory=list)  # which of the K samples they were
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+
+@dataclass
+class CandidateSet:
+    candidates: list[Candidate]
+    sampled: int  # texts returned
+    empty: int  # dropped: blank text
+    duplicates: int  # collapsed into an earlier identical text
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+
+
+def normalise(text: str) -> str:
+    """The text compared for identity: whitespace runs collapsed, ends stripped."""
+    return " ".join(text.split())
+
+
+def conversation_of(messages: list[Message]) -> list[Message]:
+    """The prompt a candidate answers: the conversation without trailing assistant turns."""
+    end = len(messages)
+    while end and messages[end - 1]["role"] == "assistant":
+        end -= 1
+    return [dict(m) for m in messages[:end]]
+
+
+def policy_sampling(policy: AgentConfig, prompt_id: str) -> Sampling:
+    """The policy's sampling with a seed from the prompt id (offset by the configured seed)."""
+    values = {k: getattr(policy, k) for k in Sampling.model_fields}
+    values["seed"] = derive_seed(prompt_id, "pref.policy", policy.seed or 0)
+    return Sampling(**values)
+
+
+def collapse(texts: list[str], finish_reasons: list[str], model: str, completion_tokens: int = 0) -> CandidateSet:
+    """Distinct non-empty texts in first-seen order, with counts (completion tokens shared by length)."""
+    by_text: dict[str, Candidate] = {}
+    empty = duplicates = 0
+    total_chars = sum(len(t) for t in texts) or 1
+    for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True)):
+        key = normalise(text)
+        if not key:
+            empty += 1
+            continue
+        tokens = round(completion_tokens * len(text) / total_chars)
+        if key in by_text:
+            duplicates += 1
+            by_text[key].count += 1
+            by_text[key].samples.append(i)
+            continue
+        by_text[key] = Candidate(len(by_text), text.strip(), model, 1, [i], reason, tokens)
+    return CandidateSet(list(by_text.values()), len(texts), empty, duplicates)
+
+
+async def sample_candidates(
+    conversation: list[Message], prompt_id: str, policy: AgentConfig, client: ChatClient, k: int
+) -> CandidateSet:
+    """K policy answers to `conversation`, collapsed. Raises CallError when the call fails."""
+    messages = proposer_messages(conversation, policy.role, None)
+    done: Completion = await client.chat(messages, policy_sampling(policy, prompt_id), n=k, tag=SAMPLE_TAG)
+    got = collapse(done.texts, done.finish_reasons, done.model, done.completion_tokens)
+    got.prompt_tokens, got.completion_tokens = done.prompt_tokens, done.completion_tokens
+    got.latency_s, got.cached = done.latency_s, done.cached
+    if got.empty or got.duplicates:
+        log.debug("%s: %d empty and %d duplicate samples dropped", prompt_id, got.empty, got.duplicates)
+    return got

@@ -1,0 +1,117 @@
+"""What every scorer shares: the Score type, the Scorer interface, and a judge call that re-asks.
+
+A scorer turns a prompt's candidates into one Score each (`score` None = unscored). Details hold
+what the trace keeps: per-criterion ratings and rationales, every raw judge answer, attempts,
+pairwise outcomes and the calls' token usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from moaa.client import CallError, ChatClient, Message
+from moaa.config import AgentConfig, Sampling
+from moaa.errors import ConfigError
+from moaa.preference.candidates import Candidate
+from moaa.rows import Prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Score:
+    """A candidate's score (None when the scorer could not rate it), why, and the raw material."""
+
+    score: float | None
+    rationale: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer(Protocol):
+    kind: str
+
+    async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]: ...
+
+
+@dataclass
+class Verdict:
+    """One judge question, asked up to `max_attempts` times until its answer parses."""
+
+    parsed: Any | None
+    raw: list[str] = field(default_factory=list)
+    attempts: int = 0
+    error: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def unparsed(self) -> int:
+        """Answers that came back but could not be read."""
+        return len(self.raw) - (1 if self.parsed is not None else 0)
+
+    def summary(self) -> dict[str, Any]:
+        out = {"model": self.model, "attempts": self.attempts, "raw": self.raw}
+        return out | ({"error": self.error} if self.error else {})
+
+
+def judge_sampling(agent: AgentConfig, attempt: int) -> Sampling:
+    """The judge's sampling at temperature 0; the seed moves per attempt so a re-ask is a new request."""
+    values = {k: getattr(agent, k) for k in Sampling.model_fields}
+    values["temperature"] = 0.0
+    values["seed"] = (agent.seed or 0) + attempt
+    return Sampling(**values)
+
+
+async def ask_parsed(
+    client: ChatClient,
+    agent: AgentConfig,
+    messages: list[Message],
+    parse: Callable[[str], Any | None],
+    *,
+    tag: str,
+    response_format: dict[str, Any] | None,
+    max_attempts: int,
+) -> Verdict:
+    """Ask until `parse` reads the answer; a failed call (retries already spent) ends it unparsed."""
+    verdict = Verdict(None, model=client.model)
+    for attempt in range(max_attempts):
+        verdict.attempts = attempt + 1
+        try:
+            done = await client.chat(messages, judge_sampling(agent, attempt), response_format=response_format, tag=tag)
+        except CallError as exc:
+            verdict.error = str(exc)
+            return verdict
+        verdict.model = done.model
+        verdict.prompt_tokens += done.prompt_tokens
+        verdict.completion_tokens += done.completion_tokens
+        verdict.raw.append(done.text)
+        parsed = parse(done.text)
+        if parsed is not None:
+            verdict.parsed = parsed
+            return verdict
+        log.debug("unparsable verdict from %s (attempt %d): %.200r", client.name, attempt + 1, done.text)
+    verdict.error = f"no parsable verdict in {max_attempts} attempt(s)"
+    return verdict
+
+
+def usage(verdicts: list[Verdict]) -> dict[str, int]:
+    return {
+        "calls": sum(len(v.raw) + (1 if v.error and v.attempts > len(v.raw) else 0) for v in verdicts),
+        "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
+        "completion_tokens": sum(v.completion_tokens for v in verdicts),
+        "unparsed": sum(v.unparsed for v in verdicts),
+    }
+
+
+def client_for(agent: AgentConfig, clients: dict[str, ChatClient], where: str) -> ChatClient:
+    try:
+        return clients[agent.endpoint]
+    except KeyError:
+        raise ConfigError(
+            f"{where}: uses endpoint '{agent.endpoint}' but no client was built for it "
+            f"(clients: {', '.join(sorted(clients)) or 'none'})"
+        ) from None

@@ -1,0 +1,221 @@
+"""The preference stage, prompt by prompt: sample candidates, score them, keep best vs worst.
+
+Mirrors the engine's API (moaa.engine): `judge_prompt` (one prompt), `run_preference_prompts` (a
+lazily consumed stream, bounded in flight), `calls_per_prompt` (dry-run call counts). A prompt
+ends in one of three ways: a PreferenceRow; a drop with a reason (moaa.preference.pairs:
+ties, near-ties, length ratio, too few candidates) that is a property of the data, not an error;
+or a Failure (policy call failed, every answer empty, every candidate unscored). EndpointError and
+ConfigError propagate and stop the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moaa.client import CallError, ChatClient
+from moaa.config import EndpointConfig, PreferenceConfig, ScorerConfig
+from moaa.errors import ConfigError
+from moaa.preference.candidates import CandidateSet, conversation_of, sample_candidates
+from moaa.preference.pairs import PairChoice, build_row, choose_pair
+from moaa.preference.scoring import Score, Scorer, client_for
+from moaa.prompts import judging as jp
+from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
+
+log = logging.getLogger(__name__)
+
+STAGE = "preference"
+
+
+@dataclass
+class PreferenceResult:
+    """One prompt's outcome: a row, or a drop reason, or a failure; the trace; counters.
+
+    counters: samples, empty_answers, duplicates, unscored, unparsed (judge answers re-asked or
+    given up on), judge_calls.
+    """
+
+    prompt: Prompt
+    row: PreferenceRow | None
+    trace: list[TraceStep]
+    failure: Failure | None
+    dropped: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
+    """The scorer `cfg.kind` names, its judges bound to their clients."""
+    from moaa.preference.judges import MoAJudge, PairwiseJudge, PointwiseJudge
+
+    if cfg.kind == "reward_model":
+        if not cfg.reward_model:
+            raise ConfigError("preference.scorer.reward_model: required for kind reward_model (a folder or hub id)")
+        from moaa.preference.reward_model import RewardModelScorer
+
+        return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size)
+    if not cfg.judges:
+        raise ConfigError(f"preference.scorer.judges: kind {cfg.kind} needs at least one judge agent")
+    judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
+    criteria = [jp.criterion_of(n) for n in cfg.criteria] if cfg.criteria else list(jp.ASPECTS)
+    if cfg.kind == "pointwise":
+        return PointwiseJudge(judges, criteria, cfg.max_attempts)
+    if cfg.kind == "pairwise":
+        return PairwiseJudge(judges, criteria, cfg.max_attempts)
+    if cfg.aggregator is None:
+        raise ConfigError("preference.scorer.aggregator: kind moa_judge needs an aggregator judge")
+    aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
+    return MoAJudge(judges, aggregator, cfg.criteria, cfg.num_criteria, cfg.max_attempts)
+
+
+async def judge_prompt(
+    prompt: Prompt, pref: PreferenceConfig, clients: dict[str, ChatClient], *, scorer: Scorer | None = None
+) -> PreferenceResult:
+    """Sample `pref.samples` answers to `prompt`, score them, and pair the best with the worst.
+
+    Row columns (TRL preference format with an explicit prompt): prompt_id, prompt (the
+    conversation up to its last user turn), chosen, rejected (one assistant message each),
+    score_chosen, score_rejected, chosen_model, rejected_model. Trace: one "sample" step per
+    distinct candidate (score, count) and one "verdict" step per scored candidate (meta: JSON of
+    ratings, rationales, raw judge answers, pairwise outcomes).
+    """
+    if pref.policy is None:
+        raise ConfigError("preference.policy: not set; name the agent whose answers become chosen/rejected")
+    policy_client = client_for(pref.policy, clients, "preference.policy")
+    scorer = scorer or build_scorer(pref.scorer, clients)
+    convo = conversation_of(prompt.messages)
+    result = PreferenceResult(prompt, None, [], None)
+    if not convo or convo[-1]["role"] != "user":
+        result.failure = Failure(prompt.prompt_id, STAGE, "no_user_turn", "the prompt has no user message to answer")
+        return result
+    try:
+        got = await sample_candidates(convo, prompt.prompt_id, pref.policy, policy_client, pref.samples)
+    except CallError as exc:
+        result.failure = Failure(prompt.prompt_id, STAGE, "policy_failed", str(exc))
+        return result
+    result.counters = {"samples": got.sampled, "empty_answers": got.empty, "duplicates": got.duplicates}
+    if not got.candidates:
+        result.failure = Failure(prompt.prompt_id, STAGE, "no_candidates", f"all {got.sampled} answers were empty")
+        return result
+    if len(got.candidates) < 2:
+        result.trace = _sample_steps(prompt, pref, got, [None], PairChoice())
+        result.dropped = "too_few_candidates"
+        return result
+    scores = await scorer.score(prompt, got.candidates)
+    _count(result.counters, scores)
+    values = [s.score for s in scores]
+    choice = choose_pair([c.text for c in got.candidates], values, pref.min_margin, pref.max_length_ratio)
+    result.trace = _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    if all(v is None for v in values):
+        error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
+        result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
+    elif choice.reason is not None:
+        result.dropped = choice.reason
+    else:
+        best, worst = got.candidates[choice.chosen], got.candidates[choice.rejected]
+        result.row = build_row(prompt.prompt_id, convo, best.text, worst.text, values[choice.chosen],
+                               values[choice.rejected], best.model, worst.model)
+    return result
+
+
+def _count(counters: dict[str, int], scores: list[Score]) -> None:
+    counters["unscored"] = sum(1 for s in scores if s.score is None)
+    counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
+    counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
+
+
+def _sample_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet, values: list, choice: PairChoice) -> list[TraceStep]:
+    assert pref.policy is not None
+    picks = {choice.chosen: "chosen", choice.rejected: "rejected"}
+    steps = []
+    for c, value in zip(got.candidates, values + [None] * (len(got.candidates) - len(values)), strict=True):
+        meta = {"count": c.count, "samples": c.samples} | ({"pick": picks[c.index]} if c.index in picks else {})
+        steps.append(TraceStep(
+            prompt_id=prompt.prompt_id, stage=STAGE, kind="sample", text=c.text, agent=pref.policy.name or "policy",
+            model=c.model, role="policy", index=c.index, selected=c.index in picks,
+            prompt_tokens=got.prompt_tokens if c.index == 0 else 0, completion_tokens=c.completion_tokens,
+            latency_s=got.latency_s, finish_reason=c.finish_reason, cached=got.cached, score=value,
+            meta=json.dumps(meta),
+        ))
+    return steps
+
+
+def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[TraceStep]:
+    steps = []
+    for index, s in enumerate(scores):
+        spent = s.details.get("usage", {})
+        steps.append(TraceStep(
+            prompt_id=prompt.prompt_id, stage=STAGE, kind="verdict", text=s.rationale, agent=scorer.kind,
+            model=getattr(scorer, "label", scorer.kind), role="judge", index=index, selected=s.score is not None,
+            prompt_tokens=spent.get("prompt_tokens", 0), completion_tokens=spent.get("completion_tokens", 0),
+            score=s.score, meta=json.dumps(s.details, ensure_ascii=False, default=str),
+        ))
+    return steps
+
+
+async def run_preference_prompts(
+    prompts: Iterable[Prompt],
+    pref: PreferenceConfig,
+    clients: dict[str, ChatClient],
+    *,
+    on_result: Callable[[PreferenceResult], None],
+    max_in_flight: int = 32,
+) -> None:
+    """Judge `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
+
+    The iterable is consumed lazily. The first exception (EndpointError, ConfigError, or one raised
+    by `on_result` or the iterable) cancels the rest and propagates.
+    """
+    scorer = build_scorer(pref.scorer, clients)
+    source = iter(prompts)
+
+    async def worker() -> None:
+        for prompt in source:  # next() never awaits: each prompt goes to exactly one worker
+            on_result(await judge_prompt(prompt, pref, clients, scorer=scorer))
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, max_in_flight))]
+    try:
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointConfig] | None = None) -> dict[str, Any]:
+    """Calls and answers per prompt when all K candidates differ and every verdict parses first time.
+
+    Returns {"stage", "scorer", "samples", "calls", "answers", "agents": {label: {"endpoint",
+    "calls", "answers"}}, "endpoints": {name: calls}, "reward_model_passes"}. The policy's n=K call
+    counts once, or K times where `endpoints` says the endpoint ignores n (supports_n: false).
+    """
+    k, cfg, policy = pref.samples, pref.scorer, pref.policy
+    rows: list[tuple[str, Any, int, int]] = []
+    if policy is not None:
+        endpoint = (endpoints or {}).get(policy.endpoint)
+        rows.append(("policy", policy, k if endpoint is not None and endpoint.supports_n is False else 1, k))
+    per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(cfg.kind, 0)
+    rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]
+    if cfg.kind == "moa_judge" and cfg.aggregator is not None:
+        select = 1 if cfg.criteria and len(cfg.criteria) > cfg.num_criteria else 0
+        rows.append(("scorer.aggregator", cfg.aggregator, k + select, k + select))
+    agents = {label: {"endpoint": a.endpoint, "calls": calls, "answers": answers} for label, a, calls, answers in rows}
+    by_endpoint: dict[str, int] = {}
+    for info in agents.values():
+        by_endpoint[info["endpoint"]] = by_endpoint.get(info["endpoint"], 0) + info["calls"]
+    return {
+        "stage": STAGE,
+        "scorer": cfg.kind,
+        "samples": k,
+        "calls": sum(a["calls"] for a in agents.values()),
+        "answers": sum(a["answers"] for a in agents.values()),
+        "agents": agents,
+        "endpoints": by_endpoint,
+        "reward_model_passes": -(-k // cfg.batch_size) if cfg.kind == "reward_model" else 0,
+    }
