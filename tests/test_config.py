@@ -1,0 +1,108 @@
+"""Config: strict keys with dotted paths, overrides, extends, endpoint references, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moaa.config import (
+    Sampling,
+    apply_override,
+    check_environment,
+    dump_config,
+    load_config,
+    resolve_api_key,
+)
+from moaa.errors import ConfigError
+from tests.conftest import ROOT, base_raw, make_config
+
+
+def write(tmp_path: Path, data, name="c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("preset", ["local", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"])
+def test_presets_load(preset):
+    config = load_config(ROOT / "configs" / f"{preset}.yaml")
+    assert config.sft.method == preset if preset != "local" else config.sft.method == "moa"
+
+
+def test_unknown_key_names_dotted_path_and_allowed_keys(tmp_path):
+    raw = base_raw(tmp_path)
+    raw["sft"]["proposers"][0] = {"endpoint": "test", "temprature": 0.5}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, raw))
+    msg = str(err.value)
+    assert "unknown key 'sft.proposers[0].temprature'" in msg
+    assert "temperature" in msg and "endpoint" in msg and "\n" not in msg
+
+
+def test_wrong_type_names_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"sft.layers: .*integer.*\(got 'three'\)"):
+        load_config(write(tmp_path, base_raw(tmp_path)), ["sft.layers=three"])
+
+
+def test_unknown_endpoint(tmp_path):
+    with pytest.raises(ConfigError, match=r"sft.aggregator.endpoint: unknown endpoint 'gpt' \(defined under endpoints: test\)"):
+        load_config(write(tmp_path, base_raw(tmp_path)), ["sft.aggregator.endpoint=gpt"])
+
+
+def test_malformed_yaml_has_line(tmp_path):
+    path = write(tmp_path, "name: x\nendpoints: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+:\d+: malformed YAML"):
+        load_config(path)
+
+
+def test_overrides_parse_values_and_index_lists(tmp_path):
+    raw = base_raw(tmp_path)
+    apply_override(raw, "sft.layers=3")
+    apply_override(raw, "sft.proposers.1.temperature=0.1")
+    apply_override(raw, "output.tags=[a, b]")
+    config = make_config(tmp_path, "http://x/v1", "sft.layers=3", "sft.proposers.1.temperature=0.1", "output.tags=[a, b]")
+    assert raw["sft"]["layers"] == 3 and config.sft.layers == 3
+    assert config.sft.proposers[1].temperature == 0.1 and config.sft.proposers[0].temperature == 0.7
+    assert config.output.tags == ["a", "b"]
+    with pytest.raises(ConfigError, match="needs a list index below 3"):
+        apply_override(raw, "sft.proposers.7.temperature=1")
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        apply_override(raw, "novalue")
+
+
+def test_extends_merges_parent(tmp_path):
+    write(tmp_path, {"endpoints": base_raw(tmp_path)["endpoints"], "prompts": {"path": "p.jsonl"}}, "base.yaml")
+    child = base_raw(tmp_path)
+    del child["endpoints"]
+    child["extends"] = "base.yaml"
+    config = load_config(write(tmp_path, child))
+    assert config.endpoints["test"].model == "test-model"
+
+
+def test_api_key_env_missing_and_present(tmp_path, monkeypatch):
+    config = make_config(tmp_path, "http://x/v1", "endpoints.test.api_key_env=MOAA_TEST_KEY")
+    monkeypatch.delenv("MOAA_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="environment variable MOAA_TEST_KEY is not set"):
+        check_environment(config)
+    monkeypatch.setenv("MOAA_TEST_KEY", "sk-secret-123")
+    assert resolve_api_key("test", config.endpoints["test"]) == "sk-secret-123"
+    assert "sk-secret-123" not in str(dump_config(config))
+
+
+def test_local_endpoint_defaults_match_server():
+    config = load_config(ROOT / "configs/local.yaml")
+    local = config.endpoints["local"]
+    assert (local.max_concurrency, local.supports_n, local.json_schema) == (1, False, False)
+
+
+def test_sampling_over_prefers_set_fields():
+    base = Sampling(temperature=0.7, max_tokens=100)
+    assert Sampling(temperature=0.1).over(base).sampling_dict() == {
+        "temperature": 0.1, "top_p": None, "max_tokens": 100, "seed": None, "stop": None,
+    }
+
+
+def test_moa_lite_forces_two_layers(tmp_path):
+    assert make_config(tmp_path, "http://x/v1", "sft.method=moa-lite", "sft.layers=5").sft.layers == 2
