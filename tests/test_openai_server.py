@@ -169,10 +169,10 @@ def test_refuse_then_listen_again_on_same_port():
     with OpenAITestServer() as srv:
         chat(srv.base_url)
         port = srv.port
-        srv.refuse(0.5)
+        srv.refuse(0.3)
         with pytest.raises(openai.APIConnectionError):
             chat(srv.base_url)
-        time.sleep(0.7)
+        time.sleep(0.45)
         assert srv.port == port
         assert chat(srv.base_url).choices[0].finish_reason == "stop"
         assert len(srv.requests) == 2  # the refused request never arrived
