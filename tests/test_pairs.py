@@ -92,7 +92,11 @@ def test_identical_candidates_collapse_and_empty_ones_drop():
 
 def test_normalise_and_conversation_of():
     assert normalise("  a \n\t b  ") == "a b"
-    convo = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "old"}]
+    convo = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "old"},
+    ]
     assert conversation_of(convo) == convo[:2]
 
 

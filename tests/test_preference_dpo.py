@@ -8,21 +8,25 @@ import json
 import re
 
 import pytest
-
 from fakes import FakeCall, FakeClient
+from tiny_models import build_tiny_causal_lm
+
 from moaa.config import PreferenceConfig
 from moaa.preference import bias_report, run_preference_prompts
 from moaa.rows import Prompt
 from moaa.shards import ShardOutput, read_jsonl
-from tiny_models import build_tiny_causal_lm
 
 TOPICS = ["rivers", "tea", "owls", "chess", "bread", "kites", "glass", "moss"]
 
 
 def policy(call: FakeCall) -> list[str]:
     topic = call.last_user.split()[-1].rstrip("?")
-    return [f"Short note on {topic}.", f"A careful, correct answer about {topic} with one example.",
-            f"{topic}?", f"An answer about {topic} that is mostly right."]
+    return [
+        f"Short note on {topic}.",
+        f"A careful, correct answer about {topic} with one example.",
+        f"{topic}?",
+        f"An answer about {topic} that is mostly right.",
+    ]
 
 
 def judge(call: FakeCall) -> str:
@@ -35,10 +39,15 @@ def judge(call: FakeCall) -> str:
 def write_preference_shard(folder) -> None:
     """What moaa.stages does for a preference shard: stream prompts, append each result."""
     prompts = [Prompt.from_messages([{"role": "user", "content": f"Tell me about {t}?"}]) for t in TOPICS]
-    pref = PreferenceConfig.model_validate({
-        "enabled": True, "policy": {"endpoint": "pol", "temperature": 0.9}, "samples": 4,
-        "scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]}, "min_margin": 1.0,
-    })
+    pref = PreferenceConfig.model_validate(
+        {
+            "enabled": True,
+            "policy": {"endpoint": "pol", "temperature": 0.9},
+            "samples": 4,
+            "scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]},
+            "min_margin": 1.0,
+        }
+    )
     clients = {"pol": FakeClient("pol", responder=policy), "judge": FakeClient("judge", responder=judge)}
     out = ShardOutput(folder)
 
@@ -60,7 +69,9 @@ def test_stage_output_trains_one_dpo_step(tmp_path):
     write_preference_shard(tmp_path / "shard")
     rows = list(read_jsonl(tmp_path / "shard" / "rows.jsonl"))
     assert len(rows) == len(TOPICS)
-    assert all(r["chosen"][0]["content"].startswith("A careful") and r["rejected"][0]["content"].endswith("?") for r in rows)
+    assert all(
+        r["chosen"][0]["content"].startswith("A careful") and r["rejected"][0]["content"].endswith("?") for r in rows
+    )
     report = bias_report(rows, list(read_jsonl(tmp_path / "shard" / "trace.jsonl")), {})
     assert report["scored_candidates"] == 4 * len(TOPICS) and report["chosen_longer_share"] == 1.0
 
@@ -71,8 +82,16 @@ def test_stage_output_trains_one_dpo_step(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(lm)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     args = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
-        max_length=128, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1, seed=0,
+        output_dir=str(tmp_path / "dpo"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        max_length=128,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     output = trainer.train()

@@ -100,9 +100,12 @@ def test_unparsable_verdicts_are_asked_again_with_a_new_seed():
         seeds = sorted(b["seed"] for b in chats(srv))
     assert [s.score for s in scores] == [3.0, 3.0]
     assert seeds == [0, 0, 1, 1]
-    assert scores[0].details["usage"] == {"calls": 2, "prompt_tokens": scores[0].details["usage"]["prompt_tokens"],
-                                          "completion_tokens": scores[0].details["usage"]["completion_tokens"],
-                                          "unparsed": 1}
+    assert scores[0].details["usage"] == {
+        "calls": 2,
+        "prompt_tokens": scores[0].details["usage"]["prompt_tokens"],
+        "completion_tokens": scores[0].details["usage"]["completion_tokens"],
+        "unparsed": 1,
+    }
     assert scores[0].details["judges"][0]["attempts"] == 2
 
 
@@ -184,15 +187,22 @@ def moa_responder(criteria_answer: str):
 
 def moa_scorer_config(criteria: list[str] | None) -> ScorerConfig:
     return ScorerConfig(
-        kind="moa_judge", judges=[{"endpoint": "ja"}, {"endpoint": "jb"}], aggregator={"endpoint": "agg"},
-        criteria=criteria, num_criteria=2,
+        kind="moa_judge",
+        judges=[{"endpoint": "ja"}, {"endpoint": "jb"}],
+        aggregator={"endpoint": "agg"},
+        criteria=criteria,
+        num_criteria=2,
     )
 
 
 def test_moa_judge_picks_criteria_and_aggregates_numbered_verdicts():
     reply = 'The best fit: {"criteria": ["Depth", "accuracy"]}'
     with OpenAITestServer(responder=moa_responder(reply)) as srv:
-        clients = {"ja": client(srv, "ja", "judge-a"), "jb": client(srv, "jb", "judge-b"), "agg": client(srv, "agg", "agg-m")}
+        clients = {
+            "ja": client(srv, "ja", "judge-a"),
+            "jb": client(srv, "jb", "judge-b"),
+            "agg": client(srv, "agg", "agg-m"),
+        }
         cfg = moa_scorer_config(["accuracy", "depth", "safety", "clarity"])
         scores = score(cfg, clients, ["short q2", "long q4"])
         bodies = chats(srv)
@@ -212,7 +222,11 @@ def test_moa_judge_picks_criteria_and_aggregates_numbered_verdicts():
 
 def test_moa_judge_falls_back_to_the_first_criteria_when_the_pick_is_unreadable():
     with OpenAITestServer(responder=moa_responder("no idea")) as srv:
-        clients = {"ja": client(srv, "ja", "judge-a"), "jb": client(srv, "jb", "judge-b"), "agg": client(srv, "agg", "agg-m")}
+        clients = {
+            "ja": client(srv, "ja", "judge-a"),
+            "jb": client(srv, "jb", "judge-b"),
+            "agg": client(srv, "agg", "agg-m"),
+        }
         cfg = moa_scorer_config(["safety", "clarity", "depth"]).model_copy(update={"max_attempts": 2})
         scores = score(cfg, clients, ["a q3", "b q1"])
         selects = [b for b in chats(srv) if "most relevant" in user_text(b)]
@@ -224,7 +238,11 @@ def test_moa_judge_falls_back_to_the_first_criteria_when_the_pick_is_unreadable(
 
 def test_moa_judge_without_criteria_uses_the_four_aspects_and_no_selection_call():
     with OpenAITestServer(responder=moa_responder("unused")) as srv:
-        clients = {"ja": client(srv, "ja", "judge-a"), "jb": client(srv, "jb", "judge-b"), "agg": client(srv, "agg", "agg-m")}
+        clients = {
+            "ja": client(srv, "ja", "judge-a"),
+            "jb": client(srv, "jb", "judge-b"),
+            "agg": client(srv, "agg", "agg-m"),
+        }
         scores = score(moa_scorer_config(None), clients, ["a q2", "b q3"])
         bodies = chats(srv)
     assert len(bodies) == 2 * 2 + 2

@@ -7,15 +7,15 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-
 from fakes import FakeClient
+from tiny_models import build_tiny_reward_model
+
 from moaa.config import PreferenceConfig
 from moaa.errors import ConfigError
 from moaa.preference import judge_prompt
 from moaa.preference.candidates import collapse
 from moaa.preference.reward_model import RewardModelScorer, format_conversation, load_reward_model, score_texts
 from moaa.rows import Prompt
-from tiny_models import build_tiny_reward_model
 
 PROMPT = Prompt.from_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a city."}])
 TEXTS = ["Rome.", "Paris is the capital of France.", "Oslo, in Norway, is a fine city with a fjord."]
@@ -51,7 +51,9 @@ def test_conversation_is_chat_templated(rm_path):
 
 def test_plain_format_without_a_chat_template():
     tok = SimpleNamespace(chat_template=None)
-    text, templated = format_conversation(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    text, templated = format_conversation(
+        tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    )
     assert (text, templated) == ("User: Hi\n\nAssistant: Hello", False)
 
 
@@ -91,10 +93,15 @@ def test_output_score_wins_over_logits_like_armorm():
 
 def test_stage_pairs_the_highest_and_lowest_reward(rm_path):
     expected = direct_scores(rm_path, TEXTS)
-    pref = PreferenceConfig.model_validate({
-        "enabled": True, "policy": {"endpoint": "pol"}, "samples": 3, "min_margin": 0.0,
-        "scorer": {"kind": "reward_model", "reward_model": rm_path, "batch_size": 2},
-    })
+    pref = PreferenceConfig.model_validate(
+        {
+            "enabled": True,
+            "policy": {"endpoint": "pol"},
+            "samples": 3,
+            "min_margin": 0.0,
+            "scorer": {"kind": "reward_model", "reward_model": rm_path, "batch_size": 2},
+        }
+    )
     clients = {"pol": FakeClient("pol", model="policy-m", responder=lambda call: TEXTS)}
     result = asyncio.run(judge_prompt(PROMPT, pref, clients))
     best, worst = expected.index(max(expected)), expected.index(min(expected))
@@ -105,8 +112,9 @@ def test_stage_pairs_the_highest_and_lowest_reward(rm_path):
 
 
 def test_reward_model_config_errors(tmp_path):
-    pref = PreferenceConfig.model_validate({"enabled": True, "policy": {"endpoint": "pol"},
-                                            "scorer": {"kind": "reward_model"}})
+    pref = PreferenceConfig.model_validate(
+        {"enabled": True, "policy": {"endpoint": "pol"}, "scorer": {"kind": "reward_model"}}
+    )
     clients = {"pol": FakeClient("pol", responder=lambda call: TEXTS)}
     with pytest.raises(ConfigError, match="preference.scorer.reward_model: required"):
         asyncio.run(judge_prompt(PROMPT, pref, clients))

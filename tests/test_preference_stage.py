@@ -8,8 +8,8 @@ import json
 import re
 
 import pytest
-
 from fakes import FakeCall, FakeClient
+
 from moaa.client import CallError, OpenAIChatClient
 from moaa.config import EndpointConfig, PreferenceConfig
 from moaa.engine.context import derive_seed
@@ -49,8 +49,13 @@ def fakes(texts: list[str] | Exception) -> dict[str, FakeClient]:
 
 
 def pref(**extra) -> PreferenceConfig:
-    raw = {"enabled": True, "policy": {"endpoint": "pol", "temperature": 0.8}, "samples": 5,
-           "scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]}, "min_margin": 0.5}
+    raw = {
+        "enabled": True,
+        "policy": {"endpoint": "pol", "temperature": 0.8},
+        "samples": 5,
+        "scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]},
+        "min_margin": 0.5,
+    }
     for key, value in extra.items():
         if key == "scorer":
             raw["scorer"] |= value
@@ -116,8 +121,14 @@ def test_trace_records_samples_with_scores_and_verdicts_with_rationales():
     assert meta["judges"][0]["raw"] == [verdict_for("Rome q3")]
     assert "honesty: honesty=3" in verdicts[0].text
     assert json.loads(verdicts[2].meta)["judges"][0]["raw"] == ["Hmm, hard to say."] * 2
-    assert result.counters == {"samples": 5, "empty_answers": 1, "duplicates": 1, "unscored": 1, "unparsed": 2,
-                               "judge_calls": 4}
+    assert result.counters == {
+        "samples": 5,
+        "empty_answers": 1,
+        "duplicates": 1,
+        "unscored": 1,
+        "unparsed": 2,
+        "judge_calls": 4,
+    }
 
 
 def test_policy_is_asked_once_for_k_samples_with_a_seed_from_the_prompt_id():
@@ -129,8 +140,13 @@ def test_policy_is_asked_once_for_k_samples_with_a_seed_from_the_prompt_id():
     assert {c.tag for c in clients["judge"].calls} == {"pref.judge.pointwise@v1"}
 
 
-MOA = {"kind": "moa_judge", "judges": [{"endpoint": "judge"}, {"endpoint": "judge"}], "aggregator": {"endpoint": "judge"},
-       "criteria": ["accuracy", "depth", "safety", "clarity"], "num_criteria": 2}
+MOA = {
+    "kind": "moa_judge",
+    "judges": [{"endpoint": "judge"}, {"endpoint": "judge"}],
+    "aggregator": {"endpoint": "judge"},
+    "criteria": ["accuracy", "depth", "safety", "clarity"],
+    "num_criteria": 2,
+}
 
 
 @pytest.mark.parametrize(
@@ -148,8 +164,10 @@ def test_calls_per_prompt_matches_the_calls_made(scorer):
         return json.dumps({k: {"rationale": "", "rating": rating} for k in keys})
 
     cfg = pref(scorer=scorer)
-    clients = {"pol": FakeClient("pol", responder=lambda c: ["a q1", "b q2", "c q3", "d q4", "e q5"]),
-               "judge": FakeClient("judge", responder=any_judge)}
+    clients = {
+        "pol": FakeClient("pol", responder=lambda c: ["a q1", "b q2", "c q3", "d q4", "e q5"]),
+        "judge": FakeClient("judge", responder=any_judge),
+    }
     result = asyncio.run(judge_prompt(PROMPT, cfg, clients))
     assert result.row is not None
     estimate = calls_per_prompt(cfg)
@@ -189,9 +207,18 @@ def test_endpoint_and_config_errors_stop_the_run():
 
 def test_bias_report_exact_numbers():
     rows = [
-        {"chosen": [{"role": "assistant", "content": "x" * 10}], "rejected": [{"role": "assistant", "content": "y" * 5}]},
-        {"chosen": [{"role": "assistant", "content": "x" * 6}], "rejected": [{"role": "assistant", "content": "y" * 6}]},
-        {"chosen": [{"role": "assistant", "content": "x" * 4}], "rejected": [{"role": "assistant", "content": "y" * 8}]},
+        {
+            "chosen": [{"role": "assistant", "content": "x" * 10}],
+            "rejected": [{"role": "assistant", "content": "y" * 5}],
+        },
+        {
+            "chosen": [{"role": "assistant", "content": "x" * 6}],
+            "rejected": [{"role": "assistant", "content": "y" * 6}],
+        },
+        {
+            "chosen": [{"role": "assistant", "content": "x" * 4}],
+            "rejected": [{"role": "assistant", "content": "y" * 8}],
+        },
     ]
     trace = [
         {"kind": "sample", "text": "a", "score": 1.0},
@@ -203,11 +230,18 @@ def test_bias_report_exact_numbers():
     ]
     report = bias_report(rows, trace, {"tie": 2, "near_tie": 1, "length_ratio": 1, "too_few_candidates": 0})
     assert report == {
-        "rows": 3, "prompts": 7,
-        "length_ratio_mean": (2.0 + 1.0 + 0.5) / 3, "length_ratio_median": 1.0, "chosen_longer_share": 1 / 3,
-        "score_length_pearson": 1.0, "scored_candidates": 3,
-        "pairs_judged": 3, "swap_disagreements": 1, "swap_disagreement_rate": 1 / 3,
-        "dropped": {"tie": 2, "near_tie": 1, "length_ratio": 1, "too_few_candidates": 0}, "tie_drop_share": 3 / 7,
+        "rows": 3,
+        "prompts": 7,
+        "length_ratio_mean": (2.0 + 1.0 + 0.5) / 3,
+        "length_ratio_median": 1.0,
+        "chosen_longer_share": 1 / 3,
+        "score_length_pearson": 1.0,
+        "scored_candidates": 3,
+        "pairs_judged": 3,
+        "swap_disagreements": 1,
+        "swap_disagreement_rate": 1 / 3,
+        "dropped": {"tie": 2, "near_tie": 1, "length_ratio": 1, "too_few_candidates": 0},
+        "tie_drop_share": 3 / 7,
     }
     assert bias_report([], [], {})["length_ratio_mean"] is None
 

@@ -41,7 +41,10 @@ def test_parse_ratings_accepts_json_fences_prose_and_lines(text):
 
 def test_parse_ratings_keeps_rationales_from_json():
     assert parse_ratings(json.dumps(FULL), ASPECTS)[1] == {
-        "instruction_following": "does it", "honesty": "fine", "truthfulness": "ok", "helpfulness": "useful",
+        "instruction_following": "does it",
+        "honesty": "fine",
+        "truthfulness": "ok",
+        "helpfulness": "useful",
     }
 
 
@@ -62,8 +65,18 @@ def test_parse_ratings_rejects_incomplete_or_invalid(text):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(4, 4.0), ("4", 4.0), ("4/5", 4.0), ("3.5", 3.5), ({"score": 2}, 2.0), (0, None), (6, None), (True, None),
-     ("four", None), (None, None)],
+    [
+        (4, 4.0),
+        ("4", 4.0),
+        ("4/5", 4.0),
+        ("3.5", 3.5),
+        ({"score": 2}, 2.0),
+        (0, None),
+        (6, None),
+        (True, None),
+        ("four", None),
+        (None, None),
+    ],
 )
 def test_as_rating(value, expected):
     assert as_rating(value) == expected
@@ -95,7 +108,10 @@ NAMES = ["accuracy", "depth", "safety", "clarity", "creativity"]
     "text, expected",
     [
         ('{"criteria": ["Safety", "accuracy", "clarity"]}', ["safety", "accuracy", "clarity"]),
-        ('{"criteria": ["depth", "nonsense", "depth", "creativity", "safety", "clarity"]}', ["depth", "creativity", "safety"]),
+        (
+            '{"criteria": ["depth", "nonsense", "depth", "creativity", "safety", "clarity"]}',
+            ["depth", "creativity", "safety"],
+        ),
         ('["clarity", "depth", "accuracy"]', ["clarity", "depth", "accuracy"]),
         ("The most relevant are Clarity and Accuracy.", ["clarity", "accuracy"]),
         ("none of them", None),

@@ -69,7 +69,9 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
         "length_ratio_mean": statistics.fmean(ratios) if ratios else None,
         "length_ratio_median": statistics.median(ratios) if ratios else None,
         "chosen_longer_share": longer / len(rows) if rows else None,
-        "score_length_pearson": pearson([len(t.get("text") or "") for t in samples], [float(t["score"]) for t in samples]),
+        "score_length_pearson": pearson(
+            [len(t.get("text") or "") for t in samples], [float(t["score"]) for t in samples]
+        ),
         "scored_candidates": len(samples),
         "pairs_judged": len(judged),
         "swap_disagreements": disagreements,

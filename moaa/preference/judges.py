@@ -42,11 +42,22 @@ async def rate(
     """Every judge's pointwise verdict on one answer (parsed = (ratings, rationales) or None)."""
     messages = jp.pointwise_messages(convo, text, criteria)
     schema = jp.verdict_schema(criteria)
-    return list(await asyncio.gather(*(
-        ask_parsed(client, agent, messages, lambda t: parse_ratings(t, criteria), tag=jp.POINTWISE.tag("pref", "judge"),
-                   response_format=json_format(client, "verdict", schema), max_attempts=max_attempts)
-        for agent, client in judges
-    )))
+    return list(
+        await asyncio.gather(
+            *(
+                ask_parsed(
+                    client,
+                    agent,
+                    messages,
+                    lambda t: parse_ratings(t, criteria),
+                    tag=jp.POINTWISE.tag("pref", "judge"),
+                    response_format=json_format(client, "verdict", schema),
+                    max_attempts=max_attempts,
+                )
+                for agent, client in judges
+            )
+        )
+    )
 
 
 def overall(ratings: dict[str, float]) -> float:
@@ -86,7 +97,11 @@ class PointwiseJudge:
     async def _one(self, convo: list[Message], candidate: Candidate) -> Score:
         verdicts = await rate(self.judges, convo, candidate.text, self.criteria, self.max_attempts)
         records = judge_records(self.judges, verdicts)
-        details: dict[str, Any] = {"criteria": [c.key for c in self.criteria], "judges": records, "usage": usage(verdicts)}
+        details: dict[str, Any] = {
+            "criteria": [c.key for c in self.criteria],
+            "judges": records,
+            "usage": usage(verdicts),
+        }
         rated = [r for r in records if "overall" in r]
         if not rated:
             return Score(None, "", details | {"error": "; ".join(v.error for v in verdicts if v.error)})
@@ -141,20 +156,32 @@ class PairwiseJudge:
     async def _ask(self, judge: Judge, convo: list[Message], first: str, second: str) -> Verdict:
         agent, client = judge
         return await ask_parsed(
-            client, agent, jp.pairwise_messages(convo, first, second, self.criteria), parse_winner,
-            tag=jp.PAIRWISE.tag("pref", "judge"), max_attempts=self.max_attempts,
+            client,
+            agent,
+            jp.pairwise_messages(convo, first, second, self.criteria),
+            parse_winner,
+            tag=jp.PAIRWISE.tag("pref", "judge"),
+            max_attempts=self.max_attempts,
             response_format=json_format(client, "pairwise_verdict", jp.PAIRWISE_SCHEMA),
         )
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         convo = conversation_of(prompt.messages)
-        jobs = [(judge, i, j) for judge in self.judges
-                for i in range(len(candidates)) for j in range(i + 1, len(candidates))]
-        asked = await asyncio.gather(*(
-            asyncio.gather(self._ask(judge, convo, candidates[i].text, candidates[j].text),
-                           self._ask(judge, convo, candidates[j].text, candidates[i].text))
-            for judge, i, j in jobs
-        ))
+        jobs = [
+            (judge, i, j)
+            for judge in self.judges
+            for i in range(len(candidates))
+            for j in range(i + 1, len(candidates))
+        ]
+        asked = await asyncio.gather(
+            *(
+                asyncio.gather(
+                    self._ask(judge, convo, candidates[i].text, candidates[j].text),
+                    self._ask(judge, convo, candidates[j].text, candidates[i].text),
+                )
+                for judge, i, j in jobs
+            )
+        )
         pairs: list[list[dict[str, Any]]] = [[] for _ in candidates]
         spent: list[list[Verdict]] = [[] for _ in candidates]
         outcomes = []
@@ -162,11 +189,19 @@ class PairwiseJudge:
             outcome, agree = combine_orders(ab.parsed, ba.parsed)
             outcomes.append((i, j, outcome))
             spent[i] += [ab, ba]  # a pair is recorded (and paid) once, on its lower index
-            pairs[i].append({
-                "judge": judge_name(*judge), "other": j, "ab": ab.parsed, "ba": ba.parsed, "outcome": outcome,
-                "agree": agree, "raw_ab": ab.raw, "raw_ba": ba.raw,
-                **({"error": ab.error or ba.error} if outcome is None else {}),
-            })
+            pairs[i].append(
+                {
+                    "judge": judge_name(*judge),
+                    "other": j,
+                    "ab": ab.parsed,
+                    "ba": ba.parsed,
+                    "outcome": outcome,
+                    "agree": agree,
+                    "raw_ab": ab.raw,
+                    "raw_ba": ba.raw,
+                    **({"error": ab.error or ba.error} if outcome is None else {}),
+                }
+            )
         scores = []
         for k, (value, tally) in enumerate(rank_pairwise(len(candidates), outcomes)):
             why = f"won {tally['wins']}, tied {tally['ties']}, lost {tally['losses']} comparisons"
@@ -181,8 +216,14 @@ class PairwiseJudge:
 class MoAJudge:
     kind = "moa_judge"
 
-    def __init__(self, judges: list[Judge], aggregator: Judge, criteria_names: list[str] | None,
-                 num_criteria: int, max_attempts: int):
+    def __init__(
+        self,
+        judges: list[Judge],
+        aggregator: Judge,
+        criteria_names: list[str] | None,
+        num_criteria: int,
+        max_attempts: int,
+    ):
         self.judges, self.aggregator = judges, aggregator
         self.criteria_names, self.num_criteria, self.max_attempts = criteria_names, num_criteria, max_attempts
         self.label = f"{judges_label(judges)}->{judge_name(*aggregator)}"
@@ -196,9 +237,13 @@ class MoAJudge:
             return [jp.criterion_of(n) for n in names], {}
         agent, client = self.aggregator
         verdict = await ask_parsed(
-            client, agent, jp.criteria_messages(convo, names, self.num_criteria),
-            lambda t: parse_criteria(t, names, self.num_criteria), tag=jp.SELECT_CRITERIA.tag("pref", "aggregator"),
-            response_format=json_format(client, "criteria", jp.CRITERIA_SCHEMA), max_attempts=self.max_attempts,
+            client,
+            agent,
+            jp.criteria_messages(convo, names, self.num_criteria),
+            lambda t: parse_criteria(t, names, self.num_criteria),
+            tag=jp.SELECT_CRITERIA.tag("pref", "aggregator"),
+            response_format=json_format(client, "criteria", jp.CRITERIA_SCHEMA),
+            max_attempts=self.max_attempts,
         )
         picked = verdict.parsed or names[: self.num_criteria]
         record = {"picked": picked, "fallback": verdict.parsed is None, **verdict.summary(), "usage": usage([verdict])}
@@ -222,9 +267,13 @@ class MoAJudge:
             return Score(None, "", details | {"error": "no judge gave a verdict"})
         agent, client = self.aggregator
         final = await ask_parsed(
-            client, agent, jp.aggregate_messages(convo, candidate.text, shown, criteria),
-            lambda t: parse_ratings(t, criteria), tag=jp.MOA_AGGREGATE.tag("pref", "aggregator"),
-            response_format=json_format(client, "verdict", jp.verdict_schema(criteria)), max_attempts=self.max_attempts,
+            client,
+            agent,
+            jp.aggregate_messages(convo, candidate.text, shown, criteria),
+            lambda t: parse_ratings(t, criteria),
+            tag=jp.MOA_AGGREGATE.tag("pref", "aggregator"),
+            response_format=json_format(client, "verdict", jp.verdict_schema(criteria)),
+            max_attempts=self.max_attempts,
         )
         details["usage"] = usage([*verdicts, final])
         details["aggregator"] = {"judge": judge_name(agent, client), **final.summary()}

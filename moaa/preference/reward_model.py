@@ -86,8 +86,12 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int, t
     max_length = context_length(model, tokenizer)
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(
-            texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
-            add_special_tokens=not templated, return_tensors="pt",
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=not templated,
+            return_tensors="pt",
         ).to(model.device)
         with torch.inference_mode():
             out = model(**batch)
@@ -108,7 +112,9 @@ class RewardModelScorer:
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         model, tokenizer, lock = await asyncio.to_thread(load_reward_model, self.path, self.device)
         convo = conversation_of(prompt.messages)
-        rendered = [format_conversation(tokenizer, [*convo, {"role": "assistant", "content": c.text}]) for c in candidates]
+        rendered = [
+            format_conversation(tokenizer, [*convo, {"role": "assistant", "content": c.text}]) for c in candidates
+        ]
         templated = rendered[0][1] if rendered else True
 
         def run() -> list[float | None]:

@@ -116,8 +116,16 @@ async def judge_prompt(
         result.dropped = choice.reason
     else:
         best, worst = got.candidates[choice.chosen], got.candidates[choice.rejected]
-        result.row = build_row(prompt.prompt_id, convo, best.text, worst.text, values[choice.chosen],
-                               values[choice.rejected], best.model, worst.model)
+        result.row = build_row(
+            prompt.prompt_id,
+            convo,
+            best.text,
+            worst.text,
+            values[choice.chosen],
+            values[choice.rejected],
+            best.model,
+            worst.model,
+        )
     return result
 
 
@@ -127,19 +135,34 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
 
 
-def _sample_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet, values: list, choice: PairChoice) -> list[TraceStep]:
+def _sample_steps(
+    prompt: Prompt, pref: PreferenceConfig, got: CandidateSet, values: list, choice: PairChoice
+) -> list[TraceStep]:
     assert pref.policy is not None
     picks = {choice.chosen: "chosen", choice.rejected: "rejected"}
     steps = []
     for c, value in zip(got.candidates, values + [None] * (len(got.candidates) - len(values)), strict=True):
         meta = {"count": c.count, "samples": c.samples} | ({"pick": picks[c.index]} if c.index in picks else {})
-        steps.append(TraceStep(
-            prompt_id=prompt.prompt_id, stage=STAGE, kind="sample", text=c.text, agent=pref.policy.name or "policy",
-            model=c.model, role="policy", index=c.index, selected=c.index in picks,
-            prompt_tokens=got.prompt_tokens if c.index == 0 else 0, completion_tokens=c.completion_tokens,
-            latency_s=got.latency_s, finish_reason=c.finish_reason, cached=got.cached, score=value,
-            meta=json.dumps(meta),
-        ))
+        steps.append(
+            TraceStep(
+                prompt_id=prompt.prompt_id,
+                stage=STAGE,
+                kind="sample",
+                text=c.text,
+                agent=pref.policy.name or "policy",
+                model=c.model,
+                role="policy",
+                index=c.index,
+                selected=c.index in picks,
+                prompt_tokens=got.prompt_tokens if c.index == 0 else 0,
+                completion_tokens=c.completion_tokens,
+                latency_s=got.latency_s,
+                finish_reason=c.finish_reason,
+                cached=got.cached,
+                score=value,
+                meta=json.dumps(meta),
+            )
+        )
     return steps
 
 
@@ -147,12 +170,23 @@ def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[
     steps = []
     for index, s in enumerate(scores):
         spent = s.details.get("usage", {})
-        steps.append(TraceStep(
-            prompt_id=prompt.prompt_id, stage=STAGE, kind="verdict", text=s.rationale, agent=scorer.kind,
-            model=getattr(scorer, "label", scorer.kind), role="judge", index=index, selected=s.score is not None,
-            prompt_tokens=spent.get("prompt_tokens", 0), completion_tokens=spent.get("completion_tokens", 0),
-            score=s.score, meta=json.dumps(s.details, ensure_ascii=False, default=str),
-        ))
+        steps.append(
+            TraceStep(
+                prompt_id=prompt.prompt_id,
+                stage=STAGE,
+                kind="verdict",
+                text=s.rationale,
+                agent=scorer.kind,
+                model=getattr(scorer, "label", scorer.kind),
+                role="judge",
+                index=index,
+                selected=s.score is not None,
+                prompt_tokens=spent.get("prompt_tokens", 0),
+                completion_tokens=spent.get("completion_tokens", 0),
+                score=s.score,
+                meta=json.dumps(s.details, ensure_ascii=False, default=str),
+            )
+        )
     return steps
 
 

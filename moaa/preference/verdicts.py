@@ -117,11 +117,20 @@ def _ratings_from_lines(text: str, criteria: list[Criterion]) -> tuple[dict[str,
     return ratings, {}
 
 
-_WINNERS = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "draw": "tie", "equal": "tie", "neither": "tie", "both": "tie"}
+_WINNERS = {
+    "a": "A",
+    "b": "B",
+    "tie": "tie",
+    "c": "tie",
+    "draw": "tie",
+    "equal": "tie",
+    "neither": "tie",
+    "both": "tie",
+}
 
 
 def parse_winner(text: str) -> str | None:
-    """"A", "B" or "tie" from JSON `winner`, MT-Bench's `[[A]]`, or a `Winner: B` line; else None."""
+    """ "A", "B" or "tie" from JSON `winner`, MT-Bench's `[[A]]`, or a `Winner: B` line; else None."""
     for obj in json_objects(text):
         if isinstance(obj, dict):
             value = next((v for k, v in obj.items() if slug(k) in ("winner", "verdict", "better")), None)

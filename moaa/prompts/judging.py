@@ -35,40 +35,52 @@ class Criterion:
 
 ASPECTS = (
     Criterion(
-        "instruction_following", "Instruction following",
+        "instruction_following",
+        "Instruction following",
         "Does the answer do what the user asked, respecting every stated requirement and constraint?",
-        ("Ignores the request or answers something else.",
-         "Addresses a small part of the request, or breaks most of its constraints.",
-         "Meets the main goal but misses some requirements, or vice versa.",
-         "Meets almost every requirement, with minor deviations.",
-         "Complies fully with the request and all of its constraints."),
+        (
+            "Ignores the request or answers something else.",
+            "Addresses a small part of the request, or breaks most of its constraints.",
+            "Meets the main goal but misses some requirements, or vice versa.",
+            "Meets almost every requirement, with minor deviations.",
+            "Complies fully with the request and all of its constraints.",
+        ),
     ),
     Criterion(
-        "honesty", "Honesty",
+        "honesty",
+        "Honesty",
         "Is the answer's confidence warranted: does it admit uncertainty or the limits of what it knows?",
-        ("Confidently wrong, or invents certainty it cannot have.",
-         "Confident despite significant mistakes, or refuses without reason.",
-         "Hedges where it need not, or leaves minor mistakes unacknowledged.",
-         "Correct, with uncertainty expressed about the right points, if imperfectly.",
-         "Correct and confident where it should be, candid about what is uncertain."),
+        (
+            "Confidently wrong, or invents certainty it cannot have.",
+            "Confident despite significant mistakes, or refuses without reason.",
+            "Hedges where it need not, or leaves minor mistakes unacknowledged.",
+            "Correct, with uncertainty expressed about the right points, if imperfectly.",
+            "Correct and confident where it should be, candid about what is uncertain.",
+        ),
     ),
     Criterion(
-        "truthfulness", "Truthfulness",
+        "truthfulness",
+        "Truthfulness",
         "Is what the answer states accurate, without invented facts, misread input or contradictions?",
-        ("Mostly invented or contradicts the input or known facts.",
-         "Contains severe fabrications or misreadings.",
-         "Partly wrong or partly misunderstands the request.",
-         "Small inaccuracies that do not affect the main points.",
-         "Entirely accurate; nothing is invented."),
+        (
+            "Mostly invented or contradicts the input or known facts.",
+            "Contains severe fabrications or misreadings.",
+            "Partly wrong or partly misunderstands the request.",
+            "Small inaccuracies that do not affect the main points.",
+            "Entirely accurate; nothing is invented.",
+        ),
     ),
     Criterion(
-        "helpfulness", "Helpfulness",
+        "helpfulness",
+        "Helpfulness",
         "Is the answer correct, informative and useful for the user's need, at a sensible length?",
-        ("Wrong or useless for the user's need.",
-         "Partly wrong or confusing; of little use.",
-         "Correct and adequate, but no more.",
-         "Accurate, informative and clearly useful.",
-         "Outstandingly useful: accurate, insightful and thorough without padding."),
+        (
+            "Wrong or useless for the user's need.",
+            "Partly wrong or confusing; of little use.",
+            "Correct and adequate, but no more.",
+            "Accurate, informative and clearly useful.",
+            "Outstandingly useful: accurate, insightful and thorough without padding.",
+        ),
     ),
 )
 
@@ -215,18 +227,26 @@ def _chat(user: str) -> list[Message]:
 
 
 def pointwise_messages(conversation: list[Message], answer: str, criteria: list[Criterion]) -> list[Message]:
-    return _chat(POINTWISE.render(
-        rubric=rubric(criteria), conversation=fence("conversation", None, render_conversation(conversation)),
-        candidate=fence("candidate", 1, answer), form=verdict_form(criteria),
-    ))
+    return _chat(
+        POINTWISE.render(
+            rubric=rubric(criteria),
+            conversation=fence("conversation", None, render_conversation(conversation)),
+            candidate=fence("candidate", 1, answer),
+            form=verdict_form(criteria),
+        )
+    )
 
 
 def pairwise_messages(conversation: list[Message], first: str, second: str, criteria: list[Criterion]) -> list[Message]:
     names = ", ".join(c.name.lower() for c in criteria)
-    return _chat(PAIRWISE.render(
-        criteria=names, conversation=fence("conversation", None, render_conversation(conversation)),
-        first=fence("candidate", "A", first), second=fence("candidate", "B", second),
-    ))
+    return _chat(
+        PAIRWISE.render(
+            criteria=names,
+            conversation=fence("conversation", None, render_conversation(conversation)),
+            first=fence("candidate", "A", first),
+            second=fence("candidate", "B", second),
+        )
+    )
 
 
 def render_verdict(ratings: dict[str, float], rationales: dict[str, str], criteria: list[Criterion]) -> str:
@@ -237,14 +257,23 @@ def aggregate_messages(
     conversation: list[Message], answer: str, verdicts: list[str], criteria: list[Criterion]
 ) -> list[Message]:
     listed = "\n\n".join(fence("verdict", i, text) for i, text in enumerate(verdicts, start=1))
-    return _chat(MOA_AGGREGATE.render(
-        rubric=rubric(criteria), conversation=fence("conversation", None, render_conversation(conversation)),
-        candidate=fence("candidate", 1, answer), verdicts=listed, form=verdict_form(criteria),
-    ))
+    return _chat(
+        MOA_AGGREGATE.render(
+            rubric=rubric(criteria),
+            conversation=fence("conversation", None, render_conversation(conversation)),
+            candidate=fence("candidate", 1, answer),
+            verdicts=listed,
+            form=verdict_form(criteria),
+        )
+    )
 
 
 def criteria_messages(conversation: list[Message], names: list[str], n: int) -> list[Message]:
     choices = "\n".join(f"- {name}" for name in names)
-    return _chat(SELECT_CRITERIA.render(
-        n=n, choices=choices, conversation=fence("conversation", None, render_conversation(conversation)),
-    ))
+    return _chat(
+        SELECT_CRITERIA.render(
+            n=n,
+            choices=choices,
+            conversation=fence("conversation", None, render_conversation(conversation)),
+        )
+    )
