@@ -1,0 +1,78 @@
+"""Run folders and their lineage: every artifact records what it was made from.
+
+    runs/sft/<dataset>-<version>-<timestamp>/   weights or adapter, README.md, lineage.json, ...
+    runs/dpo/<dataset>-<version>-<timestamp>/
+    runs/eval/<...>/  (or `eval/` inside the evaluated model's folder)
+    runs/loop/<name>-<timestamp>/lineage.json   one per self-improvement loop
+
+`lineage.json` = {kind, id, created_at, path, parents: [{kind: dataset|model|eval|run, ref, path,
+...}], ...}; it is written last, so a folder without it is an unfinished run and is never picked as
+"the latest".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from moaa.errors import InputError
+
+LINEAGE = "lineage.json"
+DEFAULT_RUNS = Path("runs")
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def new_run_dir(kind: str, label: str, runs_root: str | Path = DEFAULT_RUNS) -> Path:
+    """A fresh `runs/<kind>/<label>-<timestamp>[-N]/` folder (never an existing one)."""
+    base = Path(runs_root) / kind / f"{label}-{timestamp()}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_lineage(folder: Path, kind: str, parents: list[dict[str, Any]], **extra: Any) -> Path:
+    """Write `folder/lineage.json` atomically (the run's completion mark)."""
+    folder = Path(folder)
+    record = {
+        "kind": kind,
+        "id": f"{kind}/{folder.name}",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "path": str(folder.resolve()),
+        "parents": parents,
+    } | extra
+    tmp = folder / f".{LINEAGE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / LINEAGE)
+    return folder / LINEAGE
+
+
+def read_lineage(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / LINEAGE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def latest_run(kind: str, runs_root: str | Path = DEFAULT_RUNS) -> Path:
+    """The most recently finished run folder of `kind` (one with a lineage.json)."""
+    folder = Path(runs_root) / kind
+    done = [p for p in folder.glob("*/") if (p / LINEAGE).is_file()] if folder.is_dir() else []
+    if not done:
+        raise InputError(f"no finished {kind} run under {folder}/; run `moaa train {kind}` first or pass --model")
+    return max(done, key=lambda p: ((read_lineage(p) or {}).get("created_at", ""), p.stat().st_mtime))
+
+
+def run_parent(folder: str | Path) -> dict[str, Any]:
+    """A lineage parent entry for another moaa run folder (model, eval...)."""
+    record = read_lineage(folder) or {}
+    return {"kind": record.get("kind", "run"), "ref": record.get("id", str(folder)), "path": str(Path(folder).resolve())}
