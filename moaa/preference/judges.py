@@ -7,7 +7,9 @@
   between the orders is a tie. Score = (wins + 0.5 ties) / comparisons, in [0, 1].
 - MoAJudge (MoAA, ALGORITHMS.md section 2): optionally one call picks the `num_criteria` most
   relevant criteria; the judges rate each candidate pointwise; the aggregator reads their verdicts
-  (numbered from 1) and gives the final ratings, whose mean is the score.
+  (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
+  code) that its MoA judge also compares pairs in both orders; here pointwise verdicts keep the
+  cost at (judges + 1) x K calls, and `kind: pairwise` is the both-orders judge.
 Judges run at temperature 0; an unparsable answer is asked again (new seed) up to `max_attempts`.
 """
 

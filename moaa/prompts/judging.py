@@ -199,7 +199,7 @@ def verdict_form(criteria: list[Criterion]) -> str:
 def verdict_schema(criteria: list[Criterion]) -> dict:
     item = {
         "type": "object",
-        "properties": {"rationale": {"type": "string"}, "rating": {"type": "integer", "minimum": 1, "maximum": 5}},
+        "properties": {"rationale": {"type": "string"}, "rating": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
         "required": ["rationale", "rating"],
         "additionalProperties": False,
     }
