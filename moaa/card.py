@@ -37,10 +37,11 @@ def write_card(
     license: str,
     tags: list[str],
     parent: str | None,
-) -> Path:
+) -> dict[str, Any]:
     """Write `folder/README.md` for version `info` (name, version, path) whose data is in folder.
 
-    `config` and `run_info` must already be scrubbed of secrets (write_version does it)."""
+    `config` and `run_info` must already be scrubbed of secrets (write_version does it).
+    Returns the statistics shown (see compute_stats); the manifest records some of them."""
     stats = compute_stats(folder, rows)
     repo_id = (config.get("output") or {}).get("publish_repo_id")
     body = [
@@ -64,7 +65,7 @@ def write_card(
     ]
     path = folder / "README.md"
     path.write_text(_yaml_header(info.name, rows, license, tags) + "\n".join(body), encoding="utf-8")
-    return path
+    return stats
 
 
 def _yaml_header(name: str, rows: dict[str, dict[str, int]], license: str, tags: list[str]) -> str:
@@ -171,14 +172,32 @@ def summary_sentence(
     if run_info.get("summary_text"):
         return str(run_info["summary_text"])
     total = lambda cfg: sum(rows.get(cfg, {}).values())  # noqa: E731
-    methods = run_info.get("methods") or [m for m, _ in stats.get("methods", [])]
     source = (run_info.get("prompt_source") or {}).get("label", "the configured prompts")
     models = stats.get("models") or [e.get("model") for e in (config.get("endpoints") or {}).values()]
     return (
-        f"Prompts from {source} answered with {', '.join(map(str, methods)) or 'moaa'} by "
+        f"Prompts from {source} answered with {methods_text(run_info, stats)} by "
         f"{', '.join(map(str, models)) or 'the configured models'}: {total('sft')} SFT rows, "
         f"{total('dpo')} DPO pairs, {total('failures')} failed prompts."
     )
+
+
+def methods_text(run_info: dict[str, Any], stats: dict[str, Any]) -> str:
+    """run_info's methods (a list, or a dict like {sft: moa, scorer: judge}), else the rows' methods."""
+    methods = run_info.get("methods")
+    if isinstance(methods, dict):
+        return ", ".join(f"{k}: {v}" for k, v in methods.items() if v) or "-"
+    return ", ".join(map(str, methods or [m for m, _ in stats.get("methods", [])])) or "-"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[list[Any]]:
+    """[[dotted key, number]] of a nested counts dict."""
+    out: list[list[Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append([f"{prefix}{key}", value])
+    return out
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -191,9 +210,7 @@ def _made_section(config: dict, run_info: dict, stats: dict, parent: str | None)
     source = run_info.get("prompt_source") or {}
     endpoints = config.get("endpoints") or {}
     lines = ["## How it was made", ""]
-    lines.append(
-        f"- Methods: {', '.join(map(str, run_info.get('methods') or [m for m, _ in stats.get('methods', [])]))}"
-    )
+    lines.append(f"- Methods: {methods_text(run_info, stats)}")
     lines.append("- Models: " + (", ".join(f"`{n}` ({e.get('model')})" for n, e in endpoints.items()) or "–"))
     if stats.get("models"):
         lines.append(f"- Models named in SFT rows: {', '.join(stats['models'])}")
@@ -208,15 +225,7 @@ def _counts_section(rows: dict[str, dict[str, int]], run_info: dict) -> list[str
         "",
         *_table(["config", "train", "test"], [[c, s.get("train", 0), s.get("test", 0)] for c, s in rows.items()]),
     ]
-    counts = run_info.get("counts") or {}
-    flat = [[k, v] for k, v in counts.items() if isinstance(v, (int, float))]
-    flat += [
-        [f"{k}: {sub}", n]
-        for k, v in counts.items()
-        if isinstance(v, dict)
-        for sub, n in v.items()
-        if isinstance(n, (int, float))
-    ]
+    flat = _flatten(run_info.get("counts") or {})
     return lines + (["Run counts:", "", *_table(["count", "value"], flat)] if flat else [])
 
 

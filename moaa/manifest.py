@@ -39,6 +39,7 @@ PACKAGES = (
     "torch",
     "llama_cpp_python",
 )
+_RUN_INFO_FIELDS = ("stats", "counts", "timings", "prompt_source", "methods", "summary_text")
 _MIN_SUBSTRING_SECRET = 8  # shorter secrets are only matched as whole values (no false hits)
 
 
@@ -150,6 +151,7 @@ def build_manifest(
         "counts": counts,
         "stats": run_info.get("stats"),
         "timings": run_info.get("timings"),
+        "run": {k: v for k, v in run_info.items() if k not in _RUN_INFO_FIELDS},  # e.g. the pipeline's summary
         "files": hash_files(folder),
     }
 

@@ -285,11 +285,15 @@ def write_version(
             raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
         split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
         info = VersionInfo(name, f"v{number}", target)
-        write_card(
+        stats = write_card(
             tmp, info, rows=rows, config=config, run_info=run_info, license=license, tags=tags, parent=parent_ref
         )
         meta = dict(name=name, version=info.version, parent=parent_ref, config=config, run_info=run_info)
         manifest = build_manifest(tmp, **meta, rows=rows, split=split)
+        by_reason: dict[str, int] = {}
+        for _stage, reason, n in stats.get("failures", []):
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
         write_manifest(tmp, manifest)
         _refuse_existing(target)
         try:

@@ -266,7 +266,8 @@ def test_manifest_hashes_provenance_and_verify(version, tmp_path):
     assert manifest["packages"]["datasets"] and manifest["packages"]["trl"] and manifest["packages"]["polars"]
     assert manifest["endpoints"] == {"small": {"model": "qwen-a", "local": False}}
     assert manifest["prompt_source"] == {"label": "fixture.jsonl", "fingerprint": "f00d"}
-    assert manifest["counts"]["failures"] == {"aggregator_failed": 2}
+    assert manifest["counts"]["failures"] == {"aggregator_failed": 2}  # as run_info said
+    assert manifest["counts"]["failures_by_reason"] == {"aggregator_failed": 2}  # from the data
     assert manifest["split"]["test_size"] == TEST_SIZE and manifest["split"]["seed"] == SEED
     assert set(manifest["git"]) == {"commit", "dirty"} and manifest["moaa_version"]
     assert verify_version(version.path) == []
@@ -327,3 +328,19 @@ def test_bad_rows_name_file_and_line_and_leave_no_version(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data" / "demo").iterdir()) == []
     with pytest.raises(MoaaError, match="unknown data set config"):
         write_demo(tmp_path / "data", {"rm": [bad]})
+
+
+def test_pipeline_shaped_run_info_reaches_card_and_manifest(tmp_path):
+    run_info = {k: v for k, v in RUN_INFO.items() if k != "summary_text"} | {
+        "methods": {"sft": "moa", "scorer": "judge"},
+        "counts": {"prompts": {"read": 42, "dropped": {"too_long": 2}}, "stages": {"sft": {"rows": 40}}},
+        "summary": {"seconds": 12.5},
+        "bias": {"position": 0.1},
+    }
+    info = write_demo(tmp_path / "data", write_parts(tmp_path / "parts"), run_info=run_info)
+    card = (info.path / "README.md").read_text()
+    assert "answered with sft: moa, scorer: judge by qwen-a, qwen-b: 40 SFT rows, 40 DPO pairs, 2 failed" in card
+    assert "| prompts.dropped.too_long | 2 |" in card and "| stages.sft.rows | 40 |" in card
+    manifest = json.loads((info.path / "moaa_manifest.json").read_text())
+    assert manifest["run"] == {"summary": {"seconds": 12.5}, "bias": {"position": 0.1}}
+    assert manifest["methods"] == {"sft": "moa", "scorer": "judge"}
