@@ -264,3 +264,12 @@ def test_policy_falls_back_to_seeded_calls_on_a_server_that_ignores_n():
     assert sorted(b["seed"] for b in policy) == [base, base + 1, base + 2, base + 3, base + 4]
     assert len([t for t in result.trace if t.kind == "sample"]) == 5
     assert result.row is not None and result.row.score_chosen == 5.0 and result.row.score_rejected == 1.0
+
+
+def test_pairwise_counters_report_order_flips():
+    clients = fakes(["Rome q2", "Paris q5", "Oslo q3"])
+    clients["judge"].responder = lambda call: '{"rationale": "", "winner": "A"}'  # always the first shown
+    result = asyncio.run(judge_prompt(PROMPT, pref(scorer={"kind": "pairwise"}), clients))
+    assert result.dropped == "tie"
+    assert (result.counters["pairs_judged"], result.counters["swap_disagreements"]) == (3, 3)
+    assert result.counters["judge_calls"] == 6

@@ -36,7 +36,7 @@ class PreferenceResult:
     """One prompt's outcome: a row, or a drop reason, or a failure; the trace; counters.
 
     counters: samples, empty_answers, duplicates, unscored, unparsed (judge answers re-asked or
-    given up on), judge_calls.
+    given up on), judge_calls; pairwise judges add pairs_judged and swap_disagreements.
     """
 
     prompt: Prompt
@@ -133,6 +133,10 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
     counters["unscored"] = sum(1 for s in scores if s.score is None)
     counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
+    pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
+    if pairs:  # pairwise judges: how often the verdict flipped with the order
+        counters["pairs_judged"] = len(pairs)
+        counters["swap_disagreements"] = sum(1 for p in pairs if not p["agree"])
 
 
 def _sample_steps(
