@@ -1,0 +1,189 @@
+"""Dry-run estimates: validation, prompt counts, tokens, and call counts equal to what a real run sends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, base_raw, make_config
+
+from moaa.cli import main
+from moaa.config import dump_config, parse_config
+from moaa.errors import ConfigError, InputError
+from moaa.estimate import DEFAULT_MAX_TOKENS, OUTPUT_FRACTION, estimate_run, format_estimate
+from moaa.testing.openai_server import OpenAITestServer
+
+
+def respond(req: dict) -> str | list[str] | None:
+    """Valid JSON for role generators, moderators and judges (ratings vary with the candidate)."""
+    text = json.dumps(req["messages"])
+    if "different role descriptions" in text:
+        n = int(text.split("Write ")[1].split(" ")[0])
+        return json.dumps([f"You are expert number {i}." for i in range(n)])
+    if "You moderate" in text:
+        return json.dumps({"reasoning": "0 and 1 are best", "selected": [0, 1], "stop": False})
+    digest = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+    if '\\"winner\\"' in text:
+        return json.dumps({"rationale": "one is better", "winner": "AB"[digest % 2]})
+    if "Rate the candidate answer" in text:
+        keys = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+        return json.dumps({k: {"rationale": "fine", "rating": 1 + (digest >> i) % 5} for i, k in enumerate(keys)})
+    return None
+
+
+PREF = {
+    "enabled": True,
+    "policy": {"endpoint": "test", "temperature": 1.0},
+    "samples": 3,
+    "limit": 3,
+    "min_margin": 0.0,
+}
+VARIANTS = {
+    "moa-2": {"sft": {"method": "moa", "layers": 2}},
+    "moa-3": {"sft": {"method": "moa", "layers": 3}},
+    "moa-lite": {"sft": {"method": "moa-lite"}},
+    "self-moa-n": {"sft": {"method": "self-moa", "self_moa": {"samples": 4}}},
+    "self-moa-no-n": {"sft": {"method": "self-moa", "self_moa": {"samples": 4}}, "supports_n": False},
+    "self-moa-seq": {"sft": {"method": "self-moa-seq", "seq": {"samples": 7, "window": 4, "new_per_step": 2}}},
+    "smoa": {"sft": {"method": "smoa", "smoa": {"rounds": 2, "k": 2, "early_stop": False}}},
+    "moa-multi-turn": {"sft": {"method": "moa", "layers": 2}, "multi_turn": True},
+    "pointwise": {"preference": PREF | {"scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]}}},
+    "pairwise": {"preference": PREF | {"scorer": {"kind": "pairwise", "judges": [{"endpoint": "judge"}]}}},
+}
+
+
+def variant_raw(tmp_path: Path, base_url: str, variant: dict) -> dict:
+    raw = base_raw(tmp_path, base_url)
+    sft = raw["sft"] | variant.get("sft", {})
+    raw["sft"] = sft | {"proposers": [{"endpoint": "test", "temperature": 0.3 + i / 10} for i in range(3)]}
+    raw["endpoints"]["judge"] = raw["endpoints"]["test"] | {"model": "judge-model"}
+    if "supports_n" in variant:
+        raw["endpoints"]["test"]["supports_n"] = variant["supports_n"]
+    if "preference" in variant:
+        raw["preference"] = variant["preference"]
+    if variant.get("multi_turn"):
+        path = tmp_path / "chats.jsonl"
+        chats = [
+            [
+                {"role": "user", "content": f"Question {i}?"},
+                {"role": "assistant", "content": "old"},
+                {"role": "user", "content": f"And follow-up {i}?"},
+            ]
+            for i in range(3)
+        ]
+        chats.append([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Single turn."}])
+        path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in chats))
+        raw["prompts"] = {"path": str(path)}
+    return raw
+
+
+def chat_requests(srv: OpenAITestServer) -> list[dict]:
+    return [r for r in srv.requests if r["path"] == "/v1/chat/completions"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_estimated_calls_equal_the_requests_of_a_real_run(name, tmp_path, prefect_harness):
+    from flows.pipeline import moaa_pipeline, task_runner_for
+
+    with OpenAITestServer(responder=respond, ignore_n=VARIANTS[name].get("supports_n") is False) as srv:
+        raw = variant_raw(tmp_path, srv.base_url, VARIANTS[name])
+        config = parse_config(raw)
+        estimate = estimate_run(config, base_dir=ROOT)
+        assert chat_requests(srv) == []  # the dry run sent nothing
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(dump_config(config)))
+        summary = moaa_pipeline.with_options(task_runner=task_runner_for(config))(str(path))
+        sent = chat_requests(srv)
+    assert summary["failures"] == {}
+    assert estimate["total"]["upper_bound"] is False
+    assert estimate["total"]["calls"] == len(sent) > 0
+    by_model = {e["model"]: e["calls"] for e in estimate["endpoints"].values()}
+    sent_by_model = {m: sum(1 for r in sent if r["model"] == m) for m in {r["model"] for r in sent}}
+    assert by_model == sent_by_model
+    # The run's stats agree too (no retries on a healthy server), except for SMoA's once-per-run
+    # role generation, which moaa.pipeline.run_roles does not fold into the run stats.
+    per_run = estimate["stages"]["sft"]["per_run_calls"]
+    assert sum(e["requests"] for e in summary["endpoints"].values()) == len(sent) - per_run
+
+
+def test_estimate_counts_prompts_and_drops(tmp_path):
+    config = make_config(tmp_path, "http://127.0.0.1:9/v1")
+    est = estimate_run(config, base_dir=ROOT)
+    assert est["prompts"] == {
+        "source": "default.jsonl",
+        "read": 130,
+        "kept": 4,
+        "dropped": {"sampled_out": 126},
+        "preference": 0,
+    }
+    sft = est["stages"]["sft"]
+    assert (sft["prompts"], sft["turns"], sft["calls"], sft["per_run_calls"]) == (4, 4, 16, 0)
+    assert list(sft["agents"]) == ["proposers[0]", "proposers[1]", "proposers[2]", "aggregator"]
+    assert est["endpoints"]["test"]["calls"] == est["total"]["calls"] == 16
+
+
+def test_tokens_follow_max_tokens_and_references(tmp_path):
+    config = make_config(
+        tmp_path,
+        "http://127.0.0.1:9/v1",
+        "sft.proposers.0.max_tokens=100",
+        "endpoints.test.price_input_per_mtok=1",
+        "endpoints.test.price_output_per_mtok=2",
+    )
+    agents = estimate_run(config, base_dir=ROOT)["stages"]["sft"]["agents"]
+    assert agents["proposers[0]"]["output_tokens"] == round(4 * OUTPUT_FRACTION * 100)
+    assert agents["proposers[1]"]["output_tokens"] == round(4 * OUTPUT_FRACTION * DEFAULT_MAX_TOKENS)
+    # Each of the 4 aggregator calls reads three references of the proposers' mean answer length,
+    # plus the prompt and the template (a few hundred tokens).
+    references = 4 * 3 * OUTPUT_FRACTION * (100 + 2 * DEFAULT_MAX_TOKENS) / 3
+    assert references < agents["aggregator"]["input_tokens"] < references + 4 * 400
+    assert agents["proposers[1]"]["input_tokens"] < 4 * 100
+    a = agents["aggregator"]
+    assert a["cost"] == pytest.approx((a["input_tokens"] * 1 + a["output_tokens"] * 2) / 1e6, rel=1e-3)
+
+
+def test_format_names_stages_endpoints_and_assumptions(tmp_path):
+    config = make_config(
+        tmp_path,
+        "http://127.0.0.1:9/v1",
+        "sft.method=smoa",
+        preference=PREF | {"scorer": {"kind": "pairwise", "judges": [{"endpoint": "test"}]}},
+    )
+    text = format_estimate(estimate_run(config, base_dir=ROOT))
+    assert "method smoa, scorer pairwise - no model was called" in text
+    assert "stage sft: 4 prompts" in text and "stage preference: 3 prompts" in text
+    assert "smoa.role_generator" in text and "(upper bound)" in text
+    assert "60% of each agent's max_tokens" in text and "no price set for test" in text
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (["sft.method=moa", "sft.layers=1"], ConfigError, "sft.layers: method 'moa' needs layers >= 2"),
+        (["prompts.path=missing.jsonl"], InputError, "missing.jsonl"),
+        (["prompts.min_chars=100000"], Exception, "no prompts left after filtering"),
+    ],
+)
+def test_estimate_rejects_what_a_run_would(tmp_path, overrides, error, match):
+    config = make_config(tmp_path, "http://127.0.0.1:9/v1", *overrides)
+    with pytest.raises(error, match=match):
+        estimate_run(config, base_dir=tmp_path)
+
+
+def test_estimate_rejects_a_scorer_without_judges(tmp_path):
+    config = make_config(tmp_path, "http://127.0.0.1:9/v1", preference=PREF | {"scorer": {"kind": "pointwise"}})
+    with pytest.raises(ConfigError, match="preference.scorer.judges"):
+        estimate_run(config, base_dir=ROOT)
+
+
+def test_cli_dry_run_prints_the_estimate(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base_raw(tmp_path)))
+    assert main(["run", str(path), "--dry-run", "--set", "sft.layers=3"]) == 0
+    out = capsys.readouterr().out
+    assert "moaa dry run 'test-run': method moa" in out
+    assert "stage sft: 4 prompts, 28 calls (7.00 per prompt)" in out
