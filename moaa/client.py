@@ -176,11 +176,12 @@ class OpenAIChatClient:
                 self.stats.record(self.name, tag, retries=1)
             retry_after: float | None = None
             replica = self._pick_replica()
+            http = self._clients()[replica]
             await self.limiter.acquire(estimate)
             start = time.perf_counter()
             try:
                 self.stats.record(self.name, tag, requests=1)
-                resp = await self._clients()[replica].chat.completions.create(**body)
+                resp = await http.chat.completions.create(**body)
                 completion = self._completion(resp, time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001 - classified below
                 kind, retry_after, last = self._classify(exc)

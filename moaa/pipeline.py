@@ -83,22 +83,26 @@ def _check_writable(folder: Path) -> None:
 
 def collect(plan: RunPlan) -> dict[str, Any]:
     """Fold every finished shard's summary into run totals."""
-    stats = RunStats()
+    stats, new = RunStats(), RunStats()
     stages: dict[str, dict[str, Any]] = {}
     for stage, shards in plan.shards.items():
-        agg = {"prompts": 0, "rows": 0, "failed": 0, "dropped": {}, "seconds": 0.0}
+        agg = {"prompts": 0, "rows": 0, "failed": 0, "dropped": {}, "counters": {}, "seconds": 0.0}
         for _, out in shards:
             done = read_done(out)
             if done is None:
                 continue
             stats.merge(done["stats"])
+            if done.get("finished_at", 0) >= plan.started:
+                new.merge(done["stats"])
+            for key, n in done["counts"].get("counters", {}).items():
+                agg["counters"][key] = agg["counters"].get(key, 0) + n
             for key in ("prompts", "rows", "failed"):
                 agg[key] += done["counts"][key]
             for reason, n in done["counts"]["dropped"].items():
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
             agg["seconds"] += done["seconds"]
         stages[stage] = agg
-    return {"stats": stats, "stages": stages}
+    return {"stats": stats, "new_stats": new, "stages": stages}
 
 
 def failure_reasons(plan: RunPlan) -> dict[str, int]:
@@ -129,6 +133,7 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
     """The run summary: what a person reads at the end, and what the manifest records."""
     stats: RunStats = totals["stats"]
     t = stats.totals()
+    fresh = totals["new_stats"].totals()
     sft = totals["stages"].get("sft", {})
     answered = max(sft.get("rows", 0) + sft.get("failed", 0), 1)
     sft_tags = [v for k, v in stats.to_dict()["tags"].items() if k.startswith("sft.")]
@@ -147,6 +152,7 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "cost": round(t.cost, 6),
+        "this_run": {"calls": fresh.calls - fresh.cache_hits, "cache_hits": fresh.cache_hits, "cost": round(fresh.cost, 6)},
         "seconds": round(elapsed, 2),
         "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
         "per_prompt": {
@@ -163,8 +169,14 @@ def format_summary(s: dict[str, Any]) -> str:
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
         lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
+        if agg.get("counters"):
+            lines.append("  " + " " * 10 + " " + ", ".join(f"{k} {v}" for k, v in sorted(agg["counters"].items())))
     lines.append(
-        f"  calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
+        f"  this run: {s['this_run']['calls']} model calls, {s['this_run']['cache_hits']} cache hits, "
+        f"${s['this_run']['cost']:.4f}; resumed work is reused"
+    )
+    lines.append(
+        f"  data totals: calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
         f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
     )
     pp = s["per_prompt"]

@@ -27,6 +27,8 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # The ephemeral API server is a subprocess; on a loaded 2-core machine it needs more than 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import prefect.logging.configuration  # noqa: F401 - sets up Prefect's handlers first
 
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):

@@ -39,6 +39,9 @@ def run_shard(
         config = MoaaConfig.model_validate(config)
     out = Path(out_dir)
     if (done := read_done(out)) is not None:
+        if progress is not None:
+            for _ in range(done["counts"]["prompts"]):
+                progress.advance()
         return done | {"skipped": True}
     return asyncio.run(_run_shard(stage, config, Path(shard_path), out, roles, progress))
 
@@ -51,7 +54,10 @@ async def _run_shard(
     output = ShardOutput(out_dir)
     prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
     todo = [p for p in prompts if p.prompt_id not in output.done_ids]
-    counts = {"prompts": len(prompts), "resumed": len(prompts) - len(todo), "rows": 0, "failed": 0, "dropped": {}}
+    counts = {
+        "prompts": len(prompts), "resumed": len(prompts) - len(todo), "rows": 0, "failed": 0,
+        "dropped": {}, "counters": {},
+    }
     if progress is not None:
         for _ in range(counts["resumed"]):
             progress.advance()
@@ -67,6 +73,8 @@ async def _run_shard(
         counts["failed"] += len(failures)
         if dropped:
             counts["dropped"][dropped] = counts["dropped"].get(dropped, 0) + 1
+        for key, value in (getattr(result, "counters", None) or {}).items():
+            counts["counters"][key] = counts["counters"].get(key, 0) + value
         if progress is not None:
             progress.advance(failed=bool(failures))
         guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
@@ -85,6 +93,7 @@ async def _run_shard(
         "counts": counts,
         "stats": stats.to_dict(),
         "seconds": time.time() - started,
+        "finished_at": time.time(),
     }
     output.finish(summary)
     return summary
