@@ -1,0 +1,238 @@
+"""The run report: real PNG plots with data in them, every section named, graceful without configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from moaa.manifest import read_manifest, verify_version
+from moaa.report import SECTIONS, report_markdown_for_artifact, write_report
+from moaa.versions import write_version
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _msgs(*pairs: str) -> list[dict]:
+    return [{"role": role, "content": text} for role, text in zip(("user", "assistant") * 2, pairs, strict=False)]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _step(pid: str, stage: str, kind: str, text: str, **extra) -> dict:
+    return {
+        "prompt_id": pid,
+        "stage": stage,
+        "kind": kind,
+        "text": text,
+        "agent": extra.pop("agent", ""),
+        "model": extra.pop("model", "m-a"),
+        "layer": 1,
+        "prompt_tokens": 20,
+        "completion_tokens": 10,
+    } | extra
+
+
+def make_parts(tmp_path: Path, configs: tuple[str, ...] = ("sft", "dpo", "trace", "failures")) -> dict[str, list[Path]]:
+    """Hand-made JSONL parts: 3 SFT rows, 4 DPO pairs, a trace with proposals and pairwise verdicts, 2 failures."""
+    sft = [
+        {
+            "prompt_id": f"p{i}",
+            "messages": _msgs(f"Question {i}?", "Final " + "x" * (50 * (i + 1))),
+            "source": "hand",
+            "method": "moa",
+            "models": ["m-a", "m-agg"],
+        }
+        for i in range(3)
+    ]
+    dpo = [
+        {
+            "prompt_id": f"q{i}",
+            "prompt": _msgs(f"Pick {i}?"),
+            "chosen": [{"role": "assistant", "content": "good" * (i + 5)}],
+            "rejected": [{"role": "assistant", "content": "bad" * (i + 2)}],
+            "score_chosen": 4.0 + i / 4,
+            "score_rejected": 1.0 + i / 2,
+            "chosen_model": "m-a",
+            "rejected_model": "m-a",
+        }
+        for i in range(4)
+    ]
+    trace = []
+    for i in range(3):
+        trace += [
+            _step(
+                f"p{i}",
+                "sft",
+                "proposal",
+                f"Proposal {j} to {i}",
+                agent=f"proposer{j}",
+                index=j,
+                selected=j != 2,
+                model=f"m-{'ab'[j % 2]}",
+            )
+            for j in range(3)
+        ]
+        trace.append(_step(f"p{i}", "sft", "aggregate", "Final", agent="aggregator", layer=2, model="m-agg"))
+    pairs = [{"other": 1, "agree": True}, {"other": 2, "agree": False}, {"other": 2, "agree": True}]
+    for i in range(4):
+        trace += [_step(f"q{i}", "preference", "sample", f"cand {j}", score=float(j)) for j in range(2)]
+        trace.append(
+            _step(f"q{i}", "preference", "verdict", "won 1", score=1.0, meta=json.dumps({"pairs": pairs[: 1 + i % 3]}))
+        )
+    fails = [
+        {"prompt_id": "f1", "stage": "sft", "reason": "aggregator_failed", "error": "HTTP 500"},
+        {"prompt_id": "f2", "stage": "preference", "reason": "policy_failed", "error": "timeout"},
+        {"prompt_id": "f3", "stage": "sft", "reason": "aggregator_failed", "error": "HTTP 500"},
+    ]
+    made = {"sft": sft, "dpo": dpo, "trace": trace, "failures": fails}
+    return {c: [_jsonl(tmp_path / f"{c}.jsonl", made[c])] for c in configs}
+
+
+def make_version(tmp_path: Path, configs: tuple[str, ...] = ("sft", "dpo", "trace", "failures")) -> Path:
+    run_info = {
+        "stats": {
+            "ep": {
+                "calls": 40,
+                "cache_hits": 3,
+                "retries": 2,
+                "failures": 1,
+                "prompt_tokens": 900,
+                "completion_tokens": 300,
+                "cost": 0.0123,
+            }
+        },
+        "counts": {"prompts": {"read": 10, "kept": 7, "dropped": {"duplicate": 3}}},
+        "methods": {"sft": "moa", "scorer": "pairwise"},
+        "timings": {"seconds": 12.5},
+    }
+    info = write_version(
+        tmp_path / "data",
+        "demo",
+        make_parts(tmp_path, configs),
+        config={"name": "demo"},
+        run_info=run_info,
+        test_size=0.0,
+        split_seed=0,
+        license="apache-2.0",
+        tags=[],
+    )
+    return info.path
+
+
+def assert_real_png(path: Path) -> None:
+    from matplotlib.image import imread
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5_000
+    image = imread(path)
+    assert image.shape[0] >= 300 and image.shape[1] >= 600 and image.shape[2] in (3, 4)
+    # Not blank: bars and lines put more than a handful of colours on the white canvas.
+    colours = {tuple(px) for px in image[::4, ::4, :3].reshape(-1, 3).round(2).tolist()}
+    assert len(colours) > 10
+
+
+def test_report_has_every_plot_and_section(tmp_path):
+    version = make_version(tmp_path)
+    path = write_report(version)
+    assert path == version / "report.md"
+    pngs = sorted(p.name for p in (version / "report").iterdir())
+    assert pngs == ["calls.png", "failures.png", "lengths.png", "scores.png"]
+    for png in pngs:
+        assert_real_png(version / "report" / png)
+    text = path.read_text()
+    for section in SECTIONS:
+        assert f"\n## {section}\n" in text
+    for png in pngs:
+        assert f"(report/{png})" in text
+    assert "- rows: sft train 3; dpo train 4; trace train 24; failures train 3" in text
+    assert "| ep | 40 | 3 | 2 | 1 | 900 | 300 | 0.0123 |" in text
+    assert "- pairs: 4" in text and "- margin: mean 2.62" in text
+    assert "| sft | proposal | m-a | 2.00 | 60 |" in text  # proposers 0 and 2, 30 tokens each
+    assert "- sft:aggregator_failed: 2" in text and "- preference:policy_failed: 1" in text
+    assert "position-swap disagreement: 28.6% (2 of 7 pairwise judgements" in text
+    assert "**proposal proposer2** (layer 1, m-a, not selected)" in text and "Proposal 2 to 0" in text
+    assert "**Chosen** (score 4, m-a)" in text
+    # The report's files are in the manifest: the version still verifies.
+    assert verify_version(version) == []
+    assert "report/scores.png" in read_manifest(version)["files"]
+
+
+def test_report_skips_plots_without_their_config(tmp_path):
+    version = make_version(tmp_path, configs=("sft",))
+    text = write_report(version).read_text()
+    assert sorted(p.name for p in (version / "report").iterdir()) == ["lengths.png"]
+    assert_real_png(version / "report" / "lengths.png")
+    for section in SECTIONS:
+        assert f"\n## {section}\n" in text
+    assert "n/a (no dpo config in this version)" in text
+    assert "n/a (no trace config in this version)" in text
+    assert "position-swap disagreement: n/a" in text
+    assert verify_version(version) == []
+
+
+def test_report_elsewhere_leaves_the_version_untouched(tmp_path):
+    version = make_version(tmp_path)
+    before = (version / "moaa_manifest.json").read_bytes()
+    path = write_report(version, out_dir=tmp_path / "out")
+    assert path == tmp_path / "out" / "report.md" and (tmp_path / "out" / "report" / "calls.png").is_file()
+    assert (version / "moaa_manifest.json").read_bytes() == before and not (version / "report.md").exists()
+
+
+def test_artifact_markdown_names_numbers_and_existing_images(tmp_path):
+    version = make_version(tmp_path)
+    write_report(version)
+    text = report_markdown_for_artifact(version)
+    assert text.startswith("# Run report: demo@v1")
+    image = str((version / "report" / "scores.png").resolve())
+    assert f"![Scores]({image})" in text and Path(image).is_file()
+    assert "position-swap disagreement: 28.6%" in text
+
+
+def _made_versions() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "data").glob("*/v*/moaa_manifest.json"))
+
+
+@pytest.mark.skipif(not _made_versions(), reason="no version written by `make data` under data/")
+def test_report_on_a_version_made_by_make_data(tmp_path):
+    version = _made_versions()[-1]
+    path = write_report(version, out_dir=tmp_path)  # never modify the user's data
+    text = path.read_text()
+    for section in SECTIONS:
+        assert f"\n## {section}\n" in text
+    for png in (tmp_path / "report").glob("*.png"):
+        assert_real_png(png)
+    assert (tmp_path / "report" / "lengths.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_harness):
+    import yaml
+    from test_estimate import PREF, respond, variant_raw
+
+    from flows.pipeline import moaa_pipeline, task_runner_for
+    from moaa.config import dump_config, parse_config
+    from moaa.testing.openai_server import OpenAITestServer
+
+    variant = {"preference": PREF | {"scorer": {"kind": "pairwise", "judges": [{"endpoint": "judge"}]}}}
+    with OpenAITestServer(responder=respond) as srv:
+        config = parse_config(variant_raw(tmp_path, srv.base_url, variant))
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(dump_config(config)))
+        summary = moaa_pipeline.with_options(task_runner=task_runner_for(config))(str(path))
+    version = Path(summary["version_path"])
+    assert summary["report_path"] == str(version / "report.md")
+    text = (version / "report.md").read_text()
+    assert verify_version(version) == []
+    for png in (version / "report").glob("*.png"):
+        assert_real_png(png)
+    assert {p.name for p in (version / "report").glob("*.png")} == {"scores.png", "lengths.png", "calls.png"}
+    bias = summary["bias"]
+    judged, flipped = bias["pairs_judged"], bias["swap_disagreements"]
+    assert f"({flipped} of {judged} pairwise judgements" in text
+    assert "| sft | proposal | test-model | 3.00 |" in text and "| preference | verdict | judge-model | 3.00 |" in text
