@@ -1,0 +1,110 @@
+"""The whole pipeline through the Prefect flow against a local OpenAI-compatible server:
+SFT shards, preference shards, a data set version that loads with `load_dataset`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from moaa.pipeline import format_summary
+from moaa.testing.openai_server import OpenAITestServer
+from tests.conftest import make_config
+
+CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
+ASPECTS = ["instruction_following", "honesty", "truthfulness", "helpfulness"]
+
+
+def responder(request: dict) -> str | None:
+    """Judge calls get a verdict whose rating depends on the candidate's text; others the default."""
+    last = request["messages"][-1]["content"]
+    shown = CANDIDATE_RE.findall(last)
+    if not shown:
+        return None
+    rating = 1 + int(hashlib.sha256(shown[0][1].encode()).hexdigest(), 16) % 5
+    return json.dumps({k: {"rationale": f"{k} is {rating}", "rating": rating} for k in ASPECTS})
+
+
+def run(config):
+    from prefect import flow
+
+    from flows.pipeline import run_pipeline
+
+    @flow
+    def pipeline_flow():
+        return run_pipeline(config)
+
+    return pipeline_flow()
+
+
+def test_sft_and_preference_make_a_loadable_version(tmp_path, prefect_harness):
+    from datasets import load_dataset
+
+    with OpenAITestServer(responder=responder) as srv:
+        config = make_config(
+            tmp_path, srv.base_url, "prompts.limit=6",
+            "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=4",
+            "preference.scorer.judges=[{endpoint: test}]", "preference.min_margin=0.5", "output.test_size=0.3",
+        )
+        summary = run(config)
+        first_requests = len(srv.requests)
+        text = format_summary(summary)
+
+        # 6 prompts x (3 proposers + 1 aggregator); 6 prompts x (one n=4 call + one judge call per candidate)
+        sft_calls = sum(1 for r in srv.requests if "<candidate" not in r["body"]["messages"][-1]["content"]
+                        and r["body"].get("n", 1) == 1)
+        assert sft_calls == 24
+        assert summary["stages"]["sft"]["rows"] == 6 and summary["stages"]["sft"]["failed"] == 0
+        assert summary["per_prompt"]["calls"] == 4.0
+        assert "per prompt (moa): 4.0 calls" in text and "tok/s" in text
+
+        path = summary["version_path"]
+        sft = load_dataset(path, "sft")
+        assert sum(len(split) for split in sft.values()) == 6
+        row = next(iter(sft.values()))[0]
+        assert [m["role"] for m in row["messages"]][-1] == "assistant"
+        assert row["method"] == "moa" and row["models"] == ["test-model"]
+        dpo_rows = summary["stages"]["preference"]["rows"]
+        assert dpo_rows >= 1
+        dpo = load_dataset(path, "dpo")
+        pair = next(iter(dpo.values()))[0]
+        assert pair["score_chosen"] - pair["score_rejected"] >= 0.5
+        assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
+        trace = load_dataset(path, "trace")
+        kinds = {k for split in trace.values() for k in split["kind"]}
+        assert {"proposal", "aggregate"} <= kinds
+        manifest = json.loads((tmp_path / "data/test-run/v1/moaa_manifest.json").read_text())
+        assert manifest["config"]["sft"]["method"] == "moa"
+
+        # The same command again: zero model calls, a new version v2 with v1 as parent.
+        summary2 = run(config)
+        assert len(srv.requests) == first_requests
+        assert summary2["version"] in ("v2", 2) and summary2["this_run"]["calls"] == 0
+
+
+def test_unanswerable_prompts_are_failures_not_silence(tmp_path, prefect_harness):
+    from datasets import load_dataset
+
+    with OpenAITestServer() as srv:
+        srv.set_script(["500"] * 1000)  # every call fails
+        config = make_config(
+            tmp_path, srv.base_url, "prompts.limit=3", "endpoints.test.max_retries=1",
+            "run.max_failure_rate=1.0",
+        )
+        summary = run(config)
+    assert summary["stages"]["sft"]["rows"] == 0 and summary["stages"]["sft"]["failed"] == 3
+    assert summary["failures"] == {"sft:proposers_failed": 3}
+    failures = load_dataset(summary["version_path"], "failures")["train"]
+    assert sorted(failures["reason"]) == ["proposers_failed"] * 3
+    assert all("HTTP 500" in e for e in failures["error"])
+
+
+@pytest.mark.parametrize("method", ["single", "moa-lite", "self-moa", "self-moa-seq", "smoa"])
+def test_every_method_runs_through_the_flow(tmp_path, prefect_harness, method):
+    with OpenAITestServer() as srv:
+        config = make_config(tmp_path, srv.base_url, f"sft.method={method}", "prompts.limit=2",
+                             "sft.seq.samples=5", "sft.seq.window=4", "sft.seq.new_per_step=2")
+        summary = run(config)
+    assert summary["stages"]["sft"]["rows"] == 2, summary
