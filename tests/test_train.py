@@ -13,7 +13,7 @@ import pytest
 from tiny_models import build_tiny_causal_lm
 
 from moaa.errors import ConfigError, InputError
-from moaa.train.data import find_dataset, load_rows, held_out_prompts
+from moaa.train.data import find_dataset, held_out_prompts, load_rows
 from moaa.train.runs import latest_run, read_lineage
 from moaa.train.settings import load_settings
 from moaa.versions import write_version

@@ -62,7 +62,8 @@ def render_model_card(
         "",
         "| data set version | config / split | rows | manifest sha256 | path |",
         "|---|---|---|---|---|",
-        f"| {dataset['ref']} | {kind} / train | {rows} | `{dataset.get('manifest_sha256')}` | `{dataset.get('path')}` |",
+        f"| {dataset['ref']} | {kind} / train | {rows} | `{dataset.get('manifest_sha256')}` "
+        f"| `{dataset.get('path')}` |",
         "",
         "## Base model",
         "",

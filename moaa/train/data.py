@@ -76,14 +76,28 @@ def has_split(dataset: DatasetVersion, config: str, split: str) -> bool:
     return any((dataset.path / "data" / config).glob(f"{split}-*.parquet"))
 
 
+def read_parquet_split(dataset: DatasetVersion, config: str, split: str) -> Any:
+    """The split's parquet shards as an in-memory `datasets.Dataset`.
+
+    Not `load_dataset(folder, config)`: its cache is keyed by the folder's base name and the
+    relative file patterns, so `a/v1` and `b/v1` would share one cache entry and the second read
+    would silently return the first data set's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    files = sorted((dataset.path / "data" / config).glob(f"{split}-*.parquet"))
+    return Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
+
+
 def load_rows(dataset: DatasetVersion, config: str, split: str = "train", columns: list[str] | None = None) -> Any:
     """The `split` of config `config` as a `datasets.Dataset`, reduced to `columns` (what TRL reads)."""
     if not has_split(dataset, config, split):
-        hint = "enable the preference stage (preference.enabled: true)" if config == "dpo" else "check the run's failures"
+        hint = (
+            "enable the preference stage (preference.enabled: true)" if config == "dpo" else "check the run's failures"
+        )
         raise InputError(f"{dataset.path}: data set {dataset.ref} has no {config}/{split} rows; {hint}")
-    from datasets import load_dataset
-
-    rows = load_dataset(str(dataset.path), config, split=split)
+    rows = read_parquet_split(dataset, config, split)
     keep = columns if columns is not None else COLUMNS.get(config)
     if keep:
         missing = [c for c in keep if c not in rows.column_names]

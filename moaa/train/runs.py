@@ -75,4 +75,8 @@ def latest_run(kind: str, runs_root: str | Path = DEFAULT_RUNS) -> Path:
 def run_parent(folder: str | Path) -> dict[str, Any]:
     """A lineage parent entry for another moaa run folder (model, eval...)."""
     record = read_lineage(folder) or {}
-    return {"kind": record.get("kind", "run"), "ref": record.get("id", str(folder)), "path": str(Path(folder).resolve())}
+    return {
+        "kind": record.get("kind", "run"),
+        "ref": record.get("id", str(folder)),
+        "path": str(Path(folder).resolve()),
+    }
