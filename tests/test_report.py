@@ -81,10 +81,13 @@ def make_parts(tmp_path: Path, configs: tuple[str, ...] = ("sft", "dpo", "trace"
         trace.append(_step(f"p{i}", "sft", "aggregate", "Final", agent="aggregator", layer=2, model="m-agg"))
     pairs = [{"other": 1, "agree": True}, {"other": 2, "agree": False}, {"other": 2, "agree": True}]
     for i in range(4):
-        trace += [_step(f"q{i}", "preference", "sample", f"cand {j}", score=float(j)) for j in range(2)]
-        trace.append(
-            _step(f"q{i}", "preference", "verdict", "won 1", score=1.0, meta=json.dumps({"pairs": pairs[: 1 + i % 3]}))
-        )
+        picks = [{"count": 1, "pick": "rejected"}, {"count": 2, "pick": "chosen"}]
+        trace += [
+            _step(f"q{i}", "preference", "sample", f"cand {j}", score=float(j), index=j, meta=json.dumps(picks[j]))
+            for j in range(2)
+        ]
+        meta = json.dumps({"pairs": pairs[: 1 + i % 3]})
+        trace.append(_step(f"q{i}", "preference", "verdict", "won 1", score=1.0, index=1, meta=meta))
     fails = [
         {"prompt_id": "f1", "stage": "sft", "reason": "aggregator_failed", "error": "HTTP 500"},
         {"prompt_id": "f2", "stage": "preference", "reason": "policy_failed", "error": "timeout"},
