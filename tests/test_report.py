@@ -32,6 +32,7 @@ def _step(pid: str, stage: str, kind: str, text: str, **extra) -> dict:
         "text": text,
         "agent": extra.pop("agent", ""),
         "model": extra.pop("model", "m-a"),
+        "turn": 0,
         "layer": 1,
         "prompt_tokens": 20,
         "completion_tokens": 10,
