@@ -1,0 +1,305 @@
+"""`moaa train eval`: a model against a baseline on held-out prompts, judged pairwise in both orders.
+
+Usage: moaa train eval [--model RUN_DIR|HUB_ID|ENDPOINT] [--baseline ...] [--data NAME[@vN]]
+       [--config configs/train/eval.yaml] [--set limit=8 ...] [--output DIR]
+
+Prompts are the `test` split of a data set version (decided per prompt_id, never trained on): by
+default the version the model was trained on. Model and baseline answer every prompt with the
+same sampling; the judge compares the two answers in both orders (moaa.preference.judges.
+PairwiseJudge, MT-Bench style: a disagreement between the orders is a tie). Reported: win / tie /
+loss, the win rate with a Wilson (or bootstrap) interval, and the length-controlled win rate
+(moaa.train.winrate). Results go to `results.json` and `results.md` in `<model>/eval/<run>/`
+(or `runs/eval/<run>/` for a model that is not a folder), with a lineage.json.
+
+Defaults: the model is the latest DPO run (else the latest SFT run); the baseline is the model
+it descends from first (walking the runs' lineage back to the original student).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from moaa.config import AgentConfig, EndpointConfig, Sampling, Strict, apply_override, describe_validation_error
+from moaa.errors import ConfigError, InputError
+from moaa.stats import RunStats
+from moaa.train.data import DEFAULT_ROOT, DatasetVersion, find_dataset, held_out_prompts
+from moaa.train.report import format_results_table
+from moaa.train.runs import DEFAULT_RUNS, latest_run, new_run_dir, read_lineage, write_lineage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "configs/train/eval.yaml"
+
+
+class EvalSettings(Strict):
+    """configs/train/eval.yaml: the judge, how many held-out prompts, how answers are sampled."""
+
+    endpoints: dict[str, EndpointConfig]
+    judge: AgentConfig
+    criteria: list[str] = Field(default_factory=lambda: ["helpfulness", "truthfulness", "instruction following"])
+    limit: int | None = Field(16, ge=1)  # held-out prompts to use (None: all)
+    generation: Sampling = Sampling(temperature=0.0, max_tokens=256, seed=0)
+    max_attempts: int = Field(3, ge=1)
+    ci: Literal["wilson", "bootstrap"] = "wilson"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    seed: int = 0
+
+
+def load_eval_settings(path: str | Path | None = DEFAULT_CONFIG, overrides: list[str] | None = None) -> EvalSettings:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: eval settings file not found; pass e.g. --config {DEFAULT_CONFIG}")
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        settings = EvalSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc, EvalSettings)}") from None
+    if settings.judge.endpoint not in settings.endpoints:
+        known = ", ".join(sorted(settings.endpoints))
+        raise ConfigError(f"{path}: judge.endpoint '{settings.judge.endpoint}' is not under endpoints ({known})")
+    return settings
+
+
+@dataclass
+class EvalResult:
+    output: Path
+    results: dict[str, Any]
+
+    def summary(self) -> str:
+        return format_results_table(self.results)
+
+
+# ---------------------------------------------------------------- which models
+
+
+def default_model(runs_root: str | Path = DEFAULT_RUNS) -> str:
+    """The latest DPO run, else the latest SFT run."""
+    try:
+        return str(latest_run("dpo", runs_root))
+    except InputError:
+        try:
+            return str(latest_run("sft", runs_root))
+        except InputError:
+            raise InputError(f"no finished dpo or sft run under {runs_root}/; train one or pass --model") from None
+
+
+def origin_model(ref: str) -> str:
+    """The first model of `ref`'s lineage (the student before any moaa training)."""
+    seen = set()
+    while Path(ref).is_dir() and (record := read_lineage(ref)) and ref not in seen:
+        seen.add(ref)
+        base = record.get("base_model") or {}
+        if not base.get("ref"):
+            break
+        ref = base["ref"]
+    return ref
+
+
+def trained_on(ref: str) -> str | None:
+    """The data set version (folder) a moaa run was trained on, if `ref` is one."""
+    record = read_lineage(ref) if Path(ref).is_dir() else None
+    for parent in (record or {}).get("parents", []):
+        if parent.get("kind") == "dataset":
+            return parent.get("path")
+    return None
+
+
+def client_for(ref: str, settings: EvalSettings, stats: RunStats, name: str) -> Any:
+    """A chat client for `ref`: an endpoint of the eval settings by name, else the transformers backend."""
+    from moaa.backends.transformers_client import TransformersChatClient
+    from moaa.client import OpenAIChatClient
+
+    endpoint = settings.endpoints.get(ref)
+    if endpoint is None:
+        return TransformersChatClient(name, EndpointConfig(model=ref, backend="transformers"), stats)
+    if endpoint.backend == "transformers":
+        return TransformersChatClient(ref, endpoint, stats)
+    return OpenAIChatClient(ref, endpoint, stats)
+
+
+@contextlib.contextmanager
+def running_endpoints(settings: EvalSettings, log_dir: Path):
+    """`settings` with a local (embedded) judge endpoint pointing at a running llama.cpp server."""
+    endpoint = settings.endpoints[settings.judge.endpoint]
+    if not endpoint.local or (endpoint.base_urls() and _reachable(endpoint)):
+        yield settings
+        return
+    from moaa.local_server import LocalServer
+
+    with LocalServer() as server:
+        server.start(log_path=log_dir / "local-server.log")
+        endpoints = dict(settings.endpoints) | {
+            settings.judge.endpoint: endpoint.model_copy(update={"base_url": server.base_url})
+        }
+        yield settings.model_copy(update={"endpoints": endpoints})
+
+
+def _reachable(endpoint: EndpointConfig) -> bool:
+    from moaa.local_server import find_running_server
+
+    return all(find_running_server(url) for url in endpoint.base_urls())
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+async def answer_all(client: Any, prompts: list[dict[str, Any]], sampling: Sampling, tag: str) -> list[str]:
+    """One answer per prompt (an answer whose call failed is empty, and loses)."""
+    from moaa.client import CallError
+
+    async def one(prompt: dict[str, Any]) -> str:
+        try:
+            return (await client.chat(prompt["messages"], sampling, tag=tag)).text
+        except CallError as exc:
+            log.warning("%s: no answer for %s (%s)", client.name, prompt["prompt_id"], exc)
+            return ""
+
+    return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+async def judge_all(
+    settings: EvalSettings, judge_client: Any, prompts: list[dict[str, Any]], ours: list[str], theirs: list[str]
+) -> list[dict[str, Any]]:
+    """Per prompt: the model's score (1 win, 0.5 tie, 0 loss, None unjudged) and both orders' verdicts."""
+    from moaa.preference.candidates import Candidate
+    from moaa.preference.judges import PairwiseJudge
+    from moaa.prompts.judging import criterion_of
+    from moaa.rows import Prompt
+
+    judge = PairwiseJudge([(settings.judge, judge_client)], [criterion_of(c) for c in settings.criteria],
+                          settings.max_attempts)  # fmt: skip
+
+    async def one(prompt: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+        candidates = [Candidate(0, a, "model"), Candidate(1, b, "baseline")]
+        score = (await judge.score(Prompt(prompt["prompt_id"], prompt["messages"]), candidates))[0]
+        pair = score.details["pairs"][0]
+        return {"prompt_id": prompt["prompt_id"], "score": score.score, "model_first": pair["ab"],
+                "baseline_first": pair["ba"], "agree": pair["agree"], "error": pair.get("error")}  # fmt: skip
+
+    return list(await asyncio.gather(*(one(p, a, b) for p, a, b in zip(prompts, ours, theirs, strict=True))))
+
+
+def compare(
+    settings: EvalSettings, prompts: list[dict[str, Any]], model_client: Any, baseline_client: Any, judge_client: Any
+) -> list[dict[str, Any]]:
+    """Answers of both models and the judge's verdicts, one record per prompt."""
+    from moaa.backends.transformers_client import unload
+
+    ours = asyncio.run(answer_all(model_client, prompts, settings.generation, "eval.model"))
+    unload(model_client.model)  # one student in memory at a time
+    theirs = asyncio.run(answer_all(baseline_client, prompts, settings.generation, "eval.baseline"))
+    unload(baseline_client.model)
+    verdicts = asyncio.run(judge_all(settings, judge_client, prompts, ours, theirs))
+    return [
+        v | {"model_answer": a, "baseline_answer": b, "model_chars": len(a), "baseline_chars": len(b)}
+        for v, a, b in zip(verdicts, ours, theirs, strict=True)
+    ]
+
+
+def run_eval(
+    *,
+    model: str | None = None,
+    baseline: str | None = None,
+    data: str | None = None,
+    config: str | Path | None = DEFAULT_CONFIG,
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    data_root: str | Path = DEFAULT_ROOT,
+    runs_root: str | Path = DEFAULT_RUNS,
+    judge_client: Any = None,
+) -> EvalResult:
+    """Compare `model` with `baseline` on held-out prompts; write results.json / results.md."""
+    from moaa.train.student import resolve_model
+
+    started = time.time()
+    settings = load_eval_settings(config, overrides)
+    model_ref = model or default_model(runs_root)
+    model_ref = model_ref if model_ref in settings.endpoints else resolve_model(model_ref)
+    baseline_ref = baseline or origin_model(model_ref)
+    baseline_ref = baseline_ref if baseline_ref in settings.endpoints else resolve_model(baseline_ref)
+    if baseline_ref == model_ref:
+        raise InputError(f"model and baseline are the same ({model_ref}); pass --baseline")
+    dataset = find_dataset(data or trained_on(model_ref), data_root)
+    prompts = held_out_prompts(dataset, settings.limit)
+    out = _output_dir(output, model_ref, runs_root)
+    stats = RunStats()
+    log.info(
+        "eval: %s vs %s on %d held-out prompts of %s -> %s", model_ref, baseline_ref, len(prompts), dataset.ref, out
+    )
+    with running_endpoints(settings, out) as resolved:
+        judge = judge_client or client_for(resolved.judge.endpoint, resolved, stats, "judge")
+        records = compare(resolved, prompts, client_for(model_ref, resolved, stats, "model"),
+                          client_for(baseline_ref, resolved, stats, "baseline"), judge)  # fmt: skip
+    results = build_results(settings, dataset, model_ref, baseline_ref, records, judge, stats, time.time() - started)
+    write_results(out, results)
+    write_lineage(out, "eval", [dataset.to_dict(), _model_parent(model_ref, "model"),
+                                _model_parent(baseline_ref, "baseline")], summary=_headline(results))  # fmt: skip
+    return EvalResult(out, results)
+
+
+def build_results(
+    settings: EvalSettings, dataset: DatasetVersion, model_ref: str, baseline_ref: str,
+    records: list[dict[str, Any]], judge: Any, stats: RunStats, seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    from moaa.train.winrate import summarize
+
+    judged = [r for r in records if r["score"] is not None]
+    numbers = summarize(
+        [r["score"] for r in judged], [r["model_chars"] for r in judged], [r["baseline_chars"] for r in judged],
+        confidence=settings.confidence, method=settings.ci, samples=settings.bootstrap_samples, seed=settings.seed,
+    )  # fmt: skip
+    return {
+        "model": model_ref, "baseline": baseline_ref, "dataset": dataset.to_dict(), "split": "test",
+        "judge": {"endpoint": settings.judge.endpoint, "model": getattr(judge, "model", "")},
+        "prompts": len(records), "unjudged": len(records) - len(judged), **numbers,
+        "order_agreement": sum(1 for r in judged if r["agree"]) / len(judged) if judged else None,
+        "mean_chars": {"model": _mean([r["model_chars"] for r in records]),
+                       "baseline": _mean([r["baseline_chars"] for r in records])},
+        "settings": settings.model_dump(mode="json"), "seconds": round(seconds, 1), "usage": stats.summary(),
+        "per_prompt": records,
+    }  # fmt: skip
+
+
+def _mean(values: list[int]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "win", "tie", "loss", "win_rate", "ci", "lc_win_rate", "unjudged")
+    return {k: results.get(k) for k in keys}
+
+
+def _model_parent(ref: str, role: str) -> dict[str, Any]:
+    record = read_lineage(ref) if Path(ref).is_dir() else None
+    return {"kind": "model", "role": role, "ref": (record or {}).get("id", ref), "path": ref}
+
+
+def _output_dir(output: str | Path | None, model_ref: str, runs_root: str | Path) -> Path:
+    if output is not None:
+        out = Path(output)
+        if out.exists() and any(out.iterdir()):
+            raise InputError(f"{out} already exists and is not empty; pass a new --output folder")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if Path(model_ref).is_dir():  # next to the model: <model>/eval/<timestamp>/
+        return new_run_dir("eval", "vs", Path(model_ref))
+    return new_run_dir("eval", Path(model_ref).name, runs_root)
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=list) + "\n")
+    (out / "results.md").write_text(format_results_table(results) + "\n")

@@ -1,0 +1,145 @@
+"""`moaa train eval`: tiny models answer held-out prompts, a judge behind the local OpenAI-compatible
+test server compares them in both orders; counts, win rate, intervals, LC win rate, files, defaults.
+
+Run: .venv/bin/python -m pytest tests/test_train_eval.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from test_train import TINY_SETTINGS, write_demo_version
+from tiny_models import build_tiny_causal_lm
+
+from moaa.backends.transformers_client import unload
+from moaa.errors import ConfigError
+from moaa.testing.openai_server import OpenAITestServer
+from moaa.train.evaluate import load_eval_settings, run_eval
+from moaa.train.runs import read_lineage
+from moaa.train.winrate import fit_logistic, lc_win_rate, length_feature, summarize, wilson_interval
+
+_CANDIDATE = re.compile(r"<candidate id=(A|B)>\n(.*?)\n</candidate>", re.DOTALL)
+
+
+def longer_wins(request: dict) -> str:
+    """A deterministic judge: the longer answer wins, equal lengths tie (the same in both orders)."""
+    found = dict(_CANDIDATE.findall(request["messages"][-1]["content"]))
+    a, b = len(found["A"]), len(found["B"])
+    winner = "A" if a > b else "B" if b > a else "tie"
+    return json.dumps({"rationale": "length", "winner": winner})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_causal_lm(root / "a", seed=0), build_tiny_causal_lm(root / "b", seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_models():
+    yield
+    unload()
+
+
+def eval_config(tmp_path: Path, base_url: str, **extra) -> Path:
+    config = {
+        "endpoints": {"judge": {"base_url": base_url, "model": "judge-model", "max_retries": 1, "backoff_s": 0.01}},
+        "judge": {"endpoint": "judge", "temperature": 0.0},
+        "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
+        "limit": None,
+    } | extra
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_eval_counts_both_orders_and_writes_results(models, tmp_path: Path):
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    with OpenAITestServer(responder=longer_wins) as server:
+        result = run_eval(model=str(models[0]), baseline=str(models[1]), config=eval_config(tmp_path, server.base_url),
+                          data_root=data_root, output=tmp_path / "eval")  # fmt: skip
+        judge_calls = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
+    r = result.results
+    records = r["per_prompt"]
+    assert r["prompts"] == len(records) == 7 and r["unjudged"] == 0  # the 7 test prompts of the demo data set
+    expected = [1.0 if x["model_chars"] > x["baseline_chars"] else 0.0 if x["model_chars"] < x["baseline_chars"]
+                else 0.5 for x in records]  # fmt: skip
+    assert [x["score"] for x in records] == expected
+    assert (r["win"], r["tie"], r["loss"]) == (expected.count(1.0), expected.count(0.5), expected.count(0.0))
+    assert r["win_rate"] == pytest.approx(sum(expected) / 7)
+    assert r["order_agreement"] == 1.0 and len(judge_calls) == 14  # every prompt judged in both orders
+    assert {x["model_first"] for x in records} <= {"A", "B", "tie"}
+    assert tuple(r["ci"]) == pytest.approx(wilson_interval(sum(expected), 7))
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["win"] == r["win"] and saved["dataset"]["ref"] == "demo@v1"
+    table = (tmp_path / "eval" / "results.md").read_text()
+    assert f"| {r['win']} | {r['tie']} | {r['loss']} | 0 |" in table
+    lineage = read_lineage(tmp_path / "eval")
+    assert [p.get("role", p["kind"]) for p in lineage["parents"]] == ["dataset", "model", "baseline"]
+
+
+def test_position_biased_judge_gives_ties(models, tmp_path: Path):
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    always_a = json.dumps({"rationale": "first is best", "winner": "A"})
+    with OpenAITestServer(responder=lambda req: always_a) as server:
+        result = run_eval(model=str(models[0]), baseline=str(models[1]),
+                          config=eval_config(tmp_path, server.base_url, limit=3, ci="bootstrap"),
+                          data_root=data_root, output=tmp_path / "eval")  # fmt: skip
+    r = result.results
+    assert (r["win"], r["tie"], r["loss"], r["win_rate"], r["order_agreement"]) == (0, 3, 0, 0.5, 0.0)
+    assert r["ci_method"] == "bootstrap" and tuple(r["ci"]) == (0.5, 0.5)
+    assert r["lc_win_rate"] == pytest.approx(0.5)
+
+
+def test_defaults_follow_lineage(models, tmp_path: Path):
+    from moaa.train.sft import run_sft
+
+    data_root, runs = tmp_path / "data", tmp_path / "runs"
+    write_demo_version(data_root, "first")
+    write_demo_version(data_root, "other")  # newer, but the model was not trained on it
+    sft = run_sft(model=str(models[0]), data="first", overrides=TINY_SETTINGS, data_root=data_root, runs_root=runs)
+    with OpenAITestServer(responder=longer_wins) as server:
+        result = run_eval(config=eval_config(tmp_path, server.base_url, limit=2), data_root=data_root, runs_root=runs)
+    r = result.results
+    assert r["model"] == str(sft.output.resolve()) and r["baseline"] == str(models[0].resolve())
+    assert r["dataset"]["ref"] == "first@v1" and r["prompts"] == 2
+    assert result.output.parent == sft.output / "eval" and (result.output / "results.md").is_file()
+
+
+def test_eval_settings_are_strict(tmp_path: Path):
+    assert load_eval_settings("configs/train/eval.yaml").judge.endpoint == "local"
+    with pytest.raises(ConfigError, match="unknown key 'limt'"):
+        load_eval_settings("configs/train/eval.yaml", ["limt=3"])
+    with pytest.raises(ConfigError, match="judge.endpoint 'nope' is not under endpoints"):
+        load_eval_settings("configs/train/eval.yaml", ["judge.endpoint=nope"])
+
+
+@pytest.mark.parametrize(
+    "wins, n, lo, hi", [(7, 10, 0.3968, 0.8922), (0, 5, 0.0, 0.4345), (5, 5, 0.5655, 1.0), (2.5, 5, 0.1704, 0.8296)]
+)
+def test_wilson_interval(wins, n, lo, hi):
+    assert wilson_interval(wins, n) == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_length_controlled_win_rate_discounts_length():
+    # The model wins exactly when it is longer: its raw win rate is high, but at equal length it is a coin flip.
+    model_len = [100, 300, 120, 280, 90, 310, 110, 290]
+    base_len = [200] * 8
+    outcomes = [0, 1, 0, 1, 0, 1, 0, 1]
+    feature = length_feature(model_len, base_len)
+    assert lc_win_rate(outcomes, feature) == pytest.approx(0.5, abs=0.02)
+    # Longer in every prompt and winning most: LC win rate falls below the raw one.
+    longer = summarize([1, 1, 1, 0, 1, 1, 0.5, 1], [300, 420, 380, 210, 500, 330, 260, 450], [200] * 8)
+    assert longer["win_rate"] == pytest.approx(0.8125) and longer["lc_win_rate"] < longer["win_rate"]
+    # No length difference: the LC win rate is the raw one (up to the small ridge penalty).
+    same = summarize([1, 1, 0, 0.5], [5] * 4, [5] * 4)
+    assert same["lc_win_rate"] == pytest.approx(0.625, abs=0.01)
+    a, b = fit_logistic([0.0] * 4, [1, 1, 0, 0.5])
+    assert 1 / (1 + math.exp(-a)) == pytest.approx(0.625, abs=0.01) and b == pytest.approx(0.0)
