@@ -224,12 +224,14 @@ def render_rich(found: dict[str, Any], title: str, limit: int, console: Any = No
         panels = []
         for label, text, note, status in items:
             body = [Text(_cut(text, limit))] + ([Text(_cut(note, limit), style="dim")] if note else [])
-            panels.append(Panel(Group(*body), title=label, border_style=_STYLES.get(status, "white"), width=width))
+            panels.append(
+                Panel(Group(*body), title=Text(label), border_style=_STYLES.get(status, "white"), width=width)
+            )
         return Columns(panels)
 
     for ex in found["sft"]:
         row = ex["row"]
-        console.print(Rule(f"SFT {row['prompt_id']} - {row['method']}", style="cyan"))
+        console.print(Rule(Text(f"SFT {row['prompt_id']} - {row['method']}"), style="cyan"))
         console.print(Panel(Text("\n".join(_prompt_lines(_prompt_of(row["messages"]), limit))), title="prompt"))
         for heading, items in _layers(ex["steps"]):
             console.print(Text(heading, style="bold"))
@@ -238,7 +240,7 @@ def render_rich(found: dict[str, Any], title: str, limit: int, console: Any = No
         console.print(Panel(final, title="final answer", border_style="cyan"))
     for ex in found["dpo"]:
         row = ex["row"]
-        console.print(Rule(f"DPO {row['prompt_id']}", style="magenta"))
+        console.print(Rule(Text(f"DPO {row['prompt_id']}"), style="magenta"))
         console.print(Panel(Text("\n".join(_prompt_lines(row["prompt"], limit))), title="prompt"))
         console.print(columns(_candidates(ex)))
 
