@@ -1,0 +1,149 @@
+"""The self-improvement loop: round configs, the stop rule, lineage (with stand-in steps), and one real
+round of the Prefect flow on the embedded default, kept small (slow).
+
+Run: .venv/bin/python -m pytest tests/test_loop.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_train import write_demo_version
+
+from moaa.config import load_config
+from moaa.errors import InputError
+from moaa.train.loop import STUDENT, LoopSettings, LoopSteps, moa_config, pairs_config, run_loop
+from moaa.train.runs import read_lineage, write_lineage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_round_configs():
+    base = load_config(ROOT / "configs/local.yaml")
+    s = LoopSettings(name="lp", student_proposer=True, prompts_per_round=3, samples=2)
+    moa = moa_config(base, s, 2, "/models/student")
+    assert (moa.name, moa.prompts.seed, moa.prompts.limit, moa.preference.enabled) == ("lp-moa", 1, 3, False)
+    assert moa.endpoints[STUDENT].backend == "transformers" and moa.endpoints[STUDENT].model == "/models/student"
+    assert [p.endpoint for p in moa.sft.proposers] == ["local", "local", "local", STUDENT]
+    assert moa.endpoints[STUDENT].sampling.max_tokens == 256  # the run config's default answer length
+    pairs = pairs_config(moa, s, "/runs/sft/x")
+    assert pairs.name == "lp-pairs" and pairs.preference.enabled and pairs.preference.samples == 2
+    assert pairs.preference.policy.endpoint == STUDENT and pairs.endpoints[STUDENT].model == "/runs/sft/x"
+    assert pairs.preference.policy.max_tokens == 192 and pairs.preference.scorer.judges[0].endpoint == "local"
+    assert base.name == "local-moa" and base.preference.policy.endpoint == "local"  # the base config is untouched
+    assert moa.sft.proposers[:3] == base.sft.proposers
+
+
+class FakeSteps:
+    """Stand-ins for the pipeline, SFT, DPO and eval: real data set versions and run folders, no models."""
+
+    def __init__(self, tmp: Path, win_rates: list[float], pairs_fail: bool = False):
+        self.tmp, self.win_rates, self.pairs_fail = tmp, list(win_rates), pairs_fail
+        self.calls: list[tuple[str, dict]] = []
+
+    def run_folder(self, kind: str, parents: list[dict]) -> Path:
+        folder = self.tmp / "runs" / kind / f"r{len(self.calls)}"
+        folder.mkdir(parents=True)
+        write_lineage(folder, kind, parents)
+        return folder
+
+    def make_data(self, config):
+        self.calls.append(("data", {"name": config.name, "seed": config.prompts.seed}))
+        path = write_demo_version(Path(config.output.root), config.name, n=8, dpo=not self.pairs_fail)
+        return {"version_path": str(path)}
+
+    def sft(self, **kw):
+        self.calls.append(("sft", kw))
+        return SimpleNamespace(output=self.run_folder("sft", [{"kind": "dataset", "ref": kw["data"]}]))
+
+    def dpo(self, **kw):
+        self.calls.append(("dpo", kw))
+        if self.pairs_fail:
+            raise InputError("no dpo/train rows")
+        return SimpleNamespace(output=self.run_folder("dpo", [{"kind": "dataset", "ref": kw["data"]}]))
+
+    def evaluate(self, **kw):
+        self.calls.append(("eval", kw))
+        rate = self.win_rates.pop(0)
+        results = {"win_rate": rate, "lc_win_rate": rate, "ci": [0.0, 1.0], "win": 1, "tie": 0, "loss": 0}
+        return SimpleNamespace(output=self.run_folder("eval", []), results=results)
+
+    def steps(self) -> LoopSteps:
+        return LoopSteps(self.make_data, self.sft, self.dpo, self.evaluate)
+
+
+def loop_settings(tmp_path: Path, **kw) -> LoopSettings:
+    start = tmp_path / "start"
+    start.mkdir(exist_ok=True)
+    (start / "config.json").write_text("{}")
+    overrides = [f"output.root={tmp_path / 'data'}"]
+    return LoopSettings(student=str(start), runs_root=str(tmp_path / "runs"), data_overrides=overrides,
+                        data_config=str(ROOT / "configs/local.yaml"), **kw)  # fmt: skip
+
+
+def test_loop_chains_rounds_and_stops_on_a_small_gain(tmp_path: Path):
+    fake = FakeSteps(tmp_path, win_rates=[0.8, 0.52, 0.9])
+    summary = run_loop(loop_settings(tmp_path, rounds=5, min_gain=0.05), fake.steps())
+    rounds = summary["rounds"]
+    assert len(rounds) == 2 and summary["stopped"].startswith("round 2 gained +0.020")
+    assert [c[0] for c in fake.calls] == ["data", "sft", "data", "dpo", "eval"] * 2
+    data_calls = [c[1] for c in fake.calls if c[0] == "data"]
+    assert data_calls == [{"name": "loop-moa", "seed": 0}, {"name": "loop-pairs", "seed": 0},
+                          {"name": "loop-moa", "seed": 1}, {"name": "loop-pairs", "seed": 1}]  # fmt: skip
+    sfts = [c[1] for c in fake.calls if c[0] == "sft"]
+    dpos = [c[1] for c in fake.calls if c[0] == "dpo"]
+    evals = [c[1] for c in fake.calls if c[0] == "eval"]
+    start = str((tmp_path / "start").resolve())
+    assert sfts[0]["model"] == start and sfts[0]["data"] == "loop-moa@v1" and sfts[0]["extra_parents"] == []
+    assert dpos[0]["model"] == rounds[0]["sft"] and dpos[0]["data"] == "loop-pairs@v1"
+    assert evals[0] == evals[0] | {"model": rounds[0]["dpo"], "baseline": start, "data": "loop-pairs@v1"}
+    # Round 2 starts from round 1's DPO model and records round 1's eval as a parent.
+    assert sfts[1]["model"] == rounds[0]["dpo"] and sfts[1]["data"] == "loop-moa@v2"
+    assert sfts[1]["extra_parents"][0]["path"] == rounds[0]["eval"]
+    assert evals[1]["baseline"] == rounds[0]["dpo"] and rounds[1]["gain"] == pytest.approx(0.02)
+    lineage = read_lineage(summary["folder"])
+    kinds = [(a["kind"], a.get("ref")) for a in lineage["parents"]][:5]
+    assert kinds == [("dataset", "loop-moa@v1"), ("sft", None), ("dataset", "loop-pairs@v1"), ("dpo", None),
+                     ("eval", None)]  # fmt: skip
+    assert lineage["parents"][2]["parents"][1] == {"kind": "model", "ref": rounds[0]["sft"], "role": "policy"}
+    assert "| 2 | loop-moa@v2 |" in (Path(summary["folder"]) / "README.md").read_text()
+
+
+def test_loop_stops_after_n_rounds_and_keeps_sft_without_pairs(tmp_path: Path):
+    fake = FakeSteps(tmp_path, win_rates=[0.9], pairs_fail=True)
+    summary = run_loop(loop_settings(tmp_path, rounds=1), fake.steps())
+    (record,) = summary["rounds"]
+    assert summary["stopped"] == "1 round(s) done"
+    assert record["dpo"] is None and record["model"] == record["sft"] == summary["final_model"]
+    assert [a["kind"] for a in record["artifacts"]] == ["dataset", "sft", "dataset", "eval"]
+
+
+@pytest.mark.slow
+def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_harness, monkeypatch):
+    """MoA data from the local llama.cpp model -> LoRA SFT of the local student -> its samples judged
+    -> DPO -> eval vs the start model, all small (a few prompts, short answers, 2 steps)."""
+    from flows.loop import self_improvement_loop
+
+    monkeypatch.chdir(ROOT)
+    small = ["endpoints.local.sampling.max_tokens=48", "sft.aggregator.max_tokens=64", "output.test_size=0.5",
+             "preference.policy.max_tokens=32", "preference.scorer.judges.0.max_tokens=160", "preference.limit=3",
+             f"output.root={tmp_path / 'data'}", f"run.work_dir={tmp_path / 'work'}",
+             f"cache.path={tmp_path / 'cache.sqlite'}"]  # fmt: skip
+    steps = ["max_steps=2", "max_length=256"]
+    settings = LoopSettings(
+        rounds=1, prompts_per_round=4, samples=2, data_overrides=small, runs_root=str(tmp_path / "runs"),
+        sft_overrides=steps, dpo_overrides=steps, eval_overrides=["limit=1", "generation.max_tokens=32"],
+    )  # fmt: skip
+    summary = self_improvement_loop(settings.model_dump())
+    (record,) = summary["rounds"]
+    assert summary["stopped"] in ("1 round(s) done",) or summary["stopped"].startswith("round 1 gained")
+    assert record["dataset"] == "loop-moa@v1" and record["pairs"] == "loop-pairs@v1"
+    sft_lineage = read_lineage(record["sft"])
+    assert sft_lineage["parents"][0]["ref"] == "loop-moa@v1"
+    assert json.loads((Path(record["sft"]) / "metrics.json").read_text())["final"]["global_step"] == 2
+    eval_results = json.loads((Path(record["eval"]) / "results.json").read_text())
+    assert eval_results["prompts"] == 1 and eval_results["win"] + eval_results["tie"] + eval_results["loss"] <= 1
+    assert read_lineage(summary["folder"])["rounds"][0]["eval"] == record["eval"]

@@ -1,0 +1,118 @@
+"""`moaa train ...` from the command line: light imports, sft/dpo/eval on tiny models, one-line errors.
+The real `make sft` / `make dpo` on the embedded student are the slow tests at the end.
+
+Run: .venv/bin/python -m pytest tests/test_train_cli.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train import TINY_SETTINGS, write_demo_version
+from test_train_eval import longer_wins
+from tiny_models import build_tiny_causal_lm
+
+from moaa.cli import main
+from moaa.testing.openai_server import OpenAITestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_command_imports_nothing_heavy():
+    code = "import sys, moaa.cli; moaa.cli.build_parser(); print(sorted(m for m in ('torch', 'trl', 'transformers', 'datasets', 'prefect') if m in sys.modules))"  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sft_dpo_eval_from_the_command_line(tmp_path: Path, capsys):
+    model = build_tiny_causal_lm(tmp_path / "lm")
+    write_demo_version(tmp_path / "data")
+    where = ["--data-root", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs")]
+    sets = [arg for s in TINY_SETTINGS for arg in ("--set", s)]
+    assert main(["train", "sft", "--model", str(model), *where, *sets]) == 0
+    out = capsys.readouterr()
+    assert "sft: 17 rows of demo@v1, 2 steps" in out.out and "train_loss" in out.out
+    assert (out.out + out.err).count("'loss':") == 2  # the trainer prints the loss of every step
+    assert main(["train", "dpo", "--data", "demo@v1", *where, *sets]) == 0
+    assert "dpo: 17 rows of demo@v1, 2 steps" in capsys.readouterr().out
+    eval_cfg = tmp_path / "eval.yaml"
+    with OpenAITestServer(responder=longer_wins) as server:
+        eval_cfg.write_text(
+            f"endpoints: {{judge: {{base_url: '{server.base_url}', model: judge}}}}\n"
+            "judge: {endpoint: judge}\ngeneration: {max_tokens: 4, temperature: 0}\n"
+        )
+        assert main(["train", "eval", "--config", str(eval_cfg), "--set", "limit=2", *where]) == 0
+    out = capsys.readouterr().out
+    assert "Pairwise eval on 2 held-out prompts (demo@v1, test split)" in out and "| win | tie | loss |" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["train", "sft", "--set", "max_step=3"],
+            "unknown key 'max_step' (not a field of trl.SFTConfig or trl.ModelConfig); did you mean 'max_steps'?",
+        ),  # noqa: E501
+        (["train", "dpo", "--data", "nothing@v1", "--model", "x"], "no data set named 'nothing' under"),
+        (["train", "eval", "--set", "ci=exact"], "ci: Input should be 'wilson' or 'bootstrap'"),
+    ],
+)
+def test_user_mistakes_are_one_line(argv, message, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = main([*argv, "--data-root", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the real student (slow)
+
+
+def _make(target: str, args: str, log: Path) -> tuple[int, float, str]:
+    started = time.time()
+    with log.open("w") as fh:
+        proc = subprocess.run(["make", target, f"ARGS={args}"], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    return proc.returncode, time.time() - started, log.read_text()
+
+
+@pytest.mark.slow
+def test_make_sft_and_dpo_on_the_local_student(tmp_path: Path):
+    """`make sft` then `make dpo` with the shipped settings on the embedded 0.5B student: each within
+    15 minutes on 2 CPU cores, printing the loss of every step. The data set is written from the
+    repository's prompts (the answers are the reference answers of a tiny fixed set)."""
+    import json as _json
+
+    rows = [_json.loads(line) for line in (ROOT / "configs/prompts/default.jsonl").open()][:40]
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    sft, dpo = [], []
+    for r in rows:
+        user = {"role": "user", "content": r["prompt"]}
+        good = {"role": "assistant", "content": f"Here is a careful answer to: {r['prompt']} " * 3}
+        sft.append({"prompt_id": r["id"], "messages": [user, good], "source": "t", "method": "moa", "models": ["m"]})
+        dpo.append({"prompt_id": r["id"], "prompt": [user], "chosen": [good],
+                    "rejected": [{"role": "assistant", "content": "No."}], "score_chosen": 4.0, "score_rejected": 1.0,
+                    "chosen_model": "m", "rejected_model": "m"})  # fmt: skip
+    from moaa.versions import write_version
+
+    for name, data in (("sft", sft), ("dpo", dpo)):
+        (parts / f"{name}.jsonl").write_text("".join(_json.dumps(x) + "\n" for x in data))
+    version = {"config": {"name": "prompts"}, "run_info": {}, "test_size": 0.2, "split_seed": 0,
+               "license": "apache-2.0", "tags": []}  # fmt: skip
+    write_version(tmp_path / "data", "prompts", {"sft": [parts / "sft.jsonl"], "dpo": [parts / "dpo.jsonl"]}, **version)
+    where = f"--data-root {tmp_path / 'data'} --runs-root {tmp_path / 'runs'}"
+    code, seconds, out = _make("sft", where, tmp_path / "sft.log")
+    assert code == 0, out[-3000:]
+    assert seconds < 15 * 60 and out.count("'loss':") >= 30 and "sft: 32 rows of prompts@v1, 30 steps" in out
+    code, seconds, out = _make("dpo", where, tmp_path / "dpo.log")
+    assert code == 0, out[-3000:]
+    assert seconds < 15 * 60 and out.count("'loss':") >= 12 and "dpo: 32 rows of prompts@v1, 12 steps" in out
+    sft_run = next((tmp_path / "runs" / "sft").iterdir())
+    dpo_run = next((tmp_path / "runs" / "dpo").iterdir())
+    adapter = json.loads((dpo_run / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(sft_run.resolve())
+    assert "prompts@v1" in (dpo_run / "README.md").read_text()
