@@ -385,28 +385,27 @@ def format_estimate(est: dict[str, Any]) -> str:
     p = est["prompts"]
     dropped = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
     bound = " (upper bound)" if est["total"]["upper_bound"] else ""
+    scorer = f", scorer {est['scorer']}" if est["scorer"] else ""
     lines = [
-        f"moaa dry run '{est['name']}': method {est['method']}"
-        + (f", scorer {est['scorer']}" if est["scorer"] else "")
-        + " - no model was called",
+        f"moaa dry run '{est['name']}': method {est['method']}{scorer} - no model was called",
         f"prompts: {p['source']}: read {p['read']}, kept {p['kept']} (dropped: {dropped})",
     ]
-    head = _head("agent", "endpoint")
     for name, stage in est["stages"].items():
         per = stage["calls"] / stage["prompts"] if stage["prompts"] else 0.0
         run = f", {stage['per_run_calls']} once per run" if stage["per_run_calls"] else ""
         turns = f", {stage['turns']} turns" if stage["turns"] != stage["prompts"] else ""
+        upper = " (upper bound)" if stage["upper_bound"] else ""
         lines += [
             "",
             f"stage {name}: {stage['prompts']} prompts{turns}, {stage['calls']} calls "
-            f"({per:.2f} per prompt{run}){' (upper bound)' if stage['upper_bound'] else ''}",
-            head,
+            f"({per:.2f} per prompt{run}){upper}",
         ]
-        lines += [_row(label, a["endpoint"], a) for label, a in stage["agents"].items()]
+        lines += _table(("agent", "endpoint"), [(label, a["endpoint"], a, "") for label, a in stage["agents"].items()])
         if stage.get("reward_model_passes"):
             lines.append(f"  reward model: {stage['reward_model_passes']} local batches (no calls)")
-    lines += ["", "per endpoint:", _head("endpoint", "model")]
-    lines += [_row(name, e["model"], e, "" if e["priced"] else " (unpriced)") for name, e in est["endpoints"].items()]
+    lines += ["", "per endpoint:"]
+    rows = [(name, e["model"], e, "" if e["priced"] else " (unpriced)") for name, e in est["endpoints"].items()]
+    lines += _table(("endpoint", "model"), rows)
     t = est["total"]
     lines += [
         "",
@@ -418,12 +417,15 @@ def format_estimate(est: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _head(first: str, second: str) -> str:
-    return f"  {first:<22} {second:<16} {'calls':>8} {'in tokens':>12} {'out tokens':>12} {'cost':>10}"
-
-
-def _row(label: str, second: str, a: dict[str, Any], note: str = "") -> str:
-    return (
-        f"  {label:<22} {second:<16} {a['calls']:>8} {a['input_tokens']:>12,} {a['output_tokens']:>12,} "
-        f"{'$' + format(a['cost'], '.4f'):>10}{note}"
-    )
+def _table(heads: tuple[str, str], rows: list[tuple[str, str, dict[str, Any], str]]) -> list[str]:
+    """Aligned rows: two text columns as wide as their longest cell, then calls, tokens, cost."""
+    w1 = max([len(heads[0])] + [len(r[0]) for r in rows])
+    w2 = max([len(heads[1])] + [len(r[1]) for r in rows])
+    out = [f"  {heads[0]:<{w1}}  {heads[1]:<{w2}} {'calls':>8} {'in tokens':>12} {'out tokens':>12} {'cost':>10}"]
+    for first, second, a, note in rows:
+        cost = f"${a['cost']:.4f}"
+        out.append(
+            f"  {first:<{w1}}  {second:<{w2}} {a['calls']:>8} {a['input_tokens']:>12,} {a['output_tokens']:>12,} "
+            f"{cost:>10}{note}"
+        )
+    return out
