@@ -240,3 +240,13 @@ def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_har
     judged, flipped = bias["pairs_judged"], bias["swap_disagreements"]
     assert f"({flipped} of {judged} pairwise judgements" in text
     assert "| sft | proposal | test-model | 3.00 |" in text and "| preference | verdict | judge-model | 3.00 |" in text
+    # The Prefect artifact carries the run summary and the report, images by absolute path.
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    # Raw API call: this Prefect client sends nulls the server's artifact filter rejects.
+    query = {"artifacts": {"key": {"any_": ["moaa-test-run"]}}, "limit": 5, "offset": 0, "sort": "CREATED_DESC"}
+    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=query).json()
+    data = found[0]["data"]
+    assert "moaa run 'test-run' finished" in data and "## Judge consistency" in data
+    assert f"![Scores]({(version / 'report' / 'scores.png').resolve()})" in data
