@@ -1,0 +1,79 @@
+"""The pipeline flow on a Dask cluster of worker processes gives the rows of a single-process run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.runners import make_task_runner
+from moaa.config import RunSettings, apply_override
+from moaa.shards import read_jsonl
+from tests.conftest import base_raw
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """The OpenAI test server as a subprocess (Dask workers in other processes reach it too)."""
+    cmd = [sys.executable, "-m", "moaa.testing.openai_server", "--latency-ms", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("READY "), line
+    yield line.split()[1]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
+def write_config(folder: Path, url: str, *overrides: str) -> Path:
+    raw = base_raw(folder, url)
+    for item in ("prompts.limit=8", "run.shard_size=2", "cache.enabled=false", *overrides):
+        apply_override(raw, item)
+    path = folder / "config.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def run_flow(config_path: Path) -> dict:
+    from flows.pipeline import moaa_pipeline, task_runner_for
+    from moaa.config import load_config
+
+    runner = task_runner_for(load_config(config_path))
+    return moaa_pipeline.with_options(task_runner=runner)(str(config_path))
+
+
+def sft_rows(summary: dict) -> dict[str, str]:
+    """prompt_id -> the final answer, from every shard of the run's work folder."""
+    rows = [r for p in sorted(Path(summary["work_dir"]).glob("sft/shard-*/rows.jsonl")) for r in read_jsonl(p)]
+    answers = {r["prompt_id"]: r["messages"][-1]["content"] for r in rows}
+    assert len(answers) == len(rows)
+    return answers
+
+
+def test_dask_runner_settings():
+    local = make_task_runner(RunSettings(task_runner="dask", workers=3))
+    assert local.cluster_kwargs == {"n_workers": 3, "threads_per_worker": 1, "processes": True}
+    assert make_task_runner(RunSettings(task_runner="dask", address="tcp://10.0.0.5:8786")).address == (
+        "tcp://10.0.0.5:8786"
+    )
+
+
+@pytest.mark.slow
+def test_sft_on_a_dask_cluster_of_two_processes_matches_one_process(tmp_path, server_url, prefect_harness):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    single = run_flow(write_config(tmp_path / "single", server_url))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        config = write_config(tmp_path / "dask", server_url, "run.task_runner=dask",
+                              f"run.address={cluster.scheduler_address}")  # fmt: skip
+        with Client(cluster) as client, get_task_stream(client=client) as stream:
+            distributed = run_flow(config)
+    workers = {task["worker"] for task in stream.data if str(task["key"]).startswith("stage_shard-")}
+    assert len(workers) == 2  # both worker processes ran shards
+    assert distributed["stages"]["sft"]["rows"] == single["stages"]["sft"]["rows"] == 8
+    assert sft_rows(distributed) == sft_rows(single)
+    assert distributed["calls"] == single["calls"] == 8 * 4
