@@ -58,7 +58,8 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
         ]
         for future in futures:
             future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
-            stats_view.refresh()
+            if not in_process:  # in-process shards feed the progress display live (Progress.track)
+                stats_view.refresh()
 
 
 class _LiveStats:
@@ -105,8 +106,13 @@ def _post_artifact(summary: dict) -> None:
     try:
         from prefect.artifacts import create_markdown_artifact
 
+        markdown = "```\n" + P.format_summary(summary) + "\n```"
+        if summary.get("version_path"):
+            from moaa.report import report_markdown_for_artifact
+
+            markdown += "\n\n" + report_markdown_for_artifact(Path(summary["version_path"]))
         create_markdown_artifact(
-            markdown="```\n" + P.format_summary(summary) + "\n```",
+            markdown=markdown,
             key=f"moaa-{summary['name'].lower().replace('_', '-').replace('.', '-')}",
             description="moaa run summary",
         )

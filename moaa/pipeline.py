@@ -242,6 +242,12 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
+    try:
+        from moaa.report import write_report
+
+        summary["report_path"] = str(write_report(info.path))
+    except Exception as exc:  # noqa: BLE001 - the data is written; a missing report must not lose the run
+        log.warning("could not write the run report of %s: %s", info.path, exc)
     if publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
     write_json_atomic(plan.work_dir / "summary.json", summary)

@@ -4,7 +4,8 @@ A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard,
 `shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl` and, once complete, `DONE`
 (a small JSON summary written atomically). Rows are appended and flushed one prompt at a time,
 so a killed process loses at most the prompts in flight; on resume the prompt ids already in
-`rows.jsonl`/`failures.jsonl` are skipped and a torn last line is cut off.
+`rows.jsonl` are skipped, the failures of the unfinished attempt are asked again, and a torn last
+line is cut off.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class ShardOutput:
         for name in ("rows", "failures"):
             path = self.path(name)
             self._truncate_torn_tail(path)
+            if name == "failures" and path.exists() and not self.complete:
+                # An unfinished shard was stopped (failure rate, Ctrl-C, kill): its failed prompts are
+                # asked again, so fixing the cause and re-running the same command completes them.
+                write_jsonl_atomic(path, ())
             self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
@@ -103,8 +108,9 @@ class ShardOutput:
 
     def finish(self, summary: dict[str, Any]) -> None:
         for fh in self._files.values():
-            fh.flush()
-            os.fsync(fh.fileno())
+            if not fh.closed:  # run_shard closes them in its `finally` before finishing
+                fh.flush()
+                os.fsync(fh.fileno())
         self.close()
         write_json_atomic(self.folder / "DONE", summary)
 

@@ -51,18 +51,21 @@ async def _run_shard(
 ) -> dict[str, Any]:
     started = time.time()
     stats = RunStats()
+    if progress is not None and hasattr(progress, "track"):
+        progress.track(str(out_dir), stats)  # its live counters show in the progress display
     output = ShardOutput(out_dir)
     prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
     todo = [p for p in prompts if p.prompt_id not in output.done_ids]
+    # Resumed prompts are the rows already on disk (failures of a stopped attempt are asked again).
+    resumed = len(prompts) - len(todo)
     counts = {
-        "prompts": len(prompts), "resumed": len(prompts) - len(todo), "rows": 0, "failed": 0,
-        "dropped": {}, "counters": {},
+        "prompts": len(prompts), "resumed": resumed, "rows": resumed, "failed": 0, "dropped": {}, "counters": {},
     }
     if progress is not None:
         for _ in range(counts["resumed"]):
             progress.advance()
     clients = build_clients(config, stats)
-    guard = _FailureGuard(config, stage)
+    guard = _FailureGuard(config, stage, out_dir.parent)
 
     def on_result(result: Any) -> None:
         rows = [result.row.to_dict()] if result.row is not None else []
@@ -116,14 +119,25 @@ async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, role
 
 
 class _FailureGuard:
-    """Stops a shard early once too many of its prompts failed (saves budget on a broken setup)."""
+    """Stops a shard early once too many of the stage's prompts failed (saves budget on a broken setup).
 
-    def __init__(self, config: MoaaConfig, stage: str):
+    The rate counts this shard's prompts plus those of the stage's shards already finished, so
+    shards smaller than `run.min_prompts_for_failure_rate` still stop a broken run.
+    """
+
+    def __init__(self, config: MoaaConfig, stage: str, stage_dir: Path):
         self.max_rate = config.run.max_failure_rate
         self.min_prompts = config.run.min_prompts_for_failure_rate
         self.stage = stage
+        self.done_finished = self.done_failed = 0
+        for folder in stage_dir.glob("shard-*"):
+            counts = (read_done(folder) or {}).get("counts")
+            if counts:
+                self.done_finished += counts["rows"] + counts["failed"] + sum(counts["dropped"].values())
+                self.done_failed += counts["failed"]
 
     def check(self, finished: int, failed: int) -> None:
+        finished, failed = finished + self.done_finished, failed + self.done_failed
         if finished >= self.min_prompts and failed / finished > self.max_rate:
             raise FailureRateExceeded(
                 f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
