@@ -111,7 +111,7 @@ def test_sft_then_dpo_on_a_tiny_model(tiny_lm: Path, data_root: Path, tmp_path: 
 
     from moaa.train.dpo import run_dpo
     from moaa.train.sft import run_sft
-    from moaa.train.student import load_model
+    from moaa.train.student import load_model, save_merged
 
     runs = tmp_path / "runs"
     sft = run_sft(model=str(tiny_lm), overrides=TINY_SETTINGS, data_root=data_root, runs_root=runs)
@@ -147,6 +147,9 @@ def test_sft_then_dpo_on_a_tiny_model(tiny_lm: Path, data_root: Path, tmp_path: 
     a = next(v for k, v in lora.items() if "layers.0.self_attn.q_proj.lora_A" in k)
     b = next(v for k, v in lora.items() if "layers.0.self_attn.q_proj.lora_B" in k)
     torch.testing.assert_close(w2 - w1, (b @ a) * (8 / 4), atol=1e-5, rtol=1e-4)
+    merged = save_merged(str(dpo.output), tmp_path / "merged")  # one plain folder for vLLM and friends
+    assert not (merged / "adapter_config.json").exists()
+    torch.testing.assert_close(load_model(str(merged)).state_dict()[key], w2)
 
 
 def test_full_fine_tuning_saves_plain_weights(tiny_lm: Path, data_root: Path, tmp_path: Path):

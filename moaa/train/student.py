@@ -70,7 +70,6 @@ def drop_gguf_marker(model: Any) -> Any:
     """Forget that `model` was loaded from a GGUF: its weights are dense already, but the GGUF
     quantizer left on it makes Trainer refuse to train it and save_pretrained refuse to save it."""
     model.hf_quantizer = None
-    model.is_quantized = False
     for config in {id(c): c for c in (model.config, model.config.get_text_config(decoder=True))}.values():
         if hasattr(config, "quantization_config"):
             delattr(config, "quantization_config")
