@@ -1,0 +1,92 @@
+"""Shard files: prompt-by-prompt appends, resume after a torn write, DONE markers, input splits."""
+
+from __future__ import annotations
+
+import json
+
+from moaa.shards import ShardOutput, read_done, read_jsonl, split_into_shards, write_jsonl_atomic
+
+
+def result(pid: str, failed: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
+    """(rows, trace, failures) of one prompt."""
+    trace = [{"prompt_id": pid, "kind": "proposal", "text": f"t-{pid}"}]
+    if failed:
+        return [], trace, [{"prompt_id": pid, "stage": "sft", "reason": "aggregator_failed", "error": "x"}]
+    return [{"prompt_id": pid, "text": f"row-{pid}"}], trace, []
+
+
+def test_rows_are_on_disk_after_each_prompt(tmp_path):
+    out = ShardOutput(tmp_path / "shard-00000")
+    out.add(*result("a"))
+    # Readable before close: a SIGKILL now keeps prompt "a".
+    assert [r["prompt_id"] for r in read_jsonl(out.path("rows"))] == ["a"]
+    assert [r["prompt_id"] for r in read_jsonl(out.path("trace"))] == ["a"]
+    out.close()
+
+
+def test_resume_skips_finished_prompts_and_cuts_a_torn_tail(tmp_path):
+    folder = tmp_path / "shard-00000"
+    out = ShardOutput(folder)
+    out.add(*result("a"))
+    out.add(*result("b"))
+    out.close()
+    # A kill in the middle of writing prompt "c": its trace line is complete, its row is torn.
+    with out.path("trace").open("a") as fh:
+        fh.write(json.dumps({"prompt_id": "c", "kind": "proposal", "text": "t-c"}) + "\n")
+    with out.path("rows").open("a") as fh:
+        fh.write('{"prompt_id": "c", "te')
+
+    again = ShardOutput(folder)
+    assert again.done_ids == {"a", "b"}
+    assert out.path("rows").read_text().endswith("}\n")  # the torn line is gone from the file
+    assert [r["prompt_id"] for r in read_jsonl(out.path("trace"))] == ["a", "b"]  # c is asked again
+    again.add(*result("c"))
+    again.finish({"counts": {"prompts": 3}})
+    assert [r["prompt_id"] for r in read_jsonl(out.path("rows"))] == ["a", "b", "c"]
+    assert [r["prompt_id"] for r in read_jsonl(out.path("trace"))] == ["a", "b", "c"]
+    assert read_done(folder) == {"counts": {"prompts": 3}}
+    assert ShardOutput(folder).complete
+
+
+def test_failures_of_an_unfinished_shard_are_retried_on_resume(tmp_path):
+    """A shard stopped early (failure rate, Ctrl-C) asks its failed prompts again when resumed."""
+    folder = tmp_path / "shard-00000"
+    out = ShardOutput(folder)
+    out.add(*result("a"))
+    out.add(*result("b", failed=True))
+    out.close()
+    again = ShardOutput(folder)
+    assert again.done_ids == {"a"}
+    assert list(read_jsonl(again.path("failures"))) == []
+    assert [r["prompt_id"] for r in read_jsonl(again.path("trace"))] == ["a"]
+    again.add(*result("b", failed=True))
+    again.finish({"counts": {}})
+    # Finished: the failure is part of the shard's result and stays.
+    done = ShardOutput(folder)
+    assert done.complete and done.done_ids == {"a", "b"}
+    assert [r["prompt_id"] for r in read_jsonl(done.path("failures"))] == ["b"]
+    done.close()
+
+
+def test_read_jsonl_ignores_an_unterminated_last_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3')
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}]
+    assert list(read_jsonl(tmp_path / "missing.jsonl")) == []
+
+
+def test_split_into_shards_is_stable(tmp_path):
+    records = [{"prompt_id": str(i)} for i in range(5)]
+    paths = split_into_shards(records, tmp_path / "inputs", 2)
+    assert [p.name for p in paths] == ["shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]
+    assert [[r["prompt_id"] for r in read_jsonl(p)] for p in paths] == [["0", "1"], ["2", "3"], ["4"]]
+    before = [p.read_bytes() for p in paths]
+    assert split_into_shards(records, tmp_path / "inputs", 2) == paths
+    assert [p.read_bytes() for p in paths] == before
+
+
+def test_atomic_write_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "a" / "b.jsonl"
+    assert write_jsonl_atomic(path, [{"x": 1}, {"x": 2}]) == 2
+    assert list(read_jsonl(path)) == [{"x": 1}, {"x": 2}]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b.jsonl"]
