@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # per-request lines from the HTTP stack drown the progress display
+        for noisy in ("httpx", "httpcore", "openai", "urllib3", "huggingface_hub", "datasets", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except MoaaError as exc:
