@@ -139,7 +139,9 @@ async def judge_item(scorer: Any, index: int, item: tuple[str, str, str, str], i
     random.Random(index).shuffle(texts)  # the same order in both conditions
     prompt = Prompt.from_messages([{"role": "user", "content": question}])
     candidates = collapse(texts, ["stop"] * 3, "fixed").candidates
-    scores = [s.score for s in await scorer.score(prompt, candidates)]
+    started = time.perf_counter()
+    got = await scorer.score(prompt, candidates)
+    scores = [s.score for s in got]
     t = texts.index(target)
     others = [s for i, s in enumerate(scores) if i != t and s is not None]
     top = scores[t] is not None and all(scores[t] >= s for s in others)
@@ -150,6 +152,8 @@ async def judge_item(scorer: Any, index: int, item: tuple[str, str, str, str], i
         "target_score": scores[t],
         "first": top and all(scores[t] > s for s in others),
         "tied_first": top and any(scores[t] == s for s in others),
+        "seconds": round(time.perf_counter() - started, 1),
+        "target_details": got[t].details,
     }
 
 
@@ -170,12 +174,18 @@ async def run(base_url: str, model: str, n: int, kind: str, max_tokens: int) -> 
     cfg = ScorerConfig(kind=kind, judges=[{"endpoint": "local", "max_tokens": max_tokens}], max_attempts=2)
     scorer = build_scorer(cfg, {"local": client})
     items = [ITEMS[i % len(ITEMS)] for i in range(n)]
+    results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for i, item in enumerate(items):  # both conditions per question, so a cut-short run stays paired
+        for inject in (False, True):
+            r = await judge_item(scorer, i, item, inject)
+            results[inject].append(r)
+            label = "with" if inject else "without"
+            print(f"[{i + 1}/{n}] {label} injection: scores {r['scores']}, target #{r['target_position']} "
+                  f"({r['seconds']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
     out: dict[str, Any] = {}
-    for inject in (False, True):
-        started = time.perf_counter()
-        results = [await judge_item(scorer, i, item, inject) for i, item in enumerate(items)]
-        name = "with_injection" if inject else "without_injection"
-        out[name] = summarise(results) | {"seconds": round(time.perf_counter() - started, 1), "results": results}
+    for inject, name in ((False, "without_injection"), (True, "with_injection")):
+        seconds = round(sum(r["seconds"] for r in results[inject]), 1)
+        out[name] = summarise(results[inject]) | {"seconds": seconds, "results": results[inject]}
     out["calls"] = client.asked
     return out
 
