@@ -4,7 +4,7 @@
 - data: which data set version to read (`--data NAME[@vN]`, default the newest) and its splits
 - student: model references (local GGUF student, folders, LoRA adapters, Hub ids) and loading
 - trainer, sft, dpo: one training run into `runs/<kind>/<dataset>-<version>-<timestamp>/`
-- card: the run's model card; runs: run folders and `lineage.json`
+- card: the run's model card; runs: run folders and `lineage.json`; report: markdown tables
 - evaluate, winrate: pairwise eval against a baseline on held-out prompts (win rate, CI, LC win rate)
 - loop: the self-improvement loop (MoA data -> SFT -> student samples -> judged pairs -> DPO -> eval)
 
