@@ -23,9 +23,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, base_raw
-
 from moaa.config import apply_override
+from tests.conftest import ROOT, base_raw
 
 CLI_TIMEOUT_S = 420
 
@@ -90,8 +89,10 @@ def write_config(tmp_path: Path, base_url: str, *overrides: str, name: str = "co
 def write_prompts(tmp_path: Path, count: int, name: str = "prompts.jsonl") -> Path:
     """`count` single-turn prompts as JSONL (one call per agent per prompt); pair with prompts.limit=null."""
     path = tmp_path / name
-    path.write_text("".join(json.dumps({"prompt": f"Question {i}: name {i} uses of a paperclip."}) + "\n"
-                            for i in range(count)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"prompt": f"Question {i}: name {i} uses of a paperclip."}) + "\n" for i in range(count)),
+        encoding="utf-8",
+    )
     return path
 
 

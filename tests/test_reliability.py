@@ -1,0 +1,111 @@
+"""Every prompt accounted for: faults of every kind, failure rows, and the failure-rate stop.
+
+The runs go through `moaa run` in this process (the session's Prefect test harness) against the
+fault-injecting OpenAI test server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+from moaa.config import PromptSourceConfig
+from moaa.sources import load_prompts
+from moaa.testing.openai_server import OpenAITestServer
+from tests.conftest import ROOT
+from tests.pipeline_helpers import (
+    assert_one_line_error,
+    latest_version,
+    run_main,
+    version_rows,
+    work_rows,
+    write_config,
+    write_prompts,
+)
+
+FAULTS = ("429", "500", "503", "hang", "garbage", "empty", "truncated", "drop")
+
+
+def test_faults_of_every_kind_leave_every_prompt_accounted_for(tmp_path, prefect_harness, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompts = load_prompts(PromptSourceConfig(path=str(ROOT / "configs/prompts/default.jsonl"), limit=24)).prompts
+    # Two prompts no retry can save: every call that carries their question fails.
+    poisoned = {p.prompt_id: next(m["content"] for m in p.messages if m["role"] == "user") for p in prompts[:2]}
+
+    def responder(request: dict) -> None:
+        if any(q in m["content"] for m in request["messages"] for q in poisoned.values()):
+            raise RuntimeError("poisoned prompt")
+        return None
+
+    server = OpenAITestServer(
+        fault_rate=0.1, fault_mix=FAULTS, seed=0, retry_after_s=0.05, hang_s=3, responder=responder
+    )
+    with server as srv:
+        srv.set_script(FAULTS)  # each kind once first, then ~10% at random
+        cfg = write_config(
+            tmp_path, srv.base_url, "prompts.limit=24", "run.shard_size=6",
+            "endpoints.test.max_retries=2", "endpoints.test.timeout_s=1", "endpoints.test.max_concurrency=8",
+        )  # fmt: skip
+        assert run_main("run", str(cfg)) == 0
+        requests = [r for r in srv.requests if r["path"] == "/v1/chat/completions"]
+    out = capsys.readouterr().out
+
+    seen = Counter(r["fault"] for r in requests)
+    assert set(FAULTS) <= set(seen), seen  # the run met every kind of fault
+    version = latest_version(tmp_path / "data")
+    sft = version_rows(version, "sft")
+    failures = version_rows(version, "failures")
+    ids = [r["prompt_id"] for r in sft]
+    assert len(ids) == len(set(ids))  # no prompt twice
+    assert sorted(ids + [f["prompt_id"] for f in failures]) == sorted(p.prompt_id for p in prompts)
+    assert set(poisoned) <= {f["prompt_id"] for f in failures}
+    for failure in failures:
+        assert failure["stage"] == "sft" and failure["reason"] and failure["error"]
+    poisoned_rows = [f for f in failures if f["prompt_id"] in poisoned]
+    assert [f["reason"] for f in poisoned_rows] == ["proposers_failed"] * 2
+    assert all("HTTP 500" in f["error"] and "poisoned prompt" in f["error"] for f in poisoned_rows)
+
+    by_reason = Counter(f"sft:{f['reason']}" for f in failures)
+    assert "failures: " + ", ".join(f"{k} {v}" for k, v in by_reason.items()) in out
+    assert f"rows {len(sft):>6}  failed {len(failures):>4}" in out
+    manifest = json.loads((version / "moaa_manifest.json").read_text())
+    assert manifest["counts"]["failures_by_reason"] == {k.split(":")[1]: v for k, v in by_reason.items()}
+    # Retried calls never show up twice in the trace: one step per agent per turn.
+    trace = version_rows(version, "trace")
+    steps = Counter((t["prompt_id"], t["turn"], t["kind"], t["layer"], t["index"]) for t in trace)
+    assert max(steps.values()) == 1
+
+
+def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefect_harness, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        # The first shard (2 prompts x 4 calls) is answered, then every call fails.
+        srv.set_script([None] * 8 + ["500"] * 1000)
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={write_prompts(tmp_path, 12)}", "prompts.limit=null",
+            "run.shard_size=2", "run.max_parallel_shards=1",
+            "endpoints.test.max_retries=0", "run.max_failure_rate=0.3", "run.min_prompts_for_failure_rate=2",
+        )  # fmt: skip
+        rc = run_main("run", str(cfg))
+        # Shard 2's two prompts fail together: the guard sees 1 or 2 of them next to shard 1's rows.
+        assert re.fullmatch(
+            r"error: sft: (1 of 3|2 of 4) prompts failed \(limit run.max_failure_rate=0.3\); finished rows are "
+            r"kept — fix the cause \(see the failures\) and run the same command again to resume",
+            assert_one_line_error((rc, capsys.readouterr().err), 4),
+        )
+        assert not (tmp_path / "data" / "test-run").exists()  # no version of a stopped run
+        kept = work_rows(tmp_path / "work", "sft")
+        assert len(kept) == 2  # the first shard
+        broken = len(srv.requests)
+        assert broken == 8 + 2 * 3  # stopped at the second shard (3 proposers each), asked nothing more
+
+        # Fixed: the same command finishes the run without asking for what is done.
+        srv.set_script([])
+        assert run_main("run", str(cfg)) == 0
+        asked_again = srv.requests[broken:]
+    assert len(asked_again) == 10 * 4
+    assert {r["fault"] for r in asked_again} == {None}
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 12
+    assert version_rows(version, "failures") == []
