@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from moaa import __version__
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        if argv is None:
+            # From the console: finished prompts are already on disk and the local server is
+            # stopped, so exit now instead of waiting for shard threads still inside a model call.
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(130)
         return 130
 
 
