@@ -31,7 +31,8 @@ def build_clients(config: MoaaConfig, stats: RunStats, names: list[str] | None =
             client: ChatClient = TransformersChatClient(name, endpoint, stats)
         else:
             client = OpenAIChatClient(name, endpoint, stats)
-        clients[name] = CachedClient(client, cache, stats) if cache is not None else client  # not `if cache`: empty is falsy
+        # `is not None`, not truthiness: an empty RequestCache is falsy (it has __len__).
+        clients[name] = CachedClient(client, cache, stats) if cache is not None else client
     return clients
 
 
