@@ -28,11 +28,14 @@ def test_round_configs():
     assert (moa.name, moa.prompts.seed, moa.prompts.limit, moa.preference.enabled) == ("lp-moa", 1, 3, False)
     assert moa.endpoints[STUDENT].backend == "transformers" and moa.endpoints[STUDENT].model == "/models/student"
     assert [p.endpoint for p in moa.sft.proposers] == ["local", "local", "local", STUDENT]
-    assert moa.endpoints[STUDENT].sampling.max_tokens == 256  # the run config's default answer length
+    # The student answers at the run config's default length.
+    assert moa.endpoints[STUDENT].sampling.max_tokens == base.endpoints["local"].sampling.max_tokens
     pairs = pairs_config(moa, s, "/runs/sft/x")
     assert pairs.name == "lp-pairs" and pairs.preference.enabled and pairs.preference.samples == 2
     assert pairs.preference.policy.endpoint == STUDENT and pairs.endpoints[STUDENT].model == "/runs/sft/x"
-    assert pairs.preference.policy.max_tokens == 192 and pairs.preference.scorer.judges[0].endpoint == "local"
+    assert pairs.preference.policy.max_tokens == base.preference.policy.max_tokens
+    assert pairs.preference.policy.temperature == base.preference.policy.temperature
+    assert pairs.preference.scorer.judges[0].endpoint == "local"
     assert base.name == "local-moa" and base.preference.policy.endpoint == "local"  # the base config is untouched
     assert moa.sft.proposers[:3] == base.sft.proposers
 
