@@ -109,11 +109,18 @@ def run_cli(
     )
 
 
-def start_cli(config: Path | str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `moaa run CONFIG ARGS` without waiting (for kill and Ctrl-C tests); output to files in cwd."""
-    out = (cwd / "cli.stdout").open("a")
-    err = (cwd / "cli.stderr").open("a")
-    return subprocess.Popen(cli_command(config, *args), cwd=cwd, env=env or cli_env(), stdout=out, stderr=err)
+def start_cli(
+    config: Path | str, *args: str, cwd: Path, env: dict[str, str] | None = None, new_session: bool = False
+) -> subprocess.Popen:
+    """Start `moaa run CONFIG ARGS` without waiting (for kill and Ctrl-C tests); output to files in cwd.
+
+    `new_session`: its own process group, like a terminal's foreground job (signal it with os.killpg).
+    """
+    with (cwd / "cli.stdout").open("a") as out, (cwd / "cli.stderr").open("a") as err:
+        return subprocess.Popen(
+            cli_command(config, *args), cwd=cwd, env=env or cli_env(), stdout=out, stderr=err,
+            start_new_session=new_session,
+        )  # fmt: skip
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
