@@ -85,8 +85,9 @@ def chat(srv: OpenAITestServer) -> list[dict]:
 def test_what_a_changed_config_asks_again(tmp_path, prefect_harness, monkeypatch, capsys):
     """4 prompts: SFT by 3 proposers + an aggregator, preference by 3 candidates each judged pointwise."""
     monkeypatch.chdir(tmp_path)
+    prompts = write_prompts(tmp_path, 4)
     base = [
-        f"prompts.path={write_prompts(tmp_path, 4)}", "prompts.limit=null",
+        f"prompts.path={prompts}", "prompts.limit=null",
         "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=3",
         "preference.scorer.judges=[{endpoint: test}]",
         "endpoints.judge={base_url: BASE, model: judge-model, max_retries: 3, backoff_s: 0.01}",
@@ -125,4 +126,11 @@ def test_what_a_changed_config_asks_again(tmp_path, prefect_harness, monkeypatch
         assert len(run("run.work_dir=work3", "cache.enabled=false")) == len(first)
         other = tmp_path / "elsewhere" / "cache.sqlite"
         assert len(run("run.work_dir=work4", f"cache.path={other}")) == len(first)
-    assert len(RequestCache(other)) == len(first)
+        assert len(RequestCache(other)) == len(first)
+
+        # An edited prompt file is a new run: only the changed prompt is asked (SFT, candidates, judge).
+        lines = prompts.read_text().splitlines(keepends=True)
+        prompts.write_text("".join(lines[:3]) + json.dumps({"prompt": "Question 3, edited."}) + "\n")
+        edited = run()
+    assert len(edited) == 4 + 1 + 3
+    assert all("Question 3, edited." in json.dumps(r["body"]["messages"]) for r in edited)
