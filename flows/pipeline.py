@@ -42,6 +42,9 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 )
 def stage_shard(stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any) -> dict:
     """Run one shard of one stage (paths in, paths out: any worker can run it)."""
+    from flows.rate_limits import use_prefect_rate_limits
+
+    use_prefect_rate_limits(config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
     return run_shard(stage, config, shard, out, roles=roles, progress=progress)
 
 

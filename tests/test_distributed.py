@@ -77,3 +77,38 @@ def test_sft_on_a_dask_cluster_of_two_processes_matches_one_process(tmp_path, se
     assert distributed["stages"]["sft"]["rows"] == single["stages"]["sft"]["rows"] == 8
     assert sft_rows(distributed) == sft_rows(single)
     assert distributed["calls"] == single["calls"] == 8 * 4
+
+
+@pytest.mark.slow
+def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_url, prefect_harness):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from flows.pipeline import stage_shard
+    from flows.rate_limits import use_prefect_rate_limits
+    from moaa.config import dump_config, load_config
+    from moaa.pipeline import plan_run
+
+    config = load_config(write_config(tmp_path, server_url, "prompts.limit=2"))  # one shard, 2 x 4 calls
+    ((shard, out),) = plan_run(config).shards["sft"]
+
+    def run_shard_seconds(folder: str) -> float:
+        start = time.perf_counter()
+        stage_shard.fn("sft", dump_config(config), str(shard), str(out.with_name(folder)), None, None)
+        return time.perf_counter() - start
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="moaa-test", limit=1, slot_decay_per_second=4.0)
+        )
+        try:
+            assert use_prefect_rate_limits(config) == ["moaa-test"]
+            paced = run_shard_seconds("paced")
+        finally:
+            client.delete_global_concurrency_limit_by_name("moaa-test")
+    assert use_prefect_rate_limits(config) == []
+    free = run_shard_seconds("free")
+    assert paced >= 7 / 4 * 0.9  # 8 requests, one slot decaying at 4/s: at least ~1.75 s
+    assert free < paced
