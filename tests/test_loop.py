@@ -124,29 +124,49 @@ def test_loop_stops_after_n_rounds_and_keeps_sft_without_pairs(tmp_path: Path):
     assert [a["kind"] for a in record["artifacts"]] == ["dataset", "sft", "dataset", "eval"]
 
 
+def split_seed_with_both(settings: LoopSettings, test_size: float) -> int:
+    """A split seed that puts exactly one of round 1's prompts in the test split and the rest in train
+    (the split is a hash of seed and prompt_id, so a tiny run can land all prompts on one side)."""
+    from moaa.sources import load_prompts
+    from moaa.versions import split_of
+
+    base = load_config(settings.data_config, settings.data_overrides)
+    prompts = load_prompts(moa_config(base, settings, 1, "student").prompts, base_dir=ROOT).prompts
+    for seed in range(1000):
+        if [split_of(p.prompt_id, test_size, seed) for p in prompts].count("test") == 1:
+            return seed
+    raise AssertionError("no split seed found")
+
+
 @pytest.mark.slow
 def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_harness, monkeypatch):
     """MoA data from the local llama.cpp model -> LoRA SFT of the local student -> its samples judged
-    -> DPO -> eval vs the start model, all small (a few prompts, short answers, 2 steps)."""
+    -> DPO -> eval vs the start model, all small (3 prompts, short answers, 2 training steps)."""
     from flows.loop import self_improvement_loop
 
     monkeypatch.chdir(ROOT)
-    small = ["endpoints.local.sampling.max_tokens=48", "sft.aggregator.max_tokens=64", "output.test_size=0.5",
-             "preference.policy.max_tokens=32", "preference.scorer.judges.0.max_tokens=160", "preference.limit=3",
+    small = ["endpoints.local.sampling.max_tokens=32", "sft.aggregator.max_tokens=48", "output.test_size=0.34",
+             "preference.policy.max_tokens=32", "preference.scorer.judges.0.max_tokens=120",
+             "preference.scorer.criteria=[helpfulness]", "preference.limit=3", "preference.min_margin=0.1",
              f"output.root={tmp_path / 'data'}", f"run.work_dir={tmp_path / 'work'}",
              f"cache.path={tmp_path / 'cache.sqlite'}"]  # fmt: skip
     steps = ["max_steps=2", "max_length=256"]
-    settings = LoopSettings(
-        rounds=1, prompts_per_round=4, samples=2, data_overrides=small, runs_root=str(tmp_path / "runs"),
-        sft_overrides=steps, dpo_overrides=steps, eval_overrides=["limit=1", "generation.max_tokens=32"],
-    )  # fmt: skip
+    evals = ["limit=1", "generation.max_tokens=32", "criteria=[helpfulness]", "judge.max_tokens=120"]
+    settings = LoopSettings(rounds=1, prompts_per_round=3, samples=2, data_overrides=small,
+                            runs_root=str(tmp_path / "runs"), sft_overrides=steps, dpo_overrides=steps,
+                            eval_overrides=evals)  # fmt: skip
+    seed = split_seed_with_both(settings, 0.34)
+    settings.data_overrides.append(f"output.split_seed={seed}")
     summary = self_improvement_loop(settings.model_dump())
     (record,) = summary["rounds"]
-    assert summary["stopped"] in ("1 round(s) done",) or summary["stopped"].startswith("round 1 gained")
+    assert summary["stopped"] == "1 round(s) done" or summary["stopped"].startswith("round 1 gained")
     assert record["dataset"] == "loop-moa@v1" and record["pairs"] == "loop-pairs@v1"
     sft_lineage = read_lineage(record["sft"])
     assert sft_lineage["parents"][0]["ref"] == "loop-moa@v1"
     assert json.loads((Path(record["sft"]) / "metrics.json").read_text())["final"]["global_step"] == 2
+    if record["dpo"]:  # the local judge may separate no pair; then the round keeps the SFT model
+        assert read_lineage(record["dpo"])["parents"][1]["path"] == record["sft"]
     eval_results = json.loads((Path(record["eval"]) / "results.json").read_text())
     assert eval_results["prompts"] == 1 and eval_results["win"] + eval_results["tie"] + eval_results["loss"] <= 1
+    assert eval_results["dataset"]["ref"] == "loop-pairs@v1"
     assert read_lineage(summary["folder"])["rounds"][0]["eval"] == record["eval"]
