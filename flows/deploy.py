@@ -5,7 +5,7 @@ Three ways to run a deployment, none needs Docker:
   server at PREFECT_API_URL; `moaa deploy ... --serve` registers it and executes its scheduled
   runs in the foreground (Prefect's `serve`), from the current folder;
 - `moaa deploy ... --work-pool POOL` deploys it to a `process` work pool instead, whose runs a
-  `prefect worker start --pool POOL` executes from this project folder.
+  `prefect worker start --pool POOL` executes (in the folder `moaa deploy` ran in).
 
 Every run plans, generates and writes a new data set version (and publishes it when the
 deployment was made with --publish: the flow's `publish` parameter). The deployed flow is
@@ -29,7 +29,6 @@ from moaa.errors import ConfigError, MoaaError
 log = logging.getLogger("moaa.flow")
 
 FLOW_NAME = "moaa-scheduled"
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -73,8 +72,15 @@ def require_api_url() -> str:
     return url
 
 
-def build_deployment(name: str, parameters: dict[str, Any], cron: str, timezone: str = "UTC", paused: bool = False):
-    """A RunnerDeployment of `moaa-scheduled` (loaded by module path, so any folder can serve it)."""
+def build_deployment(
+    name: str, parameters: dict[str, Any], cron: str, timezone: str = "UTC", paused: bool = False,
+    work_pool: str | None = None,
+):  # fmt: skip
+    """A RunnerDeployment of `moaa-scheduled`, loaded by module path (moaa is installed where it runs).
+
+    For a work pool, runs start in the current folder (job variable `working_dir`), so relative
+    paths in the config mean what they mean to `moaa run` here.
+    """
     from prefect.deployments.runner import EntrypointType
 
     return moaa_scheduled.to_deployment(
@@ -85,6 +91,8 @@ def build_deployment(name: str, parameters: dict[str, Any], cron: str, timezone:
         description=f"moaa: a new data set version from {parameters['config_path']} on '{cron}' ({timezone})",
         tags=["moaa"],
         entrypoint_type=EntrypointType.MODULE_PATH,
+        work_pool_name=work_pool,
+        job_variables={"working_dir": str(Path.cwd())} if work_pool else None,
     )
 
 
@@ -103,21 +111,25 @@ def serve(name: str, parameters: dict[str, Any], cron: str, timezone: str = "UTC
 
 
 def deploy_to_pool(name: str, parameters: dict[str, Any], cron: str, work_pool: str, timezone: str = "UTC") -> str:
-    """Deploy to a work pool (type `process`: a `prefect worker start --pool POOL` runs it); returns its id."""
+    """Deploy to a work pool (type `process`: a `prefect worker start --pool POOL` runs it); returns its id.
+
+    Applied directly rather than with `Flow.deploy`, whose worker lookup fails against Prefect
+    3.8.8's own server (it sends `limit: null`, which the server rejects with a 422).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
     require_api_url()
-    source = moaa_scheduled.from_source(source=str(PROJECT), entrypoint="flows/deploy.py:moaa_scheduled")
-    deployment_id = source.deploy(
-        name=name,
-        work_pool_name=work_pool,
-        schedules=[cron_schedule(cron, timezone)],
-        parameters=parameters,
-        description=f"moaa: a new data set version from {parameters['config_path']} on '{cron}' ({timezone})",
-        tags=["moaa"],
-        build=False,
-        push=False,
-        print_next_steps=False,
-    )
-    return str(deployment_id)
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_work_pool(work_pool)
+    except ObjectNotFound:
+        raise MoaaError(
+            f"--work-pool {work_pool!r}: no such work pool; create it with `prefect work-pool create {work_pool} "
+            "--type process`"
+        ) from None
+    deployment = build_deployment(name, parameters, cron, timezone, work_pool=work_pool)
+    return str(deployment.apply(work_pool_name=work_pool))
 
 
 def describe(deployment_id: str) -> dict[str, Any]:

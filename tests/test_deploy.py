@@ -149,3 +149,27 @@ def _wait_for_final_state(client, run_id, proc: subprocess.Popen, timeout: float
             return state
         time.sleep(1)
     raise AssertionError(f"flow run {run_id} did not finish within {timeout}s")
+
+
+def test_deploy_to_a_process_work_pool(tmp_path, prefect_harness):
+    missing = cli(str(write_config(tmp_path)), "--cron", "0 3 * * *", "--work-pool", "nope", api_url=api_url())
+    assert "error: --work-pool 'nope': no such work pool" in missing.stderr
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="moaa-pool", type="process"))
+        except ObjectAlreadyExists:
+            pass
+    config = write_config(tmp_path)
+    done = cli(str(config), "--cron", "0 3 * * *", "--work-pool", "moaa-pool", "--name", "pooled", api_url=api_url())
+    assert done.returncode == 0, done.stderr
+    assert "prefect worker start --pool moaa-pool" in done.stdout
+    found = read_deployment("moaa-scheduled/pooled")
+    assert found.work_pool_name == "moaa-pool"
+    assert found.entrypoint == "flows.deploy.moaa_scheduled"
+    assert found.job_variables == {"working_dir": str(ROOT)}
+    assert [s.schedule.cron for s in found.schedules] == ["0 3 * * *"]
+    assert found.parameters["config_path"] == str(config.resolve())
