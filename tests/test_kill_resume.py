@@ -82,12 +82,13 @@ def test_killed_and_interrupted_runs_resume_to_the_rows_of_a_clean_run(tmp_path,
             return len(list(sft.glob("*/sft/shard-*/DONE")))
 
         segments = [0]  # request-log positions where each run ended
-        # 1. SIGKILL early, during the first shard.
+        # 1. SIGKILL in the middle of the first shard, once its first row is on disk.
         proc = start_cli(cfg, cwd=tmp_path, env=env)
-        assert stop_when(proc, signal.SIGKILL, lambda: answered() >= 4, "4 answered calls") == -signal.SIGKILL
+        assert stop_when(proc, signal.SIGKILL, lambda: work_rows(sft, "sft"), "a first row") == -signal.SIGKILL
         segments.append(len(chat_requests(log)))
         ids = [r["prompt_id"] for r in work_rows(sft, "sft")]
         assert len(ids) == len(set(ids)) < PROMPTS
+        assert shards_done() == 0
 
         # 2. Ctrl-C in the middle of the second shard: a clean stop that says how to resume.
         proc = start_cli(cfg, cwd=tmp_path, env=env)

@@ -64,7 +64,9 @@ def test_faults_of_every_kind_leave_every_prompt_accounted_for(tmp_path, prefect
         assert failure["stage"] == "sft" and failure["reason"] and failure["error"]
     poisoned_rows = [f for f in failures if f["prompt_id"] in poisoned]
     assert [f["reason"] for f in poisoned_rows] == ["proposers_failed"] * 2
-    assert all("HTTP 500" in f["error"] and "poisoned prompt" in f["error"] for f in poisoned_rows)
+    # The last error: usually the responder's 500, or a random fault that hit the last retry.
+    last_error = r"(server_error|timeout|rate_limited|malformed|connection): endpoint 'test' \(test-model\): .+"
+    assert all(re.fullmatch(last_error, f["error"], re.S) for f in failures), failures
 
     by_reason = Counter(f"sft:{f['reason']}" for f in failures)
     assert "failures: " + ", ".join(f"{k} {v}" for k, v in by_reason.items()) in out
