@@ -8,6 +8,7 @@ local ephemeral API (no server needed), or deploy it on a schedule with `moaa de
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from moaa.errors import MoaaError
 from moaa.config import MoaaConfig, check_environment, dump_config, load_config
 from moaa.progress import Progress
 from moaa.session import local_endpoints
-from moaa.stages import run_shard
+from moaa.stages import RunStopped, run_shard
 
 log = logging.getLogger("moaa.flow")
 
@@ -40,12 +41,14 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     name="stage-shard", cache_policy=NONE, retries=1, retry_delay_seconds=5,
     retry_condition_fn=_retry_unless_user_error,
 )
-def stage_shard(stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any) -> dict:
+def stage_shard(
+    stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any, stop: Any = None
+) -> dict:
     """Run one shard of one stage (paths in, paths out: any worker can run it)."""
     from flows.rate_limits import use_prefect_rate_limits
 
     use_prefect_rate_limits(config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
-    return run_shard(stage, config, shard, out, roles=roles, progress=progress)
+    return run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop)
 
 
 def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str] | None) -> None:
@@ -54,15 +57,34 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
         return
     in_process = config.run.task_runner == "threads"
     stats_view = _LiveStats(plan, stage)
+    stop = threading.Event()  # Ctrl-C or a run-fatal shard error: the other in-process shards stop too
     with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0) as progress:
         futures = [
-            stage_shard.submit(stage, dump_config(config), str(inp), str(out), roles, progress if in_process else None)
+            stage_shard.submit(
+                stage, dump_config(config), str(inp), str(out), roles,
+                progress if in_process else None, stop if in_process else None,
+            )  # fmt: skip
             for inp, out in shards
         ]
-        for future in futures:
-            future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
-            if not in_process:  # in-process shards feed the progress display live (Progress.track)
-                stats_view.refresh()
+        try:
+            for future in futures:
+                future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
+                if not in_process:  # in-process shards feed the progress display live (Progress.track)
+                    stats_view.refresh()
+        except BaseException as exc:
+            stop.set()
+            raise _first_cause(futures, exc) from None
+
+
+def _first_cause(futures: list[Any], exc: BaseException) -> BaseException:
+    """The error that stopped the stage: a shard's own (failure rate, refused key) over 'stopped'."""
+    if not isinstance(exc, RunStopped):
+        return exc
+    for future in futures:
+        error = future.result(raise_on_failure=False)
+        if isinstance(error, BaseException) and not isinstance(error, RunStopped):
+            return error
+    return exc
 
 
 class _LiveStats:

@@ -11,12 +11,16 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from moaa import __version__
 from moaa.errors import MoaaError
 
 COMMANDS = ("run", "serve", "datasets", "publish", "inspect", "train", "deploy")
+INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume"
+UNWIND_S = 5.0  # how long Ctrl-C may take to unwind before the process exits anyway
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,22 +54,46 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     if not args.verbose:  # per-request lines from the HTTP stack drown the progress display
-        for noisy in ("httpx", "httpcore", "openai", "urllib3", "huggingface_hub", "datasets", "filelock"):
+        for noisy in ("httpx", "httpx2", "httpcore", "openai", "urllib3", "huggingface_hub", "datasets", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    if argv is None and args.command == "run":
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         return int(args.func(args) or 0)
     except MoaaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         if argv is None:
             # From the console: finished prompts are already on disk and the local server is
             # stopped, so exit now instead of waiting for shard threads still inside a model call.
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(130)
+            _exit_interrupted()
+        print(INTERRUPTED, file=sys.stderr)
         return 130
+
+
+_exit_lock = threading.Lock()
+
+
+def _exit_interrupted() -> None:
+    with _exit_lock:  # once, whichever of the main thread and the watchdog gets here first
+        print(INTERRUPTED, file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(130)
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: raise KeyboardInterrupt as usual, and exit anyway if unwinding hangs.
+
+    A terminal's Ctrl-C also stops Prefect's ephemeral API server (same process group); Prefect
+    then retries reporting the interrupted flow run to it for minutes. Everything finished is
+    already on disk, so after UNWIND_S the process leaves without waiting for that.
+    """
+    timer = threading.Timer(UNWIND_S, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

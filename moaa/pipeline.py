@@ -37,24 +37,27 @@ class RunPlan:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
 
 
-def fingerprint(config: MoaaConfig) -> str:
-    """Hash of what decides the data: prompts, stages, and each used endpoint's model and sampling."""
+def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
+    """Hash of what decides the data: the prompts' own fingerprint (their contents), the prompt
+    settings, stages, and each endpoint's model and sampling."""
     data = dump_config(config)
     endpoints = {
         name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()
     }
     keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
+    keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
     from moaa.sources import load_prompts
 
-    work = Path(config.run.work_dir) / config.name / fingerprint(config)
-    _check_writable(work)
+    _check_writable(Path(config.run.work_dir), "run.work_dir")
+    _check_writable(Path(config.output.root), "output.root")  # fail now, not after the model calls
     prompt_set = load_prompts(config.prompts, base_dir=base_dir)
     if not prompt_set.prompts:
         raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompt_set.dropped}); relax the filters")
+    work = Path(config.run.work_dir) / config.name / fingerprint(config, prompt_set.fingerprint)
     records = [p.to_dict() for p in prompt_set.prompts]
     shards = {"sft": _stage_shards(work / "sft", records, config.run.shard_size)}
     if config.preference.enabled:
@@ -71,14 +74,14 @@ def _stage_shards(folder: Path, records: list[dict], size: int) -> list[tuple[Pa
     return [(p, folder / p.stem) for p in inputs]
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, setting: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise MoaaError(f"{folder}: not writable ({exc.strerror}); set run.work_dir to a writable folder") from None
+        raise MoaaError(f"{folder}: not writable ({exc.strerror}); set {setting} to a writable folder") from None
 
 
 def collect(plan: RunPlan) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import os
 
 from moaa.errors import MoaaError
 
+_USER_ERRORS = ("MoaaError", "ConfigError", "InputError", "EndpointError", "FailureRateExceeded", "RunStopped")
+
 
 class _UserErrorFilter(logging.Filter):
     """Drop Prefect's traceback records for MoaaError: the CLI prints those as one line."""
@@ -20,7 +22,9 @@ class _UserErrorFilter(logging.Filter):
         if isinstance(exc, (MoaaError, KeyboardInterrupt)):
             return False
         text = record.getMessage()
-        return not any(name in text for name in ("MoaaError", "ConfigError", "InputError", "EndpointError", "FailureRateExceeded"))
+        if "aborted by an interrupt signal" in text:
+            return False  # Ctrl-C: the CLI says what was kept and how to resume
+        return not any(name in text for name in _USER_ERRORS)
 
 
 def quiet_prefect() -> None:

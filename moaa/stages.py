@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from moaa.config import MoaaConfig
-from moaa.errors import FailureRateExceeded
+from moaa.errors import FailureRateExceeded, MoaaError
 from moaa.rows import Prompt
 from moaa.session import build_clients
 from moaa.shards import ShardOutput, read_done, read_jsonl
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 STAGES = ("sft", "preference")
 
 
+class RunStopped(MoaaError):
+    """The shard stopped because its run is stopping (Ctrl-C, or another shard's run-fatal error)."""
+
+
 def run_shard(
     stage: str,
     config: MoaaConfig | dict[str, Any],
@@ -33,8 +38,13 @@ def run_shard(
     out_dir: str | Path,
     roles: list[str] | None = None,
     progress: Any = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run one shard to completion and return its summary (also saved as `out_dir/DONE`)."""
+    """Run one shard to completion and return its summary (also saved as `out_dir/DONE`).
+
+    `stop`, shared by the shards of one process: once set, the shard drops its in-flight calls
+    (finished prompts stay written) and raises RunStopped; a run-fatal MoaaError here sets it.
+    """
     if not isinstance(config, MoaaConfig):
         config = MoaaConfig.model_validate(config)
     out = Path(out_dir)
@@ -43,11 +53,24 @@ def run_shard(
             for _ in range(done["counts"]["prompts"]):
                 progress.advance()
         return done | {"skipped": True}
-    return asyncio.run(_run_shard(stage, config, Path(shard_path), out, roles, progress))
+    if stop is not None and stop.is_set():
+        raise RunStopped(f"{out.name}: not started, the run is stopping")
+    try:
+        return asyncio.run(_run_shard(stage, config, Path(shard_path), out, roles, progress, stop))
+    except MoaaError:
+        if stop is not None:
+            stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
+        raise
 
 
 async def _run_shard(
-    stage: str, config: MoaaConfig, shard_path: Path, out_dir: Path, roles: list[str] | None, progress: Any
+    stage: str,
+    config: MoaaConfig,
+    shard_path: Path,
+    out_dir: Path,
+    roles: list[str] | None,
+    progress: Any,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     started = time.time()
     stats = RunStats()
@@ -83,7 +106,7 @@ async def _run_shard(
         guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
 
     try:
-        await _dispatch(stage, config, todo, clients, on_result, roles)
+        await _until_stopped(_dispatch(stage, config, todo, clients, on_result, roles), stop, out_dir.name)
     finally:
         output.close()
         for client in clients.values():
@@ -100,6 +123,18 @@ async def _run_shard(
     }
     output.finish(summary)
     return summary
+
+
+async def _until_stopped(work: Any, stop: threading.Event | None, shard: str) -> None:
+    """Await `work`, cancelling it (in-flight calls are dropped) as soon as `stop` is set."""
+    task = asyncio.ensure_future(work)
+    while stop is not None and not task.done():
+        await asyncio.wait({task}, timeout=0.1)
+        if stop.is_set() and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise RunStopped(f"{shard}: stopped with the run; its finished prompts are kept")
+    await task
 
 
 async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, roles) -> None:
