@@ -119,7 +119,7 @@ def prompt_file(tmp_path, kind: str):
         return path, f"{path}: the file holds no prompts; add at least one row"
     if kind == "invalid-json":
         path.write_text('{"prompt": "one"}\n{"prompt": "two"}\n{"prompt": "three\n')
-        return path, f"{path}:3: invalid JSON (Unterminated string starting at at column 12); fix or remove the line"
+        return path, f"{path}:3: invalid JSON (Unterminated string starting at; column 12); fix or remove the line"
     if kind == "missing-column":
         path.write_text('{"text": "one", "label": 1}\n')
         return path, (

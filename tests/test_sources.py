@@ -283,7 +283,7 @@ def test_invalid_json_line(tmp_path):
     path.write_text('{"prompt": "ok"}\n\n{"prompt": "a" "b"}\n', encoding="utf-8")
     with pytest.raises(InputError) as err:
         load_prompts(src(path))
-    assert str(err.value) == f"{path}:3: invalid JSON (Expecting ',' delimiter at column 16); fix or remove the line"
+    assert str(err.value) == f"{path}:3: invalid JSON (Expecting ',' delimiter; column 16); fix or remove the line"
 
 
 def test_invalid_json_file_and_non_object_line(tmp_path):

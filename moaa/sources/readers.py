@@ -100,7 +100,7 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(
-                f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line"
+                f"{where}: invalid JSON ({exc.msg}; column {exc.colno}); fix or remove the line"
             ) from None
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line")
@@ -114,7 +114,7 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}); fix the file") from None
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}; column {exc.colno}); fix the file") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
