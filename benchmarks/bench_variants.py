@@ -61,26 +61,33 @@ def variant_cost(preset: str, base_url: str, work: str, prompts: int) -> dict[st
 
 def run(work: Path, quick: bool, latency_ms: float = 50, **_: Any) -> list:
     prompts = 20 if quick else 100
-    figures = []
+    results = {}
     with TestServer(latency_ms, 60) as server:  # replies of ~70 words
         for preset in PRESETS:
-            got = run_in_child(
+            results[preset] = run_in_child(
                 "benchmarks.bench_variants:variant_cost",
                 {"preset": preset, "base_url": server.base_url, "work": str(work / preset), "prompts": prompts},
                 work / f"{preset}.log",
             )
-            tokens = got["prompt_tokens_per_prompt"] + got["completion_tokens_per_prompt"]
-            figures.append(figure(
-                NAME, f"{preset}: calls per prompt", got["requests_per_prompt"], "calls", got["estimate"],
-                "target", "= 1",
-                note=f"configs/{preset}.yaml ({got['method']}); target = the dry-run estimate; "
-                f"{got['estimate_without_n']} calls where the server ignores n; {got['rows']}/{got['prompts']} rows"
-                + (f"; plus {got['per_run_calls']} role-generation call(s) per run (test-server replies are no role "
-                   "list, so it re-asks)" if got["per_run_calls"] else ""),
-            ))  # fmt: skip
-            figures.append(figure(
-                NAME, f"{preset}: tokens per prompt", tokens, "tokens",
-                note=f"{got['prompt_tokens_per_prompt']:,.0f} in + {got['completion_tokens_per_prompt']:,.0f} out "
-                f"(test-server words); ${got['cost_per_1k_prompts']:.2f} per 1k prompts at the preset's prices",
-            ))  # fmt: skip
+    return _figures(results)
+
+
+def _figures(results: dict[str, dict[str, Any]]) -> list:
+    tokens = {p: got["prompt_tokens_per_prompt"] + got["completion_tokens_per_prompt"] for p, got in results.items()}
+    figures = []
+    for preset, got in results.items():
+        figures.append(figure(
+            NAME, f"{preset}: calls per prompt", got["requests_per_prompt"], "calls", got["estimate"],
+            "target", "= 1",
+            note=f"configs/{preset}.yaml ({got['method']}); target = the dry-run estimate; "
+            f"{got['estimate_without_n']} calls where the server ignores n; {got['rows']}/{got['prompts']} rows"
+            + (f"; plus {got['per_run_calls']} role-generation call(s) per run (test-server replies are no role "
+               "list, so it re-asks)" if got["per_run_calls"] else ""),
+        ))  # fmt: skip
+        figures.append(figure(
+            NAME, f"{preset}: tokens per prompt", tokens[preset], "tokens", tokens["moa"], "baseline",
+            note=f"{got['prompt_tokens_per_prompt']:,.0f} in + {got['completion_tokens_per_prompt']:,.0f} out "
+            f"(test-server words); baseline = moa; ${got['cost_per_1k_prompts']:.2f} per 1k prompts at the "
+            "preset's prices",
+        ))  # fmt: skip
     return figures
