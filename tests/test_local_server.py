@@ -245,3 +245,27 @@ def test_serve_forever_prints_how_to_use_it_and_stops_on_ctrl_c():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow
+def test_moaa_client_gets_a_real_completion_and_falls_back_for_n(server):
+    """The pipeline's own seam against the real local model: accounting, and n>1 on a server that ignores n."""
+    from moaa.client import OpenAIChatClient
+    from moaa.config import EndpointConfig, Sampling
+    from moaa.stats import RunStats
+
+    stats = RunStats()
+    endpoint = EndpointConfig(model=LOCAL_MODEL_NAME, base_url=server.base_url, supports_n=None, timeout_s=300)
+    client = OpenAIChatClient("local-test", endpoint, stats)
+
+    async def ask():
+        one = await client.chat(QUESTION, Sampling(temperature=0, max_tokens=8), tag="test@v1")
+        two = await client.chat(QUESTION, Sampling(temperature=0.9, max_tokens=8, seed=3), n=2, tag="test@v1")
+        return one, two
+
+    one, two = asyncio.run(ask())
+    assert one.text.strip() == "4" and one.finish_reasons == ["stop"]
+    assert len(two.texts) == 2  # the server returned one choice; the client asked once more (seed 4)
+    counts = stats.endpoints["local-test"]
+    assert counts.calls == 3 and counts.failures == 0 and counts.completion_tokens >= 3
+    assert counts.prompt_tokens > 0 and stats.percentiles("local-test")["max"] > 0
