@@ -8,7 +8,6 @@ propagates and stops the run.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -18,6 +17,7 @@ from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.moa import moa_turn, single_turn
 from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
 from moaa.engine.smoa import generate_roles, smoa_turn
+from moaa.fanout import fan_out
 from moaa.rows import Failure, Prompt, SFTRow
 
 log = logging.getLogger(__name__)
@@ -102,20 +102,7 @@ async def run_prompts(
         agent = gen.smoa.role_generator or gen.aggregator
         assert agent is not None
         roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, stage=stage)
-    source = iter(prompts)
+    async def answer(prompt: Prompt) -> PromptResult:
+        return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed)
 
-    async def worker() -> None:
-        # Workers share one iterator: next() never awaits, so each prompt goes to exactly one worker.
-        for prompt in source:
-            on_result(await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed))
-
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, max_in_flight))]
-    try:
-        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    await fan_out(prompts, answer, on_result, max_in_flight)

@@ -10,7 +10,6 @@ ConfigError propagate and stop the run.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from typing import Any
 from moaa.client import CallError, ChatClient
 from moaa.config import EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
+from moaa.fanout import fan_out
 from moaa.preference.candidates import CandidateSet, conversation_of, sample_candidates
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.scoring import Score, Scorer, client_for
@@ -208,22 +208,10 @@ async def run_preference_prompts(
     by `on_result` or the iterable) cancels the rest and propagates.
     """
     scorer = build_scorer(pref.scorer, clients)
-    source = iter(prompts)
+    async def judge(prompt: Prompt) -> PreferenceResult:
+        return await judge_prompt(prompt, pref, clients, scorer=scorer)
 
-    async def worker() -> None:
-        for prompt in source:  # next() never awaits: each prompt goes to exactly one worker
-            on_result(await judge_prompt(prompt, pref, clients, scorer=scorer))
-
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, max_in_flight))]
-    try:
-        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    await fan_out(prompts, judge, on_result, max_in_flight)
 
 
 def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointConfig] | None = None) -> dict[str, Any]:
