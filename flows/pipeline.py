@@ -17,8 +17,8 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from moaa import pipeline as P
-from moaa.errors import MoaaError
 from moaa.config import MoaaConfig, check_environment, dump_config, load_config
+from moaa.errors import MoaaError
 from moaa.progress import Progress
 from moaa.session import local_endpoints
 from moaa.stages import RunStopped, run_shard
@@ -38,7 +38,10 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 
 
 @task(
-    name="stage-shard", cache_policy=NONE, retries=1, retry_delay_seconds=5,
+    name="stage-shard",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=5,
     retry_condition_fn=_retry_unless_user_error,
 )
 def stage_shard(
@@ -61,8 +64,13 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
     with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0) as progress:
         futures = [
             stage_shard.submit(
-                stage, dump_config(config), str(inp), str(out), roles,
-                progress if in_process else None, stop if in_process else None,
+                stage,
+                dump_config(config),
+                str(inp),
+                str(out),
+                roles,
+                progress if in_process else None,
+                stop if in_process else None,
             )  # fmt: skip
             for inp, out in shards
         ]
@@ -90,11 +98,16 @@ def _first_cause(futures: list[Any], exc: BaseException) -> BaseException:
 class _LiveStats:
     """Run totals for the progress line, from the shards finished so far plus live counters."""
 
-    def __init__(self, plan: P.RunPlan, stage: str):
-        self.plan, self.stage = plan, stage
+    def __init__(self, plan: P.RunPlan, stage: str, every_s: float = 10.0):
+        self.plan, self.stage, self.every_s = plan, stage, every_s
         self.stats = P.collect(plan)["stats"]
+        self._last = time.monotonic()
 
     def refresh(self) -> None:
+        # Re-reading every DONE file costs O(shards): at most once per interval, not once per shard.
+        if time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
         fresh = P.collect(self.plan)["stats"]
         self.stats.endpoints, self.stats.tags, self.stats.latencies = fresh.endpoints, fresh.tags, fresh.latencies
 

@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moaa.config import EndpointConfig, MoaaConfig, Sampling, resolve_api_key
+from moaa.config import EndpointConfig, Sampling, resolve_api_key
 from moaa.errors import EndpointError
 from moaa.limits import EndpointLimiter, shared_limiter
 from moaa.stats import RunStats, call_cost
@@ -102,9 +102,7 @@ class OpenAIChatClient:
         self.limiter = limiter or shared_limiter(
             key, endpoint.max_concurrency, endpoint.requests_per_minute, endpoint.tokens_per_minute
         )
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
         self._in_flight = [0] * len(self._urls)
         self._lock = threading.Lock()
 
@@ -127,7 +125,9 @@ class OpenAIChatClient:
             if _n_support.get(self._n_key) is None:
                 log.info("endpoint %s returned %d of %d choices: using separate calls", self.name, len(first.texts), n)
             _n_support[self._n_key] = False
-            rest = await self._separate_calls(messages, params, n - len(first.texts), len(first.texts), response_format, tag)
+            rest = await self._separate_calls(
+                messages, params, n - len(first.texts), len(first.texts), response_format, tag
+            )
             return _join([first, rest])
         if n > 1:
             _n_support[self._n_key] = True
@@ -236,7 +236,9 @@ class OpenAIChatClient:
             return "timeout", None, f"no answer within {self.endpoint.timeout_s:g}s"
         if isinstance(exc, openai.APIConnectionError):
             return "connection", None, f"connection failed: {exc.__cause__ or exc}"
-        if isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, openai.APIResponseValidationError, _Malformed)):
+        if isinstance(
+            exc, (json.JSONDecodeError, ValueError, TypeError, openai.APIResponseValidationError, _Malformed)
+        ):
             return "malformed", None, f"malformed response: {str(exc)[:200]}"
         raise exc
 
@@ -262,11 +264,21 @@ class OpenAIChatClient:
         if empty:
             log.warning("endpoint %s returned %d empty answer(s)", self.name, empty)
         cost = call_cost(
-            c.prompt_tokens, c.completion_tokens, self.endpoint.price_input_per_mtok, self.endpoint.price_output_per_mtok
+            c.prompt_tokens,
+            c.completion_tokens,
+            self.endpoint.price_input_per_mtok,
+            self.endpoint.price_output_per_mtok,
         )
         self.stats.record(
-            self.name, tag, latency=c.latency_s, calls=1, prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens, cost=cost, empty=empty, truncated=truncated,
+            self.name,
+            tag,
+            latency=c.latency_s,
+            calls=1,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost=cost,
+            empty=empty,
+            truncated=truncated,
             latency_s=c.latency_s,
         )
 

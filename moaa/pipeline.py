@@ -41,9 +41,7 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     """Hash of what decides the data: the prompts' own fingerprint (their contents), the prompt
     settings, stages, and each endpoint's model and sampling."""
     data = dump_config(config)
-    endpoints = {
-        name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()
-    }
+    endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
     keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
@@ -155,7 +153,11 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "cost": round(t.cost, 6),
-        "this_run": {"calls": fresh.calls - fresh.cache_hits, "cache_hits": fresh.cache_hits, "cost": round(fresh.cost, 6)},
+        "this_run": {
+            "calls": fresh.calls - fresh.cache_hits,
+            "cache_hits": fresh.cache_hits,
+            "cost": round(fresh.cost, 6),
+        },
         "seconds": round(elapsed, 2),
         "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
         "per_prompt": {
@@ -232,16 +234,25 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
         "counts": {"prompts": plan.prompt_counts, "stages": totals["stages"], "failures": summary["failures"]},
         "timings": {"seconds": summary["seconds"], "started": plan.started},
         "prompt_source": plan.prompt_source,
-        "methods": {"sft": config.sft.method, "scorer": config.preference.scorer.kind if config.preference.enabled else None},
+        "methods": {
+            "sft": config.sft.method,
+            "scorer": config.preference.scorer.kind if config.preference.enabled else None,
+        },
         "summary": {k: v for k, v in summary.items() if k not in ("endpoints",)},
     }
     bias = _bias(plan)
     if bias:
         run_info["bias"] = summary["bias"] = bias
     info = write_version(
-        Path(config.output.root), config.name, parts_of(plan), config=dump_config(config), run_info=run_info,
-        test_size=config.output.test_size, split_seed=config.output.split_seed,
-        license=config.output.license, tags=config.output.tags,
+        Path(config.output.root),
+        config.name,
+        parts_of(plan),
+        config=dump_config(config),
+        run_info=run_info,
+        test_size=config.output.test_size,
+        split_seed=config.output.split_seed,
+        license=config.output.license,
+        tags=config.output.tags,
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
@@ -280,5 +291,7 @@ def _publish(path: Path, config: MoaaConfig) -> dict[str, Any]:
 
     if not config.output.publish_repo_id:
         raise MoaaError("publishing needs output.publish_repo_id (e.g. --set output.publish_repo_id=org/name)")
-    result = publish_version(path, config.output.publish_repo_id, config.output.private, os.environ.get("HF_TOKEN"), False)
+    result = publish_version(
+        path, config.output.publish_repo_id, config.output.private, os.environ.get("HF_TOKEN"), False
+    )
     return result if isinstance(result, dict) else vars(result)

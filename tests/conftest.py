@@ -47,7 +47,9 @@ def base_raw(tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1") -> dict[st
     }
 
 
-def make_config(tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1", *overrides: str, **sections: Any) -> MoaaConfig:
+def make_config(
+    tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1", *overrides: str, **sections: Any
+) -> MoaaConfig:
     """A validated config; `sections` replace whole top-level keys, `overrides` are --set strings."""
     raw = base_raw(tmp_path, base_url) | sections
     for item in overrides:

@@ -47,7 +47,9 @@ def test_wrong_type_names_field(tmp_path):
 
 
 def test_unknown_endpoint(tmp_path):
-    with pytest.raises(ConfigError, match=r"sft.aggregator.endpoint: unknown endpoint 'gpt' \(defined under endpoints: test\)"):
+    with pytest.raises(
+        ConfigError, match=r"sft.aggregator.endpoint: unknown endpoint 'gpt' \(defined under endpoints: test\)"
+    ):
         load_config(write(tmp_path, base_raw(tmp_path)), ["sft.aggregator.endpoint=gpt"])
 
 
@@ -62,7 +64,9 @@ def test_overrides_parse_values_and_index_lists(tmp_path):
     apply_override(raw, "sft.layers=3")
     apply_override(raw, "sft.proposers.1.temperature=0.1")
     apply_override(raw, "output.tags=[a, b]")
-    config = make_config(tmp_path, "http://x/v1", "sft.layers=3", "sft.proposers.1.temperature=0.1", "output.tags=[a, b]")
+    config = make_config(
+        tmp_path, "http://x/v1", "sft.layers=3", "sft.proposers.1.temperature=0.1", "output.tags=[a, b]"
+    )
     assert raw["sft"]["layers"] == 3 and config.sft.layers == 3
     assert config.sft.proposers[1].temperature == 0.1 and config.sft.proposers[0].temperature == 0.7
     assert config.output.tags == ["a", "b"]
@@ -100,7 +104,11 @@ def test_local_endpoint_defaults_match_server():
 def test_sampling_over_prefers_set_fields():
     base = Sampling(temperature=0.7, max_tokens=100)
     assert Sampling(temperature=0.1).over(base).sampling_dict() == {
-        "temperature": 0.1, "top_p": None, "max_tokens": 100, "seed": None, "stop": None,
+        "temperature": 0.1,
+        "top_p": None,
+        "max_tokens": 100,
+        "seed": None,
+        "stop": None,
     }
 
 
