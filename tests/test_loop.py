@@ -138,7 +138,7 @@ def split_seed_with_both(settings: LoopSettings, test_size: float) -> int:
     raise AssertionError("no split seed found")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_harness, monkeypatch):
     """MoA data from the local llama.cpp model -> LoRA SFT of the local student -> its samples judged
     -> DPO -> eval vs the start model, all small (3 prompts, short answers, 2 training steps)."""

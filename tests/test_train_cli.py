@@ -79,7 +79,7 @@ def _make(target: str, args: str, log: Path) -> tuple[int, float, str]:
     return proc.returncode, time.time() - started, log.read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_make_sft_and_dpo_on_the_local_student(tmp_path: Path):
     """`make sft` then `make dpo` with the shipped settings on the embedded 0.5B student: each within
     15 minutes on 2 CPU cores, printing the loss of every step. The data set is written from the
