@@ -43,4 +43,11 @@ def test_local_preset_makes_sft_rows_and_a_summary(tmp_path):
     trace = load_dataset(str(version), "trace")
     kinds = [k for split in trace.values() for k in split["kind"]]
     assert kinds.count("proposal") == 3 and kinds.count("aggregate") == 1
-    assert (version / "report.md").exists() and (version / "moaa_manifest.json").exists()
+    assert (version / "moaa_manifest.json").exists()
+    report = (version / "report.md").read_text()
+    assert "## Scores" in report or "Scores" in report
+    pngs = sorted((version / "report").glob("*.png"))
+    assert {p.stem for p in pngs} >= {"lengths", "calls"}
+    for png in pngs:  # real images with data: PNG magic bytes and a non-trivial plot
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
