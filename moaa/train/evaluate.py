@@ -47,7 +47,7 @@ class EvalSettings(Strict):
     endpoints: dict[str, EndpointConfig]
     judge: AgentConfig
     criteria: list[str] = Field(default_factory=lambda: ["helpfulness", "truthfulness", "instruction following"])
-    limit: int | None = Field(8, ge=1)  # held-out prompts to use (None: all)
+    limit: int | None = Field(4, ge=1)  # held-out prompts to use (None: all)
     generation: Sampling = Sampling(temperature=0.0, max_tokens=256, seed=0)
     max_attempts: int = Field(3, ge=1)
     ci: Literal["wilson", "bootstrap"] = "wilson"
