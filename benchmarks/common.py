@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moaa.testing.server_process import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -65,45 +67,12 @@ def figure(bench: str, name: str, value: float, unit: str, reference: float | No
     return fig
 
 
-class TestServer:
+class TestServer(ServerProcess):
     """moaa's OpenAI-compatible test server as a subprocess (its own GIL): fixed latency, no model."""
 
     def __init__(self, latency_ms: float = 50, filler_words: int = 0, log_path: Path | None = None, *args: str):
-        self.cmd = [sys.executable, "-m", "moaa.testing.openai_server", "--latency-ms", str(latency_ms),
-                    "--filler-words", str(filler_words), *args]  # fmt: skip
-        if log_path is not None:
-            self.cmd += ["--log", str(log_path)]
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.base_url = ""
-
-    def __enter__(self) -> TestServer:
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
-        )  # fmt: skip
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("READY "):
-            self.__exit__()
-            raise RuntimeError(f"test server did not start: {line!r}")
-        self.base_url = line.split()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def chat_requests(self) -> int:
-        """Chat requests logged so far (needs `log_path`)."""
-        if self.log_path is None or not self.log_path.exists():
-            return 0
-        with self.log_path.open() as fh:
-            return sum(1 for line in fh if '"/v1/chat/completions"' in line)
+        flags = ["--latency-ms", str(latency_ms), "--filler-words", str(filler_words), *args]
+        super().__init__(*flags, log_path=log_path, cwd=ROOT)
 
 
 def write_prompts(path: Path, count: int) -> Path:

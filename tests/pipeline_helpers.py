@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from moaa.config import apply_override
+from moaa.testing.server_process import ServerProcess
 from tests.conftest import ROOT, base_raw
 
 CLI_TIMEOUT_S = 420
@@ -45,35 +45,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class TestServerProcess:
-    """The fault-injecting OpenAI test server as a child process; `args` are its CLI flags."""
-
-    __test__ = False  # not a pytest class
+class TestServerProcess(ServerProcess):
+    """The test server as a child process writing its request log to `log_path`."""
 
     def __init__(self, log_path: Path, *args: str):
-        self.log_path = Path(log_path)
-        cmd = [sys.executable, "-m", "moaa.testing.openai_server", "--log", str(self.log_path), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"test server did not start: {line!r} {self.proc.stderr.read()}")
-        self.base_url = line.split()[1]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> TestServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(*args, log_path=log_path, env=cli_env())
 
 
 def write_config(tmp_path: Path, base_url: str, *overrides: str, name: str = "config.yaml", **sections: Any) -> Path:
