@@ -64,17 +64,19 @@ def write_card(
         "",
     ]
     path = folder / "README.md"
-    path.write_text(_yaml_header(info.name, rows, license, tags) + "\n".join(body), encoding="utf-8")
+    path.write_text(_yaml_header(folder, info.name, rows, license, tags) + "\n".join(body), encoding="utf-8")
     return stats
 
 
-def _yaml_header(name: str, rows: dict[str, dict[str, int]], license: str, tags: list[str]) -> str:
+def _yaml_header(folder: Path, name: str, rows: dict[str, dict[str, int]], license: str, tags: list[str]) -> str:
     import yaml
 
     configs = []
     for cfg, splits in rows.items():
         entry: dict[str, Any] = {"config_name": cfg}
-        entry["data_files"] = [{"split": s, "path": f"data/{cfg}/{s}-*.parquet"} for s in splits]
+        # Exact file names (they carry a content hash), not a glob: datasets' cache key then
+        # differs between versions, so `load_dataset(DIR, CONFIG)` never returns another version's rows.
+        entry["data_files"] = [{"split": s, "path": _files(folder, cfg, s)} for s in splits]
         if cfg == next(iter(rows)):
             entry["default"] = True
         configs.append(entry)
@@ -87,6 +89,10 @@ def _yaml_header(name: str, rows: dict[str, dict[str, int]], license: str, tags:
         "configs": configs,
     }
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
+def _files(folder: Path, cfg: str, split: str) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in (folder / "data" / cfg).glob(f"{split}-*.parquet"))
 
 
 def _size_category(n: int) -> str:

@@ -22,6 +22,7 @@ A version is written into a temp folder and renamed into place; an existing one 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -90,7 +91,6 @@ def schemas() -> dict[str, Any]:
 
 def split_of(prompt_id: str, test_size: float, seed: int) -> str:
     """'test' for a stable fraction `test_size` of prompt ids (same answer in every config)."""
-    import hashlib
 
     digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2.0**64 < test_size else "train"
@@ -168,7 +168,11 @@ class _SplitWriter:
         if self.writer is not None:
             self.writer.close()
         for index, part in enumerate(self.parts):
-            part.rename(self.folder / f"{self.split}-{index:05d}-of-{len(self.parts):05d}.parquet")
+            # The content hash in the name keeps `load_dataset(DIR, CONFIG)` caches apart: datasets
+            # keys its cache on the folder's base name (`v1`) and the listed file names, so two
+            # versions named alike (another data set's v1, another output root) would share one.
+            digest = hashlib.sha256(part.read_bytes()).hexdigest()[:12]
+            part.rename(self.folder / f"{self.split}-{index:05d}-of-{len(self.parts):05d}-{digest}.parquet")
         return self.rows
 
 

@@ -189,12 +189,15 @@ def test_layout_shards_and_card_configs_match_files(tmp_path):
     assert (info.name, info.version, info.path) == ("demo", "v1", tmp_path / "data" / "demo" / "v1")
     n_test = len(_expected_test_ids())
     names = [
-        f"{split}-{i:05d}-of-{shards:05d}.parquet"
+        f"{split}-{i:05d}-of-{shards:05d}"
         for split, n in (("train", N_PROMPTS - n_test), ("test", n_test))
         for shards in [-(-n // 8)]
         for i in range(shards)
     ]
-    assert sorted(p.name for p in (info.path / "data" / "sft").iterdir()) == sorted(names)
+    files = sorted((info.path / "data" / "sft").iterdir())
+    # Hub-style shard names plus the first 12 hex of the file's sha256 (keeps load_dataset caches apart)
+    assert [p.name.rsplit("-", 1)[0] for p in files] == sorted(names)
+    assert all(p.name.rsplit("-", 1)[1] == hashlib.sha256(p.read_bytes()).hexdigest()[:12] + ".parquet" for p in files)
     assert len(names) > 2  # sharding happened
     card = DatasetCard.load(info.path / "README.md")
     assert card.data.license == "apache-2.0" and "demo" in card.data.tags
@@ -204,7 +207,8 @@ def test_layout_shards_and_card_configs_match_files(tmp_path):
     declared = set()
     for c in configs:
         for entry in c["data_files"]:
-            matched = {p.relative_to(info.path).as_posix() for p in info.path.glob(entry["path"])}
+            paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+            matched = {p.relative_to(info.path).as_posix() for path in paths for p in info.path.glob(path)}
             assert matched, f"{c['config_name']}/{entry['split']} matches no file"
             declared |= matched
     assert declared == on_disk
@@ -275,11 +279,12 @@ def test_manifest_hashes_provenance_and_verify(version, tmp_path):
     shard = next((version.path / "data" / "dpo").glob("train-*.parquet"))
     shard.write_bytes(shard.read_bytes() + b"x")
     (version.path / "notes.txt").write_text("hi")
-    (version.path / "data" / "failures" / "train-00000-of-00001.parquet").unlink()
+    failures_file = next((version.path / "data" / "failures").glob("train-00000-of-00001-*.parquet"))
+    failures_file.unlink()
     rel = shard.relative_to(version.path).as_posix()
     assert verify_version(version.path) == [
         f"modified: {rel} (sha256 differs from the manifest)",
-        "missing: data/failures/train-00000-of-00001.parquet",
+        f"missing: data/failures/{failures_file.name}",
         "extra: notes.txt (not in the manifest)",
     ]
 
@@ -344,3 +349,16 @@ def test_pipeline_shaped_run_info_reaches_card_and_manifest(tmp_path):
     manifest = json.loads((info.path / "moaa_manifest.json").read_text())
     assert manifest["run"] == {"summary": {"seconds": 12.5}, "bias": {"position": 0.1}}
     assert manifest["methods"] == {"sft": "moa", "scorer": "judge"}
+
+
+def test_same_name_and_version_in_two_roots_load_their_own_rows(tmp_path):
+    """datasets keys its cache on the folder name (`v1`) and the declared files: moaa's content-hashed
+    file names keep two `demo/v1` folders from answering with each other's rows."""
+    from datasets import load_dataset
+
+    small = write_demo(tmp_path / "a", write_parts(tmp_path / "pa", n=10), test_size=0.0)
+    large = write_demo(tmp_path / "b", write_parts(tmp_path / "pb", n=30), test_size=0.0)
+    assert small.path.name == large.path.name == "v1"
+    assert len(load_dataset(str(small.path), "sft")["train"]) == 10
+    assert len(load_dataset(str(large.path), "sft")["train"]) == 30
+    assert len(load_dataset(str(small.path), "sft")["train"]) == 10
