@@ -104,3 +104,12 @@ class PreferenceRow:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def trace_meta(step: dict[str, Any]) -> dict[str, Any]:
+    """A trace row's `meta` JSON as a dict ({} when absent, unreadable or not an object)."""
+    try:
+        meta = json.loads(step.get("meta") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}

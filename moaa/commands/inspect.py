@@ -11,9 +11,10 @@ terminal the answers of a layer sit in columns (rich); otherwise the output is p
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from moaa.rows import trace_meta
 
 _PROPOSALS = ("proposal", "sample", "answer")
 
@@ -97,14 +98,6 @@ def _steps(trace: Any, ids: list[str], stage: str | None) -> list[dict[str, Any]
     return trace.filter(wanted).sort(pl.col("turn"), pl.col("layer"), later, pl.col("index")).collect().to_dicts()
 
 
-def _meta(step: dict[str, Any]) -> dict[str, Any]:
-    try:
-        meta = json.loads(step.get("meta") or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def _cut(text: Any, limit: int) -> str:
     text = str(text or "").strip()
     return text if not limit or len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more chars]"
@@ -124,7 +117,7 @@ def _layers(steps: list[dict[str, Any]]) -> list[tuple[str, list[Item]]]:
             label = f"{who} ({s['model']}, {status})"
         else:
             heading = f"turn {(s['turn'] or 0) + 1}, layer {s['layer']}: {s['kind']}"
-            meta = _meta(s)
+            meta = trace_meta(s)
             picks = (
                 f", picked {meta['selected']}" + (", stop" if meta.get("stop") else "") if "selected" in meta else ""
             )
@@ -150,7 +143,7 @@ def _candidates(ex: dict[str, Any]) -> list[Item]:
         ]
     out = []
     for s in ex["samples"]:
-        meta = _meta(s)
+        meta = trace_meta(s)
         score = "unscored" if s["score"] is None else f"score {s['score']:.3g}"
         pick = meta.get("pick") or ""
         count = f", x{meta['count']}" if meta.get("count", 1) > 1 else ""

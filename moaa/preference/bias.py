@@ -16,12 +16,12 @@ Report keys:
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from typing import Any
 
 from moaa.preference.pairs import TIE_REASONS
+from moaa.rows import trace_meta
 
 
 def _content(messages: Any) -> str:
@@ -42,14 +42,6 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
     return sxy / math.sqrt(sxx * syy)
 
 
-def _meta(step: dict[str, Any]) -> dict[str, Any]:
-    try:
-        meta = json.loads(step.get("meta") or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> dict[str, Any]:
     """Length, position and tie statistics of a preference stage's output (see the module docstring)."""
     ratios, longer = [], 0
@@ -58,7 +50,7 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
         ratios.append(chosen / max(rejected, 1))
         longer += chosen > rejected
     samples = [t for t in trace if t.get("kind") == "sample" and t.get("score") is not None]
-    pairs = [p for t in trace if t.get("kind") == "verdict" for p in _meta(t).get("pairs", [])]
+    pairs = [p for t in trace if t.get("kind") == "verdict" for p in trace_meta(t).get("pairs", [])]
     judged = [p for p in pairs if p.get("agree") is not None]
     disagreements = sum(1 for p in judged if p["agree"] is False)
     prompts = len(rows) + sum(drops.values())
