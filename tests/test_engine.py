@@ -382,3 +382,15 @@ def test_every_variant_answers_every_user_turn(method, overrides, expected):
     assert {s.turn for s in result.trace} == {0, 1}
     assert {name: len(c.calls) for name, c in clients.items() if c.calls} == {k: 2 * v for k, v in expected.items()}
     assert calls_per_prompt(make_gen(method, **overrides), turns=2)["calls"] == result.calls
+
+
+def test_trace_and_models_follow_call_order_not_completion_order():
+    """Proposers finishing in reverse order must not reorder the trace, the models or the references."""
+    clients = fake_clients(*ENDPOINTS)
+    for delay, name in zip((0.06, 0.03, 0.0), "abc", strict=True):
+        clients[name].delay_s = delay
+    result = answer(ask(), make_gen(), clients)
+    proposals = [s for s in result.trace if s.kind == "proposal"]
+    assert [s.model for s in proposals] == ["a-model", "b-model", "c-model"]
+    assert result.row.models == ["a-model", "b-model", "c-model", "agg-model"]
+    assert references(clients["agg"].calls[0]) == [s.text for s in proposals]

@@ -103,11 +103,22 @@ class PromptRun:
         self.stage = stage
         self.roles = roles
         self.embed = embed
-        self.trace: list[TraceStep] = []
+        # One slot per call, in the order calls start: concurrent calls finish in any order, but the
+        # trace and the models list must not depend on it (same config, same data set).
+        self._steps: list[list[TraceStep]] = []
+        self._models: list[str] = []
         self.counters: Counter[str] = Counter()
         self.calls = self.prompt_tokens = self.completion_tokens = 0
-        self.models: dict[str, None] = {}  # ordered set
         self.last_error = ""
+
+    @property
+    def trace(self) -> list[TraceStep]:
+        return [step for steps in self._steps for step in steps]
+
+    @property
+    def models(self) -> list[str]:
+        """The models that answered, each once, in call order."""
+        return list(dict.fromkeys(m for m in self._models if m))
 
     def client(self, agent: AgentConfig) -> ChatClient:
         try:
@@ -146,6 +157,9 @@ class PromptRun:
         client = self.client(agent)
         sampling = sampling_of(agent, self.seed(agent, turn, layer, who))
         self.calls += 1
+        slot = len(self._steps)
+        self._steps.append([])
+        self._models.append("")
         try:
             done = await client.chat(
                 messages, sampling, n=n, response_format=response_format, tag=template.tag(self.stage, part)
@@ -153,7 +167,7 @@ class PromptRun:
         except CallError as exc:
             self.counters["failed_calls"] += 1
             self.last_error = str(exc)
-            self.trace.append(
+            self._steps[slot].append(
                 self._step(
                     agent,
                     who,
@@ -169,12 +183,12 @@ class PromptRun:
                 )
             )
             return []
-        return self._record(done, agent, who, kind, turn, layer, index, role)
+        return self._record(slot, done, agent, who, kind, turn, layer, index, role)
 
-    def _record(self, done: Completion, agent, who, kind, turn, layer, index, role) -> list[Answer]:
+    def _record(self, slot: int, done: Completion, agent, who, kind, turn, layer, index, role) -> list[Answer]:
         self.prompt_tokens += done.prompt_tokens
         self.completion_tokens += done.completion_tokens
-        self.models[done.model] = None
+        self._models[slot] = done.model
         answers = []
         total_chars = sum(len(t) for t in done.texts) or 1
         left = done.completion_tokens
@@ -200,7 +214,7 @@ class PromptRun:
                 cached=done.cached,
                 model=done.model,
             )
-            self.trace.append(step)
+            self._steps[slot].append(step)
             if empty:
                 self.counters["empty_answers"] += 1
                 self.last_error = f"empty answer from {who} ({done.model})"
