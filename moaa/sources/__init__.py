@@ -1,12 +1,27 @@
 """Prompt sources: read instructions from a file or Hugging Face data set, normalise, filter, sample.
 
     from moaa.config import PromptSourceConfig
-    from moaa.sources import load_prompts
-    prompt_set = load_prompts(PromptSourceConfig(path="configs/prompts/default.jsonl"))
+    from moaa.sources import load_prompts, stream_prompts
+    prompt_set = load_prompts(PromptSourceConfig(path="configs/prompts/default.jsonl"))  # a list
+    with stream_prompts(cfg, spill_dir=work_dir) as prompts:  # any number of prompts
+        for prompt in prompts: ...
 
 Filters run in this order, each drop counted by reason: empty (no user text), too_short / too_long
 (characters of the user turns), duplicate (same normalised conversation), near_duplicate (MiniLM
 cosine >= near_dedup_threshold against an earlier kept prompt), sampled_out (beyond `limit`).
+
+Nothing holds all rows. The source is read once, row by row (moaa.sources.readers), and the rows
+that pass the filters are spilled to a temporary JSONL file; `limit` then samples positions among
+them, and the prompts are read back from the spill (with their ids) as often as a caller iterates.
+Memory grows with the number of prompts only by small per-prompt state: a 16-byte digest per kept
+prompt (exact de-duplication), the ids handed out (to keep them unique) and the sampled positions
+(`limit`); with `near_dedup_threshold` also the kept prompts' embeddings (384 float32 = 1.5 KiB
+each), which the comparison needs. A .json file (one list) is parsed whole: use JSONL or parquet
+for big sets.
+
+Errors come in the order reading everything first gives: unreadable data (not UTF-8, bad JSON or
+CSV) anywhere in the source, then a missing column (over all rows), then the first bad row, then
+bad ids (id_column) among the sampled prompts.
 """
 
 from __future__ import annotations
@@ -14,26 +29,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TextIO
 
 from moaa.config import PromptSourceConfig
 from moaa.errors import InputError
 from moaa.rows import Message, Prompt, prompt_id_of
 from moaa.sources.conversations import check_columns, row_messages
-from moaa.sources.filters import (
-    dedup_key,
-    drop_exact_duplicates,
-    drop_near_duplicates,
-    sample_stable,
-    user_chars,
-    user_text,
-)
-from moaa.sources.readers import read_rows
+from moaa.sources.filters import NearDuplicates, dedup_digest, sample_indices, user_chars, user_text
+from moaa.sources.readers import RowSource, open_rows
 
-__all__ = ["DROP_REASONS", "PromptSet", "load_prompts"]
+__all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "load_prompts", "stream_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -51,43 +62,164 @@ class PromptSet:
     source: str  # the file name or hub id, also in each Prompt.source
 
 
-@dataclass
-class _Item:
+class _Item(NamedTuple):
+    """A filtered row as spilled: one JSON list a line."""
+
     where: str
-    row: dict[str, Any]
     messages: list[Message]
+    category: str | None
+    given_id: str | None  # the id_column's value, as text
+
+
+@dataclass
+class PromptStream:
+    """The prompts of a source after filtering and sampling (from `stream_prompts`): iterate, as
+    often as needed, to read them back from the spill file; `len()` is their number."""
+
+    dropped: dict[str, int]  # as PromptSet
+    total_read: int
+    fingerprint: str
+    source: str
+    cfg: PromptSourceConfig
+    spill: Path  # the rows that passed the filters, in source order
+    survivors: int  # lines in `spill`
+    chosen: list[int] | None  # the positions in `spill` that `limit` sampled (None: all)
+    take: int | None = None  # only the first `take` prompts (see head)
+
+    def __len__(self) -> int:
+        kept = self.survivors if self.chosen is None else len(self.chosen)
+        return kept if self.take is None else min(kept, self.take)
+
+    def __iter__(self) -> Iterator[Prompt]:
+        with closing(self._with_ids()) as prompts:
+            yield from islice(prompts, len(self))
+
+    def head(self, count: int | None) -> PromptStream:
+        """The first `count` prompts (all for None), as a stream of their own."""
+        return self if count is None else replace(self, take=count)
+
+    def _items(self) -> Iterator[_Item]:
+        with self.spill.open(encoding="utf-8") as fh:
+            if self.chosen is None:
+                yield from (_Item(*json.loads(line)) for line in fh)
+                return
+            wanted = iter(self.chosen)
+            position = next(wanted)
+            for at, line in enumerate(fh):
+                if at == position:
+                    yield _Item(*json.loads(line))
+                    position = next(wanted, -1)
+                    if position < 0:
+                        return
+
+    def _with_ids(self) -> Iterator[Prompt]:
+        column = self.cfg.id_column
+        seen: set[Any] = set()  # 16-byte digests of given ids, or the generated ids as integers
+        repeats: dict[int, int] = {}
+        for item in self._items():
+            if column:
+                prompt_id = _given_id(item, column)
+                key: Any = hashlib.blake2b(prompt_id.encode(), digest_size=16).digest()
+                if key in seen:
+                    first = next(other.where for other in self._items() if other.given_id == prompt_id)
+                    raise InputError(
+                        f"{item.where}: duplicate id '{prompt_id}' (first at {first}); "
+                        f"ids in column '{column}' must be unique"
+                    )
+            else:
+                prompt_id = prompt_id_of(item.messages)
+                key = int(prompt_id, 16)
+                if key in seen:
+                    # Only with dedup off can two prompts hash alike; keep ids unique for shards and caches.
+                    repeats[key] = repeats.get(key, 1) + 1
+                    prompt_id = f"{prompt_id}-{repeats[key]}"
+            seen.add(key)
+            yield Prompt(prompt_id, item.messages, self.source, item.category)
+
+
+@contextmanager
+def stream_prompts(
+    cfg: PromptSourceConfig, base_dir: Path | None = None, spill_dir: Path | None = None
+) -> Iterator[PromptStream]:
+    """The prompts of `cfg.path` or `cfg.hf_dataset` (relative paths resolved against `base_dir`),
+    filtered in one pass over the source.
+
+    The rows that pass the filters are spilled to a temporary file in `spill_dir` (the system's
+    temp folder by default), removed when the `with` block ends. Every error of the source is
+    raised on entering the block, id errors included, before the caller has used any prompt.
+    """
+    rows = open_rows(cfg, base_dir)
+    handle, name = tempfile.mkstemp(prefix=".prompts-", suffix=".jsonl.tmp", dir=spill_dir)
+    spill = Path(name)
+    try:
+        with open(handle, "w", encoding="utf-8") as fh:
+            read, survivors, dropped = _filter(cfg, rows, fh)
+        chosen = sample_indices(survivors, cfg.limit, cfg.seed)
+        dropped["sampled_out"] = 0 if chosen is None else survivors - len(chosen)
+        fingerprint = _fingerprint(rows.digest, rows.label, cfg)
+        stream = PromptStream(dropped, read, fingerprint, rows.label, cfg, spill, survivors, chosen)
+        log.info(
+            "%s: read %d rows, kept %d prompts, dropped %s",
+            rows.label,
+            read,
+            len(stream),
+            {k: v for k, v in dropped.items() if v} or "none",
+        )
+        if cfg.id_column:
+            for _ in stream:  # duplicate or empty ids fail now, not half-way through the caller's work
+                pass
+        yield stream
+    finally:
+        spill.unlink(missing_ok=True)
 
 
 def load_prompts(cfg: PromptSourceConfig, base_dir: Path | None = None) -> PromptSet:
-    """Prompts from `cfg.path` or `cfg.hf_dataset` (relative paths resolved against `base_dir`)."""
-    raw = read_rows(cfg, base_dir)
-    found = set().union(*(row.keys() for _, row in raw.rows))
-    check_columns(cfg, found, raw.origin)
+    """All prompts of the source as a list (tests, small sets); `stream_prompts` holds none of them."""
+    with stream_prompts(cfg, base_dir) as stream:
+        return PromptSet(list(stream), stream.dropped, stream.total_read, stream.fingerprint, stream.source)
+
+
+def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[int, int, dict[str, int]]:
+    """Read every row, write those that pass the filters to `spill`; (rows read, rows written, drops)."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
-    items = []
-    for where, row in raw.rows:
-        messages = row_messages(row, where, cfg)
+    columns: set[str] = set()
+    seen: set[bytes] = set()
+    near: NearDuplicates[str] | None = None
+    if cfg.near_dedup_threshold is not None:
+        near = NearDuplicates(cfg.near_dedup_threshold)
+    read = written = 0
+    failure: InputError | None = None
+    for where, row in rows.rows:
+        read += 1
+        columns.update(row)
+        if failure:
+            continue  # the rest is read for errors that come first (unreadable data, missing columns)
+        try:
+            messages = row_messages(row, where, cfg)
+        except InputError as exc:
+            failure = exc
+            continue
         reason = _drop_reason(messages, cfg)
+        if not reason and cfg.dedup:
+            digest = dedup_digest(messages)
+            reason = "duplicate" if digest in seen else ""
+            seen.add(digest)
         if reason:
             dropped[reason] += 1
-        else:
-            items.append(_Item(where, row, messages))
-    if cfg.dedup:
-        items, dropped["duplicate"] = drop_exact_duplicates(items, lambda it: dedup_key(it.messages))
-    if cfg.near_dedup_threshold is not None:
-        items, dropped["near_duplicate"] = drop_near_duplicates(
-            items, lambda it: user_text(it.messages), cfg.near_dedup_threshold
-        )
-    items, dropped["sampled_out"] = sample_stable(items, cfg.limit, cfg.seed)
-    prompts = _to_prompts(items, cfg, raw.label)
-    log.info(
-        "%s: read %d rows, kept %d prompts, dropped %s",
-        raw.label,
-        len(raw.rows),
-        len(prompts),
-        {k: v for k, v in dropped.items() if v} or "none",
-    )
-    return PromptSet(prompts, dropped, len(raw.rows), _fingerprint(raw.digest, raw.label, cfg), raw.label)
+            continue
+        line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column))) + "\n"
+        lines = near.add(line, user_text(messages)) if near else [line]
+        spill.writelines(lines)
+        written += len(lines)
+    check_columns(cfg, columns, rows.origin)
+    if failure:
+        raise failure
+    if near:
+        lines = near.flush()
+        spill.writelines(lines)
+        written += len(lines)
+        dropped["near_duplicate"] = near.dropped
+    return read, written, dropped
 
 
 def _drop_reason(messages: list[Message], cfg: PromptSourceConfig) -> str:
@@ -98,38 +230,22 @@ def _drop_reason(messages: list[Message], cfg: PromptSourceConfig) -> str:
     return "too_short" if size < cfg.min_chars else "too_long" if size > cfg.max_chars else ""
 
 
-def _to_prompts(items: list[_Item], cfg: PromptSourceConfig, source: str) -> list[Prompt]:
-    prompts = []
-    first_seen: dict[str, str] = {}
-    repeats: Counter[str] = Counter()
-    for item in items:
-        category = item.row.get("category")
-        category = None if category is None else str(category)
-        if cfg.id_column:
-            prompt_id = _given_id(item, cfg.id_column)
-            if prompt_id in first_seen:
-                raise InputError(
-                    f"{item.where}: duplicate id '{prompt_id}' (first at {first_seen[prompt_id]}); "
-                    f"ids in column '{cfg.id_column}' must be unique"
-                )
-        else:
-            prompt_id = prompt_id_of(item.messages)
-            # Only with dedup off can two prompts hash alike; keep ids unique for shards and caches.
-            repeats[prompt_id] += 1
-            if repeats[prompt_id] > 1:
-                prompt_id = f"{prompt_id}-{repeats[prompt_id]}"
-        first_seen[prompt_id] = item.where
-        prompts.append(Prompt(prompt_id, item.messages, source, category))
-    return prompts
+def _category(row: dict[str, Any]) -> str | None:
+    category = row.get("category")
+    return None if category is None else str(category)
+
+
+def _id_text(row: dict[str, Any], column: str | None) -> str | None:
+    value = row.get(column) if column else None
+    return None if value is None else str(value).strip()
 
 
 def _given_id(item: _Item, column: str) -> str:
-    value = item.row.get(column)
-    if value is None or str(value).strip() == "":
+    if not item.given_id:
         raise InputError(
             f"{item.where}: empty id in column '{column}'; give every row an id or unset prompts.id_column"
         )
-    return str(value).strip()
+    return item.given_id
 
 
 def _fingerprint(digest: str, label: str, cfg: PromptSourceConfig) -> str:

@@ -1,15 +1,18 @@
 """Prompt filters: length limits, exact and near-duplicate removal, seeded sampling.
 
-Each filter takes the kept items and returns (kept, number dropped); order is always preserved.
+Built for one pass over a stream (moaa.sources): exact duplicates are found by a 16-byte digest
+per kept prompt, near duplicates block by block against the kept embeddings, and sampling picks
+positions once the number of survivors is known. Order is always preserved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -40,56 +43,71 @@ def user_text(messages: list[Message]) -> str:
     return "\n".join(m["content"] for m in messages if m["role"] == "user")
 
 
-def drop_exact_duplicates(items: list[T], key: Callable[[T], str]) -> tuple[list[T], int]:
-    """The first of each group of items with equal keys."""
-    seen: set[str] = set()
-    kept = []
-    for item in items:
-        k = key(item)
-        if k not in seen:
-            seen.add(k)
-            kept.append(item)
-    return kept, len(items) - len(kept)
+def dedup_digest(messages: list[Message]) -> bytes:
+    """16 bytes standing for `dedup_key`: what the exact de-duplication remembers per kept prompt."""
+    return hashlib.blake2b(dedup_key(messages).encode(), digest_size=16).digest()
+
+
+class NearDuplicates(Generic[T]):
+    """Greedy near-duplicate removal over a stream, one block of _BLOCK items at a time.
+
+    An item is kept unless the cosine of its text's embedding (MiniLM by default) with that of an
+    already kept item is >= threshold. The kept embeddings are remembered: the one thing here that
+    grows with the data (1.5 KiB per kept prompt for MiniLM), held as a list of blocks so that
+    adding one never copies the others.
+    """
+
+    def __init__(self, threshold: float, embed: Callable[[list[str]], Any] | None = None):
+        self.threshold = threshold
+        self.embed = embed
+        self.dropped = 0
+        self.kept: list[np.ndarray] = []
+        self.pending: list[tuple[T, str]] = []
+
+    def add(self, item: T, text: str) -> list[T]:
+        """Queue an item; once a block is full, its kept items (in order), else []."""
+        self.pending.append((item, text))
+        return self.flush() if len(self.pending) >= _BLOCK else []
+
+    def flush(self) -> list[T]:
+        """The kept items of the queued block."""
+        block, self.pending = self.pending, []
+        if len(block) == 1 and not self.kept:
+            mask = [True]  # nothing to compare with: no model needed
+        elif block:
+            embed = self.embed
+            if embed is None:
+                from moaa.embeddings import embed
+            mask = self.keep(np.asarray(embed([text for _, text in block]), dtype=np.float32))
+        else:
+            mask = []
+        self.dropped += mask.count(False)
+        return [item for (item, _), keep in zip(block, mask, strict=True) if keep]
+
+    def keep(self, block: np.ndarray) -> list[bool]:
+        """Which rows of `block` (unit vectors, the next rows of the stream) to keep; they are remembered."""
+        too_close = np.zeros(len(block), bool)
+        for kept in self.kept:  # everything kept before this block
+            too_close |= (block @ kept.T).max(axis=1) >= self.threshold
+        inner = block @ block.T  # rows of the block may also shadow each other
+        chosen: list[int] = []
+        for i in range(len(block)):
+            if not too_close[i] and not (chosen and inner[i, chosen].max() >= self.threshold):
+                chosen.append(i)
+        if chosen:
+            self.kept.append(block[chosen])
+        picked = set(chosen)
+        return [i in picked for i in range(len(block))]
 
 
 def near_duplicate_mask(vectors: np.ndarray, threshold: float) -> list[bool]:
-    """Greedy: keep a row unless its cosine with an already kept row is >= threshold (rows unit length)."""
-    n = len(vectors)
-    keep = [False] * n
-    kept = np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        block = vectors[start : start + _BLOCK]
-        # One matrix product against everything kept before this block, then a short greedy pass
-        # inside the block (its rows may also shadow each other).
-        too_close = (block @ kept.T).max(axis=1) >= threshold if len(kept) else np.zeros(len(block), bool)
-        inner = block @ block.T
-        chosen: list[int] = []
-        for i in range(len(block)):
-            if too_close[i] or (chosen and inner[i, chosen].max() >= threshold):
-                continue
-            chosen.append(i)
-            keep[start + i] = True
-        kept = np.concatenate([kept, block[chosen]])
-    return keep
+    """Greedy, in blocks of _BLOCK rows: keep a row unless it is too close to an earlier kept one."""
+    near: NearDuplicates[None] = NearDuplicates(threshold)
+    return [keep for start in range(0, len(vectors), _BLOCK) for keep in near.keep(vectors[start : start + _BLOCK])]
 
 
-def drop_near_duplicates(
-    items: list[T], text: Callable[[T], str], threshold: float, embed: Callable[[list[str]], Any] | None = None
-) -> tuple[list[T], int]:
-    """Items whose text embedding is not too close to an earlier kept one (MiniLM by default)."""
-    if len(items) < 2:
-        return items, 0
-    if embed is None:
-        from moaa.embeddings import embed
-    vectors = np.asarray(embed([text(item) for item in items]), dtype=np.float32)
-    mask = near_duplicate_mask(vectors, threshold)
-    kept = [item for item, keep in zip(items, mask, strict=True) if keep]
-    return kept, len(items) - len(kept)
-
-
-def sample_stable(items: Sequence[T], limit: int | None, seed: int) -> tuple[list[T], int]:
-    """A seeded random sample of `limit` items, in their original order."""
-    if limit is None or limit >= len(items):
-        return list(items), 0
-    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in chosen], len(items) - limit
+def sample_indices(count: int, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded random sample of `limit` of `count` positions, in order (None: keep all)."""
+    if limit is None or limit >= count:
+        return None
+    return sorted(random.Random(seed).sample(range(count), limit))

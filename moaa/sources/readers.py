@@ -1,16 +1,24 @@
-"""Reading raw prompt rows from files (.jsonl, .json, .csv, .parquet) and Hugging Face data sets.
+"""Reading raw prompt rows from files (.jsonl, .json, .csv, .parquet) and Hugging Face data sets, one at a time.
 
-Every reader returns a `RawRows`: the rows as dicts, each with a location (`file.jsonl:17`,
-`file.parquet: row 3`) for error messages, plus a digest of the data for the manifest fingerprint.
+`open_rows` returns a `RowSource`: its `rows` iterator yields each row as a dict with a location
+(`file.jsonl:17`, `file.parquet: row 3`) for error messages, and its digest (of the data, for the
+manifest fingerprint) is complete once the rows are exhausted. Nothing holds all rows: JSONL and
+CSV are read line by line, parquet a batch of rows at a time, a Hugging Face data set (arrow,
+memory-mapped) a slice at a time. A .json file (one list of objects) is the exception: it is
+parsed whole, so use JSONL or parquet for large sets.
+
+A file's errors come in the order a whole-file read would give them: a line that is not UTF-8
+first (wherever it is), then the first unparsable line; rows before either are yielded.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +31,28 @@ log = logging.getLogger(__name__)
 FILE_TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 # Files that mark a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
 _SAVED_MARKERS = ("state.json", "dataset_dict.json")
+_BOM = b"\xef\xbb\xbf"
+_BARE_CR = re.compile(r"(?<=\r)(?!\n)")  # a line end of old Mac files
+_BATCH = 1024  # parquet / data set rows converted to Python at a time
+
+Row = tuple[str, dict[str, Any]]  # (location, row)
 
 
 @dataclass
-class RawRows:
+class RowSource:
     label: str  # Prompt.source: the file or folder name, or the hub id
     origin: str  # the path or hub id, for messages about the whole source
-    rows: list[tuple[str, dict[str, Any]]]  # (location, row)
-    digest: str  # sha256 of the file bytes, or of the rows' canonical JSON
+    rows: Iterator[Row]  # read once, in order; raises InputError for unreadable data
+    hasher: Any  # sha256 of the file bytes, or of the rows' canonical JSON, fed as the rows are read
+
+    @property
+    def digest(self) -> str:
+        """The data's sha256; complete once `rows` is exhausted."""
+        return self.hasher.hexdigest()
 
 
-def read_rows(cfg: PromptSourceConfig, base_dir: Path | None = None) -> RawRows:
-    """All rows of the configured source, in order."""
+def open_rows(cfg: PromptSourceConfig, base_dir: Path | None = None) -> RowSource:
+    """The configured source, ready to read; a missing file or unloadable data set fails here."""
     if cfg.path:
         path = _resolve(cfg.path, base_dir)
         if path.is_dir():
@@ -62,26 +80,99 @@ def _resolve(name: str, base_dir: Path | None) -> Path:
 # ---------------------------------------------------------------- files
 
 
-def _read_file(path: Path) -> RawRows:
+def _read_file(path: Path) -> RowSource:
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
         raise InputError(
             f"{path}: unknown prompt file type '{suffix or '(none)'}'; "
             "use .jsonl, .json, .csv or .parquet, or a Hugging Face data set folder"
         )
-    data = path.read_bytes()
-    if suffix == ".parquet":
-        rows = _parquet_rows(path)
-    else:
-        text = _decode(path, data)
-        rows = {".json": _json_rows, ".csv": _csv_rows}.get(suffix, _jsonl_rows)(path, text)
-    if not rows:
+    reader: Callable[[Path, Any], Iterator[Row]] = {
+        ".parquet": _parquet_rows,
+        ".json": _json_rows,
+        ".csv": _csv_rows,
+    }.get(suffix, _jsonl_rows)
+    hasher = hashlib.sha256()
+    return RowSource(path.name, str(path), _not_empty(path, reader(path, hasher)), hasher)
+
+
+def _not_empty(path: Path, rows: Iterator[Row]) -> Iterator[Row]:
+    count = 0
+    for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is read after the loop
+        yield row
+    if not count:
         raise InputError(f"{path}: the file holds no prompts; add at least one row")
-    return RawRows(path.name, str(path), rows, hashlib.sha256(data).hexdigest())
+
+
+def _text_lines(path: Path, hasher: Any) -> Iterator[str]:
+    """The file's lines as text, ending at \\n, \\r\\n or \\r (kept); hashes every byte read.
+
+    Each line is decoded on its own (UTF-8 never has a newline byte inside a character); a leading
+    BOM is dropped. Bytes that are not UTF-8 fail with their line and byte offset.
+    """
+    offset = 0
+    with path.open("rb") as fh:
+        for number, data in enumerate(fh, start=1):
+            hasher.update(data)
+            skip = 3 if offset == 0 and data.startswith(_BOM) else 0  # tolerate the BOM some editors write
+            try:
+                text = data[skip:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}:{number}: not UTF-8 text (byte offset {offset + skip + exc.start}); save the file as UTF-8"
+                ) from None
+            offset += len(data)
+            if "\r" in text:
+                yield from (piece for piece in _BARE_CR.split(text) if piece)
+            else:
+                yield text
+
+
+def _jsonl_rows(path: Path, hasher: Any) -> Iterator[Row]:
+    lines = _text_lines(path, hasher)
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            error = f"{where}: invalid JSON ({exc.msg}; column {exc.colno}); fix or remove the line"
+        else:
+            if isinstance(row, dict):
+                yield where, row
+                continue
+            error = f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line"
+        for _ in lines:  # a line that is not UTF-8, later in the file, is reported first
+            pass
+        raise InputError(error)
+
+
+def _json_rows(path: Path, hasher: Any) -> Iterator[Row]:
+    """One JSON list (or {"data": [...]}): parsed whole, unlike the other formats."""
+    data = path.read_bytes()
+    hasher.update(data)
+    text = _decode(path, data)
+    if not text.strip():
+        return
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}; column {exc.colno}); fix the file") from None
+    del data, text
+    if isinstance(parsed, dict) and isinstance(parsed.get("data"), list):
+        parsed = parsed["data"]
+    if not isinstance(parsed, list):
+        raise InputError(f'{path}: expected a JSON list of objects (or {{"data": [...]}}), got {_json_type(parsed)}')
+    for i, row in enumerate(parsed, start=1):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: row {i}: expected a JSON object, got {_json_type(row)}")
+        yield f"{path}: row {i}", row
 
 
 def _decode(path: Path, data: bytes) -> str:
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # tolerate the BOM some editors write
+    bom = 3 if data.startswith(_BOM) else 0
     try:
         return data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -90,72 +181,53 @@ def _decode(path: Path, data: bytes) -> str:
         raise InputError(f"{path}:{line}: not UTF-8 text (byte offset {offset}); save the file as UTF-8") from None
 
 
-def _jsonl_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{where}: invalid JSON ({exc.msg}; column {exc.colno}); fix or remove the line"
-            ) from None
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line")
-        rows.append((where, row))
-    return rows
-
-
-def _json_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    if not text.strip():
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}; column {exc.colno}); fix the file") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise InputError(f'{path}: expected a JSON list of objects (or {{"data": [...]}}), got {_json_type(data)}')
-    rows = []
-    for i, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise InputError(f"{path}: row {i}: expected a JSON object, got {_json_type(row)}")
-        rows.append((f"{path}: row {i}", row))
-    return rows
-
-
-def _csv_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = []
+def _csv_rows(path: Path, hasher: Any) -> Iterator[Row]:
+    lines = _text_lines(path, hasher)
+    reader = csv.DictReader(lines)
     start = 2  # line 1 is the header
-    try:
-        for row in reader:
-            # A quoted cell may span lines: name the line the row starts on.
-            rows.append((f"{path}:{start}", {k: v for k, v in row.items() if k is not None}))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc}); fix the quoting") from None
-    return rows
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            error = f"{path}:{reader.line_num}: malformed CSV ({exc}); fix the quoting"
+            break
+        if row is None:
+            return
+        # A quoted cell may span lines: name the line the row starts on.
+        yield f"{path}:{start}", {k: v for k, v in row.items() if k is not None}
+        start = reader.line_num + 1
+    for _ in lines:  # a line that is not UTF-8, later in the file, is reported first
+        pass
+    raise InputError(error)
 
 
-def _parquet_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    import pyarrow
+def _parquet_rows(path: Path, hasher: Any) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            hasher.update(chunk)
+    batches = _parquet_step(path, lambda: pq.ParquetFile(path).iter_batches(batch_size=_BATCH))
+    number = 0
+    while (batch := _parquet_step(path, lambda: next(batches, None))) is not None:
+        for row in batch.to_pylist():
+            number += 1
+            yield f"{path}: row {number}", row
+
+
+def _parquet_step(path: Path, step: Callable[[], Any]) -> Any:
+    import pyarrow
+
     try:
-        table = pq.read_table(path)
+        return step()
     except (pyarrow.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
-    return [(f"{path}: row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
 # ---------------------------------------------------------------- Hugging Face data sets
 
 
-def _read_dataset_folder(path: Path, cfg: PromptSourceConfig, label: str) -> RawRows:
+def _read_dataset_folder(path: Path, cfg: PromptSourceConfig, label: str) -> RowSource:
     """A `save_to_disk` folder (load_from_disk) or a folder of data files (load_dataset)."""
     import datasets
 
@@ -173,7 +245,7 @@ def _read_dataset_folder(path: Path, cfg: PromptSourceConfig, label: str) -> Raw
         raise InputError(f"{path}: cannot load the data set ({_first_line(exc)})") from None
     except Exception as exc:  # datasets raises many types for unreadable folders
         raise InputError(f"{path}: cannot load the data set ({type(exc).__name__}: {_first_line(exc)})") from None
-    return _dataset_rows(dataset, label, cfg.split, str(path))
+    return _dataset_source(dataset, label, cfg.split, str(path))
 
 
 def _pick_split(loaded: Any, split: str, path: Path) -> Any:
@@ -186,7 +258,7 @@ def _pick_split(loaded: Any, split: str, path: Path) -> Any:
     return loaded
 
 
-def _read_hub(cfg: PromptSourceConfig) -> RawRows:
+def _read_hub(cfg: PromptSourceConfig) -> RowSource:
     import datasets
 
     name = cfg.hf_dataset or ""
@@ -203,19 +275,24 @@ def _read_hub(cfg: PromptSourceConfig) -> RawRows:
         ) from None
     except Exception as exc:
         raise InputError(f"hf_dataset '{name}': cannot be loaded ({type(exc).__name__}: {_first_line(exc)})") from None
-    return _dataset_rows(dataset, name, cfg.split, name)
+    return _dataset_source(dataset, name, cfg.split, name)
 
 
-def _dataset_rows(dataset: Any, label: str, split: str, where: str) -> RawRows:
-    rows = dataset.to_list()
-    if not rows:
+def _dataset_source(dataset: Any, label: str, split: str, where: str) -> RowSource:
+    if len(dataset) == 0:
         raise InputError(f"{where}: split '{split}' holds no prompts; pick another split or data set")
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-        digest.update(b"\n")
-    located = [(f"{where}[{split}]: row {i}", row) for i, row in enumerate(rows, start=1)]
-    return RawRows(label, where, located, digest.hexdigest())
+    hasher = hashlib.sha256()
+    return RowSource(label, where, _dataset_rows(dataset, f"{where}[{split}]", hasher), hasher)
+
+
+def _dataset_rows(dataset: Any, where: str, hasher: Any) -> Iterator[Row]:
+    """The rows a slice at a time (as `Dataset.to_list` gives them); the data stays memory-mapped."""
+    size = len(dataset)
+    for start in range(0, size, _BATCH):
+        for number, row in enumerate(dataset.select(range(start, min(start + _BATCH, size))).to_list(), start + 1):
+            hasher.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+            hasher.update(b"\n")
+            yield f"{where}: row {number}", row
 
 
 def _json_type(value: Any) -> str:
