@@ -20,6 +20,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
+
 from moaa.config import EndpointConfig, Sampling, resolve_api_key
 from moaa.errors import EndpointError
 from moaa.limits import EndpointLimiter, shared_limiter
@@ -155,7 +157,15 @@ class OpenAIChatClient:
             from openai import AsyncOpenAI
 
             clients = [
-                AsyncOpenAI(base_url=url, api_key=self._api_key, max_retries=0, timeout=self.endpoint.timeout_s)
+                AsyncOpenAI(
+                    base_url=url,
+                    api_key=self._api_key,
+                    max_retries=0,
+                    timeout=self.endpoint.timeout_s,
+                    # generic `post` requests carry no auth by default in newer SDKs; a client header
+                    # (never logged) sends the key on every request
+                    default_headers={"Authorization": f"Bearer {self._api_key}"},
+                )
                 for url in self._urls
             ]
             self._per_loop[loop] = clients
@@ -181,8 +191,11 @@ class OpenAIChatClient:
             start = time.perf_counter()
             try:
                 self.stats.record(self.name, tag, requests=1)
-                resp = await http.chat.completions.create(**body)
-                completion = self._completion(resp, time.perf_counter() - start)
+                # Plain JSON through the SDK's generic `post` (its documented way to send any request):
+                # the transport, errors and timeouts of chat.completions.create without its typed
+                # transform of every message, which costs more CPU than the rest of a call.
+                resp = await http.post("/chat/completions", body=body, cast_to=httpx.Response)
+                completion = self._completion(resp.json(), time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001 - classified below
                 kind, retry_after, last = self._classify(exc)
                 if kind == "rate_limited":
@@ -242,20 +255,25 @@ class OpenAIChatClient:
             return "malformed", None, f"malformed response: {str(exc)[:200]}"
         raise exc
 
-    def _completion(self, resp: Any, latency: float) -> Completion:
-        choices = getattr(resp, "choices", None)
-        if not choices:
+    def _completion(self, data: Any, latency: float) -> Completion:
+        """A Completion from the response's JSON (read as plain data: the SDK's typed models cost
+        more CPU per request than everything else moaa does with it)."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices, list):
             raise _Malformed("response has no choices")
         texts, reasons = [], []
         for choice in choices:
-            message = getattr(choice, "message", None)
-            if message is None:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
                 raise _Malformed("choice without a message")
-            texts.append(message.content or "")
-            reasons.append(choice.finish_reason or "stop")
-        usage = getattr(resp, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", None) or 0
-        completion_tokens = getattr(usage, "completion_tokens", None) or sum(len(t) // 4 for t in texts)
+            content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise _Malformed(f"message content is {type(content).__name__}, not text")
+            texts.append(content or "")
+            reasons.append(choice.get("finish_reason") or "stop")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0) or sum(len(t) // 4 for t in texts)
         return Completion(texts, reasons, prompt_tokens, completion_tokens, latency, self.name, self.model)
 
     def _account(self, c: Completion, tag: str) -> None:

@@ -78,6 +78,13 @@ def test_401_fails_fast_naming_the_variable(monkeypatch):
         assert len(srv.requests) == 1  # no retry
 
 
+def test_the_key_from_the_variable_is_sent_as_a_bearer_token(monkeypatch):
+    monkeypatch.setenv("MOAA_TEST_KEY", "right-key")
+    with OpenAITestServer(api_key="right-key") as srv:
+        done = asyncio.run(make_client(srv.base_url, api_key_env="MOAA_TEST_KEY").chat(MESSAGES))
+        assert done.text and len(srv.requests) == 1
+
+
 @pytest.mark.parametrize("fault, error", [("404", EndpointError), ("400", CallError)])
 def test_no_retry_on_4xx(fault, error):
     with OpenAITestServer() as srv:
