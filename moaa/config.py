@@ -32,11 +32,16 @@ class Sampling(Strict):
     stop: list[str] | None = None
 
     def over(self, base: Sampling | None) -> Sampling:
-        """These parameters laid over `base` (set fields win)."""
+        """These parameters laid over `base` (set fields win).
+
+        Both sides are validated Samplings, so the merge is built without re-validating (once per
+        model call: the hot path).
+        """
         if base is None:
-            return Sampling(**self.sampling_dict())
-        merged = base.sampling_dict() | {k: v for k, v in self.sampling_dict().items() if v is not None}
-        return Sampling(**merged)
+            return self
+        mine = self.sampling_dict()
+        merged = base.sampling_dict() | {k: v for k, v in mine.items() if v is not None}
+        return self if merged == mine else Sampling.model_construct(**merged)
 
     def sampling_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in Sampling.model_fields}

@@ -115,12 +115,17 @@ class EndpointLimiter:
             self._wake_locked()
 
     def _wake_locked(self) -> None:
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        # A waiter on this thread's own loop is woken with call_soon (no self-pipe write).
         while self._waiters and self.in_flight < self.limit:
             loop, fut = self._waiters.popleft()
             if fut.done():
                 continue
             self.in_flight += 1
-            loop.call_soon_threadsafe(_resolve, fut)
+            (loop.call_soon if loop is here else loop.call_soon_threadsafe)(_resolve, fut)
 
     def charge_tokens(self, estimated: float, actual: float) -> None:
         if self._tpm:

@@ -64,7 +64,7 @@ class TraceStep:
     meta: str = ""  # JSON text: rationales, parsed verdicts, moderator output...
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # flat fields: a shallow copy equals asdict, at a tenth of the cost (hot path)
 
 
 @dataclass
