@@ -103,6 +103,11 @@ def collect(plan: RunPlan) -> dict[str, Any]:
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
             agg["seconds"] += done["seconds"]
         stages[stage] = agg
+    roles = _read_roles(plan.work_dir)  # SMoA's once-per-run role generation call
+    if roles is not None:
+        stats.merge(roles["stats"])
+        if roles["finished_at"] >= plan.started:
+            new.merge(roles["stats"])
     return {"stats": stats, "new_stats": new, "stages": stages}
 
 
@@ -207,9 +212,9 @@ def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
         return None
     if smoa.roles:
         return list(smoa.roles)
-    path = plan.work_dir / "roles.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    saved = _read_roles(plan.work_dir)
+    if saved is not None:
+        return saved["roles"]
     import asyncio
 
     from moaa.engine import generate_roles
@@ -219,8 +224,22 @@ def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
     stats = RunStats()
     client = build_clients(config, stats, [agent.endpoint])[agent.endpoint]
     roles = asyncio.run(generate_roles(len(config.sft.proposers), client, agent))
-    write_json_atomic(path, roles)
+    # Kept with the call's accounting, which `collect` folds into the run totals like a shard's.
+    record = {"roles": roles, "stats": stats.to_dict(), "finished_at": time.time()}
+    write_json_atomic(plan.work_dir / ROLES_FILE, record)
     return roles
+
+
+ROLES_FILE = "roles.json"
+
+
+def _read_roles(work_dir: Path) -> dict[str, Any] | None:
+    """The run's saved SMoA roles: {"roles", "stats", "finished_at"} (a bare list from older runs)."""
+    path = work_dir / ROLES_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return {"roles": data, "stats": {}, "finished_at": 0.0} if isinstance(data, list) else data
 
 
 def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: bool = False) -> dict[str, Any]:

@@ -104,10 +104,9 @@ def test_estimated_calls_equal_the_requests_of_a_real_run(name, tmp_path, prefec
     by_model = {e["model"]: e["calls"] for e in estimate["endpoints"].values()}
     sent_by_model = {m: sum(1 for r in sent if r["model"] == m) for m in {r["model"] for r in sent}}
     assert by_model == sent_by_model
-    # The run's stats agree too (no retries on a healthy server), except for SMoA's once-per-run
-    # role generation, which moaa.pipeline.run_roles does not fold into the run stats.
-    per_run = estimate["stages"]["sft"]["per_run_calls"]
-    assert sum(e["requests"] for e in summary["endpoints"].values()) == len(sent) - per_run
+    # The run's stats agree too (no retries on a healthy server), SMoA's once-per-run role
+    # generation included.
+    assert sum(e["requests"] for e in summary["endpoints"].values()) == len(sent)
 
 
 def test_estimate_counts_prompts_and_drops(tmp_path):
