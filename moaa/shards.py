@@ -54,7 +54,11 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_size: int) -> list[Path]:
-    """Write records as `shard-NNNNN.jsonl` files of `shard_size` (idempotent for equal input)."""
+    """Write records as `shard-NNNNN.jsonl` files of `shard_size` (idempotent for equal input).
+
+    Reads `records` once, holding one shard's worth at a time. A shard file that already holds
+    exactly these records is left alone (a re-plan of the same run writes and syncs nothing).
+    """
     paths: list[Path] = []
     batch: list[dict[str, Any]] = []
     for record in records:
@@ -69,7 +73,12 @@ def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_siz
 
 def _write_shard(folder: Path, index: int, batch: list[dict[str, Any]]) -> Path:
     path = folder / f"shard-{index:05d}.jsonl"
-    write_jsonl_atomic(path, batch)
+    try:
+        same = path.read_bytes() == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch).encode()
+    except FileNotFoundError:
+        same = False
+    if not same:
+        write_jsonl_atomic(path, batch)
     return path
 
 
