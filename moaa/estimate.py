@@ -45,17 +45,17 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     "cost"}}, "total": {"calls", "input_tokens", "output_tokens", "cost", "upper_bound"},
     "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
     """
-    from moaa.sources import load_prompts
+    from moaa.sources import stream_prompts
 
     check_shape(config)
-    prompt_set = load_prompts(config.prompts, base_dir=base_dir or Path.cwd())
-    prompts = prompt_set.prompts
-    if not prompts:
-        raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompt_set.dropped}); relax the filters")
-    stages = {"sft": _sft_stage(config, prompts)}
-    pref_prompts = prompts[: config.preference.limit] if config.preference.limit else prompts
-    if config.preference.enabled:
-        stages["preference"] = _preference_stage(config, pref_prompts)
+    # The stages take len() and one pass over the stream; the sft estimate keeps only turn sizes per prompt.
+    with stream_prompts(config.prompts, base_dir=base_dir or Path.cwd()) as prompts:
+        if not len(prompts):
+            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+        stages = {"sft": _sft_stage(config, prompts)}
+        pref_prompts = prompts.head(config.preference.limit)
+        if config.preference.enabled:
+            stages["preference"] = _preference_stage(config, pref_prompts)
     endpoints = _by_endpoint(config, stages)
     total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
     total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
@@ -64,10 +64,10 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         "method": config.sft.method,
         "scorer": config.preference.scorer.kind if config.preference.enabled else None,
         "prompts": {
-            "source": prompt_set.source,
-            "read": prompt_set.total_read,
+            "source": prompts.source,
+            "read": prompts.total_read,
             "kept": len(prompts),
-            "dropped": {k: v for k, v in prompt_set.dropped.items() if v},
+            "dropped": {k: v for k, v in prompts.dropped.items() if v},
             "preference": len(pref_prompts) if config.preference.enabled else 0,
         },
         "stages": stages,

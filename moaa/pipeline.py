@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moaa.config import MoaaConfig, dump_config
 from moaa.errors import MoaaError
+from moaa.rows import Prompt
 from moaa.shards import read_done, split_into_shards, write_json_atomic
 from moaa.stats import RunStats
 
@@ -48,27 +50,33 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
 
 
 def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
-    from moaa.sources import load_prompts
+    """Filter the prompts and write the input shards of a run's work folder.
+
+    The prompts stream from the source into the shard files (moaa.sources.stream_prompts, spilling
+    to a temporary file in run.work_dir until the source's fingerprint names the work folder), so
+    memory does not grow with their number. Shards already on disk with the same prompts are kept.
+    """
+    from moaa.sources import stream_prompts
 
     _check_writable(Path(config.run.work_dir), "run.work_dir")
     _check_writable(Path(config.output.root), "output.root")  # fail now, not after the model calls
-    prompt_set = load_prompts(config.prompts, base_dir=base_dir)
-    if not prompt_set.prompts:
-        raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompt_set.dropped}); relax the filters")
-    work = Path(config.run.work_dir) / config.name / fingerprint(config, prompt_set.fingerprint)
-    records = [p.to_dict() for p in prompt_set.prompts]
-    shards = {"sft": _stage_shards(work / "sft", records, config.run.shard_size)}
-    if config.preference.enabled:
-        pref = records[: config.preference.limit] if config.preference.limit else records
-        shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
-    counts = {"read": prompt_set.total_read, "kept": len(records), "dropped": dict(prompt_set.dropped)}
-    source = {"label": prompt_set.source, "fingerprint": prompt_set.fingerprint}
+    with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
+        if not len(prompts):
+            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+        work = Path(config.run.work_dir) / config.name / fingerprint(config, prompts.fingerprint)
+        shards = {"sft": _stage_shards(work / "sft", prompts, config.run.shard_size)}
+        if config.preference.enabled:
+            pref = prompts.head(config.preference.limit)
+            shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
+        counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
+        source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
     write_json_atomic(work / "config.json", dump_config(config))
     return RunPlan(config, work, shards, counts, source)
 
 
-def _stage_shards(folder: Path, records: list[dict], size: int) -> list[tuple[Path, Path]]:
-    inputs = split_into_shards(records, folder / "inputs", size)
+def _stage_shards(folder: Path, prompts: Iterable[Prompt], size: int) -> list[tuple[Path, Path]]:
+    # vars(): Prompt.to_dict's fields in its order, without asdict's deep copy (serialised at once).
+    inputs = split_into_shards((vars(p) for p in prompts), folder / "inputs", size)
     return [(p, folder / p.stem) for p in inputs]
 
 
