@@ -438,6 +438,17 @@ def check_environment(config: MoaaConfig) -> None:
         resolve_api_key(name, config.endpoints[name])
 
 
+def missing_keys(config: MoaaConfig) -> list[str]:
+    """One line per used endpoint whose key variable is unset (a dry run reports them, not fails)."""
+    out = []
+    for name in config.used_endpoints():
+        try:
+            resolve_api_key(name, config.endpoints[name])
+        except ConfigError as exc:
+            out.append(str(exc))
+    return out
+
+
 def dump_config(config: MoaaConfig) -> dict[str, Any]:
     """The resolved config as plain data (it holds variable names, never keys)."""
     return config.model_dump(mode="json")

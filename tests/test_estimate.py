@@ -186,3 +186,14 @@ def test_cli_dry_run_prints_the_estimate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "moaa dry run 'test-run': method moa" in out
     assert "stage sft: 4 prompts, 28 calls (7.00 per prompt)" in out
+
+
+def test_cli_dry_run_needs_no_key_and_names_the_missing_variable(monkeypatch, capsys):
+    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
+    monkeypatch.chdir(ROOT)
+    assert main(["run", "configs/moa.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "moaa dry run" in out and "no model was called" in out
+    assert "before the real run: endpoint" in out and "TOGETHER_API_KEY is not set" in out
+    assert main(["run", "configs/moa.yaml"]) != 0  # the real run still refuses at once
+    assert "TOGETHER_API_KEY is not set" in capsys.readouterr().err

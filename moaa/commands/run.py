@@ -15,15 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from moaa.config import check_environment, load_config
+    from moaa.config import check_environment, load_config, missing_keys
 
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
-    check_environment(config)
-    if args.dry_run:
+    if args.dry_run:  # estimates need no key: report the missing ones instead of failing
         from moaa.estimate import estimate_run, format_estimate
 
         print(format_estimate(estimate_run(config)))
+        for line in missing_keys(config):
+            print(f"before the real run: {line}")
         return 0
+    check_environment(config)
     from moaa.prefect_setup import quiet_prefect
 
     quiet_prefect()
