@@ -40,12 +40,14 @@ class RunPlan:
 
 
 def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
-    """Hash of what decides the data: the prompts' own fingerprint (their contents), the prompt
-    settings, stages, and each endpoint's model and sampling."""
+    """Hash of what decides the data and its shards: the prompts' own fingerprint (their contents),
+    the prompt settings, stages, each endpoint's model and sampling, and the shard size."""
     data = dump_config(config)
     endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
     keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
+    # Shard folders are numbered: another shard size must not meet the DONE files of the old split.
+    keep["shard_size"] = data["run"]["shard_size"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
