@@ -18,11 +18,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from moaa.config import AgentConfig, EndpointConfig, GenerationConfig, MoaaConfig, PreferenceConfig
 from moaa.errors import ConfigError, MoaaError
 from moaa.rows import Message, Prompt
+
+if TYPE_CHECKING:
+    from moaa.sources import PromptStream
+
+Prompts = Union[list[Prompt], "PromptStream"]  # sized and iterable; a stream is read back from disk
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ def _overhead(shapes: list[Shape]) -> tuple[int, float]:
 # ---------------------------------------------------------------- stages
 
 
-def _sft_stage(config: MoaaConfig, prompts: list[Prompt]) -> dict[str, Any]:
+def _sft_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
     from moaa.engine import calls_per_prompt
 
     gen, eps = config.sft, config.endpoints
@@ -219,23 +224,25 @@ def sft_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     return shapes
 
 
-def _preference_stage(config: MoaaConfig, prompts: list[Prompt]) -> dict[str, Any]:
+def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
     from moaa.preference import calls_per_prompt
     from moaa.preference.candidates import conversation_of
 
     pref, eps = config.preference, config.endpoints
-    convos = [conversation_of(p.messages) for p in prompts]
-    # The stage fails a prompt without a final user turn before calling anything.
-    answered = [c for c in convos if c and c[-1]["role"] == "user"]
-    convo = sum(tokens_of(c) for c in answered)
+    answered = convo = 0  # one pass over the (streamed) prompts
+    for prompt in prompts:
+        c = conversation_of(prompt.messages)
+        if c and c[-1]["role"] == "user":  # the stage fails the others before calling anything
+            answered += 1
+            convo += tokens_of(c)
     counts = calls_per_prompt(pref, endpoints=eps)
     shapes = preference_shapes(config)
     agents = {}
     for label, info in counts["agents"].items():
-        calls, answers = info["calls"] * len(answered), info["answers"] * len(answered)
-        agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, len(answered))
-    return _stage(len(prompts), len(answered), agents, 0, False) | {
-        "reward_model_passes": counts["reward_model_passes"] * len(answered)
+        calls, answers = info["calls"] * answered, info["answers"] * answered
+        agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, answered)
+    return _stage(len(prompts), answered, agents, 0, False) | {
+        "reward_model_passes": counts["reward_model_passes"] * answered
     }
 
 
