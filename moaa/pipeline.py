@@ -98,6 +98,9 @@ def collect(plan: RunPlan) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     for stage, shards in plan.shards.items():
         agg = {"prompts": 0, "rows": 0, "failed": 0, "dropped": {}, "counters": {}, "seconds": 0.0}
+        # This run's part of the stage: prompts answered now (not resumed) and its wall time, from
+        # the first of its shards to start to the last to finish (shards run in parallel).
+        fresh_prompts, spans = 0, []
         for _, out in shards:
             done = read_done(out)
             if done is None:
@@ -105,6 +108,8 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             stats.merge(done["stats"])
             if done.get("finished_at", 0) >= plan.started:
                 new.merge(done["stats"])
+                fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
+                spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
             for key, n in done["counts"].get("counters", {}).items():
                 agg["counters"][key] = agg["counters"].get(key, 0) + n
             for key in ("prompts", "rows", "failed"):
@@ -112,6 +117,10 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             for reason, n in done["counts"]["dropped"].items():
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
             agg["seconds"] += done["seconds"]
+        agg["this_run"] = {
+            "prompts": fresh_prompts,
+            "wall_seconds": round(max(e for _, e in spans) - min(b for b, _ in spans), 2) if spans else 0.0,
+        }
         stages[stage] = agg
     roles = _read_roles(plan.work_dir)  # SMoA's once-per-run role generation call
     if roles is not None:
@@ -178,10 +187,17 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "per_prompt": {
             "calls": round(sft_calls / answered, 2),
             "tokens": round(sft_tokens / answered, 1),
-            "seconds": round(elapsed / answered, 2),
+            # the SFT stage's wall time this run over the prompts it answered this run (a resumed
+            # run's reused rows and the other stages do not dilute it); 0 when nothing was new
+            "seconds": _per_prompt_seconds(sft.get("this_run", {})),
         },
         "endpoints": stats.summary(),
     } | (extra or {})
+
+
+def _per_prompt_seconds(this_run: dict[str, Any]) -> float:
+    prompts = this_run.get("prompts", 0)
+    return round(this_run.get("wall_seconds", 0.0) / prompts, 3) if prompts else 0.0
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -200,7 +216,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
     )
     pp = s["per_prompt"]
-    lines.append(f"  per prompt ({s['method']}): {pp['calls']} calls, {pp['tokens']} tokens, {pp['seconds']}s")
+    wall = f", {pp['seconds']}s of SFT wall time this run" if pp["seconds"] else ""
+    lines.append(f"  per prompt ({s['method']}): {pp['calls']} calls, {pp['tokens']} tokens{wall}")
     for name, ep in s["endpoints"].items():
         lat = ep.get("latency") or {}
         p50 = f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s" if lat else "no latency"
