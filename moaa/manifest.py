@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,6 +110,27 @@ def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
         if rel != MANIFEST_NAME:
             out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return out
+
+
+def copy_verified(source: Path, target: Path, files: dict[str, dict[str, Any]]) -> bool:
+    """Copy `files` ({relative path: {sha256, size}} as a manifest lists them) from source to target.
+
+    Plain copies (never links: each version stays independent). Each copy is re-hashed; False, with
+    every copy made so far removed, as soon as one is missing, unsafe or unlike its manifest entry."""
+    copied: list[Path] = []
+    for rel, meta in files.items():
+        src, dst = source / rel, target / rel
+        ok = not Path(rel).is_absolute() and ".." not in Path(rel).parts and src.is_file()
+        if ok:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            copied.append(dst)
+            ok = dst.stat().st_size == meta.get("size") and sha256_file(dst) == meta.get("sha256")
+        if not ok:
+            for path in copied:
+                path.unlink(missing_ok=True)
+            return False
+    return True
 
 
 def endpoint_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

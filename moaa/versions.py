@@ -18,6 +18,11 @@ Train/test is decided per prompt_id (sha256 of "<seed>:<prompt_id>" against test
 prompt sits in the same split in every config and test prompts are never trained on. A config
 or split without rows is absent (`load_dataset` cannot read a zero-row parquet file).
 A version is written into a temp folder and renamed into place; an existing one is never touched.
+
+The manifest records `inputs_digest`: a sha256 of every JSONL part (per config, in order), the
+split settings, the shard size and the parquet format. A version whose parent records the same
+digest gets plain copies of the parent's verified `data/` files instead of re-encoding every row
+(a re-run of a finished config); card and manifest are written fresh as always.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from moaa.errors import ConfigError, InputError, MoaaError
 from moaa.manifest import (
     MANIFEST_NAME,
     build_manifest,
+    copy_verified,
     read_manifest,
     scrub_secrets,
+    sha256_file,
     verify_version,
     write_manifest,
 )
@@ -54,6 +61,8 @@ _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^v?([1-9][0-9]*)$")
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
+DATA_FORMAT = "moaa-parquet-1"  # change with any change to how rows become parquet files
+Rows = dict[str, dict[str, int]]  # {config: {split: rows}}
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,59 @@ def write_config(
     return {split: n for split, n in counts.items() if n}
 
 
+def _write_data(folder: Path, parts: dict[str, list[Path]], test_size: float, seed: int, max_rows: int) -> Rows:
+    """Every config's rows from its JSONL parts into `folder/data/`; rows per (non-empty) config and split."""
+    rows = {}
+    for cfg in CONFIGS:
+        counts = write_config(folder, cfg, list(parts.get(cfg) or []), test_size, seed, max_rows)
+        if counts:
+            rows[cfg] = counts
+    return rows
+
+
+def inputs_digest(parts: dict[str, list[Path]], *, test_size: float, split_seed: int, max_shard_rows: int) -> str:
+    """sha256 of what a version's data files are made from: each config's part files (bytes, in
+    order; a missing one as such), the split and shard settings, and the parquet format."""
+    import importlib.metadata
+
+    settings = {
+        "format": DATA_FORMAT, "columns": COLUMNS, "split_rule": SPLIT_RULE, "batch_rows": _BATCH_ROWS,
+        "pyarrow": importlib.metadata.version("pyarrow"), "test_size": float(test_size),
+        "split_seed": split_seed, "max_shard_rows": max_shard_rows,
+    }  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for cfg in CONFIGS:
+        paths = [Path(p) for p in parts.get(cfg) or []]
+        digest.update(f"\n{cfg}:{len(paths)}".encode())
+        for path in paths:
+            digest.update(f" {sha256_file(path) if path.is_file() else 'missing'}".encode())
+    return digest.hexdigest()
+
+
+def _copy_parent_data(root: Path, parent_ref: str | None, digest: str, folder: Path) -> Rows | None:
+    """The parent's row counts once its verified `data/` files are copied into `folder`, when it
+    was made from the same inputs (`digest`); None (nothing copied) otherwise."""
+    if parent_ref is None:
+        return None
+    try:
+        parent_dir = resolve_version(root, parent_ref)
+        manifest = read_manifest(parent_dir)
+        if manifest.get("inputs_digest") != digest:
+            return None
+        rows = {cfg: dict(splits) for cfg, splits in manifest["counts"]["rows"].items()}
+        files = {rel: meta for rel, meta in manifest["files"].items() if rel.startswith("data/")}
+        declared = {(f"data/{cfg}", split) for cfg, splits in rows.items() for split, n in splits.items() if n > 0}
+        listed = {(Path(rel).parent.as_posix(), Path(rel).name.partition("-")[0]) for rel in files}  # data/sft, train
+    except (MoaaError, KeyError, TypeError, AttributeError, ValueError):
+        return None
+    if not set(rows) <= set(CONFIGS) or not files or listed != declared or not copy_verified(parent_dir, folder, files):
+        log.warning("%s was made from the same inputs but its data files fail; writing them anew", parent_ref)
+        shutil.rmtree(folder / "data", ignore_errors=True)
+        return None
+    log.info("inputs unchanged since %s: its data files were copied, not re-encoded", parent_ref)
+    return rows
+
+
 def _versions(dataset_dir: Path) -> list[int]:
     if not dataset_dir.is_dir():
         return []
@@ -277,14 +339,14 @@ def write_version(
     target = dataset_dir / f"v{number}"
     _refuse_existing(target)
     parent_ref = _resolve_parent(root, name, parent)
+    digest = inputs_digest(parts, test_size=test_size, split_seed=split_seed, max_shard_rows=max_shard_rows)
     tmp = dataset_dir / f".tmp-v{number}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        rows = {}
-        for cfg in CONFIGS:
-            counts = write_config(tmp, cfg, list(parts.get(cfg) or []), test_size, split_seed, max_shard_rows)
-            if counts:
-                rows[cfg] = counts
+        rows = _copy_parent_data(root, parent_ref, digest, tmp)
+        copied_from = parent_ref if rows is not None else None
+        if rows is None:
+            rows = _write_data(tmp, parts, test_size, split_seed, max_shard_rows)
         if not rows:
             raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
         split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
@@ -298,6 +360,7 @@ def write_version(
         for _stage, reason, n in stats.get("failures", []):
             by_reason[reason] = by_reason.get(reason, 0) + n
         manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
+        manifest["inputs_digest"], manifest["data_copied_from"] = digest, copied_from
         write_manifest(tmp, manifest)
         _refuse_existing(target)
         try:
