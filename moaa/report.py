@@ -10,11 +10,15 @@ tokens per prompt by stage, kind and model), Failures (by stage and reason), Jud
 final answer; a DPO pair with its scores). Statistics are computed lazily over the parquet shards
 with polars; a plot whose config is absent is skipped. Plots use matplotlib's Agg canvas (no
 display, no global pyplot state). Written into the version folder, the report's files are added
-to the manifest so `moaa datasets verify` still passes.
+to the manifest so `moaa datasets verify` still passes, with a digest of what the plots are drawn
+from (`report_plots`): when the parent version's report records the same digest (a re-run of a
+finished config), its verified PNGs are copied instead of drawn. The markdown is always rendered.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,8 @@ REPORT_NAME = "report.md"
 IMAGE_DIR = "report"
 SECTIONS = ("Summary", "Scores", "Lengths", "Calls and tokens", "Failures", "Judge consistency", "Examples")
 EXAMPLE_CHARS = 600  # texts in examples are cut here
+PLOT_INPUTS = ("dpo", "sft_lengths", "steps", "failures")  # what draw_plots reads of collect_report's data
+PLOTS_FORMAT = "moaa-plots-1"  # change with any change to how draw_plots draws
 
 
 def write_report(version_dir: Path, out_dir: Path | None = None) -> Path:
@@ -36,11 +42,15 @@ def write_report(version_dir: Path, out_dir: Path | None = None) -> Path:
     for old in images.glob("*.png"):
         old.unlink()
     data = collect_report(version_dir)
-    plots = draw_plots(data, images)
+    digest = plots_digest(data)
+    plots = _parent_plots(version_dir, data["manifest"], digest, target)
+    if plots is None:
+        plots = draw_plots(data, images)
     path = target / REPORT_NAME
     path.write_text(render_markdown(data, {k: f"{IMAGE_DIR}/{p.name}" for k, p in plots.items()}), encoding="utf-8")
     if out_dir is None:
-        _register(version_dir, [path, *plots.values()])
+        drawn_from = {"digest": digest, "files": {k: p.relative_to(version_dir).as_posix() for k, p in plots.items()}}
+        _register(version_dir, [path, *plots.values()], drawn_from)
     log.info("wrote the run report %s (%d plots)", path, len(plots))
     return path
 
@@ -97,7 +107,9 @@ def collect_report(version_dir: Path) -> dict[str, Any]:
         data["steps"] = _steps(trace)
         data["swap"] = _swap(trace)
     if fails is not None:
-        counts = fails.group_by("stage", "reason").len().sort("len", descending=True).collect()
+        # Ties in a stable order: the failures plot (and its digest) must not change between runs.
+        grouped = fails.group_by("stage", "reason").len()
+        counts = grouped.sort(["len", "stage", "reason"], descending=[True, False, False]).collect()
         data["failures"] = {f"{r['stage']}:{r['reason']}": r["len"] for r in counts.to_dicts()}
     if sft is not None:
         data["examples"] = _examples(sft, trace, 2)
@@ -150,8 +162,9 @@ def _examples(sft: Any, trace: Any, n: int) -> list[dict[str, Any]]:
     return [{"row": r, "steps": [s for s in steps if s["prompt_id"] == r["prompt_id"]]} for r in rows]
 
 
-def _register(version_dir: Path, files: list[Path]) -> None:
-    """Add the report's files to the manifest (hash and size), dropping stale report entries."""
+def _register(version_dir: Path, files: list[Path], plots: dict[str, Any] | None = None) -> None:
+    """Add the report's files to the manifest (hash and size), dropping stale report entries; `plots`
+    ({digest, files}: what the plots were drawn from) is kept as `report_plots` for the next version."""
     from moaa.manifest import read_manifest, sha256_file, write_manifest
 
     manifest = read_manifest(version_dir)
@@ -159,10 +172,45 @@ def _register(version_dir: Path, files: list[Path]) -> None:
     for path in files:
         listed[path.relative_to(version_dir).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     manifest["files"] = dict(sorted(listed.items()))
+    if plots is not None:
+        manifest["report_plots"] = plots
     write_manifest(version_dir, manifest)
 
 
 # ---------------------------------------------------------------- plots
+
+
+def plots_digest(data: dict[str, Any]) -> str:
+    """sha256 of everything draw_plots draws from (plus the drawing code's and matplotlib's version)."""
+    import importlib.metadata
+
+    inputs = {key: data[key] for key in PLOT_INPUTS}
+    head = {"format": PLOTS_FORMAT, "matplotlib": importlib.metadata.version("matplotlib")}
+    return hashlib.sha256(json.dumps([head, inputs], default=str).encode()).hexdigest()
+
+
+def _parent_plots(version_dir: Path, manifest: dict[str, Any], digest: str, target: Path) -> dict[str, Path] | None:
+    """The parent version's PNGs copied (verified) into `target/report/` when drawn from equal inputs; else None."""
+    from moaa.errors import MoaaError
+    from moaa.manifest import copy_verified, read_manifest
+    from moaa.versions import resolve_version
+
+    if not manifest.get("parent"):
+        return None
+    try:
+        parent_dir = resolve_version(version_dir.resolve().parent.parent, manifest["parent"])
+        parent = read_manifest(parent_dir)
+        recorded = parent["report_plots"]
+        if recorded["digest"] != digest:
+            return None
+        names = {name: rel for name, rel in recorded["files"].items() if rel.startswith(f"{IMAGE_DIR}/")}
+        files = {rel: parent["files"][rel] for rel in names.values()}
+    except (MoaaError, KeyError, TypeError, AttributeError):
+        return None
+    if len(names) != len(recorded["files"]) or not copy_verified(parent_dir, target, files):
+        log.warning("the plots of %s do not match its manifest; drawing them anew", manifest["parent"])
+        return None
+    return {name: target / rel for name, rel in names.items()}
 
 
 def _figure(width: float = 7.0, height: float = 4.0) -> Any:

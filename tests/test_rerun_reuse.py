@@ -1,5 +1,5 @@
-"""A re-run of a finished config (issue 8): the new version copies its parent's data files when
-they were made from the same inputs.
+"""A re-run of a finished config (issue 8): the new version copies its parent's data files and plots
+when they were made from the same inputs.
 
 Run: .venv/bin/python -m pytest tests/test_rerun_reuse.py -x -q
 """
@@ -9,10 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_report import make_parts
 from test_versions import N_PROMPTS, _load, write_demo, write_parts
 
+import moaa.report
 import moaa.versions
 from moaa.manifest import read_manifest, verify_version
+from moaa.report import write_report
+from moaa.versions import write_version
 
 
 def _data(path: Path) -> dict[str, bytes]:
@@ -69,3 +73,50 @@ def test_changed_inputs_or_a_broken_parent_write_fresh_data(tmp_path, change, ca
         assert _data(v2.path).keys() > _data(v1.path).keys()
     else:
         assert m2["inputs_digest"] != m1["inputs_digest"] and _data(v2.path) != _data(v1.path)
+
+
+def _version(tmp_path: Path, drop_last_pair: bool = False) -> Path:
+    parts = make_parts(tmp_path)
+    if drop_last_pair:  # one DPO pair fewer: other scores and lengths
+        dpo = parts["dpo"][0]
+        dpo.write_text("".join(dpo.read_text().splitlines(keepends=True)[:-1]))
+    info = write_version(
+        tmp_path / "data", "demo", parts, config={"name": "demo"}, run_info={"methods": {"sft": "moa"}},
+        test_size=0.0, split_seed=0, license="apache-2.0", tags=[],
+    )  # fmt: skip
+    return info.path
+
+
+def _pngs(version: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((version / "report").glob("*.png"))}
+
+
+def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, caplog):
+    draw = moaa.report.draw_plots
+    v1 = _version(tmp_path)
+    write_report(v1)
+    v2 = _version(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(moaa.report, "draw_plots", _refuse)
+        text = write_report(v2).read_text()
+    assert _pngs(v2) == _pngs(v1) and len(_pngs(v2)) == 4
+    assert text.startswith("# Run report: demo@v2") and "(report/scores.png)" in text  # markdown rendered anew
+    m1, m2 = read_manifest(v1), read_manifest(v2)
+    assert m2["report_plots"] == m1["report_plots"] and verify_version(v2) == []
+    assert {k for k in m2["files"] if k.startswith("report")} == {"report.md"} | {f"report/{n}" for n in _pngs(v1)}
+
+    # Other inputs: drawn anew.
+    v3 = _version(tmp_path, drop_last_pair=True)
+    drawn = []
+    with monkeypatch.context() as patch:
+        patch.setattr(moaa.report, "draw_plots", lambda data, folder: drawn.append(folder) or draw(data, folder))
+        write_report(v3)
+    assert drawn and read_manifest(v3)["report_plots"]["digest"] != m2["report_plots"]["digest"]
+    assert _pngs(v3)["scores.png"] != _pngs(v2)["scores.png"] and verify_version(v3) == []
+
+    # Equal inputs, but the parent's PNG no longer matches its manifest: drawn anew, not copied.
+    v4 = _version(tmp_path, drop_last_pair=True)
+    (v3 / "report" / "calls.png").write_bytes(b"not a png")
+    write_report(v4)
+    assert "drawing them anew" in caplog.text and verify_version(v4) == []
+    assert _pngs(v4)["calls.png"] == _pngs(v2)["calls.png"]  # the same inputs drawn again
