@@ -21,6 +21,7 @@ from moaa.config import MoaaConfig, check_environment, dump_config, load_config
 from moaa.errors import MoaaError
 from moaa.progress import Progress
 from moaa.session import local_endpoints
+from moaa.shards import read_done
 from moaa.stages import RunStopped, run_shard
 
 log = logging.getLogger("moaa.flow")
@@ -61,7 +62,8 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
     in_process = config.run.task_runner == "threads"
     stats_view = _LiveStats(plan, stage)
     stop = threading.Event()  # Ctrl-C or a run-fatal shard error: the other in-process shards stop too
-    with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0) as progress:
+    shards, done_before = _unfinished(shards)
+    with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0, done_before=done_before) as progress:
         futures = [
             stage_shard.submit(
                 stage,
@@ -82,6 +84,18 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
         except BaseException as exc:
             stop.set()
             raise _first_cause(futures, exc) from None
+
+
+def _unfinished(shards: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], int]:
+    """The shards still to run, and the prompts of those already DONE (no task: `collect` reads them)."""
+    todo, done_prompts = [], 0
+    for inp, out in shards:
+        done = read_done(out)
+        if done is None:
+            todo.append((inp, out))
+        else:
+            done_prompts += done["counts"]["prompts"]
+    return todo, done_prompts
 
 
 def _first_cause(futures: list[Any], exc: BaseException) -> BaseException:

@@ -1,5 +1,5 @@
 """A re-run of a finished config (issue 8): the new version copies its parent's data files and plots
-when they were made from the same inputs.
+when they were made from the same inputs, and the flow submits no task for a shard already DONE.
 
 Run: .venv/bin/python -m pytest tests/test_rerun_reuse.py -x -q
 """
@@ -120,3 +120,37 @@ def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, c
     write_report(v4)
     assert "drawing them anew" in caplog.text and verify_version(v4) == []
     assert _pngs(v4)["calls.png"] == _pngs(v2)["calls.png"]  # the same inputs drawn again
+
+
+@pytest.mark.slow
+def test_a_rerun_with_every_shard_done_submits_no_shard_task(tmp_path, prefect_harness, monkeypatch, capsys):
+    from test_pipeline import run
+
+    import flows.pipeline
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.conftest import make_config
+
+    class Counting:
+        def __init__(self, task):
+            self.task, self.submitted = task, 0
+
+        def submit(self, *args, **kwargs):
+            self.submitted += 1
+            return self.task.submit(*args, **kwargs)
+
+    counting = Counting(flows.pipeline.stage_shard)
+    monkeypatch.setattr(flows.pipeline, "stage_shard", counting)
+    with OpenAITestServer() as srv:
+        config = make_config(tmp_path, srv.base_url, "prompts.limit=6", "run.shard_size=2")
+        first = run(config)
+        asked, submitted = len(srv.requests), counting.submitted
+        assert submitted == 3 and asked == 6 * 4
+        capsys.readouterr()
+        second = run(config)
+        assert counting.submitted == submitted and len(srv.requests) == asked  # no task, no model call
+    assert "[sft] 6/6 prompts (0 failed)" in capsys.readouterr().err  # the DONE shards' prompts count as done
+    assert second["stages"] == first["stages"] and second["this_run"] == {"calls": 0, "cache_hits": 0, "cost": 0.0}
+    assert (second["calls"], second["prompt_tokens"]) == (first["calls"], first["prompt_tokens"])
+    v1, v2 = Path(first["version_path"]), Path(second["version_path"])
+    assert (v1.name, v2.name) == ("v1", "v2") and read_manifest(v2)["data_copied_from"] == "test-run@v1"
+    assert verify_version(v2) == [] and _data(v2) == _data(v1) and _pngs(v2) == _pngs(v1)
