@@ -80,6 +80,14 @@ class Progress:
         with self._lock:
             self._live.pop(key, None)
 
+    def settle(self, key: str) -> None:
+        """Fold a finished shard's live counters into the totals and stop tracking it, so a run of
+        thousands of shards neither keeps every shard's stats nor re-adds them at each redraw."""
+        with self._lock:
+            stats = self._live.pop(key, None)
+            if stats is not None:
+                self.stats.merge(stats.to_dict())
+
     def endpoint_counters(self) -> dict[str, Counter]:
         """Per endpoint: the given stats plus every tracked shard's live stats."""
         with self._lock:

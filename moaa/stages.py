@@ -152,6 +152,8 @@ async def _run_shard(
         "finished_at": time.time(),
     }
     output.finish(summary)
+    if progress is not None and hasattr(progress, "settle"):
+        progress.settle(str(out_dir))
     return summary
 
 

@@ -120,3 +120,17 @@ def test_terminal_panel_is_redrawn_in_place():
     ]
     assert last[3].split()[:7] == ["agg", "4", "1", "2", "1", "160", "80"] and last[3].endswith("$0.0040")
     assert last[4].split()[:2] == ["proposers", "4"]
+
+
+def test_a_finished_shard_is_folded_into_the_totals_and_let_go():
+    given, live = RunStats(), RunStats()
+    given.record("a", calls=2)
+    progress = Progress("sft", 4, given, stream=io.StringIO())
+    progress.track("shard-00001", live)
+    live.record("a", calls=3, prompt_tokens=7)
+    progress.settle("shard-00001")
+    assert progress._live == {}  # thousands of shards are not kept
+    counters = progress.endpoint_counters()
+    assert (counters["a"].calls, counters["a"].prompt_tokens) == (5, 7)  # and still counted, once
+    progress.settle("shard-00001")  # a second settle changes nothing
+    assert progress.endpoint_counters()["a"].calls == 5
