@@ -48,11 +48,16 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 def stage_shard(
     stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any, stop: Any = None
 ) -> dict:
-    """Run one shard of one stage (paths in, paths out: any worker can run it)."""
+    """Run one shard of one stage (paths in, paths out: any worker can run it); returns its counts.
+
+    The full summary (with the shard's stats) is the shard's DONE file, which `collect` reads: the
+    flow keeps every task's result until the stage ends, so a result must stay small.
+    """
     from flows.rate_limits import use_prefect_rate_limits
 
     use_prefect_rate_limits(config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
-    return run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop)
+    summary = run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop)
+    return {key: summary[key] for key in ("stage", "shard", "counts", "seconds") if key in summary}
 
 
 def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str] | None) -> None:
