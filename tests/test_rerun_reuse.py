@@ -12,8 +12,8 @@ import pytest
 from test_report import make_parts
 from test_versions import N_PROMPTS, _load, write_demo, write_parts
 
+import moaa.dataset_files
 import moaa.report
-import moaa.versions
 from moaa.manifest import read_manifest, verify_version
 from moaa.report import write_report
 from moaa.versions import write_version
@@ -30,7 +30,7 @@ def _refuse(*_, **__):
 def test_same_inputs_copy_the_parents_data(tmp_path, monkeypatch):
     parts = write_parts(tmp_path / "parts")
     v1 = write_demo(tmp_path / "data", parts)
-    monkeypatch.setattr(moaa.versions, "write_config", _refuse)  # no JSONL re-read, no parquet re-encoded
+    monkeypatch.setattr(moaa.dataset_files, "write_config", _refuse)  # no JSONL re-read, no parquet re-encoded
     v2 = write_demo(tmp_path / "data", parts, run_info={"timings": {"seconds": 1.0}})
     monkeypatch.undo()
 
