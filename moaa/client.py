@@ -203,6 +203,8 @@ class OpenAIChatClient:
                 completion = self._completion(resp.json(), time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001 - classified below
                 kind, retry_after, last = self._classify(exc)
+                if kind == "connection" and self.endpoint.local:
+                    self._raise_if_server_died(self._urls[replica])
                 if kind == "rate_limited":
                     self.limiter.on_rate_limited(retry_after)
                     self.stats.record(self.name, tag, rate_limited=1)
@@ -221,6 +223,15 @@ class OpenAIChatClient:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         self.stats.record(self.name, tag, failures=1)
         raise CallError(kind, f"endpoint '{self.name}' ({self.model}): {last}")
+
+    def _raise_if_server_died(self, url: str) -> None:
+        """A local server this process started and that has exited is run-fatal: no retry can
+        bring it back, and a hundred "connection failed" lines would hide why."""
+        from moaa.local_server import dead_server_message
+
+        message = dead_server_message(url)
+        if message is not None:
+            raise EndpointError(f"endpoint '{self.name}': {message}")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = min(30.0, self.endpoint.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)

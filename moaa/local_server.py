@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,18 +51,31 @@ _CHILD = """\
 # moaa local model server: python -m llama_cpp.server (see moaa/local_server.py)
 import os, runpy, sys, threading, time
 parent = int(sys.argv.pop(1))
+module = sys.argv.pop(1)
 def watch():
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
 threading.Thread(target=watch, daemon=True).start()
-from llama_cpp.server.settings import Settings
-for key in list(os.environ):
-    if key.lower() in Settings.model_fields or key in ("HOST", "PORT", "CONFIG_FILE"):
-        del os.environ[key]
-sys.argv[0] = "llama_cpp.server"
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+if module == "llama_cpp.server":
+    from llama_cpp.server.settings import Settings
+    for key in list(os.environ):
+        if key.lower() in Settings.model_fields or key in ("HOST", "PORT", "CONFIG_FILE"):
+            del os.environ[key]
+sys.argv[0] = module
+runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
+
+SERVER_MODULE = "llama_cpp.server"
+LLAMA_CPP_VERSION = "0.3.36"  # pinned in pyproject.toml and requirements.lock; built portable by `make setup`
+REBUILD_HINT = (
+    'rebuild llama-cpp-python for any CPU with `make setup` (or: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
+    f"--force-reinstall --no-cache-dir --no-deps 'llama-cpp-python=={LLAMA_CPP_VERSION}')"
+)
+# Signals a CPU-specific build dies with on a CPU that lacks its instructions (SIGILL) or that
+# runs them on data it misreads (SIGSEGV/SIGBUS: seen as a general-protection fault on AVX-512/AMX).
+_CPU_SIGNALS = {signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE}
+_supervised: dict[str, LocalServer] = {}  # base_url -> the server this process started there
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -103,28 +117,59 @@ def _require_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         raise MoaaError(
             "llama-cpp-python is not installed, so the local model cannot be served: "
-            "run `make setup` or `pip install 'llama-cpp-python[server]'`"
+            "run `make setup` (it compiles llama-cpp-python for any CPU, see the Makefile)"
         )
 
 
-def _last_log_line(path: Path) -> str:
+def _log_tail(path: Path | None, lines: int = 3) -> str:
+    """The last `lines` non-empty lines of a log, joined on one line (each cut to 200 characters)."""
+    if path is None:
+        return ""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        found = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    return " | ".join(line[:200] for line in found[-lines:])
+
+
+def describe_exit(code: int) -> str:
+    """'was killed by SIGSEGV (signal 11)' or 'exited with code 1', for a Popen returncode."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"was killed by {name} (signal {-code})"
+    return f"exited with code {code}"
+
+
+def dead_server_message(base_url: str, grace_s: float = 2.0) -> str | None:
+    """Why the local server this process started at `base_url` is gone, or None if it is not ours
+    or still running. The client asks this on a connection error, so a dead server ends the run
+    at once instead of being retried; `grace_s` covers the moment between a crashed server's
+    sockets closing and its exit status being known."""
+    server = _supervised.get(base_url.rstrip("/"))
+    return server.exit_message(grace_s) if server is not None else None
 
 
 class LocalServer:
-    """The embedded model behind llama-cpp-python's OpenAI-compatible server, as a child process."""
+    """The embedded model behind llama-cpp-python's OpenAI-compatible server, as a child process.
 
-    def __init__(self, gguf_path: Path | None = None, model: str = LOCAL_MODEL_NAME) -> None:
+    Supervised: a watcher thread notices the child's exit at once; `exit_message()` says why it
+    died (signal or exit code, the log's last lines, the log's path), and the client turns a
+    connection error to a dead server into a run-fatal error (moaa.client).
+    """
+
+    def __init__(self, gguf_path: Path | None = None, model: str = LOCAL_MODEL_NAME, module: str | None = None):
         self.gguf_path = gguf_path
         self.model = model  # the name the server answers to (`--model_alias`)
+        self.module = module or SERVER_MODULE  # the server module the child runs (tests use a fake one)
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.log_path: Path | None = None
+        self.exit_code: int | None = None  # set by the watcher when the child ends on its own
         self._proc: subprocess.Popen | None = None
+        self._stopping = False
 
     @property
     def base_url(self) -> str:
@@ -149,14 +194,15 @@ class LocalServer:
         log_path: Path | None = None,
         startup_timeout: float = 180,
     ) -> LocalServer:
-        """Start the server and wait until it answers; returns self."""
+        """Start the server and wait until it answers a 1-token completion; returns self."""
         if self._proc is not None:
             raise RuntimeError("LocalServer.start() called twice")
         if port is not None and port_in_use(host, port):
             raise MoaaError(
                 f"port {port} on {host} is already in use: choose another with --port or stop the process using it"
             )
-        _require_llama_cpp()
+        if self.module == "llama_cpp.server":
+            _require_llama_cpp()
         gguf = Path(self.gguf_path) if self.gguf_path is not None else ensure_local_gguf()
         self.host, self.port = host, port if port is not None else free_port(host)
         self.log_path = Path(log_path or moaa_home() / "logs" / f"local-server-{self.port}.log")
@@ -166,31 +212,62 @@ class LocalServer:
                 "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
                 "--interrupt_requests", "false"]  # fmt: skip
         with open(self.log_path, "w") as log:
-            log.write(f"# python -m llama_cpp.server {' '.join(args)}\n")
+            log.write(f"# python -m {self.module} {' '.join(args)}\n")
             log.flush()
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the child in order.
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(os.getpid()), *args],
+                [sys.executable, "-c", _CHILD, str(os.getpid()), self.module, *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         atexit.register(self.stop)
+        _supervised[self.base_url] = self
+        threading.Thread(target=self._watch, args=(self._proc,), name="moaa-local-server-watch", daemon=True).start()
         logger.info("starting the local model server (pid %d, log %s)", self._proc.pid, self.log_path)
         try:
             self._wait_ready(startup_timeout)
+            self._probe_completion(startup_timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        if not self._stopping:
+            self.exit_code = code
+            logger.error("%s", self._death_message(code, "during the run"))
+
+    def _death_message(self, code: int, when: str) -> str:
+        pid = self._proc.pid if self._proc is not None else "?"
+        tail = _log_tail(self.log_path)
+        message = f"the local model server (pid {pid}) {describe_exit(code)} {when}"
+        message += f"; last log lines: {tail}" if tail else ""
+        message += f"; full log: {self.log_path}"
+        if code < 0 and -code in {int(s) for s in _CPU_SIGNALS}:
+            message += (
+                f"; a crash like this usually means llama-cpp-python was compiled for another CPU: {REBUILD_HINT}"
+            )
+        return message
+
+    def exit_message(self, grace_s: float = 0.0) -> str | None:
+        """Why the server ended on its own (waiting up to `grace_s` for a dying one), else None."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            if self._stopping or self._proc is None:
+                return None
+            code = self._proc.poll()
+            if code is not None:
+                return self._death_message(code, "during the run")
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self._proc.poll()
             if code is not None:
-                raise MoaaError(
-                    f"the local model server exited with code {code} while starting "
-                    f"({_last_log_line(self.log_path)}): see {self.log_path}"
-                )
+                raise MoaaError(self._death_message(code, "while starting"))
             if find_running_server(self.base_url, self.model, timeout=1.0):
                 return
             time.sleep(0.25)
@@ -198,10 +275,43 @@ class LocalServer:
             f"the local model server did not answer on {self.base_url} within {timeout:.0f}s: see {self.log_path}"
         )
 
+    def _probe_completion(self, timeout: float) -> None:
+        """One 1-token completion: a build that answers `GET /models` can still crash on its first
+        completion (a CPU-specific llama.cpp build did, with a general-protection fault)."""
+        import httpx
+
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+        try:
+            response = httpx.post(self.base_url + "/chat/completions", json=body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            code = self._exit_code_within(2.0)
+            if code is not None:
+                raise MoaaError(
+                    self._death_message(code, "on its first completion, after a good health check")
+                ) from None
+            raise MoaaError(
+                f"the local model server answered its health check but not a 1-token completion ({exc}): "
+                f"see {self.log_path}"
+            ) from None
+        if response.status_code != 200:
+            raise MoaaError(
+                f"the local model server answered a 1-token completion with HTTP {response.status_code} "
+                f"({response.text[:200]}): see {self.log_path}"
+            )
+
+    def _exit_code_within(self, seconds: float) -> int | None:
+        try:
+            return self._proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server, kill it if it lingers, and wait for it. Safe to call twice."""
+        self._stopping = True
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
+        if self.port is not None and _supervised.get(self.base_url) is self:
+            del _supervised[self.base_url]
         if proc is None or proc.poll() is not None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -251,4 +361,38 @@ def serve_forever(port: int = DEFAULT_PORT, host: str = "127.0.0.1", echo: Calla
         except KeyboardInterrupt:
             echo("stopping")
             return
-        raise MoaaError(f"the local model server exited with code {code}: see {server.log_path}")
+        raise MoaaError(server._death_message(code, "while serving"))
+
+
+def smoke_test(echo: Callable[[str], None] = print, timeout: float = 180) -> None:
+    """`moaa serve --smoke` (the end of `make setup`): start the embedded server and get one real,
+    short chat completion, so a broken build or model fails here with one line, not in a run."""
+    import httpx
+
+    started = time.monotonic()
+    with LocalServer() as server:
+        server.start(log_path=moaa_home() / "logs" / "setup-smoke.log", startup_timeout=timeout)
+        body = {
+            "model": server.model,
+            "messages": [{"role": "user", "content": "Reply with exactly one word: ready"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
+        try:
+            reply = httpx.post(server.base_url + "/chat/completions", json=body, timeout=timeout).json()
+            text = reply["choices"][0]["message"]["content"].strip()
+            tokens = int(reply["usage"]["completion_tokens"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise MoaaError(
+                server.exit_message(2.0)
+                or f"the local model server gave no usable answer ({exc}): see {server.log_path}"
+            ) from None
+    if not text:
+        raise MoaaError(f"the local model answered with empty text: see {server.log_path}")
+    import importlib.metadata
+
+    version = importlib.metadata.version("llama-cpp-python")
+    echo(
+        f"local model OK: {server.model} answered {text[:40]!r} ({tokens} tokens, "
+        f"{time.monotonic() - started:.1f}s including start-up; llama-cpp-python {version})"
+    )

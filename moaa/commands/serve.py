@@ -9,11 +9,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the embedded local model (OpenAI-compatible) until Ctrl-C")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--smoke", action="store_true",
+        help="start the server, get one short real completion, print it and stop (the last step of `make setup`)",
+    )  # fmt: skip
     p.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from moaa.local_server import serve_forever
+    from moaa.local_server import serve_forever, smoke_test
 
+    if args.smoke:
+        smoke_test()
+        return 0
     serve_forever(args.port, args.host)
     return 0
