@@ -19,10 +19,11 @@ from prefect.cache_policies import NONE
 from moaa import pipeline as P
 from moaa.config import MoaaConfig, check_environment, dump_config, load_config
 from moaa.errors import MoaaError
+from moaa.outcome import check_stage
 from moaa.progress import Progress
 from moaa.session import local_endpoints
 from moaa.shards import read_done
-from moaa.stages import RunStopped, run_shard
+from moaa.stages import STAGES, RunStopped, run_shard
 
 log = logging.getLogger("moaa.flow")
 
@@ -151,8 +152,9 @@ def run_pipeline(config: MoaaConfig, base_dir: Path | None = None, publish: bool
     plan = P.plan_run(config, base_dir=base_dir)
     with local_endpoints(config, plan.work_dir) as resolved:
         roles = P.run_roles(resolved, plan)
-        _run_stage("sft", plan, resolved, roles)
-        _run_stage("preference", plan, resolved, None)
+        for stage in STAGES:
+            _run_stage(stage, plan, resolved, roles if stage == "sft" else None)
+            check_stage(stage, plan.shards.get(stage, []), resolved)  # made nothing: fail, write no version
     totals = P.collect(plan)
     summary = P.finish_run(plan, totals, time.time() - started, publish=publish)
     _post_artifact(summary)

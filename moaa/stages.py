@@ -112,7 +112,12 @@ async def _run_shard(
     # Resumed prompts are the rows already on disk (failures of a stopped attempt are asked again).
     resumed = len(prompts) - len(todo)
     counts = {
-        "prompts": len(prompts), "resumed": resumed, "rows": resumed, "failed": 0, "dropped": {}, "counters": {},
+        "prompts": len(prompts),
+        "resumed": resumed,
+        "rows": resumed,
+        "failed": 0,
+        "dropped": {},
+        "counters": {},
     }
     if progress is not None:
         for _ in range(counts["resumed"]):
@@ -133,6 +138,7 @@ async def _run_shard(
             counts["counters"][key] = counts["counters"].get(key, 0) + value
         if progress is not None:
             progress.advance(failed=bool(failures))
+        guard.failures.extend(failures)
         guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
 
     try:
@@ -178,9 +184,7 @@ async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, role
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
 
-        await run_preference_prompts(
-            prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight
-        )
+        await run_preference_prompts(prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight)
     else:
         raise ValueError(f"unknown stage {stage!r}")
 
@@ -196,6 +200,8 @@ class _FailureGuard:
         self.max_rate = config.run.max_failure_rate
         self.min_prompts = config.run.min_prompts_for_failure_rate
         self.stage = stage
+        self.config = config
+        self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
         self.done_finished = self.done_failed = 0
         for folder in stage_dir.glob("shard-*"):
             counts = (read_done(folder) or {}).get("counts")
@@ -206,8 +212,12 @@ class _FailureGuard:
     def check(self, finished: int, failed: int) -> None:
         finished, failed = finished + self.done_finished, failed + self.done_failed
         if finished >= self.min_prompts and failed / finished > self.max_rate:
+            from moaa.outcome import commonest_cause, endpoint_hint
+
+            text, hits, seen = commonest_cause(self.failures)
+            cause = f"; commonest cause ({hits} of {seen}): {text}{endpoint_hint(text, self.config)}" if text else ""
             raise FailureRateExceeded(
                 f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
-                f"{self.max_rate:g}); finished rows are kept — fix the cause (see the failures) and run "
+                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (see the failures) and run "
                 "the same command again to resume"
             )

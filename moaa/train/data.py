@@ -49,24 +49,50 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def newest_dataset(root: Path) -> str:
+def newest_dataset(root: Path, config: str | None = None) -> str:
     """The name of the data set under `root` whose latest version was written last."""
+    return _newest_version(root, config=config, latest_only=True).parent.name
+
+
+def _newest_version(root: Path, name: str | None = None, config: str | None = None, latest_only: bool = False) -> Path:
+    """The newest version folder under `root` (of data set `name`, if given) that has `config`/train
+    rows: `make sft` / `make dpo` never pick a version that has nothing for them to train on."""
     from moaa.versions import list_versions
 
-    latest = [v for v in list_versions(root) if v["latest"]]
-    if not latest:
-        raise InputError(f"no data set versions under {root}/; run `make data` first or pass --data NAME[@vN]")
-    newest = max(latest, key=lambda v: (v.get("created_at") or "", Path(v["path"]).stat().st_mtime))
-    return newest["name"]
+    found = [v for v in list_versions(root) if name is None or v["name"] == name]
+    if latest_only and config is None:
+        found = [v for v in found if v["latest"]]
+    if config is not None:
+        found = [v for v in found if any((Path(v["path"]) / "data" / config).glob("train-*.parquet"))]
+    if not found:
+        what = f"data set {name!r}" if name else "data set"
+        rows = f" with {config}/train rows" if config else ""
+        hint = "enable the preference stage (preference.enabled: true) and " if config == "dpo" else ""
+        raise InputError(
+            f"no {what} version under {root}/{rows}; {hint}run `make data` first (a run whose stage made "
+            "nothing fails and writes no version) or pass --data NAME@vN"
+        )
+    newest = max(found, key=lambda v: (v.get("created_at") or "", Path(v["path"]).stat().st_mtime))
+    return Path(newest["path"])
 
 
-def find_dataset(ref: str | None = None, root: str | Path = DEFAULT_ROOT) -> DatasetVersion:
-    """The version named by `ref` ('name', 'name@v2', or a version folder), or the newest one."""
+def find_dataset(ref: str | None = None, root: str | Path = DEFAULT_ROOT, config: str | None = None) -> DatasetVersion:
+    """The version named by `ref` ('name', 'name@v2', or a version folder), or the newest one.
+
+    With `config` ('sft', 'dpo') and no version in `ref`, the newest version that has rows of that
+    config: an older run's empty or SFT-only version is never what training silently reads.
+    """
     from moaa.versions import resolve_version
 
     root = Path(root)
     if ref and Path(ref).is_dir() and (Path(ref) / "data").is_dir():
         path = Path(ref)
+    elif ref and "@" in ref:
+        path = resolve_version(root, ref)
+    elif config is not None:
+        if ref:
+            resolve_version(root, ref)  # an unknown name: the error that lists what exists
+        path = _newest_version(root, name=ref, config=config)
     else:
         path = resolve_version(root, ref or newest_dataset(root))
     return DatasetVersion(path.parent.name, path.name, path, _sha256(path / MANIFEST_NAME))

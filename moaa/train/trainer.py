@@ -81,7 +81,7 @@ def train(
     """Train `kind` ('sft'/'dpo') on the train split of a data set version; returns the run folder + metrics."""
     started = time.time()
     settings = load_settings(kind, config, overrides)  # fail fast on a bad key, before loading anything
-    dataset = find_dataset(data, data_root)
+    dataset = find_dataset(data, data_root, config=kind)
     rows = load_rows(dataset, kind, "train")
     ref = resolve_model(model or settings.model.get("model_name_or_path") or default_model())
     base = describe_model(ref)
