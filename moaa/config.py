@@ -62,7 +62,10 @@ class EndpointConfig(Strict):
     max_retries: int = Field(6, ge=0)
     backoff_s: float = Field(1.0, ge=0)  # first retry waits ~this long, doubling each time
     supports_n: bool | None = None  # None: detected on the first n>1 call
-    json_schema: bool = True  # send response_format json_schema to judges
+    json_schema: bool = True  # send a JSON schema response_format to judges (grammar-constrained output)
+    # How the schema travels: OpenAI's {"type": "json_schema", ...}, or llama-cpp-python's
+    # {"type": "json_object", "schema": ...} (its server rejects the OpenAI shape). Local: llama.cpp.
+    json_schema_style: Literal["openai", "llama.cpp"] = "openai"
     sampling: Sampling = Sampling()
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
@@ -75,8 +78,10 @@ class EndpointConfig(Strict):
                 self.max_concurrency = 1
             if "supports_n" not in self.model_fields_set:
                 self.supports_n = False
-            if "json_schema" not in self.model_fields_set:
-                self.json_schema = False
+            # llama-cpp-python's server turns a schema into a grammar, so even a 0.5B judge answers
+            # with a verdict that parses (it wrote the rubric's JSON unconstrained, then ran out of tokens).
+            if "json_schema_style" not in self.model_fields_set:
+                self.json_schema_style = "llama.cpp"
         elif self.backend == "transformers":
             if "max_concurrency" not in self.model_fields_set:
                 self.max_concurrency = 1

@@ -77,12 +77,31 @@ def sampling_of(agent: AgentConfig, seed: int | None) -> Sampling:
     return Sampling.model_construct(**values)
 
 
+# A grammar-constrained rationale may otherwise run on until max_tokens cuts the verdict off.
+LOCAL_RATIONALE_CHARS = 240
+
+
 def json_format(client: ChatClient, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
-    """A json_schema response_format when the client's endpoint accepts one, else None."""
+    """The response_format that carries `schema` to the client's endpoint (its own shape), else None."""
     endpoint = getattr(client, "endpoint", None) or getattr(getattr(client, "inner", None), "endpoint", None)
     if endpoint is None or not getattr(endpoint, "json_schema", False):
         return None
+    if getattr(endpoint, "json_schema_style", "openai") == "llama.cpp":
+        return {"type": "json_object", "schema": bounded_rationales(schema, LOCAL_RATIONALE_CHARS)}
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def bounded_rationales(schema: Any, max_chars: int) -> Any:
+    """A copy of `schema` whose "rationale" strings have a maxLength (llama.cpp's grammar honours it)."""
+    if isinstance(schema, list):
+        return [bounded_rationales(v, max_chars) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded_rationales(v, max_chars) for k, v in schema.items()}
+    props = out.get("properties")
+    if isinstance(props, dict) and isinstance(props.get("rationale"), dict):
+        props["rationale"] = props["rationale"] | {"maxLength": max_chars}
+    return out
 
 
 class PromptRun:

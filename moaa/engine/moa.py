@@ -80,7 +80,10 @@ async def aggregate(
     """One aggregator call over `answers`; fails the prompt when it gives no answer."""
     agent = run.gen.aggregator
     assert agent is not None  # GenerationConfig guarantees one for every method but single
-    messages = aggregator_messages(convo, reference_texts(run, answers, turn, layer), template)
+    # The aggregator's own role (e.g. a length limit) opens the system message, as a proposer's does.
+    messages = aggregator_messages(
+        proposer_messages(convo, agent.role, None), reference_texts(run, answers, turn, layer), template
+    )
     got = await run.ask(agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer)
     if not got:
         raise run.fail("aggregator_failed", "the aggregator gave no answer")
