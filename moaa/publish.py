@@ -54,13 +54,15 @@ def plan_files(version_dir: Path) -> list[tuple[str, int]]:
 def publish_version(
     version_dir: Path,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = None,
     token: str | None = None,
     dry_run: bool = False,
     *,
     endpoint: str | None = None,
 ) -> PublishResult:
-    """Upload `version_dir` to dataset repo `repo_id` as one commit tagged with its version."""
+    """Upload `version_dir` to dataset repo `repo_id` as one commit tagged with its version.
+
+    `private=None` follows the version's `output.private` (true unless the run set it false)."""
     version_dir = Path(version_dir)
     if not _REPO_ID.match(repo_id or ""):
         raise ConfigError(f"repo id {repo_id!r} is invalid; use ORG/NAME (e.g. my-org/moa-sft)")
@@ -69,6 +71,8 @@ def publish_version(
     if problems:
         raise InputError(f"{version_dir} does not match its manifest ({problems[0]}); it will not be published")
     tag = str(manifest.get("version") or version_dir.name)
+    if private is None:
+        private = bool(((manifest.get("config") or {}).get("output") or {}).get("private", True))
     result = PublishResult(repo_id, tag, plan_files(version_dir), private, dry_run)
     if dry_run:
         return result
