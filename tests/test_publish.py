@@ -17,7 +17,8 @@ from test_versions import CONFIG, write_demo, write_parts
 
 from moaa.cli import main
 from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
-from moaa.publish import publish_version
+from moaa.manifest import read_manifest
+from moaa.publish import hub_files, publish_version
 
 TOKEN = "hf_stubtoken_0123456789abcdef"
 
@@ -50,6 +51,14 @@ def _files(path: Path) -> dict[str, bytes]:
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
+def _published(path: Path, repo_id: str = "org/demo") -> dict[str, bytes]:
+    """The version's files as publish uploads them: its own, with card and manifest rendered for the repo."""
+    return {
+        name: c if isinstance(c, bytes) else c.read_bytes()
+        for name, c in hub_files(path, read_manifest(path), repo_id).items()
+    }
+
+
 def _assert_no_token(*texts: str, folder: Path) -> None:
     for text in texts:
         assert TOKEN not in text
@@ -67,11 +76,15 @@ def test_publish_is_one_commit_with_every_file_and_the_version_tag(hub, versions
     assert repo.private is True
     assert len(repo.commits) == 1
     commit = repo.commits[0]
-    assert commit.files == _files(v1.path)  # every file, byte for byte, in this one commit
+    assert commit.files == _published(v1.path)  # every file in this one commit
+    local = _files(v1.path)
+    assert {k: v for k, v in commit.files.items() if k not in ("README.md", "moaa_manifest.json")} == {
+        k: v for k, v in local.items() if k not in ("README.md", "moaa_manifest.json")
+    }  # the data and the report, byte for byte
     assert commit.summary == "demo v1" and commit.deleted == []
     assert repo.tags == {"v1": commit.oid}
     assert (result.commit_oid, result.tag, result.repo_id, result.dry_run) == (commit.oid, "v1", "org/demo", False)
-    assert result.files == sorted((p, len(b)) for p, b in _files(v1.path).items())
+    assert result.files == sorted((p, len(b)) for p, b in _published(v1.path).items())
     commits = [r for r in hub.requests if r.path.startswith("/api/datasets/org/demo/commit/")]
     assert len(commits) == 1 and commits[0].headers["content-type"] == "application/x-ndjson"
     api_calls = [r for r in hub.requests if r.path.startswith(("/api/repos/", "/api/datasets/", "/api/validate-yaml"))]
@@ -105,7 +118,7 @@ def test_next_version_replaces_the_tree_in_one_commit_through_the_cli(hub, versi
     assert repo.tags["v2"] == repo.commits[1].oid and f"as commit {repo.commits[1].oid}, tagged v2" in out
     stale = sorted(set(_files(v1.path)) - set(_files(v2.path)))
     assert stale and sorted(repo.commits[1].deleted) == stale
-    assert repo.files == {".gitattributes": repo.files[".gitattributes"]} | _files(v2.path)  # main == v2 exactly
+    assert repo.files == {".gitattributes": repo.files[".gitattributes"]} | _published(v2.path)  # main == v2 exactly
     _assert_no_token(out, folder=tmp_path)
 
     before = len(hub.requests)
@@ -132,7 +145,7 @@ def test_dry_run_through_the_cli_uses_no_network_and_no_token(
     code = main(["publish", "demo@v2", "--repo-id", "org/demo", "--dry-run", "--root", str(tmp_path / "data"), *flag])
     assert code == 0 and hub.requests == []
     out = capsys.readouterr().out.splitlines()
-    files = _files(v2.path)
+    files = _published(v2.path)
     assert out[0] == f"dry run: would upload {v2.path} to org/demo ({visibility})"
     assert out[1].startswith(f"as one commit tagged v2: {len(files)} files, ")
     assert [line.split() for line in out[2:]] == [[f"{len(data):,d}", name] for name, data in sorted(files.items())]
