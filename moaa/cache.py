@@ -23,7 +23,7 @@ from typing import Any
 from moaa.client import ChatClient, Completion, Message
 from moaa.config import Sampling
 from moaa.errors import MoaaError
-from moaa.stats import RunStats
+from moaa.stats import RunStats, call_cost
 
 
 class RequestCache:
@@ -84,6 +84,10 @@ class CachedClient:
         self.model = inner.model
         endpoint = getattr(inner, "endpoint", None)
         self._defaults = endpoint.sampling if endpoint is not None else None
+        self._prices = (endpoint.price_input_per_mtok, endpoint.price_output_per_mtok) if endpoint else (None, None)
+
+    def _cost(self, hit: dict[str, Any]) -> float:
+        return call_cost(hit["prompt_tokens"], hit["completion_tokens"], *self._prices)
 
     async def chat(
         self,
@@ -99,8 +103,13 @@ class CachedClient:
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.record(
-                self.name, tag, calls=1, cache_hits=1,
-                prompt_tokens=hit["prompt_tokens"], completion_tokens=hit["completion_tokens"],
+                self.name,
+                tag,
+                calls=1,
+                cache_hits=1,
+                prompt_tokens=hit["prompt_tokens"],
+                completion_tokens=hit["completion_tokens"],
+                cached_cost=self._cost(hit),  # the data still cost this to make, even if this run paid nothing
             )
             return Completion(**hit | {"cached": True, "latency_s": 0.0})
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)

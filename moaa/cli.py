@@ -2,7 +2,8 @@
 
 Each sub-command lives in `moaa/commands/<name>.py` with a `register(subparsers)` function; those
 modules import nothing heavy at module level so `moaa --help` answers at once. A user mistake
-(MoaaError) is printed as one line on stderr with a non-zero exit, never as a traceback.
+(MoaaError) is printed as one line on stderr with a non-zero exit, never as a traceback. Output
+piped into a reader that stops early (`moaa datasets show X | head`) ends quietly with status 141.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit: a closed pipe must surface where it is caught
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer cut short by its reader
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not print a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured in tests)
+        pass
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

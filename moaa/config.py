@@ -219,7 +219,10 @@ class OutputConfig(Strict):
     license: str = "apache-2.0"
     tags: list[str] = Field(default_factory=list)
     publish_repo_id: str | None = None  # publish each new version here when set
-    private: bool = True
+    private: bool = Field(True, description="publish the repo private (`moaa publish --public` overrides)")
+    language: list[str] = Field(
+        default_factory=lambda: ["en"], description="ISO 639 codes of the prompts' language, for the card"
+    )
 
 
 class RunSettings(Strict):

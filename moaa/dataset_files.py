@@ -20,6 +20,7 @@ from typing import Any
 
 from moaa.errors import InputError, MoaaError
 from moaa.manifest import copy_verified, read_manifest, sha256_file
+from moaa.public import machine_paths, public_text, served_name
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ SPLIT_CONFIGS = ("sft", "dpo", "trace")  # failures keep a single `train` split
 MAX_SHARD_ROWS = 50_000
 _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group is written
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
-DATA_FORMAT = "moaa-parquet-1"  # change with any change to how rows become parquet files
+DATA_FORMAT = "moaa-parquet-2"  # change with any change to how rows become parquet files
 Rows = dict[str, dict[str, int]]  # {config: {split: rows}}
 
 
@@ -65,12 +66,24 @@ def split_of(prompt_id: str, test_size: float, seed: int) -> str:
     return "test" if int.from_bytes(digest[:8], "big") / 2.0**64 < test_size else "train"
 
 
-def _normalize(row: dict[str, Any], schema: Any) -> dict[str, Any]:
-    """The row reduced to the schema's columns; messages to {role, content}, meta to JSON text."""
+_MODEL_COLUMNS = ("model", "chosen_model", "rejected_model")
+
+
+def _normalize(row: dict[str, Any], schema: Any, prefixes: list[str]) -> dict[str, Any]:
+    """The row reduced to the schema's columns; messages to {role, content}, meta to JSON text.
+
+    Models are named as served (a local folder by its name) and an error text loses this machine's
+    paths and private URLs (moaa.public): rows are written to be read elsewhere."""
     out = {}
     for field in schema:
         value = row.get(field.name)
-        if field.name in ("messages", "prompt", "chosen", "rejected") and isinstance(value, list):
+        if field.name in _MODEL_COLUMNS and isinstance(value, str):
+            value = served_name(value)
+        elif field.name == "models" and isinstance(value, list):
+            value = [served_name(m) if isinstance(m, str) else m for m in value]
+        elif field.name == "error" and isinstance(value, str):
+            value = public_text(value, prefixes)
+        elif field.name in ("messages", "prompt", "chosen", "rejected") and isinstance(value, list):
             value = [{"role": m.get("role"), "content": _text(m.get("content"))} for m in value]
         elif field.name == "meta" and value is not None and not isinstance(value, str):
             value = json.dumps(value, ensure_ascii=False)
@@ -174,9 +187,10 @@ def write_config(
     out = folder / "data" / config
     out.mkdir(parents=True, exist_ok=True)
     writers = {s: _SplitWriter(out, s, schema, max_rows) for s in ("train", "test")}
+    prefixes = machine_paths()
     for row, where in _read_rows(paths):
         split = split_of(row["prompt_id"], test_size, seed) if config in SPLIT_CONFIGS else "train"
-        writers[split].add(_normalize(row, schema), where)
+        writers[split].add(_normalize(row, schema, prefixes), where)
     counts = {split: writer.close() for split, writer in writers.items()}
     if not any(counts.values()):
         shutil.rmtree(out)

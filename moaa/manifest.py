@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa import __version__
+from moaa.public import machine_paths, public_value, served_name
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,15 @@ def copy_verified(source: Path, target: Path, files: dict[str, dict[str, Any]]) 
 
 
 def endpoint_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{endpoint name: {model, local}}: which models answered; no URLs, no keys."""
+    """{endpoint name: {model, local}}: which models answered, as served; no URLs, no keys."""
     endpoints = config.get("endpoints") or {}
-    return {name: {"model": ep.get("model"), "local": bool(ep.get("local"))} for name, ep in endpoints.items()}
+    return {
+        name: {
+            "model": served_name(str(ep.get("model"))),
+            "local": bool(ep.get("local") or ep.get("backend") == "transformers"),
+        }
+        for name, ep in endpoints.items()
+    }
 
 
 def build_manifest(
@@ -150,10 +157,13 @@ def build_manifest(
     rows: dict[str, dict[str, int]],
     split: dict[str, Any],
 ) -> dict[str, Any]:
-    """The manifest of the version written in `folder` (hashes every file already there)."""
-    secrets = secret_values()
-    config = scrub_secrets(config, secrets, "config")
-    run_info = scrub_secrets(run_info, secrets, "run_info")
+    """The manifest of the version written in `folder` (hashes every file already there).
+
+    It is published with the data, so what it records is public (moaa.public): paths relative to
+    the project (or `~`), private endpoint URLs removed, models named as served."""
+    secrets, prefixes = secret_values(), machine_paths(folder.resolve().parent.parent)
+    config = public_value(scrub_secrets(config, secrets, "config"), prefixes)
+    run_info = public_value(scrub_secrets(run_info, secrets, "run_info"), prefixes)
     counts = dict(run_info.get("counts") or {})
     counts["rows"] = rows
     return {

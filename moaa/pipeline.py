@@ -177,6 +177,7 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "cost": round(t.cost, 6),
+        "cost_to_make": round(t.cost + t.cached_cost, 6),  # cached answers at what they cost when first asked
         "this_run": {
             "calls": fresh.calls - fresh.cache_hits,
             "cache_hits": fresh.cache_hits,
@@ -214,6 +215,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(
         f"  data totals: calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
         f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
+        f" (cost to make, cached answers included: ${s.get('cost_to_make', s['cost']):.4f})"
     )
     pp = s["per_prompt"]
     wall = f", {pp['seconds']}s of SFT wall time this run" if pp["seconds"] else ""

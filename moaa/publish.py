@@ -3,7 +3,13 @@
     result = publish_version(Path("data/moa-sft/v3"), "my-org/moa-sft", private=True, token=os.environ["HF_TOKEN"])
     load_dataset("my-org/moa-sft", "dpo", revision="v3")  # consumers pin the tag
 
-The version is verified against its manifest first (a modified version is never published). One
+The version is verified against its manifest first (a modified version is never published). The
+card is then rendered again for its destination (its load snippet names `ORG/NAME` and the tag, not
+the producer's folder) and the uploaded manifest records that card's sha256 in place of the local
+one, so the published tree verifies against the published manifest exactly as the local version
+does against the local one, and the local version stays untouched (versions are immutable). Before
+any upload, every file that would be published is searched for a path of this machine or a private
+URL (moaa.public); one is refused with the file and what to do. One
 `create_commit` carries a `CommitOperationAdd` for every file of the version and deletes the files
 an earlier version left in the repo (so `main` holds exactly this version and the README's
 `configs:` globs match no stale shards); the commit is then tagged `vN`. A tag that already exists
@@ -13,14 +19,19 @@ The Hub endpoint is `HF_ENDPOINT` (read at call time) or huggingface.co; the tok
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from moaa.card import CARD_NAME, render_card
 from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
-from moaa.manifest import read_manifest, verify_version
+from moaa.manifest import MANIFEST_NAME, read_manifest, verify_version
+from moaa.public import find_leak, machine_paths
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +56,50 @@ class PublishResult:
 
 
 def plan_files(version_dir: Path) -> list[tuple[str, int]]:
-    """(posix path relative to the version, size) of every file to upload, sorted."""
+    """(posix path relative to the version, size) of every file of the version, sorted."""
     return [
         (p.relative_to(version_dir).as_posix(), p.stat().st_size) for p in sorted(version_dir.rglob("*")) if p.is_file()
     ]
 
 
+def hub_files(version_dir: Path, manifest: dict[str, Any], repo_id: str) -> dict[str, bytes | Path]:
+    """{path in repo: contents (bytes) or the local file} as published: the card rendered for
+    `repo_id` and a manifest whose file list holds that card's hash (see the module docstring)."""
+    files: dict[str, bytes | Path] = {rel: version_dir / rel for rel, _ in plan_files(version_dir)}
+    card = render_card(version_dir, manifest, repo_id=repo_id).encode("utf-8")
+    published = dict(manifest)
+    published["files"] = dict(manifest.get("files") or {}) | {
+        CARD_NAME: {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
+    }
+    local = (manifest.get("files") or {}).get(CARD_NAME, {}).get("sha256")
+    published["card"] = dict(manifest.get("card") or {}) | {"rendered_for": repo_id, "local_sha256": local}
+    text = json.dumps(published, indent=2, ensure_ascii=False, default=str) + "\n"
+    return files | {CARD_NAME: card, MANIFEST_NAME: text.encode("utf-8")}
+
+
+def refuse_leaks(version_dir: Path, files: dict[str, bytes | Path]) -> None:
+    """InputError naming the first file that would publish a path of this machine or a private URL."""
+    found = find_leak(files, machine_paths(version_dir.resolve().parent.parent))
+    if found:
+        name, what = found
+        raise InputError(
+            f"{version_dir / name} holds {what!r}, a path or private URL of this machine; it will not be "
+            "published: remove it from the prompts or config that put it there and write a new version"
+        )
+
+
 def publish_version(
     version_dir: Path,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = None,
     token: str | None = None,
     dry_run: bool = False,
     *,
     endpoint: str | None = None,
 ) -> PublishResult:
-    """Upload `version_dir` to dataset repo `repo_id` as one commit tagged with its version."""
+    """Upload `version_dir` to dataset repo `repo_id` as one commit tagged with its version.
+
+    `private=None` follows the version's `output.private` (true unless the run set it false)."""
     version_dir = Path(version_dir)
     if not _REPO_ID.match(repo_id or ""):
         raise ConfigError(f"repo id {repo_id!r} is invalid; use ORG/NAME (e.g. my-org/moa-sft)")
@@ -69,14 +108,19 @@ def publish_version(
     if problems:
         raise InputError(f"{version_dir} does not match its manifest ({problems[0]}); it will not be published")
     tag = str(manifest.get("version") or version_dir.name)
-    result = PublishResult(repo_id, tag, plan_files(version_dir), private, dry_run)
+    if private is None:
+        private = bool(((manifest.get("config") or {}).get("output") or {}).get("private", True))
+    files = hub_files(version_dir, manifest, repo_id)
+    refuse_leaks(version_dir, files)
+    sizes = sorted((p, len(c) if isinstance(c, bytes) else c.stat().st_size) for p, c in files.items())
+    result = PublishResult(repo_id, tag, sizes, private, dry_run)
     if dry_run:
         return result
     if not token:
         raise MoaaError("HF_TOKEN is not set; export a Hugging Face write token as HF_TOKEN (or use --dry-run)")
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     try:
-        _upload(result, version_dir, manifest, token, endpoint)
+        _upload(result, files, manifest, token, endpoint)
     except MoaaError:
         raise
     except Exception as exc:
@@ -85,7 +129,9 @@ def publish_version(
     return result
 
 
-def _upload(result: PublishResult, version_dir: Path, manifest: dict, token: str, endpoint: str | None) -> None:
+def _upload(
+    result: PublishResult, files: dict[str, bytes | Path], manifest: dict, token: str, endpoint: str | None
+) -> None:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
@@ -98,8 +144,11 @@ def _upload(result: PublishResult, version_dir: Path, manifest: dict, token: str
     remote = api.list_repo_files(repo_id, repo_type="dataset")
     result.deleted = sorted(p for p in remote if p not in ours and p not in KEEP_REMOTE)
     operations = [CommitOperationDelete(path_in_repo=p) for p in result.deleted]
-    operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(version_dir / p)) for p, _ in result.files]
-    name = manifest.get("name") or version_dir.parent.name
+    operations += [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=c if isinstance(c, bytes) else str(c))
+        for p, c in sorted(files.items())
+    ]
+    name = manifest.get("name") or result.repo_id.split("/")[1]
     commit = api.create_commit(
         repo_id,
         operations,

@@ -56,9 +56,16 @@ def write_report(version_dir: Path, out_dir: Path | None = None) -> Path:
 
 
 def report_markdown_for_artifact(version_dir: Path) -> str:
-    """The report as markdown for a Prefect artifact: the numbers, images referenced by absolute path."""
+    """The report as markdown for a Prefect artifact, its plots embedded as `data:image/png;base64`
+    URIs: the Prefect UI runs in a browser that cannot read the flow's disk, so a file path would
+    show a broken image, while an embedded PNG (tens of KB each) renders wherever the UI is opened."""
+    import base64
+
     version_dir = Path(version_dir)
-    images = {p.stem: str(p.resolve()) for p in sorted((version_dir / IMAGE_DIR).glob("*.png"))}
+    images = {
+        p.stem: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+        for p in sorted((version_dir / IMAGE_DIR).glob("*.png"))
+    }
     return render_markdown(collect_report(version_dir), images)
 
 

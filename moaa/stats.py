@@ -22,7 +22,8 @@ class Counter:
     truncated: int = 0  # finish_reason == "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0
+    cost: float = 0.0  # dollars spent on requests sent (a cache hit sends none)
+    cached_cost: float = 0.0  # what the answers served from cache cost when first asked (same prices)
     latency_s: float = 0.0  # summed latency of successful calls
 
     def add(self, other: dict[str, Any]) -> None:

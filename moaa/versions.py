@@ -51,6 +51,7 @@ from moaa.errors import ConfigError, InputError, MoaaError
 from moaa.manifest import (
     MANIFEST_NAME,
     build_manifest,
+    hash_files,
     read_manifest,
     scrub_secrets,
     verify_version,
@@ -157,16 +158,19 @@ def write_version(
             raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
         split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
         info = VersionInfo(name, f"v{number}", target)
-        stats = write_card(
-            tmp, info, rows=rows, config=config, run_info=run_info, license=license, tags=tags, parent=parent_ref
-        )
         meta = dict(name=name, version=info.version, parent=parent_ref, config=config, run_info=run_info)
         manifest = build_manifest(tmp, **meta, rows=rows, split=split)
+        language = (config.get("output") or {}).get("language")
+        manifest["card"] = {"license": license, "tags": list(tags), "language": language or ["en"]}
+        # The card is rendered from the manifest (so publish can render it again for the Hub) and
+        # then hashed with every other file.
+        stats = write_card(tmp, manifest, where=target.as_posix())
         by_reason: dict[str, int] = {}
         for _stage, reason, n in stats.get("failures", []):
             by_reason[reason] = by_reason.get(reason, 0) + n
         manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
         manifest["inputs_digest"], manifest["data_copied_from"] = digest, copied_from
+        manifest["files"] = hash_files(tmp)
         write_manifest(tmp, manifest)
         _refuse_existing(target)
         try:

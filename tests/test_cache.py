@@ -134,3 +134,21 @@ def test_what_a_changed_config_asks_again(tmp_path, prefect_harness, monkeypatch
         edited = run()
     assert len(edited) == 4 + 1 + 3
     assert all("Question 3, edited." in json.dumps(r["body"]["messages"]) for r in edited)
+
+
+def test_a_cache_hit_counts_what_its_answer_cost_to_make(tmp_path):
+    """A version built from cache spent nothing this run, but its data still cost the original calls."""
+    from moaa.config import EndpointConfig
+
+    inner = FakeClient("ep", responder=lambda call: "four words of answer", prompt_tokens=1000)
+    inner.endpoint = EndpointConfig(
+        model="m", base_url="https://api.example.com/v1", price_input_per_mtok=2.0, price_output_per_mtok=10.0
+    )
+    stats = RunStats()
+    client = CachedClient(inner, RequestCache(tmp_path / "c.sqlite"), stats)
+    messages = [{"role": "user", "content": "hi"}]
+    asyncio.run(client.chat(messages))  # the FakeClient records no cost itself: only the hit is priced here
+    asyncio.run(client.chat(messages))
+    counter = stats.endpoints["ep"]
+    assert (counter.cache_hits, counter.cost) == (1, 0.0)
+    assert counter.cached_cost == pytest.approx((1000 * 2.0 + 4 * 10.0) / 1e6)

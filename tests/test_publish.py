@@ -6,17 +6,19 @@ Run: .venv/bin/python -m pytest tests/test_publish.py -x -q
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 
 import pytest
-from hub_stub import HubStub
-from test_versions import write_demo, write_parts
+from hub_stub import HubStub, Reply, disable_xet
+from test_versions import CONFIG, write_demo, write_parts
 
 from moaa.cli import main
-from moaa.errors import ConfigError, InputError, MoaaError
-from moaa.publish import publish_version
+from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
+from moaa.manifest import read_manifest
+from moaa.publish import hub_files, publish_version
 
 TOKEN = "hf_stubtoken_0123456789abcdef"
 
@@ -30,6 +32,7 @@ def hub(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    disable_xet(monkeypatch)
     with HubStub(token=TOKEN) as stub:
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", stub.url)
         yield stub
@@ -46,6 +49,14 @@ def versions(tmp_path):
 
 def _files(path: Path) -> dict[str, bytes]:
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def _published(path: Path, repo_id: str = "org/demo") -> dict[str, bytes]:
+    """The version's files as publish uploads them: its own, with card and manifest rendered for the repo."""
+    return {
+        name: c if isinstance(c, bytes) else c.read_bytes()
+        for name, c in hub_files(path, read_manifest(path), repo_id).items()
+    }
 
 
 def _assert_no_token(*texts: str, folder: Path) -> None:
@@ -65,11 +76,15 @@ def test_publish_is_one_commit_with_every_file_and_the_version_tag(hub, versions
     assert repo.private is True
     assert len(repo.commits) == 1
     commit = repo.commits[0]
-    assert commit.files == _files(v1.path)  # every file, byte for byte, in this one commit
+    assert commit.files == _published(v1.path)  # every file in this one commit
+    local = _files(v1.path)
+    assert {k: v for k, v in commit.files.items() if k not in ("README.md", "moaa_manifest.json")} == {
+        k: v for k, v in local.items() if k not in ("README.md", "moaa_manifest.json")
+    }  # the data and the report, byte for byte
     assert commit.summary == "demo v1" and commit.deleted == []
     assert repo.tags == {"v1": commit.oid}
     assert (result.commit_oid, result.tag, result.repo_id, result.dry_run) == (commit.oid, "v1", "org/demo", False)
-    assert result.files == sorted((p, len(b)) for p, b in _files(v1.path).items())
+    assert result.files == sorted((p, len(b)) for p, b in _published(v1.path).items())
     commits = [r for r in hub.requests if r.path.startswith("/api/datasets/org/demo/commit/")]
     assert len(commits) == 1 and commits[0].headers["content-type"] == "application/x-ndjson"
     api_calls = [r for r in hub.requests if r.path.startswith(("/api/repos/", "/api/datasets/", "/api/validate-yaml"))]
@@ -103,7 +118,7 @@ def test_next_version_replaces_the_tree_in_one_commit_through_the_cli(hub, versi
     assert repo.tags["v2"] == repo.commits[1].oid and f"as commit {repo.commits[1].oid}, tagged v2" in out
     stale = sorted(set(_files(v1.path)) - set(_files(v2.path)))
     assert stale and sorted(repo.commits[1].deleted) == stale
-    assert repo.files == {".gitattributes": repo.files[".gitattributes"]} | _files(v2.path)  # main == v2 exactly
+    assert repo.files == {".gitattributes": repo.files[".gitattributes"]} | _published(v2.path)  # main == v2 exactly
     _assert_no_token(out, folder=tmp_path)
 
     before = len(hub.requests)
@@ -113,17 +128,45 @@ def test_next_version_replaces_the_tree_in_one_commit_through_the_cli(hub, versi
     assert not any("/commit/" in r.path for r in hub.requests[before:])
 
 
-def test_dry_run_through_the_cli_uses_no_network_and_no_token(hub, versions, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "flag, visibility",
+    [
+        ([], "private: the version's output.private"),
+        (["--public"], "public: --public"),
+        (["--private"], "private: --private"),
+    ],
+)
+def test_dry_run_through_the_cli_uses_no_network_and_no_token(
+    hub, versions, tmp_path, monkeypatch, capsys, flag, visibility
+):
     _, v2 = versions
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)  # were anything sent, the stub would record it
-    code = main(["publish", "demo@v2", "--repo-id", "org/demo", "--dry-run", "--root", str(tmp_path / "data")])
+    code = main(["publish", "demo@v2", "--repo-id", "org/demo", "--dry-run", "--root", str(tmp_path / "data"), *flag])
     assert code == 0 and hub.requests == []
     out = capsys.readouterr().out.splitlines()
-    files = _files(v2.path)
-    assert out[0] == f"dry run: would upload {v2.path} to org/demo (public)"
+    files = _published(v2.path)
+    assert out[0] == f"dry run: would upload {v2.path} to org/demo ({visibility})"
     assert out[1].startswith(f"as one commit tagged v2: {len(files)} files, ")
     assert [line.split() for line in out[2:]] == [[f"{len(data):,d}", name] for name, data in sorted(files.items())]
+
+
+def test_publish_follows_output_private_unless_told(hub, tmp_path, monkeypatch):
+    """A run's output.private (true by default) decides; --public / --private win over it."""
+    parts = write_parts(tmp_path / "parts")
+    public_run = CONFIG | {"output": {"root": "data", "private": False}}
+    v1 = write_demo(tmp_path / "data", parts)  # output.private unset: private
+    v2 = write_demo(tmp_path / "data", parts, config=public_run)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    root = ["--root", str(tmp_path / "data")]
+    assert main(["publish", "demo@v1", "--repo-id", "org/a", *root]) == 0
+    assert main(["publish", "demo@v2", "--repo-id", "org/b", *root]) == 0
+    assert main(["publish", "demo@v1", "--repo-id", "org/c", "--public", *root]) == 0
+    assert main(["publish", "demo@v2", "--repo-id", "org/d", "--private", *root]) == 0
+    got = {key: repo.private for key, repo in hub.repos.items()}
+    assert got == {"datasets/org/a": True, "datasets/org/b": False, "datasets/org/c": False, "datasets/org/d": True}
+    assert v1.version == "v1" and v2.version == "v2"
 
 
 def test_missing_token_bad_token_and_tampered_version(hub, versions, tmp_path, monkeypatch, capsys):
@@ -150,3 +193,22 @@ def test_missing_token_bad_token_and_tampered_version(hub, versions, tmp_path, m
     with pytest.raises(MoaaError, match="HF_TOKEN is not set"):
         publish_version(tmp_path / "data" / "demo" / "v2", "org/demo", True, None)
     assert hub.repos == {}
+
+
+def test_binary_files_travel_through_lfs_and_a_lost_upload_fails(hub, versions, tmp_path):
+    """Parquet and PNG files go the Hub's LFS way (preupload says lfs, batch API, PUT, lfsFile pointer)."""
+    v1, v2 = versions
+    publish_version(v1.path, "org/demo", True, TOKEN, endpoint=hub.url)
+    commit = hub.repos["datasets/org/demo"].commits[0]
+    parquet = sorted(p for p in _files(v1.path) if p.endswith(".parquet"))
+    assert parquet and sorted(p for p in commit.lfs if p.endswith(".parquet")) == parquet
+    for path in parquet:
+        oid = hashlib.sha256((v1.path / path).read_bytes()).hexdigest()
+        assert f"preupload {path}: lfs" in hub.log and f"commit {path}: lfs pointer {oid}" in hub.log
+        assert f"lfs upload {oid} ({(v1.path / path).stat().st_size} bytes)" in hub.log
+    assert "commit README.md: regular" in hub.log and "README.md" not in commit.lfs
+
+    hub._lfs_put = lambda oid, body: Reply(200, {})  # the storage answers but keeps nothing
+    with pytest.raises(EndpointError, match="^publishing v2 to org/demo failed: "):
+        publish_version(v2.path, "org/demo", True, TOKEN, endpoint=hub.url)
+    assert len(hub.repos["datasets/org/demo"].commits) == 1 and "v2" not in hub.repos["datasets/org/demo"].tags

@@ -188,14 +188,19 @@ def test_report_elsewhere_leaves_the_version_untouched(tmp_path):
     assert (version / "moaa_manifest.json").read_bytes() == before and not (version / "report.md").exists()
 
 
-def test_artifact_markdown_names_numbers_and_existing_images(tmp_path):
+def test_artifact_markdown_embeds_its_plots(tmp_path):
+    """The Prefect UI cannot read the flow's disk: each plot travels inside the markdown as a data URI."""
+    import base64
+    import re
+
     version = make_version(tmp_path)
     write_report(version)
     text = report_markdown_for_artifact(version)
     assert text.startswith("# Run report: demo@v1")
-    image = str((version / "report" / "scores.png").resolve())
-    assert f"![Scores]({image})" in text and Path(image).is_file()
-    assert "position-swap disagreement: 28.6%" in text
+    embedded = dict(re.findall(r"!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text))
+    assert base64.b64decode(embedded["Scores"]) == (version / "report" / "scores.png").read_bytes()
+    assert {"Scores", "Lengths", "Calls and tokens"} <= set(embedded)
+    assert str(tmp_path) not in text and "position-swap disagreement: 28.6%" in text
 
 
 def _made_versions() -> list[Path]:
@@ -240,7 +245,7 @@ def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_har
     judged, flipped = bias["pairs_judged"], bias["swap_disagreements"]
     assert f"({flipped} of {judged} pairwise judgements" in text
     assert "| sft | proposal | test-model | 3.00 |" in text and "| preference | verdict | judge-model | 3.00 |" in text
-    # The Prefect artifact carries the run summary and the report, images by absolute path.
+    # The Prefect artifact carries the run summary and the report, its plots embedded.
     import httpx
     from prefect.settings import PREFECT_API_URL
 
@@ -249,4 +254,4 @@ def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_har
     found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=query).json()
     data = found[0]["data"]
     assert "moaa run 'test-run' finished" in data and "## Judge consistency" in data
-    assert f"![Scores]({(version / 'report' / 'scores.png').resolve()})" in data
+    assert "![Scores](data:image/png;base64," in data and str(version.resolve()) not in data

@@ -52,7 +52,7 @@ def handle_list(args: argparse.Namespace) -> int:
 def handle_show(args: argparse.Namespace) -> int:
     import json
 
-    from moaa.card import sample_rows
+    from moaa.card_stats import sample_rows
     from moaa.manifest import read_manifest
     from moaa.versions import resolve_version
 

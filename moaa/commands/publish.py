@@ -1,6 +1,7 @@
 """`moaa publish NAME@VERSION --repo-id ORG/NAME`: upload a version to the Hub as one tagged commit.
 
-    moaa publish moa-sft@v3 --repo-id my-org/moa-sft --private
+    moaa publish moa-sft@v3 --repo-id my-org/moa-sft             # private unless the run's output.private is false
+    moaa publish moa-sft@v3 --repo-id my-org/moa-sft --public    # anyone may read it
     moaa publish moa-sft@v3 --repo-id my-org/moa-sft --dry-run   # what would be uploaded, no network
 
 The token is read from HF_TOKEN only; consumers then pin `load_dataset("my-org/moa-sft", "dpo", revision="v3")`.
@@ -15,9 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="upload a data set version to the Hugging Face Hub, tagged with its version")
     p.add_argument("ref", metavar="NAME@VERSION", help="e.g. moa-sft@v3 (the latest without @)")
     p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="dataset repo on the Hub")
-    p.add_argument(
-        "--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)"
+    seen = p.add_mutually_exclusive_group()
+    default = "default: the version's output.private, true unless the run set it false"
+    seen.add_argument(
+        "--private", dest="private", action="store_const", const=True, help=f"create the repo private ({default})"
     )
+    seen.add_argument("--public", dest="private", action="store_const", const=False, help="create the repo public")
     p.add_argument("--dry-run", action="store_true", help="list files, sizes, target repo and tag; no network")
     p.add_argument("--root", default="data", help="output root holding the data sets (default: data)")
     p.set_defaults(func=handle)
@@ -29,6 +33,12 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def _visibility(private: bool, flag: bool | None) -> str:
+    word = "private" if private else "public"
+    why = f"--{word}" if flag is not None else "the version's output.private"
+    return f"{word}: {why}"
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -43,7 +53,7 @@ def handle(args: argparse.Namespace) -> int:
         f"https://huggingface.co/datasets/{result.repo_id}" if not os.environ.get("HF_ENDPOINT") else result.repo_id
     )
     if result.dry_run:
-        print(f"dry run: would upload {path} to {target} ({'private' if result.private else 'public'})")
+        print(f"dry run: would upload {path} to {target} ({_visibility(result.private, args.private)})")
         print(f"as one commit tagged {result.tag}: {len(result.files)} files, {_size(result.total_bytes)}")
         for name, size in result.files:
             print(f"  {size:>12,d}  {name}")
