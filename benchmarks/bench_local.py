@@ -12,6 +12,11 @@ replicas (`base_url: [url1, url2]`). Measured, each with the same greedy request
 - two servers of 1 thread each, 2 concurrent clients (one per server).
 Tokens/s counts completion tokens over wall time. On a shared machine the numbers move with the
 load from other processes; compare the rows of one run.
+
+Builds: every llama-cpp-python wheel `make setup` / `make llama-wheel LLAMA_BUILD=...` left under
+.whl/ (portable: GGML_NATIVE=OFF; variants: + GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS, ggml's
+runtime CPU dispatch) is measured in-process side by side, each installed into a scratch folder
+that the child imports first; the one in the venv is the row named "installed".
 """
 
 from __future__ import annotations
@@ -97,11 +102,39 @@ async def _drive(urls: list[str], questions: list[str], clients: int, max_tokens
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
+def build_wheels() -> dict[str, Path]:
+    """{build name: wheel} for the llama-cpp-python wheels under .whl/ (see the Makefile)."""
+    found = {}
+    for wheel in sorted((ROOT / ".whl").glob("llama-cpp-python-*-*/llama_cpp_python-*.whl")):
+        found[wheel.parent.name.rsplit("-", 1)[-1]] = wheel
+    return found
+
+
+def build_figures(work: Path, size: dict[str, Any], installed: float) -> list:
+    """In-process tok/s of each built wheel, next to the installed build's."""
+    import subprocess
+    import sys
+
+    figures = []
+    for build, wheel in build_wheels().items():
+        site = work / f"site-{build}"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                       check=True, capture_output=True)  # fmt: skip
+        got = run_in_child("benchmarks.bench_local:in_process", size, work / f"in-process-{build}.log",
+                           env={"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})  # fmt: skip
+        print(f"   in-process, {build} build: {got['tokens_per_s']:.1f} tok/s", flush=True)
+        name = f"in-process, llama-cpp-python built '{build}'"
+        note = f"{wheel.name}; same requests as the ceiling row"
+        figures.append(figure(NAME, name, got["tokens_per_s"], "tok/s", installed, "installed build", note=note))
+    return figures
+
+
 def run(work: Path, quick: bool, **_: Any) -> list:
     requests, max_tokens = (4, 48) if quick else (12, MAX_TOKENS)
     size = {"requests": requests, "max_tokens": max_tokens}
     ceiling = run_in_child("benchmarks.bench_local:in_process", size, work / "in-process.log")
     print(f"   in-process: {ceiling['tokens_per_s']:.1f} tok/s", flush=True)
+    builds = build_figures(work, size, ceiling["tokens_per_s"])
     got = {}
     for s, c in [(1, 1), (1, 2), (2, 2)]:
         got[(s, c)] = run_in_child("benchmarks.bench_local:served", size | {"servers": s, "clients": c},
@@ -120,5 +153,6 @@ def run(work: Path, quick: bool, **_: Any) -> list:
         figure(NAME, "2 servers x 1 thread, 2 concurrent clients", got[(2, 2)]["tokens_per_s"], "tok/s",
                one["tokens_per_s"], "baseline",
                note="replicas (base_url: [url1, url2]); baseline = 1 server with all threads, 1 client"),
+        *builds,
     ]  # fmt: skip
     return figures

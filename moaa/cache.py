@@ -62,10 +62,13 @@ class RequestCache:
 
 
 def request_key(model: str, messages: list[Message], params: Sampling, n: int, fmt: Any, tag: str) -> str:
+    sampling = params.sampling_dict()
+    if sampling.get("top_logprobs") is None:  # keys from before the field existed stay valid
+        sampling.pop("top_logprobs", None)
     payload = {
         "model": model,
         "messages": messages,
-        "params": params.sampling_dict(),
+        "params": sampling,
         "n": n,
         "format": fmt,
         "template": tag,

@@ -48,6 +48,8 @@ class Completion:
     model: str
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The first choice's tokens, when asked for (Sampling.top_logprobs): [{"token", "top": {token: logprob}}]
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def text(self) -> str:
@@ -290,7 +292,9 @@ class OpenAIChatClient:
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0) or sum(len(t) // 4 for t in texts)
-        return Completion(texts, reasons, prompt_tokens, completion_tokens, latency, self.name, self.model)
+        completion = Completion(texts, reasons, prompt_tokens, completion_tokens, latency, self.name, self.model)
+        completion.logprobs = token_logprobs(choices[0])
+        return completion
 
     def _account(self, c: Completion, tag: str) -> None:
         empty = sum(1 for t in c.texts if not t.strip())
@@ -338,11 +342,28 @@ def _request_body(model: str, messages: list[Message], p: Sampling, n: int, fmt:
         value = getattr(p, key)
         if value is not None:
             body[key] = value
+    if p.top_logprobs:
+        body["logprobs"], body["top_logprobs"] = True, p.top_logprobs
     if n > 1:
         body["n"] = n
     if fmt:
         body["response_format"] = fmt
     return body
+
+
+def token_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A choice's `logprobs.content` as [{"token", "top": {token: logprob}}], or None when absent."""
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for step in content:
+        if not isinstance(step, dict) or not isinstance(step.get("token"), str):
+            return None
+        top = {t["token"]: float(t["logprob"]) for t in step.get("top_logprobs") or [] if isinstance(t, dict)}
+        top.setdefault(step["token"], float(step.get("logprob") or 0.0))
+        out.append({"token": step["token"], "top": top})
+    return out
 
 
 def _estimate_tokens(messages: list[Message], p: Sampling) -> float:

@@ -30,6 +30,9 @@ class Sampling(Strict):
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+    # Ask for the top-k log-probabilities of every answer token (OpenAI's logprobs/top_logprobs;
+    # llama.cpp's server honours them): judges read probability-weighted ratings from them.
+    top_logprobs: int | None = Field(None, ge=1, le=20)
 
     def over(self, base: Sampling | None) -> Sampling:
         """These parameters laid over `base` (set fields win).
@@ -192,6 +195,16 @@ class ScorerConfig(Strict):
     criteria: list[str] | None = None  # MoA judge: pick from these per prompt
     num_criteria: int = Field(3, ge=1)
     max_attempts: int = Field(3, ge=1)  # unparsable verdicts are re-asked
+    rationales: bool = Field(
+        True,
+        description="pointwise: judges write a short rationale before each rating (UltraFeedback); false asks "
+        "for ratings only, a verdict of a few tokens (for small local judges whose ratings are weighted)",
+    )
+    weighted_ratings: bool = Field(
+        False,
+        description="pointwise: score each rating as its probability-weighted mean over 1-5 from the judge's "
+        "top log-probabilities (G-Eval), where the endpoint returns them; breaks the ties a small judge makes",
+    )
 
 
 class PreferenceConfig(Strict):

@@ -265,7 +265,7 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         if cfg.kind == "pairwise":
             shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), jp.pairwise_messages(_PROBE, cand, cand, criteria))]
         else:
-            shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria))]
+            shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
     if cfg.aggregator is not None and cfg.judges:
         verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
         shapes["scorer.aggregator"] = [(k, jp.aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]

@@ -235,7 +235,8 @@ class LocalServer:
         code = proc.wait()
         if not self._stopping:
             self.exit_code = code
-            logger.error("%s", self._death_message(code, "during the run"))
+            # Debug only: the run's next call to it raises with this message (moaa.client), once.
+            logger.debug("%s", self._death_message(code, "during the run"))
 
     def _death_message(self, code: int, when: str) -> str:
         pid = self._proc.pid if self._proc is not None else "?"

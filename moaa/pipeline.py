@@ -227,11 +227,23 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  endpoint {name}: {ep['calls']} calls, {ep['failures']} failed, {ep['prompt_tokens']}+"
             f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
         )
+    lines.append("  quality: " + quality_line(s["stages"]))
     if s["failures"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
     if s.get("version_path"):
         lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
     return "\n".join(lines)
+
+
+def quality_line(stages: dict[str, Any]) -> str:
+    """Truncated answers (finish_reason length) per stage and unparsed verdicts, in one line."""
+    parts = []
+    for stage, agg in stages.items():
+        counters = agg.get("counters", {})
+        parts.append(f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated")
+        if "unparsed" in counters:
+            parts.append(f"{counters['unparsed']} unparsed verdicts")
+    return ", ".join(parts)
 
 
 def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:

@@ -136,6 +136,11 @@ async def _run_shard(
             counts["dropped"][dropped] = counts["dropped"].get(dropped, 0) + 1
         for key, value in (getattr(result, "counters", None) or {}).items():
             counts["counters"][key] = counts["counters"].get(key, 0) + value
+        # Every model answer of the prompt, and those cut at max_tokens (finish_reason "length"):
+        # the summary's quality line, whatever the cache served.
+        tally = counts["counters"]
+        tally["steps"] = tally.get("steps", 0) + len(result.trace)
+        tally["truncated"] = tally.get("truncated", 0) + sum(t.finish_reason == "length" for t in result.trace)
         if progress is not None:
             progress.advance(failed=bool(failures))
         guard.failures.extend(failures)

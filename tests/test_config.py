@@ -110,6 +110,7 @@ def test_sampling_over_prefers_set_fields():
         "max_tokens": 100,
         "seed": None,
         "stop": None,
+        "top_logprobs": None,
     }
 
 

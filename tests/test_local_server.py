@@ -269,3 +269,16 @@ def test_moaa_client_gets_a_real_completion_and_falls_back_for_n(server):
     counts = stats.endpoints["local-test"]
     assert counts.calls == 3 and counts.failures == 0 and counts.completion_tokens >= 3
     assert counts.prompt_tokens > 0 and stats.percentiles("local-test")["max"] > 0
+
+
+@pytest.mark.slow
+def test_setup_smoke_gets_a_real_answer_from_the_embedded_model():
+    """`moaa serve --smoke`, the last step of `make setup`: one real completion, printed in one line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "moaa.cli", "serve", "--smoke"], cwd=Path(__file__).parents[1],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [line] = [li for li in proc.stdout.splitlines() if li.strip()]
+    assert line.startswith(f"local model OK: {LOCAL_MODEL_NAME} answered '")
+    assert "llama-cpp-python 0.3.36" in line

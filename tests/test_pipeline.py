@@ -44,17 +44,26 @@ def test_sft_and_preference_make_a_loadable_version(tmp_path, prefect_harness):
 
     with OpenAITestServer(responder=responder) as srv:
         config = make_config(
-            tmp_path, srv.base_url, "prompts.limit=6",
-            "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=4",
-            "preference.scorer.judges=[{endpoint: test}]", "preference.min_margin=0.5", "output.test_size=0.3",
+            tmp_path,
+            srv.base_url,
+            "prompts.limit=6",
+            "preference.enabled=true",
+            "preference.policy.endpoint=test",
+            "preference.samples=4",
+            "preference.scorer.judges=[{endpoint: test}]",
+            "preference.min_margin=0.5",
+            "output.test_size=0.3",
         )
         summary = run(config)
         first_requests = len(srv.requests)
         text = format_summary(summary)
 
         # 6 prompts x (3 proposers + 1 aggregator); 6 prompts x (one n=4 call + one judge call per candidate)
-        sft_calls = sum(1 for r in srv.requests if "<candidate" not in r["body"]["messages"][-1]["content"]
-                        and r["body"].get("n", 1) == 1)
+        sft_calls = sum(
+            1
+            for r in srv.requests
+            if "<candidate" not in r["body"]["messages"][-1]["content"] and r["body"].get("n", 1) == 1
+        )
         assert sft_calls == 24
         assert summary["stages"]["sft"]["rows"] == 6 and summary["stages"]["sft"]["failed"] == 0
         assert summary["per_prompt"]["calls"] == 4.0
@@ -85,26 +94,39 @@ def test_sft_and_preference_make_a_loadable_version(tmp_path, prefect_harness):
 
 
 def test_unanswerable_prompts_are_failures_not_silence(tmp_path, prefect_harness):
-    from datasets import load_dataset
+    """Every call fails: each prompt is a failure record in the work folder, and the run raises
+    instead of writing a version that holds nothing but failures."""
+    from moaa.outcome import StageMadeNothing
+    from moaa.shards import read_jsonl
 
     with OpenAITestServer() as srv:
         srv.set_script(["500"] * 1000)  # every call fails
         config = make_config(
-            tmp_path, srv.base_url, "prompts.limit=3", "endpoints.test.max_retries=1",
+            tmp_path,
+            srv.base_url,
+            "prompts.limit=3",
+            "endpoints.test.max_retries=1",
             "run.max_failure_rate=1.0",
         )
-        summary = run(config)
-    assert summary["stages"]["sft"]["rows"] == 0 and summary["stages"]["sft"]["failed"] == 3
-    assert summary["failures"] == {"sft:proposers_failed": 3}
-    failures = load_dataset(summary["version_path"], "failures")["train"]
-    assert sorted(failures["reason"]) == ["proposers_failed"] * 3
-    assert all("HTTP 500" in e for e in failures["error"])
+        with pytest.raises(StageMadeNothing, match=r"^sft: all 3 prompts failed; .*proposers_failed: .*HTTP 500"):
+            run(config)
+    failures = [f for path in (tmp_path / "work").rglob("failures.jsonl") for f in read_jsonl(path)]
+    assert sorted(f["reason"] for f in failures) == ["proposers_failed"] * 3
+    assert all("HTTP 500" in f["error"] for f in failures)
+    assert not (tmp_path / "data" / "test-run").exists()
 
 
 @pytest.mark.parametrize("method", ["single", "moa-lite", "self-moa", "self-moa-seq", "smoa"])
 def test_every_method_runs_through_the_flow(tmp_path, prefect_harness, method):
     with OpenAITestServer() as srv:
-        config = make_config(tmp_path, srv.base_url, f"sft.method={method}", "prompts.limit=2",
-                             "sft.seq.samples=5", "sft.seq.window=4", "sft.seq.new_per_step=2")
+        config = make_config(
+            tmp_path,
+            srv.base_url,
+            f"sft.method={method}",
+            "prompts.limit=2",
+            "sft.seq.samples=5",
+            "sft.seq.window=4",
+            "sft.seq.new_per_step=2",
+        )
         summary = run(config)
     assert summary["stages"]["sft"]["rows"] == 2, summary

@@ -92,8 +92,9 @@ def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefe
         rc = run_main("run", str(cfg))
         # Shard 2's two prompts fail together: the guard sees 1 or 2 of them next to shard 1's rows.
         assert re.fullmatch(
-            r"error: sft: (1 of 3|2 of 4) prompts failed \(limit run.max_failure_rate=0.3\); finished rows are "
-            r"kept — fix the cause \(see the failures\) and run the same command again to resume",
+            r"error: sft: (1 of 3|2 of 4) prompts failed \(limit run.max_failure_rate=0.3\); commonest cause "
+            r"\(\d of \d\): proposers_failed: .*HTTP 500.* \(endpoint 'test' at http://127\.0\.0\.1:\d+/v1\); "
+            r"finished rows are kept — fix the cause \(see the failures\) and run the same command again to resume",
             assert_one_line_error((rc, capsys.readouterr().err), 4),
         )
         assert not (tmp_path / "data" / "test-run").exists()  # no version of a stopped run

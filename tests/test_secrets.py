@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from moaa.testing.openai_server import OpenAITestServer
-from tests.pipeline_helpers import assert_one_line_error, latest_version, run_main, write_config
+from tests.pipeline_helpers import assert_one_line_error, latest_version, run_main, verdict_responder, write_config
 
 
 def files_holding(root, secrets: list[bytes]) -> list[str]:
@@ -21,7 +21,7 @@ def test_keys_never_reach_any_file_or_output(tmp_path, prefect_harness, monkeypa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MOAA_CANARY_KEY", key)
     monkeypatch.setenv("HF_TOKEN", token)
-    with OpenAITestServer(api_key=key) as srv:
+    with OpenAITestServer(api_key=key, responder=verdict_responder) as srv:  # judges' verdicts parse
         cfg = write_config(
             tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_CANARY_KEY", "output.tags=[canary]",
             "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=2",

@@ -84,10 +84,12 @@ def test_find_dataset_defaults_to_newest_and_reads_train_only(tmp_path: Path):
 
 
 def test_missing_data_and_dpo_config_are_one_line_errors(tmp_path: Path):
-    with pytest.raises(InputError, match="no data set versions under"):
+    with pytest.raises(InputError, match="no data set version under .*; run `make data` first"):
         find_dataset(None, tmp_path / "nothing")
     root = tmp_path / "data"
     write_demo_version(root, "nodpo", dpo=False)
+    with pytest.raises(InputError, match=r"no data set version under .* with dpo/train rows; enable the preference"):
+        find_dataset(None, root, config="dpo")
     with pytest.raises(InputError, match="has no dpo/train rows; enable the preference stage"):
         load_rows(find_dataset("nodpo", root), "dpo", "train")
 

@@ -102,6 +102,7 @@ async def run_prompts(
         agent = gen.smoa.role_generator or gen.aggregator
         assert agent is not None
         roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, stage=stage)
+
     async def answer(prompt: Prompt) -> PromptResult:
         return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed)
 

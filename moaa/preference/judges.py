@@ -25,7 +25,7 @@ from moaa.config import AgentConfig
 from moaa.engine.context import json_format
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
-from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner
+from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner, weighted_ratings
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
 
@@ -38,13 +38,26 @@ def judge_name(agent: AgentConfig, client: ChatClient) -> str:
     return agent.name or client.model
 
 
+WEIGHTED_TOP_LOGPROBS = 5  # enough to hold the digits a judge hesitates between
+
+
 async def rate(
-    judges: list[Judge], convo: list[Message], text: str, criteria: list[jp.Criterion], max_attempts: int
+    judges: list[Judge],
+    convo: list[Message],
+    text: str,
+    criteria: list[jp.Criterion],
+    max_attempts: int,
+    weighted: bool = False,
+    rationales: bool = True,
 ) -> list[Verdict]:
-    """Every judge's pointwise verdict on one answer (parsed = (ratings, rationales) or None)."""
-    messages = jp.pointwise_messages(convo, text, criteria)
-    schema = jp.verdict_schema(criteria)
-    return list(
+    """Every judge's pointwise verdict on one answer (parsed = (ratings, rationales) or None).
+
+    `weighted`: each rating becomes its probability-weighted mean over 1-5 (verdicts.weighted_ratings)
+    where the endpoint returns log-probabilities; otherwise it stays the digit the judge wrote.
+    """
+    messages = jp.pointwise_messages(convo, text, criteria, rationales)
+    schema = jp.verdict_schema(criteria, rationales)
+    verdicts = list(
         await asyncio.gather(
             *(
                 ask_parsed(
@@ -52,14 +65,32 @@ async def rate(
                     agent,
                     messages,
                     lambda t: parse_ratings(t, criteria),
-                    tag=jp.POINTWISE.tag("pref", "judge"),
+                    tag=(jp.POINTWISE if rationales else jp.POINTWISE_RATINGS_ONLY).tag("pref", "judge"),
                     response_format=json_format(client, "verdict", schema),
                     max_attempts=max_attempts,
+                    top_logprobs=WEIGHTED_TOP_LOGPROBS if weighted else None,
                 )
                 for agent, client in judges
             )
         )
     )
+    if weighted:
+        for verdict in verdicts:
+            weigh(verdict, criteria)
+    return verdicts
+
+
+def weigh(verdict: Verdict, criteria: list[jp.Criterion]) -> None:
+    """Replace a parsed verdict's digit ratings with their probability-weighted means, in place,
+    when its log-probabilities hold one rating per criterion, each at the digit read from the text."""
+    if verdict.parsed is None or not verdict.logprobs:
+        return
+    ratings, rationales = verdict.parsed
+    found = weighted_ratings(verdict.logprobs)
+    if [d for d, _ in found] != [ratings[c.key] for c in criteria]:
+        return  # the tokens do not line up with the ratings read from the text: keep the digits
+    verdict.parsed = ({c.key: round(w, 4) for (_, w), c in zip(found, criteria, strict=True)}, rationales)
+    verdict.weighted = True
 
 
 def overall(ratings: dict[str, float]) -> float:
@@ -88,8 +119,16 @@ def judges_label(judges: list[Judge]) -> str:
 class PointwiseJudge:
     kind = "pointwise"
 
-    def __init__(self, judges: list[Judge], criteria: list[jp.Criterion], max_attempts: int):
+    def __init__(
+        self,
+        judges: list[Judge],
+        criteria: list[jp.Criterion],
+        max_attempts: int,
+        weighted: bool = False,
+        rationales: bool = True,
+    ):
         self.judges, self.criteria, self.max_attempts = judges, criteria, max_attempts
+        self.weighted, self.rationales = weighted, rationales
         self.label = judges_label(judges)
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
@@ -97,7 +136,9 @@ class PointwiseJudge:
         return list(await asyncio.gather(*(self._one(convo, c) for c in candidates)))
 
     async def _one(self, convo: list[Message], candidate: Candidate) -> Score:
-        verdicts = await rate(self.judges, convo, candidate.text, self.criteria, self.max_attempts)
+        verdicts = await rate(
+            self.judges, convo, candidate.text, self.criteria, self.max_attempts, self.weighted, self.rationales
+        )
         records = judge_records(self.judges, verdicts)
         details: dict[str, Any] = {
             "criteria": [c.key for c in self.criteria],

@@ -47,6 +47,8 @@ class Verdict:
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[dict[str, Any]] | None = None  # of the answer that parsed, when asked for
+    weighted: bool = False  # its ratings are probability-weighted means (judges.weigh)
 
     @property
     def unparsed(self) -> int:
@@ -55,14 +57,17 @@ class Verdict:
 
     def summary(self) -> dict[str, Any]:
         out = {"model": self.model, "attempts": self.attempts, "raw": self.raw}
+        out |= {"weighted": True} if self.weighted else {}
         return out | ({"error": self.error} if self.error else {})
 
 
-def judge_sampling(agent: AgentConfig, attempt: int) -> Sampling:
+def judge_sampling(agent: AgentConfig, attempt: int, top_logprobs: int | None = None) -> Sampling:
     """The judge's sampling at temperature 0; the seed moves per attempt so a re-ask is a new request."""
     values = {k: getattr(agent, k) for k in Sampling.model_fields}
     values["temperature"] = 0.0
     values["seed"] = (agent.seed or 0) + attempt
+    if top_logprobs:
+        values["top_logprobs"] = top_logprobs
     return Sampling(**values)
 
 
@@ -75,13 +80,15 @@ async def ask_parsed(
     tag: str,
     response_format: dict[str, Any] | None,
     max_attempts: int,
+    top_logprobs: int | None = None,
 ) -> Verdict:
     """Ask until `parse` reads the answer; a failed call (retries already spent) ends it unparsed."""
     verdict = Verdict(None, model=client.model)
     for attempt in range(max_attempts):
         verdict.attempts = attempt + 1
         try:
-            done = await client.chat(messages, judge_sampling(agent, attempt), response_format=response_format, tag=tag)
+            sampling = judge_sampling(agent, attempt, top_logprobs)
+            done = await client.chat(messages, sampling, response_format=response_format, tag=tag)
         except CallError as exc:
             verdict.error = str(exc)
             return verdict
@@ -91,7 +98,7 @@ async def ask_parsed(
         verdict.raw.append(done.text)
         parsed = parse(done.text)
         if parsed is not None:
-            verdict.parsed = parsed
+            verdict.parsed, verdict.logprobs = parsed, done.logprobs
             return verdict
         log.debug("unparsable verdict from %s (attempt %d): %.200r", client.name, attempt + 1, done.text)
     verdict.error = f"no parsable verdict in {max_attempts} attempt(s)"

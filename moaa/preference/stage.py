@@ -62,7 +62,7 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
     criteria = [jp.criterion_of(n) for n in cfg.criteria] if cfg.criteria else list(jp.ASPECTS)
     if cfg.kind == "pointwise":
-        return PointwiseJudge(judges, criteria, cfg.max_attempts)
+        return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
         return PairwiseJudge(judges, criteria, cfg.max_attempts)
     if cfg.aggregator is None:
@@ -208,6 +208,7 @@ async def run_preference_prompts(
     by `on_result` or the iterable) cancels the rest and propagates.
     """
     scorer = build_scorer(pref.scorer, clients)
+
     async def judge(prompt: Prompt) -> PreferenceResult:
         return await judge_prompt(prompt, pref, clients, scorer=scorer)
 

@@ -9,6 +9,7 @@ the caller asks again.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -158,3 +159,28 @@ def parse_criteria(text: str, names: list[str], n: int) -> list[str] | None:
         picked = [name for _, name in sorted(spots)]
     unique = list(dict.fromkeys(picked))[:n]
     return unique or None
+
+
+_RATING_AT_END = re.compile(r'"(?:rating|score)"\s*:\s*$')
+
+
+def weighted_ratings(logprobs: list[dict[str, Any]], low: int = 1, high: int = 5) -> list[tuple[int, float]]:
+    """(the digit written, its probability-weighted rating) at each `"rating": <digit>` of a JSON
+    verdict, in order.
+
+    G-Eval (Liu et al. 2023): the expectation of the rating under the judge's own distribution
+    over the digits low..high (renormalised over those among its top log-probabilities) is a finer
+    score than the sampled digit, which a small judge gives alike to most answers (a 0.5B judge
+    rated 12 of 12 different answers 4 of 5). `logprobs` is Completion.logprobs.
+    """
+    out, text = [], ""
+    for step in logprobs:
+        token = step["token"]
+        digit = token.strip()
+        if digit.isdigit() and _RATING_AT_END.search(text):
+            probs = {int(t.strip()): math.exp(lp) for t, lp in step["top"].items() if t.strip().isdigit()}
+            probs = {r: p for r, p in probs.items() if low <= r <= high}
+            total = sum(probs.values())
+            out.append((int(digit), sum(r * p for r, p in probs.items()) / total if total else float(digit)))
+        text += token
+    return out

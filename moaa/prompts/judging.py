@@ -153,6 +153,17 @@ POINTWISE = Template(
     "object of the form:\n{form}",
 )
 
+# The same without rationales (scorer.rationales: false): a verdict of a few tokens, for small local
+# judges whose ratings are read from log-probabilities; a deviation from UltraFeedback, documented.
+POINTWISE_RATINGS_ONLY = Template(
+    "pointwise-ratings",
+    "v1",
+    "Rate the candidate answer to the last user message of the conversation on each criterion below, "
+    "from 1 (worst) to 5 (best), using the descriptions of each rating.\n\n{rubric}\n\n"
+    "{conversation}\n\n{candidate}\n\n"
+    "Reply with only a JSON object of the form:\n{form}",
+)
+
 PAIRWISE = Template(
     "pairwise",
     "v1",
@@ -191,16 +202,18 @@ def rubric(criteria: tuple[Criterion, ...] | list[Criterion]) -> str:
     return "Criteria:\n\n" + "\n\n".join(blocks)
 
 
-def verdict_form(criteria: list[Criterion]) -> str:
-    inner = ", ".join(f'"{c.key}": {{"rationale": "<one or two sentences>", "rating": <1-5>}}' for c in criteria)
+def verdict_form(criteria: list[Criterion], rationales: bool = True) -> str:
+    why = '"rationale": "<one or two sentences>", ' if rationales else ""
+    inner = ", ".join(f'"{c.key}": {{{why}"rating": <1-5>}}' for c in criteria)
     return "{" + inner + "}"
 
 
-def verdict_schema(criteria: list[Criterion]) -> dict:
+def verdict_schema(criteria: list[Criterion], rationales: bool = True) -> dict:
+    rating = {"rating": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}
     item = {
         "type": "object",
-        "properties": {"rationale": {"type": "string"}, "rating": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
-        "required": ["rationale", "rating"],
+        "properties": ({"rationale": {"type": "string"}} if rationales else {}) | rating,
+        "required": ["rationale", "rating"] if rationales else ["rating"],
         "additionalProperties": False,
     }
     keys = [c.key for c in criteria]
@@ -226,13 +239,16 @@ def _chat(user: str) -> list[Message]:
     return [{"role": "system", "content": JUDGE_SYSTEM.text}, {"role": "user", "content": user}]
 
 
-def pointwise_messages(conversation: list[Message], answer: str, criteria: list[Criterion]) -> list[Message]:
+def pointwise_messages(
+    conversation: list[Message], answer: str, criteria: list[Criterion], rationales: bool = True
+) -> list[Message]:
+    template = POINTWISE if rationales else POINTWISE_RATINGS_ONLY
     return _chat(
-        POINTWISE.render(
+        template.render(
             rubric=rubric(criteria),
             conversation=fence("conversation", None, render_conversation(conversation)),
             candidate=fence("candidate", 1, answer),
-            form=verdict_form(criteria),
+            form=verdict_form(criteria, rationales),
         )
     )
 

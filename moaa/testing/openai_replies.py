@@ -74,7 +74,8 @@ def build_completion(
         if truncate_at_max_tokens and limit is not None and int(limit) < len(words):
             content, finish = " ".join(words[: int(limit)]), "length"
         message = {"role": "assistant", "content": content}
-        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+        logprobs = reply_logprobs(content, int(req.get("top_logprobs") or 1)) if req.get("logprobs") else None
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
     prompt = sum(len(message_text(m.get("content")).split()) for m in req["messages"] if isinstance(m, dict))
     completion = sum(len(c["message"]["content"].split()) for c in choices)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -86,6 +87,21 @@ def build_completion(
         "choices": choices,
         "usage": usage,
     }
+
+
+def reply_logprobs(content: str, top: int) -> dict:
+    """OpenAI-shaped `logprobs` for `content`: one token per word or space run, each fairly sure of
+    itself, with `top - 1` made-up alternatives (a digit's neighbours for digits)."""
+    import re
+
+    steps = []
+    for token in re.findall(r"\d|\s+|[^\s\d]+", content):
+        alternatives = (
+            [str((int(token) + k) % 10) for k in (1, 9)] if token.isdigit() else [f"{token}~{k}" for k in (1, 2)]
+        )
+        tops = [{"token": token, "logprob": -0.1}] + [{"token": t, "logprob": -2.5} for t in alternatives][: top - 1]
+        steps.append({"token": token, "logprob": -0.1, "top_logprobs": tops})
+    return {"content": steps}
 
 
 def error_body(status: int, message: str) -> bytes:
