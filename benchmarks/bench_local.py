@@ -120,10 +120,17 @@ def build_figures(work: Path, size: dict[str, Any], installed: float) -> list:
         site = work / f"site-{build}"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                        check=True, capture_output=True)  # fmt: skip
-        got = run_in_child("benchmarks.bench_local:in_process", size, work / f"in-process-{build}.log",
-                           env={"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})  # fmt: skip
-        print(f"   in-process, {build} build: {got['tokens_per_s']:.1f} tok/s", flush=True)
         name = f"in-process, llama-cpp-python built '{build}'"
+        try:
+            got = run_in_child("benchmarks.bench_local:in_process", size, work / f"in-process-{build}.log",
+                               env={"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})  # fmt: skip
+        except RuntimeError as exc:  # a build that does not run is a result too
+            reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "failed")
+            print(f"   in-process, {build} build: does not run ({reason})", flush=True)
+            note = f"does not run: {reason}"
+            figures.append(figure(NAME, name, 0.0, "tok/s", installed, "installed build", note=note))
+            continue
+        print(f"   in-process, {build} build: {got['tokens_per_s']:.1f} tok/s", flush=True)
         note = f"{wheel.name}; same requests as the ceiling row"
         figures.append(figure(NAME, name, got["tokens_per_s"], "tok/s", installed, "installed build", note=note))
     return figures
