@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from moaa.errors import MoaaError
 from moaa.local_model import LOCAL_MODEL_NAME, ensure_local_gguf, moaa_home
@@ -69,12 +70,12 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 SERVER_MODULE = "llama_cpp.server"
 LLAMA_CPP_VERSION = "0.3.36"  # pinned in pyproject.toml and requirements.lock; built portable by `make setup`
 REBUILD_HINT = (
-    'rebuild llama-cpp-python for any CPU with `make setup` (or: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
+    'rebuild llama-cpp-python portable with `make setup` (or: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
     f"--force-reinstall --no-cache-dir --no-deps 'llama-cpp-python=={LLAMA_CPP_VERSION}')"
 )
 # Signals a CPU-specific build dies with on a CPU that lacks its instructions (SIGILL) or that
 # runs them on data it misreads (SIGSEGV/SIGBUS: seen as a general-protection fault on AVX-512/AMX).
-_CPU_SIGNALS = {signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE}
+_CPU_SIGNALS = {int(s) for s in (signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE)}
 _supervised: dict[str, LocalServer] = {}  # base_url -> the server this process started there
 
 
@@ -117,7 +118,7 @@ def _require_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         raise MoaaError(
             "llama-cpp-python is not installed, so the local model cannot be served: "
-            "run `make setup` (it compiles llama-cpp-python for any CPU, see the Makefile)"
+            "run `make setup` (it compiles a portable llama-cpp-python, see the Makefile)"
         )
 
 
@@ -244,7 +245,7 @@ class LocalServer:
         message = f"the local model server (pid {pid}) {describe_exit(code)} {when}"
         message += f"; last log lines: {tail}" if tail else ""
         message += f"; full log: {self.log_path}"
-        if code < 0 and -code in {int(s) for s in _CPU_SIGNALS}:
+        if -code in _CPU_SIGNALS:
             message += (
                 f"; a crash like this usually means llama-cpp-python was compiled for another CPU: {REBUILD_HINT}"
             )
@@ -279,26 +280,31 @@ class LocalServer:
     def _probe_completion(self, timeout: float) -> None:
         """One 1-token completion: a build that answers `GET /models` can still crash on its first
         completion (a CPU-specific llama.cpp build did, with a general-protection fault)."""
+        self.complete("Say OK.", 1, timeout, "on its first completion, after a good health check")
+
+    def complete(self, content: str, max_tokens: int, timeout: float, when: str) -> dict[str, Any]:
+        """One greedy completion of a one-message chat, as the server's JSON; a MoaaError naming the
+        crash (`when` it happened) or the bad answer when there is none."""
         import httpx
 
-        body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
+                "max_tokens": max_tokens, "temperature": 0}  # fmt: skip
         try:
             response = httpx.post(self.base_url + "/chat/completions", json=body, timeout=timeout)
-        except httpx.HTTPError as exc:
+            if response.status_code == 200:
+                return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
             code = self._exit_code_within(2.0)
             if code is not None:
-                raise MoaaError(
-                    self._death_message(code, "on its first completion, after a good health check")
-                ) from None
+                raise MoaaError(self._death_message(code, when)) from None
             raise MoaaError(
-                f"the local model server answered its health check but not a 1-token completion ({exc}): "
-                f"see {self.log_path}"
+                f"the local model server answered its health check but not a {max_tokens}-token completion "
+                f"({exc}): see {self.log_path}"
             ) from None
-        if response.status_code != 200:
-            raise MoaaError(
-                f"the local model server answered a 1-token completion with HTTP {response.status_code} "
-                f"({response.text[:200]}): see {self.log_path}"
-            )
+        raise MoaaError(
+            f"the local model server answered a {max_tokens}-token completion with HTTP {response.status_code} "
+            f"({response.text[:200]}): see {self.log_path}"
+        )
 
     def _exit_code_within(self, seconds: float) -> int | None:
         try:
@@ -368,26 +374,16 @@ def serve_forever(port: int = DEFAULT_PORT, host: str = "127.0.0.1", echo: Calla
 def smoke_test(echo: Callable[[str], None] = print, timeout: float = 180) -> None:
     """`moaa serve --smoke` (the end of `make setup`): start the embedded server and get one real,
     short chat completion, so a broken build or model fails here with one line, not in a run."""
-    import httpx
 
     started = time.monotonic()
     with LocalServer() as server:
         server.start(log_path=moaa_home() / "logs" / "setup-smoke.log", startup_timeout=timeout)
-        body = {
-            "model": server.model,
-            "messages": [{"role": "user", "content": "Reply with exactly one word: ready"}],
-            "max_tokens": 8,
-            "temperature": 0,
-        }
-        try:
-            reply = httpx.post(server.base_url + "/chat/completions", json=body, timeout=timeout).json()
-            text = reply["choices"][0]["message"]["content"].strip()
-            tokens = int(reply["usage"]["completion_tokens"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise MoaaError(
-                server.exit_message(2.0)
-                or f"the local model server gave no usable answer ({exc}): see {server.log_path}"
-            ) from None
+        reply = server.complete("Reply with exactly one word: ready", 8, timeout, "on the smoke completion")
+    try:
+        text = reply["choices"][0]["message"]["content"].strip()
+        tokens = int(reply["usage"]["completion_tokens"])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MoaaError(f"the local model server gave no usable answer ({exc!r}): see {server.log_path}") from None
     if not text:
         raise MoaaError(f"the local model answered with empty text: see {server.log_path}")
     import importlib.metadata

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from moaa.config import MoaaConfig
 from moaa.errors import FailureRateExceeded
+from moaa.public import bare_url
 from moaa.shards import read_done, read_jsonl
 
 _ENDPOINT = re.compile(r"endpoint '([^']+)'")
@@ -38,22 +38,13 @@ def commonest_cause(failures: Iterable[dict[str, Any]]) -> tuple[str, int, int]:
 
 
 def endpoint_hint(text: str, config: MoaaConfig) -> str:
-    """' (endpoint NAME at URL)' for the endpoint a failure text names, credentials removed."""
+    """' (endpoint NAME at URL)' for the endpoint a failure text names (credentials and query removed)."""
     match = _ENDPOINT.search(text)
     endpoint = config.endpoints.get(match.group(1)) if match else None
     if endpoint is None:
         return ""
-    urls = ", ".join(_without_credentials(u) for u in endpoint.base_urls()) or "no base_url"
+    urls = ", ".join(bare_url(u) for u in endpoint.base_urls()) or "no base_url"
     return f" (endpoint '{match.group(1)}' at {urls})"
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def check_stage(stage: str, shards: list[tuple[Path, Path]], config: MoaaConfig) -> None:

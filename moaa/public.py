@@ -53,13 +53,16 @@ def is_private_url(url: str) -> bool:
         return host == "localhost" or "." not in host or host.endswith((".local", ".internal", ".lan"))
 
 
-def public_url(url: str) -> str:
-    """A public URL without credentials or query; PRIVATE_URL for a private one."""
-    if is_private_url(url):
-        return PRIVATE_URL
+def bare_url(url: str) -> str:
+    """A URL without credentials, query or fragment (what a log line or error may show)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+
+
+def public_url(url: str) -> str:
+    """A public URL without credentials or query; PRIVATE_URL for a private one."""
+    return PRIVATE_URL if is_private_url(url) else bare_url(url)
 
 
 def machine_paths(*also: Path) -> list[str]:

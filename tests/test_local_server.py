@@ -79,7 +79,7 @@ def test_missing_llama_cpp_says_how_to_install(monkeypatch):
         LocalServer().start()
     assert str(err.value) == (
         "llama-cpp-python is not installed, so the local model cannot be served: "
-        "run `make setup` (it compiles llama-cpp-python for any CPU, see the Makefile)"
+        "run `make setup` (it compiles a portable llama-cpp-python, see the Makefile)"
     )
 
 
