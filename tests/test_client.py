@@ -21,7 +21,8 @@ _names = itertools.count()
 
 def make_client(base_url, stats=None, **endpoint) -> OpenAIChatClient:
     cfg = EndpointConfig(
-        model="test-model", base_url=base_url,
+        model="test-model",
+        base_url=base_url,
         **({"max_retries": 4, "backoff_s": 0.01, "timeout_s": 2.0} | endpoint),
     )
     # a fresh name per client: limiters and n-support are shared per endpoint within a process
@@ -138,9 +139,7 @@ def test_ignored_n_falls_back_to_seeded_separate_calls():
 def test_truncation_and_accounting():
     with OpenAITestServer(filler_words=50) as srv:
         stats = RunStats()
-        client = make_client(
-            srv.base_url, stats, price_input_per_mtok=1_000_000.0, price_output_per_mtok=2_000_000.0
-        )
+        client = make_client(srv.base_url, stats, price_input_per_mtok=1_000_000.0, price_output_per_mtok=2_000_000.0)
         completion = asyncio.run(client.chat(MESSAGES, Sampling(max_tokens=5), tag="sft.aggregate@v1"))
         assert completion.finish_reasons == ["length"] and len(completion.text.split()) == 5
         ep = stats.endpoints[client.name]

@@ -103,8 +103,15 @@ def test_another_shard_size_is_another_work_folder(tmp_path):
     """Shard output folders are numbered; a new split must never meet the old split's DONE files."""
     prompts = write_prompts(tmp_path / "p.jsonl", 10)
     plans = [
-        plan_run(make_config(tmp_path, "http://127.0.0.1:9/v1", f"prompts.path={prompts}", "prompts.limit=null",
-                             f"run.shard_size={size}"))  # fmt: skip
+        plan_run(
+            make_config(
+                tmp_path,
+                "http://127.0.0.1:9/v1",
+                f"prompts.path={prompts}",
+                "prompts.limit=null",
+                f"run.shard_size={size}",
+            )
+        )  # fmt: skip
         for size in (3, 4, 3)
     ]
     assert plans[0].work_dir != plans[1].work_dir and plans[0].work_dir == plans[2].work_dir
