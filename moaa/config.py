@@ -90,12 +90,31 @@ class EndpointConfig(Strict):
                 self.max_concurrency = 1
         elif not self.base_url:
             raise ValueError("base_url is required unless local: true or backend: transformers")
+        for url in self.base_urls():
+            _check_url(url)
         return self
 
     def base_urls(self) -> list[str]:
         if self.base_url is None:
             return []
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+
+def _check_url(url: str) -> None:
+    """An endpoint URL must be http(s)://host[:port][/path]; anything else would be retried for nothing."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = url if len(url) <= 60 and "@" not in url else "the given value"
+        raise ValueError(
+            f"base_url: {shown!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1 "
+            "or https://api.together.xyz/v1"
+        )
 
 
 class AgentConfig(Sampling):
@@ -136,7 +155,11 @@ class GenerationConfig(Strict):
     """The SFT stage: how answers are written (see ALGORITHMS.md sections 1-5)."""
 
     method: Literal["single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"] = "moa"
-    layers: int = Field(2, ge=1)
+    layers: int | None = Field(
+        None,
+        description="moa: how many layers, the last one the aggregator (default 3, the paper's); moa-lite is "
+        "always 2; other methods have no layers",
+    )
     proposers: list[AgentConfig] = Field(default_factory=list)
     aggregator: AgentConfig | None = None
     min_answers: int = Field(1, ge=1)  # fewest surviving answers a layer needs
@@ -153,7 +176,24 @@ class GenerationConfig(Strict):
         if self.method != "single" and self.aggregator is None:
             raise ValueError(f"method '{self.method}' needs an aggregator")
         if self.method == "moa-lite":
+            if self.layers not in (None, 2):
+                raise ValueError(
+                    f"layers: method 'moa-lite' always has 2 layers (got {self.layers}); remove sft.layers "
+                    "or use method moa"
+                )
             self.layers = 2
+        elif self.method == "moa":
+            if self.layers is None:
+                self.layers = 3
+            elif self.layers < 2:
+                raise ValueError(
+                    f"layers: method 'moa' needs layers >= 2 (got {self.layers}); use method single for one model"
+                )
+        if self.method == "smoa" and self.smoa.k > len(self.proposers):
+            raise ValueError(
+                f"smoa.k: the moderator picks {self.smoa.k} of {len(self.proposers)} proposers' answers; "
+                f"set smoa.k to at most {len(self.proposers)} or add proposers"
+            )
         return self
 
 
@@ -220,8 +260,17 @@ class PreferenceConfig(Strict):
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
-        if self.enabled and self.policy is None:
-            raise ValueError("preference.enabled needs a policy")
+        if not self.enabled:
+            return self
+        if self.policy is None:
+            raise ValueError("policy: preference.enabled needs a policy (the agent whose answers are ranked)")
+        scorer = self.scorer
+        if scorer.kind == "reward_model" and not scorer.reward_model:
+            raise ValueError("scorer.reward_model: required for kind reward_model (a folder or hub id)")
+        if scorer.kind != "reward_model" and not scorer.judges:
+            raise ValueError(f"scorer.judges: kind {scorer.kind} needs at least one judge agent")
+        if scorer.kind == "moa_judge" and scorer.aggregator is None:
+            raise ValueError("scorer.aggregator: kind moa_judge needs an aggregator judge")
         return self
 
 
@@ -328,13 +377,32 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: the config file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
-    parent = raw.pop("extends", None)
-    if parent is None:
+    if "extends" not in raw:
         return raw
+    parent = raw.pop("extends")
+    where = f"{path}:{_line_of_key(path, 'extends')}"
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{where}: extends: expected the path of another YAML file, e.g. extends: local.yaml")
     parent_path = (path.parent / parent).resolve()
-    if parent_path in seen:
-        raise ConfigError(f"{path}: 'extends' loops back to {parent_path}")
-    return deep_merge(_read_yaml(parent_path, (*seen, parent_path)), raw)
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{where}: extends: {parent} loops back to {parent_path}; remove one of the extends")
+    if not parent_path.is_file():
+        raise ConfigError(
+            f"{where}: extends: {parent} not found (looked for {parent_path}); the path is relative to {path.parent}"
+        )
+    return deep_merge(_read_yaml(parent_path, (*seen, path.resolve(), parent_path)), raw)
+
+
+def _line_of_key(path: Path, key: str) -> int:
+    """The 1-based line of a top-level `key:` in a YAML file (1 when it cannot be told)."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return 1
+    for k, _ in getattr(node, "value", []) or []:
+        if getattr(k, "value", None) == key:
+            return int(k.start_mark.line) + 1
+    return 1
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -396,6 +464,10 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
     if err["type"] == "missing":
         return f"missing required key '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
+    field, sep, rest = msg.partition(": ")
+    if sep and field.replace("_", "").replace(".", "").isalnum() and " " not in field:
+        # A model validator names the field it checks ("layers: ..."): report it at that field.
+        where, msg = (f"{where}.{field}" if loc else field), rest
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"{where}: {msg}{shown}"

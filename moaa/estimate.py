@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from moaa.config import AgentConfig, EndpointConfig, GenerationConfig, MoaaConfig, PreferenceConfig
-from moaa.errors import ConfigError, MoaaError
+from moaa.errors import MoaaError
 from moaa.rows import Message, Prompt
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     """
     from moaa.sources import stream_prompts
 
-    check_shape(config)
     # The stages take len() and one pass over the stream; the sft estimate keeps only turn sizes per prompt.
     with stream_prompts(config.prompts, base_dir=base_dir or Path.cwd()) as prompts:
         if not len(prompts):
@@ -80,22 +79,6 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         "total": total,
         "assumptions": _assumptions(config),
     }
-
-
-def check_shape(config: MoaaConfig) -> None:
-    """What the engine and scorer reject only once running, rejected now (same messages)."""
-    gen = config.sft
-    if gen.method in ("moa", "moa-lite") and gen.layers < 2:
-        raise ConfigError(f"sft.layers: method '{gen.method}' needs layers >= 2 (got {gen.layers}); use method single")
-    if not config.preference.enabled:
-        return
-    scorer = config.preference.scorer
-    if scorer.kind == "reward_model" and not scorer.reward_model:
-        raise ConfigError("preference.scorer.reward_model: required for kind reward_model (a folder or hub id)")
-    if scorer.kind != "reward_model" and not scorer.judges:
-        raise ConfigError(f"preference.scorer.judges: kind {scorer.kind} needs at least one judge agent")
-    if scorer.kind == "moa_judge" and scorer.aggregator is None:
-        raise ConfigError("preference.scorer.aggregator: kind moa_judge needs an aggregator judge")
 
 
 # ---------------------------------------------------------------- tokens
@@ -190,7 +173,7 @@ def sft_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     if gen.method == "single":
         shapes["proposers[0]"] = p0
     elif gen.method in ("moa", "moa-lite"):
-        layers = 2 if gen.method == "moa-lite" else gen.layers
+        layers = gen.layers or 2
         for i in range(len(props)):
             shapes[f"proposers[{i}]"] = [
                 (1, proposer_messages(_PROBE, role(i), None)),

@@ -114,5 +114,62 @@ def test_sampling_over_prefers_set_fields():
     }
 
 
-def test_moa_lite_forces_two_layers(tmp_path):
-    assert make_config(tmp_path, "http://x/v1", "sft.method=moa-lite", "sft.layers=5").sft.layers == 2
+def test_moa_layers_default_to_the_papers_three_and_moa_lite_to_two(tmp_path):
+    raw = base_raw(tmp_path, "http://x/v1")
+    del raw["sft"]["layers"]
+    assert load_config(write(tmp_path, raw)).sft.layers == 3
+    assert load_config(write(tmp_path, raw), ["sft.method=moa-lite"]).sft.layers == 2
+    assert load_config(write(tmp_path, raw), ["sft.method=moa-lite", "sft.layers=2"]).sft.layers == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sft.method=moa-lite", "sft.layers=5"], "sft.layers: method 'moa-lite' always has 2 layers (got 5)"),
+        (["sft.layers=1"], "sft.layers: method 'moa' needs layers >= 2 (got 1); use method single"),
+        (["sft.method=smoa", "sft.smoa.k=10"], "sft.smoa.k: the moderator picks 10 of 3 proposers' answers"),
+        (["endpoints.test.base_url=not-a-url"], "endpoints.test.base_url: 'not-a-url' is not an http(s) URL"),
+        (["endpoints.test.base_url=ftp://x/v1"], "endpoints.test.base_url: 'ftp://x/v1' is not an http(s) URL"),
+        (["endpoints.test.base_url=http://:80/v1"], "is not an http(s) URL"),
+        (["endpoints.test.base_url=[http://a/v1, 'localhost:8000']"], "'localhost:8000' is not an http(s) URL"),
+        (
+            ["preference.enabled=true", "preference.policy={endpoint: test}"],
+            "preference.scorer.judges: kind pointwise needs at least one judge agent",
+        ),
+        (
+            ["preference.enabled=true", "preference.policy={endpoint: test}", "preference.scorer.kind=reward_model"],
+            "preference.scorer.reward_model: required for kind reward_model",
+        ),
+        (["preference.enabled=true"], "preference.policy: preference.enabled needs a policy"),
+    ],
+)
+def test_shape_rules_fail_at_load_with_one_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, base_raw(tmp_path, "http://x/v1")), overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_moa_preset_with_one_layer_fails_at_load():
+    with pytest.raises(ConfigError, match=r"configs/moa.yaml: sft.layers: method 'moa' needs layers >= 2 \(got 1\)"):
+        load_config(ROOT / "configs/moa.yaml", ["sft.layers=1"])
+
+
+def test_credentials_in_a_bad_url_are_not_echoed(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, base_raw(tmp_path, "http://x/v1")), ["endpoints.test.base_url=user:s3cret@host"])
+    assert "s3cret" not in str(err.value) and "is not an http(s) URL" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("extends", "message"),
+    [
+        ("missing.yaml", "child.yaml:3: extends: missing.yaml not found"),
+        ("[a, b]", "child.yaml:3: extends: expected the path of another YAML file"),
+        ("child.yaml", "child.yaml:3: extends: child.yaml loops back"),
+    ],
+)
+def test_extends_errors_name_the_line(tmp_path, extends, message):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"# a child config\nname: x\nextends: {extends}\n")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".yaml", r"\.yaml")):
+        load_config(child)

@@ -24,6 +24,8 @@ def make_gen(method: str = "moa", **overrides: Any) -> GenerationConfig:
         "proposers": [{"endpoint": "a"}, {"endpoint": "b"}, {"endpoint": "c"}],
         "aggregator": {"endpoint": "agg"},
     }
+    if method == "moa":
+        raw["layers"] = 2  # these tests use the MoA-Lite shape; moa's own default (3) is tested in test_config
     raw.update(overrides)
     return GenerationConfig.model_validate(raw)
 
@@ -61,7 +63,7 @@ VARIANTS = [
     ("single", {}, {"a": 1}),
     ("moa", {"layers": 2}, {"a": 1, "b": 1, "c": 1, "agg": 1}),
     ("moa", {"layers": 3}, {"a": 2, "b": 2, "c": 2, "agg": 1}),
-    ("moa-lite", {"layers": 5}, {"a": 1, "b": 1, "c": 1, "agg": 1}),
+    ("moa-lite", {}, {"a": 1, "b": 1, "c": 1, "agg": 1}),
     ("self-moa", {"self_moa": {"samples": 4}}, {"a": 1, "agg": 1}),
     ("self-moa-seq", {"seq": {"samples": 12, "window": 6, "new_per_step": 3, "repeats": 2}}, {"a": 1, "agg": 3}),
     ("self-moa-seq", {"seq": {"samples": 4, "window": 6}}, {"a": 1, "agg": 1}),

@@ -37,6 +37,8 @@ def server():
 
 def make_gen(method: str, **overrides: Any) -> GenerationConfig:
     raw = {"method": method, "proposers": [{"endpoint": e} for e in "abc"], "aggregator": {"endpoint": "agg"}}
+    if method == "moa":
+        raw["layers"] = 2  # the MoA-Lite shape; moa's default of 3 layers is tested in test_config
     return GenerationConfig.model_validate(raw | overrides)
 
 

@@ -162,7 +162,6 @@ def test_format_names_stages_endpoints_and_assumptions(tmp_path):
 @pytest.mark.parametrize(
     "overrides, error, match",
     [
-        (["sft.method=moa", "sft.layers=1"], ConfigError, "sft.layers: method 'moa' needs layers >= 2"),
         (["prompts.path=missing.jsonl"], InputError, "missing.jsonl"),
         (["prompts.min_chars=100000"], Exception, "no prompts left after filtering"),
     ],
@@ -173,10 +172,9 @@ def test_estimate_rejects_what_a_run_would(tmp_path, overrides, error, match):
         estimate_run(config, base_dir=tmp_path)
 
 
-def test_estimate_rejects_a_scorer_without_judges(tmp_path):
-    config = make_config(tmp_path, "http://127.0.0.1:9/v1", preference=PREF | {"scorer": {"kind": "pointwise"}})
-    with pytest.raises(ConfigError, match="preference.scorer.judges"):
-        estimate_run(config, base_dir=ROOT)
+def test_a_scorer_without_judges_fails_at_load_before_any_estimate(tmp_path):
+    with pytest.raises(ConfigError, match="preference.scorer.judges: kind pointwise needs at least one judge"):
+        make_config(tmp_path, "http://127.0.0.1:9/v1", preference=PREF | {"scorer": {"kind": "pointwise"}})
 
 
 def test_cli_dry_run_prints_the_estimate(tmp_path, capsys):

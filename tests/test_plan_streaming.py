@@ -31,7 +31,12 @@ def test_replan_keeps_identical_shards_and_no_spill(tmp_path):
         f"prompts.path={prompts}",
         "prompts.limit=null",
         "run.shard_size=4",
-        preference={"enabled": True, "policy": {"endpoint": "test"}, "limit": 10},
+        preference={
+            "enabled": True,
+            "policy": {"endpoint": "test"},
+            "limit": 10,
+            "scorer": {"judges": [{"endpoint": "test"}]},
+        },
     )
     plan = plan_run(config)
     files = [inp for shards in plan.shards.values() for inp, _ in shards]

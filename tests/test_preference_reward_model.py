@@ -112,12 +112,10 @@ def test_stage_pairs_the_highest_and_lowest_reward(rm_path):
 
 
 def test_reward_model_config_errors(tmp_path):
-    pref = PreferenceConfig.model_validate(
-        {"enabled": True, "policy": {"endpoint": "pol"}, "scorer": {"kind": "reward_model"}}
-    )
-    clients = {"pol": FakeClient("pol", responder=lambda call: TEXTS)}
-    with pytest.raises(ConfigError, match="preference.scorer.reward_model: required"):
-        asyncio.run(judge_prompt(PROMPT, pref, clients))
+    with pytest.raises(ValueError, match="scorer.reward_model: required for kind reward_model"):
+        PreferenceConfig.model_validate(
+            {"enabled": True, "policy": {"endpoint": "pol"}, "scorer": {"kind": "reward_model"}}
+        )
     with pytest.raises(ConfigError, match=f"cannot load '{tmp_path}/missing' as a sequence classifier"):
         load_reward_model(str(tmp_path / "missing"))
 

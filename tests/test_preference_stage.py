@@ -201,8 +201,8 @@ def test_endpoint_and_config_errors_stop_the_run():
         asyncio.run(run_preference_prompts([PROMPT] * 3, pref(), clients, on_result=lambda r: None))
     with pytest.raises(ConfigError, match="preference.scorer.judges\\[0\\]: uses endpoint 'judge'"):
         asyncio.run(judge_prompt(PROMPT, pref(), {"pol": clients["pol"]}))
-    with pytest.raises(ConfigError, match="preference.scorer.aggregator"):
-        asyncio.run(judge_prompt(PROMPT, pref(scorer={"kind": "moa_judge"}), clients))
+    with pytest.raises(ValueError, match="scorer.aggregator: kind moa_judge needs an aggregator judge"):
+        pref(scorer={"kind": "moa_judge"})  # a shape rule of the config: it fails at load, before any call
 
 
 def test_bias_report_exact_numbers():

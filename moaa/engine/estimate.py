@@ -39,7 +39,7 @@ def calls_per_prompt(
     if method == "single":
         rows.append(("proposers[0]", p0, 1, 1))
     elif method in ("moa", "moa-lite"):
-        layers = 2 if method == "moa-lite" else gen.layers
+        layers = gen.layers or 2
         rows += [(f"proposers[{i}]", p, layers - 1, layers - 1) for i, p in enumerate(gen.proposers)]
         rows.append(("aggregator", agg, 1, 1))
     elif method == "self-moa":

@@ -12,7 +12,6 @@ import asyncio
 from moaa.client import Message
 from moaa.engine.context import Answer, PromptRun
 from moaa.engine.defense import apply_cluster_filter
-from moaa.errors import ConfigError
 from moaa.prompts import Template
 from moaa.prompts.generation import AGGREGATE, PROPOSE, aggregator_messages, proposer_messages
 
@@ -109,9 +108,7 @@ async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
 
 
 async def moa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
-    layers = run.gen.layers
-    if layers < 2:
-        raise ConfigError(f"sft.layers: method '{run.gen.method}' needs layers >= 2 (got {layers}); use method single")
+    layers = run.gen.layers or 2  # the config resolves moa's default (3) and moa-lite's 2 at load
     answers: list[Answer] | None = None
     for layer in range(1, layers):
         answers = await proposer_layer(run, convo, turn, layer, answers)
