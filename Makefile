@@ -98,6 +98,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check moaa flows tests benchmarks
+	$(BIN)/ruff format --check moaa flows tests benchmarks
 
 clean-data:
 	rm -rf data .moaa runs

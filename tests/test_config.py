@@ -25,10 +25,42 @@ def write(tmp_path: Path, data, name="c.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("preset", ["local", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"])
-def test_presets_load(preset):
+def _shape(config) -> dict:
+    gen = config.sft
+    models = [config.endpoints[p.endpoint].model for p in gen.proposers]
+    shape = {"method": gen.method, "proposers": len(models), "distinct_models": len(set(models))}
+    if gen.method in ("moa", "moa-lite"):
+        shape["layers"] = gen.layers
+    if gen.method == "self-moa":
+        shape["samples"] = gen.self_moa.samples
+    if gen.method == "self-moa-seq":
+        shape |= {"samples": gen.seq.samples, "window": gen.seq.window, "new_per_step": gen.seq.new_per_step}
+    if gen.method == "smoa":
+        shape |= {"rounds": gen.smoa.rounds, "k": gen.smoa.k, "early_stop": gen.smoa.early_stop}
+    return shape
+
+
+# The published shapes (ALGORITHMS.md): MoA 3 layers of MoAA's 4 proposers with Qwen1.5-110B aggregating;
+# MoA-Lite 2 layers; Self-MoA 6 samples of one model; Seq window 6 with 3 new per step; SMoA 2 rounds, k=2.
+PRESETS = {
+    "local": {"method": "moa", "proposers": 3, "distinct_models": 1, "layers": 2},
+    "moa": {"method": "moa", "proposers": 4, "distinct_models": 4, "layers": 3},
+    "moa-lite": {"method": "moa-lite", "proposers": 4, "distinct_models": 4, "layers": 2},
+    "self-moa": {"method": "self-moa", "proposers": 1, "distinct_models": 1, "samples": 6},
+    "self-moa-seq": {"method": "self-moa-seq", "proposers": 1, "distinct_models": 1, "samples": 12, "window": 6,
+                     "new_per_step": 3},
+    "smoa": {"method": "smoa", "proposers": 4, "distinct_models": 1, "rounds": 2, "k": 2, "early_stop": True},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_load_with_their_published_shape(preset):
     config = load_config(ROOT / "configs" / f"{preset}.yaml")
-    assert config.sft.method == preset if preset != "local" else config.sft.method == "moa"
+    assert _shape(config) == PRESETS[preset]
+    if preset == "moa":
+        assert "Qwen1.5-110B" in config.endpoints[config.sft.aggregator.endpoint].model
+    if preset == "local":
+        assert all(config.endpoints[name].local for name in config.used_endpoints())
 
 
 def test_unknown_key_names_dotted_path_and_allowed_keys(tmp_path):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from moaa.report import SECTIONS
 from tests.conftest import ROOT
 
 
@@ -54,7 +55,8 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     assert pl.read_parquet(next((version / "data" / "sft").glob("*.parquet"))).height >= 1
     assert (version / "moaa_manifest.json").exists()
     report = (version / "report.md").read_text()
-    assert "## Scores" in report
+    for section in SECTIONS:  # the report of a real local-model version has every section
+        assert f"\n## {section}\n" in report, section
     pngs = sorted((version / "report").glob("*.png"))
     assert {p.stem for p in pngs} >= {"lengths", "calls"}
     for png in pngs:  # real images with data: PNG magic bytes and a non-trivial plot

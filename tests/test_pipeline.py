@@ -6,12 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from moaa.pipeline import format_summary
 from moaa.testing.openai_server import OpenAITestServer
 from tests.conftest import make_config
+from tests.pipeline_helpers import version_rows
 
 CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
 ASPECTS = ["instruction_following", "honesty", "truthfulness", "helpfulness"]
@@ -116,6 +120,16 @@ def test_unanswerable_prompts_are_failures_not_silence(tmp_path, prefect_harness
     assert not (tmp_path / "data" / "test-run").exists()
 
 
+# Trace step kinds per prompt for each method (3 proposers; self-moa 6 samples; seq 5 samples, window 4).
+SHAPES: dict[str, dict[str, Any]] = {
+    "single": {"answer": lambda n: n == 1, "aggregate": lambda n: n == 0, "proposal": lambda n: n == 0},
+    "moa-lite": {"proposal": lambda n: n == 3, "aggregate": lambda n: n == 1},
+    "self-moa": {"sample": lambda n: n == 6, "aggregate": lambda n: n == 1, "proposal": lambda n: n == 0},
+    "self-moa-seq": {"sample": lambda n: n == 5, "synthesis": lambda n: n >= 1, "aggregate": lambda n: n == 1},
+    "smoa": {"proposal": lambda n: n >= 3, "moderator": lambda n: n >= 1, "aggregate": lambda n: n == 1},
+}
+
+
 @pytest.mark.parametrize("method", ["single", "moa-lite", "self-moa", "self-moa-seq", "smoa"])
 def test_every_method_runs_through_the_flow(tmp_path, prefect_harness, method):
     with OpenAITestServer() as srv:
@@ -130,3 +144,13 @@ def test_every_method_runs_through_the_flow(tmp_path, prefect_harness, method):
         )
         summary = run(config)
     assert summary["stages"]["sft"]["rows"] == 2, summary
+    # The method's own shape, read from the version's trace: a single-model answer in place of the
+    # mixture (or a mixture in place of the baseline) fails here, not only the row count.
+    version = Path(summary["version_path"])
+    trace, rows = version_rows(version, "trace"), version_rows(version, "sft")
+    for row in rows:
+        steps = [t for t in trace if t["prompt_id"] == row["prompt_id"] and t["stage"] == "sft"]
+        kinds = Counter(t["kind"] for t in steps)
+        final = [t for t in steps if t["kind"] == ("answer" if method == "single" else "aggregate")]
+        assert len(final) == 1 and row["messages"][-1]["content"] == final[0]["text"], (method, kinds)
+        assert all(check(kinds.get(k, 0)) for k, check in SHAPES[method].items()), (method, kinds)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from moaa.manifest import read_manifest, verify_version
 from moaa.report import SECTIONS, report_markdown_for_artifact, write_report
@@ -201,22 +200,6 @@ def test_artifact_markdown_embeds_its_plots(tmp_path):
     assert base64.b64decode(embedded["Scores"]) == (version / "report" / "scores.png").read_bytes()
     assert {"Scores", "Lengths", "Calls and tokens"} <= set(embedded)
     assert str(tmp_path) not in text and "position-swap disagreement: 28.6%" in text
-
-
-def _made_versions() -> list[Path]:
-    return sorted(p.parent for p in (ROOT / "data").glob("*/v*/moaa_manifest.json"))
-
-
-@pytest.mark.skipif(not _made_versions(), reason="no version written by `make data` under data/")
-def test_report_on_a_version_made_by_make_data(tmp_path):
-    version = _made_versions()[-1]
-    path = write_report(version, out_dir=tmp_path)  # never modify the user's data
-    text = path.read_text()
-    for section in SECTIONS:
-        assert f"\n## {section}\n" in text
-    for png in (tmp_path / "report").glob("*.png"):
-        assert_real_png(png)
-    assert (tmp_path / "report" / "lengths.png").is_file()
 
 
 @pytest.mark.slow
