@@ -219,11 +219,15 @@ def run_arm(arm: Arm, s: CompareSettings, steps: CompareSteps, student: str) -> 
 def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     """Both arms, then the matchups; writes runs/compare/<name>-<ts>/ and returns its results."""
     from moaa.train.compare_report import write_report
+    from moaa.train.evaluate import load_eval_settings
+    from moaa.train.settings import load_settings
     from moaa.train.student import resolve_model
 
     started = time.time()
     base = load_config(s.data_config, s.data_overrides)
-    arms = build_arms(base, s)  # fail on a bad arm before anything runs
+    arms = build_arms(base, s)  # fail on a bad arm, or a bad SFT or eval setting, before anything runs
+    load_settings("sft", s.sft_config, s.sft_overrides)
+    load_eval_settings(s.eval_config, s.eval_overrides)
     student = resolve_model(s.student)
     name = s.name or base.name
     folder = new_run_dir("compare", name, s.runs_root)
