@@ -109,6 +109,23 @@ def test_settings_file_and_flags(tmp_path: Path):
         load_compare_settings(bad)
 
 
+def test_held_out_prompts_are_the_ones_both_arms_have(tmp_path: Path):
+    """A prompt that failed in one arm is judged in neither: every student answers the same prompts."""
+    from moaa.train.matchups import shared_held_out
+
+    a = find_dataset(str(write_demo_version(tmp_path / "data", "x-A", n=24)))
+    b = find_dataset(str(write_demo_version(tmp_path / "data", "x-B", n=16)))  # prompts p016.. lost in arm B
+    ids_a = [p["prompt_id"] for p in held_out_prompts(a)]
+    ids_b = [p["prompt_id"] for p in held_out_prompts(b)]
+    assert set(ids_b) < set(ids_a)
+    prompts, differs = shared_held_out([a, b], None)
+    assert [p["prompt_id"] for p in prompts] == ids_b and differs == 0
+    assert [p["prompt_id"] for p in shared_held_out([a, b], 2)[0]] == ids_b[:2]
+    c = find_dataset(str(write_demo_version(tmp_path / "other", "y", n=1)))  # p000 only, in the train split
+    with pytest.raises(InputError, match="share no held-out prompt|has no test split"):
+        shared_held_out([a, c], None)
+
+
 # ---------------------------------------------------------------- the matchups' wiring
 
 
