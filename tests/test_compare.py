@@ -76,6 +76,12 @@ def test_arm_b_is_any_method_with_any_agent(flags, method, proposers, aggregator
     assert (b.config.sft.aggregator.name if b.config.sft.aggregator else None) == aggregator
 
 
+def test_without_a_proposer_on_its_endpoint_the_aggregator_writes_alone():
+    base = load_config(ROOT / "configs/moa.yaml")  # aggregator qwen-110b proposes nothing
+    _, b = build_arms(base, CompareSettings())
+    assert b.config.sft.proposers == [base.sft.aggregator] and b.describe() == "single (qwen-110b)"
+
+
 def test_arm_a_can_be_named_too():
     a, b = build_arms(load_config(LOCAL), CompareSettings(arm_a="self-moa", arm_b="single", baseline_agent="teacher"))
     assert a.describe() == "self-moa (teacher -> aggregator)" and b.describe() == "single (teacher)"
@@ -319,6 +325,9 @@ def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, pref
     for m in first["matchups"].values():
         assert m["win"] + m["tie"] + m["loss"] + m["unjudged"] == 4 and m["order_agreement"] == 1.0
     assert len(judged) == 2 * 2 * 3 * 4  # two compares x 3 matchups x 4 prompts x 2 orders
-    assert [r["cost"]["new_calls"] for r in again["arms"].values()] == [0, 0]  # the request cache answered all
+    # Arm B's single answers are the requests of arm A's first proposer in layer 1 (same messages, sampling,
+    # seed): the cache answers them even the first time; a second compare makes no data call at all.
+    assert (a["cost"]["new_calls"], b["cost"]["new_calls"]) == (32, 0)
+    assert [r["cost"]["new_calls"] for r in again["arms"].values()] == [0, 0]
     assert again["matchups"]["A vs B"]["scores"] == first["matchups"]["A vs B"]["scores"]
     assert (Path(first["folder"]) / "report.md").is_file() and read_lineage(first["folder"])["kind"] == "compare"

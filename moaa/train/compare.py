@@ -6,7 +6,8 @@ Usage: moaa compare configs/local.yaml [--arm-b single] [--baseline-agent precis
 
 Arm A is the run config's own method (or `arm_a`); arm B a baseline, by default `single` with the
 baseline agent: the proposer on the aggregator's endpoint (the model the config trusts to write the
-final answer, answering alone), or the one named by `baseline_agent`. Any method can be named for
+final answer, answering alone; the aggregator itself when no proposer shares its endpoint), or the
+one named by `baseline_agent`. Any method can be named for
 either arm (e.g. moa vs self-moa). The two arms' run configs differ in `name` and `sft` only: same
 prompts and prompt seed, same sampling seeds, same split (output.test_size / split_seed, decided
 per prompt_id), same request cache (an arm that exists already costs no model call to re-run);
@@ -64,7 +65,7 @@ class CompareSettings(Strict):
     baseline_agent: str | None = Field(
         None,
         description="the agent of a one-model arm: a proposer's name or index, or 'aggregator' (default: the "
-        "proposer on the aggregator's endpoint, else the first proposer)",
+        "proposer on the aggregator's endpoint, else the aggregator itself; the first proposer without one)",
     )
     prompts: int | None = Field(None, ge=1, description="prompts.limit of both arms (None: the run config's)")
     test_size: float | None = Field(None, gt=0, lt=1, description="output.test_size of both arms")
@@ -119,9 +120,11 @@ class Arm:
 def pick_agent(base: MoaaConfig, choice: str | None) -> AgentConfig:
     """The agent a one-model arm uses (see CompareSettings.baseline_agent)."""
     gen = base.sft
-    if choice is None:
+    if choice is None:  # the model the config trusts to write final answers, answering alone
         agg = gen.aggregator
-        return next((p for p in gen.proposers if agg and p.endpoint == agg.endpoint), gen.proposers[0])
+        if agg is None:
+            return gen.proposers[0]
+        return next((p for p in gen.proposers if p.endpoint == agg.endpoint), agg)
     if choice == "aggregator":
         if gen.aggregator is None:
             raise InputError(f"baseline agent 'aggregator': the run config's method {gen.method} has no aggregator")
