@@ -8,7 +8,7 @@ EXTRAS ?= local,dask,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup llama-wheel lock data test test-fast test-heavy sft dpo eval loop bench lint clean-data help
+.PHONY: setup llama-wheel lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
 
 help:
 	@echo "make setup   - create $(VENV) and install moaa, the local model and its server"
@@ -17,6 +17,7 @@ help:
 	@echo "make sft     - fine-tune the default student on the latest data set (SFT)"
 	@echo "make dpo     - DPO on the latest data set, starting from the SFT output"
 	@echo "make eval    - compare the trained student with its base on held-out prompts"
+	@echo "make compare - A/B: $(CONFIG)'s method vs one model, same prompts and student, judged head to head"
 	@echo "make bench   - benchmarks (engine efficiency, scale, resume, variant cost, local model)"
 	@echo "make lock    - re-resolve the environment into requirements.lock (then make test)"
 
@@ -92,6 +93,9 @@ eval: setup
 
 loop: setup
 	$(BIN)/moaa train loop $(ARGS)
+
+compare: setup
+	$(BIN)/moaa compare $(CONFIG) $(ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks $(ARGS)

@@ -1,0 +1,60 @@
+"""`moaa compare CONFIG`: arm A (the config's method) vs arm B (a baseline) on the same prompts, proven
+on the same student: data, SFT, then the students judged head to head and each against the base.
+
+    moaa compare configs/local.yaml [--arm-b single] [--baseline-agent precise] [--arm-a moa]
+        [--set prompts.seed=1] [--prompts 40] [--settings configs/train/compare.yaml] [--sft-set k=v]
+        [--eval-set k=v] [--model STUDENT] [--name NAME] [--runs-root runs]
+
+Only argparse is imported here; Prefect, torch and transformers load inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from moaa.config import METHODS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="A/B two generation methods: same prompts, same student, judged head to head and vs base"
+    )
+    p.add_argument("config", help="run config; arm A is its method, e.g. configs/local.yaml")
+    p.add_argument("--arm-a", choices=METHODS, help="arm A's method (default: the config's sft.method)")
+    p.add_argument("--arm-b", choices=METHODS, help="arm B's method (default: single)")
+    p.add_argument("--baseline-agent", metavar="NAME",
+                   help="a one-model arm's agent: a proposer's name or index, or 'aggregator' "
+                   "(default: the proposer on the aggregator's endpoint)")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run config override, both arms")
+    p.add_argument("--prompts", type=int, help="prompts.limit of both arms (default: the settings file's)")
+    p.add_argument("--test-size", type=float, help="output.test_size of both arms (default: the settings file's)")
+    p.add_argument("--settings", default="configs/train/compare.yaml", help="compare settings (the scale)")
+    p.add_argument("--sft-set", action="append", default=[], metavar="KEY=VALUE", help="SFT override, both arms")
+    p.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE", help="eval/judge override")
+    p.add_argument("--model", help="the student both arms fine-tune (default: the local student)")
+    p.add_argument("--name", help="names the arms' data sets <name>-A, <name>-B (default: the config's name)")
+    p.add_argument("--runs-root", help="where run folders go (default runs/)")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from moaa.config import check_environment, load_config
+    from moaa.train.compare import build_arms, load_compare_settings
+
+    settings = load_compare_settings(
+        args.settings, data_config=args.config, data_overrides=args.set, arm_a=args.arm_a, arm_b=args.arm_b,
+        baseline_agent=args.baseline_agent, prompts=args.prompts, test_size=args.test_size, student=args.model,
+        name=args.name, runs_root=args.runs_root, sft_overrides=args.sft_set, eval_overrides=args.eval_set,
+    )  # fmt: skip
+    for arm in build_arms(load_config(settings.data_config, settings.data_overrides), settings):
+        check_environment(arm.config)  # a bad arm or a missing key fails here, before Prefect starts
+    from moaa.prefect_setup import quiet_prefect
+
+    quiet_prefect()
+    from flows.compare import compare_arms
+    from moaa.train.compare_report import format_summary
+
+    results = compare_arms(settings.model_dump())
+    print(format_summary(results))
+    print(f"report: {results['report']}; results: {results['folder']}/results.json")
+    return 0
