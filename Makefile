@@ -52,7 +52,7 @@ llama-wheel: $(LLAMA_WHEEL_DIR)/.built
 $(LLAMA_WHEEL_DIR)/.built:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	rm -rf $(LLAMA_WHEEL_DIR) && mkdir -p $(LLAMA_WHEEL_DIR)
-	@echo "compiling llama-cpp-python $(LLAMA_CPP_VERSION) ($(LLAMA_BUILD): $(LLAMA_CMAKE_$(LLAMA_BUILD))); ~8 minutes on 2 cores"
+	@echo "compiling llama-cpp-python $(LLAMA_CPP_VERSION) ($(LLAMA_BUILD): $(LLAMA_CMAKE_$(LLAMA_BUILD))); ~14 minutes on 2 cores (once; kept under .whl/)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_$(LLAMA_BUILD))" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
 		-w $(LLAMA_WHEEL_DIR) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	touch $@
