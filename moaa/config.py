@@ -190,6 +190,11 @@ class ScorerConfig(Strict):
     judges: list[AgentConfig] = Field(default_factory=list)
     aggregator: AgentConfig | None = None  # the MoA judge's final judge
     reward_model: str | None = None  # hub id or local path of a sequence classifier
+    trust_remote_code: bool = Field(
+        False,
+        description="reward_model: run the checkpoint's own modeling code (its config's auto_map), as "
+        "ArmoRM needs for `output.score`; this executes code that ships with the model on this machine",
+    )
     device: str = "cpu"
     batch_size: int = Field(8, ge=1)
     criteria: list[str] | None = None  # MoA judge: pick from these per prompt
