@@ -129,6 +129,11 @@ class SMoAConfig(Strict):
     moderator: AgentConfig | None = None  # defaults to the aggregator
     early_stop: bool = True
     roles: list[str] | None = None  # given roles; else generated once per run
+    task: str | None = Field(
+        None,
+        description="what the prompts ask for, given to the role generator (SMoA builds roles from each "
+        "data set's task description); unset: described by a few of the run's own prompts",
+    )
     role_generator: AgentConfig | None = None  # defaults to the aggregator
 
 

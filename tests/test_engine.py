@@ -284,6 +284,24 @@ def test_smoa_unparsable_moderator_picks_k_at_random_seeded():
     assert [s.selected for s in result.trace] == [s.selected for s in again.trace]
 
 
+@pytest.mark.parametrize(
+    "reply, counter, problem",
+    [
+        ('{"reasoning": "r", "selected": [0, 5], "stop": true}', "moderator_invalid_choices", "invalid choice [5]"),
+        ("Response 1 is best.", "moderator_parse_failures", "unparsable"),
+    ],
+)
+def test_smoa_falls_back_to_random_k_on_an_invalid_choice_and_records_it(reply, counter, problem):
+    gen = make_gen("smoa", smoa={"rounds": 1, "k": 2, "roles": ["R"]})
+    clients = fake_clients(*ENDPOINTS)
+    clients["agg"].responder = lambda call: reply if ".moderator." in call.tag else None
+    result = answer(ask(), gen, clients)
+    assert result.counters == {counter: 1}
+    meta = json.loads(next(s for s in result.trace if s.kind == "moderator").meta)
+    assert meta["fallback"] == "random" and meta["problem"].startswith(problem) and meta["stop"] is False
+    assert len(meta["selected"]) == 2 and len(references(clients["agg"].calls[-1])) == 2
+
+
 def test_smoa_roles_from_caller_when_config_has_none():
     gen = make_gen("smoa", smoa={"rounds": 1})
     clients = fake_clients(*ENDPOINTS)

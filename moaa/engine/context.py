@@ -52,7 +52,7 @@ class PromptResult:
 
     `calls` counts `client.chat` invocations (failed ones included; an n=K call is one call);
     `counters` holds what was dropped: failed_calls, empty_answers, filtered_answers,
-    moderator_parse_failures, moderator_failures.
+    moderator_parse_failures, moderator_invalid_choices, moderator_failures.
     """
 
     prompt: Prompt

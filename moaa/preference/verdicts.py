@@ -12,57 +12,19 @@ its scale (7, 6/5, 0/10) is rejected, not clipped.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
+from moaa.json_text import json_objects
 from moaa.prompts.judging import Criterion, slug
 
-_FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 # A rating with an optional scale: "4", "4.5", "8/10", "4 out of 5", "3 of 5".
 _RATING_TEXT = r"([0-9]+(?:\.[0-9]+)?)(?:\s*(?:/|out\s+of|of)\s*([0-9]+))?"
 _NUMBER_RE = re.compile(rf"^\s*\**\s*{_RATING_TEXT}\s*\**\s*$", re.IGNORECASE)
 LOW, HIGH = 1, 5  # the judging prompts' scale (prompts.judging anchors five levels)
 _RATING_KEYS = ("rating", "score", "value", "grade")
 _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
-
-
-def json_objects(text: str) -> list[Any]:
-    """Every JSON value found in `text`: the whole text, fenced blocks, then balanced {...} spans."""
-    found: list[Any] = []
-    pieces = [text, *_FENCE_RE.findall(text)]
-    pieces += _balanced_spans(text)
-    for piece in pieces:
-        try:
-            found.append(json.loads(piece))
-        except (json.JSONDecodeError, ValueError):
-            continue
-    return found
-
-
-def _balanced_spans(text: str) -> list[str]:
-    """Top-level `{...}` spans, skipping braces inside JSON strings."""
-    spans, depth, start, in_str, escaped = [], 0, -1, False, False
-    for i, ch in enumerate(text):
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"' and depth:
-            in_str = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
 
 
 def on_scale(number: float, out_of: float | None, low: int = LOW, high: int = HIGH) -> float | None:
