@@ -76,13 +76,15 @@ async def aggregate(
     *,
     template: Template = AGGREGATE,
     kind: str = "aggregate",
+    marked: str | None = None,
 ) -> str:
-    """One aggregator call over `answers`; fails the prompt when it gives no answer."""
+    """One aggregator call over `answers` (`marked`: a text labelled as the running synthesis);
+    fails the prompt when it gives no answer."""
     agent = run.gen.aggregator
     assert agent is not None  # GenerationConfig guarantees one for every method but single
     # The aggregator's own role (e.g. a length limit) opens the system message, as a proposer's does.
     messages = aggregator_messages(
-        proposer_messages(convo, agent.role, None), reference_texts(run, answers, turn, layer), template
+        proposer_messages(convo, agent.role, None), reference_texts(run, answers, turn, layer), template, marked
     )
     got = await run.ask(agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer)
     if not got:
