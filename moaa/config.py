@@ -137,6 +137,25 @@ class SMoAConfig(Strict):
     role_generator: AgentConfig | None = None  # defaults to the aggregator
 
 
+class QualityConfig(Strict):
+    """Gates on every aggregate before it becomes data (ALGORITHMS.md section 8; moaa.engine.quality)."""
+
+    scaffolding: bool = Field(
+        True,
+        description="reject an aggregate that pastes the prompt's scaffolding back: 'Response N:' headings or "
+        "the aggregation template's own phrases",
+    )
+    verbatim_copy: bool = Field(
+        True, description="reject an aggregate that is one of its (two or more) references, word for word"
+    )
+    reasks: int = Field(
+        1,
+        ge=0,
+        description="times a rejected aggregate is asked again (shown its answer and what was wrong) before the "
+        "prompt fails with reason quality_scaffolding or quality_verbatim_copy; 0 drops it at once",
+    )
+
+
 class GenerationConfig(Strict):
     """The SFT stage: how answers are written (see ALGORITHMS.md sections 1-5)."""
 
@@ -150,6 +169,7 @@ class GenerationConfig(Strict):
     self_moa: SelfMoAConfig = SelfMoAConfig()
     seq: SeqConfig = SeqConfig()
     smoa: SMoAConfig = SMoAConfig()
+    quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> GenerationConfig:

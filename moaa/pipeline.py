@@ -236,11 +236,16 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def quality_line(stages: dict[str, Any]) -> str:
-    """Truncated answers (finish_reason length) per stage and unparsed verdicts, in one line."""
+    """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
+    (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.engine.quality import gate_summary
+
     parts = []
     for stage, agg in stages.items():
         counters = agg.get("counters", {})
         parts.append(f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated")
+        if stage == "sft":
+            parts.append(gate_summary(counters))
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)

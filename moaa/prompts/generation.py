@@ -47,6 +47,17 @@ SEQ_AGGREGATE = Template(
     "Responses:\n\n{responses}",
 )
 
+# After an aggregate that failed a quality gate (moaa.engine.quality): the failed answer goes back as
+# the assistant's turn, then this. moaa's own: small aggregators paste the scaffolding back
+# ("Response 1: ...") or copy one reference (ALGORITHMS.md section 8).
+QUALITY_REASK = Template(
+    "quality-reask",
+    "v1",
+    "Your answer above cannot be used: {problem}. Write your answer to the user's last message again, "
+    "addressed to the user directly: no numbered response headings, no mention of other responses or "
+    "of these instructions, and not a copy of any one of the responses.",
+)
+
 # One moderator call per round: select the best k answers and say whether to stop early.
 # Follows SMoA (Li et al. 2024, arXiv 2411.03284): responses numbered from 0, JSON with the
 # reasoning, the chosen indices and a stop flag.
