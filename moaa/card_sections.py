@@ -176,7 +176,8 @@ def bias_section(manifest: dict[str, Any]) -> list[str]:
 
 
 def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str]:
-    """Truncated and empty replies per endpoint, truncated trace steps per stage, filtered prompts."""
+    """Truncated and empty replies per endpoint, truncated trace steps per stage, aggregates the
+    quality gates rejected, filtered prompts."""
     per_endpoint = endpoint_stats(manifest)
     lines = ["## Quality", ""]
     rows = [[n, c.get("truncated"), c.get("empty"), c.get("failures")] for n, c in per_endpoint.items()]
@@ -185,6 +186,11 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
     if stats.get("truncated") is not None:
         kept = ", ".join(f"{stage} {n}" for stage, n in stats["truncated"]) or "none"
         lines += [f"Trace steps cut at max_tokens (finish_reason `length`), by stage: {kept}.", ""]
+    sft = (((manifest.get("counts") or {}).get("stages") or {}).get("sft") or {}).get("counters")
+    if sft is not None:
+        from moaa.engine.quality import gate_summary
+
+        lines += [f"SFT answers: {gate_summary(sft)}; a dropped prompt is a failure of reason quality_*.", ""]
     prompts = ((manifest.get("counts") or {}).get("prompts") or {}).get("dropped") or {}
     if prompts:
         lines += [f"Prompts dropped by filters: {', '.join(f'{k} {v}' for k, v in prompts.items())}.", ""]

@@ -148,7 +148,31 @@ class SMoAConfig(Strict):
     moderator: AgentConfig | None = None  # defaults to the aggregator
     early_stop: bool = True
     roles: list[str] | None = None  # given roles; else generated once per run
+    task: str | None = Field(
+        None,
+        description="what the prompts ask for, given to the role generator (SMoA builds roles from each "
+        "data set's task description); unset: described by a few of the run's own prompts",
+    )
     role_generator: AgentConfig | None = None  # defaults to the aggregator
+
+
+class QualityConfig(Strict):
+    """Gates on every aggregate before it becomes data (ALGORITHMS.md section 8; moaa.engine.quality)."""
+
+    scaffolding: bool = Field(
+        True,
+        description="reject an aggregate that pastes the prompt's scaffolding back: 'Response N:' headings or "
+        "the aggregation template's own phrases",
+    )
+    verbatim_copy: bool = Field(
+        True, description="reject an aggregate that is one of its (two or more) references, word for word"
+    )
+    reasks: int = Field(
+        1,
+        ge=0,
+        description="times a rejected aggregate is asked again (shown its answer and what was wrong) before the "
+        "prompt fails with reason quality_scaffolding or quality_verbatim_copy; 0 drops it at once",
+    )
 
 
 class GenerationConfig(Strict):
@@ -168,6 +192,7 @@ class GenerationConfig(Strict):
     self_moa: SelfMoAConfig = SelfMoAConfig()
     seq: SeqConfig = SeqConfig()
     smoa: SMoAConfig = SMoAConfig()
+    quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _shape(self) -> GenerationConfig:
@@ -230,6 +255,11 @@ class ScorerConfig(Strict):
     judges: list[AgentConfig] = Field(default_factory=list)
     aggregator: AgentConfig | None = None  # the MoA judge's final judge
     reward_model: str | None = None  # hub id or local path of a sequence classifier
+    trust_remote_code: bool = Field(
+        False,
+        description="reward_model: run the checkpoint's own modeling code (its config's auto_map), as "
+        "ArmoRM needs for `output.score`; this executes code that ships with the model on this machine",
+    )
     device: str = "cpu"
     batch_size: int = Field(8, ge=1)
     criteria: list[str] | None = None  # MoA judge: pick from these per prompt

@@ -236,11 +236,16 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def quality_line(stages: dict[str, Any]) -> str:
-    """Truncated answers (finish_reason length) per stage and unparsed verdicts, in one line."""
+    """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
+    (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.engine.quality import gate_summary
+
     parts = []
     for stage, agg in stages.items():
         counters = agg.get("counters", {})
         parts.append(f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated")
+        if stage == "sft":
+            parts.append(gate_summary(counters))
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
@@ -258,13 +263,14 @@ def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
         return saved["roles"]
     import asyncio
 
-    from moaa.engine import generate_roles
+    from moaa.engine.smoa import generate_roles, run_task
     from moaa.session import build_clients
 
     agent = smoa.role_generator or config.sft.aggregator
     stats = RunStats()
     client = build_clients(config, stats, [agent.endpoint])[agent.endpoint]
-    roles = asyncio.run(generate_roles(len(config.sft.proposers), client, agent))
+    task = run_task(smoa.task, plan.shards["sft"][0][0])
+    roles = asyncio.run(generate_roles(len(config.sft.proposers), client, agent, task=task))
     # Kept with the call's accounting, which `collect` folds into the run totals like a shard's.
     record = {"roles": roles, "stats": stats.to_dict(), "finished_at": time.time()}
     write_json_atomic(plan.work_dir / ROLES_FILE, record)

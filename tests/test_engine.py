@@ -50,6 +50,12 @@ def moderator_says(selected: list[int], stop: bool = False, reasoning: str = "r"
     return respond
 
 
+def headers(call: FakeCall) -> list[str]:
+    """The header line of each 'Response i' block of a call's system message."""
+    body = call.system.split("Responses:\n\n", 1)[1]
+    return [block.split("\n", 1)[0] for block in body.split("\n\n") if block.startswith("Response ")]
+
+
 def references(call: FakeCall) -> list[str]:
     """The 'Response i:' blocks of a call's system message, in order."""
     system = call.system
@@ -221,6 +227,7 @@ def test_self_moa_seq_never_exceeds_window(samples, window, new, repeats):
         len(steps) == len(seq_windows(samples, window, new)) == calls_per_prompt(gen)["agents"]["aggregator"]["calls"]
     )
     assert references(steps[0]) == sample_texts[:window]
+    assert headers(steps[0]) == [f"Response {i}:" for i in range(1, min(samples, window) + 1)]
     seen = min(samples, window)
     for i, call in enumerate(steps[1:]):
         refs = references(call)
@@ -228,8 +235,12 @@ def test_self_moa_seq_never_exceeds_window(samples, window, new, repeats):
         previous = [s.text for s in result.trace if s.layer == i + 2 and s.kind == "synthesis"]
         assert refs[:repeats] == previous * repeats
         assert refs[repeats:] == sample_texts[seen : seen + new]
+        # the running synthesis is labelled, so the aggregator can tell it even when it appears once
+        labelled = [f"Response {j} (synthesis of earlier answers):" for j in range(1, repeats + 1)]
+        assert headers(call) == labelled + [f"Response {j}:" for j in range(repeats + 1, len(refs) + 1)]
+        assert '"(synthesis of earlier answers)"' in call.system
         seen += new
-        assert call.tag == "sft.aggregator.seq-aggregate@v1"
+        assert call.tag == "sft.aggregator.seq-aggregate@v2"
     assert seen >= samples
     assert result.row.messages[-1]["content"] == result.trace[-1].text
     assert [s.kind for s in result.trace if s.kind in ("synthesis", "aggregate")][-1] == "aggregate"
@@ -284,6 +295,24 @@ def test_smoa_unparsable_moderator_picks_k_at_random_seeded():
     assert meta["fallback"] == "random" and len(meta["selected"]) == 2 and meta["stop"] is False
     assert len(references(clients["agg"].calls[-1])) == 2
     assert [s.selected for s in result.trace] == [s.selected for s in again.trace]
+
+
+@pytest.mark.parametrize(
+    "reply, counter, problem",
+    [
+        ('{"reasoning": "r", "selected": [0, 5], "stop": true}', "moderator_invalid_choices", "invalid choice [5]"),
+        ("Response 1 is best.", "moderator_parse_failures", "unparsable"),
+    ],
+)
+def test_smoa_falls_back_to_random_k_on_an_invalid_choice_and_records_it(reply, counter, problem):
+    gen = make_gen("smoa", smoa={"rounds": 1, "k": 2, "roles": ["R"]})
+    clients = fake_clients(*ENDPOINTS)
+    clients["agg"].responder = lambda call: reply if ".moderator." in call.tag else None
+    result = answer(ask(), gen, clients)
+    assert result.counters == {counter: 1}
+    meta = json.loads(next(s for s in result.trace if s.kind == "moderator").meta)
+    assert meta["fallback"] == "random" and meta["problem"].startswith(problem) and meta["stop"] is False
+    assert len(meta["selected"]) == 2 and len(references(clients["agg"].calls[-1])) == 2
 
 
 def test_smoa_roles_from_caller_when_config_has_none():

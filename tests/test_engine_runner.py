@@ -12,7 +12,7 @@ from moaa.client import CallError
 from moaa.config import AgentConfig, EndpointConfig, GenerationConfig
 from moaa.engine import calls_per_prompt, generate_roles, run_prompts
 from moaa.engine.defense import larger_cluster, two_means
-from moaa.engine.smoa import parse_moderation, parse_roles
+from moaa.engine.smoa import Moderation, describe_task, parse_moderation, parse_roles, run_task
 from moaa.errors import EndpointError
 from moaa.prompts.generation import FALLBACK_ROLES
 from moaa.rows import Prompt
@@ -124,16 +124,54 @@ def test_generate_roles(replies, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ('{"reasoning": "x", "selected": [2, 0], "stop": false}', ([2, 0], False)),
-        ('Here: {"reasoning": "x", "selected": [1, 1, 9, "a", 0, 2], "stop": true}', ([1, 0], True)),
-        ('{"selected": [0], "stop": "true"}', ([0], True)),
-        ('{"selected": [7]}', None),
-        ("not json", None),
-        ('{"selected": "0"}', None),
+        ('{"reasoning": "x", "selected": [2, 0], "stop": false}', Moderation([2, 0], False, "x")),
+        ('Here: {"reasoning": "x", "selected": [1, 1, 0, 2], "stop": true}', Moderation([1, 0], True, "x")),
+        ('{"selected": [0], "stop": "true"}', Moderation([0], True)),
+        # a correct reply followed by prose with braces of its own (a greedy {.*} swallowed both)
+        (
+            '{"reasoning": "1 and 2 agree", "selected": [1, 2], "stop": false}\nNote: {1, 2} both cite {x}.',
+            Moderation([1, 2], False, "1 and 2 agree"),
+        ),
+        ('```json\n{"reasoning": "r", "selected": [2], "stop": false}\n```', Moderation([2], False, "r")),
+        ('{"selected": [7]}', Moderation(problem="invalid choice [7] of responses 0-2")),
+        ('{"selected": [1, 9, "a"]}', Moderation(problem='invalid choice [9, "a"] of responses 0-2')),
+        ("not json", Moderation(problem="unparsable: no JSON object with 'selected'")),
+        ('{"selected": "0"}', Moderation(problem="unparsable: 'selected' is \"0\", not a list of numbers")),
     ],
 )
 def test_parse_moderation(text, expected):
     assert parse_moderation(text, count=3, k=2) == expected
+
+
+def role_request(calls: list[FakeCall]) -> str:
+    return next(c for c in calls if ".role_generator." in c.tag).last_user
+
+
+def test_roles_are_generated_for_the_task_described_by_the_first_prompts():
+    clients = fake_clients("a", "b", "agg")
+    clients["agg"].responder = lambda call: '["You are A.", "You are B."]' if ".role_generator." in call.tag else None
+    consumed: list[int] = []
+    asyncio.run(run_prompts(prompts(5, consumed), gen_of("smoa"), clients, on_result=lambda r: None))
+    assert consumed == [0, 1, 2, 3, 4]  # the peeked prompts are answered too
+    assert 'on this task: answering user requests such as "q0"; "q1"; "q2".' in role_request(clients["agg"].calls)
+
+
+def test_a_configured_task_is_given_to_the_role_generator():
+    clients = fake_clients("a", "b", "agg")
+    gen = gen_of("smoa", smoa={"task": "answering questions about tax law"})
+    asyncio.run(run_prompts(prompts(2), gen, clients, on_result=lambda r: None))
+    assert "on this task: answering questions about tax law." in role_request(clients["agg"].calls)
+
+
+def test_run_task_reads_a_shard_and_cuts_long_prompts(tmp_path):
+    shard = tmp_path / "part-00000.jsonl"
+    texts = ["Explain   DPO\nbriefly.", "x" * 200, "q3", "q4"]
+    shard.write_text(
+        "".join(json.dumps(Prompt.from_messages([{"role": "user", "content": t}]).to_dict()) + "\n" for t in texts)
+    )
+    assert run_task("given", shard) == "given"
+    assert run_task(None, shard) == f'answering user requests such as "Explain DPO briefly."; "{"x" * 160}..."; "q3"'
+    assert describe_task([]) == ""
 
 
 def test_parse_roles_rejects_non_lists():

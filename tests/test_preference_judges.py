@@ -90,23 +90,59 @@ def test_pointwise_without_json_schema_support_sends_no_response_format():
     assert all("response_format" not in b for b in bodies)
 
 
-def test_unparsable_verdicts_are_asked_again_with_a_new_seed():
-    def responder(req: dict) -> str:
-        return verdict(3) if req["seed"] >= 1 else "I would rate it quite well, honestly."
+def greedy_judge(req: dict) -> str:
+    """A judge decoding greedily: its answer depends on the messages alone (seed and attempt play no
+    part). It leaves out honesty unless the last message tells it that honesty was missing."""
+    last = req["messages"][-1]
+    if last["role"] == "user" and "it gave no rating for honesty" in last["content"]:
+        return verdict(3)
+    return verdict(3, [k for k in KEYS if k != "honesty"])
 
-    with OpenAITestServer(responder=responder) as srv:
+
+def test_a_reask_shows_the_judge_its_answer_and_what_was_wrong_so_a_greedy_judge_can_change_it():
+    with OpenAITestServer(responder=greedy_judge, greedy=True) as srv:
         cfg = ScorerConfig(kind="pointwise", judges=[{"endpoint": "judge"}], max_attempts=3)
         scores = score(cfg, {"judge": client(srv)}, ["only q1", "other q2"])
-        seeds = sorted(b["seed"] for b in chats(srv))
+        bodies = chats(srv)
     assert [s.score for s in scores] == [3.0, 3.0]
-    assert seeds == [0, 0, 1, 1]
-    assert scores[0].details["usage"] == {
-        "calls": 2,
-        "prompt_tokens": scores[0].details["usage"]["prompt_tokens"],
-        "completion_tokens": scores[0].details["usage"]["completion_tokens"],
-        "unparsed": 1,
-    }
-    assert scores[0].details["judges"][0]["attempts"] == 2
+    assert len(bodies) == 4  # one re-ask per candidate, not max_attempts identical ones
+    first, again = sorted((b for b in bodies if candidates_in(b)["1"] == "only q1"), key=lambda b: len(b["messages"]))
+    assert again["messages"][: len(first["messages"])] == first["messages"]
+    failed, correction = again["messages"][len(first["messages"]) :]
+    assert failed == {"role": "assistant", "content": verdict(3, [k for k in KEYS if k != "honesty"])}
+    assert correction["role"] == "user"
+    assert correction["content"].startswith("Your answer above could not be read: it gave no rating for honesty.")
+    assert scores[0].details["usage"]["unparsed"] == 1 and scores[0].details["judges"][0]["attempts"] == 2
+    assert scores[0].details["judges"][0]["raw"] == [failed["content"], verdict(3)]
+
+
+def test_a_pairwise_reask_names_the_missing_winner():
+    def responder(req: dict) -> str:
+        told = "it named no winner" in req["messages"][-1]["content"]
+        return '{"rationale": "A is right", "winner": "A"}' if told else "Both have merits."
+
+    with OpenAITestServer(responder=responder, greedy=True) as srv:
+        cfg = ScorerConfig(kind="pairwise", judges=[{"endpoint": "judge"}], max_attempts=2)
+        scores = score(cfg, {"judge": client(srv)}, ["x q1", "y q2"])
+    # A wins in both orders, so the orders disagree on the candidate: a tie, but every verdict parsed
+    assert [s.score for s in scores] == [0.5, 0.5]
+    assert scores[0].details["usage"]["unparsed"] == 2 and scores[0].details["usage"]["calls"] == 4
+
+
+def test_the_greedy_test_server_repeats_itself_for_the_same_messages():
+    import httpx
+
+    with OpenAITestServer(greedy=True) as srv:
+
+        def reply(seed: int, temperature: float, extra: list | None = None) -> str:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}, *(extra or [])]}
+            body |= {"seed": seed, "temperature": temperature}
+            got = httpx.post(f"{srv.base_url}/chat/completions", json=body, timeout=5).json()
+            return got["choices"][0]["message"]["content"]
+
+        assert reply(0, 0.0) == reply(1, 0.0)
+        assert reply(0, 0.7) != reply(1, 0.7)
+        assert reply(0, 0.0) != reply(0, 0.0, [{"role": "user", "content": "again"}])
 
 
 def test_verdicts_that_never_parse_leave_the_candidate_unscored():

@@ -1,5 +1,7 @@
-"""The reward-model scorer on a tiny LlamaForSequenceClassification built and saved by the test
-(no Hub): the real loading code, chat templating, batching, and the stage choosing by reward."""
+"""The reward-model scorer on tiny checkpoints built and saved by the tests (no Hub): a one-logit
+LlamaForSequenceClassification, an ArmoRM-shaped custom-code model whose `output.score` counts, a
+backbone without a head and a two-label classifier (both refused); the real loading code, chat
+templating, batching, and the stage choosing by reward."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 from fakes import FakeClient
-from tiny_models import build_tiny_reward_model
+from tiny_models import build_tiny_custom_reward_model, build_tiny_headless_model, build_tiny_reward_model
 
 from moaa.config import PreferenceConfig
 from moaa.errors import ConfigError
 from moaa.preference import judge_prompt
 from moaa.preference.candidates import collapse
-from moaa.preference.reward_model import RewardModelScorer, format_conversation, load_reward_model, score_texts
+from moaa.preference.reward_model import RewardModelScorer, format_conversation, load_reward_model
 from moaa.rows import Prompt
 
 PROMPT = Prompt.from_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a city."}])
@@ -71,24 +73,84 @@ def test_model_is_loaded_once_per_process(rm_path):
     assert load_reward_model(rm_path) is load_reward_model(rm_path)
 
 
-def test_output_score_wins_over_logits_like_armorm():
+@pytest.fixture(scope="module")
+def armo_path(tmp_path_factory) -> str:
+    return str(build_tiny_custom_reward_model(tmp_path_factory.mktemp("armo")))
+
+
+@pytest.fixture(scope="module")
+def headless_path(tmp_path_factory) -> str:
+    return str(build_tiny_headless_model(tmp_path_factory.mktemp("base")))
+
+
+def test_custom_code_reward_model_scores_with_its_output_score(armo_path):
     import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    class Tokenizer:
-        model_max_length = 64
+    tok = AutoTokenizer.from_pretrained(armo_path)
+    model = AutoModelForSequenceClassification.from_pretrained(armo_path, trust_remote_code=True).eval()
+    expected, logit0 = [], []
+    for text in TEXTS:
+        messages = [*PROMPT.messages, {"role": "assistant", "content": text}]
+        ids = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**ids)
+        expected.append(out.score[0, 0].item())
+        logit0.append(out.logits[0, 0].item())
+    got = collapse(TEXTS, ["stop"] * 3, "policy")
+    scores = asyncio.run(RewardModelScorer(armo_path, "cpu", 2, trust_remote_code=True).score(PROMPT, got.candidates))
+    assert [s.score for s in scores] == pytest.approx(expected, abs=1e-5)
+    assert [s.score for s in scores] != pytest.approx(logit0, abs=1e-3)  # the score, not the first objective
+    assert all(v > 9 for v in expected)  # the model's own scale (score = 10 + half the rewards' sum)
 
-        def __call__(self, texts, **kwargs):
-            return SimpleNamespace(to=lambda device: {"input_ids": torch.zeros(len(texts), 3)})
 
-    class ArmoLike:  # ArmoRM returns a per-row `score` next to its 19 objective logits
-        device = torch.device("cpu")
-        config = SimpleNamespace(max_position_embeddings=64)
+def test_custom_code_is_not_run_unless_allowed(armo_path):
+    # Without the option transformers would build a stock LlamaForSequenceClassification with a fresh head.
+    with pytest.raises(ConfigError) as err:
+        load_reward_model(armo_path)
+    assert str(err.value) == (
+        f"preference.scorer.reward_model: '{armo_path}' defines its own model class "
+        "(modeling_tiny_armo.TinyArmoRM); set preference.scorer.trust_remote_code: true to run the code that "
+        "ships with it (only for a checkpoint you trust), else transformers would score with a stock class "
+        "and a random head"
+    )
 
-        def __call__(self, **batch):
-            n = batch["input_ids"].shape[0]
-            return SimpleNamespace(score=torch.arange(n, dtype=torch.float32) + 7, logits=torch.zeros(n, 19))
 
-    assert score_texts(ArmoLike(), Tokenizer(), ["a", "b", "c"], 2, True) == [7.0, 8.0, 7.0]
+def test_a_checkpoint_without_a_head_is_an_error_naming_the_model(headless_path):
+    with pytest.raises(ConfigError) as err:
+        load_reward_model(headless_path)
+    message = str(err.value)
+    assert message.startswith(f"preference.scorer.reward_model: '{headless_path}' has no weights for score.weight")
+    assert "\n" not in message
+
+
+def test_a_classifier_of_several_labels_is_not_a_reward_model(tmp_path):
+    path = str(build_tiny_reward_model(tmp_path / "two", num_labels=2))
+    got = collapse(TEXTS[:2], ["stop"] * 2, "policy")
+    with pytest.raises(ConfigError, match=f"'{path}' gives 2 logits and no `score`"):
+        asyncio.run(RewardModelScorer(path).score(PROMPT, got.candidates))
+
+
+def test_a_preference_run_on_a_headless_checkpoint_stops_with_one_line(
+    headless_path, tmp_path, prefect_harness, capsys, monkeypatch
+):
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import assert_one_line_error, run_main, write_config
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        cfg = write_config(
+            tmp_path,
+            srv.base_url,
+            "preference.enabled=true",
+            "preference.policy.endpoint=test",
+            "preference.samples=2",
+            "preference.scorer.kind=reward_model",
+            f"preference.scorer.reward_model={headless_path}",
+        )
+        line = assert_one_line_error((run_main("run", str(cfg)), capsys.readouterr().err), 2)
+    assert line.startswith(f"error: preference.scorer.reward_model: '{headless_path}' has no weights for score.weight")
+    assert not list(tmp_path.glob("data/**/dpo*")) and not list(tmp_path.glob("work/preference/**/rows*.jsonl"))
 
 
 def test_stage_pairs_the_highest_and_lowest_reward(rm_path):

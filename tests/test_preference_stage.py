@@ -34,7 +34,8 @@ def verdict_for(text: str) -> str:
 
 
 def judge(call: FakeCall) -> str:
-    shown = dict(CANDIDATE_RE.findall(call.last_user))
+    # The judge prompt is the first user message (a re-ask adds the failed answer and a correction).
+    shown = dict(CANDIDATE_RE.findall(next(m["content"] for m in call.messages if m["role"] == "user")))
     if "A" in shown:  # pairwise: the higher q wins
         a, b = (int(shown[k].rsplit("q", 1)[1][0]) for k in "AB")
         return json.dumps({"rationale": "", "winner": "tie" if a == b else ("A" if a > b else "B")})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from moaa.preference.verdicts import as_rating, parse_criteria, parse_ratings, parse_winner
+from moaa.preference.verdicts import as_rating, parse_criteria, parse_ratings, parse_winner, ratings_problem
 from moaa.prompts import judging as jp
 
 ASPECTS = list(jp.ASPECTS)
@@ -76,6 +76,16 @@ def test_parse_ratings_rejects_incomplete_or_invalid(text):
         (True, None),
         ("four", None),
         (None, None),
+        ("8/10", 4.1111),  # its own scale 1..10 mapped onto 1..5, never read as 8 (out of range) or 5
+        ("10/10", 5.0),
+        ("1/10", 1.0),
+        ("4 out of 5", 4.0),
+        ("4.5/5", 4.5),
+        ("3 of 5", 3.0),
+        ("0/10", None),  # outside its own scale
+        ("6/5", None),
+        ("11/10", None),
+        (7, None),
     ],
 )
 def test_as_rating(value, expected):
@@ -146,3 +156,65 @@ def test_criterion_of_reuses_builtin_aspects_and_makes_generic_ones():
     depth = jp.criterion_of("Depth of analysis")
     assert (depth.key, depth.name) == ("depth_of_analysis", "Depth of analysis")
     assert jp.verdict_schema([depth])["required"] == ["depth_of_analysis"]
+
+
+# What judges of different sizes really write when they leave the rubric's 1-5 scale.
+SCALED = [
+    # a 0.5B judge: "/10" on every line
+    ("Instruction following: 8/10\nHonesty: 10/10\nTruthfulness: 1/10\nHelpfulness: 8/10", (4.1111, 5.0, 1.0, 4.1111)),
+    # a 7B judge: markdown, "out of 5", a trailing explanation
+    (
+        "**Instruction Following**: 4 out of 5 - follows it\n**Honesty**: 5 out of 5\n"
+        "**Truthfulness**: 3 out of 5.\n**Helpfulness**: 4 out of 5 (clear)",
+        (4.0, 5.0, 3.0, 4.0),
+    ),
+    # "Honesty: 5/10" is 2.78 on 1-5, not 5
+    ("Instruction following: 4/5\nHonesty: 5/10\nTruthfulness: 3\nHelpfulness: 4.5/5", (4.0, 2.7778, 3.0, 4.5)),
+    # a large model's JSON with the scale inside the string
+    (
+        json.dumps(
+            {
+                a.key: {"rationale": "r", "rating": r}
+                for a, r in zip(ASPECTS, ["9/10", "4 out of 5", 3, "5/5"], strict=True)
+            }
+        ),
+        (4.5556, 4.0, 3.0, 5.0),
+    ),
+]
+
+
+@pytest.mark.parametrize("text, expected", SCALED)
+def test_ratings_on_another_scale_are_normalised(text, expected):
+    got = parse_ratings(text, ASPECTS)
+    assert got is not None
+    assert [got[0][a.key] for a in ASPECTS] == pytest.approx(list(expected), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Instruction following: 4\nHonesty: 7\nTruthfulness: 3\nHelpfulness: 4",  # 7 on a 1-5 scale
+        "Instruction following: 4/5\nHonesty: 6/5\nTruthfulness: 3/5\nHelpfulness: 4/5",
+        "Instruction following: 4\nHonesty: 0/10\nTruthfulness: 3\nHelpfulness: 4",
+        json.dumps({a.key: {"rating": r} for a, r in zip(ASPECTS, [4, 9, 3, 4], strict=True)}),
+        json.dumps({a.key: {"rating": r} for a, r in zip(ASPECTS, [4, "12/10", 3, 4], strict=True)}),
+    ],
+)
+def test_out_of_range_ratings_are_rejected_not_clipped(text):
+    assert parse_ratings(text, ASPECTS) is None
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "the answer was empty"),
+        ("It is a fine answer, I would say very good.", "it held no JSON object"),
+        (json.dumps({k: v for k, v in FULL.items() if k != "honesty"}), "it gave no rating for honesty"),
+        (
+            json.dumps({**FULL, "honesty": {"rating": 9}}),
+            "these ratings are not numbers from 1 to 5: honesty ({'rating': 9})",
+        ),
+    ],
+)
+def test_ratings_problem_names_what_is_wrong(text, problem):
+    assert ratings_problem(text, ASPECTS) == problem

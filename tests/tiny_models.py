@@ -6,6 +6,8 @@ an eos token. Models are random 2-layer Llama variants with hidden size 64: they
 train a step in well under a second on a CPU.
 
     path = build_tiny_reward_model(tmp_path / "rm")      # LlamaForSequenceClassification, 1 label
+    path = build_tiny_custom_reward_model(tmp_path / "armo")  # own code in auto_map, `output.score`
+    path = build_tiny_headless_model(tmp_path / "base")  # LlamaModel: no head to score with
     path = build_tiny_causal_lm(tmp_path / "lm")         # LlamaForCausalLM
     tok = build_tiny_tokenizer()                          # with chat template
 """
@@ -68,15 +70,82 @@ def _llama_config(tokenizer: Any, **extra: Any) -> Any:
     )
 
 
-def build_tiny_reward_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a random 2-layer LlamaForSequenceClassification (num_labels=1) + tokenizer; return the folder."""
+def build_tiny_reward_model(out_dir: str | Path, seed: int = 0, num_labels: int = 1) -> Path:
+    """Save a random 2-layer LlamaForSequenceClassification (one logit by default) + tokenizer; return the folder."""
     import torch
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
-    model = LlamaForSequenceClassification(_llama_config(tokenizer, num_labels=1))
+    model = LlamaForSequenceClassification(_llama_config(tokenizer, num_labels=num_labels))
     return _save(model, tokenizer, out_dir)
+
+
+def build_tiny_headless_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random 2-layer LlamaModel (a backbone without any head) + tokenizer; return the folder."""
+    import torch
+    from transformers import LlamaModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    return _save(LlamaModel(_llama_config(tokenizer)), tokenizer, out_dir)
+
+
+# An ArmoRM-shaped model in its own file: `model_type: llama`, the class named in auto_map, no
+# `score` weights (its head is `regression_layer`), and an output whose `score` is what counts
+# while `logits` holds several objective rewards.
+CUSTOM_MODELING = """
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaModel, LlamaPreTrainedModel
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class TinyRewardOutput(ModelOutput):
+    score: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+class TinyArmoRM(LlamaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.regression_layer = torch.nn.Linear(config.hidden_size, 3, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).int().argmax(1)
+        rewards = self.regression_layer(hidden[torch.arange(hidden.shape[0]), last])
+        return TinyRewardOutput(score=rewards.sum(-1, keepdim=True) * 0.5 + 10.0, logits=rewards)
+"""
+
+
+def build_tiny_custom_reward_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save an ArmoRM-shaped custom-code reward model (modeling file + auto_map) + tokenizer."""
+    import importlib.util
+    import json
+
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "modeling_tiny_armo.py").write_text(CUSTOM_MODELING)
+    spec = importlib.util.spec_from_file_location(f"modeling_tiny_armo_{seed}", out / "modeling_tiny_armo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    _save(module.TinyArmoRM(_llama_config(tokenizer)), tokenizer, out)
+    config = json.loads((out / "config.json").read_text())
+    config["architectures"] = ["TinyArmoRM"]
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_tiny_armo.TinyArmoRM"}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
 
 
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:

@@ -52,7 +52,8 @@ class PromptResult:
 
     `calls` counts `client.chat` invocations (failed ones included; an n=K call is one call);
     `counters` holds what was dropped: failed_calls, empty_answers, filtered_answers,
-    moderator_parse_failures, moderator_failures.
+    moderator_parse_failures, moderator_invalid_choices, moderator_failures, and the quality gates'
+    gate_scaffolding, gate_verbatim_copy, gate_reasks, gate_dropped (moaa.engine.quality).
     """
 
     prompt: Prompt

@@ -12,6 +12,7 @@ import asyncio
 from moaa.client import Message
 from moaa.engine.context import Answer, PromptRun
 from moaa.engine.defense import apply_cluster_filter
+from moaa.engine.quality import gated_aggregate
 from moaa.prompts import Template
 from moaa.prompts.generation import AGGREGATE, PROPOSE, aggregator_messages, proposer_messages
 
@@ -75,18 +76,24 @@ async def aggregate(
     *,
     template: Template = AGGREGATE,
     kind: str = "aggregate",
+    marked: str | None = None,
 ) -> str:
-    """One aggregator call over `answers`; fails the prompt when it gives no answer."""
+    """One aggregator call over `answers` (`marked`: a text labelled as the running synthesis);
+    fails the prompt when it gives no answer."""
     agent = run.gen.aggregator
     assert agent is not None  # GenerationConfig guarantees one for every method but single
     # The aggregator's own role (e.g. a length limit) opens the system message, as a proposer's does.
-    messages = aggregator_messages(
-        proposer_messages(convo, agent.role, None), reference_texts(run, answers, turn, layer), template
-    )
-    got = await run.ask(agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer)
+    refs = reference_texts(run, answers, turn, layer)
+    messages = aggregator_messages(proposer_messages(convo, agent.role, None), refs, template, marked)
+
+    async def ask(asked: list[Message], attempt: int) -> list[Answer]:
+        who = f"aggregator-reask{attempt}" if attempt else "aggregator"  # a re-ask gets its own seed
+        return await run.ask(agent, who, "aggregator", template, asked, kind=kind, turn=turn, layer=layer)
+
+    got = await ask(messages, 0)
     if not got:
         raise run.fail("aggregator_failed", "the aggregator gave no answer")
-    return got[0].text
+    return await gated_aggregate(run, messages, refs, got, ask)
 
 
 async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:

@@ -8,6 +8,7 @@ propagates and stops the run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -16,7 +17,7 @@ from moaa.config import GenerationConfig
 from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.moa import moa_turn, single_turn
 from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
-from moaa.engine.smoa import generate_roles, smoa_turn
+from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles, smoa_turn
 from moaa.fanout import fan_out
 from moaa.rows import Failure, Prompt, SFTRow
 
@@ -101,7 +102,11 @@ async def run_prompts(
     if gen.method == "smoa" and not gen.smoa.roles and not roles:
         agent = gen.smoa.role_generator or gen.aggregator
         assert agent is not None
-        roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, stage=stage)
+        prompts = iter(prompts)
+        first = list(itertools.islice(prompts, TASK_SAMPLES))  # the task is described by a few prompts
+        prompts = itertools.chain(first, prompts)
+        task = gen.smoa.task or describe_task(first)
+        roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, task=task, stage=stage)
 
     async def answer(prompt: Prompt) -> PromptResult:
         return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed)

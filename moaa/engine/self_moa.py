@@ -4,7 +4,8 @@ Self-MoA: K samples of the best model in ONE `n=K` call (the client falls back t
 calls where a server returns fewer choices), aggregated as in MoA.
 Self-MoA-Seq: S samples, aggregated through a sliding window: the first step synthesises the first
 `window` samples; each later step synthesises the running synthesis (listed `repeats` times) and
-`new_per_step` new samples, so the aggregator never sees more than `window` references.
+`new_per_step` new samples, so the aggregator never sees more than `window` references. The
+synthesis is labelled in the prompt, so the aggregator can tell it from the samples whatever `repeats`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ async def self_moa_seq_turn(run: PromptRun, convo: list[Message], turn: int) -> 
             refs = [synthesis] * seq.repeats + refs
         last = step == len(steps)
         text = await aggregate(
-            run, convo, turn, 1 + step, refs, template=SEQ_AGGREGATE, kind="aggregate" if last else "synthesis"
+            run,
+            convo,
+            turn,
+            1 + step,
+            refs,
+            template=SEQ_AGGREGATE,
+            kind="aggregate" if last else "synthesis",
+            marked=synthesis.text if synthesis is not None else None,
         )
         synthesis = Answer(text, run.trace[-1])
     assert synthesis is not None

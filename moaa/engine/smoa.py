@@ -3,15 +3,21 @@
 Each round the proposers (each with its role description) answer; one moderator call sees the
 round's answers numbered from 0 and returns JSON with its reasoning, the k chosen answers and a
 stop flag. Only the chosen k go forward: as references for the next round and, after the last
-round or an early stop, to the final aggregation. A reply that does not parse gives k answers at
-random (seeded). Roles are generated once per run by `generate_roles`.
+round or an early stop, to the final aggregation. The reply's JSON is found by balanced braces
+(moaa.json_text), so prose after it does no harm; a reply without a valid choice (unparsable, or an
+index out of range) gives k answers at random (seeded), recorded in the moderator's trace step
+(`fallback`, `problem`) and counted (moderator_parse_failures, moderator_invalid_choices). Roles are
+generated once per run by `generate_roles`, from a task description (`smoa.task`, else a few of the
+run's prompts: `describe_task`), as the SMoA reference builds them per data set.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from moaa.client import CallError, ChatClient, Message
@@ -19,6 +25,7 @@ from moaa.config import AgentConfig
 from moaa.engine.context import Answer, PromptRun, derive_seed, json_format, sampling_of
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, proposer_layer
+from moaa.json_text import json_objects
 from moaa.prompts.generation import (
     FALLBACK_ROLES,
     MODERATOR,
@@ -27,38 +34,43 @@ from moaa.prompts.generation import (
     moderator_messages,
     roles_messages,
 )
+from moaa.rows import Prompt
 
 log = logging.getLogger(__name__)
 
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
-_JSON_LIST = re.compile(r"\[.*\]", re.DOTALL)
+
+@dataclass
+class Moderation:
+    """What a moderator reply chose; `problem` says why it cannot be used ("" when it can)."""
+
+    chosen: list[int] = field(default_factory=list)
+    stop: bool = False
+    reasoning: str = ""
+    problem: str = ""
 
 
-def parse_moderation(text: str, count: int, k: int) -> tuple[list[int], bool] | None:
-    """(chosen indices, stop) from a moderator reply, or None when it does not parse.
+def parse_moderation(text: str, count: int, k: int) -> Moderation:
+    """The moderator's choice: integer indices below `count`, duplicates dropped, at most k kept.
 
-    Indices must be integers in range; duplicates are dropped and at most k are kept.
+    A choice holding an index out of range (or not an integer) is invalid as a whole: SMoA falls
+    back to random k rather than keeping part of a choice the moderator may have miscounted.
     """
-    found = _JSON_OBJECT.search(text or "")
-    try:
-        data = json.loads(found.group(0)) if found else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    raw = data.get("selected")
-    if not isinstance(raw, list):
-        return None
-    chosen: list[int] = []
-    for item in raw:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < count:
-            continue
-        if item not in chosen:
-            chosen.append(item)
-    if not chosen:
-        return None
+    data = next((o for o in json_objects(text or "") if isinstance(o, dict) and "selected" in o), None)
+    if data is None:
+        return Moderation(problem="unparsable: no JSON object with 'selected'")
+    raw = data["selected"]
+    if not isinstance(raw, list) or not raw:
+        return Moderation(problem=f"unparsable: 'selected' is {json.dumps(raw)}, not a list of numbers")
+    bad = [item for item in raw if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < count]
+    if bad:
+        return Moderation(problem=f"invalid choice {json.dumps(bad)} of responses 0-{count - 1}")
     stop = data.get("stop")
-    return chosen[:k], stop is True or (isinstance(stop, str) and stop.strip().lower() == "true")
+    reasoning = data.get("reasoning", "")
+    return Moderation(
+        chosen=list(dict.fromkeys(raw))[:k],
+        stop=stop is True or (isinstance(stop, str) and stop.strip().lower() == "true"),
+        reasoning=reasoning if isinstance(reasoning, str) else json.dumps(reasoning),
+    )
 
 
 async def moderate(
@@ -81,30 +93,24 @@ async def moderate(
         layer=layer,
         response_format=fmt,
     )
-    parsed = parse_moderation(got[0].text, len(answers), k) if got else None
+    parsed = parse_moderation(got[0].text, len(answers), k) if got else Moderation(problem="no answer")
     meta: dict[str, Any] = {}
-    if parsed is None:
-        run.counters["moderator_parse_failures" if got else "moderator_failures"] += 1
+    if parsed.problem:
+        counter = "moderator_failures" if not got else "moderator_parse_failures"
+        if parsed.problem.startswith("invalid"):
+            counter = "moderator_invalid_choices"
+        run.counters[counter] += 1
         chosen, stop = sorted(run.rng("moderator", turn, layer).sample(range(len(answers)), k)), False
-        meta["fallback"] = "random"
+        meta |= {"fallback": "random", "problem": parsed.problem}
     else:
-        chosen, stop = parsed
-        meta["reasoning"] = _reasoning(got[0].text)
+        chosen, stop = parsed.chosen, parsed.stop
+        meta["reasoning"] = parsed.reasoning
     meta |= {"selected": chosen, "stop": stop}
     if got:
         got[0].step.meta = json.dumps(meta, ensure_ascii=False)
     for i, answer in enumerate(answers):
         answer.step.selected = i in chosen
     return [answers[i] for i in chosen], stop
-
-
-def _reasoning(text: str) -> str:
-    found = _JSON_OBJECT.search(text)
-    try:
-        value = json.loads(found.group(0)).get("reasoning", "") if found else ""
-    except ValueError:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 async def smoa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
@@ -123,15 +129,8 @@ async def smoa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
 
 def parse_roles(text: str) -> list[str]:
     """Distinct non-empty role strings from a JSON list (or an object holding one) in `text`."""
-    data: Any = None
-    for pattern in (_JSON_LIST, _JSON_OBJECT):
-        found = pattern.search(text or "")
-        try:
-            data = json.loads(found.group(0)) if found else None
-        except ValueError:
-            data = None
-        if data is not None:
-            break
+    found = [*json_objects(text or "", "[]"), *json_objects(text or "")]
+    data = next((v for v in found if isinstance(v, list) or (isinstance(v, dict) and v)), None)
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, list)), None)
     if not isinstance(data, list):
@@ -141,6 +140,35 @@ def parse_roles(text: str) -> list[str]:
         if isinstance(item, str) and item.strip() and item.strip() not in roles:
             roles.append(item.strip())
     return roles
+
+
+TASK_SAMPLES = 3  # prompts quoted in a task description derived from the run's prompts
+TASK_SAMPLE_CHARS = 160
+
+
+def describe_task(prompts: list[Prompt]) -> str:
+    """A task description for the role generator from a few prompts: their last user messages, cut short."""
+    quoted = []
+    for prompt in prompts[:TASK_SAMPLES]:
+        text = next((m.get("content") or "" for m in reversed(prompt.messages) if m.get("role") == "user"), "")
+        text = " ".join(text.split())
+        if text:
+            quoted.append(f'"{text[:TASK_SAMPLE_CHARS]}{"..." if len(text) > TASK_SAMPLE_CHARS else ""}"')
+    if not quoted:
+        return ""
+    # Only the prompts' text: a folder name would make the roles (and the cache) depend on the machine.
+    return "answering user requests such as " + "; ".join(quoted)
+
+
+def run_task(task: str | None, shard: Path) -> str:
+    """`smoa.task`, else a description from the first prompts of a run's first input shard."""
+    if task:
+        return task
+    prompts = []
+    with shard.open(encoding="utf-8") as lines:
+        for line in itertools.islice(lines, TASK_SAMPLES):
+            prompts.append(Prompt(**json.loads(line)))
+    return describe_task(prompts)
 
 
 async def generate_roles(

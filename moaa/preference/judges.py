@@ -10,7 +10,8 @@
   (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
   code) that its MoA judge also compares pairs in both orders; here pointwise verdicts keep the
   cost at (judges + 1) x K calls, and `kind: pairwise` is the both-orders judge.
-Judges run at temperature 0; an unparsable answer is asked again (new seed) up to `max_attempts`.
+Judges run at temperature 0; an unparsable answer is asked again up to `max_attempts`, each re-ask
+showing the judge its last answer and what was wrong with it (scoring.ask_parsed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from moaa.config import AgentConfig
 from moaa.engine.context import json_format
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
-from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner, weighted_ratings
+from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner, ratings_problem, weighted_ratings
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
 
@@ -69,6 +70,7 @@ async def rate(
                     response_format=json_format(client, "verdict", schema),
                     max_attempts=max_attempts,
                     top_logprobs=WEIGHTED_TOP_LOGPROBS if weighted else None,
+                    explain=lambda t: ratings_problem(t, criteria),
                 )
                 for agent, client in judges
             )
@@ -205,6 +207,7 @@ class PairwiseJudge:
             parse_winner,
             tag=jp.PAIRWISE.tag("pref", "judge"),
             max_attempts=self.max_attempts,
+            explain=lambda t: 'it named no winner: give "winner" as "A", "B" or "tie"',
             response_format=json_format(client, "pairwise_verdict", jp.PAIRWISE_SCHEMA),
         )
 
@@ -287,6 +290,7 @@ class MoAJudge:
             tag=jp.SELECT_CRITERIA.tag("pref", "aggregator"),
             response_format=json_format(client, "criteria", jp.CRITERIA_SCHEMA),
             max_attempts=self.max_attempts,
+            explain=lambda t: "it named none of the listed criteria",
         )
         picked = verdict.parsed or names[: self.num_criteria]
         record = {"picked": picked, "fallback": verdict.parsed is None, **verdict.summary(), "usage": usage([verdict])}
@@ -317,6 +321,7 @@ class MoAJudge:
             tag=jp.MOA_AGGREGATE.tag("pref", "aggregator"),
             response_format=json_format(client, "verdict", jp.verdict_schema(criteria)),
             max_attempts=self.max_attempts,
+            explain=lambda t: ratings_problem(t, criteria),
         )
         details["usage"] = usage([*verdicts, final])
         details["aggregator"] = {"judge": judge_name(agent, client), **final.summary()}

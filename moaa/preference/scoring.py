@@ -16,6 +16,7 @@ from moaa.client import CallError, ChatClient, Message
 from moaa.config import AgentConfig, Sampling
 from moaa.errors import ConfigError
 from moaa.preference.candidates import Candidate
+from moaa.prompts.judging import reask_messages
 from moaa.rows import Prompt
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Verdict:
 
 
 def judge_sampling(agent: AgentConfig, attempt: int, top_logprobs: int | None = None) -> Sampling:
-    """The judge's sampling at temperature 0; the seed moves per attempt so a re-ask is a new request."""
+    """The judge's sampling at temperature 0; the seed moves per attempt (servers that sample honour it)."""
     values = {k: getattr(agent, k) for k in Sampling.model_fields}
     values["temperature"] = 0.0
     values["seed"] = (agent.seed or 0) + attempt
@@ -81,14 +82,23 @@ async def ask_parsed(
     response_format: dict[str, Any] | None,
     max_attempts: int,
     top_logprobs: int | None = None,
+    explain: Callable[[str], str] | None = None,
 ) -> Verdict:
-    """Ask until `parse` reads the answer; a failed call (retries already spent) ends it unparsed."""
+    """Ask until `parse` reads the answer; a failed call (retries already spent) ends it unparsed.
+
+    A re-ask is not the same request again (at temperature 0 a judge would repeat itself): it
+    carries the failed answer and what was wrong with it (`explain(text)`, else a generic line).
+    """
     verdict = Verdict(None, model=client.model)
+    asked = messages
     for attempt in range(max_attempts):
         verdict.attempts = attempt + 1
+        if verdict.raw:
+            problem = explain(verdict.raw[-1]) if explain else "it was not in the format asked for"
+            asked = reask_messages(messages, verdict.raw[-1], problem)
         try:
             sampling = judge_sampling(agent, attempt, top_logprobs)
-            done = await client.chat(messages, sampling, response_format=response_format, tag=tag)
+            done = await client.chat(asked, sampling, response_format=response_format, tag=tag)
         except CallError as exc:
             verdict.error = str(exc)
             return verdict

@@ -56,7 +56,7 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
             raise ConfigError("preference.scorer.reward_model: required for kind reward_model (a folder or hub id)")
         from moaa.preference.reward_model import RewardModelScorer
 
-        return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size)
+        return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size, cfg.trust_remote_code)
     if not cfg.judges:
         raise ConfigError(f"preference.scorer.judges: kind {cfg.kind} needs at least one judge agent")
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]

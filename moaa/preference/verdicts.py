@@ -3,72 +3,53 @@
 Judges are asked for JSON (with a json_schema response format where the endpoint allows it), but
 small and local models wrap it in code fences, add prose, or answer in lines such as
 `Helpfulness: 4/5`. Each parser returns None when it cannot read a complete, valid verdict, and
-the caller asks again.
+the caller asks again (`ratings_problem` says what was wrong, for the re-ask).
+
+Ratings are read on their own scale: "8/10" or "4 out of 5" is mapped linearly from 1..N onto the
+judge's 1-5 scale (8/10 -> 4.11), never read as its numerator; a bare number or a fraction outside
+its scale (7, 6/5, 0/10) is rejected, not clipped.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
+from moaa.json_text import json_objects
 from moaa.prompts.judging import Criterion, slug
 
-_FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-_NUMBER_RE = re.compile(r"^\s*\**\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*5|out of 5)?\s*\**\s*$")
+# A rating with an optional scale: "4", "4.5", "8/10", "4 out of 5", "3 of 5".
+_RATING_TEXT = r"([0-9]+(?:\.[0-9]+)?)(?:\s*(?:/|out\s+of|of)\s*([0-9]+))?"
+_NUMBER_RE = re.compile(rf"^\s*\**\s*{_RATING_TEXT}\s*\**\s*$", re.IGNORECASE)
+LOW, HIGH = 1, 5  # the judging prompts' scale (prompts.judging anchors five levels)
 _RATING_KEYS = ("rating", "score", "value", "grade")
 _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
 
 
-def json_objects(text: str) -> list[Any]:
-    """Every JSON value found in `text`: the whole text, fenced blocks, then balanced {...} spans."""
-    found: list[Any] = []
-    pieces = [text, *_FENCE_RE.findall(text)]
-    pieces += _balanced_spans(text)
-    for piece in pieces:
-        try:
-            found.append(json.loads(piece))
-        except (json.JSONDecodeError, ValueError):
-            continue
-    return found
-
-
-def _balanced_spans(text: str) -> list[str]:
-    """Top-level `{...}` spans, skipping braces inside JSON strings."""
-    spans, depth, start, in_str, escaped = [], 0, -1, False, False
-    for i, ch in enumerate(text):
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"' and depth:
-            in_str = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
+def on_scale(number: float, out_of: float | None, low: int = LOW, high: int = HIGH) -> float | None:
+    """`number` (on 1..`out_of`, or on low..high when no scale was written) on low..high; None
+    when it lies outside its own scale."""
+    if out_of is None or out_of == high:
+        return float(number) if low <= number <= high else None
+    if out_of <= 1 or not 1 <= number <= out_of:
+        return None
+    return round(low + (number - 1) * (high - low) / (out_of - 1), 4)
 
 
 def as_rating(value: Any) -> float | None:
-    """A 1-5 rating from a number, "4", "4/5", or {"rating": 4}; None when absent or out of range."""
+    """A 1-5 rating from a number, "4", "4/5", "8/10", or {"rating": 4}; None when absent or out of range."""
     if isinstance(value, dict):
         value = next((value[k] for k in value if slug(k) in _RATING_KEYS), None)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
         match = _NUMBER_RE.match(value)
-        value = float(match.group(1)) if match else None
-    if isinstance(value, (int, float)) and 1 <= value <= 5:
-        return float(value)
+        if match is None:
+            return None
+        return on_scale(float(match.group(1)), float(match.group(2)) if match.group(2) else None)
+    if isinstance(value, (int, float)):
+        return on_scale(float(value), None)
     return None
 
 
@@ -109,13 +90,36 @@ def _ratings_from_lines(text: str, criteria: list[Criterion]) -> tuple[dict[str,
         name = r"[\s_-]+".join(map(re.escape, words))
         pattern = (
             rf"(?im)^[\s>*#-]*\**\s*(?:{name}|{re.escape(c.key)})\s*\**\s*(?:\([^)\n]*\))?\s*\**"
-            r"\s*(?:[:\-–]\s*)?(?:rating|score)?\s*[:=\-–]\s*\**\s*([1-5](?:\.[0-9]+)?)(?![0-9])"
+            rf"\s*(?:[:\-–]\s*)?(?:rating|score)?\s*[:=\-–]\s*\**\s*{_RATING_TEXT}(?![0-9])"
         )
         match = re.search(pattern, text)
         if match is None:
             return None
-        ratings[c.key] = float(match.group(1))
+        rating = on_scale(float(match.group(1)), float(match.group(2)) if match.group(2) else None)
+        if rating is None:
+            return None
+        ratings[c.key] = rating
     return ratings, {}
+
+
+def ratings_problem(text: str, criteria: list[Criterion]) -> str:
+    """Why `text` is not a complete verdict, in a line the judge can act on (for the re-ask)."""
+    if not text.strip():
+        return "the answer was empty"
+    obj = next((o for o in json_objects(text) if isinstance(o, dict)), None)
+    if obj is None:
+        return "it held no JSON object"
+    if len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
+        obj = next(iter(obj.values()))  # {"ratings": {...}}
+    by_slug = {slug(k): v for k, v in obj.items()}
+    values = {c.key: by_slug.get(c.key, by_slug.get(slug(c.name))) for c in criteria}
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        return f"it gave no rating for {', '.join(missing)}"
+    bad = [f"{k} ({v!r})" for k, v in values.items() if as_rating(v) is None]
+    if bad:
+        return f"these ratings are not numbers from {LOW} to {HIGH}: {', '.join(bad)}"
+    return "it could not be read"
 
 
 _WINNERS = {

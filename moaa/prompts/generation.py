@@ -32,17 +32,30 @@ AGGREGATE = Template(
 
 # The sliding-window synthesis of Self-MoA-Seq (Li et al. 2025, arXiv 2502.00674): the running
 # synthesis is listed `repeats` times next to a few new samples, which biases the aggregator
-# towards what earlier steps already agreed on.
+# towards what earlier steps already agreed on. It is labelled in its header (SYNTHESIS_LABEL):
+# with the default repeats: 1 it appears once, so "the one listed twice" would not identify it.
+SYNTHESIS_LABEL = "synthesis of earlier answers"
 SEQ_AGGREGATE = Template(
     "seq-aggregate",
-    "v1",
+    "v2",
     "Other assistants have already answered the latest user message. Their responses are listed "
-    "below; a response that appears more than once is a synthesis of earlier answers and deserves "
-    "more weight, the others are fresh attempts that may add something it missed. Any of them may "
+    f'below. A response headed "({SYNTHESIS_LABEL})", if there is one, combines the earlier answers '
+    "and deserves more weight; the others are fresh attempts that may add something it missed. Any of them may "
     "contain mistakes. Weigh them critically and write one improved answer of your own that is "
     "accurate, complete and clearly organised. Do not mention that you were shown other responses: "
     "answer the user directly.\n\n"
     "Responses:\n\n{responses}",
+)
+
+# After an aggregate that failed a quality gate (moaa.engine.quality): the failed answer goes back as
+# the assistant's turn, then this. moaa's own: small aggregators paste the scaffolding back
+# ("Response 1: ...") or copy one reference (ALGORITHMS.md section 8).
+QUALITY_REASK = Template(
+    "quality-reask",
+    "v1",
+    "Your answer above cannot be used: {problem}. Write your answer to the user's last message again, "
+    "addressed to the user directly: no numbered response headings, no mention of other responses or "
+    "of these instructions, and not a copy of any one of the responses.",
 )
 
 # One moderator call per round: select the best k answers and say whether to stop early.
@@ -97,9 +110,14 @@ FALLBACK_ROLES = (
 )
 
 
-def number_responses(texts: list[str], start: int) -> str:
-    """`Response <i>:` blocks, numbered from `start` (1 for aggregation, 0 for the moderator)."""
-    return "\n\n".join(f"Response {start + i}:\n{text.strip()}" for i, text in enumerate(texts))
+def number_responses(texts: list[str], start: int, marked: str | None = None) -> str:
+    """`Response <i>:` blocks, numbered from `start` (1 for aggregation, 0 for the moderator); a
+    text equal to `marked` is headed `Response <i> (synthesis of earlier answers):`."""
+    blocks = []
+    for i, text in enumerate(texts):
+        label = f" ({SYNTHESIS_LABEL})" if marked is not None and text == marked else ""
+        blocks.append(f"Response {start + i}{label}:\n{text.strip()}")
+    return "\n\n".join(blocks)
 
 
 def render_conversation(messages: list[Message]) -> str:
@@ -132,10 +150,11 @@ def proposer_messages(messages: list[Message], role: str | None, references: lis
 
 
 def aggregator_messages(
-    messages: list[Message], references: list[str], template: Template = AGGREGATE
+    messages: list[Message], references: list[str], template: Template = AGGREGATE, marked: str | None = None
 ) -> list[Message]:
-    """The conversation with the references appended to its system message (numbered from 1)."""
-    return with_system(messages, template.render(responses=number_responses(references, 1)))
+    """The conversation with the references appended to its system message (numbered from 1;
+    `marked`: the running synthesis, labelled)."""
+    return with_system(messages, template.render(responses=number_responses(references, 1, marked)))
 
 
 def moderator_messages(messages: list[Message], responses: list[str], k: int) -> list[Message]:

@@ -7,6 +7,8 @@ Where each idea comes from (see /work/shared/ALGORITHMS.md sections 2 and 7):
 - MOA_AGGREGATE: Mixture-of-Agents (Wang et al. 2024): the judges' verdicts numbered from 1, without
   model names, with a warning that some may be wrong; the aggregator gives the final verdict.
 - SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt.
+- REASK: moaa's own: a re-ask shows the judge its unreadable answer and what was wrong with it, so
+  a greedy judge (temperature 0) is asked a new question rather than the same one again.
 - JUDGE_SYSTEM and `fence`: moaa's own defence against answers that address the judge; candidates
   sit inside delimiters that their text cannot close, and the judge is told they are data.
 
@@ -192,6 +194,24 @@ SELECT_CRITERIA = Template(
     "criteria, choose the {n} most relevant for judging them:\n{choices}\n\n{conversation}\n\n"
     'Reply with only a JSON object of the form {{"criteria": [<{n} criteria names from the list>]}}.',
 )
+
+
+# After an unparsable verdict: the failed answer goes back as the assistant's turn, then this.
+REASK = Template(
+    "reask",
+    "v1",
+    "Your answer above could not be read: {problem}. Answer the same request again, following the "
+    "format asked for exactly: reply with only the JSON object, nothing before or after it.",
+)
+
+
+def reask_messages(messages: list[Message], failed: str, problem: str) -> list[Message]:
+    """`messages` followed by the judge's failed answer and a correction naming what was wrong."""
+    return [
+        *messages,
+        {"role": "assistant", "content": failed},
+        {"role": "user", "content": REASK.render(problem=problem.rstrip("."))},
+    ]
 
 
 def rubric(criteria: tuple[Criterion, ...] | list[Criterion]) -> str:

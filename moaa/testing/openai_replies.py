@@ -1,7 +1,9 @@
 """Pure helpers of the OpenAI test server: deterministic replies, completion bodies, error bodies.
 
 Default reply of choice i: ``"[model] answer <8 hex>: <last user message, first 40 chars>"`` followed by
-``filler_words`` words, the hex being sha256 of (model, messages, seed, temperature, i). Usage counts
+``filler_words`` words, the hex being sha256 of (model, messages, seed, temperature, i). Greedy
+(``greedy=True``): at temperature 0 (or unset) the seed and i are left out, as greedy decoding
+ignores them: the same messages always get the same answer. Usage counts
 words (``str.split``): prompt_tokens over all message contents, completion_tokens over all choices.
 """
 
@@ -40,10 +42,13 @@ def message_text(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-def default_reply(req: dict, index: int, filler_words: int = 0) -> str:
+def default_reply(req: dict, index: int, filler_words: int = 0, greedy: bool = False) -> str:
     """The deterministic reply of choice ``index`` for a chat request."""
     model, messages = req.get("model"), req.get("messages") or []
-    key = json.dumps([model, messages, req.get("seed"), req.get("temperature"), index], sort_keys=True)
+    if greedy and not req.get("temperature"):
+        key = json.dumps([model, messages], sort_keys=True)
+    else:
+        key = json.dumps([model, messages, req.get("seed"), req.get("temperature"), index], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     users = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
     last_user = users[-1] if users else ""
@@ -59,12 +64,13 @@ def build_completion(
     ignore_n: bool = False,
     filler_words: int = 0,
     truncate_at_max_tokens: bool = True,
+    greedy: bool = False,
 ) -> dict:
     """The ``chat.completion`` object answering ``req`` (see the module docstring for the content)."""
     n = 1 if ignore_n else int(req.get("n") or 1)
     answer = responder(req) if responder else None
     if answer is None:
-        contents = [default_reply(req, i, filler_words) for i in range(n)]
+        contents = [default_reply(req, i, filler_words, greedy) for i in range(n)]
     else:
         contents = [answer] * n if isinstance(answer, str) else list(answer)
     limit = req.get("max_tokens", req.get("max_completion_tokens"))

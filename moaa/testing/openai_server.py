@@ -15,6 +15,8 @@ Options (constructor keyword / CLI flag):
 - ``api_key`` (--api-key): when set, /v1/* needs ``Authorization: Bearer <key>``, else 401.
 - ``ignore_n`` (--ignore-n): always one choice, whatever ``n`` asks (like llama.cpp).
 - ``filler_words`` (--filler-words): words appended to each default reply.
+- ``greedy`` (--greedy): at temperature 0 the default reply depends on the messages only, not on
+  the seed (like greedy decoding): asking the same thing again gets the same answer.
 - ``truncate_at_max_tokens``: a reply with more words than the request's ``max_tokens``
   (or ``max_completion_tokens``) is cut to that many words with finish_reason "length".
 - ``responder(request_json) -> str | list[str] | None``: a str is the content of every choice,
@@ -76,6 +78,7 @@ class OpenAITestServer:
         ignore_n: bool = False,
         filler_words: int = 0,
         truncate_at_max_tokens: bool = True,
+        greedy: bool = False,
         responder: Responder | None = None,
         script: Sequence[str | None] = (),
         fault_rate: float = 0.0,
@@ -89,6 +92,7 @@ class OpenAITestServer:
         self.host, self.port = host, port
         self.latency_s, self.jitter_s, self.api_key, self.ignore_n = latency_s, jitter_s, api_key, ignore_n
         self.filler_words, self.truncate_at_max_tokens = filler_words, truncate_at_max_tokens
+        self.greedy = greedy
         self.responder, self.fault_rate, self.fault_mix = responder, fault_rate, tuple(fault_mix)
         self.retry_after_s, self.hang_s, self.models = retry_after_s, hang_s, list(models)
         self.requests: list[dict] = []
@@ -281,6 +285,7 @@ class OpenAITestServer:
                 ignore_n=self.ignore_n,
                 filler_words=self.filler_words,
                 truncate_at_max_tokens=self.truncate_at_max_tokens,
+                greedy=self.greedy,
             )
             out = json.dumps(completion).encode()
         except Exception as exc:  # a failing test responder becomes a visible 500
@@ -317,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--filler-words", type=int, default=0)
     p.add_argument("--log", default=None, help="append request records as JSON lines")
     p.add_argument("--ignore-n", action="store_true")
+    p.add_argument("--greedy", action="store_true", help="at temperature 0 the reply ignores the seed")
     p.add_argument("--api-key", default=None)
     p.add_argument("--models", default="test-model", help="comma-separated ids for /v1/models")
     a = p.parse_args(argv)
@@ -329,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             api_key=a.api_key,
             ignore_n=a.ignore_n,
             filler_words=a.filler_words,
+            greedy=a.greedy,
             fault_rate=a.fault_rate,
             fault_mix=[f for f in a.faults.split(",") if f],
             script=[f for f in a.script.split(",") if f],
