@@ -22,7 +22,7 @@ from typing import Any
 
 from moaa.client import ChatClient, Completion, Message
 from moaa.config import Sampling
-from moaa.errors import MoaaError
+from moaa.errors import MoaaError, storage_error
 from moaa.stats import RunStats, call_cost
 
 
@@ -48,14 +48,22 @@ class RequestCache:
         return conn
 
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
-            (key, json.dumps(value, ensure_ascii=False), time.time()),
-        )
+        # Disk full or read-only is run-fatal with one line (every later answer would be lost to
+        # the cache too); the answers stored so far stay, so the same command resumes cheaply.
+        try:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
+                (key, json.dumps(value, ensure_ascii=False), time.time()),
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0]

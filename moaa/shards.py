@@ -21,24 +21,40 @@ OUTPUT_FILES = ("rows", "trace", "failures")
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write records to `path` via a temp file + rename; returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+
+    def write(fh: Any) -> None:
+        nonlocal count
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    _replace(path, write)
     return count
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    _replace(path, lambda fh: fh.write(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+
+
+def _replace(path: Path, write: Any) -> None:
+    """Write `path` through a temp file beside it (removed if the write fails: a full disk) and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = _tmp_path(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _tmp_path(path: Path) -> Path:
+    # Per process: two planners writing the same shard file must not share one temp file.
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
