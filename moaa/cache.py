@@ -112,6 +112,9 @@ class CachedClient:
         params = (sampling or Sampling()).over(self._defaults)
         key = request_key(self.model, messages, params, n, response_format, tag)
         hit = self.cache.get(key)
+        if hit is not None and self.stats.take_prepaid(key):
+            # Answered and counted by an attempt of this shard that was killed: the same call.
+            return Completion(**hit | {"cached": True, "latency_s": 0.0})
         if hit is not None:
             self.stats.record(
                 self.name,
@@ -125,5 +128,6 @@ class CachedClient:
             return Completion(**hit | {"cached": True, "latency_s": 0.0})
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)
         if all(t.strip() for t in completion.texts):  # never pin an empty answer
+            self.stats.note_paid(key)  # before the put: a kill between them re-asks, never undercounts
             self.cache.put(key, {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")})
         return completion

@@ -114,7 +114,7 @@ def collect(plan: RunPlan) -> dict[str, Any]:
                 continue
             stats.merge(done["stats"])
             if done.get("finished_at", 0) >= plan.started:
-                new.merge(done["stats"])
+                new.merge(done.get("attempt_stats", done["stats"]))
                 fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
                 spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
             for key, n in done["counts"].get("counters", {}).items():

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.stats import RunStats
+
 OUTPUT_FILES = ("rows", "trace", "failures")
 
 
@@ -115,6 +117,20 @@ class ShardOutput:
             self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
+
+    def journal(self, stats: RunStats) -> RunStats:
+        """Journal `stats` to `calls.jsonl` as calls happen; returns the earlier attempts' accounting.
+
+        A killed attempt's calls (those of its finished prompts and of the prompts in flight) are in
+        the journal; the resumed attempt gets the keys they paid for as `stats.prepaid`, so the cache
+        answering them again is not counted twice. DONE holds the sum.
+        """
+        path = self.folder / "calls.jsonl"
+        self._truncate_torn_tail(path)
+        earlier = RunStats()
+        stats.prepaid = earlier.replay(read_jsonl(path))
+        stats.journal = self._files["calls"] = path.open("a", encoding="utf-8")
+        return earlier
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.jsonl"

@@ -133,6 +133,7 @@ async def _run_shard(
     if progress is not None and hasattr(progress, "track"):
         progress.track(str(out_dir), stats)  # its live counters show in the progress display
     output = ShardOutput(out_dir)
+    earlier = output.journal(stats)  # the calls of attempts that were killed count in the totals
     prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
     todo = [p for p in prompts if p.prompt_id not in output.done_ids]
     # Resumed prompts are the rows already on disk (failures of a stopped attempt are asked again).
@@ -180,11 +181,14 @@ async def _run_shard(
             inner = getattr(client, "inner", client)
             if hasattr(inner, "aclose"):
                 await inner.aclose()
+    attempt = stats.to_dict()
+    earlier.merge(attempt)
     summary = {
         "stage": stage,
         "shard": shard_path.name,
         "counts": counts,
-        "stats": stats.to_dict(),
+        "stats": earlier.to_dict(),  # every attempt's calls
+        "attempt_stats": attempt,  # this attempt's: the summary's "this run"
         "seconds": time.time() - started,
         "finished_at": time.time(),
     }
