@@ -69,8 +69,8 @@ def watch_ephemeral_server() -> None:
 
         from moaa.local_server import WATCHED_CHILD
 
-        uvicorn = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app",
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        app = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app"]
+        uvicorn = [*app, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         return subprocess.Popen(
             args=[sys.executable, "-c", WATCHED_CHILD, str(os.getpid()), "uvicorn", *uvicorn],
