@@ -59,7 +59,7 @@ def run_shard(
         lock = FolderLock(out, "shard folder")
         lock.acquire(wait=True)
     except OSError as exc:
-        raise storage_error(out, exc, "run.work_dir") from None
+        raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
     try:
         if (done := _done(out, progress)) is not None:
             return done
@@ -77,7 +77,7 @@ def run_shard(
         except OSError as exc:  # disk full, read-only: one line naming the folder; rows so far are kept
             if stop is not None:
                 stop.set()
-            raise storage_error(out, exc, "run.work_dir") from None
+            raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
         except BaseException:
             future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
             raise
