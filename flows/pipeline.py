@@ -144,17 +144,24 @@ def task_runner_for(config: MoaaConfig):
 @flow(name="moaa-pipeline", log_prints=True)
 def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
     """Generate SFT (and preference) data for CONFIG and write a new data set version."""
+    from prefect.runtime import deployment
+
     config = load_config(config_path, overrides)
-    return run_pipeline(config, base_dir=Path.cwd(), publish=publish)
+    # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
+    # a run from a terminal is refused at once, naming the run in the way.
+    scheduled = deployment.id is not None
+    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled)
 
 
-def run_pipeline(config: MoaaConfig, base_dir: Path | None = None, publish: bool = False) -> dict:
+def run_pipeline(
+    config: MoaaConfig, base_dir: Path | None = None, publish: bool = False, wait_for_lock: bool = False
+) -> dict:
     check_environment(config)
     started = time.time()
     plan = P.plan_run(config, base_dir=base_dir)
     # One run per work folder: a second run of this config (an overlapping schedule, a second
     # terminal) is refused naming the first, instead of asking and writing every prompt twice.
-    with FolderLock(plan.work_dir, "work folder").hold(advice=BUSY_ADVICE):
+    with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
         with local_endpoints(config, plan.work_dir) as resolved:
             roles = P.run_roles(resolved, plan)
             for stage in STAGES:

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -72,6 +74,16 @@ def test_the_lock_of_a_killed_holder_is_taken_over(tmp_path, holder):
     again = FolderLock(tmp_path / "work", "work folder")
     again.acquire()
     again.release()
+
+
+def test_waiting_takes_the_lock_once_the_holder_is_gone(tmp_path, holder):
+    """What an overlapping scheduled run does (flows.pipeline.moaa_pipeline): wait, then go on."""
+    threading.Timer(1.0, holder.kill).start()
+    started = time.monotonic()
+    lock = FolderLock(tmp_path / "work", "work folder")
+    lock.acquire(wait=True)
+    assert time.monotonic() - started >= 0.9
+    lock.release()
 
 
 @pytest.mark.slow
