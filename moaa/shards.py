@@ -1,8 +1,9 @@
 """Shard files on disk: the unit of work a stage task reads and writes.
 
 A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard, an output folder
-`shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl` and, once complete, `DONE`
-(a small JSON summary written atomically). Rows are appended and flushed one prompt at a time,
+`shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl`, `calls.jsonl` (the accounting
+journal of every attempt) and, once complete, `DONE` (a small JSON summary written atomically).
+One process writes a shard folder at a time (moaa.stages.run_shard holds its `.moaa.lock`). Rows are appended and flushed one prompt at a time,
 so a killed process loses at most the prompts in flight; on resume the prompt ids already in
 `rows.jsonl` are skipped, the failures of the unfinished attempt are asked again, and a torn last
 line is cut off.
@@ -106,6 +107,8 @@ class ShardOutput:
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob("*.tmp"):  # a killed attempt's half-written temp files (we hold the shard lock)
+            leftover.unlink(missing_ok=True)
         self.done_ids: set[str] = set()
         for name in ("rows", "failures"):
             path = self.path(name)
