@@ -3,10 +3,10 @@
 A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard, an output folder
 `shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl`, `calls.jsonl` (the accounting
 journal of every attempt) and, once complete, `DONE` (a small JSON summary written atomically).
-One process writes a shard folder at a time (moaa.stages.run_shard holds its `.moaa.lock`). Rows are appended and flushed one prompt at a time,
-so a killed process loses at most the prompts in flight; on resume the prompt ids already in
-`rows.jsonl` are skipped, the failures of the unfinished attempt are asked again, and a torn last
-line is cut off.
+One process writes a shard folder at a time (moaa.stages.run_shard holds its `.moaa.lock`).
+Rows are appended and flushed one prompt at a time, so a killed process loses at most the prompts
+in flight; on resume the prompt ids already in `rows.jsonl` are skipped, the failures of the
+unfinished attempt are asked again, and a torn last line is cut off.
 """
 
 from __future__ import annotations
