@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE
 from moaa import pipeline as P
 from moaa.config import MoaaConfig, check_environment, dump_config, load_config
 from moaa.errors import MoaaError
+from moaa.locks import FolderLock
 from moaa.outcome import check_stage
 from moaa.progress import Progress
 from moaa.session import local_endpoints
@@ -26,6 +27,7 @@ from moaa.shards import read_done
 from moaa.stages import STAGES, RunStopped, run_shard
 
 log = logging.getLogger("moaa.flow")
+BUSY_ADVICE = "wait for that run to finish (or stop it), then run the same command again to resume"
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -142,21 +144,31 @@ def task_runner_for(config: MoaaConfig):
 @flow(name="moaa-pipeline", log_prints=True)
 def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
     """Generate SFT (and preference) data for CONFIG and write a new data set version."""
+    from prefect.runtime import deployment
+
     config = load_config(config_path, overrides)
-    return run_pipeline(config, base_dir=Path.cwd(), publish=publish)
+    # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
+    # a run from a terminal is refused at once, naming the run in the way.
+    scheduled = deployment.id is not None
+    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled)
 
 
-def run_pipeline(config: MoaaConfig, base_dir: Path | None = None, publish: bool = False) -> dict:
+def run_pipeline(
+    config: MoaaConfig, base_dir: Path | None = None, publish: bool = False, wait_for_lock: bool = False
+) -> dict:
     check_environment(config)
     started = time.time()
     plan = P.plan_run(config, base_dir=base_dir)
-    with local_endpoints(config, plan.work_dir) as resolved:
-        roles = P.run_roles(resolved, plan)
-        for stage in STAGES:
-            _run_stage(stage, plan, resolved, roles if stage == "sft" else None)
-            check_stage(stage, plan.shards.get(stage, []), resolved)  # made nothing: fail, write no version
-    totals = P.collect(plan)
-    summary = P.finish_run(plan, totals, time.time() - started, publish=publish)
+    # One run per work folder: a second run of this config (an overlapping schedule, a second
+    # terminal) is refused naming the first, instead of asking and writing every prompt twice.
+    with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
+        with local_endpoints(config, plan.work_dir) as resolved:
+            roles = P.run_roles(resolved, plan)
+            for stage in STAGES:
+                _run_stage(stage, plan, resolved, roles if stage == "sft" else None)
+                check_stage(stage, plan.shards.get(stage, []), resolved)  # made nothing: fail, write no version
+        totals = P.collect(plan)
+        summary = P.finish_run(plan, totals, time.time() - started, publish=publish)
     _post_artifact(summary)
     return summary
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from moaa.client import ChatClient, Completion, Message
 from moaa.config import Sampling
-from moaa.errors import MoaaError
+from moaa.errors import MoaaError, storage_error
 from moaa.stats import RunStats, call_cost
 
 
@@ -48,14 +48,22 @@ class RequestCache:
         return conn
 
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
-            (key, json.dumps(value, ensure_ascii=False), time.time()),
-        )
+        # Disk full or read-only is run-fatal with one line (every later answer would be lost to
+        # the cache too); the answers stored so far stay, so the same command resumes cheaply.
+        try:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
+                (key, json.dumps(value, ensure_ascii=False), time.time()),
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
@@ -104,6 +112,9 @@ class CachedClient:
         params = (sampling or Sampling()).over(self._defaults)
         key = request_key(self.model, messages, params, n, response_format, tag)
         hit = self.cache.get(key)
+        if hit is not None and self.stats.take_prepaid(key):
+            # Answered and counted by an attempt of this shard that was killed: the same call.
+            return Completion(**hit | {"cached": True, "latency_s": 0.0})
         if hit is not None:
             self.stats.record(
                 self.name,
@@ -117,5 +128,6 @@ class CachedClient:
             return Completion(**hit | {"cached": True, "latency_s": 0.0})
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)
         if all(t.strip() for t in completion.texts):  # never pin an empty answer
+            self.stats.note_paid(key)  # before the put: a kill between them re-asks, never undercounts
             self.cache.put(key, {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")})
         return completion

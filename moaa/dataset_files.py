@@ -179,6 +179,35 @@ def _read_rows(paths: list[Path]):
                 yield row, where
 
 
+def _unique(config: str, rows):
+    """Each prompt once, however it got onto disk twice (two attempts appending one shard file).
+
+    sft and dpo: the first row of a prompt_id; failures: the first per (prompt_id, stage); trace:
+    the first contiguous block of a prompt's records per part (a prompt's trace is one append), so
+    a second attempt's copy of its steps is left out while its own steps all stay.
+    """
+    seen: set[Any] = set()
+    block: tuple[str, str] | None = None
+    for row, where in rows:
+        if config == "trace":
+            part = where.rpartition(":")[0]
+            stage_dir = (Path(part).parent.parent.name, row["prompt_id"])  # sft/ or preference/ shards
+            if (part, row["prompt_id"]) != block:
+                if stage_dir in seen:
+                    block = None
+                    continue
+                block = (part, row["prompt_id"])
+                seen.add(stage_dir)
+            yield row, where
+            continue
+        key = (row["prompt_id"], row.get("stage")) if config == "failures" else row["prompt_id"]
+        if key in seen:
+            log.warning("%s: prompt %s is already in %s; this copy is left out", where, row["prompt_id"], config)
+            continue
+        seen.add(key)
+        yield row, where
+
+
 def write_config(
     folder: Path, config: str, paths: list[Path], test_size: float, seed: int, max_rows: int = MAX_SHARD_ROWS
 ) -> dict[str, int]:
@@ -188,7 +217,7 @@ def write_config(
     out.mkdir(parents=True, exist_ok=True)
     writers = {s: _SplitWriter(out, s, schema, max_rows) for s in ("train", "test")}
     prefixes = machine_paths()
-    for row, where in _read_rows(paths):
+    for row, where in _unique(config, _read_rows(paths)):
         split = split_of(row["prompt_id"], test_size, seed) if config in SPLIT_CONFIGS else "train"
         writers[split].add(_normalize(row, schema, prefixes), where)
     counts = {split: writer.close() for split, writer in writers.items()}

@@ -27,3 +27,24 @@ class FailureRateExceeded(MoaaError):
     """Too many prompts failed; the run stopped early to save budget."""
 
     exit_code = 4
+
+
+class StorageError(MoaaError):
+    """A folder moaa writes to failed (disk full, read-only, no permission); finished work is kept."""
+
+    exit_code = 5
+
+
+def storage_error(folder: object, exc: BaseException, setting: str) -> StorageError:
+    """One line for an OSError or SQLite error writing under `folder`: the folder, the error, what to do."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    where = getattr(exc, "filename", None)
+    detail = f"{text}{f' ({name})' if name else ''}{f' writing {where}' if where else ''}"
+    return StorageError(
+        f"{folder}: {detail}; free space or fix its permissions (or set {setting} to another folder), "
+        "then run the same command again: finished work is kept"
+    )

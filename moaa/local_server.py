@@ -45,11 +45,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 
-# Runs in the child: exit when the parent goes away (PR_SET_PDEATHSIG would fire when the
-# *thread* that started us ends, e.g. a worker thread of a flow), drop settings-bearing
-# environment variables, then run the server module as `python -m llama_cpp.server` would.
-_CHILD = """\
-# moaa local model server: python -m llama_cpp.server (see moaa/local_server.py)
+# Runs in the child (also Prefect's ephemeral API server, see moaa.prefect_setup): exit when the
+# parent goes away (PR_SET_PDEATHSIG would fire when the *thread* that started us ends, e.g. a
+# worker thread of a flow), drop settings-bearing environment variables (llama_cpp.server only),
+# then run the server module as `python -m <module>` would.
+WATCHED_CHILD = """\
+# moaa child server: python -m <module>, exits with its parent (see moaa/local_server.py)
 import os, runpy, sys, threading, time
 parent = int(sys.argv.pop(1))
 module = sys.argv.pop(1)
@@ -217,7 +218,7 @@ class LocalServer:
             log.flush()
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the child in order.
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(os.getpid()), self.module, *args],
+                [sys.executable, "-c", WATCHED_CHILD, str(os.getpid()), self.module, *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         atexit.register(self.stop)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import MoaaConfig, dump_config
-from moaa.errors import MoaaError
+from moaa.errors import MoaaError, storage_error
 from moaa.rows import Prompt
 from moaa.shards import read_done, split_into_shards, write_json_atomic
 from moaa.stats import RunStats
@@ -58,10 +58,17 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
     to a temporary file in run.work_dir until the source's fingerprint names the work folder), so
     memory does not grow with their number. Shards already on disk with the same prompts are kept.
     """
-    from moaa.sources import stream_prompts
-
     _check_writable(Path(config.run.work_dir), "run.work_dir")
     _check_writable(Path(config.output.root), "output.root")  # fail now, not after the model calls
+    try:
+        return _plan(config, base_dir)
+    except OSError as exc:  # the disk filled while spilling prompts or writing input shards
+        raise storage_error(f"work folder {config.run.work_dir}", exc, "run.work_dir") from None
+
+
+def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
+    from moaa.sources import stream_prompts
+
     with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
             raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
@@ -107,7 +114,7 @@ def collect(plan: RunPlan) -> dict[str, Any]:
                 continue
             stats.merge(done["stats"])
             if done.get("finished_at", 0) >= plan.started:
-                new.merge(done["stats"])
+                new.merge(done.get("attempt_stats", done["stats"]))
                 fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
                 spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
             for key, n in done["counts"].get("counters", {}).items():
@@ -330,7 +337,10 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
         log.warning("could not write the run report of %s: %s", info.path, exc)
     if publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
-    write_json_atomic(plan.work_dir / "summary.json", summary)
+    try:
+        write_json_atomic(plan.work_dir / "summary.json", summary)
+    except OSError as exc:  # the version is written; only this copy of its summary is missing
+        log.warning("could not write %s: %s", plan.work_dir / "summary.json", exc)
     return summary
 
 

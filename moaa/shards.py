@@ -1,11 +1,12 @@
 """Shard files on disk: the unit of work a stage task reads and writes.
 
 A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard, an output folder
-`shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl` and, once complete, `DONE`
-(a small JSON summary written atomically). Rows are appended and flushed one prompt at a time,
-so a killed process loses at most the prompts in flight; on resume the prompt ids already in
-`rows.jsonl` are skipped, the failures of the unfinished attempt are asked again, and a torn last
-line is cut off.
+`shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl`, `calls.jsonl` (the accounting
+journal of every attempt) and, once complete, `DONE` (a small JSON summary written atomically).
+One process writes a shard folder at a time (moaa.stages.run_shard holds its `.moaa.lock`).
+Rows are appended and flushed one prompt at a time, so a killed process loses at most the prompts
+in flight; on resume the prompt ids already in `rows.jsonl` are skipped, the failures of the
+unfinished attempt are asked again, and a torn last line is cut off.
 """
 
 from __future__ import annotations
@@ -16,29 +17,47 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.stats import RunStats
+
 OUTPUT_FILES = ("rows", "trace", "failures")
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write records to `path` via a temp file + rename; returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+
+    def write(fh: Any) -> None:
+        nonlocal count
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    _replace(path, write)
     return count
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    _replace(path, lambda fh: fh.write(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+
+
+def _replace(path: Path, write: Any) -> None:
+    """Write `path` through a temp file beside it (removed if the write fails: a full disk) and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = _tmp_path(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _tmp_path(path: Path) -> Path:
+    # Per process: two planners writing the same shard file must not share one temp file.
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -88,6 +107,8 @@ class ShardOutput:
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob("*.tmp"):  # a killed attempt's half-written temp files (we hold the shard lock)
+            leftover.unlink(missing_ok=True)
         self.done_ids: set[str] = set()
         for name in ("rows", "failures"):
             path = self.path(name)
@@ -99,6 +120,20 @@ class ShardOutput:
             self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
+
+    def journal(self, stats: RunStats) -> RunStats:
+        """Journal `stats` to `calls.jsonl` as calls happen; returns the earlier attempts' accounting.
+
+        A killed attempt's calls (those of its finished prompts and of the prompts in flight) are in
+        the journal; the resumed attempt gets the keys they paid for as `stats.prepaid`, so the cache
+        answering them again is not counted twice. DONE holds the sum.
+        """
+        path = self.folder / "calls.jsonl"
+        self._truncate_torn_tail(path)
+        earlier = RunStats()
+        stats.prepaid = earlier.replay(read_jsonl(path))
+        stats.journal = self._files["calls"] = path.open("a", encoding="utf-8")
+        return earlier
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.jsonl"

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import MoaaConfig
-from moaa.errors import FailureRateExceeded, MoaaError
+from moaa.errors import FailureRateExceeded, MoaaError, storage_error
+from moaa.locks import FolderLock
 from moaa.rows import Prompt
 from moaa.session import build_clients
 from moaa.shards import ShardOutput, read_done, read_jsonl
@@ -49,25 +50,50 @@ def run_shard(
     if not isinstance(config, MoaaConfig):
         config = MoaaConfig.model_validate(config)
     out = Path(out_dir)
-    if (done := read_done(out)) is not None:
-        if progress is not None:
-            for _ in range(done["counts"]["prompts"]):
-                progress.advance()
-        return done | {"skipped": True}
-    if stop is not None and stop.is_set():
-        raise RunStopped(f"{out.name}: not started, the run is stopping")
-    future = asyncio.run_coroutine_threadsafe(
-        _run_shard(stage, config, Path(shard_path), out, roles, progress, stop), shard_loop()
-    )
+    if (done := _done(out, progress)) is not None:
+        return done
+    # A shard runs in one place at a time: a re-executed distributed shard (a lost worker that was
+    # not lost after all) waits for the first attempt and then finds it DONE, rather than appending
+    # the same prompts to the same files alongside it.
     try:
-        return future.result()
-    except MoaaError:
-        if stop is not None:
-            stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
-        raise
-    except BaseException:
-        future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
-        raise
+        lock = FolderLock(out, "shard folder")
+        lock.acquire(wait=True)
+    except OSError as exc:
+        raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
+    try:
+        if (done := _done(out, progress)) is not None:
+            return done
+        if stop is not None and stop.is_set():
+            raise RunStopped(f"{out.name}: not started, the run is stopping")
+        future = asyncio.run_coroutine_threadsafe(
+            _run_shard(stage, config, Path(shard_path), out, roles, progress, stop), shard_loop()
+        )
+        try:
+            return future.result()
+        except MoaaError:
+            if stop is not None:
+                stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
+            raise
+        except OSError as exc:  # disk full, read-only: one line naming the folder; rows so far are kept
+            if stop is not None:
+                stop.set()
+            raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
+        except BaseException:
+            future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
+            raise
+    finally:
+        lock.release()
+
+
+def _done(out: Path, progress: Any) -> dict[str, Any] | None:
+    """A finished shard's summary (its prompts counted in the progress display), or None."""
+    done = read_done(out)
+    if done is None:
+        return None
+    if progress is not None:
+        for _ in range(done["counts"]["prompts"]):
+            progress.advance()
+    return done | {"skipped": True}
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -107,6 +133,7 @@ async def _run_shard(
     if progress is not None and hasattr(progress, "track"):
         progress.track(str(out_dir), stats)  # its live counters show in the progress display
     output = ShardOutput(out_dir)
+    earlier = output.journal(stats)  # the calls of attempts that were killed count in the totals
     prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
     todo = [p for p in prompts if p.prompt_id not in output.done_ids]
     # Resumed prompts are the rows already on disk (failures of a stopped attempt are asked again).
@@ -154,11 +181,14 @@ async def _run_shard(
             inner = getattr(client, "inner", client)
             if hasattr(inner, "aclose"):
                 await inner.aclose()
+    attempt = stats.to_dict()
+    earlier.merge(attempt)
     summary = {
         "stage": stage,
         "shard": shard_path.name,
         "counts": counts,
-        "stats": stats.to_dict(),
+        "stats": earlier.to_dict(),  # every attempt's calls
+        "attempt_stats": attempt,  # this attempt's: the summary's "this run"
         "seconds": time.time() - started,
         "finished_at": time.time(),
     }

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
 
 _MAX_LATENCIES = 20_000  # keep memory flat on long runs: percentiles from a bounded sample
 
@@ -40,9 +45,16 @@ class RunStats:
     tags: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # A shard's accounting journal (moaa.shards.ShardOutput.journal): every record as it happens,
+    # so the calls of an attempt that is killed still count when the shard is resumed.
+    journal: TextIO | None = field(default=None, repr=False, compare=False)
+    # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
+    # resumed attempt's cache hit on one of them is the same call, not another one.
+    prepaid: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def record(self, endpoint: str, tag: str = "", latency: float | None = None, **counts: Any) -> None:
         with self._lock:
+            self._log({"e": endpoint, "t": tag, "l": latency, "c": counts})
             self.endpoints[endpoint].add(counts)
             if tag:
                 self.tags[f"{tag}|{endpoint}"].add(counts)
@@ -50,6 +62,39 @@ class RunStats:
                 lat = self.latencies[endpoint]
                 if len(lat) < _MAX_LATENCIES:
                     lat.append(latency)
+
+    def note_paid(self, key: str) -> None:
+        """Journal that the call with cache key `key` was answered (and counted) by this attempt."""
+        with self._lock:
+            self._log({"paid": key})
+
+    def take_prepaid(self, key: str) -> bool:
+        """True once for a key an earlier attempt paid for: the caller records nothing for it."""
+        with self._lock:
+            if key in self.prepaid:
+                self.prepaid.discard(key)
+                return True
+            return False
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if self.journal is None or self.journal.closed:  # closed: the shard has finished
+            return
+        try:
+            self.journal.write(json.dumps(entry) + "\n")
+            self.journal.flush()  # to the OS: survives a SIGKILL of this process
+        except (OSError, ValueError) as exc:  # a full disk stops the journal, never the call
+            log.warning("accounting journal stopped (%s); totals of a resumed run may be low", exc)
+            self.journal = None
+
+    def replay(self, lines: Iterable[dict[str, Any]]) -> set[str]:
+        """Fold in a journal's records; the cache keys it says were paid for."""
+        paid: set[str] = set()
+        for entry in lines:
+            if "paid" in entry:
+                paid.add(entry["paid"])
+            else:
+                self.record(entry["e"], entry["t"], entry["l"], **entry["c"])
+        return paid
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:

@@ -47,7 +47,9 @@ from moaa.dataset_files import (  # noqa: F401 - COLUMNS, schemas and split_of: 
     split_of,
     write_data,
 )
-from moaa.errors import ConfigError, InputError, MoaaError
+from moaa.errors import ConfigError, InputError, MoaaError, storage_error
+from moaa.killpoints import kill_point
+from moaa.locks import FolderLock
 from moaa.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -81,11 +83,9 @@ def _versions(dataset_dir: Path) -> list[int]:
 
 
 def _latest(dataset_dir: Path) -> int | None:
-    pointer = dataset_dir / "LATEST"
-    if pointer.is_file():
-        match = _VERSION.match(pointer.read_text().strip())
-        if match and (dataset_dir / f"v{match.group(1)}").is_dir():
-            return int(match.group(1))
+    """The newest version: the highest version folder. A folder appears only by an atomic rename
+    of a complete version, and LATEST never points lower, so LATEST is a pointer for readers that
+    do not know this rule; a kill between the rename and the LATEST update loses nothing."""
     numbers = _versions(dataset_dir)
     return numbers[-1] if numbers else None
 
@@ -132,8 +132,6 @@ def write_version(
     max_shard_rows: int = MAX_SHARD_ROWS,
 ) -> VersionInfo:
     """Write the next version (or `version`) of data set `name` from JSONL parts; never overwrites."""
-    from moaa.card import write_card
-
     root = Path(root)
     _check_name(name)
     config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
@@ -141,7 +139,26 @@ def write_version(
     if unknown:
         raise ConfigError(f"unknown data set config(s) {unknown}; known: {', '.join(CONFIGS)}")
     dataset_dir = root / name
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        # One writer per data set at a time (two configs of one name, two runs): each gets its own
+        # number instead of one failing on "v1 already exists"; the wait is one version's write.
+        with FolderLock(root, f"data set {name}", name=f".{name}.lock").hold(wait=True):
+            _clean_leftovers(dataset_dir)
+            return _write_locked(
+                root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags,
+                parent, version, max_shard_rows,
+            )  # fmt: skip
+    except OSError as exc:  # disk full, read-only: nothing is published half-written (temp folder)
+        raise storage_error(f"output folder {root}", exc, "output.root") from None
+
+
+def _write_locked(
+    root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags, parent, version,
+    max_shard_rows,
+) -> VersionInfo:  # fmt: skip
+    from moaa.card import write_card
+
     number = _parse_version(version, name) if version is not None else (_latest(dataset_dir) or 0) + 1
     target = dataset_dir / f"v{number}"
     _refuse_existing(target)
@@ -156,6 +173,7 @@ def write_version(
             rows = write_data(tmp, parts, test_size, split_seed, max_shard_rows)
         if not rows:
             raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
+        kill_point("data-written")
         split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
         info = VersionInfo(name, f"v{number}", target)
         meta = dict(name=name, version=info.version, parent=parent_ref, config=config, run_info=run_info)
@@ -172,6 +190,7 @@ def write_version(
         manifest["inputs_digest"], manifest["data_copied_from"] = digest, copied_from
         manifest["files"] = hash_files(tmp)
         write_manifest(tmp, manifest)
+        kill_point("manifest-written")
         _refuse_existing(target)
         try:
             os.rename(tmp, target)  # atomic; fails when another writer made target meanwhile
@@ -180,9 +199,23 @@ def write_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # A kill here leaves LATEST one behind: harmless, the newest version folder is the latest
+    # (see _latest) and the next write repoints LATEST.
+    kill_point("renamed")
     _point_latest(dataset_dir, number)
     log.info("wrote %s@%s to %s (%s)", name, info.version, target, rows)
     return info
+
+
+def _clean_leftovers(dataset_dir: Path) -> None:
+    """Remove what a killed writer left: `.tmp-vN-*` folders and `.LATEST.*` files (called under
+    the data set's lock, so no live writer owns them)."""
+    for path in dataset_dir.iterdir():
+        if path.name.startswith(".tmp-v") and path.is_dir():
+            log.info("removing %s, left by a write that was stopped", path)
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".LATEST.") and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _parse_version(version: int | str, name: str) -> int:

@@ -8,9 +8,11 @@ each resumed run asked again: at most the calls that were in flight when it was 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +148,123 @@ def test_ctrl_c_from_a_terminal_exits_promptly(tmp_path):
     assert code == 130, stderr
     assert stderr.rstrip().endswith("interrupted: finished work is kept; run the same command again to resume")
     assert "Traceback" not in stderr
+
+
+PRICES = ("endpoints.test.price_input_per_mtok=1.5", "endpoints.test.price_output_per_mtok=6")
+TOTALS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost")
+
+
+def run_totals(work: Path, version: Path) -> dict[str, dict]:
+    """The call, token and cost totals of a run as its summary.json and its version's manifest say them."""
+    (summary_path,) = work.glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    manifest = json.loads((version / "moaa_manifest.json").read_text())
+    stats = manifest["stats"]["test"]
+    return {
+        "summary": {k: summary[k] for k in TOTALS},
+        "manifest summary": {k: manifest["run"]["summary"][k] for k in TOTALS},
+        "manifest stats": {k: round(stats[k], 6) if k == "cost" else stats[k] for k in TOTALS},
+    }
+
+
+@pytest.mark.slow
+def test_kills_at_every_write_point_resume_to_a_clean_run_and_its_totals(tmp_path, prefect_harness, monkeypatch):
+    """SIGKILL mid-shard, then at each point of the version write (MOAA_KILL_AT, moaa.killpoints):
+    the same command then ends with the rows of a clean run, its call/token/cost totals, and no
+    leftovers; a kill between the rename and LATEST does not make later runs fail."""
+    prompts_path = write_prompts(tmp_path, PROMPTS)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    monkeypatch.chdir(clean)
+    with OpenAITestServer() as srv:
+        assert run_main("run", str(write_config(clean, srv.base_url, *settings(clean, prompts_path), *PRICES))) == 0
+    clean_version = latest_version(clean / "data")
+    expected = {r["prompt_id"]: r["messages"] for r in version_rows(clean_version, "sft")}
+    expected_totals = run_totals(clean / "work" / "test-run", clean_version)
+    assert expected_totals["summary"]["calls"] == PROMPTS * 4 and expected_totals["summary"]["cost"] > 0
+
+    env = cli_env(PREFECT_API_URL=prefect_api_url())
+    dataset = tmp_path / "data" / "test-run"
+    sft = tmp_path / "work" / "test-run"
+    with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "300") as srv:
+        cfg = write_config(tmp_path, srv.base_url, *settings(tmp_path, prompts_path), *PRICES)
+        proc = start_cli(cfg, cwd=tmp_path, env=env)  # calls in flight die with it; their answers are cached
+        assert stop_when(proc, signal.SIGKILL, lambda: len(work_rows(sft, "sft")) >= 2, "2 rows") == -signal.SIGKILL
+        for point in ("data-written", "manifest-written", "renamed"):
+            killed = run_cli(cfg, cwd=tmp_path, env=env | {"MOAA_KILL_AT": point})
+            assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+            if point != "renamed":
+                assert [p.name for p in dataset.iterdir() if p.name.startswith(".tmp-v1-")], point  # left behind
+        assert (dataset / "v1").is_dir() and not (dataset / "LATEST").exists()  # killed before LATEST
+        done = run_cli(cfg, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in dataset.iterdir()) == ["LATEST", "v1", "v2"]  # no .tmp-v* left
+    assert (dataset / "LATEST").read_text() == "v2\n"
+    for version in ("v1", "v2"):
+        rows = version_rows(dataset / version, "sft")
+        assert sorted(r["prompt_id"] for r in rows) == sorted(expected)
+        assert {r["prompt_id"]: r["messages"] for r in rows} == expected
+    # The killed attempts' calls count once: the totals are the clean run's, not less, not more.
+    assert run_totals(sft, dataset / "v2") == expected_totals
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every live process below `pid`, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = _cmdline(child)
+            todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for PID 1 to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "sigint-to-moaa-alone"])
+def test_no_child_outlives_a_killed_run(tmp_path, sig):
+    """`moaa run` with its own ephemeral Prefect API server: after kill -9 (or Ctrl-C sent to the
+    moaa process only, not its group) no process it started is left running."""
+    prompts = write_prompts(tmp_path, PROMPTS)
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))  # no PREFECT_API_URL: the run starts its own
+    with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "300") as srv:
+        cfg = write_config(tmp_path, srv.base_url, *settings(tmp_path, prompts))
+        proc = start_cli(cfg, cwd=tmp_path, env=env)
+        children: dict[int, str] = {}
+        try:
+            wait_for(lambda: work_rows(tmp_path / "work", "sft"), timeout=300, what="a first row", proc=proc)
+            children = descendants(proc.pid)
+            assert any("uvicorn" in cmd for cmd in children.values()), children  # the ephemeral API server
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+            wait_for(lambda: not any(alive(p) for p in children), timeout=15, what="the children to exit")
+        finally:
+            for pid in children:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)  # do not leak them when the test fails
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -541,3 +541,38 @@ def test_near_duplicates_stream_block_by_block(tmp_path, monkeypatch):
     calls.clear()
     assert texts(load_prompts(src(write_jsonl(tmp_path / "one.jsonl", rows[:1]), near_dedup_threshold=0.9)))
     assert calls == []  # a single prompt needs no model
+
+
+def test_spill_files_of_killed_runs_are_removed_and_a_live_runs_kept(tmp_path):
+    """A spill file whose owner died (no flock on it) goes on the next stream; a live owner's stays."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    from moaa.sources import stream_prompts
+
+    stale = tmp_path / ".prompts-dead0001.jsonl.tmp"
+    stale.write_text('["left by a SIGKILL"]\n')
+    os.utime(stale, (1, 1))
+    live = tmp_path / ".prompts-live0001.jsonl.tmp"
+    live.write_text("")
+    os.utime(live, (1, 1))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('HELD', flush=True); "
+                               "time.sleep(60)", str(live)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "HELD\n"
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text(json.dumps({"prompt": "Name three uses of a paperclip."}) + "\n")
+        with stream_prompts(PromptSourceConfig(path=str(prompts)), spill_dir=tmp_path) as stream:
+            assert len(stream) == 1
+            (mine,) = set(tmp_path.glob(".prompts-*.tmp")) - {live, stale}
+            fd = os.open(mine, os.O_RDONLY)  # our own spill is locked while the stream is open
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(fd)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in tmp_path.glob(".prompts-*")) == [live.name]

@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from moaa.cli import main
@@ -362,3 +363,39 @@ def test_same_name_and_version_in_two_roots_load_their_own_rows(tmp_path):
     assert len(load_dataset(str(small.path), "sft")["train"]) == 10
     assert len(load_dataset(str(large.path), "sft")["train"]) == 30
     assert len(load_dataset(str(small.path), "sft")["train"]) == 10
+
+
+def test_a_kill_between_rename_and_latest_loses_nothing_and_leftovers_are_cleaned(tmp_path):
+    """LATEST one behind the newest folder (a SIGKILL after the rename) and a killed write's temp
+    folder: the newest folder is the latest, and the next write takes the next number and cleans up."""
+    parts = write_parts(tmp_path / "parts")
+    data = tmp_path / "data"
+    write_demo(data, parts)
+    write_demo(data, parts)
+    (data / "demo" / "LATEST").write_text("v1\n")  # as a kill between os.rename and _point_latest leaves it
+    (data / "demo" / ".tmp-v3-deadbeef" / "data").mkdir(parents=True)
+    (data / "demo" / ".LATEST.cafe0123").write_text("v3\n")
+    assert resolve_version(data, "demo") == data / "demo" / "v2"
+    v3 = write_demo(data, parts)
+    assert v3.version == "v3"
+    assert (data / "demo" / "LATEST").read_text() == "v3\n"
+    assert sorted(p.name for p in (data / "demo").iterdir()) == ["LATEST", "v1", "v2", "v3"]
+
+
+def test_a_prompt_written_twice_to_the_work_folder_is_once_in_the_version(tmp_path):
+    """Two attempts that appended the same prompts to one shard: each prompt once, with one copy of its trace."""
+    parts = write_parts(tmp_path / "parts", n=4, dpo=True)
+    for config in ("sft", "dpo", "trace", "failures"):
+        for path in parts[config]:
+            path.write_text(path.read_text() * 2)  # the whole file again, as a second writer would
+    info = write_demo(tmp_path / "data", parts)
+    rows = {cfg: [r for f in sorted((info.path / "data" / cfg).glob("*.parquet"))
+                  for r in pq.read_table(f).to_pylist()] for cfg in ("sft", "dpo", "trace", "failures")}  # fmt: skip
+    assert sorted(r["prompt_id"] for r in rows["sft"]) == ["p000", "p001", "p002", "p003"]
+    assert sorted(r["prompt_id"] for r in rows["dpo"]) == ["p000", "p001", "p002", "p003"]
+    assert sorted((r["prompt_id"], r["kind"]) for r in rows["trace"]) == sorted(
+        (f"p{i:03d}", kind) for i in range(4) for kind in ("proposal", "verdict")
+    )
+    assert sorted(r["prompt_id"] for r in rows["failures"]) == ["f1", "f2"]
+    manifest = json.loads((info.path / "moaa_manifest.json").read_text())
+    assert sum(manifest["counts"]["rows"]["sft"].values()) == 4

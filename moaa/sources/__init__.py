@@ -26,10 +26,13 @@ bad ids (id_column) among the sampled prompts.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
@@ -149,8 +152,12 @@ def stream_prompts(
     raised on entering the block, id errors included, before the caller has used any prompt.
     """
     rows = open_rows(cfg, base_dir)
-    handle, name = tempfile.mkstemp(prefix=".prompts-", suffix=".jsonl.tmp", dir=spill_dir)
+    if spill_dir is not None:
+        remove_stale_spills(Path(spill_dir))
+    handle, name = tempfile.mkstemp(prefix=SPILL_PREFIX, suffix=SPILL_SUFFIX, dir=spill_dir)
     spill = Path(name)
+    owner = os.open(name, os.O_RDONLY)
+    fcntl.flock(owner, fcntl.LOCK_EX)  # alive while we are: a later run removes it only once we died
     try:
         with open(handle, "w", encoding="utf-8") as fh:
             read, survivors, dropped = _filter(cfg, rows, fh)
@@ -171,6 +178,29 @@ def stream_prompts(
         yield stream
     finally:
         spill.unlink(missing_ok=True)
+        os.close(owner)
+
+
+SPILL_PREFIX, SPILL_SUFFIX = ".prompts-", ".jsonl.tmp"
+
+
+def remove_stale_spills(folder: Path, min_age_s: float = 30.0) -> None:
+    """Remove spill files of killed runs: unlocked (their owner is dead) and not just created."""
+    for path in folder.glob(f"{SPILL_PREFIX}*{SPILL_SUFFIX}"):
+        try:
+            if time.time() - path.stat().st_mtime < min_age_s:
+                continue  # its owner may not have locked it yet
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            log.info("removing %s, left by a run that was killed", path)
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a live run's
+        finally:
+            os.close(fd)
 
 
 def load_prompts(cfg: PromptSourceConfig, base_dir: Path | None = None) -> PromptSet:
