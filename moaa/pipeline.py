@@ -34,6 +34,8 @@ class RunPlan:
     prompt_counts: dict[str, Any]
     prompt_source: dict[str, str]
     started: float = field(default_factory=time.time)
+    # Failures of earlier runs of this work folder: {"transient": asked again, "permanent": kept}
+    earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "permanent": 0})
 
     def total(self, stage: str) -> int:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
@@ -44,7 +46,8 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     the prompt settings, stages, each endpoint's model and sampling, and the shard size."""
     data = dump_config(config)
     endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
-    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
+    # `answers`: whether truncated answers are data (rows kept under `keep` must not survive a switch to drop).
+    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference", "answers")} | {"endpoints": endpoints}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
     # Shard folders are numbered: another shard size must not meet the DONE files of the old split.
     keep["shard_size"] = data["run"]["shard_size"]
@@ -73,7 +76,33 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
     write_json_atomic(work / "config.json", dump_config(config))
-    return RunPlan(config, work, shards, counts, source)
+    plan = RunPlan(config, work, shards, counts, source)
+    plan.earlier_failures = reopen_earlier_failures(plan)
+    return plan
+
+
+def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
+    """Reopen the finished shards holding transient failures (moaa.shards.reopen_failures), so this
+    run asks those prompts again; counts of the transient failures re-asked and permanent ones kept."""
+    from moaa.shards import reopen_failures
+
+    found = {"transient": 0, "permanent": 0}
+    for shards in plan.shards.values():
+        for _, out in shards:
+            transient, permanent = reopen_failures(out)
+            found["transient"] += transient
+            found["permanent"] += permanent
+    if found["transient"] or found["permanent"]:
+        log.info(earlier_failures_line(found))
+    return found
+
+
+def earlier_failures_line(found: dict[str, int]) -> str:
+    """'re-asking 12 prompts that failed transiently; keeping 3 permanent failures' (earlier runs')."""
+    return (
+        f"re-asking {found['transient']} prompts that failed transiently; "
+        f"keeping {found['permanent']} permanent failures (400, content filter, bad prompt)"
+    )
 
 
 def _stage_shards(folder: Path, prompts: Iterable[Prompt], size: int) -> list[tuple[Path, Path]]:
@@ -106,6 +135,7 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             if done is None:
                 continue
             stats.merge(done["stats"])
+            stats.merge(done.get("earlier_stats") or {})  # paid by earlier runs of a reopened shard
             if done.get("finished_at", 0) >= plan.started:
                 new.merge(done["stats"])
                 fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
@@ -171,6 +201,7 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "prompts": plan.prompt_counts,
         "stages": totals["stages"],
         "failures": failure_reasons(plan),
+        "earlier_failures": plan.earlier_failures,
         "calls": t.calls,
         "cache_hits": t.cache_hits,
         "retries": t.retries,
@@ -228,6 +259,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
         )
     lines.append("  quality: " + quality_line(s["stages"]))
+    earlier = s.get("earlier_failures") or {}
+    if earlier.get("transient") or earlier.get("permanent"):
+        lines.append("  re-run: " + earlier_failures_line(earlier))
     if s["failures"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
     if s.get("version_path"):
@@ -240,10 +274,25 @@ def quality_line(stages: dict[str, Any]) -> str:
     parts = []
     for stage, agg in stages.items():
         counters = agg.get("counters", {})
-        parts.append(f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated")
+        part = f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated"
+        part += " (" + truncation_counts(counters) + ")"
+        parts.append(part)
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
+
+
+TRUNCATION_COUNTERS = (
+    ("truncated_dropped", "dropped"),
+    ("truncated_reasked", "re-asked"),
+    ("truncated_kept", "kept"),
+    ("truncated_references", "kept as references"),
+)
+
+
+def truncation_counts(counters: dict[str, int]) -> str:
+    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
+    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
 
 
 def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:

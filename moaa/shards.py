@@ -4,8 +4,12 @@ A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard,
 `shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl` and, once complete, `DONE`
 (a small JSON summary written atomically). Rows are appended and flushed one prompt at a time,
 so a killed process loses at most the prompts in flight; on resume the prompt ids already in
-`rows.jsonl` are skipped, the failures of the unfinished attempt are asked again, and a torn last
-line is cut off.
+`rows.jsonl` are skipped and a torn last line is cut off.
+
+Failures are transient or permanent (moaa.rows.is_transient). A re-run asks the transient ones
+again, finished shard or not (`reopen_failures` takes a finished shard's DONE away first, keeping
+its call accounting in `earlier.json`), and keeps the permanent ones (400, content filter): a
+prompt is in `rows.jsonl` or `failures.jsonl`, never both, never twice.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.rows import failure_is_transient
+
 OUTPUT_FILES = ("rows", "trace", "failures")
+EARLIER = "earlier.json"  # the call accounting of a reopened shard's earlier attempts
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -89,13 +96,14 @@ class ShardOutput:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.done_ids: set[str] = set()
+        self.kept_failures = 0  # permanent failures of earlier attempts, kept as they are
         for name in ("rows", "failures"):
             path = self.path(name)
             self._truncate_torn_tail(path)
             if name == "failures" and path.exists() and not self.complete:
-                # An unfinished shard was stopped (failure rate, Ctrl-C, kill): its failed prompts are
-                # asked again, so fixing the cause and re-running the same command completes them.
-                write_jsonl_atomic(path, ())
+                # An unfinished shard (stopped, killed, or reopened): its transient failures are asked
+                # again, so re-running the same command after an outage completes them.
+                self.kept_failures = keep_permanent(path)[1]
             self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
@@ -143,6 +151,40 @@ class ShardOutput:
         if data and not data.endswith(b"\n"):
             with path.open("r+b") as fh:
                 fh.truncate(data.rfind(b"\n") + 1)
+
+
+def keep_permanent(path: Path) -> tuple[int, int]:
+    """Drop the transient failures of a failures.jsonl (they are asked again); (dropped, kept)."""
+    rows = list(read_jsonl(path))
+    kept = [r for r in rows if not failure_is_transient(r)]
+    if len(kept) < len(rows):
+        write_jsonl_atomic(path, kept)
+    return len(rows) - len(kept), len(kept)
+
+
+def reopen_failures(folder: Path) -> tuple[int, int]:
+    """(transient, permanent) failures of a shard's output; a finished shard holding transient ones
+    is reopened so the run asks them again. DONE goes before the failures are touched: a kill in
+    between leaves an unfinished shard, whose transient failures ShardOutput drops, never a
+    finished shard missing prompts."""
+    rows = list(read_jsonl(folder / "failures.jsonl"))
+    transient = sum(1 for r in rows if failure_is_transient(r))
+    done = read_done(folder)
+    if transient and done is not None:
+        from moaa.stats import RunStats
+
+        earlier = RunStats()
+        earlier.merge(done["stats"])
+        earlier.merge(done.get("earlier_stats") or {})
+        write_json_atomic(folder / EARLIER, earlier.to_dict())
+        (folder / "DONE").unlink()
+    return transient, len(rows) - transient
+
+
+def read_earlier(folder: Path) -> dict[str, Any]:
+    """The call accounting of a reopened shard's earlier attempts ({} for a shard never reopened)."""
+    path = folder / EARLIER
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def read_done(folder: Path) -> dict[str, Any] | None:

@@ -84,7 +84,10 @@ async def aggregate(
     messages = aggregator_messages(
         proposer_messages(convo, agent.role, None), reference_texts(run, answers, turn, layer), template
     )
-    got = await run.ask(agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer)
+    got = await run.ask(
+        agent, "aggregator", "aggregator", template, messages, kind=kind, turn=turn, layer=layer,
+        final=kind == "aggregate",  # Self-MoA-Seq's earlier syntheses are references
+    )  # fmt: skip
     if not got:
         raise run.fail("aggregator_failed", "the aggregator gave no answer")
     return got[0].text
@@ -102,6 +105,7 @@ async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
         turn=turn,
         layer=1,
         role=role,
+        final=True,
     )
     if not got:
         raise run.fail("proposers_failed", "the model gave no answer")
