@@ -389,12 +389,15 @@ def _retry_after(exc: Any) -> float | None:
 
 
 def _error_detail(exc: Any) -> str:
+    """The server's error message, scrubbed: some servers echo the request's key in a 400 body."""
+    from moaa.public import scrub_text
+
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:200]
-    return str(getattr(exc, "message", "") or "")[:200]
+            return scrub_text(str(err["message"]))[:200]
+    return scrub_text(str(getattr(exc, "message", "") or ""))[:200]
 
 
 def _join(parts: list[Completion]) -> Completion:

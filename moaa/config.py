@@ -495,6 +495,9 @@ def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
             f"endpoint '{name}': environment variable {endpoint.api_key_env} is not set; "
             f"export it (or change endpoints.{name}.api_key_env)"
         )
+    from moaa.public import add_secret
+
+    add_secret(value, endpoint.api_key_env)  # scrubbed from everything moaa writes
     return value
 
 
@@ -518,3 +521,10 @@ def missing_keys(config: MoaaConfig) -> list[str]:
 def dump_config(config: MoaaConfig) -> dict[str, Any]:
     """The resolved config as plain data (it holds variable names, never keys)."""
     return config.model_dump(mode="json")
+
+
+def dump_public_config(config: MoaaConfig) -> dict[str, Any]:
+    """dump_config without secrets: a URL's credentials and any key value removed (what is written)."""
+    from moaa.public import scrub
+
+    return scrub(dump_config(config))

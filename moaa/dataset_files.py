@@ -20,7 +20,7 @@ from typing import Any
 
 from moaa.errors import InputError, MoaaError
 from moaa.manifest import copy_verified, read_manifest, sha256_file
-from moaa.public import machine_paths, public_text, served_name
+from moaa.public import machine_paths, public_text, scrub_text, secret_values, served_name
 from moaa.rows import failure_is_transient
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,9 @@ class _SplitWriter:
 
 
 def _read_rows(paths: list[Path]):
-    """(row, 'file:line') of JSONL files; a bad line is an InputError naming it."""
+    """(row, 'file:line') of JSONL files, scrubbed of secrets (moaa.public.scrub_text: parts written
+    by older versions, or by hand, are caught here); a bad line is an InputError naming it."""
+    secrets = secret_values()
     for path in paths:
         path = Path(path)
         if not path.exists():
@@ -174,7 +176,7 @@ def _read_rows(paths: list[Path]):
                     continue
                 where = f"{path}:{number}"
                 try:
-                    row = json.loads(line)
+                    row = json.loads(scrub_text(line, secrets))
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{where}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict) or not row.get("prompt_id"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moaa.config import MoaaConfig, dump_config
+from moaa.config import MoaaConfig, dump_config, dump_public_config
 from moaa.errors import MoaaError
 from moaa.rows import Prompt
 from moaa.shards import read_done, split_into_shards, write_json_atomic
@@ -75,7 +75,7 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
             shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
-    write_json_atomic(work / "config.json", dump_config(config))
+    write_json_atomic(work / "config.json", dump_public_config(config))
     plan = RunPlan(config, work, shards, counts, source)
     plan.earlier_failures = reopen_earlier_failures(plan)
     return plan

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.public import scrub_text
 from moaa.rows import failure_is_transient
 
 OUTPUT_FILES = ("rows", "trace", "failures")
@@ -33,7 +34,7 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
     count = 0
     with tmp.open("w", encoding="utf-8") as fh:
         for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(scrub_text(json.dumps(record, ensure_ascii=False)) + "\n")
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
@@ -44,7 +45,7 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.write_text(scrub_text(json.dumps(data, indent=2, ensure_ascii=False, default=str)), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -116,11 +117,12 @@ class ShardOutput:
         return (self.folder / "DONE").exists()
 
     def add(self, rows: list[dict], trace: list[dict], failures: list[dict]) -> None:
-        """Record one prompt's results; trace first so a row never lacks its trace."""
+        """Record one prompt's results; trace first so a row never lacks its trace. Secrets are
+        scrubbed here (a server may echo the key in an error or an answer)."""
         for name, records in (("trace", trace), ("rows", rows), ("failures", failures)):
             if records:
                 fh = self._files[name]
-                fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                fh.write(scrub_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)))
                 fh.flush()
 
     def finish(self, summary: dict[str, Any]) -> None:
