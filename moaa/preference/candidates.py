@@ -50,6 +50,8 @@ class CandidateSet:
     truncated_kept: int = 0  # samples cut at max_tokens and kept (answers.truncated: keep)
     truncated_reasked: int = 0  # n=K calls asked again with a larger budget
     content_filtered: int = 0
+    cut: list[tuple[int, str]] = field(default_factory=list)  # (sample, text) of dropped cut samples
+    model: str = ""
 
 
 def normalise(text: str) -> str:
@@ -126,6 +128,7 @@ async def sample_candidates(
     got = collapse(done.texts, done.finish_reasons, done.model, done.completion_tokens, filtered | dropped)
     got.truncated_dropped, got.truncated_kept = len(dropped), len(cut) - len(dropped)
     got.truncated_reasked, got.content_filtered = reasked, len(filtered)
+    got.cut, got.model = [(i, done.texts[i]) for i in sorted(dropped)], done.model
     got.prompt_tokens, got.completion_tokens = done.prompt_tokens, done.completion_tokens
     got.latency_s, got.cached = done.latency_s, done.cached
     if got.empty or got.duplicates:

@@ -109,6 +109,7 @@ async def judge_prompt(
     for key in ("truncated_dropped", "truncated_kept", "truncated_reasked", "content_filtered"):
         if getattr(got, key):
             result.counters[key] = getattr(got, key)
+    result.trace = _cut_steps(prompt, pref, got)
     if len(got.candidates) < 2 and got.truncated_dropped:
         where = f"policy sample (endpoint {pref.policy.endpoint}, {policy_client.model})"
         error = f"{where}: {got.truncated_dropped} of {got.sampled} answers cut at max_tokens"
@@ -119,14 +120,14 @@ async def judge_prompt(
         result.failure = Failure(prompt.prompt_id, STAGE, reason, f"no usable answer of {got.sampled}", transient)
         return result
     if len(got.candidates) < 2:
-        result.trace = _sample_steps(prompt, pref, got, [None], PairChoice())
+        result.trace += _sample_steps(prompt, pref, got, [None], PairChoice())
         result.dropped = "too_few_candidates"
         return result
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
     values = [s.score for s in scores]
     choice = choose_pair([c.text for c in got.candidates], values, pref.min_margin, pref.max_length_ratio)
-    result.trace = _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
     if all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
         result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
@@ -186,6 +187,19 @@ def _sample_steps(
             )
         )
     return steps
+
+
+def _cut_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet) -> list[TraceStep]:
+    """One unselected "sample" step per sample dropped for being cut at max_tokens (the audit trail)."""
+    assert pref.policy is not None
+    return [
+        TraceStep(
+            prompt_id=prompt.prompt_id, stage=STAGE, kind="sample", text=text, agent=pref.policy.name or "policy",
+            model=got.model, role="policy", index=i, selected=False,
+            finish_reason="length", cached=got.cached, meta=json.dumps({"samples": [i], "dropped": "truncated"}),
+        )  # fmt: skip
+        for i, text in got.cut
+    ]
 
 
 def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[TraceStep]:
