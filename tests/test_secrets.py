@@ -150,3 +150,18 @@ def test_work_config_json_holds_no_url_credentials(tmp_path):
     plan = plan_run(config)
     text = (plan.work_dir / "config.json").read_text()
     assert "s3cret-pass" not in text and "https://api.example.com/v1" in text
+
+
+def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):
+    """The last line of defence: a key that reached a row, a trace step or a failure is not written."""
+    from moaa.public import add_secret
+    from moaa.shards import ShardOutput
+
+    key = f"sk-moaa-writer-{uuid.uuid4().hex}"
+    add_secret(key, "WRITER_KEY")
+    out = ShardOutput(tmp_path / "shard-00000")
+    out.add([{"prompt_id": "a", "text": key}], [{"prompt_id": "a", "meta": f'{{"error": "{key}"}}'}],
+            [{"prompt_id": "b", "error": f"HTTP 400 Bearer {key}"}])  # fmt: skip
+    out.finish({"counts": {}, "stats": {}, "note": key})
+    assert files_holding(tmp_path, [key.encode()]) == []
+    assert "<redacted:WRITER_KEY>" in (tmp_path / "shard-00000" / "failures.jsonl").read_text()
