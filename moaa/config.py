@@ -287,9 +287,7 @@ class AnswersConfig(Strict):
         "(transient: a re-run asks again). reask: ask again with twice the budget, up to reask_max_tokens, then "
         "drop. keep: keep truncated answers as data (counted in the summary and card)",
     )
-    reask_max_tokens: int = Field(
-        4096, ge=1, description="reask: the largest max_tokens a re-asked call may have"
-    )
+    reask_max_tokens: int = Field(4096, ge=1, description="reask: the largest max_tokens a re-asked call may have")
 
 
 class CacheConfig(Strict):

@@ -13,7 +13,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import subprocess
 from datetime import datetime, timezone

@@ -87,11 +87,12 @@ def test_rerun_reasks_only_transient_failures(tmp_path, prefect_harness, monkeyp
 def test_reopen_keeps_permanent_failures_and_the_earlier_accounting(tmp_path):
     out = tmp_path / "shard-00000"
     write_jsonl_atomic(out / "rows.jsonl", [{"prompt_id": "a"}])
+    failed = {"stage": "sft", "reason": "proposers_failed"}
     failures = [
-        {"prompt_id": "b", "stage": "sft", "reason": "proposers_failed", "error": "server_error: HTTP 500", "transient": True},
-        {"prompt_id": "c", "stage": "sft", "reason": "proposers_failed", "error": "bad_request: HTTP 400", "transient": False},
-        {"prompt_id": "d", "stage": "sft", "reason": "aggregator_failed", "error": "empty answer"},  # older row
-    ]  # fmt: skip
+        failed | {"prompt_id": "b", "error": "server_error: HTTP 500", "transient": True},
+        failed | {"prompt_id": "c", "error": "bad_request: HTTP 400", "transient": False},
+        {"prompt_id": "d", "stage": "sft", "reason": "aggregator_failed", "error": "empty answer"},  # an older row
+    ]
     write_jsonl_atomic(out / "failures.jsonl", failures)
     stats = {"endpoints": {"test": {"calls": 7}}, "tags": {}, "latencies": {}}
     write_json_atomic(out / "DONE", {"counts": {}, "stats": stats})

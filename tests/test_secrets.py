@@ -132,7 +132,9 @@ def test_scrub_text_takes_out_keys_and_url_credentials(monkeypatch):
     assert scrub({"a": ["x tok-12345678"]}) == {"a": ["x <redacted:SOME_TOKEN>"]}
 
 
-@pytest.mark.parametrize("value", ["sk-proj-0123456789abcdef", "hf_abcdefABCDEF0123456789", "my key", "ABCDEF0123456789XYZ42"])
+@pytest.mark.parametrize(
+    "value", ["sk-proj-0123456789abcdef", "hf_abcdefABCDEF0123456789", "my key", "ABCDEF0123456789XYZ42"]
+)
 def test_a_key_in_api_key_env_is_refused_without_echoing_it(tmp_path, value, capsys):
     cfg = write_config(tmp_path, "http://127.0.0.1:9/v1", f"endpoints.test.api_key_env={value}")
     for args in (("run", str(cfg)), ("run", str(cfg), "--dry-run")):

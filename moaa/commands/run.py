@@ -20,7 +20,6 @@ def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
     if args.dry_run:  # estimates need no key: report the missing ones instead of failing
         from moaa.estimate import estimate_run, format_estimate
-
         from moaa.public import scrub_text
 
         print(scrub_text(format_estimate(estimate_run(config))))

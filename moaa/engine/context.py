@@ -8,6 +8,7 @@ it stops the run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -197,10 +198,9 @@ class PromptRun:
         `answers.truncated` (dropped, re-asked with a larger budget, or kept); other texts are
         references and are kept when cut, counted as truncated_references."""
         sampling = sampling_of(agent, self.seed(agent, turn, layer, who))
+        call = functools.partial(self._ask_once, agent, who, part, template, messages, kind, turn, layer, index, role)
         while True:
-            got = await self._ask_once(
-                agent, who, part, template, messages, sampling, kind, turn, layer, index, role, n, response_format, final
-            )
+            got = await call(sampling, n, response_format, final)
             budget = self._larger_budget(agent, sampling) if got is None else None
             if budget is None:
                 return got or []
@@ -213,7 +213,7 @@ class PromptRun:
         return larger_budget(self.client(agent), sampling, self._last_tokens, self.answers.reask_max_tokens)
 
     async def _ask_once(
-        self, agent, who, part, template, messages, sampling, kind, turn, layer, index, role, n, response_format, final
+        self, agent, who, part, template, messages, kind, turn, layer, index, role, sampling, n, response_format, final
     ) -> list[Answer] | None:
         """One call; None when its final answer was cut and `answers.truncated` is reask."""
         client = self.client(agent)

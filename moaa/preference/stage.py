@@ -194,9 +194,18 @@ def _cut_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet) -> lis
     assert pref.policy is not None
     return [
         TraceStep(
-            prompt_id=prompt.prompt_id, stage=STAGE, kind="sample", text=text, agent=pref.policy.name or "policy",
-            model=got.model, role="policy", index=i, selected=False,
-            finish_reason="length", cached=got.cached, meta=json.dumps({"samples": [i], "dropped": "truncated"}),
+            prompt_id=prompt.prompt_id,
+            stage=STAGE,
+            kind="sample",
+            text=text,
+            agent=pref.policy.name or "policy",
+            model=got.model,
+            role="policy",
+            index=i,
+            selected=False,
+            finish_reason="length",
+            cached=got.cached,
+            meta=json.dumps({"samples": [i], "dropped": "truncated"}),
         )  # fmt: skip
         for i, text in got.cut
     ]
