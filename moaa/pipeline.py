@@ -34,8 +34,8 @@ class RunPlan:
     prompt_counts: dict[str, Any]
     prompt_source: dict[str, str]
     started: float = field(default_factory=time.time)
-    # Failures of earlier runs of this work folder: {"transient": asked again, "permanent": kept}
-    earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "permanent": 0})
+    # Failures of earlier runs of this work folder: {"transient"/"other": asked again, "permanent": kept}
+    earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "other": 0, "permanent": 0})
 
     def total(self, stage: str) -> int:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
@@ -82,25 +82,27 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
 
 
 def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
-    """Reopen the finished shards holding transient failures (moaa.shards.reopen_failures), so this
-    run asks those prompts again; counts of the transient failures re-asked and permanent ones kept."""
-    from moaa.shards import reopen_failures
+    """Take out the failed prompts of earlier runs that this run asks again (moaa.shards.reopen_failures):
+    transient ones; every one of a stopped run's unfinished shards or of a stage that made no row.
+    Counts {"transient", "other", "permanent"} (permanent: kept)."""
+    from moaa.shards import read_jsonl, reopen_failures
 
-    found = {"transient": 0, "permanent": 0}
+    found = {"transient": 0, "other": 0, "permanent": 0}
     for shards in plan.shards.values():
+        made_nothing = not any(next(read_jsonl(out / "rows.jsonl"), None) for _, out in shards)
         for _, out in shards:
-            transient, permanent = reopen_failures(out)
-            found["transient"] += transient
-            found["permanent"] += permanent
-    if found["transient"] or found["permanent"]:
+            for key, n in reopen_failures(out, everything=made_nothing).items():
+                found[key] += n
+    if any(found.values()):
         log.info(earlier_failures_line(found))
     return found
 
 
 def earlier_failures_line(found: dict[str, int]) -> str:
     """'re-asking 12 prompts that failed transiently; keeping 3 permanent failures' (earlier runs')."""
+    other = f" and {found['other']} of a stopped run or a stage that made nothing" if found.get("other") else ""
     return (
-        f"re-asking {found['transient']} prompts that failed transiently; "
+        f"re-asking {found['transient']} prompts that failed transiently{other}; "
         f"keeping {found['permanent']} permanent failures (400, content filter, bad prompt)"
     )
 
@@ -260,7 +262,7 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     lines.append("  quality: " + quality_line(s["stages"]))
     earlier = s.get("earlier_failures") or {}
-    if earlier.get("transient") or earlier.get("permanent"):
+    if any(earlier.values()):
         lines.append("  re-run: " + earlier_failures_line(earlier))
     if s["failures"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))

@@ -6,10 +6,12 @@ A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard,
 so a killed process loses at most the prompts in flight; on resume the prompt ids already in
 `rows.jsonl` are skipped and a torn last line is cut off.
 
-Failures are transient or permanent (moaa.rows.is_transient). A re-run asks the transient ones
-again, finished shard or not (`reopen_failures` takes a finished shard's DONE away first, keeping
-its call accounting in `earlier.json`), and keeps the permanent ones (400, content filter): a
-prompt is in `rows.jsonl` or `failures.jsonl`, never both, never twice.
+Failures are transient or permanent (moaa.rows.is_transient). Before a run, `reopen_failures`
+decides which failed prompts it asks again: a finished shard's transient ones (its DONE goes, its
+call accounting kept in `earlier.json`), keeping the permanent ones (400, content filter); every
+one of an unfinished shard (a stopped or killed run: fixing the cause and re-running completes
+them) or of a stage that made no row (no version holds them). A prompt is in `rows.jsonl` or
+`failures.jsonl`, never both, never twice.
 """
 
 from __future__ import annotations
@@ -97,15 +99,12 @@ class ShardOutput:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.done_ids: set[str] = set()
-        self.kept_failures = 0  # permanent failures of earlier attempts, kept as they are
         for name in ("rows", "failures"):
-            path = self.path(name)
-            self._truncate_torn_tail(path)
-            if name == "failures" and path.exists() and not self.complete:
-                # An unfinished shard (stopped, killed, or reopened): its transient failures are asked
-                # again, so re-running the same command after an outage completes them.
-                self.kept_failures = keep_permanent(path)[1]
-            self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
+            self._truncate_torn_tail(self.path(name))
+        # Failures on disk are done: reopen_failures, before the run, took out those to ask again.
+        self.kept_failures = sum(1 for _ in read_jsonl(self.path("failures")))
+        for name in ("rows", "failures"):
+            self.done_ids.update(r["prompt_id"] for r in read_jsonl(self.path(name)))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
 
@@ -155,24 +154,20 @@ class ShardOutput:
                 fh.truncate(data.rfind(b"\n") + 1)
 
 
-def keep_permanent(path: Path) -> tuple[int, int]:
-    """Drop the transient failures of a failures.jsonl (they are asked again); (dropped, kept)."""
+def reopen_failures(folder: Path, everything: bool = False) -> dict[str, int]:
+    """Take out of a shard's failures.jsonl the failed prompts this run asks again; returns counts
+    {"transient": re-asked, "other": permanent ones re-asked, "permanent": kept}.
+
+    Finished shard: its transient failures (all of them when `everything`: its stage made no row).
+    Unfinished shard: all of them. DONE goes before the failures are touched, so a kill in between
+    leaves an unfinished shard, which asks all again, never a finished shard missing prompts."""
+    path = folder / "failures.jsonl"
     rows = list(read_jsonl(path))
-    kept = [r for r in rows if not failure_is_transient(r)]
-    if len(kept) < len(rows):
-        write_jsonl_atomic(path, kept)
-    return len(rows) - len(kept), len(kept)
-
-
-def reopen_failures(folder: Path) -> tuple[int, int]:
-    """(transient, permanent) failures of a shard's output; a finished shard holding transient ones
-    is reopened so the run asks them again. DONE goes before the failures are touched: a kill in
-    between leaves an unfinished shard, whose transient failures ShardOutput drops, never a
-    finished shard missing prompts."""
-    rows = list(read_jsonl(folder / "failures.jsonl"))
-    transient = sum(1 for r in rows if failure_is_transient(r))
     done = read_done(folder)
-    if transient and done is not None:
+    again = [r for r in rows if done is None or everything or failure_is_transient(r)]
+    if not again:
+        return {"transient": 0, "other": 0, "permanent": len(rows)}
+    if done is not None:
         from moaa.stats import RunStats
 
         earlier = RunStats()
@@ -180,7 +175,9 @@ def reopen_failures(folder: Path) -> tuple[int, int]:
         earlier.merge(done.get("earlier_stats") or {})
         write_json_atomic(folder / EARLIER, earlier.to_dict())
         (folder / "DONE").unlink()
-    return transient, len(rows) - transient
+    write_jsonl_atomic(path, [r for r in rows if r not in again])
+    transient = sum(1 for r in again if failure_is_transient(r))
+    return {"transient": transient, "other": len(again) - transient, "permanent": len(rows) - len(again)}
 
 
 def read_earlier(folder: Path) -> dict[str, Any]:

@@ -4,12 +4,13 @@ ones (400); against the real OpenAI-compatible test server."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
 import pytest
 
-from moaa.shards import ShardOutput, keep_permanent, reopen_failures, write_json_atomic, write_jsonl_atomic
+from moaa.shards import ShardOutput, read_jsonl, reopen_failures, write_json_atomic, write_jsonl_atomic
 from moaa.testing.openai_server import OpenAITestServer
 from tests.pipeline_helpers import latest_version, run_main, version_rows, write_config, write_prompts
 
@@ -84,22 +85,40 @@ def test_rerun_reasks_only_transient_failures(tmp_path, prefect_harness, monkeyp
     assert "sft        rows      5  failed    1" in out
 
 
-def test_reopen_keeps_permanent_failures_and_the_earlier_accounting(tmp_path):
-    out = tmp_path / "shard-00000"
+def write_finished_shard(out, failures):
     write_jsonl_atomic(out / "rows.jsonl", [{"prompt_id": "a"}])
-    failed = {"stage": "sft", "reason": "proposers_failed"}
-    failures = [
-        failed | {"prompt_id": "b", "error": "server_error: HTTP 500", "transient": True},
-        failed | {"prompt_id": "c", "error": "bad_request: HTTP 400", "transient": False},
-        {"prompt_id": "d", "stage": "sft", "reason": "aggregator_failed", "error": "empty answer"},  # an older row
-    ]
     write_jsonl_atomic(out / "failures.jsonl", failures)
     stats = {"endpoints": {"test": {"calls": 7}}, "tags": {}, "latencies": {}}
     write_json_atomic(out / "DONE", {"counts": {}, "stats": stats})
-    assert reopen_failures(out) == (2, 1)
-    assert not (out / "DONE").exists() and (out / "earlier.json").exists()
-    output = ShardOutput(out)  # the unfinished shard drops its transient failures
+
+
+FAILED = {"stage": "sft", "reason": "proposers_failed"}
+FAILURES = [
+    FAILED | {"prompt_id": "b", "error": "server_error: HTTP 500", "transient": True},
+    FAILED | {"prompt_id": "c", "error": "bad_request: HTTP 400", "transient": False},
+    {"prompt_id": "d", "stage": "sft", "reason": "aggregator_failed", "error": "empty answer"},  # an older row
+]
+
+
+def test_reopen_keeps_permanent_failures_and_the_earlier_accounting(tmp_path):
+    out = tmp_path / "shard-00000"
+    write_finished_shard(out, FAILURES)
+    assert reopen_failures(out) == {"transient": 2, "other": 0, "permanent": 1}
+    assert not (out / "DONE").exists()
+    assert json.loads((out / "earlier.json").read_text())["endpoints"]["test"]["calls"] == 7
+    output = ShardOutput(out)
     output.close()
     assert output.done_ids == {"a", "c"} and output.kept_failures == 1
-    assert keep_permanent(out / "failures.jsonl") == (0, 1)
-    assert reopen_failures(out) == (0, 1)  # nothing transient left: a finished shard stays finished
+    write_json_atomic(out / "DONE", {"counts": {}, "stats": {}})
+    assert reopen_failures(out) == {"transient": 0, "other": 0, "permanent": 1}  # a finished shard stays so
+    assert (out / "DONE").exists()
+
+
+@pytest.mark.parametrize("finished, everything", [(False, False), (True, True)])
+def test_a_stopped_shard_or_a_stage_that_made_nothing_asks_every_failure_again(tmp_path, finished, everything):
+    out = tmp_path / "shard-00000"
+    write_finished_shard(out, FAILURES)
+    if not finished:
+        (out / "DONE").unlink()
+    assert reopen_failures(out, everything) == {"transient": 2, "other": 1, "permanent": 0}
+    assert list(read_jsonl(out / "failures.jsonl")) == []
