@@ -123,6 +123,13 @@ def test_a_server_cutting_20_percent_of_replies(rule, tmp_path, prefect_harness,
     counts = {m[0]: tuple(map(int, m[1:])) for m in SUMMARY.findall(out)}
     cut_final = sum(s["finish_reason"] == "length" and s["kind"] == "aggregate" for s in trace)
     cut_samples = sum(s["finish_reason"] == "length" and s["kind"] == "sample" for s in trace)
+    card = (version / "README.md").read_text()
+    sft_counts, pref_counts = counts["sft"], counts["preference"]
+    assert (
+        f"sft: dropped {sft_counts[2]}, re-asked {sft_counts[3]}, kept {sft_counts[4]}" in card
+        and f"preference: dropped {pref_counts[2]}, re-asked {pref_counts[3]}, kept {pref_counts[4]}" in card
+        and f"`answers.truncated: {rule}`" in card
+    )
     if rule == "drop":
         assert not cut & sft_answers and not cut & dpo_sides
         truncated = [f for f in failures if f["reason"] == "truncated"]
