@@ -69,11 +69,15 @@ def test_rerun_reasks_only_transient_failures(tmp_path, prefect_harness, monkeyp
         assert "empty answer from aggregator" in next(f["error"] for f in first if f["reason"] == "aggregator_failed")
         assert questions(srv.requests)[4] == 3 + 2  # three proposers, the aggregator asked twice
         capsys.readouterr()
+        answered = sum(r["status"] == 200 for r in srv.requests)
         srv.reset()
         srv.faults = {1: "400"}  # the outage is over; the 400 would still be a 400
         assert run_main("run", str(cfg)) == 0
         asked = questions(srv.requests)
+        answered += sum(r["status"] == 200 for r in srv.requests)
     out = capsys.readouterr().out
+    # The totals keep the calls the first run made for the shards this one re-opened.
+    assert f"data totals: calls {answered} " in out
     assert asked == {2: 4, 3: 4}  # only the transient failures were asked again, each whole
     assert "re-run: re-asking 2 prompts that failed transiently; keeping 1 permanent failures" in out
     version = latest_version(tmp_path / "data")
