@@ -22,6 +22,7 @@ from moaa.errors import MoaaError
 from moaa.locks import FolderLock
 from moaa.outcome import check_stage
 from moaa.progress import Progress
+from moaa.public import install_log_scrubber, scrub_text
 from moaa.session import local_endpoints
 from moaa.shards import read_done
 from moaa.stages import STAGES, RunStopped, run_shard
@@ -141,11 +142,28 @@ def task_runner_for(config: MoaaConfig):
     return make_task_runner(config.run)
 
 
+# Overrides as this process gave them, by their scrubbed spelling (run_flow): Prefect stores a flow
+# run's parameters in its database, so the flow is called with the scrubbed ones.
+_held_overrides: dict[tuple[str, ...], list[str]] = {}
+
+
+def run_flow(config: MoaaConfig, config_path: str, overrides: list[str], publish: bool = False) -> dict:
+    """Run `moaa_pipeline` in this process; its stored parameters hold no key or URL credentials."""
+    shown = [scrub_text(item) for item in overrides]
+    _held_overrides[tuple(shown)] = list(overrides)
+    try:
+        flow_fn = moaa_pipeline.with_options(task_runner=task_runner_for(config))
+        return flow_fn(scrub_text(config_path), shown, publish=publish)
+    finally:
+        _held_overrides.pop(tuple(shown), None)
+
+
 @flow(name="moaa-pipeline", log_prints=True)
 def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
     """Generate SFT (and preference) data for CONFIG and write a new data set version."""
     from prefect.runtime import deployment
 
+    overrides = _held_overrides.get(tuple(overrides or ()), overrides)
     config = load_config(config_path, overrides)
     # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
     # a run from a terminal is refused at once, naming the run in the way.
@@ -156,6 +174,7 @@ def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish:
 def run_pipeline(
     config: MoaaConfig, base_dir: Path | None = None, publish: bool = False, wait_for_lock: bool = False
 ) -> dict:
+    install_log_scrubber()  # deployments and workers too, not only the CLI
     check_environment(config)
     started = time.time()
     plan = P.plan_run(config, base_dir=base_dir)

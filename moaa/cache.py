@@ -23,6 +23,7 @@ from typing import Any
 from moaa.client import ChatClient, Completion, Message
 from moaa.config import Sampling
 from moaa.errors import MoaaError, storage_error
+from moaa.public import scrub
 from moaa.stats import RunStats, call_cost
 
 
@@ -129,5 +130,6 @@ class CachedClient:
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)
         if all(t.strip() for t in completion.texts):  # never pin an empty answer
             self.stats.note_paid(key)  # before the put: a kill between them re-asks, never undercounts
-            self.cache.put(key, {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")})
+            stored = {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")}
+            self.cache.put(key, scrub(stored))  # a server may echo the key in an answer
         return completion

@@ -191,10 +191,27 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
         from moaa.engine.quality import gate_summary
 
         lines += [f"SFT answers: {gate_summary(sft)}; a dropped prompt is a failure of reason quality_*.", ""]
+    lines += _truncation_lines(manifest)
     prompts = ((manifest.get("counts") or {}).get("prompts") or {}).get("dropped") or {}
     if prompts:
         lines += [f"Prompts dropped by filters: {', '.join(f'{k} {v}' for k, v in prompts.items())}.", ""]
     return lines if len(lines) > 2 else []
+
+
+def _truncation_lines(manifest: dict[str, Any]) -> list[str]:
+    """What `answers.truncated` did with cut answers, per stage (from the run's counters)."""
+    from moaa.pipeline import truncation_counts
+
+    stages = ((manifest.get("counts") or {}).get("stages")) or {}
+    rule = (((manifest.get("config") or {}).get("answers")) or {}).get("truncated", "drop")
+    done = [f"{stage}: {truncation_counts(agg.get('counters') or {})}" for stage, agg in stages.items()]
+    if not done:
+        return []
+    return [
+        f"Answers cut at max_tokens (`answers.truncated: {rule}`; a final SFT answer or DPO side is complete "
+        f"unless it is `keep`): {'; '.join(done)}.",
+        "",
+    ]
 
 
 def samples_section(folder: Path, rows: Rows) -> list[str]:

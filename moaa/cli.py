@@ -70,6 +70,9 @@ def _run(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from moaa.public import install_log_scrubber
+
+    install_log_scrubber()  # no log line, here or in Prefect's database, holds a key
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -83,7 +86,9 @@ def _run(argv: list[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except MoaaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from moaa.public import scrub_text
+
+        print(f"error: {scrub_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if argv is None:

@@ -2,8 +2,8 @@
 
 `OpenAIChatClient` is the only code in moaa that talks HTTP. It adds what a long paid run needs:
 bounded, adaptive concurrency and requests/tokens-per-minute buckets (moaa.limits), retries with
-exponential backoff and jitter on 429/5xx/timeouts/connection errors/malformed bodies, fail-fast on
-401/403/404 (fatal for the run) and 400 (fatal for the prompt), replicas balanced by load,
+exponential backoff and jitter on 429/5xx/timeouts/connection errors/malformed bodies/empty answers,
+fail-fast on 401/403/404 (fatal for the run) and 400 (fatal for the prompt), replicas balanced by load,
 `n > 1` with a fallback to separate seeded calls where a server silently returns one choice
 (llama.cpp does), and accounting of calls, tokens, latency and cost per endpoint and stage tag.
 """
@@ -62,6 +62,11 @@ class CallError(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(f"{kind}: {message}")
         self.kind = kind
+
+    @property
+    def transient(self) -> bool:
+        """A re-run may get an answer (retries spent on 429/5xx/timeouts/...); a 400 will not."""
+        return self.kind != "bad_request"
 
 
 class ChatClient(Protocol):
@@ -214,7 +219,11 @@ class OpenAIChatClient:
                 self.limiter.on_success()
                 self.limiter.charge_tokens(estimate, completion.prompt_tokens + completion.completion_tokens)
                 self._account(completion, tag)
-                return completion
+                # An empty answer is a transient fault (an overloaded server, a dropped generation):
+                # asked again within the retry budget; the last one is returned and dropped upstream.
+                if any(t.strip() for t in completion.texts) or attempt == self.endpoint.max_retries:
+                    return completion
+                kind, last = "empty", "empty answer"
             finally:
                 self.limiter.release()
                 with self._lock:
@@ -380,12 +389,15 @@ def _retry_after(exc: Any) -> float | None:
 
 
 def _error_detail(exc: Any) -> str:
+    """The server's error message, scrubbed: some servers echo the request's key in a 400 body."""
+    from moaa.public import scrub_text
+
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:200]
-    return str(getattr(exc, "message", "") or "")[:200]
+            return scrub_text(str(err["message"]))[:200]
+    return scrub_text(str(getattr(exc, "message", "") or ""))[:200]
 
 
 def _join(parts: list[Completion]) -> Completion:

@@ -7,11 +7,12 @@ Secrets never live here: an endpoint names the environment variable that holds i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moaa.errors import ConfigError
 
@@ -20,6 +21,18 @@ METHODS = ("single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa")
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_KEY_PREFIXES = ("SK-", "SK_", "HF_", "GSK_", "XAI-", "AIZA", "AKIA", "GHP_", "GITHUB_PAT_")
+
+
+def is_variable_name(value: str) -> bool:
+    """Whether `value` reads as an environment variable's name rather than a key: capitals, digits
+    and `_`, not opening like a known key (sk-, hf_, AKIA...), and not a long run without a `_`."""
+    if not _VARIABLE_NAME.fullmatch(value) or value.upper().startswith(_KEY_PREFIXES):
+        return False
+    return "_" in value or len(value) < 20 or not any(c.isdigit() for c in value)
 
 
 class Sampling(Strict):
@@ -57,7 +70,10 @@ class EndpointConfig(Strict):
     base_url: str | list[str] | None = None
     local: bool = False  # the embedded llama.cpp server, started and stopped by moaa
     backend: Literal["openai", "transformers"] = "openai"  # transformers: in-process, small models
-    api_key_env: str | None = None  # the variable's NAME, never the key
+    api_key_env: str | None = Field(
+        None,
+        description="the NAME of the environment variable holding the key (e.g. OPENAI_API_KEY), never the key",
+    )
     max_concurrency: int = Field(16, ge=1)
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
@@ -72,6 +88,17 @@ class EndpointConfig(Strict):
     sampling: Sampling = Sampling()
     price_input_per_mtok: float | None = Field(None, ge=0)
     price_output_per_mtok: float | None = Field(None, ge=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str | None) -> str | None:
+        # The message never repeats the value: a key typed here by mistake must not reach a terminal.
+        if value is not None and not is_variable_name(value):
+            raise ValueError(
+                "expected the NAME of an environment variable (capitals, digits, _: e.g. OPENAI_API_KEY); "
+                "this looks like a key itself: export it as a variable and name that variable here"
+            )
+        return value
 
     @model_validator(mode="after")
     def _local_defaults(self) -> EndpointConfig:
@@ -328,6 +355,20 @@ class RunSettings(Strict):
     min_prompts_for_failure_rate: int = Field(20, ge=1)
 
 
+class AnswersConfig(Strict):
+    """What becomes of an answer cut at max_tokens (finish_reason "length") where it would become data:
+    a final SFT answer (the aggregator's, or a single model's) or a DPO candidate. References fed to
+    an aggregator (proposals, Self-MoA-Seq's running syntheses) are kept and counted whatever this says."""
+
+    truncated: Literal["drop", "reask", "keep"] = Field(
+        "drop",
+        description="drop: the answer never becomes data; a prompt left without one is a `truncated` failure "
+        "(transient: a re-run asks again). reask: ask again with twice the budget, up to reask_max_tokens, then "
+        "drop. keep: keep truncated answers as data (counted in the summary and card)",
+    )
+    reask_max_tokens: int = Field(4096, ge=1, description="reask: the largest max_tokens a re-asked call may have")
+
+
 class CacheConfig(Strict):
     enabled: bool = True
     path: str = ".moaa/cache.sqlite"
@@ -345,6 +386,7 @@ class MoaaConfig(Strict):
     output: OutputConfig = OutputConfig()
     run: RunSettings = RunSettings()
     cache: CacheConfig = CacheConfig()
+    answers: AnswersConfig = AnswersConfig()
 
     def agents(self) -> list[tuple[str, AgentConfig]]:
         """Every (dotted path, agent) pair, for validation and dry runs."""
@@ -499,7 +541,8 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
         # A model validator names the field it checks ("layers: ..."): report it at that field.
         where, msg = (f"{where}.{field}" if loc else field), rest
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    secret = loc and loc[-1] == "api_key_env"  # a key typed there is never echoed
+    shown = "" if isinstance(got, (dict, list)) or got is None or secret else f" (got {got!r})"
     return f"{where}: {msg}{shown}"
 
 
@@ -552,6 +595,9 @@ def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
             f"endpoint '{name}': environment variable {endpoint.api_key_env} is not set; "
             f"export it (or change endpoints.{name}.api_key_env)"
         )
+    from moaa.public import add_secret
+
+    add_secret(value, endpoint.api_key_env)  # scrubbed from everything moaa writes
     return value
 
 
@@ -575,3 +621,10 @@ def missing_keys(config: MoaaConfig) -> list[str]:
 def dump_config(config: MoaaConfig) -> dict[str, Any]:
     """The resolved config as plain data (it holds variable names, never keys)."""
     return config.model_dump(mode="json")
+
+
+def dump_public_config(config: MoaaConfig) -> dict[str, Any]:
+    """dump_config without secrets: a URL's credentials and any key value removed (what is written)."""
+    from moaa.public import scrub
+
+    return scrub(dump_config(config))

@@ -20,7 +20,8 @@ from typing import Any
 
 from moaa.errors import InputError, MoaaError
 from moaa.manifest import copy_verified, read_manifest, sha256_file
-from moaa.public import machine_paths, public_text, served_name
+from moaa.public import machine_paths, public_text, scrub_text, secret_values, served_name
+from moaa.rows import failure_is_transient
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ SPLIT_CONFIGS = ("sft", "dpo", "trace")  # failures keep a single `train` split
 MAX_SHARD_ROWS = 50_000
 _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group is written
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
-DATA_FORMAT = "moaa-parquet-2"  # change with any change to how rows become parquet files
+DATA_FORMAT = "moaa-parquet-3"  # change with any change to how rows become parquet files
 Rows = dict[str, dict[str, int]]  # {config: {split: rows}}
 
 
@@ -40,7 +41,7 @@ COLUMNS = {
     "chosen_model rejected_model",
     "trace": "prompt_id stage kind text agent model role turn:int layer:int index:int selected:bool "
     "prompt_tokens:int completion_tokens:int latency_s:float finish_reason cached:bool score:float meta",
-    "failures": "prompt_id stage reason error",
+    "failures": "prompt_id stage reason error transient:bool",
 }
 
 
@@ -81,6 +82,8 @@ def _normalize(row: dict[str, Any], schema: Any, prefixes: list[str]) -> dict[st
             value = served_name(value)
         elif field.name == "models" and isinstance(value, list):
             value = [served_name(m) if isinstance(m, str) else m for m in value]
+        elif field.name == "transient":
+            value = failure_is_transient(row)
         elif field.name == "error" and isinstance(value, str):
             value = public_text(value, prefixes)
         elif field.name in ("messages", "prompt", "chosen", "rejected") and isinstance(value, list):
@@ -159,7 +162,9 @@ class _SplitWriter:
 
 
 def _read_rows(paths: list[Path]):
-    """(row, 'file:line') of JSONL files; a bad line is an InputError naming it."""
+    """(row, 'file:line') of JSONL files, scrubbed of secrets (moaa.public.scrub_text: parts written
+    by older versions, or by hand, are caught here); a bad line is an InputError naming it."""
+    secrets = secret_values()
     for path in paths:
         path = Path(path)
         if not path.exists():
@@ -171,7 +176,7 @@ def _read_rows(paths: list[Path]):
                     continue
                 where = f"{path}:{number}"
                 try:
-                    row = json.loads(line)
+                    row = json.loads(scrub_text(line, secrets))
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{where}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict) or not row.get("prompt_id"):

@@ -13,7 +13,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -21,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from moaa import __version__
-from moaa.public import machine_paths, public_value, served_name
+from moaa.public import machine_paths, public_value, scrub_text, secret_values, served_name
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "moaa_manifest.json"
-SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 PACKAGES = (
     "datasets",
     "trl",
@@ -45,17 +43,10 @@ _RUN_INFO_FIELDS = ("stats", "counts", "timings", "prompt_source", "methods", "s
 _MIN_SUBSTRING_SECRET = 8  # shorter secrets are only matched as whole values (no false hits)
 
 
-def secret_values(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """{value: variable name} for every non-empty environment variable named like a secret."""
-    env = os.environ if environ is None else environ
-    return {v: k for k, v in env.items() if k.upper().endswith(SECRET_SUFFIXES) and v.strip()}
-
-
 def scrub_secrets(data: Any, secrets: dict[str, str] | None = None, where: str = "") -> Any:
-    """A copy of `data` where any string equal to (or holding) a secret's value is redacted."""
+    """A copy of `data` where any string equal to (or holding) a secret's value, or a URL's
+    credentials, is redacted (moaa.public.scrub_text, with a warning naming where a key was)."""
     secrets = secret_values() if secrets is None else secrets
-    if not secrets:
-        return data
     if isinstance(data, dict):
         return {k: scrub_secrets(v, secrets, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
@@ -65,6 +56,7 @@ def scrub_secrets(data: Any, secrets: dict[str, str] | None = None, where: str =
             if data == value or (len(value) >= _MIN_SUBSTRING_SECRET and value in data):
                 log.warning("%s held the value of $%s; it was redacted (name the variable instead)", where, name)
                 data = data.replace(value, f"<redacted:{name}>")
+        return scrub_text(data, {})  # credentials inside URLs
     return data
 
 

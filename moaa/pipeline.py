@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moaa.config import MoaaConfig, dump_config
+from moaa.config import MoaaConfig, dump_config, dump_public_config
 from moaa.errors import MoaaError, storage_error
 from moaa.rows import Prompt
 from moaa.shards import read_done, split_into_shards, write_json_atomic
@@ -34,6 +34,8 @@ class RunPlan:
     prompt_counts: dict[str, Any]
     prompt_source: dict[str, str]
     started: float = field(default_factory=time.time)
+    # Failures of earlier runs of this work folder: {"transient"/"other": asked again, "permanent": kept}
+    earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "other": 0, "permanent": 0})
 
     def total(self, stage: str) -> int:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
@@ -44,7 +46,8 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     the prompt settings, stages, each endpoint's model and sampling, and the shard size."""
     data = dump_config(config)
     endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
-    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference")} | {"endpoints": endpoints}
+    # `answers`: whether truncated answers are data (rows kept under `keep` must not survive a switch to drop).
+    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference", "answers")} | {"endpoints": endpoints}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
     # Shard folders are numbered: another shard size must not meet the DONE files of the old split.
     keep["shard_size"] = data["run"]["shard_size"]
@@ -79,8 +82,36 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
             shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
-    write_json_atomic(work / "config.json", dump_config(config))
-    return RunPlan(config, work, shards, counts, source)
+    write_json_atomic(work / "config.json", dump_public_config(config))
+    plan = RunPlan(config, work, shards, counts, source)
+    plan.earlier_failures = reopen_earlier_failures(plan)
+    return plan
+
+
+def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
+    """Take out the failed prompts of earlier runs that this run asks again (moaa.shards.reopen_failures):
+    transient ones; every one of a stopped run's unfinished shards or of a stage that made no row.
+    Counts {"transient", "other", "permanent"} (permanent: kept)."""
+    from moaa.shards import read_jsonl, reopen_failures
+
+    found = {"transient": 0, "other": 0, "permanent": 0}
+    for shards in plan.shards.values():
+        made_nothing = not any(next(read_jsonl(out / "rows.jsonl"), None) for _, out in shards)
+        for _, out in shards:
+            for key, n in reopen_failures(out, everything=made_nothing).items():
+                found[key] += n
+    if any(found.values()):
+        log.info(earlier_failures_line(found))
+    return found
+
+
+def earlier_failures_line(found: dict[str, int]) -> str:
+    """'re-asking 12 prompts that failed transiently; keeping 3 permanent failures' (earlier runs')."""
+    other = f" and {found['other']} of a stopped run or a stage that made nothing" if found.get("other") else ""
+    return (
+        f"re-asking {found['transient']} prompts that failed transiently{other}; "
+        f"keeping {found['permanent']} permanent failures (400, content filter, bad prompt)"
+    )
 
 
 def _stage_shards(folder: Path, prompts: Iterable[Prompt], size: int) -> list[tuple[Path, Path]]:
@@ -178,6 +209,7 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
         "prompts": plan.prompt_counts,
         "stages": totals["stages"],
         "failures": failure_reasons(plan),
+        "earlier_failures": plan.earlier_failures,
         "calls": t.calls,
         "cache_hits": t.cache_hits,
         "retries": t.retries,
@@ -235,6 +267,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
         )
     lines.append("  quality: " + quality_line(s["stages"]))
+    earlier = s.get("earlier_failures") or {}
+    if any(earlier.values()):
+        lines.append("  re-run: " + earlier_failures_line(earlier))
     if s["failures"]:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
     if s.get("version_path"):
@@ -250,12 +285,27 @@ def quality_line(stages: dict[str, Any]) -> str:
     parts = []
     for stage, agg in stages.items():
         counters = agg.get("counters", {})
-        parts.append(f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated")
+        part = f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated"
+        part += " (" + truncation_counts(counters) + ")"
+        parts.append(part)
         if stage == "sft":
             parts.append(gate_summary(counters))
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
+
+
+TRUNCATION_COUNTERS = (
+    ("truncated_dropped", "dropped"),
+    ("truncated_reasked", "re-asked"),
+    ("truncated_kept", "kept"),
+    ("truncated_references", "kept as references"),
+)
+
+
+def truncation_counts(counters: dict[str, int]) -> str:
+    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
+    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
 
 
 def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:

@@ -3,6 +3,7 @@
     served_name("/home/me/runs/dpo/student")   # "student": rows name a local model by its folder
     public_record(manifest)                    # paths relative to the project, private URLs removed
     find_leak({"README.md": b"...", "data/sft/train-0.parquet": path})  # ("README.md", "/home/me") or None
+    scrub_text('HTTP 400 bad key sk-123...')  # 'HTTP 400 bad key <redacted:OPENAI_API_KEY>'
 
 A data set version is written on one machine and read on others. Its rows, card and manifest name
 models, prompt files and endpoints; on the producer's disk those are absolute folders and URLs
@@ -10,6 +11,13 @@ of private servers, which mean nothing to a reader and tell them about the produ
 So rows name a model by the name it was served under (a local folder becomes its folder name),
 the manifest keeps paths relative to the project (or under `~`) and endpoint names without
 private URLs, and `find_leak` is the last check before anything is uploaded.
+
+Secrets never leave the process: `scrub_text` / `scrub` take out the values of the keys moaa
+read (`add_secret`, called by moaa.config.resolve_api_key), of variables named like secrets
+(`*_KEY`, `*_TOKEN`, `*_SECRET`), and the credentials inside URLs (`https://user:pass@host`).
+They run at every boundary where a string leaves: shard and work files (moaa.shards), the
+version writer, the request cache, log records (`install_log_scrubber`), Prefect flow
+parameters (flows/pipeline.py) and the CLI's terminal lines.
 """
 
 from __future__ import annotations
@@ -31,6 +39,86 @@ _PRIVATE_URL = re.compile(
     re.IGNORECASE,
 )
 _SHARED_TMP = ("/tmp", "/var/tmp")  # a bare mention of these is not a path of this machine
+SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
+_MIN_SECRET = 8  # shorter values are not searched for inside text (they would hit ordinary words)
+# user:password@ after a scheme (a bare user, as in ssh://git@host, is no secret and stays)
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/\s\"'<>@:\\]*:[^/\s\"'<>@\\]*@", re.IGNORECASE)
+_secrets: dict[str, str] = {}  # value -> the variable it was read from (add_secret)
+
+
+def add_secret(value: str, name: str) -> None:
+    """Remember a key this process read (from variable `name`), so no string written holds it."""
+    if len(value) >= _MIN_SECRET:
+        _secrets[value] = name
+
+
+def secret_values(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """{value: variable name}: the keys this process read, and every non-empty variable named like a
+    secret (`environ`: the variables to read, os.environ by default)."""
+    env = os.environ if environ is None else environ
+    named = {v: k for k, v in env.items() if k.upper().endswith(SECRET_SUFFIXES) and v.strip()}
+    return (dict(_secrets) if environ is None else {}) | named
+
+
+def scrub_text(text: str, secrets: dict[str, str] | None = None) -> str:
+    """`text` without secret values (as `<redacted:VARIABLE>`) or credentials inside URLs.
+
+    Safe on JSON text: a value is also found in its JSON-escaped spelling, and a URL's credentials
+    never include a quote or backslash, so a scrubbed JSON line stays valid JSON."""
+    for value, name in (secret_values() if secrets is None else secrets).items():
+        if len(value) < _MIN_SECRET:
+            continue
+        for spelling in {value, _json_escaped(value)}:
+            if spelling in text:
+                text = text.replace(spelling, f"<redacted:{name}>")
+    if "@" in text and "://" in text:
+        text = _URL_CREDENTIALS.sub(r"\1", text)
+    return text
+
+
+def _json_escaped(value: str) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def scrub(value: Any, secrets: dict[str, str] | None = None) -> Any:
+    """A copy of a JSON-like value with every string (dict keys too) through scrub_text."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def install_log_scrubber() -> None:
+    """Scrub every log record as it is made (all handlers, Prefect's API log handler included)."""
+    import logging
+
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "moaa_scrubs", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+            return record
+        clean = scrub_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            import traceback
+
+            record.exc_text = scrub_text("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return record
+
+    make_record.moaa_scrubs = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
 
 
 def served_name(model: str) -> str:

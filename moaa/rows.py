@@ -4,7 +4,7 @@
 - SFT row: prompt_id, messages (the conversation with the final answers as assistant turns),
   source, category, method, models.
 - Trace row: every intermediate answer or verdict (see TraceStep).
-- Failure row: prompt_id, stage, reason, error.
+- Failure row: prompt_id, stage, reason, error, transient (a re-run asks the prompt again).
 - DPO row: prompt_id, prompt (messages), chosen / rejected (one assistant message each),
   score_chosen, score_rejected, chosen_model, rejected_model.
 """
@@ -67,12 +67,35 @@ class TraceStep:
         return dict(vars(self))  # flat fields: a shallow copy equals asdict, at a tenth of the cost (hot path)
 
 
+# Causes no re-ask can fix: the prompt itself, a 400 for its request, a content filter.
+PERMANENT_REASONS = ("no_user_turn", "bad_message", "content_filter")
+
+
+def is_transient(reason: str, error: str = "") -> bool:
+    """Whether a failure may pass when asked again: connection, timeout, 5xx, 429, empty or truncated
+    answers are; a 400 (`bad_request`), a content filter and a malformed prompt are not."""
+    if reason in PERMANENT_REASONS or error.startswith(("bad_request", "content_filter")):
+        return False
+    return "HTTP 400" not in error and "content filter" not in error
+
+
+def failure_is_transient(row: dict[str, Any]) -> bool:
+    """A written failure row's class (rows written before the column existed are classified now)."""
+    value = row.get("transient")
+    return bool(value) if value is not None else is_transient(row.get("reason", ""), row.get("error", ""))
+
+
 @dataclass
 class Failure:
     prompt_id: str
     stage: str
-    reason: str  # short machine-friendly: "all_proposers_failed", "aggregator_failed", ...
+    reason: str  # short machine-friendly: "proposers_failed", "aggregator_failed", "truncated", ...
     error: str = ""
+    transient: bool | None = None  # None: classified from reason and error (is_transient)
+
+    def __post_init__(self) -> None:
+        if self.transient is None:
+            self.transient = is_transient(self.reason, self.error)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

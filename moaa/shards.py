@@ -7,6 +7,13 @@ One process writes a shard folder at a time (moaa.stages.run_shard holds its `.m
 Rows are appended and flushed one prompt at a time, so a killed process loses at most the prompts
 in flight; on resume the prompt ids already in `rows.jsonl` are skipped, the failures of the
 unfinished attempt are asked again, and a torn last line is cut off.
+
+Failures are transient or permanent (moaa.rows.is_transient). Before a run, `reopen_failures`
+decides which failed prompts it asks again: a finished shard's transient ones (its DONE goes; the
+calls it paid for stay in `calls.jsonl`, so the totals keep them), keeping the permanent ones (400,
+content filter); every one of an unfinished shard (a stopped or killed run: fixing the cause and
+re-running completes them) or of a stage that made no row (no version holds them). A prompt is in
+`rows.jsonl` or `failures.jsonl`, never both, never twice.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.public import scrub_text
+from moaa.rows import failure_is_transient
 from moaa.stats import RunStats
 
 OUTPUT_FILES = ("rows", "trace", "failures")
@@ -29,7 +38,7 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
     def write(fh: Any) -> None:
         nonlocal count
         for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(scrub_text(json.dumps(record, ensure_ascii=False)) + "\n")
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
@@ -39,7 +48,7 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    _replace(path, lambda fh: fh.write(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+    _replace(path, lambda fh: fh.write(scrub_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))))
 
 
 def _replace(path: Path, write: Any) -> None:
@@ -111,13 +120,11 @@ class ShardOutput:
             leftover.unlink(missing_ok=True)
         self.done_ids: set[str] = set()
         for name in ("rows", "failures"):
-            path = self.path(name)
-            self._truncate_torn_tail(path)
-            if name == "failures" and path.exists() and not self.complete:
-                # An unfinished shard was stopped (failure rate, Ctrl-C, kill): its failed prompts are
-                # asked again, so fixing the cause and re-running the same command completes them.
-                write_jsonl_atomic(path, ())
-            self.done_ids.update(r["prompt_id"] for r in read_jsonl(path))
+            self._truncate_torn_tail(self.path(name))
+        # Failures on disk are done: reopen_failures, before the run, took out those to ask again.
+        self.kept_failures = sum(1 for _ in read_jsonl(self.path("failures")))
+        for name in ("rows", "failures"):
+            self.done_ids.update(r["prompt_id"] for r in read_jsonl(self.path(name)))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
 
@@ -143,11 +150,12 @@ class ShardOutput:
         return (self.folder / "DONE").exists()
 
     def add(self, rows: list[dict], trace: list[dict], failures: list[dict]) -> None:
-        """Record one prompt's results; trace first so a row never lacks its trace."""
+        """Record one prompt's results; trace first so a row never lacks its trace. Secrets are
+        scrubbed here (a server may echo the key in an error or an answer)."""
         for name, records in (("trace", trace), ("rows", rows), ("failures", failures)):
             if records:
                 fh = self._files[name]
-                fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                fh.write(scrub_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)))
                 fh.flush()
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -178,6 +186,26 @@ class ShardOutput:
         if data and not data.endswith(b"\n"):
             with path.open("r+b") as fh:
                 fh.truncate(data.rfind(b"\n") + 1)
+
+
+def reopen_failures(folder: Path, everything: bool = False) -> dict[str, int]:
+    """Take out of a shard's failures.jsonl the failed prompts this run asks again; returns counts
+    {"transient": re-asked, "other": permanent ones re-asked, "permanent": kept}.
+
+    Finished shard: its transient failures (all of them when `everything`: its stage made no row).
+    Unfinished shard: all of them. DONE goes before the failures are touched, so a kill in between
+    leaves an unfinished shard, which asks all again, never a finished shard missing prompts."""
+    path = folder / "failures.jsonl"
+    rows = list(read_jsonl(path))
+    done = read_done(folder)
+    again = [r for r in rows if done is None or everything or failure_is_transient(r)]
+    if not again:
+        return {"transient": 0, "other": 0, "permanent": len(rows)}
+    if done is not None:  # its calls stay in calls.jsonl: the re-run's DONE sums every attempt
+        (folder / "DONE").unlink()
+    write_jsonl_atomic(path, [r for r in rows if r not in again])
+    transient = sum(1 for r in again if failure_is_transient(r))
+    return {"transient": transient, "other": len(again) - transient, "permanent": len(rows) - len(again)}
 
 
 def read_done(folder: Path) -> dict[str, Any] | None:

@@ -136,13 +136,14 @@ async def _run_shard(
     earlier = output.journal(stats)  # the calls of attempts that were killed count in the totals
     prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
     todo = [p for p in prompts if p.prompt_id not in output.done_ids]
-    # Resumed prompts are the rows already on disk (failures of a stopped attempt are asked again).
+    # Resumed prompts are those already on disk: rows, and permanent failures (transient ones of an
+    # earlier attempt are asked again).
     resumed = len(prompts) - len(todo)
     counts = {
         "prompts": len(prompts),
         "resumed": resumed,
-        "rows": resumed,
-        "failed": 0,
+        "rows": resumed - output.kept_failures,
+        "failed": output.kept_failures,
         "dropped": {},
         "counters": {},
     }
@@ -187,7 +188,7 @@ async def _run_shard(
         "stage": stage,
         "shard": shard_path.name,
         "counts": counts,
-        "stats": earlier.to_dict(),  # every attempt's calls
+        "stats": earlier.to_dict(),  # every attempt's calls (a reopened shard's earlier runs included)
         "attempt_stats": attempt,  # this attempt's: the summary's "this run"
         "seconds": time.time() - started,
         "finished_at": time.time(),
@@ -215,11 +216,16 @@ async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, role
     if stage == "sft":
         from moaa.engine import run_prompts
 
-        await run_prompts(prompts, config.sft, clients, on_result=on_result, max_in_flight=in_flight, roles=roles)
+        await run_prompts(
+            prompts, config.sft, clients, on_result=on_result, max_in_flight=in_flight, roles=roles,
+            answers=config.answers,
+        )  # fmt: skip
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
 
-        await run_preference_prompts(prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight)
+        await run_preference_prompts(
+            prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight, answers=config.answers
+        )
     else:
         raise ValueError(f"unknown stage {stage!r}")
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from moaa.testing.openai_server import OpenAITestServer
-from tests.pipeline_helpers import assert_one_line_error, latest_version, run_main, verdict_responder, write_config
+from tests.pipeline_helpers import (
+    assert_one_line_error,
+    latest_version,
+    run_main,
+    verdict_responder,
+    version_rows,
+    write_config,
+)
 
 
 def files_holding(root, secrets: list[bytes]) -> list[str]:
@@ -48,3 +57,113 @@ def test_keys_never_reach_any_file_or_output(tmp_path, prefect_harness, monkeypa
     assert files_holding(tmp_path, secrets) == []
     shown = out + err + "\n".join(r.getMessage() for r in caplog.records)
     assert not any(s.decode() in shown for s in secrets)
+
+
+def prefect_database_folder():
+    """The folder of the Prefect test harness's SQLite database (its -wal and -shm files too)."""
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    path = Path(url.split(":///", 1)[1])
+    assert path.is_file(), url
+    return path.parent
+
+
+def latest_flow_run_parameters() -> dict:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            return runs[0].parameters
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_an_echoed_key_reaches_no_file_nor_prefects_database(tmp_path, prefect_harness, monkeypatch, capsys, caplog):
+    """A server that echoes the Authorization header in its 400 bodies, and a URL with credentials
+    in a --set override: neither the key nor the password is in any file under the output, work or
+    cache folders, in Prefect's database (flow-run parameters, logs, artifacts), or on the terminal."""
+    from prefect.logging.handlers import APILogWorker
+
+    key = f"sk-moaa-echo-{uuid.uuid4().hex}"
+    password = f"pw-canary-{uuid.uuid4().hex}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOAA_ECHO_KEY", key)
+    mirror = f"https://moaauser:{password}@example.com/data"
+    with OpenAITestServer(api_key=key, echo_key=True, fault_rate=0.2, fault_mix=["400"], seed=5,
+                          responder=verdict_responder) as srv:  # fmt: skip
+        cfg = write_config(
+            tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_ECHO_KEY", "prompts.limit=6",
+            "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=2",
+            "preference.scorer.judges=[{endpoint: test}]",
+        )  # fmt: skip
+        assert run_main("run", str(cfg), "--set", f"description=a mirror at {mirror}") == 0
+        assert any(r["status"] == 400 for r in srv.requests)  # the key went back in error bodies
+    APILogWorker.drain_all(timeout=5)  # the run's log lines are in the database
+    out, err = capsys.readouterr()
+    version = latest_version(tmp_path / "data")
+    failures = version_rows(version, "failures")
+    assert any("Authorization: Bearer <redacted:MOAA_ECHO_KEY>" in f["error"] for f in failures)  # echoed, scrubbed
+    assert latest_flow_run_parameters()["overrides"] == ["description=a mirror at https://example.com/data"]
+    secrets = [key.encode(), password.encode()]
+    assert files_holding(tmp_path, secrets) == []  # output, work and cache folders
+    assert files_holding(prefect_database_folder(), secrets) == []
+    shown = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    assert key not in shown and password not in shown
+
+
+def test_scrub_text_takes_out_keys_and_url_credentials(monkeypatch):
+    import json
+
+    from moaa.public import add_secret, scrub, scrub_text
+
+    add_secret('sk-quote"and\\slash-0123', "ODD_KEY")
+    line = json.dumps({"error": 'echo sk-quote"and\\slash-0123', "url": "https://u:p@h.example/v1?x=1"})
+    assert json.loads(scrub_text(line)) == {"error": "echo <redacted:ODD_KEY>", "url": "https://h.example/v1?x=1"}
+    assert scrub_text("git clone ssh://git@github.com/x.git") == "git clone ssh://git@github.com/x.git"  # no password
+    monkeypatch.setenv("SOME_TOKEN", "tok-12345678")
+    assert scrub({"a": ["x tok-12345678"]}) == {"a": ["x <redacted:SOME_TOKEN>"]}
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-proj-0123456789abcdef", "hf_abcdefABCDEF0123456789", "my key", "ABCDEF0123456789XYZ42"]
+)
+def test_a_key_in_api_key_env_is_refused_without_echoing_it(tmp_path, value, capsys):
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/v1", f"endpoints.test.api_key_env={value}")
+    for args in (("run", str(cfg)), ("run", str(cfg), "--dry-run")):
+        rc = run_main(*args)
+        line = assert_one_line_error((rc, capsys.readouterr().err), 2)
+        assert "endpoints.test.api_key_env: expected the NAME of an environment variable" in line
+        assert value not in line
+
+
+def test_work_config_json_holds_no_url_credentials(tmp_path):
+    from moaa.pipeline import plan_run
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, "https://user:s3cret-pass@api.example.com/v1")
+    plan = plan_run(config)
+    text = (plan.work_dir / "config.json").read_text()
+    assert "s3cret-pass" not in text and "https://api.example.com/v1" in text
+
+
+def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):
+    """The last line of defence: a key that reached a row, a trace step or a failure is not written."""
+    from moaa.public import add_secret
+    from moaa.shards import ShardOutput
+
+    key = f"sk-moaa-writer-{uuid.uuid4().hex}"
+    add_secret(key, "WRITER_KEY")
+    out = ShardOutput(tmp_path / "shard-00000")
+    out.add([{"prompt_id": "a", "text": key}], [{"prompt_id": "a", "meta": f'{{"error": "{key}"}}'}],
+            [{"prompt_id": "b", "error": f"HTTP 400 Bearer {key}"}])  # fmt: skip
+    out.finish({"counts": {}, "stats": {}, "note": key})
+    assert files_holding(tmp_path, [key.encode()]) == []
+    assert "<redacted:WRITER_KEY>" in (tmp_path / "shard-00000" / "failures.jsonl").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from moaa.shards import ShardOutput, read_done, read_jsonl, split_into_shards, write_jsonl_atomic
+from moaa.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards, write_jsonl_atomic
 
 
 def result(pid: str, failed: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
@@ -49,12 +49,14 @@ def test_resume_skips_finished_prompts_and_cuts_a_torn_tail(tmp_path):
 
 
 def test_failures_of_an_unfinished_shard_are_retried_on_resume(tmp_path):
-    """A shard stopped early (failure rate, Ctrl-C) asks its failed prompts again when resumed."""
+    """A shard stopped early (failure rate, Ctrl-C) asks its failed prompts again when resumed: the
+    run's plan takes them out (reopen_failures), whatever their class."""
     folder = tmp_path / "shard-00000"
     out = ShardOutput(folder)
     out.add(*result("a"))
     out.add(*result("b", failed=True))
     out.close()
+    assert reopen_failures(folder) == {"transient": 1, "other": 0, "permanent": 0}
     again = ShardOutput(folder)
     assert again.done_ids == {"a"}
     assert list(read_jsonl(again.path("failures"))) == []

@@ -8,6 +8,7 @@ it stops the run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moaa.client import CallError, ChatClient, Completion, Message
-from moaa.config import AgentConfig, GenerationConfig, Sampling
+from moaa.config import AgentConfig, AnswersConfig, GenerationConfig, Sampling
 from moaa.errors import ConfigError
 from moaa.prompts import Template
 from moaa.rows import Failure, Prompt, SFTRow, TraceStep
@@ -30,12 +31,13 @@ Embedder = Callable[[list[str]], Any]  # texts -> (n, d) array of L2-normalised 
 
 
 class PromptFailed(Exception):
-    """A prompt that cannot be answered; becomes a Failure row."""
+    """A prompt that cannot be answered; becomes a Failure row (`transient`: a re-run asks again)."""
 
-    def __init__(self, reason: str, error: str = ""):
+    def __init__(self, reason: str, error: str = "", transient: bool = False):
         super().__init__(f"{reason}: {error}")
         self.reason = reason
         self.error = error
+        self.transient = transient
 
 
 @dataclass
@@ -52,8 +54,11 @@ class PromptResult:
 
     `calls` counts `client.chat` invocations (failed ones included; an n=K call is one call);
     `counters` holds what was dropped: failed_calls, empty_answers, filtered_answers,
-    moderator_parse_failures, moderator_invalid_choices, moderator_failures, and the quality gates'
-    gate_scaffolding, gate_verbatim_copy, gate_reasks, gate_dropped (moaa.engine.quality).
+    moderator_parse_failures, moderator_invalid_choices, moderator_failures; the quality gates'
+    gate_scaffolding, gate_verbatim_copy, gate_reasks, gate_dropped (moaa.engine.quality); and answers
+    cut at max_tokens: truncated_dropped, truncated_reasked, truncated_kept (final answers, per
+    `answers.truncated`), truncated_references (proposals and running syntheses, always kept),
+    content_filtered (dropped).
     """
 
     prompt: Prompt
@@ -105,6 +110,16 @@ def bounded_rationales(schema: Any, max_chars: int) -> Any:
     return out
 
 
+def larger_budget(client: ChatClient, sampling: Sampling, cut_tokens: int, cap: int) -> int | None:
+    """The max_tokens to re-ask a cut answer with: twice its budget (the call's, else the endpoint's,
+    else the cut answer's length), at most `cap`; None when that is no larger."""
+    endpoint = getattr(client, "endpoint", None) or getattr(getattr(client, "inner", None), "endpoint", None)
+    default = getattr(getattr(endpoint, "sampling", None), "max_tokens", None)
+    current = sampling.max_tokens or default or max(cut_tokens, 1)
+    bigger = min(cap, 2 * current)
+    return bigger if bigger > current else None
+
+
 class PromptRun:
     """State of one prompt being answered: its trace, counters, tokens and models used."""
 
@@ -116,9 +131,11 @@ class PromptRun:
         stage: str,
         roles: list[str] | None,
         embed: Embedder | None,
+        answers: AnswersConfig | None = None,
     ):
         self.prompt = prompt
         self.gen = gen
+        self.answers = answers or AnswersConfig()
         self.clients = clients
         self.stage = stage
         self.roles = roles
@@ -130,6 +147,9 @@ class PromptRun:
         self.counters: Counter[str] = Counter()
         self.calls = self.prompt_tokens = self.completion_tokens = 0
         self.last_error = ""
+        self.last_transient = True  # the class of last_error (a 400 or a content filter is not)
+        self.last_truncated = False  # last_error is a final answer cut at max_tokens
+        self._last_tokens = 256  # the last cut answer's length: the budget to double when none was set
 
     @property
     def trace(self) -> list[TraceStep]:
@@ -172,10 +192,33 @@ class PromptRun:
         role: str | None = None,
         n: int = 1,
         response_format: dict[str, Any] | None = None,
+        final: bool = False,
     ) -> list[Answer]:
-        """Call `agent`; one Answer per non-empty text (failed calls and empty texts are dropped)."""
-        client = self.client(agent)
+        """Call `agent`; one Answer per non-empty text (failed calls and empty texts are dropped).
+
+        `final`: the text becomes the row's answer, so one cut at max_tokens follows
+        `answers.truncated` (dropped, re-asked with a larger budget, or kept); other texts are
+        references and are kept when cut, counted as truncated_references."""
         sampling = sampling_of(agent, self.seed(agent, turn, layer, who))
+        call = functools.partial(self._ask_once, agent, who, part, template, messages, kind, turn, layer, index, role)
+        while True:
+            got = await call(sampling, n, response_format, final)
+            budget = self._larger_budget(agent, sampling) if got is None else None
+            if budget is None:
+                return got or []
+            self.counters["truncated_reasked"] += 1
+            sampling = sampling.model_copy(update={"max_tokens": budget})
+
+    def _larger_budget(self, agent: AgentConfig, sampling: Sampling) -> int | None:
+        if self.answers.truncated != "reask":
+            return None
+        return larger_budget(self.client(agent), sampling, self._last_tokens, self.answers.reask_max_tokens)
+
+    async def _ask_once(
+        self, agent, who, part, template, messages, kind, turn, layer, index, role, sampling, n, response_format, final
+    ) -> list[Answer] | None:
+        """One call; None when its final answer was cut and `answers.truncated` is reask."""
+        client = self.client(agent)
         self.calls += 1
         slot = len(self._steps)
         self._steps.append([])
@@ -186,7 +229,7 @@ class PromptRun:
             )
         except CallError as exc:
             self.counters["failed_calls"] += 1
-            self.last_error = str(exc)
+            self.last_error, self.last_transient, self.last_truncated = str(exc), exc.transient, False
             self._steps[slot].append(
                 self._step(
                     agent,
@@ -203,9 +246,11 @@ class PromptRun:
                 )
             )
             return []
-        return self._record(slot, done, agent, who, kind, turn, layer, index, role)
+        return self._record(slot, done, agent, who, kind, turn, layer, index, role, final, sampling.max_tokens)
 
-    def _record(self, slot: int, done: Completion, agent, who, kind, turn, layer, index, role) -> list[Answer]:
+    def _record(
+        self, slot: int, done: Completion, agent, who, kind, turn, layer, index, role, final=False, budget=None
+    ) -> list[Answer] | None:
         self.prompt_tokens += done.prompt_tokens
         self.completion_tokens += done.completion_tokens
         self._models[slot] = done.model
@@ -217,6 +262,7 @@ class PromptRun:
             tokens = left if i == len(done.texts) - 1 else round(done.completion_tokens * len(text) / total_chars)
             left -= tokens
             empty = not text.strip()
+            drop = empty or reason == "content_filter" or (reason == "length" and final and not self._keep_cut())
             step = self._step(
                 agent,
                 who,
@@ -226,7 +272,7 @@ class PromptRun:
                 layer,
                 index + i,
                 role,
-                selected=not empty,
+                selected=not drop,
                 prompt_tokens=done.prompt_tokens if i == 0 else 0,
                 completion_tokens=tokens,
                 latency_s=done.latency_s,
@@ -237,10 +283,29 @@ class PromptRun:
             self._steps[slot].append(step)
             if empty:
                 self.counters["empty_answers"] += 1
-                self.last_error = f"empty answer from {who} ({done.model})"
+                self._dropped(f"empty answer from {who} ({done.model})", transient=True)
+            elif reason == "content_filter":
+                self.counters["content_filtered"] += 1
+                self._dropped(f"content filter stopped {who}'s answer ({done.model})", transient=False)
+            elif reason == "length" and final and drop:
+                self._last_tokens = max(tokens, 1)
+                if self.answers.truncated == "reask" and self._larger_budget(agent, Sampling(max_tokens=budget)):
+                    return None  # asked again with a larger budget
+                self.counters["truncated_dropped"] += 1
+                cut = f"max_tokens {budget}" if budget else f"{tokens} tokens"
+                where = f"{self.stage} {kind} of {who} (layer {layer}, endpoint {agent.endpoint}, {done.model})"
+                self._dropped(f"{where}: answer cut at {cut}", transient=True, truncated=True)
             else:
+                if reason == "length":
+                    self.counters["truncated_kept" if final else "truncated_references"] += 1
                 answers.append(Answer(text, step))
         return answers
+
+    def _keep_cut(self) -> bool:
+        return self.answers.truncated == "keep"
+
+    def _dropped(self, error: str, *, transient: bool, truncated: bool = False) -> None:
+        self.last_error, self.last_transient, self.last_truncated = error, transient, truncated
 
     def _step(self, agent, who, kind, text, turn, layer, index, role, *, model: str = "", **extra) -> TraceStep:
         return TraceStep(
@@ -258,7 +323,10 @@ class PromptRun:
         )
 
     def fail(self, reason: str, fallback: str) -> PromptFailed:
-        return PromptFailed(reason, self.last_error or fallback)
+        """The prompt's failure, named by its last dropped answer: `truncated` when that was cut."""
+        if not self.last_error:
+            return PromptFailed(reason, fallback, transient=True)
+        return PromptFailed("truncated" if self.last_truncated else reason, self.last_error, self.last_transient)
 
     def result(self, row: SFTRow | None = None, failure: Failure | None = None) -> PromptResult:
         return PromptResult(

@@ -88,7 +88,10 @@ async def aggregate(
 
     async def ask(asked: list[Message], attempt: int) -> list[Answer]:
         who = f"aggregator-reask{attempt}" if attempt else "aggregator"  # a re-ask gets its own seed
-        return await run.ask(agent, who, "aggregator", template, asked, kind=kind, turn=turn, layer=layer)
+        return await run.ask(
+            agent, who, "aggregator", template, asked, kind=kind, turn=turn, layer=layer,
+            final=kind == "aggregate",  # Self-MoA-Seq's earlier syntheses are references
+        )  # fmt: skip
 
     got = await ask(messages, 0)
     if not got:
@@ -108,6 +111,7 @@ async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
         turn=turn,
         layer=1,
         role=role,
+        final=True,
     )
     if not got:
         raise run.fail("proposers_failed", "the model gave no answer")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from moaa.client import ChatClient, Message
-from moaa.config import GenerationConfig
+from moaa.config import AnswersConfig, GenerationConfig
 from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.moa import moa_turn, single_turn
 from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
@@ -42,20 +42,22 @@ async def answer_prompt(
     roles: list[str] | None = None,
     stage: str = "sft",
     embed: Embedder | None = None,
+    answers: AnswersConfig | None = None,
 ) -> PromptResult:
     """Answer every user turn of `prompt` with `gen.method`.
 
     SFT row columns: prompt_id, messages (system and user turns as given, assistant turns written
     by the mixture, ending with an assistant turn), source, method, models (distinct, in order of
     first use), category. `roles` are SMoA's role descriptions when the config names none;
-    `embed` replaces the MiniLM embedder of the cluster filter (tests).
+    `embed` replaces the MiniLM embedder of the cluster filter (tests); `answers` says what becomes
+    of a final answer cut at max_tokens (default: dropped, the prompt a `truncated` failure).
     """
     smoa_roles = (gen.smoa.roles or roles) if gen.method == "smoa" else None
-    run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed)
+    run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed, answers)
     try:
         messages = await _answer_turns(run, TURNS[gen.method])
     except PromptFailed as exc:
-        return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error))
+        return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error, exc.transient))
     row = SFTRow(prompt.prompt_id, messages, prompt.source, gen.method, list(run.models), prompt.category)
     return run.result(row=row)
 
@@ -92,6 +94,7 @@ async def run_prompts(
     roles: list[str] | None = None,
     stage: str = "sft",
     embed: Embedder | None = None,
+    answers: AnswersConfig | None = None,
 ) -> None:
     """Answer `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
 
@@ -109,6 +112,6 @@ async def run_prompts(
         roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, task=task, stage=stage)
 
     async def answer(prompt: Prompt) -> PromptResult:
-        return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed)
+        return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed, answers=answers)
 
     await fan_out(prompts, answer, on_result, max_in_flight)

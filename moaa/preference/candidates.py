@@ -4,6 +4,8 @@ One `n=K` call at the policy's temperature (the client falls back to K seeded ca
 server ignores n); the seed is derived from the prompt id, so a re-run asks the same question
 and the request cache answers it. Empty answers are dropped and identical ones (whitespace-
 normalised) collapsed into one candidate with a count, so chosen and rejected never share a text.
+Answers cut at max_tokens follow `answers.truncated` (moaa.config.AnswersConfig): dropped, asked
+again with a larger budget, or kept; answers a content filter stopped are always dropped.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import logging
 from dataclasses import dataclass, field
 
 from moaa.client import ChatClient, Completion, Message
-from moaa.config import AgentConfig, Sampling
-from moaa.engine.context import derive_seed
+from moaa.config import AgentConfig, AnswersConfig, Sampling
+from moaa.engine.context import derive_seed, larger_budget
 from moaa.prompts.generation import proposer_messages
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,12 @@ class CandidateSet:
     completion_tokens: int = 0
     latency_s: float = 0.0
     cached: bool = False
+    truncated_dropped: int = 0  # samples cut at max_tokens and dropped
+    truncated_kept: int = 0  # samples cut at max_tokens and kept (answers.truncated: keep)
+    truncated_reasked: int = 0  # n=K calls asked again with a larger budget
+    content_filtered: int = 0
+    cut: list[tuple[int, str]] = field(default_factory=list)  # (sample, text) of dropped cut samples
+    model: str = ""
 
 
 def normalise(text: str) -> str:
@@ -66,12 +74,17 @@ def policy_sampling(policy: AgentConfig, prompt_id: str) -> Sampling:
     return Sampling(**values)
 
 
-def collapse(texts: list[str], finish_reasons: list[str], model: str, completion_tokens: int = 0) -> CandidateSet:
-    """Distinct non-empty texts in first-seen order, with counts (completion tokens shared by length)."""
+def collapse(
+    texts: list[str], finish_reasons: list[str], model: str, completion_tokens: int = 0, skip: set[int] = frozenset()
+) -> CandidateSet:
+    """Distinct non-empty texts in first-seen order, with counts (completion tokens shared by length);
+    samples in `skip` (cut or filtered answers) are left out."""
     by_text: dict[str, Candidate] = {}
     empty = duplicates = 0
     total_chars = sum(len(t) for t in texts) or 1
     for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True)):
+        if i in skip:
+            continue
         key = normalise(text)
         if not key:
             empty += 1
@@ -87,12 +100,35 @@ def collapse(texts: list[str], finish_reasons: list[str], model: str, completion
 
 
 async def sample_candidates(
-    conversation: list[Message], prompt_id: str, policy: AgentConfig, client: ChatClient, k: int
+    conversation: list[Message],
+    prompt_id: str,
+    policy: AgentConfig,
+    client: ChatClient,
+    k: int,
+    answers: AnswersConfig | None = None,
 ) -> CandidateSet:
-    """K policy answers to `conversation`, collapsed. Raises CallError when the call fails."""
+    """K policy answers to `conversation`, collapsed. Raises CallError when the call fails.
+
+    reask: while some of the K answers were cut, the n=K call is asked again with twice the budget
+    (up to answers.reask_max_tokens); answers still cut are then dropped as under `drop`."""
+    answers = answers or AnswersConfig()
     messages = proposer_messages(conversation, policy.role, None)
-    done: Completion = await client.chat(messages, policy_sampling(policy, prompt_id), n=k, tag=SAMPLE_TAG)
-    got = collapse(done.texts, done.finish_reasons, done.model, done.completion_tokens)
+    sampling, reasked = policy_sampling(policy, prompt_id), 0
+    while True:
+        done: Completion = await client.chat(messages, sampling, n=k, tag=SAMPLE_TAG)
+        cut = [i for i, r in enumerate(done.finish_reasons) if r == "length"]
+        longest = max((len(done.texts[i]) // 4 for i in cut), default=0)
+        bigger = larger_budget(client, sampling, longest, answers.reask_max_tokens) if cut else None
+        if answers.truncated != "reask" or bigger is None:
+            break
+        reasked += 1
+        sampling = sampling.model_copy(update={"max_tokens": bigger})
+    filtered = {i for i, r in enumerate(done.finish_reasons) if r == "content_filter"}
+    dropped = set() if answers.truncated == "keep" else set(cut)
+    got = collapse(done.texts, done.finish_reasons, done.model, done.completion_tokens, filtered | dropped)
+    got.truncated_dropped, got.truncated_kept = len(dropped), len(cut) - len(dropped)
+    got.truncated_reasked, got.content_filtered = reasked, len(filtered)
+    got.cut, got.model = [(i, done.texts[i]) for i in sorted(dropped)], done.model
     got.prompt_tokens, got.completion_tokens = done.prompt_tokens, done.completion_tokens
     got.latency_s, got.cached = done.latency_s, done.cached
     if got.empty or got.duplicates:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moaa.client import CallError, ChatClient
-from moaa.config import EndpointConfig, PreferenceConfig, ScorerConfig
+from moaa.config import AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
 from moaa.preference.candidates import CandidateSet, conversation_of, sample_candidates
@@ -35,8 +35,10 @@ STAGE = "preference"
 class PreferenceResult:
     """One prompt's outcome: a row, or a drop reason, or a failure; the trace; counters.
 
-    counters: samples, empty_answers, duplicates, unscored, unparsed (judge answers re-asked or
-    given up on), judge_calls; pairwise judges add pairs_judged and swap_disagreements.
+    counters: samples, empty_answers, duplicates, truncated_dropped / truncated_kept /
+    truncated_reasked (samples cut at max_tokens, per `answers.truncated`), content_filtered,
+    unscored, unparsed (judge answers re-asked or given up on), judge_calls; pairwise judges add
+    pairs_judged and swap_disagreements.
     """
 
     prompt: Prompt
@@ -72,7 +74,12 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
 
 
 async def judge_prompt(
-    prompt: Prompt, pref: PreferenceConfig, clients: dict[str, ChatClient], *, scorer: Scorer | None = None
+    prompt: Prompt,
+    pref: PreferenceConfig,
+    clients: dict[str, ChatClient],
+    *,
+    scorer: Scorer | None = None,
+    answers: AnswersConfig | None = None,
 ) -> PreferenceResult:
     """Sample `pref.samples` answers to `prompt`, score them, and pair the best with the worst.
 
@@ -80,7 +87,9 @@ async def judge_prompt(
     conversation up to its last user turn), chosen, rejected (one assistant message each),
     score_chosen, score_rejected, chosen_model, rejected_model. Trace: one "sample" step per
     distinct candidate (score, count) and one "verdict" step per scored candidate (meta: JSON of
-    ratings, rationales, raw judge answers, pairwise outcomes).
+    ratings, rationales, raw judge answers, pairwise outcomes). Chosen and rejected are complete
+    answers unless `answers.truncated` is keep; a prompt left with fewer than two because answers
+    were cut is a `truncated` failure (transient: a re-run asks again).
     """
     if pref.policy is None:
         raise ConfigError("preference.policy: not set; name the agent whose answers become chosen/rejected")
@@ -92,23 +101,33 @@ async def judge_prompt(
         result.failure = Failure(prompt.prompt_id, STAGE, "no_user_turn", "the prompt has no user message to answer")
         return result
     try:
-        got = await sample_candidates(convo, prompt.prompt_id, pref.policy, policy_client, pref.samples)
+        got = await sample_candidates(convo, prompt.prompt_id, pref.policy, policy_client, pref.samples, answers)
     except CallError as exc:
-        result.failure = Failure(prompt.prompt_id, STAGE, "policy_failed", str(exc))
+        result.failure = Failure(prompt.prompt_id, STAGE, "policy_failed", str(exc), exc.transient)
         return result
     result.counters = {"samples": got.sampled, "empty_answers": got.empty, "duplicates": got.duplicates}
+    for key in ("truncated_dropped", "truncated_kept", "truncated_reasked", "content_filtered"):
+        if getattr(got, key):
+            result.counters[key] = getattr(got, key)
+    result.trace = _cut_steps(prompt, pref, got)
+    if len(got.candidates) < 2 and got.truncated_dropped:
+        where = f"policy sample (endpoint {pref.policy.endpoint}, {policy_client.model})"
+        error = f"{where}: {got.truncated_dropped} of {got.sampled} answers cut at max_tokens"
+        result.failure = Failure(prompt.prompt_id, STAGE, "truncated", error, True)
+        return result
     if not got.candidates:
-        result.failure = Failure(prompt.prompt_id, STAGE, "no_candidates", f"all {got.sampled} answers were empty")
+        reason, transient = ("content_filter", False) if got.content_filtered else ("no_candidates", True)
+        result.failure = Failure(prompt.prompt_id, STAGE, reason, f"no usable answer of {got.sampled}", transient)
         return result
     if len(got.candidates) < 2:
-        result.trace = _sample_steps(prompt, pref, got, [None], PairChoice())
+        result.trace += _sample_steps(prompt, pref, got, [None], PairChoice())
         result.dropped = "too_few_candidates"
         return result
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
     values = [s.score for s in scores]
     choice = choose_pair([c.text for c in got.candidates], values, pref.min_margin, pref.max_length_ratio)
-    result.trace = _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
     if all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
         result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
@@ -170,6 +189,28 @@ def _sample_steps(
     return steps
 
 
+def _cut_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet) -> list[TraceStep]:
+    """One unselected "sample" step per sample dropped for being cut at max_tokens (the audit trail)."""
+    assert pref.policy is not None
+    return [
+        TraceStep(
+            prompt_id=prompt.prompt_id,
+            stage=STAGE,
+            kind="sample",
+            text=text,
+            agent=pref.policy.name or "policy",
+            model=got.model,
+            role="policy",
+            index=i,
+            selected=False,
+            finish_reason="length",
+            cached=got.cached,
+            meta=json.dumps({"samples": [i], "dropped": "truncated"}),
+        )  # fmt: skip
+        for i, text in got.cut
+    ]
+
+
 def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[TraceStep]:
     steps = []
     for index, s in enumerate(scores):
@@ -201,6 +242,7 @@ async def run_preference_prompts(
     *,
     on_result: Callable[[PreferenceResult], None],
     max_in_flight: int = 32,
+    answers: AnswersConfig | None = None,
 ) -> None:
     """Judge `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
 
@@ -210,7 +252,7 @@ async def run_preference_prompts(
     scorer = build_scorer(pref.scorer, clients)
 
     async def judge(prompt: Prompt) -> PreferenceResult:
-        return await judge_prompt(prompt, pref, clients, scorer=scorer)
+        return await judge_prompt(prompt, pref, clients, scorer=scorer, answers=answers)
 
     await fan_out(prompts, judge, on_result, max_in_flight)
 

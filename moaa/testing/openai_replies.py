@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "503", "hang", "truncated", "empty", "drop", "garbage", "400", "401", "404")
+FAULT_KINDS = (
+    "429", "500", "503", "hang", "truncated", "empty", "drop", "garbage", "400", "401", "404", "length", "blank",
+)  # fmt: skip
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",

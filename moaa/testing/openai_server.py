@@ -30,11 +30,15 @@ Options (constructor keyword / CLI flag):
 - ``hang_s`` (--hang-s): how long "hang" sleeps before closing the connection.
 - ``log_path`` (--log): append every request record as a JSON line, flushed per line.
 - ``models`` (--models): the ids that /v1/models lists.
+- ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
+  header, as some servers echo the request in their errors (to test that moaa writes no key).
 
 Fault kinds (chat completions only; /health and /v1/models never fail): "429" (with Retry-After),
 "500", "503", "400", "401", "404" (OpenAI-style error bodies), "hang" (no answer for hang_s, then
 close), "truncated" (200, JSON cut in the middle, Content-Length of the cut body), "empty" (200,
-empty body), "drop" (close without answering), "garbage" (200, non-JSON text). ``refuse(seconds)``
+empty body), "drop" (close without answering), "garbage" (200, non-JSON text), "length" (200, each
+choice cut to half its words with finish_reason "length", as at max_tokens), "blank" (200, every
+choice's content ""). ``refuse(seconds)``
 closes every connection and stops listening for that long, then listens again on the same port.
 
 Replies and usage counts: see ``moaa.testing.openai_replies`` (deterministic, word-based).
@@ -88,6 +92,7 @@ class OpenAITestServer:
         hang_s: float = 600.0,
         log_path: str | None = None,
         models: Sequence[str] = ("test-model",),
+        echo_key: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s, self.jitter_s, self.api_key, self.ignore_n = latency_s, jitter_s, api_key, ignore_n
@@ -95,6 +100,7 @@ class OpenAITestServer:
         self.greedy = greedy
         self.responder, self.fault_rate, self.fault_mix = responder, fault_rate, tuple(fault_mix)
         self.retry_after_s, self.hang_s, self.models = retry_after_s, hang_s, list(models)
+        self.echo_key = echo_key
         self.requests: list[dict] = []
         self._script: collections.deque[str | None] = collections.deque()
         self.set_script(script)
@@ -237,7 +243,7 @@ class OpenAITestServer:
         elif path == "/v1/chat/completions" and method == "POST":
             fault = self._next_fault()
             record["fault"] = fault
-            record["status"], out, extra = self._chat(body, fault)
+            record["status"], out, extra = self._chat(body, fault, headers.get("authorization", ""))
         else:
             record["status"], out = 404, error_body(404, f"Unknown route {method} {path}.")
         self._record(record)
@@ -262,12 +268,13 @@ class OpenAITestServer:
             return self._rng.choice(self.fault_mix)
         return None
 
-    def _chat(self, body: Any, fault: str | None) -> tuple[int | None, bytes, dict[str, str]]:
+    def _chat(self, body: Any, fault: str | None, auth: str = "") -> tuple[int | None, bytes, dict[str, str]]:
         """(status, body bytes, extra headers) of a chat completion request under ``fault``."""
         if fault in ("429", "500", "503", "400", "401", "404"):
             status = int(fault)
             extra = {"Retry-After": f"{self.retry_after_s:g}"} if status == 429 else {}
-            return status, error_body(status, f"Injected fault {fault}."), extra
+            echo = f" Request had Authorization: {auth}" if self.echo_key and status == 400 else ""
+            return status, error_body(status, f"Injected fault {fault}.{echo}"), extra
         if fault in ("hang", "drop"):
             return None, b"", {}
         if fault == "empty":
@@ -293,6 +300,12 @@ class OpenAITestServer:
             return 500, error_body(500, f"responder failed: {exc!r}"), {}
         if fault == "truncated":
             out = out[: len(out) // 2]
+        elif fault in ("length", "blank"):
+            for choice in completion["choices"]:
+                words = choice["message"]["content"].split()
+                choice["message"]["content"] = " ".join(words[: len(words) // 2]) if fault == "length" else ""
+                choice["finish_reason"] = "length" if fault == "length" else "stop"
+            out = json.dumps(completion).encode()
         return 200, out, {}
 
     def _close_log(self) -> None:
@@ -325,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--greedy", action="store_true", help="at temperature 0 the reply ignores the seed")
     p.add_argument("--api-key", default=None)
     p.add_argument("--models", default="test-model", help="comma-separated ids for /v1/models")
+    p.add_argument("--echo-key", action="store_true", help="a 400 fault's message repeats the Authorization header")
     a = p.parse_args(argv)
     try:
         srv = OpenAITestServer(
@@ -344,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             hang_s=a.hang_s,
             log_path=a.log,
             models=a.models.split(","),
+            echo_key=a.echo_key,
         )
     except ValueError as exc:
         p.error(str(exc))
