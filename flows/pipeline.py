@@ -181,6 +181,7 @@ def run_pipeline(
     # One run per work folder: a second run of this config (an overlapping schedule, a second
     # terminal) is refused naming the first, instead of asking and writing every prompt twice.
     with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
+        plan.earlier_failures = P.reopen_earlier_failures(plan)
         with local_endpoints(config, plan.work_dir) as resolved:
             roles = P.run_roles(resolved, plan)
             for stage in STAGES:

@@ -83,15 +83,14 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
     write_json_atomic(work / "config.json", dump_public_config(config))
-    plan = RunPlan(config, work, shards, counts, source)
-    plan.earlier_failures = reopen_earlier_failures(plan)
-    return plan
+    return RunPlan(config, work, shards, counts, source)
 
 
 def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
     """Take out the failed prompts of earlier runs that this run asks again (moaa.shards.reopen_failures):
     transient ones; every one of a stopped run's unfinished shards or of a stage that made no row.
-    Counts {"transient", "other", "permanent"} (permanent: kept)."""
+    Counts {"transient", "other", "permanent"} (permanent: kept). Call it holding the work folder's
+    lock: it takes finished shards' DONE away, which a running run's collect would then miss."""
     from moaa.shards import read_jsonl, reopen_failures
 
     found = {"transient": 0, "other": 0, "permanent": 0}

@@ -93,7 +93,11 @@ def write_finished_shard(out, failures):
     write_jsonl_atomic(out / "rows.jsonl", [{"prompt_id": "a"}])
     write_jsonl_atomic(out / "failures.jsonl", failures)
     stats = {"endpoints": {"test": {"calls": 7}}, "tags": {}, "latencies": {}}
+    (out / "calls.jsonl").write_text(JOURNAL)
     write_json_atomic(out / "DONE", {"counts": {}, "stats": stats})
+
+
+JOURNAL = '{"endpoint": "test", "calls": 7}\n'  # stands for the shard's journal of paid calls
 
 
 FAILED = {"stage": "sft", "reason": "proposers_failed"}
@@ -104,12 +108,12 @@ FAILURES = [
 ]
 
 
-def test_reopen_keeps_permanent_failures_and_the_earlier_accounting(tmp_path):
+def test_reopen_keeps_permanent_failures_and_the_calls_journal(tmp_path):
     out = tmp_path / "shard-00000"
     write_finished_shard(out, FAILURES)
     assert reopen_failures(out) == {"transient": 2, "other": 0, "permanent": 1}
     assert not (out / "DONE").exists()
-    assert json.loads((out / "earlier.json").read_text())["endpoints"]["test"]["calls"] == 7
+    assert (out / "calls.jsonl").read_text() == JOURNAL  # the re-run's DONE sums every attempt's calls
     output = ShardOutput(out)
     output.close()
     assert output.done_ids == {"a", "c"} and output.kept_failures == 1
