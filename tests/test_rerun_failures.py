@@ -4,7 +4,6 @@ ones (400); against the real OpenAI-compatible test server."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 
