@@ -285,7 +285,8 @@ def quality_line(stages: dict[str, Any]) -> str:
     for stage, agg in stages.items():
         counters = agg.get("counters", {})
         part = f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated"
-        part += " (" + truncation_counts(counters) + ")"
+        if counters.get("truncated", 0):  # what answers.truncated did with them
+            part += " (" + truncation_counts(counters) + ")"
         parts.append(part)
         if stage == "sft":
             parts.append(gate_summary(counters))

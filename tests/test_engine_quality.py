@@ -127,7 +127,8 @@ def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
         "4 re-asked, 2 prompts dropped)"
     )
     assert quality_line(stages) == (
-        f"sft 1 of 40 answers truncated, {gates}, preference 0 of 9 answers truncated, 2 unparsed verdicts"
+        f"sft 1 of 40 answers truncated (dropped 0, re-asked 0, kept 0, kept as references 0), {gates}, "
+            "preference 0 of 9 answers truncated, 2 unparsed verdicts"
     )
     lines = quality_section({"counts": {"stages": stages}}, {})
     assert f"SFT answers: {gates}; a dropped prompt is a failure of reason quality_*." in lines

@@ -31,7 +31,9 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "moaa run 'local-moa' finished" in out and "per prompt (moa): 4.0 calls" in out
+    assert "moaa run 'local-moa' finished" in out
+    per_prompt = re.search(r"per prompt \(moa\): ([\d.]+) calls", out)
+    assert per_prompt and float(per_prompt.group(1)) >= 4.0, out  # 3 proposers + 1 aggregate (+ gate re-asks)
     assert "tok/s" in out and "endpoint local:" in out
     assert "  quality: sft " in out and " unparsed verdicts" in out
 

@@ -101,7 +101,9 @@ def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefe
         kept = work_rows(tmp_path / "work", "sft")
         assert len(kept) == 2  # the first shard
         broken = len(srv.requests)
-        assert broken == 8 + 2 * 3  # stopped at the second shard (3 proposers each), asked nothing more
+        # Stopped at the second shard (3 proposers per prompt), asked nothing more: the guard may stop
+        # it once its first prompt has failed, before the second prompt's calls go out.
+        assert broken in (8 + 3, 8 + 2 * 3), broken
 
         # Fixed: the same command finishes the run without asking for what is done.
         srv.set_script([])
