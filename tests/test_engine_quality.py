@@ -128,7 +128,7 @@ def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     )
     assert quality_line(stages) == (
         f"sft 1 of 40 answers truncated (dropped 0, re-asked 0, kept 0, kept as references 0), {gates}, "
-            "preference 0 of 9 answers truncated, 2 unparsed verdicts"
+        "preference 0 of 9 answers truncated, 2 unparsed verdicts"
     )
     lines = quality_section({"counts": {"stages": stages}}, {})
     assert f"SFT answers: {gates}; a dropped prompt is a failure of reason quality_*." in lines
