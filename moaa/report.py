@@ -220,7 +220,8 @@ def _parent_plots(version_dir: Path, manifest: dict[str, Any], digest: str, targ
     return {name: target / rel for name, rel in names.items()}
 
 
-def _figure(width: float = 7.0, height: float = 4.0) -> Any:
+def new_figure(width: float = 7.0, height: float = 4.0) -> Any:
+    """A matplotlib Figure drawn off-screen (Agg), no pyplot state; the run and compare reports share it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -234,7 +235,7 @@ def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
     out = {}
     dpo, lengths = data["dpo"], {}
     if dpo and dpo["score_chosen"]:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.hist([dpo["score_chosen"], dpo["score_rejected"]], bins=20, label=["chosen", "rejected"])
         ax.set(title="Scores: chosen vs rejected", xlabel="score", ylabel="pairs")
@@ -245,7 +246,7 @@ def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
     if dpo and dpo["chosen_len"]:
         lengths |= {"chosen": dpo["chosen_len"], "rejected": dpo["rejected_len"]}
     if lengths:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.hist(list(lengths.values()), bins=20, label=list(lengths), histtype="step", linewidth=2)
         ax.set(title="Answer lengths", xlabel="characters", ylabel="answers")
@@ -254,7 +255,7 @@ def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
     if data["steps"]:
         out["calls"] = _save(_calls_figure(data["steps"]), folder / "calls.png")
     if data["failures"]:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.barh(list(data["failures"]), list(data["failures"].values()), color="tab:red")
         ax.set(title="Failures by stage and reason", xlabel="prompts")
@@ -265,7 +266,7 @@ def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
 
 def _calls_figure(steps: list[dict[str, Any]]) -> Any:
     labels = [f"{s['stage']}/{s['kind']}\n{s['model']}" for s in steps]
-    fig = _figure(10, 1.5 + 0.45 * len(steps))
+    fig = new_figure(10, 1.5 + 0.45 * len(steps))
     left, right = fig.subplots(1, 2, sharey=True)
     left.barh(labels, [s["steps_per_prompt"] for s in steps])
     left.set(title="Trace steps per prompt", xlabel="steps (an n=K call gives K)")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from moaa.report import new_figure
+
 IMAGE_DIR = "report"
 WEAK_JUDGE = (
     "The judge is the embedded 0.5B model: at this scale the verdict is weak (a few prompts, a small "
@@ -130,15 +132,6 @@ def _image(plots: dict[str, Path], key: str, alt: str) -> list[str]:
     return [f"![{alt}]({IMAGE_DIR}/{plots[key].name})", ""] if key in plots else []
 
 
-def _figure(width: float = 7.0, height: float = 3.5) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def draw_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
     """win_rates.png (each matchup with its interval), cost.png (calls and tokens per prompt), lengths.png."""
     out = {}
@@ -151,7 +144,7 @@ def draw_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
         rates.append(rate)
         below.append(max(rate - lo, 0) if lo == lo else 0.0)
         above.append(max(hi - rate, 0) if hi == hi else 0.0)
-    fig = _figure()
+    fig = new_figure(height=3.5)
     ax = fig.add_subplot()
     err = [below, above]
     ax.barh(keys, rates, xerr=err, capsize=4, color="tab:blue")
@@ -162,7 +155,7 @@ def draw_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
     out["win_rates"] = _save(fig, folder / "win_rates.png")
 
     arms = results["arms"]
-    fig = _figure()
+    fig = new_figure(height=3.5)
     left, right = fig.subplots(1, 2)
     labels = [f"{k}: {r['method']}" for k, r in arms.items()]
     left.bar(labels, [r["cost"]["calls_per_prompt"] for r in arms.values()], color="tab:orange")
@@ -174,7 +167,7 @@ def draw_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
 
     lengths = results.get("answer_chars") or {}
     if lengths:
-        fig = _figure()
+        fig = new_figure(height=3.5)
         ax = fig.add_subplot()
         ax.boxplot(list(lengths.values()), tick_labels=list(lengths), vert=False)
         ax.set(title="Answer lengths on the held-out prompts", xlabel="characters")
