@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from moaa.public import scrub_text
+from moaa.public import scrub_text, secret_values
 from moaa.rows import failure_is_transient
 from moaa.stats import RunStats
 
@@ -37,8 +37,9 @@ def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
 
     def write(fh: Any) -> None:
         nonlocal count
+        secrets = secret_values()  # once per file, not once per record (it reads the environment)
         for record in records:
-            fh.write(scrub_text(json.dumps(record, ensure_ascii=False)) + "\n")
+            fh.write(scrub_text(json.dumps(record, ensure_ascii=False), secrets) + "\n")
             count += 1
         fh.flush()
         os.fsync(fh.fileno())
