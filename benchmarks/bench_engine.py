@@ -2,7 +2,7 @@
 
 Both run in a fresh process against the same test server (a subprocess, fixed latency) with the
 same number of requests in flight. The bare loop is `AsyncOpenAI.chat.completions.create` in N
-workers and nothing else: the ceiling for one Python process. The stage is `moaa.stages.run_shard`
+workers and nothing else: the ceiling for one Python process. The stage is `moaa.work.stage_shard.run_shard`
 on one shard: engine, client (limiter, retries, accounting), request cache as configured, and the
 shard's row/trace files. Target: stage >= 0.85 x the bare loop. The theoretical ceiling,
 concurrency / latency, is shown too: on a small machine both sides are CPU-bound well below it.
@@ -28,7 +28,7 @@ NAME = "engine"
 def stage_rps(base_url: str, work: str, prompts: int, concurrency: int, cache: bool) -> dict[str, Any]:
     """Child: run the SFT stage on one shard of `prompts` prompts; requests and seconds."""
     from moaa.config import parse_config
-    from moaa.stages import run_shard
+    from moaa.work.stage_shard import run_shard
 
     folder = Path(work)
     prompts_path = write_prompts(folder / f"prompts-{prompts}.jsonl", prompts)

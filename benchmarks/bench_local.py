@@ -1,7 +1,7 @@
 """The embedded local model: tokens/s of Qwen2.5-Coder-0.5B (Q4_K_M) served by llama-cpp-python.
 
 llama-cpp-python's server has no parallel-slots option (no `--n_parallel`; its settings are
-listed in moaa/local_server.py's notes): every completion takes one global lock, so a server
+listed in moaa/local/server.py's notes): every completion takes one global lock, so a server
 answers ONE request at a time, and a `--config_file` with several models still serves one at a
 time from one process. What can run in parallel is several server processes, which moaa uses as
 replicas (`base_url: [url1, url2]`). Measured, each with the same greedy requests:
@@ -44,7 +44,7 @@ def in_process(requests: int, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
     """Child: greedy completions from llama_cpp.Llama in this process (the ceiling)."""
     from llama_cpp import Llama
 
-    from moaa.local_model import ensure_local_gguf
+    from moaa.local.model import ensure_local_gguf
 
     threads = os.cpu_count() or 1
     llm = Llama(str(ensure_local_gguf()), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -61,7 +61,7 @@ def served(requests: int, servers: int, clients: int, max_tokens: int = MAX_TOKE
     """Child: `servers` llama-cpp-python servers (threads split between them), `clients` concurrent clients."""
     from contextlib import ExitStack
 
-    from moaa.local_server import LocalServer
+    from moaa.local.server import LocalServer
 
     threads = max(1, (os.cpu_count() or 1) // servers)
     with ExitStack() as stack:
@@ -76,7 +76,7 @@ def served(requests: int, servers: int, clients: int, max_tokens: int = MAX_TOKE
 async def _drive(urls: list[str], questions: list[str], clients: int, max_tokens: int) -> dict[str, Any]:
     from openai import AsyncOpenAI
 
-    from moaa.local_model import LOCAL_MODEL_NAME
+    from moaa.local.model import LOCAL_MODEL_NAME
 
     apis = [AsyncOpenAI(base_url=u, api_key="local", max_retries=0, timeout=600) for u in urls]
     for api in apis:  # warm-up: first request loads caches

@@ -24,7 +24,7 @@ def variant_cost(preset: str, base_url: str, work: str, prompts: int) -> dict[st
     """Child: run one preset's SFT stage on the test server; calls, tokens and cost per prompt."""
     from moaa.config import load_config
     from moaa.engine import calls_per_prompt
-    from moaa.stages import run_shard
+    from moaa.work.stage_shard import run_shard
 
     folder = Path(work)
     config = load_config(ROOT / "configs" / f"{preset}.yaml")

@@ -223,7 +223,7 @@ def self_maxrss() -> int:
 def shard_of(prompts_path: Path, folder: Path) -> Path:
     """One input shard holding every prompt of `prompts_path`, as the pipeline would write it."""
     from moaa.rows import Prompt
-    from moaa.shards import write_jsonl_atomic
+    from moaa.work.shards import write_jsonl_atomic
 
     def records():
         with prompts_path.open() as fh:
@@ -294,10 +294,10 @@ class PrefectServer:
 
 def pipeline_run(config_path: str, runs: int = 1) -> dict[str, Any]:
     """Child: run the pipeline flow on a config as `moaa run` does, `runs` times; summaries and seconds."""
-    from moaa.prefect_setup import quiet_prefect
+    from flows.prefect_env import quiet_prefect
 
     quiet_prefect()
-    from flows.pipeline import moaa_pipeline, task_runner_for
+    from flows.pipeline_flow import moaa_pipeline, task_runner_for
     from moaa.config import load_config
 
     flow = moaa_pipeline.with_options(task_runner=task_runner_for(load_config(config_path)))

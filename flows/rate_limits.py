@@ -1,6 +1,6 @@
 """Endpoint rate limits shared by every worker, through Prefect global concurrency limits (optional).
 
-Each process has its own limiter per endpoint (moaa.limits: max_concurrency, requests and tokens
+Each process has its own limiter per endpoint (moaa.models.limits: max_concurrency, requests and tokens
 per minute), so N Dask or Ray worker processes may together send N times an endpoint's limits.
 Either divide `max_concurrency` / `requests_per_minute` by the number of workers in the config, or
 give the endpoint one budget for the whole cluster: a Prefect global concurrency limit named
@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from moaa.config import MoaaConfig
-from moaa.limits import EndpointLimiter, shared_limiter
+from moaa.models.limits import EndpointLimiter, shared_limiter
 
 log = logging.getLogger("moaa.flow")
 

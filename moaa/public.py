@@ -15,9 +15,9 @@ private URLs, and `find_leak` is the last check before anything is uploaded.
 Secrets never leave the process: `scrub_text` / `scrub` take out the values of the keys moaa
 read (`add_secret`, called by moaa.config.resolve_api_key), of variables named like secrets
 (`*_KEY`, `*_TOKEN`, `*_SECRET`), and the credentials inside URLs (`https://user:pass@host`).
-They run at every boundary where a string leaves: shard and work files (moaa.shards), the
+They run at every boundary where a string leaves: shard and work files (moaa.work.shards), the
 version writer, the request cache, log records (`install_log_scrubber`), Prefect flow
-parameters (flows/pipeline.py) and the CLI's terminal lines.
+parameters (flows/pipeline_flow.py) and the CLI's terminal lines.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from moaa.client import Completion
 from moaa.config import Sampling
+from moaa.models.client import Completion
 
 
 @dataclass

@@ -143,7 +143,7 @@ def version_rows(version_path: Path | str, config: str) -> list[dict[str, Any]]:
 
 def work_rows(work_dir: Path, stage: str, name: str = "rows") -> list[dict[str, Any]]:
     """Every record of `<stage>/shard-*/<name>.jsonl` under a run's work folder."""
-    from moaa.shards import read_jsonl
+    from moaa.work.shards import read_jsonl
 
     return [r for path in sorted(Path(work_dir).glob(f"**/{stage}/shard-*/{name}.jsonl")) for r in read_jsonl(path)]
 

@@ -14,10 +14,10 @@ import socket
 
 import pytest
 
-import moaa.local_model
+import moaa.local.model
+from moaa.dataset.versions import write_version
 from moaa.errors import MoaaError
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.versions import write_version
 from tests.pipeline_helpers import (
     assert_one_line_error,
     cli_env,
@@ -209,7 +209,7 @@ def test_missing_local_model_package_says_how_to_install_it(tmp_path, prefect_ha
             raise importlib.metadata.PackageNotFoundError(name)
         return real(name)
 
-    monkeypatch.setattr(moaa.local_model.importlib.metadata, "distribution", distribution)
+    monkeypatch.setattr(moaa.local.model.importlib.metadata, "distribution", distribution)
     cfg = write_config(
         tmp_path, DEAD_URL, f"prompts.path={write_prompts(tmp_path, 2)}", "prompts.limit=null",
         "endpoints.local={local: true, model: qwen}", "sft.method=single",

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from moaa.cache import CachedClient, RequestCache, request_key
-from moaa.client import Completion
 from moaa.config import Sampling
 from moaa.errors import MoaaError
-from moaa.stats import RunStats
+from moaa.models.cache import CachedClient, RequestCache, request_key
+from moaa.models.client import Completion
+from moaa.models.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 from tests.fakes import FakeClient
 from tests.pipeline_helpers import (

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from moaa.client import CallError, OpenAIChatClient
 from moaa.config import EndpointConfig, Sampling
 from moaa.errors import EndpointError
-from moaa.limits import EndpointLimiter
-from moaa.stats import RunStats
+from moaa.models.client import CallError, OpenAIChatClient
+from moaa.models.limits import EndpointLimiter
+from moaa.models.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -19,11 +19,11 @@ from conftest import base_raw
 from test_train import TEST_SIZE, TINY_SETTINGS, write_demo_version
 
 from moaa.cli import main
-from moaa.client import OpenAIChatClient
 from moaa.config import EndpointConfig, dump_config, load_config
 from moaa.errors import InputError
+from moaa.models.client import OpenAIChatClient
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.train.compare import CompareSettings, CompareSteps, build_arms, load_compare_settings, run_compare
+from moaa.train.comparison import CompareSettings, CompareSteps, build_arms, load_compare_settings, run_compare
 from moaa.train.data import find_dataset, held_out_prompts, load_rows
 from moaa.train.evaluate import client_for
 from moaa.train.matchups import evaluate_students
@@ -289,7 +289,7 @@ def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, pref
     each, the tiny students judged; then the same compare again costs no model call."""
     from tiny_models import build_tiny_causal_lm
 
-    from flows.compare import compare_arms
+    from flows.compare_flow import compare_arms
 
     monkeypatch.chdir(tmp_path)
     student = build_tiny_causal_lm(tmp_path / "student")

@@ -58,12 +58,12 @@ def test_cli_creates_the_scheduled_deployment(tmp_path, prefect_harness):
     found = read_deployment("moaa-scheduled/nightly")
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in found.schedules] == [("0 3 * * *", "UTC", True)]
     assert found.parameters == {"config_path": str(config.resolve()), "overrides": ["prompts.limit=2"], "publish": True}
-    assert found.entrypoint == "flows.deploy.moaa_scheduled"
+    assert found.entrypoint == "flows.schedule.moaa_scheduled"
     assert found.tags == ["moaa"]
 
 
 def test_redeploying_updates_the_schedule(tmp_path, prefect_harness):
-    from flows import deploy as D
+    from flows import schedule as D
 
     params = D.deployment_parameters(write_config(tmp_path), [], False)
     first = D.register("update-me", params, "0 3 * * *")
@@ -93,7 +93,7 @@ def test_mistakes_are_one_line_errors(tmp_path, prefect_harness, args, api, mess
 
 @pytest.mark.slow
 def test_each_scheduled_run_writes_a_new_version(tmp_path, prefect_harness):
-    from flows.deploy import moaa_scheduled
+    from flows.schedule import moaa_scheduled
 
     with OpenAITestServer() as server:
         config = write_config(tmp_path, server.base_url)
@@ -169,7 +169,7 @@ def test_deploy_to_a_process_work_pool(tmp_path, prefect_harness):
     assert "prefect worker start --pool moaa-pool" in done.stdout
     found = read_deployment("moaa-scheduled/pooled")
     assert found.work_pool_name == "moaa-pool"
-    assert found.entrypoint == "flows.deploy.moaa_scheduled"
+    assert found.entrypoint == "flows.schedule.moaa_scheduled"
     assert found.job_variables == {"working_dir": str(ROOT)}
     assert [s.schedule.cron for s in found.schedules] == ["0 3 * * *"]
     assert found.parameters["config_path"] == str(config.resolve())

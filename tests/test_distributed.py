@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.runners import make_task_runner
+from flows.task_runners import make_task_runner
 from moaa.config import RunSettings, apply_override
-from moaa.shards import read_jsonl
+from moaa.work.shards import read_jsonl
 from tests.conftest import base_raw
 
 
@@ -39,7 +39,7 @@ def write_config(folder: Path, url: str, *overrides: str) -> Path:
 
 
 def run_flow(config_path: Path) -> dict:
-    from flows.pipeline import moaa_pipeline, task_runner_for
+    from flows.pipeline_flow import moaa_pipeline, task_runner_for
     from moaa.config import load_config
 
     runner = task_runner_for(load_config(config_path))
@@ -86,10 +86,10 @@ def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_u
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.pipeline import stage_shard
+    from flows.pipeline_flow import stage_shard
     from flows.rate_limits import use_prefect_rate_limits
     from moaa.config import dump_config, load_config
-    from moaa.pipeline import plan_run
+    from moaa.work.steps import plan_run
 
     config = load_config(write_config(tmp_path, server_url, "prompts.limit=2"))  # one shard, 2 x 4 calls
     ((shard, out),) = plan_run(config).shards["sft"]

@@ -1,4 +1,4 @@
-"""Tests for moaa.embeddings: the shipped MiniLM model loads offline and gives unit float32 rows."""
+"""Tests for moaa.local.embeddings: the shipped MiniLM model loads offline and gives unit float32 rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from moaa import embeddings
 from moaa.errors import MoaaError
+from moaa.local import embeddings
 from moaa.sources.filters import near_duplicate_mask
 
 

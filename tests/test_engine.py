@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fakes import FakeCall, all_calls, fake_clients
 
-from moaa.client import CallError
 from moaa.config import GenerationConfig
 from moaa.engine import answer_prompt, calls_per_prompt, derive_seed
 from moaa.engine.self_moa import seq_windows
+from moaa.models.client import CallError
 from moaa.rows import Prompt
 
 ENDPOINTS = ("a", "b", "c", "agg")

@@ -8,12 +8,12 @@ import json
 import pytest
 from fakes import FakeCall, FakeClient, fake_clients
 
-from moaa.client import CallError
 from moaa.config import AgentConfig, EndpointConfig, GenerationConfig
 from moaa.engine import calls_per_prompt, generate_roles, run_prompts
 from moaa.engine.defense import larger_cluster, two_means
 from moaa.engine.smoa import Moderation, describe_task, parse_moderation, parse_roles, run_task
 from moaa.errors import EndpointError
+from moaa.models.client import CallError
 from moaa.prompts.generation import FALLBACK_ROLES
 from moaa.rows import Prompt
 

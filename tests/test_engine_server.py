@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from moaa.client import OpenAIChatClient
 from moaa.config import EndpointConfig, GenerationConfig
 from moaa.engine import answer_prompt, calls_per_prompt, run_prompts
 from moaa.errors import EndpointError
+from moaa.models.client import OpenAIChatClient
+from moaa.models.stats import RunStats
 from moaa.rows import Prompt
-from moaa.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 
 MODELS = {"a": "model-a", "b": "model-b", "c": "model-c", "agg": "model-agg"}

@@ -13,8 +13,8 @@ from conftest import ROOT, base_raw, make_config
 from moaa.cli import main
 from moaa.config import dump_config, parse_config
 from moaa.errors import ConfigError, InputError
-from moaa.estimate import DEFAULT_MAX_TOKENS, OUTPUT_FRACTION, estimate_run, format_estimate
 from moaa.testing.openai_server import OpenAITestServer
+from moaa.work.estimate import DEFAULT_MAX_TOKENS, OUTPUT_FRACTION, estimate_run, format_estimate
 
 
 def respond(req: dict) -> str | list[str] | None:
@@ -87,7 +87,7 @@ def chat_requests(srv: OpenAITestServer) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_estimated_calls_equal_the_requests_of_a_real_run(name, tmp_path, prefect_harness):
-    from flows.pipeline import moaa_pipeline, task_runner_for
+    from flows.pipeline_flow import moaa_pipeline, task_runner_for
 
     with OpenAITestServer(responder=respond, ignore_n=VARIANTS[name].get("supports_n") is False) as srv:
         raw = variant_raw(tmp_path, srv.base_url, VARIANTS[name])

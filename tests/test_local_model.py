@@ -1,4 +1,4 @@
-"""Tests for moaa.local_model: assembling, verifying and converting the embedded GGUF."""
+"""Tests for moaa.local.model: assembling, verifying and converting the embedded GGUF."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from moaa import local_model
 from moaa.errors import MoaaError
+from moaa.local import model as local_model
 
 
 @pytest.fixture

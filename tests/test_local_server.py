@@ -1,4 +1,4 @@
-"""Tests for moaa.local_server: the embedded model behind llama-cpp-python's server.
+"""Tests for moaa.local.server: the embedded model behind llama-cpp-python's server.
 
 The slow tests start the real server once (module fixture) on 127.0.0.1 and talk to it with
 the `openai` package, as the pipeline does.
@@ -20,11 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from moaa import local_server
 from moaa.config import EndpointConfig
 from moaa.errors import MoaaError
-from moaa.local_model import LOCAL_MODEL_NAME, ensure_local_gguf, read_gguf_chat_template
-from moaa.local_server import LocalServer, find_running_server, port_in_use
+from moaa.local import server as local_server
+from moaa.local.model import LOCAL_MODEL_NAME, ensure_local_gguf, read_gguf_chat_template
+from moaa.local.server import LocalServer, find_running_server, port_in_use
 from moaa.testing.openai_server import OpenAITestServer
 
 QUESTION = [{"role": "user", "content": "What is 2+2? Reply with just the number."}]
@@ -193,7 +193,7 @@ def test_server_dies_with_its_parent(tmp_path):
     """SIGKILL the Python process that started it: the server must not outlive it."""
     code = (
         "import sys, time\n"
-        "from moaa.local_server import LocalServer\n"
+        "from moaa.local.server import LocalServer\n"
         f"s = LocalServer().start(log_path={str(tmp_path / 'server.log')!r})\n"
         "print(s.pid, s.port, flush=True)\n"
         "time.sleep(600)\n"
@@ -225,7 +225,7 @@ def test_serve_forever_refuses_a_port_already_serving_the_model(server):
 @pytest.mark.slow
 def test_serve_forever_prints_how_to_use_it_and_stops_on_ctrl_c():
     port = local_server.free_port()
-    code = f"from moaa.local_server import serve_forever; serve_forever({port})"
+    code = f"from moaa.local.server import serve_forever; serve_forever({port})"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
     )
@@ -250,9 +250,9 @@ def test_serve_forever_prints_how_to_use_it_and_stops_on_ctrl_c():
 @pytest.mark.slow
 def test_moaa_client_gets_a_real_completion_and_falls_back_for_n(server):
     """The pipeline's own seam against the real local model: accounting, and n>1 on a server that ignores n."""
-    from moaa.client import OpenAIChatClient
     from moaa.config import EndpointConfig, Sampling
-    from moaa.stats import RunStats
+    from moaa.models.client import OpenAIChatClient
+    from moaa.models.stats import RunStats
 
     stats = RunStats()
     endpoint = EndpointConfig(model=LOCAL_MODEL_NAME, base_url=server.base_url, supports_n=None, timeout_s=300)

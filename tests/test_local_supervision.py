@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from moaa import local_server
 from moaa.errors import MoaaError
-from moaa.local_server import LocalServer
+from moaa.local import server as local_server
+from moaa.local.server import LocalServer
 from tests.pipeline_helpers import assert_one_line_error, run_main, write_config
 
 FAKE = "moaa.testing.fake_llama_server"

@@ -77,7 +77,7 @@ def test_the_lock_of_a_killed_holder_is_taken_over(tmp_path, holder):
 
 
 def test_waiting_takes_the_lock_once_the_holder_is_gone(tmp_path, holder):
-    """What an overlapping scheduled run does (flows.pipeline.moaa_pipeline): wait, then go on."""
+    """What an overlapping scheduled run does (flows.pipeline_flow.moaa_pipeline): wait, then go on."""
     threading.Timer(1.0, holder.kill).start()
     started = time.monotonic()
     lock = FolderLock(tmp_path / "work", "work folder")

@@ -127,8 +127,8 @@ def test_loop_stops_after_n_rounds_and_keeps_sft_without_pairs(tmp_path: Path):
 def split_seed_with_both(settings: LoopSettings, test_size: float) -> int:
     """A split seed that puts exactly one of round 1's prompts in the test split and the rest in train
     (the split is a hash of seed and prompt_id, so a tiny run can land all prompts on one side)."""
+    from moaa.dataset.versions import split_of
     from moaa.sources import load_prompts
-    from moaa.versions import split_of
 
     base = load_config(settings.data_config, settings.data_overrides)
     prompts = load_prompts(moa_config(base, settings, 1, "student").prompts, base_dir=ROOT).prompts
@@ -142,7 +142,7 @@ def split_seed_with_both(settings: LoopSettings, test_size: float) -> int:
 def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_harness, monkeypatch):
     """MoA data from the local llama.cpp model -> LoRA SFT of the local student -> its samples judged
     -> DPO -> eval vs the start model, all small (3 prompts, short answers, 2 training steps)."""
-    from flows.loop import self_improvement_loop
+    from flows.loop_flow import self_improvement_loop
 
     monkeypatch.chdir(ROOT)
     small = ["endpoints.local.sampling.max_tokens=32", "sft.aggregator.max_tokens=48", "output.test_size=0.34",

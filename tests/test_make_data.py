@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from moaa.report import SECTIONS
+from moaa.dataset.run_report import SECTIONS
 from tests.conftest import ROOT
 
 

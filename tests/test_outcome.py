@@ -84,7 +84,7 @@ def test_some_failures_still_write_the_version_and_show_the_count(tmp_path, pref
 
 def test_training_never_picks_a_version_without_rows_of_its_config(tmp_path):
     """An older empty (or SFT-only) version is skipped for the newest one that has the rows."""
-    from moaa.versions import write_version
+    from moaa.dataset.versions import write_version
 
     def write(name: str, sft: int, dpo: int, when: str):
         work = tmp_path / f"work-{name}-{when}"

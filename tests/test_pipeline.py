@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from moaa.pipeline import format_summary
 from moaa.testing.openai_server import OpenAITestServer
+from moaa.work.steps import format_summary
 from tests.conftest import make_config
 from tests.pipeline_helpers import version_rows
 
@@ -34,7 +34,7 @@ def responder(request: dict) -> str | None:
 def run(config):
     from prefect import flow
 
-    from flows.pipeline import run_pipeline
+    from flows.pipeline_flow import run_pipeline
 
     @flow
     def pipeline_flow():
@@ -100,8 +100,8 @@ def test_sft_and_preference_make_a_loadable_version(tmp_path, prefect_harness):
 def test_unanswerable_prompts_are_failures_not_silence(tmp_path, prefect_harness):
     """Every call fails: each prompt is a failure record in the work folder, and the run raises
     instead of writing a version that holds nothing but failures."""
-    from moaa.outcome import StageMadeNothing
-    from moaa.shards import read_jsonl
+    from moaa.work.outcome import StageMadeNothing
+    from moaa.work.shards import read_jsonl
 
     with OpenAITestServer() as srv:
         srv.set_script(["500"] * 1000)  # every call fails

@@ -14,7 +14,7 @@ from tiny_models import build_tiny_causal_lm
 from moaa.config import PreferenceConfig
 from moaa.preference import bias_report, run_preference_prompts
 from moaa.rows import Prompt
-from moaa.shards import ShardOutput, read_jsonl
+from moaa.work.shards import ShardOutput, read_jsonl
 
 TOPICS = ["rivers", "tea", "owls", "chess", "bread", "kites", "glass", "moss"]
 
@@ -37,7 +37,7 @@ def judge(call: FakeCall) -> str:
 
 
 def write_preference_shard(folder) -> None:
-    """What moaa.stages does for a preference shard: stream prompts, append each result."""
+    """What moaa.work.stage_shard does for a preference shard: stream prompts, append each result."""
     prompts = [Prompt.from_messages([{"role": "user", "content": f"Tell me about {t}?"}]) for t in TOPICS]
     pref = PreferenceConfig.model_validate(
         {

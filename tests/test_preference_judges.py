@@ -11,14 +11,14 @@ import json
 import re
 from typing import Any
 
-from moaa.client import OpenAIChatClient
 from moaa.config import EndpointConfig, ScorerConfig
+from moaa.models.client import OpenAIChatClient
+from moaa.models.stats import RunStats
 from moaa.preference.bias import bias_report
 from moaa.preference.candidates import collapse
 from moaa.preference.stage import build_scorer
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
-from moaa.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 
 PROMPT = Prompt.from_messages([{"role": "user", "content": "Name a prime number."}])

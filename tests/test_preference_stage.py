@@ -10,14 +10,14 @@ import re
 import pytest
 from fakes import FakeCall, FakeClient
 
-from moaa.client import CallError, OpenAIChatClient
 from moaa.config import EndpointConfig, PreferenceConfig
 from moaa.engine.context import derive_seed
 from moaa.errors import ConfigError, EndpointError
+from moaa.models.client import CallError, OpenAIChatClient
+from moaa.models.stats import RunStats
 from moaa.preference import bias_report, calls_per_prompt, judge_prompt, run_preference_prompts
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
-from moaa.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 
 PROMPT = Prompt.from_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a city."}])

@@ -7,8 +7,8 @@ import itertools
 import re
 import time
 
-from moaa.progress import Progress
-from moaa.stats import RunStats
+from moaa.models.stats import RunStats
+from moaa.work.progress import Progress
 
 STAGE_LINE = re.compile(
     r"^\[sft\] \d+/\d+ prompts \(\d+ failed\) \| calls \d+ \(cache \d+, retries \d+, failed \d+\) \| "

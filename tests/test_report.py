@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from moaa.manifest import read_manifest, verify_version
-from moaa.report import SECTIONS, report_markdown_for_artifact, write_report
-from moaa.versions import write_version
+from moaa.dataset.manifest import read_manifest, verify_version
+from moaa.dataset.run_report import SECTIONS, report_markdown_for_artifact, write_report
+from moaa.dataset.versions import write_version
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -209,7 +209,7 @@ def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_har
     import yaml
     from test_estimate import PREF, respond, variant_raw
 
-    from flows.pipeline import moaa_pipeline, task_runner_for
+    from flows.pipeline_flow import moaa_pipeline, task_runner_for
     from moaa.config import dump_config, parse_config
     from moaa.testing.openai_server import OpenAITestServer
 

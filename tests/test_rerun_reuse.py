@@ -12,11 +12,11 @@ import pytest
 from test_report import make_parts
 from test_versions import N_PROMPTS, _load, write_demo, write_parts
 
-import moaa.dataset_files
-import moaa.report
-from moaa.manifest import read_manifest, verify_version
-from moaa.report import write_report
-from moaa.versions import write_version
+import moaa.dataset.files
+import moaa.dataset.run_report
+from moaa.dataset.manifest import read_manifest, verify_version
+from moaa.dataset.run_report import write_report
+from moaa.dataset.versions import write_version
 
 
 def _data(path: Path) -> dict[str, bytes]:
@@ -30,7 +30,7 @@ def _refuse(*_, **__):
 def test_same_inputs_copy_the_parents_data(tmp_path, monkeypatch):
     parts = write_parts(tmp_path / "parts")
     v1 = write_demo(tmp_path / "data", parts)
-    monkeypatch.setattr(moaa.dataset_files, "write_config", _refuse)  # no JSONL re-read, no parquet re-encoded
+    monkeypatch.setattr(moaa.dataset.files, "write_config", _refuse)  # no JSONL re-read, no parquet re-encoded
     v2 = write_demo(tmp_path / "data", parts, run_info={"timings": {"seconds": 1.0}})
     monkeypatch.undo()
 
@@ -92,12 +92,12 @@ def _pngs(version: Path) -> dict[str, bytes]:
 
 
 def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, caplog):
-    draw = moaa.report.draw_plots
+    draw = moaa.dataset.run_report.draw_plots
     v1 = _version(tmp_path)
     write_report(v1)
     v2 = _version(tmp_path)
     with monkeypatch.context() as patch:
-        patch.setattr(moaa.report, "draw_plots", _refuse)
+        patch.setattr(moaa.dataset.run_report, "draw_plots", _refuse)
         text = write_report(v2).read_text()
     assert _pngs(v2) == _pngs(v1) and len(_pngs(v2)) == 4
     assert text.startswith("# Run report: demo@v2") and "(report/scores.png)" in text  # markdown rendered anew
@@ -109,7 +109,9 @@ def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, c
     v3 = _version(tmp_path, drop_last_pair=True)
     drawn = []
     with monkeypatch.context() as patch:
-        patch.setattr(moaa.report, "draw_plots", lambda data, folder: drawn.append(folder) or draw(data, folder))
+        patch.setattr(
+            moaa.dataset.run_report, "draw_plots", lambda data, folder: drawn.append(folder) or draw(data, folder)
+        )
         write_report(v3)
     assert drawn and read_manifest(v3)["report_plots"]["digest"] != m2["report_plots"]["digest"]
     assert _pngs(v3)["scores.png"] != _pngs(v2)["scores.png"] and verify_version(v3) == []
@@ -126,7 +128,7 @@ def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, c
 def test_a_rerun_with_every_shard_done_submits_no_shard_task(tmp_path, prefect_harness, monkeypatch, capsys):
     from test_pipeline import run
 
-    import flows.pipeline
+    import flows.pipeline_flow
     from moaa.testing.openai_server import OpenAITestServer
     from tests.conftest import make_config
 
@@ -138,8 +140,8 @@ def test_a_rerun_with_every_shard_done_submits_no_shard_task(tmp_path, prefect_h
             self.submitted += 1
             return self.task.submit(*args, **kwargs)
 
-    counting = Counting(flows.pipeline.stage_shard)
-    monkeypatch.setattr(flows.pipeline, "stage_shard", counting)
+    counting = Counting(flows.pipeline_flow.stage_shard)
+    monkeypatch.setattr(flows.pipeline_flow, "stage_shard", counting)
     with OpenAITestServer() as srv:
         config = make_config(tmp_path, srv.base_url, "prompts.limit=6", "run.shard_size=2")
         first = run(config)

@@ -145,7 +145,7 @@ def test_a_key_in_api_key_env_is_refused_without_echoing_it(tmp_path, value, cap
 
 
 def test_work_config_json_holds_no_url_credentials(tmp_path):
-    from moaa.pipeline import plan_run
+    from moaa.work.steps import plan_run
     from tests.conftest import make_config
 
     config = make_config(tmp_path, "https://user:s3cret-pass@api.example.com/v1")
@@ -157,7 +157,7 @@ def test_work_config_json_holds_no_url_credentials(tmp_path):
 def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):
     """The last line of defence: a key that reached a row, a trace step or a failure is not written."""
     from moaa.public import add_secret
-    from moaa.shards import ShardOutput
+    from moaa.work.shards import ShardOutput
 
     key = f"sk-moaa-writer-{uuid.uuid4().hex}"
     add_secret(key, "WRITER_KEY")

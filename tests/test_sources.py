@@ -520,7 +520,7 @@ def test_line_ends_and_line_numbers(tmp_path):
 def test_near_duplicates_stream_block_by_block(tmp_path, monkeypatch):
     import numpy as np
 
-    import moaa.embeddings
+    import moaa.local.embeddings
 
     calls: list[int] = []
 
@@ -531,7 +531,7 @@ def test_near_duplicates_stream_block_by_block(tmp_path, monkeypatch):
             vectors[row, int(text.split()[1]) % 8] = 1.0
         return vectors
 
-    monkeypatch.setattr(moaa.embeddings, "embed", fake_embed)
+    monkeypatch.setattr(moaa.local.embeddings, "embed", fake_embed)
     monkeypatch.setattr("moaa.sources.filters._BLOCK", 4)
     rows = [{"prompt": f"group {g} item {i}"} for i, g in enumerate([0, 1, 0, 2, 3, 1, 4, 0, 9, 5, 5])]
     s = load_prompts(src(write_jsonl(tmp_path / "p.jsonl", rows), near_dedup_threshold=0.9))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moaa.pipeline import RunPlan, collect, format_summary, summarize
-from moaa.shards import write_json_atomic
-from moaa.stats import RunStats
+from moaa.models.stats import RunStats
+from moaa.work.shards import write_json_atomic
+from moaa.work.steps import RunPlan, collect, format_summary, summarize
 from tests.conftest import make_config
 
 

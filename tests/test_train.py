@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from tiny_models import build_tiny_causal_lm
 
+from moaa.dataset.versions import write_version
 from moaa.errors import ConfigError, InputError
 from moaa.train.data import find_dataset, held_out_prompts, load_rows
 from moaa.train.runs import latest_run, read_lineage
 from moaa.train.settings import load_settings
-from moaa.versions import write_version
 
 N_PROMPTS = 24
 TEST_SIZE = 0.25
@@ -32,7 +32,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def write_demo_version(root: Path, name: str = "demo", n: int = N_PROMPTS, dpo: bool = True) -> Path:
-    """A data set version with sft and dpo configs over `n` prompts, written by moaa.versions."""
+    """A data set version with sft and dpo configs over `n` prompts, written by moaa.dataset.versions."""
     parts_dir = root.parent / f"{name}-parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     sft, pairs = [], []
@@ -111,9 +111,9 @@ def test_sft_then_dpo_on_a_tiny_model(tiny_lm: Path, data_root: Path, tmp_path: 
     import torch
     from safetensors.torch import load_file
 
+    from moaa.models.student import load_model, save_merged
     from moaa.train.dpo import run_dpo
     from moaa.train.sft import run_sft
-    from moaa.train.student import load_model, save_merged
 
     runs = tmp_path / "runs"
     sft = run_sft(model=str(tiny_lm), overrides=TINY_SETTINGS, data_root=data_root, runs_root=runs)

@@ -97,7 +97,7 @@ def test_make_sft_and_dpo_on_the_local_student(tmp_path: Path):
         dpo.append({"prompt_id": r["id"], "prompt": [user], "chosen": [good],
                     "rejected": [{"role": "assistant", "content": "No."}], "score_chosen": 4.0, "score_rejected": 1.0,
                     "chosen_model": "m", "rejected_model": "m"})  # fmt: skip
-    from moaa.versions import write_version
+    from moaa.dataset.versions import write_version
 
     for name, data in (("sft", sft), ("dpo", dpo)):
         (parts / f"{name}.jsonl").write_text("".join(_json.dumps(x) + "\n" for x in data))

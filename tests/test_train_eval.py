@@ -16,8 +16,8 @@ import yaml
 from test_train import TINY_SETTINGS, write_demo_version
 from tiny_models import build_tiny_causal_lm
 
-from moaa.backends.transformers_client import unload
 from moaa.errors import ConfigError
+from moaa.models.transformers_backend import unload
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.train.evaluate import load_eval_settings, run_eval
 from moaa.train.runs import read_lineage

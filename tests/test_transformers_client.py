@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from tiny_models import build_tiny_causal_lm, build_tiny_tokenizer
 
-from moaa.backends import transformers_client as tc
-from moaa.backends.transformers_client import TransformersChatClient, _cut_at_stop
 from moaa.config import EndpointConfig, Sampling
-from moaa.stats import RunStats
+from moaa.models import transformers_backend as tc
+from moaa.models.stats import RunStats
+from moaa.models.transformers_backend import TransformersChatClient, _cut_at_stop
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello"}]
 
@@ -143,7 +143,7 @@ def test_stop_strings_cut_the_text():
 def test_config_backend_transformers_builds_this_client(tiny_lm: Path, tmp_path: Path):
     from conftest import make_config
 
-    from moaa.session import build_clients
+    from moaa.models.session import build_clients
 
     config = make_config(
         tmp_path, "http://127.0.0.1:9/v1", "cache.enabled=false",

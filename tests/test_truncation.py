@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from moaa.client import OpenAIChatClient
 from moaa.config import AnswersConfig, EndpointConfig, GenerationConfig
 from moaa.engine import answer_prompt
+from moaa.models.client import OpenAIChatClient
+from moaa.models.stats import RunStats
 from moaa.rows import Prompt
-from moaa.stats import RunStats
 from moaa.testing.openai_server import OpenAITestServer
 from tests.pipeline_helpers import (
     latest_version,

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from moaa.cli import main
+from moaa.dataset.versions import list_versions, resolve_version, split_of, verify_version, write_version
 from moaa.errors import InputError, MoaaError
-from moaa.versions import list_versions, resolve_version, split_of, verify_version, write_version
 
 N_PROMPTS = 40
 TEST_SIZE = 0.25

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from moaa.client import Completion
 from moaa.config import AgentConfig
+from moaa.models.client import Completion
 from moaa.preference.candidates import Candidate
 from moaa.preference.judges import PointwiseJudge
 from moaa.preference.verdicts import weighted_ratings
@@ -71,9 +71,9 @@ def test_pointwise_judge_ranks_by_weighted_rating_only_when_asked(weighted, expe
 
 
 def test_the_client_asks_for_logprobs_and_reads_them_from_a_real_server():
-    from moaa.client import OpenAIChatClient
     from moaa.config import EndpointConfig, Sampling
-    from moaa.stats import RunStats
+    from moaa.models.client import OpenAIChatClient
+    from moaa.models.stats import RunStats
 
     with OpenAITestServer() as srv:
         client = OpenAIChatClient("t", EndpointConfig(base_url=srv.base_url, model="m"), RunStats(), api_key="k")

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from moaa.config import check_environment, load_config
-    from moaa.train.compare import build_arms, load_compare_settings
+    from moaa.train.comparison import build_arms, load_compare_settings
 
     settings = load_compare_settings(
         args.settings, data_config=args.config, data_overrides=args.set, arm_a=args.arm_a, arm_b=args.arm_b,
@@ -48,11 +48,11 @@ def handle(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for arm in build_arms(load_config(settings.data_config, settings.data_overrides), settings):
         check_environment(arm.config)  # a bad arm or a missing key fails here, before Prefect starts
-    from moaa.prefect_setup import quiet_prefect
+    from flows.prefect_env import quiet_prefect
 
     quiet_prefect()
-    from flows.compare import compare_arms
-    from moaa.train.compare_report import format_summary
+    from flows.compare_flow import compare_arms
+    from moaa.train.comparison_report import format_summary
 
     results = compare_arms(settings.model_dump())
     print(format_summary(results))

@@ -33,7 +33,7 @@ def _rows_text(rows: dict[str, dict[str, int]]) -> str:
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    from moaa.versions import list_versions
+    from moaa.dataset.versions import list_versions
 
     versions = list_versions(args.root)
     if not versions:
@@ -52,9 +52,9 @@ def handle_list(args: argparse.Namespace) -> int:
 def handle_show(args: argparse.Namespace) -> int:
     import json
 
-    from moaa.card_stats import sample_rows
-    from moaa.manifest import read_manifest
-    from moaa.versions import resolve_version
+    from moaa.dataset.card_stats import sample_rows
+    from moaa.dataset.manifest import read_manifest
+    from moaa.dataset.versions import resolve_version
 
     path = resolve_version(args.root, args.ref)
     manifest = read_manifest(path)
@@ -76,8 +76,8 @@ def card_summary(readme: str) -> str:
 
 
 def handle_verify(args: argparse.Namespace) -> int:
-    from moaa.manifest import read_manifest
-    from moaa.versions import resolve_version, verify_version
+    from moaa.dataset.manifest import read_manifest
+    from moaa.dataset.versions import resolve_version, verify_version
 
     path = resolve_version(args.root, args.ref)
     problems = verify_version(path)

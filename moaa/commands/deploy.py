@@ -3,7 +3,7 @@
 Registers a deployment named after the config (or --name) with the server at PREFECT_API_URL;
 `--serve` also executes its scheduled runs in the foreground, `--work-pool POOL` hands them to a
 process work pool's worker instead. Each run writes a new data set version (`--publish`: and
-publishes it). The Prefect code lives in flows/deploy.py.
+publishes it). The Prefect code lives in flows/schedule.py.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from flows.prefect_env import quiet_prefect
     from moaa.config import load_config
-    from moaa.prefect_setup import quiet_prefect
 
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
     quiet_prefect()
-    from flows import deploy as D
+    from flows import schedule as D
 
     name = args.name or config.name
     params = D.deployment_parameters(args.config, args.set, args.publish)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     import sys
 
-    from moaa.versions import resolve_version
+    from moaa.dataset.versions import resolve_version
 
     path = resolve_version(Path(args.root), args.ref)
     found = load_examples(path, args.n, args.prompt_id)

@@ -44,8 +44,8 @@ def _visibility(private: bool, flag: bool | None) -> str:
 def handle(args: argparse.Namespace) -> int:
     import os
 
-    from moaa.publish import publish_version
-    from moaa.versions import resolve_version
+    from moaa.dataset.hub import publish_version
+    from moaa.dataset.versions import resolve_version
 
     path = resolve_version(args.root, args.ref)
     result = publish_version(path, args.repo_id, args.private, os.environ.get("HF_TOKEN"), args.dry_run)

@@ -19,20 +19,20 @@ def handle(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
     if args.dry_run:  # estimates need no key: report the missing ones instead of failing
-        from moaa.estimate import estimate_run, format_estimate
         from moaa.public import scrub_text
+        from moaa.work.estimate import estimate_run, format_estimate
 
         print(scrub_text(format_estimate(estimate_run(config))))
         for line in missing_keys(config):
             print(f"before the real run: {scrub_text(line)}")
         return 0
     check_environment(config)
-    from moaa.prefect_setup import quiet_prefect
+    from flows.prefect_env import quiet_prefect
 
     quiet_prefect()
-    from flows.pipeline import run_flow
-    from moaa.pipeline import format_summary
+    from flows.pipeline_flow import run_flow
     from moaa.public import scrub_text
+    from moaa.work.steps import format_summary
 
     summary = run_flow(config, args.config, args.set, publish=args.publish)
     print(scrub_text(format_summary(summary)))

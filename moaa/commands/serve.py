@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from moaa.local_server import serve_forever, smoke_test
+    from moaa.local.server import serve_forever, smoke_test
 
     if args.smoke:
         smoke_test()

@@ -89,7 +89,7 @@ def handle_eval(args: argparse.Namespace) -> int:
 
 
 def handle_loop(args: argparse.Namespace) -> int:
-    from moaa.prefect_setup import quiet_prefect
+    from flows.prefect_env import quiet_prefect
     from moaa.train.loop import LoopSettings
 
     settings = LoopSettings(
@@ -100,7 +100,7 @@ def handle_loop(args: argparse.Namespace) -> int:
         dpo_overrides=args.dpo_set, eval_config=args.eval_config, eval_overrides=args.eval_set,
     )  # fmt: skip
     quiet_prefect()
-    from flows.loop import self_improvement_loop
+    from flows.loop_flow import self_improvement_loop
 
     summary = self_improvement_loop(settings.model_dump())
     print(summary["table"])

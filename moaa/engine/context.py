@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from moaa.client import CallError, ChatClient, Completion, Message
 from moaa.config import AgentConfig, AnswersConfig, GenerationConfig, Sampling
 from moaa.errors import ConfigError
+from moaa.models.client import CallError, ChatClient, Completion, Message
 from moaa.prompts import Template
 from moaa.rows import Failure, Prompt, SFTRow, TraceStep
 

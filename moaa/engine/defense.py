@@ -54,7 +54,7 @@ def larger_cluster(vectors: Any) -> list[int]:
 
 
 def default_embed(texts: list[str]) -> Any:
-    from moaa.embeddings import embed  # heavy (sentence-transformers): only when the defense is on
+    from moaa.local.embeddings import embed  # heavy (sentence-transformers): only when the defense is on
 
     return embed(texts)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from moaa.client import Message
 from moaa.engine.context import Answer, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.quality import gated_aggregate
+from moaa.models.client import Message
 from moaa.prompts import Template
 from moaa.prompts.generation import AGGREGATE, PROPOSE, aggregator_messages, proposer_messages
 

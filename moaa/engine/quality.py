@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from moaa.client import Message
 from moaa.config import QualityConfig
 from moaa.engine.context import Answer, PromptFailed, PromptRun
+from moaa.models.client import Message
 from moaa.prompts.generation import AGGREGATE, QUALITY_REASK, SEQ_AGGREGATE, SYNTHESIS_LABEL
 
 # "Response 1:", "**Response 2**:", "Response 3 (synthesis of earlier answers):", "Responses 1 and 2:"

@@ -12,13 +12,13 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from moaa.client import ChatClient, Message
 from moaa.config import AnswersConfig, GenerationConfig
 from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.moa import moa_turn, single_turn
 from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
 from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles, smoa_turn
 from moaa.fanout import fan_out
+from moaa.models.client import ChatClient, Message
 from moaa.rows import Failure, Prompt, SFTRow
 
 log = logging.getLogger(__name__)

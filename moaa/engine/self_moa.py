@@ -10,10 +10,10 @@ synthesis is labelled in the prompt, so the aggregator can tell it from the samp
 
 from __future__ import annotations
 
-from moaa.client import Message
 from moaa.engine.context import Answer, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, need, role_of
+from moaa.models.client import Message
 from moaa.prompts.generation import PROPOSE, SEQ_AGGREGATE, proposer_messages
 
 

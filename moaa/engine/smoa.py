@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moaa.client import CallError, ChatClient, Message
 from moaa.config import AgentConfig
 from moaa.engine.context import Answer, PromptRun, derive_seed, json_format, sampling_of
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, proposer_layer
 from moaa.json_text import json_objects
+from moaa.models.client import CallError, ChatClient, Message
 from moaa.prompts.generation import (
     FALLBACK_ROLES,
     MODERATOR,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from moaa.client import ChatClient, Completion, Message
 from moaa.config import AgentConfig, AnswersConfig, Sampling
 from moaa.engine.context import derive_seed, larger_budget
+from moaa.models.client import ChatClient, Completion, Message
 from moaa.prompts.generation import proposer_messages
 
 log = logging.getLogger(__name__)

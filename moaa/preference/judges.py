@@ -21,9 +21,9 @@ import logging
 import statistics
 from typing import Any
 
-from moaa.client import ChatClient, Message
 from moaa.config import AgentConfig
 from moaa.engine.context import json_format
+from moaa.models.client import ChatClient, Message
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
 from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner, ratings_problem, weighted_ratings

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moaa.client import Message
+from moaa.models.client import Message
 from moaa.preference.candidates import normalise
 from moaa.rows import PreferenceRow
 

@@ -22,8 +22,8 @@ import math
 import threading
 from typing import Any
 
-from moaa.client import Message
 from moaa.errors import ConfigError
+from moaa.models.client import Message
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score
 from moaa.rows import Prompt

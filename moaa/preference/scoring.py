@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moaa.client import CallError, ChatClient, Message
 from moaa.config import AgentConfig, Sampling
 from moaa.errors import ConfigError
+from moaa.models.client import CallError, ChatClient, Message
 from moaa.preference.candidates import Candidate
 from moaa.prompts.judging import reask_messages
 from moaa.rows import Prompt

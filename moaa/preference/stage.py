@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from moaa.client import CallError, ChatClient
 from moaa.config import AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
+from moaa.models.client import CallError, ChatClient
 from moaa.preference.candidates import CandidateSet, conversation_of, sample_candidates
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.scoring import Score, Scorer, client_for

@@ -77,7 +77,7 @@ class NearDuplicates(Generic[T]):
         elif block:
             embed = self.embed
             if embed is None:
-                from moaa.embeddings import embed
+                from moaa.local.embeddings import embed
             mask = self.keep(np.asarray(embed([text for _, text in block]), dtype=np.float32))
         else:
             mask = []

@@ -1,6 +1,6 @@
 """Which data set version a training or eval run reads, and its rows.
 
-`--data NAME[@vN]` names a version under the data root (moaa.versions layout); a folder path is
+`--data NAME[@vN]` names a version under the data root (moaa.dataset.versions layout); a folder path is
 taken as a version folder as it is; nothing means the latest version of the data set written most
 recently. Training reads the `train` split only; eval reads the `test` split, whose prompts were
 never trained on (the split is decided per prompt_id, the same in every config).
@@ -57,7 +57,7 @@ def newest_dataset(root: Path, config: str | None = None) -> str:
 def _newest_version(root: Path, name: str | None = None, config: str | None = None, latest_only: bool = False) -> Path:
     """The newest version folder under `root` (of data set `name`, if given) that has `config`/train
     rows: `make sft` / `make dpo` never pick a version that has nothing for them to train on."""
-    from moaa.versions import list_versions
+    from moaa.dataset.versions import list_versions
 
     found = [v for v in list_versions(root) if name is None or v["name"] == name]
     if latest_only and config is None:
@@ -82,7 +82,7 @@ def find_dataset(ref: str | None = None, root: str | Path = DEFAULT_ROOT, config
     With `config` ('sft', 'dpo') and no version in `ref`, the newest version that has rows of that
     config: an older run's empty or SFT-only version is never what training silently reads.
     """
-    from moaa.versions import resolve_version
+    from moaa.dataset.versions import resolve_version
 
     root = Path(root)
     if ref and Path(ref).is_dir() and (Path(ref) / "data").is_dir():

@@ -31,10 +31,10 @@ from pydantic import Field, ValidationError
 
 from moaa.config import AgentConfig, EndpointConfig, Sampling, Strict, apply_override, describe_validation_error
 from moaa.errors import ConfigError, InputError
-from moaa.stats import RunStats
+from moaa.models.stats import RunStats
 from moaa.train.data import DEFAULT_ROOT, DatasetVersion, find_dataset, held_out_prompts
-from moaa.train.report import format_results_table
 from moaa.train.runs import DEFAULT_RUNS, latest_run, new_run_dir, read_lineage, write_lineage
+from moaa.train.tables import format_results_table
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def trained_on(ref: str) -> str | None:
 
 def client_for(ref: str, settings: EvalSettings, stats: RunStats, name: str) -> Any:
     """A chat client for `ref`: an endpoint of the eval settings by name, else the transformers backend."""
-    from moaa.backends.transformers_client import TransformersChatClient
-    from moaa.client import OpenAIChatClient
+    from moaa.models.client import OpenAIChatClient
+    from moaa.models.transformers_backend import TransformersChatClient
 
     endpoint = settings.endpoints.get(ref)
     if endpoint is None:
@@ -138,7 +138,7 @@ def running_endpoints(settings: EvalSettings, log_dir: Path):
     if not endpoint.local or (endpoint.base_urls() and _reachable(endpoint)):
         yield settings
         return
-    from moaa.local_server import LocalServer
+    from moaa.local.server import LocalServer
 
     with LocalServer() as server:
         server.start(log_path=log_dir / "local-server.log")
@@ -149,7 +149,7 @@ def running_endpoints(settings: EvalSettings, log_dir: Path):
 
 
 def _reachable(endpoint: EndpointConfig) -> bool:
-    from moaa.local_server import find_running_server
+    from moaa.local.server import find_running_server
 
     return all(find_running_server(url) for url in endpoint.base_urls())
 
@@ -159,7 +159,7 @@ def _reachable(endpoint: EndpointConfig) -> bool:
 
 async def answer_all(client: Any, prompts: list[dict[str, Any]], sampling: Sampling, tag: str) -> list[str]:
     """One answer per prompt (an answer whose call failed is empty, and loses)."""
-    from moaa.client import CallError
+    from moaa.models.client import CallError
 
     async def one(prompt: dict[str, Any]) -> str:
         try:
@@ -197,7 +197,7 @@ def compare(
     settings: EvalSettings, prompts: list[dict[str, Any]], model_client: Any, baseline_client: Any, judge_client: Any
 ) -> list[dict[str, Any]]:
     """Answers of both models and the judge's verdicts, one record per prompt."""
-    from moaa.backends.transformers_client import unload
+    from moaa.models.transformers_backend import unload
 
     ours = asyncio.run(answer_all(model_client, prompts, settings.generation, "eval.model"))
     unload(model_client.model)  # one student in memory at a time
@@ -223,7 +223,7 @@ def run_eval(
     judge_client: Any = None,
 ) -> EvalResult:
     """Compare `model` with `baseline` on held-out prompts; write results.json / results.md."""
-    from moaa.train.student import resolve_model
+    from moaa.models.student import resolve_model
 
     started = time.time()
     settings = load_eval_settings(config, overrides)

@@ -15,7 +15,7 @@ One round, with the data set names `<name>-moa` and `<name>-pairs` (a new versio
    judge separated no pair).
 5. Eval of the round's model against the previous round's on the held-out prompts of `<name>-pairs@vR`.
 
-The orchestration (Prefect flow, tasks) lives in flows/loop.py, which passes the steps in; every run
+The orchestration (Prefect flow, tasks) lives in flows/loop_flow.py, which passes the steps in; every run
 folder has its own lineage.json, and the loop's folder runs/loop/<name>-<ts>/ has a lineage.json
 listing every artifact with its parents, and a README.md with the rounds table.
 """
@@ -32,8 +32,8 @@ from pydantic import Field
 
 from moaa.config import AgentConfig, EndpointConfig, MoaaConfig, Strict, load_config
 from moaa.errors import InputError
-from moaa.train.report import format_rounds_table
 from moaa.train.runs import DEFAULT_RUNS, new_run_dir, run_parent, write_lineage
+from moaa.train.tables import format_rounds_table
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class LoopSettings(Strict):
 
 @dataclass
 class LoopSteps:
-    """What a round calls; flows/loop.py wraps each in a Prefect flow or task."""
+    """What a round calls; flows/loop_flow.py wraps each in a Prefect flow or task."""
 
     make_data: Callable[[MoaaConfig], dict[str, Any]]  # a run config -> the pipeline summary (version_path)
     sft: Callable[..., Any]  # moaa.train.sft.run_sft
@@ -181,7 +181,7 @@ def stop_reason(record: dict[str, Any], s: LoopSettings) -> str | None:
 
 def run_loop(s: LoopSettings, steps: LoopSteps) -> dict[str, Any]:
     """Rounds until a stop reason; writes runs/loop/<name>-<ts>/{lineage.json, README.md}."""
-    from moaa.train.student import resolve_model
+    from moaa.models.student import resolve_model
 
     base = load_config(s.data_config, s.data_overrides)
     folder = new_run_dir("loop", s.name, s.runs_root)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.errors import InputError
-from moaa.stats import RunStats
+from moaa.models.stats import RunStats
 from moaa.train.data import find_dataset, held_out_prompts
 from moaa.train.evaluate import (
     DEFAULT_CONFIG,
@@ -64,7 +64,7 @@ def answer_students(
     students: dict[str, str], prompts: list[dict[str, Any]], settings: Any, stats: RunStats, clients: ClientFor
 ) -> dict[str, list[str]]:
     """Each student's answers to `prompts`, one student in memory at a time."""
-    from moaa.backends.transformers_client import unload
+    from moaa.models.transformers_backend import unload
     from moaa.train.evaluate import answer_all
 
     answers = {}
@@ -140,6 +140,6 @@ def _matchup(
 
 
 def _resolve(ref: str, settings: Any) -> str:
-    from moaa.train.student import resolve_model
+    from moaa.models.student import resolve_model
 
     return ref if ref in settings.endpoints else resolve_model(ref)

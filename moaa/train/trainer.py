@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from moaa.errors import InputError
-from moaa.train.card import write_model_card
+from moaa.models.student import describe_model, load_model, load_tokenizer, pin_adapter_base, resolve_model, save_merged
 from moaa.train.data import DEFAULT_ROOT, DatasetVersion, find_dataset, load_rows
+from moaa.train.model_card import write_model_card
 from moaa.train.runs import DEFAULT_RUNS, new_run_dir, write_lineage
 from moaa.train.settings import TrainSettings, build_peft_config, build_trainer_config, load_settings
-from moaa.train.student import describe_model, load_model, load_tokenizer, pin_adapter_base, resolve_model, save_merged
 
 log = logging.getLogger(__name__)
 

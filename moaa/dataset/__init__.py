@@ -1,0 +1,1 @@
+"""Data set versions: files, manifest, card, run report, Hub publishing."""

@@ -1,0 +1,441 @@
+"""The run report of a data set version: `report.md` and `report/*.png`, written with every version.
+
+    from moaa.dataset.run_report import write_report
+    write_report(Path("data/local-moa/v3"))          # -> data/local-moa/v3/report.md
+
+Sections: Summary (rows, prompts, calls/tokens/cost per endpoint from `moaa_manifest.json`), Scores
+(chosen vs rejected), Lengths (SFT answers, chosen, rejected), Calls and tokens (trace steps and
+tokens per prompt by stage, kind and model), Failures (by stage and reason), Judge consistency
+(pairwise position-swap disagreement), Examples (a prompt with its proposers' answers and the
+final answer; a DPO pair with its scores). Statistics are computed lazily over the parquet shards
+with polars; a plot whose config is absent is skipped. Plots use matplotlib's Agg canvas (no
+display, no global pyplot state). Written into the version folder, the report's files are added
+to the manifest so `moaa datasets verify` still passes, with a digest of what the plots are drawn
+from (`report_plots`): when the parent version's report records the same digest (a re-run of a
+finished config), its verified PNGs are copied instead of drawn. The markdown is always rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.md"
+IMAGE_DIR = "report"
+SECTIONS = ("Summary", "Scores", "Lengths", "Calls and tokens", "Failures", "Judge consistency", "Examples")
+EXAMPLE_CHARS = 600  # texts in examples are cut here
+PLOT_INPUTS = ("dpo", "sft_lengths", "steps", "failures")  # what draw_plots reads of collect_report's data
+PLOTS_FORMAT = "moaa-plots-1"  # change with any change to how draw_plots draws
+
+
+def write_report(version_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write `report.md` and `report/*.png` for the version (into it unless `out_dir`); returns report.md."""
+    version_dir = Path(version_dir)
+    target = Path(out_dir) if out_dir is not None else version_dir
+    images = target / IMAGE_DIR
+    images.mkdir(parents=True, exist_ok=True)
+    for old in images.glob("*.png"):
+        old.unlink()
+    data = collect_report(version_dir)
+    digest = plots_digest(data)
+    plots = _parent_plots(version_dir, data["manifest"], digest, target)
+    if plots is None:
+        plots = draw_plots(data, images)
+    path = target / REPORT_NAME
+    path.write_text(render_markdown(data, {k: f"{IMAGE_DIR}/{p.name}" for k, p in plots.items()}), encoding="utf-8")
+    if out_dir is None:
+        drawn_from = {"digest": digest, "files": {k: p.relative_to(version_dir).as_posix() for k, p in plots.items()}}
+        _register(version_dir, [path, *plots.values()], drawn_from)
+    log.info("wrote the run report %s (%d plots)", path, len(plots))
+    return path
+
+
+def report_markdown_for_artifact(version_dir: Path) -> str:
+    """The report as markdown for a Prefect artifact, its plots embedded as `data:image/png;base64`
+    URIs: the Prefect UI runs in a browser that cannot read the flow's disk, so a file path would
+    show a broken image, while an embedded PNG (tens of KB each) renders wherever the UI is opened."""
+    import base64
+
+    version_dir = Path(version_dir)
+    images = {
+        p.stem: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+        for p in sorted((version_dir / IMAGE_DIR).glob("*.png"))
+    }
+    return render_markdown(collect_report(version_dir), images)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _scan(version_dir: Path, config: str) -> Any:
+    import polars as pl
+
+    files = sorted((version_dir / "data" / config).glob("*.parquet"))
+    return pl.scan_parquet(files) if files else None
+
+
+def _last_content(column: str) -> Any:
+    import polars as pl
+
+    return pl.col(column).list.last().struct.field("content").fill_null("").str.len_chars()
+
+
+def collect_report(version_dir: Path) -> dict[str, Any]:
+    """Every number and example the report shows; a key is None when its config is absent."""
+
+    from moaa.dataset.manifest import read_manifest
+
+    manifest = read_manifest(version_dir)
+    sft, dpo, trace, fails = (_scan(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
+    data: dict[str, Any] = {
+        "manifest": manifest,
+        "sft_lengths": None,
+        "dpo": None,
+        "steps": None,
+        "failures": None,
+        "swap": None,
+        "examples": [],
+        "pairs": [],
+    }
+    if sft is not None:
+        data["sft_lengths"] = sft.select(_last_content("messages")).collect().to_series().to_list()
+    if dpo is not None:
+        frame = dpo.select(
+            "score_chosen", "score_rejected", chosen_len=_last_content("chosen"), rejected_len=_last_content("rejected")
+        ).collect()
+        data["dpo"] = frame.to_dict(as_series=False)
+        data["pairs"] = dpo.head(2).collect().to_dicts()
+    if trace is not None:
+        data["steps"] = _steps(trace)
+        data["swap"] = _swap(trace)
+    if fails is not None:
+        # Ties in a stable order: the failures plot (and its digest) must not change between runs.
+        grouped = fails.group_by("stage", "reason").len()
+        counts = grouped.sort(["len", "stage", "reason"], descending=[True, False, False]).collect()
+        data["failures"] = {f"{r['stage']}:{r['reason']}": r["len"] for r in counts.to_dicts()}
+    if sft is not None:
+        data["examples"] = _examples(sft, trace, 2)
+    return data
+
+
+def _steps(trace: Any) -> list[dict[str, Any]]:
+    """Per (stage, kind, model): trace steps and tokens per prompt of that stage."""
+    import polars as pl
+
+    per_stage = trace.group_by("stage").agg(stage_prompts=pl.col("prompt_id").n_unique())
+    grouped = trace.group_by("stage", "kind", "model").agg(
+        steps=pl.len(), tokens=(pl.col("prompt_tokens") + pl.col("completion_tokens")).sum()
+    )
+    joined = grouped.join(per_stage, on="stage").with_columns(
+        steps_per_prompt=pl.col("steps") / pl.col("stage_prompts"),
+        tokens_per_prompt=pl.col("tokens") / pl.col("stage_prompts"),
+    )
+    return joined.sort("stage", "kind", "model").collect().to_dicts()
+
+
+def _swap(trace: Any) -> dict[str, int] | None:
+    """Pairwise judgements that agree / disagree across the two orders, or None without any."""
+    import polars as pl
+
+    meta = pl.col("meta").fill_null("")
+    counts = (
+        trace.filter(pl.col("kind") == "verdict")
+        .select(
+            agree=meta.str.count_matches(r'"agree":\s*true').sum(),
+            disagree=meta.str.count_matches(r'"agree":\s*false').sum(),
+        )
+        .collect()
+        .to_dicts()
+    )
+    got = counts[0] if counts else {"agree": 0, "disagree": 0}
+    total = (got["agree"] or 0) + (got["disagree"] or 0)
+    return {"judged": total, "disagree": got["disagree"] or 0} if total else None
+
+
+def _examples(sft: Any, trace: Any, n: int) -> list[dict[str, Any]]:
+    import polars as pl
+
+    rows = sft.head(n).collect().to_dicts()
+    ids = [r["prompt_id"] for r in rows]
+    steps: list[dict[str, Any]] = []
+    if trace is not None:
+        wanted = pl.col("prompt_id").is_in(ids) & (pl.col("stage") == "sft")
+        steps = trace.filter(wanted).sort("turn", "layer", "index").collect().to_dicts()
+    return [{"row": r, "steps": [s for s in steps if s["prompt_id"] == r["prompt_id"]]} for r in rows]
+
+
+def _register(version_dir: Path, files: list[Path], plots: dict[str, Any] | None = None) -> None:
+    """Add the report's files to the manifest (hash and size), dropping stale report entries; `plots`
+    ({digest, files}: what the plots were drawn from) is kept as `report_plots` for the next version."""
+    from moaa.dataset.manifest import read_manifest, sha256_file, write_manifest
+
+    manifest = read_manifest(version_dir)
+    listed = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(f"{IMAGE_DIR}/")}
+    for path in files:
+        listed[path.relative_to(version_dir).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    manifest["files"] = dict(sorted(listed.items()))
+    if plots is not None:
+        manifest["report_plots"] = plots
+    write_manifest(version_dir, manifest)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plots_digest(data: dict[str, Any]) -> str:
+    """sha256 of everything draw_plots draws from (plus the drawing code's and matplotlib's version)."""
+    import importlib.metadata
+
+    inputs = {key: data[key] for key in PLOT_INPUTS}
+    head = {"format": PLOTS_FORMAT, "matplotlib": importlib.metadata.version("matplotlib")}
+    return hashlib.sha256(json.dumps([head, inputs], default=str).encode()).hexdigest()
+
+
+def _parent_plots(version_dir: Path, manifest: dict[str, Any], digest: str, target: Path) -> dict[str, Path] | None:
+    """The parent version's PNGs copied (verified) into `target/report/` when drawn from equal inputs; else None."""
+    from moaa.dataset.manifest import copy_verified, read_manifest
+    from moaa.dataset.versions import resolve_version
+    from moaa.errors import MoaaError
+
+    if not manifest.get("parent"):
+        return None
+    try:
+        parent_dir = resolve_version(version_dir.resolve().parent.parent, manifest["parent"])
+        parent = read_manifest(parent_dir)
+        recorded = parent["report_plots"]
+        if recorded["digest"] != digest:
+            return None
+        names = {name: rel for name, rel in recorded["files"].items() if rel.startswith(f"{IMAGE_DIR}/")}
+        files = {rel: parent["files"][rel] for rel in names.values()}
+    except (MoaaError, KeyError, TypeError, AttributeError):
+        return None
+    if len(names) != len(recorded["files"]) or not copy_verified(parent_dir, target, files):
+        log.warning("the plots of %s do not match its manifest; drawing them anew", manifest["parent"])
+        return None
+    return {name: target / rel for name, rel in names.items()}
+
+
+def new_figure(width: float = 7.0, height: float = 4.0) -> Any:
+    """A matplotlib Figure drawn off-screen (Agg), no pyplot state; the run and compare reports share it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """The report's PNGs: {name: path}; a plot without data is skipped."""
+    out = {}
+    dpo, lengths = data["dpo"], {}
+    if dpo and dpo["score_chosen"]:
+        fig = new_figure()
+        ax = fig.add_subplot()
+        ax.hist([dpo["score_chosen"], dpo["score_rejected"]], bins=20, label=["chosen", "rejected"])
+        ax.set(title="Scores: chosen vs rejected", xlabel="score", ylabel="pairs")
+        ax.legend()
+        out["scores"] = _save(fig, folder / "scores.png")
+    if data["sft_lengths"]:
+        lengths["SFT answers"] = data["sft_lengths"]
+    if dpo and dpo["chosen_len"]:
+        lengths |= {"chosen": dpo["chosen_len"], "rejected": dpo["rejected_len"]}
+    if lengths:
+        fig = new_figure()
+        ax = fig.add_subplot()
+        ax.hist(list(lengths.values()), bins=20, label=list(lengths), histtype="step", linewidth=2)
+        ax.set(title="Answer lengths", xlabel="characters", ylabel="answers")
+        ax.legend()
+        out["lengths"] = _save(fig, folder / "lengths.png")
+    if data["steps"]:
+        out["calls"] = _save(_calls_figure(data["steps"]), folder / "calls.png")
+    if data["failures"]:
+        fig = new_figure()
+        ax = fig.add_subplot()
+        ax.barh(list(data["failures"]), list(data["failures"].values()), color="tab:red")
+        ax.set(title="Failures by stage and reason", xlabel="prompts")
+        fig.tight_layout()
+        out["failures"] = _save(fig, folder / "failures.png")
+    return out
+
+
+def _calls_figure(steps: list[dict[str, Any]]) -> Any:
+    labels = [f"{s['stage']}/{s['kind']}\n{s['model']}" for s in steps]
+    fig = new_figure(10, 1.5 + 0.45 * len(steps))
+    left, right = fig.subplots(1, 2, sharey=True)
+    left.barh(labels, [s["steps_per_prompt"] for s in steps])
+    left.set(title="Trace steps per prompt", xlabel="steps (an n=K call gives K)")
+    left.invert_yaxis()
+    right.barh(labels, [s["tokens_per_prompt"] for s in steps], color="tab:orange")
+    right.set(title="Tokens per prompt", xlabel="prompt + completion tokens")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:  # counts are whole numbers
+        axis = ax.xaxis if ax.get_xlabel() in ("prompts",) else ax.yaxis
+        if ax.get_ylabel() in ("pairs", "answers") or axis is ax.xaxis:
+            axis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path, format="png")
+    return path
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
+    """The report's markdown; `images` maps plot names (scores, lengths, calls, failures) to paths."""
+    m = data["manifest"]
+    lines = [f"# Run report: {m.get('name')}@{m.get('version')}", ""]
+    for title, body in zip(SECTIONS, _sections(data), strict=True):
+        key = {"Scores": "scores", "Lengths": "lengths", "Calls and tokens": "calls", "Failures": "failures"}.get(title)
+        lines += [f"## {title}", "", *body]
+        if key in images:
+            lines += ["", f"![{title}]({images[key]})"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _sections(data: dict[str, Any]) -> list[list[str]]:
+    return [
+        _summary(data["manifest"]),
+        _scores(data["dpo"]),
+        _lengths(data),
+        _calls(data["steps"]),
+        _failures(data["failures"]),
+        _consistency(data["swap"]),
+        _example_lines(data),
+    ]
+
+
+def _summary(m: dict[str, Any]) -> list[str]:
+    counts, methods = m.get("counts") or {}, m.get("methods") or {}
+    rows = "; ".join(
+        f"{c} " + ", ".join(f"{s} {n}" for s, n in sp.items()) for c, sp in (counts.get("rows") or {}).items()
+    )
+    prompts = counts.get("prompts") or {}
+    dropped = ", ".join(f"{k} {v}" for k, v in (prompts.get("dropped") or {}).items() if v) or "none"
+    lines = [
+        f"- created: {m.get('created_at')}; method: {methods.get('sft')}; scorer: {methods.get('scorer') or 'none'}",
+        f"- rows: {rows or 'none'}",
+        f"- prompts: read {prompts.get('read', 'n/a')}, kept {prompts.get('kept', 'n/a')} (dropped: {dropped})",
+        f"- time: {(m.get('timings') or {}).get('seconds', 'n/a')} s",
+        "",
+        "| endpoint | calls | cache hits | retries | failures | input tokens | output tokens | cost ($) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in (m.get("stats") or {}).items():
+        lines.append(
+            f"| {name} | {s.get('calls', 0)} | {s.get('cache_hits', 0)} | {s.get('retries', 0)} | "
+            f"{s.get('failures', 0)} | {s.get('prompt_tokens', 0)} | {s.get('completion_tokens', 0)} | "
+            f"{s.get('cost', 0.0):.4f} |"
+        )
+    return lines
+
+
+def _stats(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return "n/a"
+    mean, median = statistics.fmean(values), statistics.median(values)
+    return f"mean {mean:.2f}, median {median:.2f}, min {min(values):.2f}, max {max(values):.2f}"
+
+
+def _scores(dpo: dict[str, list] | None) -> list[str]:
+    if not dpo or not dpo["score_chosen"]:
+        return ["n/a (no dpo config in this version)"]
+    margins = [c - r for c, r in zip(dpo["score_chosen"], dpo["score_rejected"], strict=True)]
+    return [
+        f"- pairs: {len(margins)}",
+        f"- chosen: {_stats(dpo['score_chosen'])}",
+        f"- rejected: {_stats(dpo['score_rejected'])}",
+        f"- margin: {_stats(margins)}",
+    ]
+
+
+def _lengths(data: dict[str, Any]) -> list[str]:
+    dpo = data["dpo"] or {}
+    found = {"SFT answers": data["sft_lengths"], "chosen": dpo.get("chosen_len"), "rejected": dpo.get("rejected_len")}
+    lines = [f"- {name} (characters): {_stats(values)}" for name, values in found.items() if values]
+    return lines or ["n/a (no sft or dpo config in this version)"]
+
+
+def _calls(steps: list[dict[str, Any]] | None) -> list[str]:
+    if not steps:
+        return ["n/a (no trace config in this version)"]
+    lines = ["| stage | kind | model | steps per prompt | tokens per prompt |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {s['stage']} | {s['kind']} | {s['model']} | {s['steps_per_prompt']:.2f} | {s['tokens_per_prompt']:.0f} |"
+        for s in steps
+    ]
+    return lines + ["", "A step is one answer or verdict in the trace: an n=K sampling call gives K steps."]
+
+
+def _failures(failures: dict[str, int] | None) -> list[str]:
+    if not failures:
+        return ["none (every prompt produced a row or was dropped by a filter)"]
+    return [f"- {reason}: {n}" for reason, n in failures.items()]
+
+
+def _consistency(swap: dict[str, int] | None) -> list[str]:
+    if not swap:
+        return ["position-swap disagreement: n/a (no pairwise verdicts in the trace)"]
+    rate = swap["disagree"] / swap["judged"]
+    return [
+        f"position-swap disagreement: {rate:.1%} ({swap['disagree']} of {swap['judged']} pairwise judgements "
+        "changed when the answers swapped places; those count as ties)"
+    ]
+
+
+def _cut(text: Any) -> str:
+    text = str(text or "").strip()
+    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " [...]"
+
+
+def _quote(text: Any) -> list[str]:
+    return ["> " + line for line in _cut(text).splitlines()] or ["> "]
+
+
+def _example_lines(data: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for i, ex in enumerate(data["examples"], 1):
+        messages = ex["row"]["messages"]
+        lines += [f"### SFT example {i} ({ex['row']['prompt_id']})", "", "**Prompt**", ""]
+        for msg in messages[:-1]:
+            lines += [f"*{msg['role']}*", "", *_quote(msg["content"]), ""]
+        for s in (s for s in ex["steps"] if s["kind"] in ("proposal", "sample", "answer")):
+            mark = "selected" if s["selected"] else "not selected"
+            lines += [
+                f"**{s['kind']} {s['agent'] or s['model']}** (layer {s['layer']}, {s['model']}, {mark})",
+                "",
+                *_quote(s["text"]),
+                "",
+            ]
+        lines += ["**Final answer**", "", *_quote(messages[-1]["content"]), ""]
+    for i, pair in enumerate(data["pairs"], 1):
+        lines += [
+            f"### DPO pair {i} ({pair['prompt_id']})",
+            "",
+            "**Prompt**",
+            "",
+            *_quote(pair["prompt"][-1]["content"]),
+            "",
+            f"**Chosen** (score {pair['score_chosen']:.3g}, {pair['chosen_model']})",
+            "",
+            *_quote(pair["chosen"][-1]["content"]),
+            "",
+            f"**Rejected** (score {pair['score_rejected']:.3g}, {pair['rejected_model']})",
+            "",
+            *_quote(pair["rejected"][-1]["content"]),
+            "",
+        ]
+    return lines or ["n/a (no sft or dpo rows)"]

@@ -1,0 +1,280 @@
+"""Immutable, numbered versions of a data set, laid out like a Hugging Face dataset repository.
+
+    <root>/<name>/LATEST                 "v2": the newest version
+    <root>/<name>/v2/README.md           dataset card; its YAML `configs:` declare the files
+    <root>/<name>/v2/moaa_manifest.json  provenance + sha256 of every file (see moaa.dataset.manifest)
+    <root>/<name>/v2/data/<config>/<split>-00000-of-00001.parquet
+
+so `datasets.load_dataset("<root>/<name>/v2", "sft")` and `trl sft --dataset_name <root>/<name>/v2
+--dataset_config sft` read it unchanged. Configs and their columns:
+
+- sft (train/test): prompt_id, messages [{role, content}], source, method, models [str], category
+- dpo (train/test): prompt_id, prompt [{role, content}], chosen [{role: assistant, content}],
+  rejected (same), score_chosen, score_rejected, chosen_model, rejected_model
+- trace (train/test): every intermediate answer and judge verdict (see moaa.rows.TraceStep)
+- failures (train only): prompt_id, stage, reason, error
+
+Train/test is decided per prompt_id (sha256 of "<seed>:<prompt_id>" against test_size), so a
+prompt sits in the same split in every config and test prompts are never trained on. A config
+or split without rows is absent (`load_dataset` cannot read a zero-row parquet file).
+A version is written into a temp folder and renamed into place; an existing one is never touched.
+
+The manifest records `inputs_digest`: a sha256 of every JSONL part (per config, in order), the
+split settings, the shard size and the parquet format. A version whose parent records the same
+digest gets plain copies of the parent's verified `data/` files instead of re-encoding every row
+(a re-run of a finished config); card and manifest are written fresh as always.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moaa.dataset.files import (  # noqa: F401 - COLUMNS, schemas and split_of: part of this module's API
+    COLUMNS,
+    CONFIGS,
+    MAX_SHARD_ROWS,
+    SPLIT_RULE,
+    copy_parent_data,
+    inputs_digest,
+    schemas,
+    split_of,
+    write_data,
+)
+from moaa.dataset.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    hash_files,
+    read_manifest,
+    scrub_secrets,
+    verify_version,
+    write_manifest,
+)
+from moaa.errors import ConfigError, InputError, MoaaError, storage_error
+from moaa.killpoints import kill_point
+from moaa.locks import FolderLock
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VersionInfo", "write_version", "resolve_version", "list_versions", "verify_version"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str  # "v3"
+    path: Path
+
+
+def _versions(dataset_dir: Path) -> list[int]:
+    if not dataset_dir.is_dir():
+        return []
+    found = (_VERSION.match(p.name) for p in dataset_dir.iterdir() if p.is_dir() and p.name.startswith("v"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _latest(dataset_dir: Path) -> int | None:
+    """The newest version: the highest version folder. A folder appears only by an atomic rename
+    of a complete version, and LATEST never points lower, so LATEST is a pointer for readers that
+    do not know this rule; a kill between the rename and the LATEST update loses nothing."""
+    numbers = _versions(dataset_dir)
+    return numbers[-1] if numbers else None
+
+
+def _parent_dir(root: Path, parent_ref: str | None) -> Path | None:
+    """The parent version's folder, or None (no parent, or it cannot be found)."""
+    if parent_ref is None:
+        return None
+    try:
+        return resolve_version(root, parent_ref)
+    except MoaaError:
+        return None
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ConfigError(f"data set name {name!r} is invalid; use letters, digits, '.', '_' or '-' (e.g. 'moa-sft')")
+
+
+def _resolve_parent(root: Path, name: str, parent: str | None) -> str | None:
+    if parent is None:
+        return None
+    if parent == "auto":
+        latest = _latest(root / name)
+        return f"{name}@v{latest}" if latest else None
+    ref = parent if "@" in parent else f"{name}@{parent}"
+    path = resolve_version(root, ref)
+    return f"{path.parent.name}@{path.name}"
+
+
+def write_version(
+    root: Path,
+    name: str,
+    parts: dict[str, list[Path]],
+    *,
+    config: dict,
+    run_info: dict,
+    test_size: float,
+    split_seed: int,
+    license: str,
+    tags: list[str],
+    parent: str | None = "auto",
+    version: int | str | None = None,
+    max_shard_rows: int = MAX_SHARD_ROWS,
+) -> VersionInfo:
+    """Write the next version (or `version`) of data set `name` from JSONL parts; never overwrites."""
+    root = Path(root)
+    _check_name(name)
+    config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
+    unknown = sorted(set(parts) - set(CONFIGS))
+    if unknown:
+        raise ConfigError(f"unknown data set config(s) {unknown}; known: {', '.join(CONFIGS)}")
+    dataset_dir = root / name
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        # One writer per data set at a time (two configs of one name, two runs): each gets its own
+        # number instead of one failing on "v1 already exists"; the wait is one version's write.
+        with FolderLock(root, f"data set {name}", name=f".{name}.lock").hold(wait=True):
+            _clean_leftovers(dataset_dir)
+            return _write_locked(
+                root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags,
+                parent, version, max_shard_rows,
+            )  # fmt: skip
+    except OSError as exc:  # disk full, read-only: nothing is published half-written (temp folder)
+        raise storage_error(f"output folder {root}", exc, "output.root") from None
+
+
+def _write_locked(
+    root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags, parent, version,
+    max_shard_rows,
+) -> VersionInfo:  # fmt: skip
+    from moaa.dataset.card import write_card
+
+    number = _parse_version(version, name) if version is not None else (_latest(dataset_dir) or 0) + 1
+    target = dataset_dir / f"v{number}"
+    _refuse_existing(target)
+    parent_ref = _resolve_parent(root, name, parent)
+    digest = inputs_digest(parts, test_size=test_size, split_seed=split_seed, max_shard_rows=max_shard_rows)
+    tmp = dataset_dir / f".tmp-v{number}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        rows = copy_parent_data(_parent_dir(root, parent_ref), parent_ref, digest, tmp)
+        copied_from = parent_ref if rows is not None else None
+        if rows is None:
+            rows = write_data(tmp, parts, test_size, split_seed, max_shard_rows)
+        if not rows:
+            raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
+        kill_point("data-written")
+        split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
+        info = VersionInfo(name, f"v{number}", target)
+        meta = dict(name=name, version=info.version, parent=parent_ref, config=config, run_info=run_info)
+        manifest = build_manifest(tmp, **meta, rows=rows, split=split)
+        language = (config.get("output") or {}).get("language")
+        manifest["card"] = {"license": license, "tags": list(tags), "language": language or ["en"]}
+        # The card is rendered from the manifest (so publish can render it again for the Hub) and
+        # then hashed with every other file.
+        stats = write_card(tmp, manifest, where=target.as_posix())
+        by_reason: dict[str, int] = {}
+        for _stage, reason, n in stats.get("failures", []):
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
+        manifest["inputs_digest"], manifest["data_copied_from"] = digest, copied_from
+        manifest["files"] = hash_files(tmp)
+        write_manifest(tmp, manifest)
+        kill_point("manifest-written")
+        _refuse_existing(target)
+        try:
+            os.rename(tmp, target)  # atomic; fails when another writer made target meanwhile
+        except OSError as exc:
+            raise MoaaError(f"{target} already exists; versions are immutable (write the next version)") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # A kill here leaves LATEST one behind: harmless, the newest version folder is the latest
+    # (see _latest) and the next write repoints LATEST.
+    kill_point("renamed")
+    _point_latest(dataset_dir, number)
+    log.info("wrote %s@%s to %s (%s)", name, info.version, target, rows)
+    return info
+
+
+def _clean_leftovers(dataset_dir: Path) -> None:
+    """Remove what a killed writer left: `.tmp-vN-*` folders and `.LATEST.*` files (called under
+    the data set's lock, so no live writer owns them)."""
+    for path in dataset_dir.iterdir():
+        if path.name.startswith(".tmp-v") and path.is_dir():
+            log.info("removing %s, left by a write that was stopped", path)
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".LATEST.") and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def _parse_version(version: int | str, name: str) -> int:
+    match = _VERSION.match(str(version))
+    if not match:
+        raise ConfigError(f"version {version!r} of {name} is invalid; use v1, v2, ...")
+    return int(match.group(1))
+
+
+def _refuse_existing(target: Path) -> None:
+    if target.exists():
+        raise MoaaError(
+            f"{target} already exists; versions are immutable (let moaa pick the next version or use a new name)"
+        )
+
+
+def _point_latest(dataset_dir: Path, number: int) -> None:
+    current = _latest(dataset_dir)
+    if current is not None and current > number:
+        return
+    tmp = dataset_dir / f".LATEST.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(f"v{number}\n")
+    os.replace(tmp, dataset_dir / "LATEST")
+
+
+def resolve_version(root: Path, ref: str) -> Path:
+    """The folder of 'name@vN' (or 'name' for the latest); InputError listing what exists."""
+    root = Path(root)
+    name, _, version = ref.partition("@")
+    _check_name(name)
+    dataset_dir = root / name
+    have = _versions(dataset_dir)
+    if not have:
+        raise InputError(f"no data set named {name!r} under {root}; see `moaa datasets list --root {root}`")
+    number = _parse_version(version, name) if version else _latest(dataset_dir)
+    if number not in have:
+        listed = ", ".join(f"v{n}" for n in have)
+        raise InputError(f"{name}@v{number} does not exist under {root}; versions: {listed}")
+    return dataset_dir / f"v{number}"
+
+
+def list_versions(root: Path) -> list[dict[str, Any]]:
+    """One dict per version under root: name, version, path, created_at, parent, rows, latest, summary."""
+    root = Path(root)
+    out = []
+    if not root.is_dir():
+        return out
+    for dataset_dir in sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)):
+        latest = _latest(dataset_dir)
+        for number in _versions(dataset_dir):
+            path = dataset_dir / f"v{number}"
+            try:
+                manifest = read_manifest(path)
+            except InputError:
+                if not (path / MANIFEST_NAME).exists():
+                    continue  # not a moaa version folder
+                manifest = {}
+            rows = (manifest.get("counts") or {}).get("rows", {})
+            out.append({"name": dataset_dir.name, "version": f"v{number}", "path": path, "rows": rows,
+                        "created_at": manifest.get("created_at"), "parent": manifest.get("parent"),
+                        "latest": number == latest, "summary": manifest.get("summary")})  # fmt: skip
+    return out

@@ -1,0 +1,414 @@
+"""The model seam: an async chat-client interface and its OpenAI-compatible implementation.
+
+`OpenAIChatClient` is the only code in moaa that talks HTTP. It adds what a long paid run needs:
+bounded, adaptive concurrency and requests/tokens-per-minute buckets (moaa.models.limits), retries with
+exponential backoff and jitter on 429/5xx/timeouts/connection errors/malformed bodies/empty answers,
+fail-fast on 401/403/404 (fatal for the run) and 400 (fatal for the prompt), replicas balanced by load,
+`n > 1` with a fallback to separate seeded calls where a server silently returns one choice
+(llama.cpp does), and accounting of calls, tokens, latency and cost per endpoint and stage tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from moaa.config import EndpointConfig, Sampling, resolve_api_key
+from moaa.errors import EndpointError
+from moaa.models.limits import EndpointLimiter, shared_limiter
+from moaa.models.stats import RunStats, call_cost
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+@dataclass
+class Completion:
+    """One answered request: `n` texts with their finish reasons, usage and timing."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    endpoint: str
+    model: str
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    # The first choice's tokens, when asked for (Sampling.top_logprobs): [{"token", "top": {token: logprob}}]
+    logprobs: list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+class CallError(Exception):
+    """A call that failed for good (retries spent, or a per-request 400); the prompt may fail."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+    @property
+    def transient(self) -> bool:
+        """A re-run may get an answer (retries spent on 429/5xx/timeouts/...); a 400 will not."""
+        return self.kind != "bad_request"
+
+
+class ChatClient(Protocol):
+    """What every stage needs from a model. Implementations: OpenAIChatClient, caches, fakes."""
+
+    name: str
+    model: str
+
+    async def chat(
+        self,
+        messages: list[Message],
+        sampling: Sampling | None = None,
+        *,
+        n: int = 1,
+        response_format: dict[str, Any] | None = None,
+        tag: str = "",
+    ) -> Completion: ...
+
+
+_RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_n_support: dict[tuple, bool] = {}  # per process: (endpoint, urls, model) -> honours n?
+
+
+class OpenAIChatClient:
+    def __init__(
+        self,
+        name: str,
+        endpoint: EndpointConfig,
+        stats: RunStats,
+        api_key: str | None = None,
+        limiter: EndpointLimiter | None = None,
+    ):
+        self.name = name
+        self.model = endpoint.model
+        self.endpoint = endpoint
+        self.stats = stats
+        self._api_key = api_key if api_key is not None else resolve_api_key(name, endpoint)
+        self._urls = endpoint.base_urls()
+        if not self._urls:
+            raise EndpointError(f"endpoint '{name}': no base_url (is the local server running?)")
+        key = (name, tuple(self._urls), endpoint.model)
+        self._n_key = key
+        if endpoint.supports_n is not None:
+            _n_support.setdefault(key, endpoint.supports_n)
+        self.limiter = limiter or shared_limiter(
+            key, endpoint.max_concurrency, endpoint.requests_per_minute, endpoint.tokens_per_minute
+        )
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+        self._in_flight = [0] * len(self._urls)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ public
+
+    async def chat(
+        self,
+        messages: list[Message],
+        sampling: Sampling | None = None,
+        *,
+        n: int = 1,
+        response_format: dict[str, Any] | None = None,
+        tag: str = "",
+    ) -> Completion:
+        params = (sampling or Sampling()).over(self.endpoint.sampling)
+        if n > 1 and _n_support.get(self._n_key) is False:
+            return await self._separate_calls(messages, params, n, 0, response_format, tag)
+        first = await self._call(messages, params, n, response_format, tag)
+        if n > 1 and len(first.texts) < n:
+            if _n_support.get(self._n_key) is None:
+                log.info("endpoint %s returned %d of %d choices: using separate calls", self.name, len(first.texts), n)
+            _n_support[self._n_key] = False
+            rest = await self._separate_calls(
+                messages, params, n - len(first.texts), len(first.texts), response_format, tag
+            )
+            return _join([first, rest])
+        if n > 1:
+            _n_support[self._n_key] = True
+        return first
+
+    async def aclose(self) -> None:
+        clients = self._per_loop.pop(asyncio.get_running_loop(), None) or []
+        for client in clients:
+            await client.close()
+
+    # ------------------------------------------------------------ internals
+
+    async def _separate_calls(self, messages, params: Sampling, count: int, offset: int, fmt, tag) -> Completion:
+        base = params.seed or 0
+        calls = [
+            self._call(messages, params.model_copy(update={"seed": base + offset + i}), 1, fmt, tag)
+            for i in range(count)
+        ]
+        return _join(await asyncio.gather(*calls))
+
+    def _clients(self) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        clients = self._per_loop.get(loop)
+        if clients is None:
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+            clients = [
+                AsyncOpenAI(
+                    base_url=url,
+                    api_key=self._api_key,
+                    max_retries=0,
+                    timeout=self.endpoint.timeout_s,
+                    # one TLS context per process: building one costs ~45 ms, once per shard otherwise
+                    http_client=DefaultAsyncHttpxClient(verify=_tls_context()),
+                    # generic `post` requests carry no auth by default in newer SDKs; a client header
+                    # (never logged) sends the key on every request
+                    default_headers={"Authorization": f"Bearer {self._api_key}"},
+                )
+                for url in self._urls
+            ]
+            self._per_loop[loop] = clients
+        return clients
+
+    def _pick_replica(self) -> int:
+        with self._lock:
+            index = min(range(len(self._urls)), key=lambda i: (self._in_flight[i], random.random()))
+            self._in_flight[index] += 1
+            return index
+
+    async def _call(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
+        body = _request_body(self.model, messages, params, n, fmt)
+        estimate = _estimate_tokens(messages, params)
+        last = "unknown error"
+        for attempt in range(self.endpoint.max_retries + 1):
+            if attempt:
+                self.stats.record(self.name, tag, retries=1)
+            retry_after: float | None = None
+            replica = self._pick_replica()
+            http = self._clients()[replica]
+            await self.limiter.acquire(estimate)
+            start = time.perf_counter()
+            try:
+                self.stats.record(self.name, tag, requests=1)
+                # Plain JSON through the SDK's generic `post` (its documented way to send any request):
+                # the transport, errors and timeouts of chat.completions.create without its typed
+                # transform of every message, which costs more CPU than the rest of a call.
+                resp = await http.post("/chat/completions", body=body, cast_to=httpx.Response)
+                completion = self._completion(resp.json(), time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                kind, retry_after, last = self._classify(exc)
+                if kind == "connection" and self.endpoint.local:
+                    self._raise_if_server_died(self._urls[replica])
+                if kind == "rate_limited":
+                    self.limiter.on_rate_limited(retry_after)
+                    self.stats.record(self.name, tag, rate_limited=1)
+            else:
+                self.limiter.on_success()
+                self.limiter.charge_tokens(estimate, completion.prompt_tokens + completion.completion_tokens)
+                self._account(completion, tag)
+                # An empty answer is a transient fault (an overloaded server, a dropped generation):
+                # asked again within the retry budget; the last one is returned and dropped upstream.
+                if any(t.strip() for t in completion.texts) or attempt == self.endpoint.max_retries:
+                    return completion
+                kind, last = "empty", "empty answer"
+            finally:
+                self.limiter.release()
+                with self._lock:
+                    self._in_flight[replica] -= 1
+            if kind == "bad_request":
+                break
+            if attempt < self.endpoint.max_retries:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        self.stats.record(self.name, tag, failures=1)
+        raise CallError(kind, f"endpoint '{self.name}' ({self.model}): {last}")
+
+    def _raise_if_server_died(self, url: str) -> None:
+        """A local server this process started and that has exited is run-fatal: no retry can
+        bring it back, and a hundred "connection failed" lines would hide why."""
+        from moaa.local.server import dead_server_message
+
+        message = dead_server_message(url)
+        if message is not None:
+            raise EndpointError(f"endpoint '{self.name}': {message}")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(30.0, self.endpoint.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        return max(delay, retry_after or 0.0)
+
+    def _classify(self, exc: Exception) -> tuple[str, float | None, str]:
+        """(kind, retry_after, message); raises EndpointError for faults no retry can fix."""
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = _error_detail(exc)
+            if status in (401, 403):
+                hint = (
+                    f"check the key in ${self.endpoint.api_key_env}"
+                    if self.endpoint.api_key_env
+                    else f"set endpoints.{self.name}.api_key_env to the variable holding its key"
+                )
+                raise EndpointError(f"endpoint '{self.name}' refused the key (HTTP {status}): {hint}") from None
+            if status == 404:
+                raise EndpointError(
+                    f"endpoint '{self.name}': HTTP 404 for model '{self.model}' at {self._urls[0]} "
+                    f"({detail}); check base_url and model"
+                ) from None
+            if status == 429:
+                return "rate_limited", _retry_after(exc), f"HTTP 429 {detail}"
+            if status in _RETRYABLE_STATUS or status >= 500:
+                return "server_error", _retry_after(exc), f"HTTP {status} {detail}"
+            return "bad_request", None, f"HTTP {status} {detail}"
+        if isinstance(exc, openai.APITimeoutError):
+            return "timeout", None, f"no answer within {self.endpoint.timeout_s:g}s"
+        if isinstance(exc, openai.APIConnectionError):
+            return "connection", None, f"connection failed: {exc.__cause__ or exc}"
+        if isinstance(
+            exc, (json.JSONDecodeError, ValueError, TypeError, openai.APIResponseValidationError, _Malformed)
+        ):
+            return "malformed", None, f"malformed response: {str(exc)[:200]}"
+        raise exc
+
+    def _completion(self, data: Any, latency: float) -> Completion:
+        """A Completion from the response's JSON (read as plain data: the SDK's typed models cost
+        more CPU per request than everything else moaa does with it)."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices, list):
+            raise _Malformed("response has no choices")
+        texts, reasons = [], []
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                raise _Malformed("choice without a message")
+            content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise _Malformed(f"message content is {type(content).__name__}, not text")
+            texts.append(content or "")
+            reasons.append(choice.get("finish_reason") or "stop")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0) or sum(len(t) // 4 for t in texts)
+        completion = Completion(texts, reasons, prompt_tokens, completion_tokens, latency, self.name, self.model)
+        completion.logprobs = token_logprobs(choices[0])
+        return completion
+
+    def _account(self, c: Completion, tag: str) -> None:
+        empty = sum(1 for t in c.texts if not t.strip())
+        truncated = sum(1 for r in c.finish_reasons if r == "length")
+        if empty:
+            log.warning("endpoint %s returned %d empty answer(s)", self.name, empty)
+        cost = call_cost(
+            c.prompt_tokens,
+            c.completion_tokens,
+            self.endpoint.price_input_per_mtok,
+            self.endpoint.price_output_per_mtok,
+        )
+        self.stats.record(
+            self.name,
+            tag,
+            latency=c.latency_s,
+            calls=1,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost=cost,
+            empty=empty,
+            truncated=truncated,
+            latency_s=c.latency_s,
+        )
+
+
+class _Malformed(ValueError):
+    pass
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The certificate store httpx would load (SSL_CERT_FILE / SSL_CERT_DIR, else certifi's)."""
+    import certifi
+
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _request_body(model: str, messages: list[Message], p: Sampling, n: int, fmt: dict | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    for key in ("temperature", "top_p", "max_tokens", "seed", "stop"):
+        value = getattr(p, key)
+        if value is not None:
+            body[key] = value
+    if p.top_logprobs:
+        body["logprobs"], body["top_logprobs"] = True, p.top_logprobs
+    if n > 1:
+        body["n"] = n
+    if fmt:
+        body["response_format"] = fmt
+    return body
+
+
+def token_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A choice's `logprobs.content` as [{"token", "top": {token: logprob}}], or None when absent."""
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for step in content:
+        if not isinstance(step, dict) or not isinstance(step.get("token"), str):
+            return None
+        top = {t["token"]: float(t["logprob"]) for t in step.get("top_logprobs") or [] if isinstance(t, dict)}
+        top.setdefault(step["token"], float(step.get("logprob") or 0.0))
+        out.append({"token": step["token"], "top": top})
+    return out
+
+
+def _estimate_tokens(messages: list[Message], p: Sampling) -> float:
+    return sum(len(m.get("content") or "") for m in messages) / 4 + (p.max_tokens or 256)
+
+
+def _retry_after(exc: Any) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_detail(exc: Any) -> str:
+    """The server's error message, scrubbed: some servers echo the request's key in a 400 body."""
+    from moaa.public import scrub_text
+
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return scrub_text(str(err["message"]))[:200]
+    return scrub_text(str(getattr(exc, "message", "") or ""))[:200]
+
+
+def _join(parts: list[Completion]) -> Completion:
+    head = parts[0]
+    return Completion(
+        texts=[t for p in parts for t in p.texts],
+        finish_reasons=[r for p in parts for r in p.finish_reasons],
+        prompt_tokens=sum(p.prompt_tokens for p in parts),
+        completion_tokens=sum(p.completion_tokens for p in parts),
+        latency_s=max(p.latency_s for p in parts),
+        endpoint=head.endpoint,
+        model=head.model,
+        cached=all(p.cached for p in parts),
+    )

@@ -1,0 +1,143 @@
+"""Accounting of model calls: per endpoint and per stage tag, thread-safe, mergeable across shards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+
+_MAX_LATENCIES = 20_000  # keep memory flat on long runs: percentiles from a bounded sample
+
+
+@dataclass
+class Counter:
+    calls: int = 0  # successful completions (a cached answer counts as a call and a cache hit)
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    failures: int = 0  # calls that gave up after retries
+    cache_hits: int = 0
+    rate_limited: int = 0
+    empty: int = 0  # replies with empty content
+    truncated: int = 0  # finish_reason == "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0  # dollars spent on requests sent (a cache hit sends none)
+    cached_cost: float = 0.0  # what the answers served from cache cost when first asked (same prices)
+    latency_s: float = 0.0  # summed latency of successful calls
+
+    def add(self, other: dict[str, Any]) -> None:
+        for key, value in other.items():
+            if hasattr(self, key):
+                setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass
+class RunStats:
+    """Counters per endpoint and per (tag, endpoint); latencies per endpoint."""
+
+    endpoints: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    tags: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # A shard's accounting journal (moaa.work.shards.ShardOutput.journal): every record as it happens,
+    # so the calls of an attempt that is killed still count when the shard is resumed.
+    journal: TextIO | None = field(default=None, repr=False, compare=False)
+    # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
+    # resumed attempt's cache hit on one of them is the same call, not another one.
+    prepaid: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def record(self, endpoint: str, tag: str = "", latency: float | None = None, **counts: Any) -> None:
+        with self._lock:
+            self._log({"e": endpoint, "t": tag, "l": latency, "c": counts})
+            self.endpoints[endpoint].add(counts)
+            if tag:
+                self.tags[f"{tag}|{endpoint}"].add(counts)
+            if latency is not None:
+                lat = self.latencies[endpoint]
+                if len(lat) < _MAX_LATENCIES:
+                    lat.append(latency)
+
+    def note_paid(self, key: str) -> None:
+        """Journal that the call with cache key `key` was answered (and counted) by this attempt."""
+        with self._lock:
+            self._log({"paid": key})
+
+    def take_prepaid(self, key: str) -> bool:
+        """True once for a key an earlier attempt paid for: the caller records nothing for it."""
+        with self._lock:
+            if key in self.prepaid:
+                self.prepaid.discard(key)
+                return True
+            return False
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if self.journal is None or self.journal.closed:  # closed: the shard has finished
+            return
+        try:
+            self.journal.write(json.dumps(entry) + "\n")
+            self.journal.flush()  # to the OS: survives a SIGKILL of this process
+        except (OSError, ValueError) as exc:  # a full disk stops the journal, never the call
+            log.warning("accounting journal stopped (%s); totals of a resumed run may be low", exc)
+            self.journal = None
+
+    def replay(self, lines: Iterable[dict[str, Any]]) -> set[str]:
+        """Fold in a journal's records; the cache keys it says were paid for."""
+        paid: set[str] = set()
+        for entry in lines:
+            if "paid" in entry:
+                paid.add(entry["paid"])
+            else:
+                self.record(entry["e"], entry["t"], entry["l"], **entry["c"])
+        return paid
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "endpoints": {k: asdict(v) for k, v in self.endpoints.items()},
+                "tags": {k: asdict(v) for k, v in self.tags.items()},
+                "latencies": {k: list(v) for k, v in self.latencies.items()},
+            }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Fold in another RunStats' `to_dict()` (a shard's result)."""
+        with self._lock:
+            for name, counts in data.get("endpoints", {}).items():
+                self.endpoints[name].add(counts)
+            for name, counts in data.get("tags", {}).items():
+                self.tags[name].add(counts)
+            for name, values in data.get("latencies", {}).items():
+                room = _MAX_LATENCIES - len(self.latencies[name])
+                self.latencies[name].extend(values[: max(room, 0)])
+
+    def totals(self) -> Counter:
+        total = Counter()
+        with self._lock:
+            for counter in self.endpoints.values():
+                total.add(asdict(counter))
+        return total
+
+    def percentiles(self, endpoint: str) -> dict[str, float]:
+        with self._lock:
+            values = sorted(self.latencies.get(endpoint, []))
+        if not values:
+            return {}
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+        return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": values[-1]}
+
+    def summary(self) -> dict[str, Any]:
+        """Per-endpoint counters with latency percentiles; no raw latencies."""
+        out = {}
+        for name, counter in sorted(self.to_dict()["endpoints"].items()):
+            out[name] = counter | {"latency": self.percentiles(name)}
+        return out
+
+
+def call_cost(prompt_tokens: int, completion_tokens: int, price_in: float | None, price_out: float | None) -> float:
+    """Dollars for one call from prices per million input/output tokens (0 when unpriced)."""
+    return (prompt_tokens * (price_in or 0.0) + completion_tokens * (price_out or 0.0)) / 1e6

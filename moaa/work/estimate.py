@@ -1,0 +1,421 @@
+"""Dry run: validate a config and its prompts, then estimate calls, tokens and cost before any model is called.
+
+    from moaa.work.estimate import estimate_run, format_estimate
+    print(format_estimate(estimate_run(config)))        # what `moaa run CONFIG --dry-run` prints
+
+Calls come from the stages' own counters (`moaa.engine.calls_per_prompt`,
+`moaa.preference.calls_per_prompt`), so the estimate and the engine never diverge; they are exact
+on the path where every call succeeds (SMoA without early stop, every preference candidate
+distinct, every verdict parsed first time). Tokens are estimates: input is the text each call
+would send, built with the real prompt builders (conversation, role, template, references) at
+CHARS_PER_TOKEN characters per token; output, and every reference an aggregator or judge reads,
+is OUTPUT_FRACTION of the agent's max_tokens (DEFAULT_MAX_TOKENS when neither the agent nor its
+endpoint sets one). No server is started and nothing is sent over the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from moaa.config import AgentConfig, EndpointConfig, GenerationConfig, MoaaConfig, PreferenceConfig
+from moaa.errors import MoaaError
+from moaa.rows import Message, Prompt
+
+if TYPE_CHECKING:
+    from moaa.sources import PromptStream
+
+Prompts = Union[list[Prompt], "PromptStream"]  # sized and iterable; a stream is read back from disk
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+MESSAGE_TOKENS = 4  # chat-template tokens around each message
+OUTPUT_FRACTION = 0.6  # answers are assumed to use 60% of max_tokens
+DEFAULT_MAX_TOKENS = 1024  # assumed when neither the agent nor its endpoint sets max_tokens
+_PROBE: list[Message] = [{"role": "user", "content": ""}]
+
+Shape = tuple[int, list[Message]]  # (calls per turn, the messages of one such call for an empty prompt)
+
+
+def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, Any]:
+    """Prompts kept and dropped, then calls/tokens/cost per stage, agent and endpoint.
+
+    Returns {"name", "method", "scorer", "prompts": {"source", "read", "kept", "dropped", "preference"},
+    "stages": {stage: {"prompts", "turns", "calls", "per_run_calls", "upper_bound", "input_tokens",
+    "output_tokens", "cost", "agents": {label: {"endpoint", "calls", "input_tokens", "output_tokens",
+    "cost"}}}}, "endpoints": {name: {"model", "priced", "calls", "input_tokens", "output_tokens",
+    "cost"}}, "total": {"calls", "input_tokens", "output_tokens", "cost", "upper_bound"},
+    "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
+    """
+    from moaa.sources import stream_prompts
+
+    # The stages take len() and one pass over the stream; the sft estimate keeps only turn sizes per prompt.
+    with stream_prompts(config.prompts, base_dir=base_dir or Path.cwd()) as prompts:
+        if not len(prompts):
+            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+        stages = {"sft": _sft_stage(config, prompts)}
+        pref_prompts = prompts.head(config.preference.limit)
+        if config.preference.enabled:
+            stages["preference"] = _preference_stage(config, pref_prompts)
+    endpoints = _by_endpoint(config, stages)
+    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
+    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
+    return {
+        "name": config.name,
+        "method": config.sft.method,
+        "scorer": config.preference.scorer.kind if config.preference.enabled else None,
+        "prompts": {
+            "source": prompts.source,
+            "read": prompts.total_read,
+            "kept": len(prompts),
+            "dropped": {k: v for k, v in prompts.dropped.items() if v},
+            "preference": len(pref_prompts) if config.preference.enabled else 0,
+        },
+        "stages": stages,
+        "endpoints": endpoints,
+        "total": total,
+        "assumptions": _assumptions(config),
+    }
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def tokens_of(messages: list[Message]) -> float:
+    return sum(len(m.get("content") or "") for m in messages) / CHARS_PER_TOKEN + MESSAGE_TOKENS * len(messages)
+
+
+def output_tokens(agent: AgentConfig, endpoint: EndpointConfig) -> float:
+    """Assumed completion tokens of one answer: OUTPUT_FRACTION of the effective max_tokens."""
+    limit = agent.max_tokens or endpoint.sampling.max_tokens or DEFAULT_MAX_TOKENS
+    return OUTPUT_FRACTION * limit
+
+
+def _placeholder(tokens: float) -> str:
+    return "x" * int(tokens * CHARS_PER_TOKEN)
+
+
+def _turns(messages: list[Message]) -> list[float]:
+    """Per answered turn, the conversation tokens the engine sends (earlier answers excluded)."""
+    sizes, convo, size = [], None, 0.0
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant":
+            if convo == "user":
+                sizes.append(size)
+                convo = "assistant"  # the engine's answer; a second assistant turn is dropped
+            continue
+        size += tokens_of([m])
+        convo = role
+    if convo == "user":
+        sizes.append(size)
+    return sizes
+
+
+def _overhead(shapes: list[Shape]) -> tuple[int, float]:
+    """(calls per turn, extra tokens per turn) of a label's shapes, beyond the conversation itself."""
+    calls = sum(count for count, _ in shapes)
+    extra = sum(count * (tokens_of(messages) - tokens_of(_PROBE)) for count, messages in shapes)
+    return calls, extra
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _sft_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
+    from moaa.engine import calls_per_prompt
+
+    gen, eps = config.sft, config.endpoints
+    turns = [_turns(p.messages) for p in prompts]
+    by_turns = Counter(len(t) for t in turns)
+    counts = {t: calls_per_prompt(gen, turns=t, endpoints=eps) for t in by_turns}
+    one = calls_per_prompt(gen, turns=1, endpoints=eps)
+    final = gen.proposers[0] if gen.method == "single" else gen.aggregator
+    answer = output_tokens(final, eps[final.endpoint])
+    # A later turn also carries the mixture's earlier answers.
+    convo = sum(sum(size + i * (answer + MESSAGE_TOKENS) for i, size in enumerate(t)) for t in turns)
+    n_turns = sum(len(t) for t in turns)
+    shapes = sft_shapes(config)
+    agents = {}
+    for label in one["agents"]:
+        calls = sum(counts[t]["agents"][label]["calls"] * n for t, n in by_turns.items())
+        answers = sum(counts[t]["agents"][label]["answers"] * n for t, n in by_turns.items())
+        agents[label] = _load(config, _agent(gen, label), calls, answers, shapes[label], convo, n_turns)
+    per_run = 0
+    for label, calls in one["per_run"].items():
+        agents[label] = _load(config, _agent(gen, label), calls, calls, shapes[label], calls * tokens_of(_PROBE), calls)
+        per_run += calls
+    upper = bool(one["upper_bound"])
+    return _stage(len(prompts), n_turns, agents, per_run, upper)
+
+
+def sft_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
+    """For each agent label of calls_per_prompt, the calls of one turn and what each one sends."""
+    from moaa.prompts.generation import (
+        FALLBACK_ROLES,
+        SEQ_AGGREGATE,
+        aggregator_messages,
+        moderator_messages,
+        proposer_messages,
+        roles_messages,
+    )
+
+    gen, eps = config.sft, config.endpoints
+    props = gen.proposers
+    roles = gen.smoa.roles or [FALLBACK_ROLES[i % len(FALLBACK_ROLES)] for i in range(len(props))]
+    role = (lambda i: roles[i % len(roles)]) if gen.method == "smoa" else (lambda i: props[i].role)
+    ref = _placeholder(sum(output_tokens(p, eps[p.endpoint]) for p in props) / len(props))
+    p0 = [(1, proposer_messages(_PROBE, role(0), None))]
+    shapes: dict[str, list[Shape]] = {}
+    if gen.method == "single":
+        shapes["proposers[0]"] = p0
+    elif gen.method in ("moa", "moa-lite"):
+        layers = gen.layers or 2
+        for i in range(len(props)):
+            shapes[f"proposers[{i}]"] = [
+                (1, proposer_messages(_PROBE, role(i), None)),
+                (layers - 2, proposer_messages(_PROBE, role(i), [ref] * len(props))),
+            ]
+        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * len(props)))]
+    elif gen.method == "self-moa":
+        shapes["proposers[0]"] = p0
+        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * gen.self_moa.samples))]
+    elif gen.method == "self-moa-seq":
+        from moaa.engine.self_moa import seq_windows
+
+        seq = gen.seq
+        steps = seq_windows(seq.samples, seq.window, seq.new_per_step)
+        synth = _placeholder(output_tokens(gen.aggregator, eps[gen.aggregator.endpoint]))
+        shapes["proposers[0]"] = p0
+        shapes["aggregator"] = [
+            (1, aggregator_messages(_PROBE, ([synth] * seq.repeats if i else []) + [ref] * len(s), SEQ_AGGREGATE))
+            for i, s in enumerate(steps)
+        ]
+    elif gen.method == "smoa":
+        k, rounds = min(gen.smoa.k, len(props)), gen.smoa.rounds
+        for i in range(len(props)):
+            shapes[f"proposers[{i}]"] = [
+                (1, proposer_messages(_PROBE, role(i), None)),
+                (rounds - 1, proposer_messages(_PROBE, role(i), [ref] * k)),
+            ]
+        shapes["smoa.moderator"] = [(rounds, moderator_messages(_PROBE, [ref] * len(props), k))]
+        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * k))]
+        shapes["smoa.role_generator"] = [(1, roles_messages(len(props)))]
+    return shapes
+
+
+def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
+    from moaa.preference import calls_per_prompt
+    from moaa.preference.candidates import conversation_of
+
+    pref, eps = config.preference, config.endpoints
+    answered = convo = 0  # one pass over the (streamed) prompts
+    for prompt in prompts:
+        c = conversation_of(prompt.messages)
+        if c and c[-1]["role"] == "user":  # the stage fails the others before calling anything
+            answered += 1
+            convo += tokens_of(c)
+    counts = calls_per_prompt(pref, endpoints=eps)
+    shapes = preference_shapes(config)
+    agents = {}
+    for label, info in counts["agents"].items():
+        calls, answers = info["calls"] * answered, info["answers"] * answered
+        agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, answered)
+    return _stage(len(prompts), answered, agents, 0, False) | {
+        "reward_model_passes": counts["reward_model_passes"] * answered
+    }
+
+
+def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
+    """For each agent label of the preference calls_per_prompt, the calls per prompt and their messages."""
+    from moaa.prompts import judging as jp
+    from moaa.prompts.generation import proposer_messages
+
+    pref, eps = config.preference, config.endpoints
+    cfg, k = pref.scorer, pref.samples
+    shapes: dict[str, list[Shape]] = {}
+    if pref.policy is not None:
+        shapes["policy"] = [(1, proposer_messages(_PROBE, pref.policy.role, None))]
+        cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
+    else:
+        cand = ""
+    names = cfg.criteria[: cfg.num_criteria] if cfg.kind == "moa_judge" and cfg.criteria else cfg.criteria
+    criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
+    for i in range(len(cfg.judges)):
+        if cfg.kind == "pairwise":
+            shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), jp.pairwise_messages(_PROBE, cand, cand, criteria))]
+        else:
+            shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
+    if cfg.aggregator is not None and cfg.judges:
+        verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
+        shapes["scorer.aggregator"] = [(k, jp.aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
+        if cfg.criteria and len(cfg.criteria) > cfg.num_criteria:
+            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, cfg.criteria, cfg.num_criteria)))
+    return shapes
+
+
+def _agent(gen: GenerationConfig, label: str) -> AgentConfig:
+    if label.startswith("proposers["):
+        return gen.proposers[int(label[len("proposers[") : -1])]
+    found = {"smoa.moderator": gen.smoa.moderator, "smoa.role_generator": gen.smoa.role_generator}.get(label)
+    agent = found or gen.aggregator
+    assert agent is not None
+    return agent
+
+
+def _pref_agent(pref: PreferenceConfig, label: str) -> AgentConfig:
+    if label.startswith("scorer.judges["):
+        return pref.scorer.judges[int(label[len("scorer.judges[") : -1])]
+    agent = pref.policy if label == "policy" else pref.scorer.aggregator
+    assert agent is not None
+    return agent
+
+
+def _load(
+    config: MoaaConfig, agent: AgentConfig, calls: int, answers: int, shapes: list[Shape], convo: float, turns: int
+) -> dict[str, Any]:
+    """One agent's calls with their input/output tokens and cost over the whole stage.
+
+    `convo`: conversation tokens summed over the stage's `turns`; each call sends its turn's
+    conversation plus what its shape adds (role, template, references).
+    """
+    from moaa.models.stats import call_cost
+
+    endpoint = config.endpoints[agent.endpoint]
+    shape_calls, extra = _overhead(shapes)
+    # The engine's count is authoritative; shapes only say what each call sends (a separate-calls
+    # fallback for n sends the same messages K times, hence the scaling).
+    scale = calls / (shape_calls * turns) if shape_calls and turns else 0.0
+    tokens_in = scale * (shape_calls * convo + turns * extra)
+    tokens_out = answers * output_tokens(agent, endpoint)
+    cost = call_cost(int(tokens_in), int(tokens_out), endpoint.price_input_per_mtok, endpoint.price_output_per_mtok)
+    return {
+        "endpoint": agent.endpoint,
+        "calls": calls,
+        "input_tokens": round(tokens_in),
+        "output_tokens": round(tokens_out),
+        "cost": cost,
+    }
+
+
+def _stage(prompts: int, turns: int, agents: dict[str, dict], per_run: int, upper: bool) -> dict[str, Any]:
+    sums = {key: sum(a[key] for a in agents.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
+    return {
+        "prompts": prompts,
+        "turns": turns,
+        **sums,
+        "per_run_calls": per_run,
+        "upper_bound": upper,
+        "agents": agents,
+    }
+
+
+def _by_endpoint(config: MoaaConfig, stages: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for stage in stages.values():
+        for agent in stage["agents"].values():
+            ep = config.endpoints[agent["endpoint"]]
+            row = out.setdefault(
+                agent["endpoint"],
+                {
+                    "model": ep.model,
+                    "priced": ep.price_input_per_mtok is not None or ep.price_output_per_mtok is not None,
+                    "local": ep.local,
+                    "calls": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost": 0.0,
+                },
+            )
+            for key in ("calls", "input_tokens", "output_tokens", "cost"):
+                row[key] += agent[key]
+    return dict(sorted(out.items()))
+
+
+def _assumptions(config: MoaaConfig) -> list[str]:
+    notes = [
+        f"input tokens: the text each call sends (conversation, role, template, references) at "
+        f"{CHARS_PER_TOKEN} characters per token, plus {MESSAGE_TOKENS} per message",
+        f"output tokens: {OUTPUT_FRACTION:.0%} of each agent's max_tokens ({DEFAULT_MAX_TOKENS} when unset); "
+        "references read by aggregators and judges are assumed the same length",
+        "calls assume every call succeeds on its first try (retries and re-asked verdicts add calls) "
+        "and no cached answer (a resumed or repeated run is cheaper)",
+    ]
+    unknown_n = sorted({a.endpoint for _, a in config.agents() if config.endpoints[a.endpoint].supports_n is None})
+    if config.sft.method in ("self-moa", "self-moa-seq") or config.preference.enabled:
+        if unknown_n:
+            notes.append(
+                f"n>1 sampling counted as one call on {', '.join(unknown_n)} (supports_n unset); "
+                "a server that ignores n needs one call per sample"
+            )
+    if config.sft.method == "smoa" and config.sft.smoa.early_stop:
+        notes.append("SMoA calls are an upper bound: the moderator may stop before the last round")
+    if config.preference.enabled:
+        notes.append("preference calls assume all samples are distinct (duplicates are judged once)")
+    unpriced = [
+        n
+        for n in config.used_endpoints()
+        if config.endpoints[n].price_input_per_mtok is None and config.endpoints[n].price_output_per_mtok is None
+    ]
+    if unpriced:
+        notes.append(
+            f"no price set for {', '.join(unpriced)}: counted as $0 (set price_input_per_mtok/price_output_per_mtok)"
+        )
+    return notes
+
+
+# ---------------------------------------------------------------- text
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    """The estimate as the plain text `moaa run --dry-run` prints."""
+    p = est["prompts"]
+    dropped = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
+    bound = " (upper bound)" if est["total"]["upper_bound"] else ""
+    scorer = f", scorer {est['scorer']}" if est["scorer"] else ""
+    lines = [
+        f"moaa dry run '{est['name']}': method {est['method']}{scorer} - no model was called",
+        f"prompts: {p['source']}: read {p['read']}, kept {p['kept']} (dropped: {dropped})",
+    ]
+    for name, stage in est["stages"].items():
+        per = stage["calls"] / stage["prompts"] if stage["prompts"] else 0.0
+        run = f", {stage['per_run_calls']} once per run" if stage["per_run_calls"] else ""
+        turns = f", {stage['turns']} turns" if stage["turns"] != stage["prompts"] else ""
+        upper = " (upper bound)" if stage["upper_bound"] else ""
+        lines += [
+            "",
+            f"stage {name}: {stage['prompts']} prompts{turns}, {stage['calls']} calls "
+            f"({per:.2f} per prompt{run}){upper}",
+        ]
+        lines += _table(("agent", "endpoint"), [(label, a["endpoint"], a, "") for label, a in stage["agents"].items()])
+        if stage.get("reward_model_passes"):
+            lines.append(f"  reward model: {stage['reward_model_passes']} local batches (no calls)")
+    lines += ["", "per endpoint:"]
+    rows = [(name, e["model"], e, "" if e["priced"] else " (unpriced)") for name, e in est["endpoints"].items()]
+    lines += _table(("endpoint", "model"), rows)
+    t = est["total"]
+    lines += [
+        "",
+        f"total: {t['calls']} calls{bound}, ~{t['input_tokens']:,} input + ~{t['output_tokens']:,} output "
+        f"tokens, ~${t['cost']:.4f}",
+        "assumptions:",
+    ]
+    lines += [f"  - {note}" for note in est["assumptions"]]
+    return "\n".join(lines)
+
+
+def _table(heads: tuple[str, str], rows: list[tuple[str, str, dict[str, Any], str]]) -> list[str]:
+    """Aligned rows: two text columns as wide as their longest cell, then calls, tokens, cost."""
+    w1 = max([len(heads[0])] + [len(r[0]) for r in rows])
+    w2 = max([len(heads[1])] + [len(r[1]) for r in rows])
+    out = [f"  {heads[0]:<{w1}}  {heads[1]:<{w2}} {'calls':>8} {'in tokens':>12} {'out tokens':>12} {'cost':>10}"]
+    for first, second, a, note in rows:
+        cost = f"${a['cost']:.4f}"
+        out.append(
+            f"  {first:<{w1}}  {second:<{w2}} {a['calls']:>8} {a['input_tokens']:>12,} {a['output_tokens']:>12,} "
+            f"{cost:>10}{note}"
+        )
+    return out

@@ -1,0 +1,264 @@
+"""One stage-shard of work: read a shard of prompts, fan out over the engine, append results.
+
+`run_shard` is what a Prefect task calls (flows/pipeline_flow.py). It is self-contained — paths in,
+paths out, the config as plain data — so any worker (thread, Dask or Ray process) can run any
+shard, and a lost worker's shard simply runs again: prompts already written are skipped, and
+the request cache answers the calls that had finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from moaa.config import MoaaConfig
+from moaa.errors import FailureRateExceeded, MoaaError, storage_error
+from moaa.locks import FolderLock
+from moaa.models.session import build_clients
+from moaa.models.stats import RunStats
+from moaa.rows import Prompt
+from moaa.work.shards import ShardOutput, read_done, read_jsonl
+
+log = logging.getLogger(__name__)
+
+STAGES = ("sft", "preference")
+
+
+class RunStopped(MoaaError):
+    """The shard stopped because its run is stopping (Ctrl-C, or another shard's run-fatal error)."""
+
+
+def run_shard(
+    stage: str,
+    config: MoaaConfig | dict[str, Any],
+    shard_path: str | Path,
+    out_dir: str | Path,
+    roles: list[str] | None = None,
+    progress: Any = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Run one shard to completion and return its summary (also saved as `out_dir/DONE`).
+
+    `stop`, shared by the shards of one process: once set, the shard drops its in-flight calls
+    (finished prompts stay written) and raises RunStopped; a run-fatal MoaaError here sets it.
+    """
+    if not isinstance(config, MoaaConfig):
+        config = MoaaConfig.model_validate(config)
+    out = Path(out_dir)
+    if (done := _done(out, progress)) is not None:
+        return done
+    # A shard runs in one place at a time: a re-executed distributed shard (a lost worker that was
+    # not lost after all) waits for the first attempt and then finds it DONE, rather than appending
+    # the same prompts to the same files alongside it.
+    try:
+        lock = FolderLock(out, "shard folder")
+        lock.acquire(wait=True)
+    except OSError as exc:
+        raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
+    try:
+        if (done := _done(out, progress)) is not None:
+            return done
+        if stop is not None and stop.is_set():
+            raise RunStopped(f"{out.name}: not started, the run is stopping")
+        future = asyncio.run_coroutine_threadsafe(
+            _run_shard(stage, config, Path(shard_path), out, roles, progress, stop), shard_loop()
+        )
+        try:
+            return future.result()
+        except MoaaError:
+            if stop is not None:
+                stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
+            raise
+        except OSError as exc:  # disk full, read-only: one line naming the folder; rows so far are kept
+            if stop is not None:
+                stop.set()
+            raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
+        except BaseException:
+            future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
+            raise
+    finally:
+        lock.release()
+
+
+def _done(out: Path, progress: Any) -> dict[str, Any] | None:
+    """A finished shard's summary (its prompts counted in the progress display), or None."""
+    done = read_done(out)
+    if done is None:
+        return None
+    if progress is not None:
+        for _ in range(done["counts"]["prompts"]):
+            progress.advance()
+    return done | {"skipped": True}
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
+_loop_lock = threading.Lock()
+
+
+def shard_loop() -> asyncio.AbstractEventLoop:
+    """The process's one event loop for shards, running in a daemon thread.
+
+    Every shard of a process (the thread runner's parallel shards, or a Dask/Ray worker's) runs
+    its fan-out here rather than on a loop of its own: one loop serves all their sockets, limiter
+    wake-ups stay on one thread, and shards do not contend for the GIL loop against loop (four
+    loops in four threads ran ~25% slower than one). Blocking work inside a shard (embeddings,
+    a reward model, a transformers backend) already goes to worker threads.
+    """
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop.is_closed() or _loop_pid != os.getpid():  # new, or inherited by a fork
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="moaa-shards", daemon=True).start()
+            _loop, _loop_pid = loop, os.getpid()
+        return _loop
+
+
+async def _run_shard(
+    stage: str,
+    config: MoaaConfig,
+    shard_path: Path,
+    out_dir: Path,
+    roles: list[str] | None,
+    progress: Any,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    started = time.time()
+    stats = RunStats()
+    if progress is not None and hasattr(progress, "track"):
+        progress.track(str(out_dir), stats)  # its live counters show in the progress display
+    output = ShardOutput(out_dir)
+    earlier = output.journal(stats)  # the calls of attempts that were killed count in the totals
+    prompts = [Prompt(**r) for r in read_jsonl(shard_path)]
+    todo = [p for p in prompts if p.prompt_id not in output.done_ids]
+    # Resumed prompts are those already on disk: rows, and permanent failures (transient ones of an
+    # earlier attempt are asked again).
+    resumed = len(prompts) - len(todo)
+    counts = {
+        "prompts": len(prompts),
+        "resumed": resumed,
+        "rows": resumed - output.kept_failures,
+        "failed": output.kept_failures,
+        "dropped": {},
+        "counters": {},
+    }
+    if progress is not None:
+        for _ in range(counts["resumed"]):
+            progress.advance()
+    clients = build_clients(config, stats)
+    guard = _FailureGuard(config, stage, out_dir.parent)
+
+    def on_result(result: Any) -> None:
+        rows = [result.row.to_dict()] if result.row is not None else []
+        failures = [result.failure.to_dict()] if result.failure is not None else []
+        dropped = getattr(result, "dropped", None)
+        output.add(rows, [t.to_dict() for t in result.trace], failures)
+        counts["rows"] += len(rows)
+        counts["failed"] += len(failures)
+        if dropped:
+            counts["dropped"][dropped] = counts["dropped"].get(dropped, 0) + 1
+        for key, value in (getattr(result, "counters", None) or {}).items():
+            counts["counters"][key] = counts["counters"].get(key, 0) + value
+        # Every model answer of the prompt, and those cut at max_tokens (finish_reason "length"):
+        # the summary's quality line, whatever the cache served.
+        tally = counts["counters"]
+        tally["steps"] = tally.get("steps", 0) + len(result.trace)
+        tally["truncated"] = tally.get("truncated", 0) + sum(t.finish_reason == "length" for t in result.trace)
+        if progress is not None:
+            progress.advance(failed=bool(failures))
+        guard.failures.extend(failures)
+        guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
+
+    try:
+        await _until_stopped(_dispatch(stage, config, todo, clients, on_result, roles), stop, out_dir.name)
+    finally:
+        output.close()
+        for client in clients.values():
+            inner = getattr(client, "inner", client)
+            if hasattr(inner, "aclose"):
+                await inner.aclose()
+    attempt = stats.to_dict()
+    earlier.merge(attempt)
+    summary = {
+        "stage": stage,
+        "shard": shard_path.name,
+        "counts": counts,
+        "stats": earlier.to_dict(),  # every attempt's calls (a reopened shard's earlier runs included)
+        "attempt_stats": attempt,  # this attempt's: the summary's "this run"
+        "seconds": time.time() - started,
+        "finished_at": time.time(),
+    }
+    output.finish(summary)
+    if progress is not None and hasattr(progress, "settle"):
+        progress.settle(str(out_dir))
+    return summary
+
+
+async def _until_stopped(work: Any, stop: threading.Event | None, shard: str) -> None:
+    """Await `work`, cancelling it (in-flight calls are dropped) as soon as `stop` is set."""
+    task = asyncio.ensure_future(work)
+    while stop is not None and not task.done():
+        await asyncio.wait({task}, timeout=0.1)
+        if stop.is_set() and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise RunStopped(f"{shard}: stopped with the run; its finished prompts are kept")
+    await task
+
+
+async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, roles) -> None:
+    in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
+    if stage == "sft":
+        from moaa.engine import run_prompts
+
+        await run_prompts(
+            prompts, config.sft, clients, on_result=on_result, max_in_flight=in_flight, roles=roles,
+            answers=config.answers,
+        )  # fmt: skip
+    elif stage == "preference":
+        from moaa.preference import run_preference_prompts
+
+        await run_preference_prompts(
+            prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight, answers=config.answers
+        )
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+
+
+class _FailureGuard:
+    """Stops a shard early once too many of the stage's prompts failed (saves budget on a broken setup).
+
+    The rate counts this shard's prompts plus those of the stage's shards already finished, so
+    shards smaller than `run.min_prompts_for_failure_rate` still stop a broken run.
+    """
+
+    def __init__(self, config: MoaaConfig, stage: str, stage_dir: Path):
+        self.max_rate = config.run.max_failure_rate
+        self.min_prompts = config.run.min_prompts_for_failure_rate
+        self.stage = stage
+        self.config = config
+        self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
+        self.done_finished = self.done_failed = 0
+        for folder in stage_dir.glob("shard-*"):
+            counts = (read_done(folder) or {}).get("counts")
+            if counts:
+                self.done_finished += counts["rows"] + counts["failed"] + sum(counts["dropped"].values())
+                self.done_failed += counts["failed"]
+
+    def check(self, finished: int, failed: int) -> None:
+        finished, failed = finished + self.done_finished, failed + self.done_failed
+        if finished >= self.min_prompts and failed / finished > self.max_rate:
+            from moaa.work.outcome import commonest_cause, endpoint_hint
+
+            text, hits, seen = commonest_cause(self.failures)
+            cause = f"; commonest cause ({hits} of {seen}): {text}{endpoint_hint(text, self.config)}" if text else ""
+            raise FailureRateExceeded(
+                f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
+                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (see the failures) and run "
+                "the same command again to resume"
+            )

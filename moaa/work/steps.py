@@ -1,0 +1,423 @@
+"""A run from start to finish, as plain steps the Prefect flow calls in order:
+
+1. `plan_run`: load and filter prompts, split them into input shards inside a work folder named by
+   the config's fingerprint (so the same command resumes the same run);
+2. the flow runs `moaa.work.stage_shard.run_shard` once per shard, per stage;
+3. `finish_run`: write the data set version (moaa.dataset.versions) and build the run summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moaa.config import MoaaConfig, dump_config, dump_public_config
+from moaa.errors import MoaaError, storage_error
+from moaa.models.stats import RunStats
+from moaa.rows import Prompt
+from moaa.work.shards import read_done, split_into_shards, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    config: MoaaConfig
+    work_dir: Path
+    shards: dict[str, list[tuple[Path, Path]]]  # stage -> [(input shard, output folder)]
+    prompt_counts: dict[str, Any]
+    prompt_source: dict[str, str]
+    started: float = field(default_factory=time.time)
+    # Failures of earlier runs of this work folder: {"transient"/"other": asked again, "permanent": kept}
+    earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "other": 0, "permanent": 0})
+
+    def total(self, stage: str) -> int:
+        return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
+
+
+def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
+    """Hash of what decides the data and its shards: the prompts' own fingerprint (their contents),
+    the prompt settings, stages, each endpoint's model and sampling, and the shard size."""
+    data = dump_config(config)
+    endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
+    # `answers`: whether truncated answers are data (rows kept under `keep` must not survive a switch to drop).
+    keep = {k: data[k] for k in ("name", "prompts", "sft", "preference", "answers")} | {"endpoints": endpoints}
+    keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
+    # Shard folders are numbered: another shard size must not meet the DONE files of the old split.
+    keep["shard_size"] = data["run"]["shard_size"]
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
+    """Filter the prompts and write the input shards of a run's work folder.
+
+    The prompts stream from the source into the shard files (moaa.sources.stream_prompts, spilling
+    to a temporary file in run.work_dir until the source's fingerprint names the work folder), so
+    memory does not grow with their number. Shards already on disk with the same prompts are kept.
+    """
+    _check_writable(Path(config.run.work_dir), "run.work_dir")
+    _check_writable(Path(config.output.root), "output.root")  # fail now, not after the model calls
+    try:
+        return _plan(config, base_dir)
+    except OSError as exc:  # the disk filled while spilling prompts or writing input shards
+        raise storage_error(f"work folder {config.run.work_dir}", exc, "run.work_dir") from None
+
+
+def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
+    from moaa.sources import stream_prompts
+
+    with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
+        if not len(prompts):
+            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+        work = Path(config.run.work_dir) / config.name / fingerprint(config, prompts.fingerprint)
+        shards = {"sft": _stage_shards(work / "sft", prompts, config.run.shard_size)}
+        if config.preference.enabled:
+            pref = prompts.head(config.preference.limit)
+            shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
+        counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
+        source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
+    write_json_atomic(work / "config.json", dump_public_config(config))
+    return RunPlan(config, work, shards, counts, source)
+
+
+def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
+    """Take out the failed prompts of earlier runs that this run asks again (moaa.work.shards.reopen_failures):
+    transient ones; every one of a stopped run's unfinished shards or of a stage that made no row.
+    Counts {"transient", "other", "permanent"} (permanent: kept). Call it holding the work folder's
+    lock: it takes finished shards' DONE away, which a running run's collect would then miss."""
+    from moaa.work.shards import read_jsonl, reopen_failures
+
+    found = {"transient": 0, "other": 0, "permanent": 0}
+    for shards in plan.shards.values():
+        made_nothing = not any(next(read_jsonl(out / "rows.jsonl"), None) for _, out in shards)
+        for _, out in shards:
+            for key, n in reopen_failures(out, everything=made_nothing).items():
+                found[key] += n
+    if any(found.values()):
+        log.info(earlier_failures_line(found))
+    return found
+
+
+def earlier_failures_line(found: dict[str, int]) -> str:
+    """'re-asking 12 prompts that failed transiently; keeping 3 permanent failures' (earlier runs')."""
+    other = f" and {found['other']} of a stopped run or a stage that made nothing" if found.get("other") else ""
+    return (
+        f"re-asking {found['transient']} prompts that failed transiently{other}; "
+        f"keeping {found['permanent']} permanent failures (400, content filter, bad prompt)"
+    )
+
+
+def _stage_shards(folder: Path, prompts: Iterable[Prompt], size: int) -> list[tuple[Path, Path]]:
+    # vars(): Prompt.to_dict's fields in its order, without asdict's deep copy (serialised at once).
+    inputs = split_into_shards((vars(p) for p in prompts), folder / "inputs", size)
+    return [(p, folder / p.stem) for p in inputs]
+
+
+def _check_writable(folder: Path, setting: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise MoaaError(f"{folder}: not writable ({exc.strerror}); set {setting} to a writable folder") from None
+
+
+def collect(plan: RunPlan) -> dict[str, Any]:
+    """Fold every finished shard's summary into run totals."""
+    stats, new = RunStats(), RunStats()
+    stages: dict[str, dict[str, Any]] = {}
+    for stage, shards in plan.shards.items():
+        agg = {"prompts": 0, "rows": 0, "failed": 0, "dropped": {}, "counters": {}, "seconds": 0.0}
+        # This run's part of the stage: prompts answered now (not resumed) and its wall time, from
+        # the first of its shards to start to the last to finish (shards run in parallel).
+        fresh_prompts, spans = 0, []
+        for _, out in shards:
+            done = read_done(out)
+            if done is None:
+                continue
+            stats.merge(done["stats"])
+            if done.get("finished_at", 0) >= plan.started:
+                new.merge(done.get("attempt_stats", done["stats"]))
+                fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
+                spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
+            for key, n in done["counts"].get("counters", {}).items():
+                agg["counters"][key] = agg["counters"].get(key, 0) + n
+            for key in ("prompts", "rows", "failed"):
+                agg[key] += done["counts"][key]
+            for reason, n in done["counts"]["dropped"].items():
+                agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
+            agg["seconds"] += done["seconds"]
+        agg["this_run"] = {
+            "prompts": fresh_prompts,
+            "wall_seconds": round(max(e for _, e in spans) - min(b for b, _ in spans), 2) if spans else 0.0,
+        }
+        stages[stage] = agg
+    roles = _read_roles(plan.work_dir)  # SMoA's once-per-run role generation call
+    if roles is not None:
+        stats.merge(roles["stats"])
+        if roles["finished_at"] >= plan.started:
+            new.merge(roles["stats"])
+    return {"stats": stats, "new_stats": new, "stages": stages}
+
+
+def failure_reasons(plan: RunPlan) -> dict[str, int]:
+    from moaa.work.shards import read_jsonl
+
+    reasons: dict[str, int] = {}
+    for shards in plan.shards.values():
+        for _, out in shards:
+            for row in read_jsonl(out / "failures.jsonl"):
+                key = f"{row['stage']}:{row['reason']}"
+                reasons[key] = reasons.get(key, 0) + 1
+    return reasons
+
+
+def parts_of(plan: RunPlan) -> dict[str, list[Path]]:
+    """The JSONL files that make each config of the data set version."""
+    outs = [out for shards in plan.shards.values() for _, out in shards]
+    parts = {
+        "sft": [out / "rows.jsonl" for _, out in plan.shards.get("sft", [])],
+        "dpo": [out / "rows.jsonl" for _, out in plan.shards.get("preference", [])],
+        "trace": [out / "trace.jsonl" for out in outs],
+        "failures": [out / "failures.jsonl" for out in outs],
+    }
+    return {k: [p for p in v if p.exists()] for k, v in parts.items()}
+
+
+def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict[str, Any] | None = None) -> dict:
+    """The run summary: what a person reads at the end, and what the manifest records."""
+    stats: RunStats = totals["stats"]
+    t = stats.totals()
+    fresh = totals["new_stats"].totals()
+    sft = totals["stages"].get("sft", {})
+    answered = max(sft.get("rows", 0) + sft.get("failed", 0), 1)
+    sft_tags = [v for k, v in stats.to_dict()["tags"].items() if k.startswith("sft.")]
+    sft_calls = sum(v["calls"] for v in sft_tags)
+    sft_tokens = sum(v["prompt_tokens"] + v["completion_tokens"] for v in sft_tags)
+    return {
+        "name": plan.config.name,
+        "method": plan.config.sft.method,
+        "work_dir": str(plan.work_dir),
+        "prompts": plan.prompt_counts,
+        "stages": totals["stages"],
+        "failures": failure_reasons(plan),
+        "earlier_failures": plan.earlier_failures,
+        "calls": t.calls,
+        "cache_hits": t.cache_hits,
+        "retries": t.retries,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "cost": round(t.cost, 6),
+        "cost_to_make": round(t.cost + t.cached_cost, 6),  # cached answers at what they cost when first asked
+        "this_run": {
+            "calls": fresh.calls - fresh.cache_hits,
+            "cache_hits": fresh.cache_hits,
+            "cost": round(fresh.cost, 6),
+        },
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
+        "per_prompt": {
+            "calls": round(sft_calls / answered, 2),
+            "tokens": round(sft_tokens / answered, 1),
+            # the SFT stage's wall time this run over the prompts it answered this run (a resumed
+            # run's reused rows and the other stages do not dilute it); 0 when nothing was new
+            "seconds": _per_prompt_seconds(sft.get("this_run", {})),
+        },
+        "endpoints": stats.summary(),
+    } | (extra or {})
+
+
+def _per_prompt_seconds(this_run: dict[str, Any]) -> float:
+    prompts = this_run.get("prompts", 0)
+    return round(this_run.get("wall_seconds", 0.0) / prompts, 3) if prompts else 0.0
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    for stage, agg in s["stages"].items():
+        dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
+        lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
+        if agg.get("counters"):
+            lines.append("  " + " " * 10 + " " + ", ".join(f"{k} {v}" for k, v in sorted(agg["counters"].items())))
+    lines.append(
+        f"  this run: {s['this_run']['calls']} model calls, {s['this_run']['cache_hits']} cache hits, "
+        f"${s['this_run']['cost']:.4f}; resumed work is reused"
+    )
+    lines.append(
+        f"  data totals: calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
+        f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
+        f" (cost to make, cached answers included: ${s.get('cost_to_make', s['cost']):.4f})"
+    )
+    pp = s["per_prompt"]
+    wall = f", {pp['seconds']}s of SFT wall time this run" if pp["seconds"] else ""
+    lines.append(f"  per prompt ({s['method']}): {pp['calls']} calls, {pp['tokens']} tokens{wall}")
+    for name, ep in s["endpoints"].items():
+        lat = ep.get("latency") or {}
+        p50 = f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s" if lat else "no latency"
+        lines.append(
+            f"  endpoint {name}: {ep['calls']} calls, {ep['failures']} failed, {ep['prompt_tokens']}+"
+            f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
+        )
+    lines.append("  quality: " + quality_line(s["stages"]))
+    earlier = s.get("earlier_failures") or {}
+    if any(earlier.values()):
+        lines.append("  re-run: " + earlier_failures_line(earlier))
+    if s["failures"]:
+        lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
+    if s.get("version_path"):
+        lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
+    return "\n".join(lines)
+
+
+def quality_line(stages: dict[str, Any]) -> str:
+    """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
+    (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.engine.quality import gate_summary
+
+    parts = []
+    for stage, agg in stages.items():
+        counters = agg.get("counters", {})
+        part = f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated"
+        if counters.get("truncated", 0):  # what answers.truncated did with them
+            part += " (" + truncation_counts(counters) + ")"
+        parts.append(part)
+        if stage == "sft":
+            parts.append(gate_summary(counters))
+        if "unparsed" in counters:
+            parts.append(f"{counters['unparsed']} unparsed verdicts")
+    return ", ".join(parts)
+
+
+TRUNCATION_COUNTERS = (
+    ("truncated_dropped", "dropped"),
+    ("truncated_reasked", "re-asked"),
+    ("truncated_kept", "kept"),
+    ("truncated_references", "kept as references"),
+)
+
+
+def truncation_counts(counters: dict[str, int]) -> str:
+    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
+    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
+
+
+def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
+    """SMoA role descriptions: from the config, else generated once per run and kept in the run."""
+    smoa = config.sft.smoa
+    if config.sft.method != "smoa":
+        return None
+    if smoa.roles:
+        return list(smoa.roles)
+    saved = _read_roles(plan.work_dir)
+    if saved is not None:
+        return saved["roles"]
+    import asyncio
+
+    from moaa.engine.smoa import generate_roles, run_task
+    from moaa.models.session import build_clients
+
+    agent = smoa.role_generator or config.sft.aggregator
+    stats = RunStats()
+    client = build_clients(config, stats, [agent.endpoint])[agent.endpoint]
+    task = run_task(smoa.task, plan.shards["sft"][0][0])
+    roles = asyncio.run(generate_roles(len(config.sft.proposers), client, agent, task=task))
+    # Kept with the call's accounting, which `collect` folds into the run totals like a shard's.
+    record = {"roles": roles, "stats": stats.to_dict(), "finished_at": time.time()}
+    write_json_atomic(plan.work_dir / ROLES_FILE, record)
+    return roles
+
+
+ROLES_FILE = "roles.json"
+
+
+def _read_roles(work_dir: Path) -> dict[str, Any] | None:
+    """The run's saved SMoA roles: {"roles", "stats", "finished_at"} (a bare list from older runs)."""
+    path = work_dir / ROLES_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return {"roles": data, "stats": {}, "finished_at": 0.0} if isinstance(data, list) else data
+
+
+def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: bool = False) -> dict[str, Any]:
+    """Write the data set version and return the run summary (also saved in the work folder)."""
+    from moaa.dataset.versions import write_version
+
+    config = plan.config
+    summary = summarize(plan, totals, elapsed)
+    run_info = {
+        "stats": summary["endpoints"],
+        "counts": {"prompts": plan.prompt_counts, "stages": totals["stages"], "failures": summary["failures"]},
+        "timings": {"seconds": summary["seconds"], "started": plan.started},
+        "prompt_source": plan.prompt_source,
+        "methods": {
+            "sft": config.sft.method,
+            "scorer": config.preference.scorer.kind if config.preference.enabled else None,
+        },
+        "summary": {k: v for k, v in summary.items() if k not in ("endpoints",)},
+    }
+    bias = _bias(plan)
+    if bias:
+        run_info["bias"] = summary["bias"] = bias
+    info = write_version(
+        Path(config.output.root),
+        config.name,
+        parts_of(plan),
+        config=dump_config(config),
+        run_info=run_info,
+        test_size=config.output.test_size,
+        split_seed=config.output.split_seed,
+        license=config.output.license,
+        tags=config.output.tags,
+    )
+    summary["version"] = info.version
+    summary["version_path"] = str(info.path)
+    try:
+        from moaa.dataset.run_report import write_report
+
+        summary["report_path"] = str(write_report(info.path))
+    except Exception as exc:  # noqa: BLE001 - the data is written; a missing report must not lose the run
+        log.warning("could not write the run report of %s: %s", info.path, exc)
+    if publish or config.output.publish_repo_id:
+        summary["published"] = _publish(info.path, config)
+    try:
+        write_json_atomic(plan.work_dir / "summary.json", summary)
+    except OSError as exc:  # the version is written; only this copy of its summary is missing
+        log.warning("could not write %s: %s", plan.work_dir / "summary.json", exc)
+    return summary
+
+
+def _bias(plan: RunPlan) -> dict[str, Any] | None:
+    if "preference" not in plan.shards:
+        return None
+    from moaa.preference import bias_report
+    from moaa.work.shards import read_jsonl
+
+    rows, trace, drops = [], [], {}
+    for _, out in plan.shards["preference"]:
+        rows.extend(read_jsonl(out / "rows.jsonl"))
+        trace.extend(t for t in read_jsonl(out / "trace.jsonl") if t["stage"] != "sft")
+        done = read_done(out) or {"counts": {"dropped": {}}}
+        for reason, n in done["counts"]["dropped"].items():
+            drops[reason] = drops.get(reason, 0) + n
+    return bias_report(rows, trace, drops)
+
+
+def _publish(path: Path, config: MoaaConfig) -> dict[str, Any]:
+    import os
+
+    from moaa.dataset.hub import publish_version
+
+    if not config.output.publish_repo_id:
+        raise MoaaError("publishing needs output.publish_repo_id (e.g. --set output.publish_repo_id=org/name)")
+    result = publish_version(
+        path, config.output.publish_repo_id, config.output.private, os.environ.get("HF_TOKEN"), False
+    )
+    return result if isinstance(result, dict) else vars(result)
