@@ -8,8 +8,9 @@ last layer's answers. `moa-lite` is the same with L=2.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
-from moaa.engine.context import Answer, PromptRun
+from moaa.engine.context import Answer, Call, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.quality import gated_aggregate
 from moaa.models.client import Message
@@ -46,20 +47,8 @@ async def proposer_layer(
     for i, agent in enumerate(run.gen.proposers):
         role = role_of(run, i)
         messages = proposer_messages(convo, role, refs)
-        calls.append(
-            run.ask(
-                agent,
-                f"proposer{i}",
-                "proposer",
-                template,
-                messages,
-                kind="proposal",
-                turn=turn,
-                layer=layer,
-                index=i,
-                role=role,
-            )
-        )
+        call = Call(agent, f"proposer{i}", "proposer", template, "proposal", turn, layer, index=i, role=role)
+        calls.append(run.ask(call, messages))
     answers = [a for got in await asyncio.gather(*calls) for a in got]
     asked = len(run.gen.proposers)
     if len(answers) < need(run, asked):
@@ -86,12 +75,12 @@ async def aggregate(
     refs = reference_texts(run, answers, turn, layer)
     messages = aggregator_messages(proposer_messages(convo, agent.role, None), refs, template, marked)
 
+    # Self-MoA-Seq's earlier syntheses are references, not the row's answer.
+    call = Call(agent, "aggregator", "aggregator", template, kind, turn, layer, final=kind == "aggregate")
+
     async def ask(asked: list[Message], attempt: int) -> list[Answer]:
-        who = f"aggregator-reask{attempt}" if attempt else "aggregator"  # a re-ask gets its own seed
-        return await run.ask(
-            agent, who, "aggregator", template, asked, kind=kind, turn=turn, layer=layer,
-            final=kind == "aggregate",  # Self-MoA-Seq's earlier syntheses are references
-        )  # fmt: skip
+        # A re-ask gets its own seed.
+        return await run.ask(replace(call, who=f"aggregator-reask{attempt}") if attempt else call, asked)
 
     got = await ask(messages, 0)
     if not got:
@@ -101,18 +90,8 @@ async def aggregate(
 
 async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
     agent, role = run.gen.proposers[0], role_of(run, 0)
-    got = await run.ask(
-        agent,
-        "proposer0",
-        "proposer",
-        PROPOSE,
-        proposer_messages(convo, role, None),
-        kind="answer",
-        turn=turn,
-        layer=1,
-        role=role,
-        final=True,
-    )
+    call = Call(agent, "proposer0", "proposer", PROPOSE, "answer", turn, 1, role=role, final=True)
+    got = await run.ask(call, proposer_messages(convo, role, None))
     if not got:
         raise run.fail("proposers_failed", "the model gave no answer")
     return got[0].text

@@ -10,7 +10,7 @@ synthesis is labelled in the prompt, so the aggregator can tell it from the samp
 
 from __future__ import annotations
 
-from moaa.engine.context import Answer, PromptRun
+from moaa.engine.context import Answer, Call, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, need, role_of
 from moaa.models.client import Message
@@ -20,18 +20,8 @@ from moaa.prompts.generation import PROPOSE, SEQ_AGGREGATE, proposer_messages
 async def sample(run: PromptRun, convo: list[Message], turn: int, count: int) -> list[Answer]:
     """`count` samples of proposers[0] in one call; fails the prompt when too few survive."""
     agent, role = run.gen.proposers[0], role_of(run, 0)
-    answers = await run.ask(
-        agent,
-        "proposer0",
-        "proposer",
-        PROPOSE,
-        proposer_messages(convo, role, None),
-        kind="sample",
-        turn=turn,
-        layer=1,
-        role=role,
-        n=count,
-    )
+    call = Call(agent, "proposer0", "proposer", PROPOSE, "sample", turn, 1, role=role, n=count)
+    answers = await run.ask(call, proposer_messages(convo, role, None))
     if len(answers) < need(run, count):
         raise run.fail("proposers_failed", f"{len(answers)} of {count} samples survived")
     return answers

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import AgentConfig
-from moaa.engine.context import Answer, PromptRun, derive_seed, json_format, sampling_of
+from moaa.engine.context import Answer, Call, PromptRun, derive_seed, json_format, sampling_of
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, proposer_layer
 from moaa.json_text import json_objects
@@ -82,17 +82,8 @@ async def moderate(
     assert agent is not None
     k = min(smoa.k, len(answers))
     fmt = json_format(run.client(agent), "moderation", MODERATOR_SCHEMA)
-    got = await run.ask(
-        agent,
-        "moderator",
-        "moderator",
-        MODERATOR,
-        moderator_messages(convo, [a.text for a in answers], k),
-        kind="moderator",
-        turn=turn,
-        layer=layer,
-        response_format=fmt,
-    )
+    call = Call(agent, "moderator", "moderator", MODERATOR, "moderator", turn, layer, response_format=fmt)
+    got = await run.ask(call, moderator_messages(convo, [a.text for a in answers], k))
     parsed = parse_moderation(got[0].text, len(answers), k) if got else Moderation(problem="no answer")
     meta: dict[str, Any] = {}
     if parsed.problem:
