@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -194,7 +195,7 @@ DRAFT_REVISE = Method("draft-revise", draft_and_revise_turn, plan_draft_and_revi
 
 
 @pytest.fixture
-def toy_method():
+def toy_method() -> Iterator[Method]:
     register(DRAFT_REVISE)
     yield DRAFT_REVISE
     del REGISTRY[DRAFT_REVISE.name]

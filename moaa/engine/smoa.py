@@ -214,12 +214,12 @@ def plan_smoa(gen: GenerationConfig) -> Plan:
     assert moderator is not None
     # The estimate sizes each proposer's role: the given ones, else built-in ones of a typical length.
     roles = list(smoa.roles or [FALLBACK_ROLES[i % len(FALLBACK_ROLES)] for i in range(proposers)])
+    moderate = functools.partial(_moderate, k)
     steps = [
         *proposer_steps(gen, smoa.rounds, k, roles),
-        Step("smoa.moderator", moderator, "moderator", MODERATOR, functools.partial(_moderate, k),
-             calls=smoa.rounds, references=proposers),
+        Step("smoa.moderator", moderator, "moderator", MODERATOR, moderate, calls=smoa.rounds, references=proposers),
         aggregator_step(gen, k),
-    ]  # fmt: skip
+    ]
     if not smoa.roles:
         generator = smoa.role_generator or gen.aggregator
         assert generator is not None
