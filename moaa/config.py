@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moaa.errors import ConfigError
 
-METHODS = ("single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa")
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -205,7 +203,7 @@ class QualityConfig(Strict):
 class GenerationConfig(Strict):
     """The SFT stage: how answers are written (see ALGORITHMS.md sections 1-5)."""
 
-    method: Literal["single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"] = "moa"
+    method: str = "moa"  # a registered method (moaa.engine.methods): single, moa, moa-lite, self-moa, ...
     layers: int | None = Field(
         None,
         description="moa: how many layers, the last one the aggregator (default 3, the paper's); moa-lite is "
@@ -221,31 +219,21 @@ class GenerationConfig(Strict):
     smoa: SMoAConfig = SMoAConfig()
     quality: QualityConfig = QualityConfig()
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from moaa.engine.methods import method_of  # lazily: the engine imports this module
+
+        method_of(name)
+        return name
+
     @model_validator(mode="after")
     def _shape(self) -> GenerationConfig:
         if not self.proposers:
             raise ValueError("at least one proposer is required")
-        if self.method != "single" and self.aggregator is None:
-            raise ValueError(f"method '{self.method}' needs an aggregator")
-        if self.method == "moa-lite":
-            if self.layers not in (None, 2):
-                raise ValueError(
-                    f"layers: method 'moa-lite' always has 2 layers (got {self.layers}); remove sft.layers "
-                    "or use method moa"
-                )
-            self.layers = 2
-        elif self.method == "moa":
-            if self.layers is None:
-                self.layers = 3
-            elif self.layers < 2:
-                raise ValueError(
-                    f"layers: method 'moa' needs layers >= 2 (got {self.layers}); use method single for one model"
-                )
-        if self.method == "smoa" and self.smoa.k > len(self.proposers):
-            raise ValueError(
-                f"smoa.k: the moderator picks {self.smoa.k} of {len(self.proposers)} proposers' answers; "
-                f"set smoa.k to at most {len(self.proposers)} or add proposers"
-            )
+        from moaa.engine.methods import check_generation
+
+        check_generation(self)  # each method states its own rules (and defaults) once, beside its turn
         return self
 
 

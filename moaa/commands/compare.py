@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 
-from moaa.config import METHODS
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="A/B two generation methods: same prompts, same student, judged head to head and vs base"
     )
     p.add_argument("config", help="run config; arm A is its method, e.g. configs/local.yaml")
-    p.add_argument("--arm-a", choices=METHODS, help="arm A's method (default: the config's sft.method)")
-    p.add_argument("--arm-b", choices=METHODS, help="arm B's method (default: single)")
+    # Checked when the arm's config loads, against the registered methods (moaa.engine.methods).
+    p.add_argument("--arm-a", metavar="METHOD", help="arm A's method (default: the config's sft.method)")
+    p.add_argument("--arm-b", metavar="METHOD", help="arm B's method, e.g. self-moa (default: single)")
     p.add_argument("--baseline-agent", metavar="NAME",
                    help="a one-model arm's agent: a proposer's name or index, or 'aggregator' "
                    "(default: the proposer on the aggregator's endpoint)")  # fmt: skip

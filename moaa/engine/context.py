@@ -8,7 +8,6 @@ it stops the run.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -46,6 +45,30 @@ class Answer:
 
     text: str
     step: TraceStep
+
+
+@dataclass(frozen=True)
+class Call:
+    """Where one model call sits in a prompt's answer: who makes it, with which prompt, and what it yields.
+
+    `who` names the agent in seeds and the trace (proposer0, aggregator, moderator; a re-ask gets its
+    own); `part` and `template` make the call's tag (`sft.proposer.propose@v1`); `kind` is the trace
+    step's kind (answer, proposal, sample, aggregate, synthesis, moderator); `index` is the first
+    trace index of its texts; `final`: the text becomes the row's answer.
+    """
+
+    agent: AgentConfig
+    who: str
+    part: str
+    template: Template
+    kind: str
+    turn: int
+    layer: int
+    index: int = 0
+    role: str | None = None
+    n: int = 1
+    response_format: dict[str, Any] | None = None
+    final: bool = False
 
 
 @dataclass
@@ -177,32 +200,16 @@ class PromptRun:
     def rng(self, *parts: object) -> random.Random:
         return random.Random(derive_seed(self.prompt.prompt_id, *parts))
 
-    async def ask(
-        self,
-        agent: AgentConfig,
-        who: str,
-        part: str,
-        template: Template,
-        messages: list[Message],
-        *,
-        kind: str,
-        turn: int,
-        layer: int,
-        index: int = 0,
-        role: str | None = None,
-        n: int = 1,
-        response_format: dict[str, Any] | None = None,
-        final: bool = False,
-    ) -> list[Answer]:
-        """Call `agent`; one Answer per non-empty text (failed calls and empty texts are dropped).
+    async def ask(self, call: Call, messages: list[Message]) -> list[Answer]:
+        """Make `call` with `messages`; one Answer per non-empty text (failed calls and empty texts are dropped).
 
-        `final`: the text becomes the row's answer, so one cut at max_tokens follows
+        A `final` text becomes the row's answer, so one cut at max_tokens follows
         `answers.truncated` (dropped, re-asked with a larger budget, or kept); other texts are
         references and are kept when cut, counted as truncated_references."""
-        sampling = sampling_of(agent, self.seed(agent, turn, layer, who))
-        call = functools.partial(self._ask_once, agent, who, part, template, messages, kind, turn, layer, index, role)
+        agent = call.agent
+        sampling = sampling_of(agent, self.seed(agent, call.turn, call.layer, call.who))
         while True:
-            got = await call(sampling, n, response_format, final)
+            got = await self._ask_once(call, messages, sampling)
             budget = self._larger_budget(agent, sampling) if got is None else None
             if budget is None:
                 return got or []
@@ -214,64 +221,48 @@ class PromptRun:
             return None
         return larger_budget(self.client(agent), sampling, self._last_tokens, self.answers.reask_max_tokens)
 
-    async def _ask_once(
-        self, agent, who, part, template, messages, kind, turn, layer, index, role, sampling, n, response_format, final
-    ) -> list[Answer] | None:
+    async def _ask_once(self, call: Call, messages: list[Message], sampling: Sampling) -> list[Answer] | None:
         """One call; None when its final answer was cut and `answers.truncated` is reask."""
-        client = self.client(agent)
+        client = self.client(call.agent)
         self.calls += 1
         slot = len(self._steps)
         self._steps.append([])
         self._models.append("")
         try:
             done = await client.chat(
-                messages, sampling, n=n, response_format=response_format, tag=template.tag(self.stage, part)
+                messages,
+                sampling,
+                n=call.n,
+                response_format=call.response_format,
+                tag=call.template.tag(self.stage, call.part),
             )
         except CallError as exc:
             self.counters["failed_calls"] += 1
             self.last_error, self.last_transient, self.last_truncated = str(exc), exc.transient, False
-            self._steps[slot].append(
-                self._step(
-                    agent,
-                    who,
-                    kind,
-                    "",
-                    turn,
-                    layer,
-                    index,
-                    role,
-                    selected=False,
-                    finish_reason="error",
-                    meta=json.dumps({"error": str(exc)}),
-                )
-            )
+            meta = json.dumps({"error": str(exc)})
+            self._steps[slot].append(self._step(call, "", 0, selected=False, finish_reason="error", meta=meta))
             return []
-        return self._record(slot, done, agent, who, kind, turn, layer, index, role, final, sampling.max_tokens)
+        return self._record(slot, done, call, sampling.max_tokens)
 
-    def _record(
-        self, slot: int, done: Completion, agent, who, kind, turn, layer, index, role, final=False, budget=None
-    ) -> list[Answer] | None:
+    def _record(self, slot: int, done: Completion, call: Call, budget: int | None) -> list[Answer] | None:
         self.prompt_tokens += done.prompt_tokens
         self.completion_tokens += done.completion_tokens
         self._models[slot] = done.model
         answers = []
         total_chars = sum(len(t) for t in done.texts) or 1
         left = done.completion_tokens
+        who = call.who
         for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
             # n>1 replies report usage per call: share the completion tokens out by length.
             tokens = left if i == len(done.texts) - 1 else round(done.completion_tokens * len(text) / total_chars)
             left -= tokens
             empty = not text.strip()
-            drop = empty or reason == "content_filter" or (reason == "length" and final and not self._keep_cut())
+            cut = reason == "length" and call.final
+            drop = empty or reason == "content_filter" or (cut and not self._keep_cut())
             step = self._step(
-                agent,
-                who,
-                kind,
+                call,
                 text,
-                turn,
-                layer,
-                index + i,
-                role,
+                i,
                 selected=not drop,
                 prompt_tokens=done.prompt_tokens if i == 0 else 0,
                 completion_tokens=tokens,
@@ -287,17 +278,18 @@ class PromptRun:
             elif reason == "content_filter":
                 self.counters["content_filtered"] += 1
                 self._dropped(f"content filter stopped {who}'s answer ({done.model})", transient=False)
-            elif reason == "length" and final and drop:
+            elif cut and drop:
                 self._last_tokens = max(tokens, 1)
-                if self.answers.truncated == "reask" and self._larger_budget(agent, Sampling(max_tokens=budget)):
+                if self.answers.truncated == "reask" and self._larger_budget(call.agent, Sampling(max_tokens=budget)):
                     return None  # asked again with a larger budget
                 self.counters["truncated_dropped"] += 1
-                cut = f"max_tokens {budget}" if budget else f"{tokens} tokens"
-                where = f"{self.stage} {kind} of {who} (layer {layer}, endpoint {agent.endpoint}, {done.model})"
-                self._dropped(f"{where}: answer cut at {cut}", transient=True, truncated=True)
+                limit = f"max_tokens {budget}" if budget else f"{tokens} tokens"
+                place = f"layer {call.layer}, endpoint {call.agent.endpoint}, {done.model}"
+                where = f"{self.stage} {call.kind} of {who} ({place})"
+                self._dropped(f"{where}: answer cut at {limit}", transient=True, truncated=True)
             else:
                 if reason == "length":
-                    self.counters["truncated_kept" if final else "truncated_references"] += 1
+                    self.counters["truncated_kept" if call.final else "truncated_references"] += 1
                 answers.append(Answer(text, step))
         return answers
 
@@ -307,18 +299,19 @@ class PromptRun:
     def _dropped(self, error: str, *, transient: bool, truncated: bool = False) -> None:
         self.last_error, self.last_transient, self.last_truncated = error, transient, truncated
 
-    def _step(self, agent, who, kind, text, turn, layer, index, role, *, model: str = "", **extra) -> TraceStep:
+    def _step(self, call: Call, text: str, offset: int, *, model: str = "", **extra: Any) -> TraceStep:
+        """The trace step of the call's text number `offset` (its index: the call's index + offset)."""
         return TraceStep(
             prompt_id=self.prompt.prompt_id,
             stage=self.stage,
-            kind=kind,
+            kind=call.kind,
             text=text,
-            agent=agent.name or who,
-            model=model or self.client(agent).model,
-            role=role or "",
-            turn=turn,
-            layer=layer,
-            index=index,
+            agent=call.agent.name or call.who,
+            model=model or self.client(call.agent).model,
+            role=call.role or "",
+            turn=call.turn,
+            layer=call.layer,
+            index=call.index + offset,
             **extra,
         )
 

@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from moaa.config import AnswersConfig, GenerationConfig
 from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
-from moaa.engine.moa import moa_turn, single_turn
-from moaa.engine.self_moa import self_moa_seq_turn, self_moa_turn
-from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles, smoa_turn
+from moaa.engine.methods import method_of
+from moaa.engine.plan import Turn
+from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles
 from moaa.fanout import fan_out
 from moaa.models.client import ChatClient, Message
 from moaa.rows import Failure, Prompt, SFTRow
 
 log = logging.getLogger(__name__)
-
-Turn = Callable[[PromptRun, list[Message], int], Awaitable[str]]
-TURNS: dict[str, Turn] = {
-    "single": single_turn,
-    "moa": moa_turn,
-    "moa-lite": moa_turn,
-    "self-moa": self_moa_turn,
-    "self-moa-seq": self_moa_seq_turn,
-    "smoa": smoa_turn,
-}
 
 
 async def answer_prompt(
@@ -44,7 +34,7 @@ async def answer_prompt(
     embed: Embedder | None = None,
     answers: AnswersConfig | None = None,
 ) -> PromptResult:
-    """Answer every user turn of `prompt` with `gen.method`.
+    """Answer every user turn of `prompt` with `gen.method` (its registered turn function).
 
     SFT row columns: prompt_id, messages (system and user turns as given, assistant turns written
     by the mixture, ending with an assistant turn), source, method, models (distinct, in order of
@@ -55,7 +45,7 @@ async def answer_prompt(
     smoa_roles = (gen.smoa.roles or roles) if gen.method == "smoa" else None
     run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed, answers)
     try:
-        messages = await _answer_turns(run, TURNS[gen.method])
+        messages = await _answer_turns(run, method_of(gen.method).turn)
     except PromptFailed as exc:
         return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error, exc.transient))
     row = SFTRow(prompt.prompt_id, messages, prompt.source, gen.method, list(run.models), prompt.category)

@@ -8,11 +8,13 @@ round or an early stop, to the final aggregation. The reply's JSON is found by b
 index out of range) gives k answers at random (seeded), recorded in the moderator's trace step
 (`fallback`, `problem`) and counted (moderator_parse_failures, moderator_invalid_choices). Roles are
 generated once per run by `generate_roles`, from a task description (`smoa.task`, else a few of the
-run's prompts: `describe_task`), as the SMoA reference builds them per data set.
+run's prompts: `describe_task`), as the SMoA reference builds them per data set. The method's spec
+(SMOA: turn, call plan, config rule) closes the module.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -20,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moaa.config import AgentConfig
-from moaa.engine.context import Answer, PromptRun, derive_seed, json_format, sampling_of
+from moaa.config import AgentConfig, GenerationConfig
+from moaa.engine.context import Answer, Call, PromptRun, derive_seed, json_format, sampling_of
 from moaa.engine.defense import apply_cluster_filter
-from moaa.engine.moa import aggregate, proposer_layer
+from moaa.engine.moa import aggregate, aggregator_step, proposer_layer, proposer_steps
+from moaa.engine.plan import Method, Plan, Step
 from moaa.json_text import json_objects
 from moaa.models.client import CallError, ChatClient, Message
 from moaa.prompts.generation import (
@@ -82,17 +85,8 @@ async def moderate(
     assert agent is not None
     k = min(smoa.k, len(answers))
     fmt = json_format(run.client(agent), "moderation", MODERATOR_SCHEMA)
-    got = await run.ask(
-        agent,
-        "moderator",
-        "moderator",
-        MODERATOR,
-        moderator_messages(convo, [a.text for a in answers], k),
-        kind="moderator",
-        turn=turn,
-        layer=layer,
-        response_format=fmt,
-    )
+    call = Call(agent, "moderator", "moderator", MODERATOR, "moderator", turn, layer, response_format=fmt)
+    got = await run.ask(call, moderator_messages(convo, [a.text for a in answers], k))
     parsed = parse_moderation(got[0].text, len(answers), k) if got else Moderation(problem="no answer")
     meta: dict[str, Any] = {}
     if parsed.problem:
@@ -200,3 +194,47 @@ async def generate_roles(
         if role not in roles:
             roles.append(role)
     return [roles[i % len(roles)] for i in range(n)]
+
+
+def _moderate(k: int, convo: list[Message], refs: list[str]) -> list[Message]:
+    return moderator_messages(convo, refs, k)
+
+
+def _roles(n: int, task: str, _convo: list[Message], _refs: list[str]) -> list[Message]:
+    return roles_messages(n, task)
+
+
+def plan_smoa(gen: GenerationConfig) -> Plan:
+    """Every round: the proposers (round 2 on: seeing the k chosen), one moderator call; then the
+    aggregator on the k chosen. Roles not in the config are generated once per run. With
+    `early_stop` the counts are the most a turn makes."""
+    smoa, proposers = gen.smoa, len(gen.proposers)
+    k = min(smoa.k, proposers)
+    moderator = smoa.moderator or gen.aggregator
+    assert moderator is not None
+    # The estimate sizes each proposer's role: the given ones, else built-in ones of a typical length.
+    roles = list(smoa.roles or [FALLBACK_ROLES[i % len(FALLBACK_ROLES)] for i in range(proposers)])
+    moderate = functools.partial(_moderate, k)
+    steps = [
+        *proposer_steps(gen, smoa.rounds, k, roles),
+        Step("smoa.moderator", moderator, "moderator", MODERATOR, moderate, calls=smoa.rounds, references=proposers),
+        aggregator_step(gen, k),
+    ]
+    if not smoa.roles:
+        generator = smoa.role_generator or gen.aggregator
+        assert generator is not None
+        build = functools.partial(_roles, proposers, smoa.task or "")
+        steps.append(Step("smoa.role_generator", generator, "role_generator", ROLES, build, per_run=True))
+    stops = "the moderator may stop before the last round" if smoa.early_stop else ""
+    return Plan(tuple(steps), stops_early=stops)
+
+
+def check_smoa(gen: GenerationConfig) -> None:
+    if gen.smoa.k > len(gen.proposers):
+        raise ValueError(
+            f"smoa.k: the moderator picks {gen.smoa.k} of {len(gen.proposers)} proposers' answers; "
+            f"set smoa.k to at most {len(gen.proposers)} or add proposers"
+        )
+
+
+SMOA = Method("smoa", smoa_turn, plan_smoa, check_smoa)

@@ -3,8 +3,9 @@
     from moaa.work.estimate import estimate_run, format_estimate
     print(format_estimate(estimate_run(config)))        # what `moaa run CONFIG --dry-run` prints
 
-Calls come from the stages' own counters (`moaa.engine.calls_per_prompt`,
-`moaa.preference.calls_per_prompt`), so the estimate and the engine never diverge; they are exact
+Calls come from the stages' own counters (`moaa.engine.calls_per_prompt`, which adds up the
+method's call plan, and `moaa.preference.calls_per_prompt`), and what each SFT call sends is built
+by the plan's own message builders, so the estimate and the engine never diverge; they are exact
 on the path where every call succeeds (SMoA without early stop, every preference candidate
 distinct, every verdict parsed first time). Tokens are estimates: input is the text each call
 would send, built with the real prompt builders (conversation, role, template, references) at
@@ -20,11 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from moaa.config import AgentConfig, EndpointConfig, GenerationConfig, MoaaConfig, PreferenceConfig
+from moaa.config import AgentConfig, EndpointConfig, MoaaConfig, PreferenceConfig
 from moaa.errors import MoaaError
 from moaa.rows import Message, Prompt
 
 if TYPE_CHECKING:
+    from moaa.engine.plan import Plan
     from moaa.sources import PromptStream
 
 Prompts = Union[list[Prompt], "PromptStream"]  # sized and iterable; a stream is read back from disk
@@ -94,8 +96,8 @@ def output_tokens(agent: AgentConfig, endpoint: EndpointConfig) -> float:
     return OUTPUT_FRACTION * limit
 
 
-def _placeholder(tokens: float) -> str:
-    return "x" * int(tokens * CHARS_PER_TOKEN)
+def _placeholder(tokens: float, char: str = "x") -> str:
+    return char * int(tokens * CHARS_PER_TOKEN)
 
 
 def _turns(messages: list[Message]) -> list[float]:
@@ -126,84 +128,48 @@ def _overhead(shapes: list[Shape]) -> tuple[int, float]:
 
 
 def _sft_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
-    from moaa.engine import calls_per_prompt
+    from moaa.engine.methods import calls_per_prompt, plan_of
 
     gen, eps = config.sft, config.endpoints
     turns = [_turns(p.messages) for p in prompts]
     by_turns = Counter(len(t) for t in turns)
     counts = {t: calls_per_prompt(gen, turns=t, endpoints=eps) for t in by_turns}
     one = calls_per_prompt(gen, turns=1, endpoints=eps)
-    final = gen.proposers[0] if gen.method == "single" else gen.aggregator
+    plan = plan_of(gen)
+    final = gen.proposers[0] if gen.aggregator is None else gen.aggregator
     answer = output_tokens(final, eps[final.endpoint])
     # A later turn also carries the mixture's earlier answers.
     convo = sum(sum(size + i * (answer + MESSAGE_TOKENS) for i, size in enumerate(t)) for t in turns)
     n_turns = sum(len(t) for t in turns)
-    shapes = sft_shapes(config)
+    shapes = sft_shapes(config, plan)
     agents = {}
     for label in one["agents"]:
         calls = sum(counts[t]["agents"][label]["calls"] * n for t, n in by_turns.items())
         answers = sum(counts[t]["agents"][label]["answers"] * n for t, n in by_turns.items())
-        agents[label] = _load(config, _agent(gen, label), calls, answers, shapes[label], convo, n_turns)
+        agent = next(s.agent for s in plan.steps if s.label == label)
+        agents[label] = _load(config, agent, calls, answers, shapes[label], convo, n_turns)
     per_run = 0
     for label, calls in one["per_run"].items():
-        agents[label] = _load(config, _agent(gen, label), calls, calls, shapes[label], calls * tokens_of(_PROBE), calls)
+        agent = next(s.agent for s in plan.steps if s.label == label)
+        agents[label] = _load(config, agent, calls, calls, shapes[label], calls * tokens_of(_PROBE), calls)
         per_run += calls
     upper = bool(one["upper_bound"])
     return _stage(len(prompts), n_turns, agents, per_run, upper)
 
 
-def sft_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
-    """For each agent label of calls_per_prompt, the calls of one turn and what each one sends."""
-    from moaa.prompts.generation import (
-        FALLBACK_ROLES,
-        SEQ_AGGREGATE,
-        aggregator_messages,
-        moderator_messages,
-        proposer_messages,
-        roles_messages,
-    )
+def sft_shapes(config: MoaaConfig, plan: Plan) -> dict[str, list[Shape]]:
+    """For each agent label of the method's plan, its calls of one turn and what each one sends.
 
-    gen, eps = config.sft, config.endpoints
-    props = gen.proposers
-    roles = gen.smoa.roles or [FALLBACK_ROLES[i % len(FALLBACK_ROLES)] for i in range(len(props))]
-    role = (lambda i: roles[i % len(roles)]) if gen.method == "smoa" else (lambda i: props[i].role)
+    Each step's own message builder makes the messages, with placeholder references: an earlier
+    answer as long as the proposers' mean answer, a running synthesis as long as the step agent's."""
+    eps = config.endpoints
+    props = config.sft.proposers
     ref = _placeholder(sum(output_tokens(p, eps[p.endpoint]) for p in props) / len(props))
-    p0 = [(1, proposer_messages(_PROBE, role(0), None))]
     shapes: dict[str, list[Shape]] = {}
-    if gen.method == "single":
-        shapes["proposers[0]"] = p0
-    elif gen.method in ("moa", "moa-lite"):
-        layers = gen.layers or 2
-        for i in range(len(props)):
-            shapes[f"proposers[{i}]"] = [
-                (1, proposer_messages(_PROBE, role(i), None)),
-                (layers - 2, proposer_messages(_PROBE, role(i), [ref] * len(props))),
-            ]
-        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * len(props)))]
-    elif gen.method == "self-moa":
-        shapes["proposers[0]"] = p0
-        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * gen.self_moa.samples))]
-    elif gen.method == "self-moa-seq":
-        from moaa.engine.self_moa import seq_windows
-
-        seq = gen.seq
-        steps = seq_windows(seq.samples, seq.window, seq.new_per_step)
-        synth = _placeholder(output_tokens(gen.aggregator, eps[gen.aggregator.endpoint]))
-        shapes["proposers[0]"] = p0
-        shapes["aggregator"] = [
-            (1, aggregator_messages(_PROBE, ([synth] * seq.repeats if i else []) + [ref] * len(s), SEQ_AGGREGATE))
-            for i, s in enumerate(steps)
-        ]
-    elif gen.method == "smoa":
-        k, rounds = min(gen.smoa.k, len(props)), gen.smoa.rounds
-        for i in range(len(props)):
-            shapes[f"proposers[{i}]"] = [
-                (1, proposer_messages(_PROBE, role(i), None)),
-                (rounds - 1, proposer_messages(_PROBE, role(i), [ref] * k)),
-            ]
-        shapes["smoa.moderator"] = [(rounds, moderator_messages(_PROBE, [ref] * len(props), k))]
-        shapes["aggregator"] = [(1, aggregator_messages(_PROBE, [ref] * k))]
-        shapes["smoa.role_generator"] = [(1, roles_messages(len(props)))]
+    for step in plan.steps:
+        synth = _placeholder(output_tokens(step.agent, eps[step.agent.endpoint]), "y")  # told apart from `ref`
+        messages = step.build(_PROBE, [synth] * step.syntheses + [ref] * step.references)
+        shapes.setdefault(step.label, []).append((step.calls, messages))
     return shapes
 
 
@@ -255,15 +221,6 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         if cfg.criteria and len(cfg.criteria) > cfg.num_criteria:
             shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, cfg.criteria, cfg.num_criteria)))
     return shapes
-
-
-def _agent(gen: GenerationConfig, label: str) -> AgentConfig:
-    if label.startswith("proposers["):
-        return gen.proposers[int(label[len("proposers[") : -1])]
-    found = {"smoa.moderator": gen.smoa.moderator, "smoa.role_generator": gen.smoa.role_generator}.get(label)
-    agent = found or gen.aggregator
-    assert agent is not None
-    return agent
 
 
 def _pref_agent(pref: PreferenceConfig, label: str) -> AgentConfig:
@@ -344,15 +301,18 @@ def _assumptions(config: MoaaConfig) -> list[str]:
         "calls assume every call succeeds on its first try (retries and re-asked verdicts add calls) "
         "and no cached answer (a resumed or repeated run is cheaper)",
     ]
+    from moaa.engine.methods import plan_of
+
+    plan = plan_of(config.sft)
     unknown_n = sorted({a.endpoint for _, a in config.agents() if config.endpoints[a.endpoint].supports_n is None})
-    if config.sft.method in ("self-moa", "self-moa-seq") or config.preference.enabled:
+    if any(step.samples > 1 for step in plan.steps) or config.preference.enabled:
         if unknown_n:
             notes.append(
                 f"n>1 sampling counted as one call on {', '.join(unknown_n)} (supports_n unset); "
                 "a server that ignores n needs one call per sample"
             )
-    if config.sft.method == "smoa" and config.sft.smoa.early_stop:
-        notes.append("SMoA calls are an upper bound: the moderator may stop before the last round")
+    if plan.stops_early:
+        notes.append(f"{config.sft.method} calls are an upper bound: {plan.stops_early}")
     if config.preference.enabled:
         notes.append("preference calls assume all samples are distinct (duplicates are judged once)")
     unpriced = [

@@ -1,0 +1,107 @@
+"""The registry of generation methods: the name `sft.method` takes -> its `Method` (moaa.engine.plan).
+
+    from moaa.engine.methods import calls_per_prompt, method_of, register
+    register(Method("my-method", my_turn, my_plan))   # then sft.method: my-method loads, runs, estimates
+    calls_per_prompt(gen)["calls"]                    # what one prompt costs, read from the plan
+
+The built-in methods register here; GenerationConfig consults the registry when a config loads
+(method names and rules), the runner dispatches on it, and the dry run adds up its plans.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from moaa.engine.moa import MOA, MOA_LITE, SINGLE
+from moaa.engine.plan import Method, Plan, Step
+from moaa.engine.self_moa import SELF_MOA, SELF_MOA_SEQ
+from moaa.engine.smoa import SMOA
+
+if TYPE_CHECKING:
+    from moaa.config import EndpointConfig, GenerationConfig
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Make `method` a value of `sft.method` (a name is registered once)."""
+    if REGISTRY.get(method.name, method) is not method:
+        raise ValueError(f"a generation method named {method.name!r} is already registered")
+    REGISTRY[method.name] = method
+    return method
+
+
+for _builtin in (SINGLE, MOA, MOA_LITE, SELF_MOA, SELF_MOA_SEQ, SMOA):
+    register(_builtin)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def method_of(name: str) -> Method:
+    """The registered method `name`; ValueError naming the known ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        names = [repr(n) for n in REGISTRY]
+        raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}") from None
+
+
+def check_generation(gen: GenerationConfig) -> None:
+    """The method's own config rules (GenerationConfig runs this when a config loads)."""
+    method = method_of(gen.method)
+    if method.aggregator and gen.aggregator is None:
+        raise ValueError(f"method '{gen.method}' needs an aggregator")
+    method.check(gen)
+
+
+def plan_of(gen: GenerationConfig) -> Plan:
+    return method_of(gen.method).plan(gen)
+
+
+def requests(step: Step, endpoints: dict[str, EndpointConfig] | None) -> int:
+    """HTTP requests of one of the step's calls: an n=K call is K where the endpoint ignores n (supports_n: false)."""
+    endpoint = (endpoints or {}).get(step.agent.endpoint)
+    return step.samples if endpoint is not None and endpoint.supports_n is False else 1
+
+
+def calls_per_prompt(
+    gen: GenerationConfig,
+    *,
+    turns: int = 1,
+    endpoints: dict[str, EndpointConfig] | None = None,
+    stage: str = "sft",
+) -> dict[str, Any]:
+    """Calls and generated answers per prompt of `turns` assistant turns, per agent and endpoint, from the plan.
+
+    Returns {"method", "stage", "turns", "calls", "answers", "upper_bound", "agents": {label:
+    {"endpoint", "calls", "answers"}}, "endpoints": {name: calls}, "per_run": {label: calls}}.
+    "calls" counts requests: an n=K sampling call counts once where the endpoint honours n and
+    K times where `endpoints` says it does not (supports_n: false); "answers" counts texts.
+    Exact on the path where every call succeeds; an upper bound where the plan says so.
+    """
+    plan = plan_of(gen)
+    agents: dict[str, dict[str, Any]] = {}
+    by_endpoint: dict[str, int] = {}
+    per_run: dict[str, int] = {}
+    for step in plan.steps:
+        calls = step.calls * requests(step, endpoints)
+        if step.per_run:
+            per_run[step.label] = per_run.get(step.label, 0) + calls
+            continue
+        row = agents.setdefault(step.label, {"endpoint": step.agent.endpoint, "calls": 0, "answers": 0})
+        row["calls"] += calls * turns
+        row["answers"] += step.answers * turns
+        by_endpoint[step.agent.endpoint] = by_endpoint.get(step.agent.endpoint, 0) + calls * turns
+    return {
+        "method": gen.method,
+        "stage": stage,
+        "turns": turns,
+        "calls": sum(a["calls"] for a in agents.values()),
+        "answers": sum(a["answers"] for a in agents.values()),
+        "upper_bound": bool(plan.stops_early),
+        "agents": agents,
+        "endpoints": by_endpoint,
+        "per_run": per_run,
+    }
