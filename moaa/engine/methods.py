@@ -4,23 +4,25 @@
     register(Method("my-method", my_turn, my_plan))   # then sft.method: my-method loads, runs, estimates
     calls_per_prompt(gen)["calls"]                    # what one prompt costs, read from the plan
 
-The built-in methods register here; GenerationConfig consults the registry when a config loads
-(method names and rules), the runner dispatches on it, and the dry run adds up its plans.
+The built-in methods are found, not listed: every module-level `Method` in a module of moaa.engine
+registers itself the first time the registry is read, so a new method is one module (plus its
+prompt). GenerationConfig consults the registry when a config loads (method names and rules), the
+runner dispatches on it, and the dry run adds up its plans.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
-from moaa.engine.moa import MOA, MOA_LITE, SINGLE
 from moaa.engine.plan import Method, Plan, Step
-from moaa.engine.self_moa import SELF_MOA, SELF_MOA_SEQ
-from moaa.engine.smoa import SMOA
 
 if TYPE_CHECKING:
     from moaa.config import EndpointConfig, GenerationConfig
 
 REGISTRY: dict[str, Method] = {}
+_found = False
 
 
 def register(method: Method) -> Method:
@@ -31,16 +33,29 @@ def register(method: Method) -> Method:
     return method
 
 
-for _builtin in (SINGLE, MOA, MOA_LITE, SELF_MOA, SELF_MOA_SEQ, SMOA):
-    register(_builtin)
+def _find_builtins() -> None:
+    """Register every module-level `Method` of moaa.engine's modules (once, in module order)."""
+    global _found
+    if _found:
+        return
+    _found = True
+    import moaa.engine as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Method) and value.turn.__module__ == module.__name__:
+                register(value)
 
 
 def method_names() -> tuple[str, ...]:
+    _find_builtins()
     return tuple(REGISTRY)
 
 
 def method_of(name: str) -> Method:
     """The registered method `name`; ValueError naming the known ones otherwise."""
+    _find_builtins()
     try:
         return REGISTRY[name]
     except KeyError:
