@@ -388,6 +388,17 @@ class MoaaConfig(Strict):
     cache: CacheConfig = CacheConfig()
     answers: AnswersConfig = AnswersConfig()
 
+    @model_validator(mode="after")
+    def _known_endpoints(self) -> MoaaConfig:
+        # Here, not in load_config: a config rebuilt from its dump (a shard, a loop step) is checked too.
+        known = ", ".join(sorted(self.endpoints)) or "none"
+        for path, agent in self.agents():
+            if agent.endpoint not in self.endpoints:
+                raise ValueError(
+                    f"{path}.endpoint: unknown endpoint '{agent.endpoint}' (defined under endpoints: {known})"
+                )
+        return self
+
     def agents(self) -> list[tuple[str, AgentConfig]]:
         """Every (dotted path, agent) pair, for validation and dry runs."""
         found: list[tuple[str, AgentConfig]] = []
@@ -429,7 +440,6 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> MoaaConfig:
         config = MoaaConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc, MoaaConfig)}") from None
-    _check_endpoint_refs(config, source)
     return config
 
 
@@ -537,8 +547,9 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
         return f"missing required key '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
     field, sep, rest = msg.partition(": ")
-    if sep and field.replace("_", "").replace(".", "").isalnum() and " " not in field:
-        # A model validator names the field it checks ("layers: ..."): report it at that field.
+    if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", field):
+        # A model validator names the field it checks ("layers: ...", "sft.proposers[0].endpoint: ..."):
+        # report it at that field.
         where, msg = (f"{where}.{field}" if loc else field), rest
     got = err.get("input")
     secret = loc and loc[-1] == "api_key_env"  # a key typed there is never echoed
@@ -573,16 +584,6 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if found:
             return found
     return None
-
-
-def _check_endpoint_refs(config: MoaaConfig, source: str) -> None:
-    known = sorted(config.endpoints)
-    for path, agent in config.agents():
-        if agent.endpoint not in config.endpoints:
-            raise ConfigError(
-                f"{source}: {path}.endpoint: unknown endpoint '{agent.endpoint}' "
-                f"(defined under endpoints: {', '.join(known) or 'none'})"
-            )
 
 
 def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
