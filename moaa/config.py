@@ -202,7 +202,11 @@ class AgentConfig(Sampling):
     """A model playing one part (proposer, aggregator, judge...): endpoint + sampling + role."""
 
     endpoint: str = Field(description="the name of the endpoint (a key under endpoints) this agent calls")
-    name: str | None = Field(None, description="a label for traces and reports; unset: its place, e.g. proposers[0]")
+    name: str | None = Field(
+        None,
+        description="a label for traces, reports and compare baselines; unset: its part (proposer0, "
+        "aggregator, policy) or, for a judge, its model",
+    )
     role: str | None = Field(None, description="a role description given to the agent as its system message")
 
 
