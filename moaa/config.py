@@ -24,6 +24,7 @@ class Strict(BaseModel):
 
 
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 _KEY_PREFIXES = ("SK-", "SK_", "HF_", "GSK_", "XAI-", "AIZA", "AKIA", "GHP_", "GITHUB_PAT_")
 
 
@@ -469,6 +470,14 @@ class OutputConfig(Strict):
     language: list[str] = Field(
         default_factory=lambda: ["en"], description="ISO 639 codes of the prompts' language, for the card"
     )
+
+    @field_validator("publish_repo_id")
+    @classmethod
+    def _a_repo_id(cls, value: str | None) -> str | None:
+        # At load, not at the end of the run when the version is published.
+        if value is not None and not REPO_ID.match(value):
+            raise ValueError("repo id is invalid; use ORG/NAME (e.g. my-org/moa-sft)")
+        return value
 
 
 class RunSettings(Strict):

@@ -177,6 +177,10 @@ def test_moa_layers_default_to_the_papers_three_and_moa_lite_to_two(tmp_path):
             "preference.scorer.reward_model: required for kind reward_model",
         ),
         (["preference.enabled=true"], "preference.policy: preference.enabled needs a policy"),
+        (
+            ["output.publish_repo_id=demo"],
+            "output.publish_repo_id: repo id is invalid; use ORG/NAME (e.g. my-org/moa-sft) (got 'demo')",
+        ),
     ],
 )
 def test_shape_rules_fail_at_load_with_one_line(tmp_path, overrides, message):
