@@ -76,14 +76,13 @@ def test_keys_are_written_as_for_set(capsys, key, canonical):
 
 def test_values_come_from_the_resolved_config(tmp_path, capsys):
     config = write_config(tmp_path)
-    code, out, _ = run(capsys, "config", "explain", "sft.layers", "--config", config, "--set", "sft.layers=4")
+    code, out, _ = run(capsys, "config", "explain", "prompts.limit", "--config", config, "--set", "prompts.limit=7")
     assert code == 0
     assert out.splitlines() == [
         f"# values from {config} (extends and --set applied)",
-        "sft.layers  int | null  default null",
-        "    moa: how many layers, the last one the aggregator (default 3, the paper's); moa-lite is always",
-        "    2; other methods have no layers",
-        "    value: 4",
+        "prompts.limit  int | null  default null",
+        "    use at most this many prompts, a seeded sample of those kept; unset: all",
+        "    value: 7",
     ]
     code, out, _ = run(capsys, "config", "explain", "sft.proposers.1.temperature", "--config", config,
                        "--set", "sft.proposers.1.temperature=0.1")  # fmt: skip
