@@ -22,6 +22,7 @@ class Strict(BaseModel):
 
 
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 _KEY_PREFIXES = ("SK-", "SK_", "HF_", "GSK_", "XAI-", "AIZA", "AKIA", "GHP_", "GITHUB_PAT_")
 
 
@@ -36,14 +37,35 @@ def is_variable_name(value: str) -> bool:
 class Sampling(Strict):
     """Sampling parameters; unset fields fall back to the endpoint's defaults."""
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    stop: list[str] | None = None
+    temperature: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="sampling temperature, 0-2 (0: near-greedy); unset: the endpoint's, else the server's",
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="nucleus sampling: keep the likeliest tokens up to this total probability (0-1]"
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="most tokens one answer may have; an answer cut there is `truncated` (see answers.truncated)",
+    )
+    seed: int | None = Field(
+        None,
+        description="sampling seed sent with every call; unset: one derived from the prompt id and the call's "
+        "place, so a re-run asks the same",
+    )
+    stop: list[str] | None = Field(None, description="strings that end an answer where they appear (not included)")
     # Ask for the top-k log-probabilities of every answer token (OpenAI's logprobs/top_logprobs;
     # llama.cpp's server honours them): judges read probability-weighted ratings from them.
-    top_logprobs: int | None = Field(None, ge=1, le=20)
+    top_logprobs: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="ask for the top-k log-probabilities of each answer token (1-20), which "
+        "preference.scorer.weighted_ratings reads",
+    )
 
     def over(self, base: Sampling | None) -> Sampling:
         """These parameters laid over `base` (set fields win).
@@ -64,28 +86,61 @@ class Sampling(Strict):
 class EndpointConfig(Strict):
     """One OpenAI-compatible model server (or several replicas of it)."""
 
-    model: str  # the served model name; for backend "transformers", a hub id or local folder
-    base_url: str | list[str] | None = None
-    local: bool = False  # the embedded llama.cpp server, started and stopped by moaa
-    backend: Literal["openai", "transformers"] = "openai"  # transformers: in-process, small models
+    model: str = Field(
+        description="the served model name sent with each request; for backend transformers, a hub id or local folder"
+    )
+    base_url: str | list[str] | None = Field(
+        None,
+        description="the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1; a list: replicas of the "
+        "same model, shared between; required unless local or backend transformers",
+    )
+    local: bool = Field(
+        False,
+        description="the embedded llama.cpp server, started and stopped by moaa (one request at a time, no n)",
+    )
+    backend: Literal["openai", "transformers"] = Field(
+        "openai", description="openai: HTTP to an OpenAI-compatible server; transformers: in-process, small models"
+    )
     api_key_env: str | None = Field(
         None,
         description="the NAME of the environment variable holding the key (e.g. OPENAI_API_KEY), never the key",
     )
-    max_concurrency: int = Field(16, ge=1)
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
-    backoff_s: float = Field(1.0, ge=0)  # first retry waits ~this long, doubling each time
-    supports_n: bool | None = None  # None: detected on the first n>1 call
-    json_schema: bool = True  # send a JSON schema response_format to judges (grammar-constrained output)
+    max_concurrency: int = Field(
+        16, ge=1, description="most requests in flight to this endpoint at once (1 when local or transformers)"
+    )
+    requests_per_minute: float | None = Field(None, gt=0, description="client-side request rate limit; unset: no limit")
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="client-side limit on prompt + answer tokens per minute; unset: no limit"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="seconds one request may take before it is retried")
+    max_retries: int = Field(
+        6, ge=0, description="retries of a failed request (timeouts, 429, 5xx) before the call fails"
+    )
+    backoff_s: float = Field(1.0, ge=0, description="seconds the first retry waits, doubling with each retry")
+    supports_n: bool | None = Field(
+        None,
+        description="whether the server honours n>1 (several answers in one call); unset: found out on the first "
+        "such call (false when local)",
+    )
+    json_schema: bool = Field(
+        True, description="send judges a JSON schema response_format, so their verdicts are grammar-constrained"
+    )
     # How the schema travels: OpenAI's {"type": "json_schema", ...}, or llama-cpp-python's
     # {"type": "json_object", "schema": ...} (its server rejects the OpenAI shape). Local: llama.cpp.
-    json_schema_style: Literal["openai", "llama.cpp"] = "openai"
-    sampling: Sampling = Sampling()
-    price_input_per_mtok: float | None = Field(None, ge=0)
-    price_output_per_mtok: float | None = Field(None, ge=0)
+    json_schema_style: Literal["openai", "llama.cpp"] = Field(
+        "openai",
+        description="the response_format shape: openai (json_schema) or llama.cpp (json_object with a schema); "
+        "llama.cpp when local",
+    )
+    sampling: Sampling = Field(
+        Sampling(), description="default sampling for every agent on this endpoint; an agent's own fields win"
+    )
+    price_input_per_mtok: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens, for the dry run's cost estimate; unset: not priced"
+    )
+    price_output_per_mtok: float | None = Field(
+        None, ge=0, description="USD per million answer tokens, for the dry run's cost estimate; unset: not priced"
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -145,20 +200,26 @@ def _check_url(url: str) -> None:
 class AgentConfig(Sampling):
     """A model playing one part (proposer, aggregator, judge...): endpoint + sampling + role."""
 
-    endpoint: str
-    name: str | None = None
-    role: str | None = None  # a role description given as the system message
+    endpoint: str = Field(description="the name of the endpoint (a key under endpoints) this agent calls")
+    name: str | None = Field(
+        None,
+        description="a label for traces, reports and compare baselines; unset: its part (proposer0, "
+        "aggregator, policy) or, for a judge, its model",
+    )
+    role: str | None = Field(None, description="a role description given to the agent as its system message")
 
 
 class SelfMoAConfig(Strict):
-    samples: int = Field(6, ge=1)
+    """Self-MoA: one model sampled several times, its answers aggregated."""
+
+    samples: int = Field(6, ge=1, description="answers sampled from the one proposer per prompt (the paper's 6)")
 
 
 class SeqConfig(Strict):
-    samples: int = Field(12, ge=1)
-    window: int = Field(6, ge=2)
-    new_per_step: int = Field(3, ge=1)
-    repeats: int = Field(1, ge=1)  # how often the running synthesis appears in the window
+    samples: int = Field(12, ge=1, description="answers sampled from the one proposer per prompt")
+    window: int = Field(6, ge=2, description="answers the aggregator reads per step (new ones + the running synthesis)")
+    new_per_step: int = Field(3, ge=1, description="fresh samples entering the window at each step")
+    repeats: int = Field(1, ge=1, description="how often the running synthesis appears in the window")
 
     @model_validator(mode="after")
     def _fits(self) -> SeqConfig:
@@ -168,17 +229,23 @@ class SeqConfig(Strict):
 
 
 class SMoAConfig(Strict):
-    rounds: int = Field(2, ge=1)
-    k: int = Field(2, ge=1)
-    moderator: AgentConfig | None = None  # defaults to the aggregator
-    early_stop: bool = True
-    roles: list[str] | None = None  # given roles; else generated once per run
+    rounds: int = Field(2, ge=1, description="proposer rounds before the final aggregation")
+    k: int = Field(2, ge=1, description="answers the moderator selects each round for the next (at most the proposers)")
+    moderator: AgentConfig | None = Field(
+        None, description="the agent that selects answers and decides an early stop; unset: the aggregator"
+    )
+    early_stop: bool = Field(True, description="honour the moderator's stop flag, which ends the rounds early")
+    roles: list[str] | None = Field(
+        None, description="role descriptions given to the proposers in turn; unset: generated once per run"
+    )
     task: str | None = Field(
         None,
         description="what the prompts ask for, given to the role generator (SMoA builds roles from each "
         "data set's task description); unset: described by a few of the run's own prompts",
     )
-    role_generator: AgentConfig | None = None  # defaults to the aggregator
+    role_generator: AgentConfig | None = Field(
+        None, description="the agent that writes the proposers' roles when roles is unset; unset: the aggregator"
+    )
 
 
 class QualityConfig(Strict):
@@ -209,15 +276,25 @@ class GenerationConfig(Strict):
         description="moa: how many layers, the last one the aggregator (default 3, the paper's); moa-lite is "
         "always 2; other methods have no layers",
     )
-    proposers: list[AgentConfig] = Field(default_factory=list)
-    aggregator: AgentConfig | None = None
-    min_answers: int = Field(1, ge=1)  # fewest surviving answers a layer needs
-    shuffle_references: bool = False
-    cluster_filter: bool = False  # Cluster & Filter defense on the last layer
-    self_moa: SelfMoAConfig = SelfMoAConfig()
-    seq: SeqConfig = SeqConfig()
-    smoa: SMoAConfig = SMoAConfig()
-    quality: QualityConfig = QualityConfig()
+    proposers: list[AgentConfig] = Field(
+        default_factory=list, description="the agents that answer each prompt (at least one; self-moa uses the first)"
+    )
+    aggregator: AgentConfig | None = Field(
+        None, description="the agent that writes the final answer from the references; every method but single"
+    )
+    min_answers: int = Field(
+        1, ge=1, description="fewest surviving answers a layer needs, else the prompt fails (capped at those asked)"
+    )
+    shuffle_references: bool = Field(
+        False, description="shuffle the references (seeded per prompt) before the aggregator reads them"
+    )
+    cluster_filter: bool = Field(
+        False, description="Cluster & Filter defense: keep the larger cluster of answers before aggregating"
+    )
+    self_moa: SelfMoAConfig = Field(SelfMoAConfig(), description="settings of method self-moa")
+    seq: SeqConfig = Field(SeqConfig(), description="settings of method self-moa-seq")
+    smoa: SMoAConfig = Field(SMoAConfig(), description="settings of method smoa")
+    quality: QualityConfig = Field(QualityConfig(), description="gates every aggregate passes before it becomes data")
 
     @field_validator("method")
     @classmethod
@@ -240,21 +317,43 @@ class GenerationConfig(Strict):
 class PromptSourceConfig(Strict):
     """Where instructions come from and how they are filtered."""
 
-    path: str | None = None  # .jsonl/.json/.csv/.parquet file, or a saved HF data set folder
-    hf_dataset: str | None = None  # hub id or local path for datasets.load_dataset
-    hf_config: str | None = None
-    split: str = "train"
-    prompt_column: str | None = None
-    messages_column: str | None = None
-    conversations_column: str | None = None
-    id_column: str | None = None
-    system_prompt: str | None = None
-    dedup: bool = True
-    near_dedup_threshold: float | None = Field(None, gt=0, le=1)
-    min_chars: int = Field(1, ge=0)
-    max_chars: int = Field(16000, ge=1)
-    limit: int | None = Field(None, ge=1)
-    seed: int = 0
+    path: str | None = Field(
+        None,
+        description="a .jsonl/.json/.csv/.parquet file or a saved HF data set folder, relative to the working "
+        "folder; set this or hf_dataset",
+    )
+    hf_dataset: str | None = Field(
+        None, description="a hub id or local path for datasets.load_dataset; set this or path"
+    )
+    hf_config: str | None = Field(None, description="hf_dataset: the data set's config (subset) name")
+    split: str = Field("train", description="the split to read from a data set")
+    prompt_column: str | None = Field(
+        None,
+        description="a column of plain prompt text; none of the three set: messages, conversations, prompt, "
+        "instruction, question or input, the first found",
+    )
+    messages_column: str | None = Field(
+        None, description="a column of OpenAI-style turns ({role, content}); the conversation up to its last user turn"
+    )
+    conversations_column: str | None = Field(None, description="a column of ShareGPT-style turns ({from, value})")
+    id_column: str | None = Field(
+        None, description="a column of unique prompt ids; unset: ids are a hash of the conversation"
+    )
+    system_prompt: str | None = Field(None, description="a system message prepended to every prompt that has none")
+    dedup: bool = Field(True, description="drop prompts whose normalised conversation repeats an earlier one")
+    near_dedup_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="also drop prompts whose MiniLM embedding has cosine >= this with an earlier kept one "
+        "(e.g. 0.95); unset: off",
+    )
+    min_chars: int = Field(1, ge=0, description="drop prompts whose user turns have fewer characters")
+    max_chars: int = Field(16000, ge=1, description="drop prompts whose user turns have more characters")
+    limit: int | None = Field(
+        None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
+    )
+    seed: int = Field(0, description="the seed of the limit sample")
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptSourceConfig:
@@ -266,20 +365,34 @@ class PromptSourceConfig(Strict):
 class ScorerConfig(Strict):
     """How candidates are ranked (ALGORITHMS.md section 7)."""
 
-    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge"] = "pointwise"
-    judges: list[AgentConfig] = Field(default_factory=list)
-    aggregator: AgentConfig | None = None  # the MoA judge's final judge
-    reward_model: str | None = None  # hub id or local path of a sequence classifier
+    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge"] = Field(
+        "pointwise",
+        description="reward_model: a sequence classifier's score; pointwise: judges rate each answer 1-5; "
+        "pairwise: judges compare every ordered pair; moa_judge: judges' verdicts read by an aggregator judge",
+    )
+    judges: list[AgentConfig] = Field(
+        default_factory=list, description="the judge agents (at least one, for every kind but reward_model)"
+    )
+    aggregator: AgentConfig | None = Field(
+        None, description="moa_judge: the final judge that reads the judges' verdicts (required there)"
+    )
+    reward_model: str | None = Field(
+        None, description="reward_model: a hub id or local folder of a sequence classifier (required there)"
+    )
     trust_remote_code: bool = Field(
         False,
         description="reward_model: run the checkpoint's own modeling code (its config's auto_map), as "
         "ArmoRM needs for `output.score`; this executes code that ships with the model on this machine",
     )
-    device: str = "cpu"
-    batch_size: int = Field(8, ge=1)
-    criteria: list[str] | None = None  # MoA judge: pick from these per prompt
-    num_criteria: int = Field(3, ge=1)
-    max_attempts: int = Field(3, ge=1)  # unparsable verdicts are re-asked
+    device: str = Field("cpu", description="reward_model: the torch device, e.g. cpu or cuda:0")
+    batch_size: int = Field(8, ge=1, description="reward_model: answers scored per forward pass")
+    criteria: list[str] | None = Field(
+        None,
+        description="the criteria judges rate on; unset: UltraFeedback's four aspects; moa_judge picks "
+        "num_criteria of them per prompt",
+    )
+    num_criteria: int = Field(3, ge=1, description="moa_judge: criteria picked per prompt from criteria")
+    max_attempts: int = Field(3, ge=1, description="asks per verdict: an unparsable one is asked again")
     rationales: bool = Field(
         True,
         description="pointwise: judges write a short rationale before each rating (UltraFeedback); false asks "
@@ -295,13 +408,22 @@ class ScorerConfig(Strict):
 class PreferenceConfig(Strict):
     """The DPO stage: a policy samples candidates, a scorer ranks them, best vs worst."""
 
-    enabled: bool = False
-    policy: AgentConfig | None = None
-    samples: int = Field(5, ge=2)
-    scorer: ScorerConfig = ScorerConfig()
-    min_margin: float = Field(0.5, ge=0)
-    max_length_ratio: float | None = Field(None, gt=1)
-    limit: int | None = Field(None, ge=1)  # how many prompts of the source to use
+    enabled: bool = Field(False, description="run the preference stage and write a DPO data set")
+    policy: AgentConfig | None = Field(
+        None, description="the agent whose sampled answers become chosen/rejected (required when enabled)"
+    )
+    samples: int = Field(5, ge=2, description="candidate answers sampled from the policy per prompt")
+    scorer: ScorerConfig = Field(ScorerConfig(), description="how the candidates are ranked")
+    min_margin: float = Field(
+        0.5, ge=0, description="drop a pair whose best and worst scores differ by less (a near tie, label noise)"
+    )
+    max_length_ratio: float | None = Field(
+        None,
+        gt=1,
+        description="drop a pair whose chosen answer is more than this many times longer than the rejected "
+        "(length bias); unset: off",
+    )
+    limit: int | None = Field(None, ge=1, description="how many of the source's prompts to use for pairs; unset: all")
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
@@ -320,27 +442,51 @@ class PreferenceConfig(Strict):
 
 
 class OutputConfig(Strict):
-    root: str = "data"
-    test_size: float = Field(0.1, ge=0, lt=1)
-    split_seed: int = 0
-    license: str = "apache-2.0"
-    tags: list[str] = Field(default_factory=list)
-    publish_repo_id: str | None = None  # publish each new version here when set
+    """Where versions are written and how they are split, described and published."""
+
+    root: str = Field("data", description="the folder of data set versions (ROOT/NAME/vN)")
+    test_size: float = Field(
+        0.1, ge=0, lt=1, description="fraction of prompt ids in the test split, by a stable hash (0: no test split)"
+    )
+    split_seed: int = Field(0, description="the seed of the train/test hash; the same seed splits alike in every run")
+    license: str = Field("apache-2.0", description="the license named on the data set card")
+    tags: list[str] = Field(default_factory=list, description="extra tags for the data set card")
+    publish_repo_id: str | None = Field(
+        None, description="a hub data set repo (ORG/NAME) that each new version is published to; unset: none"
+    )
     private: bool = Field(True, description="publish the repo private (`moaa publish --public` overrides)")
     language: list[str] = Field(
         default_factory=lambda: ["en"], description="ISO 639 codes of the prompts' language, for the card"
     )
 
+    @field_validator("publish_repo_id")
+    @classmethod
+    def _a_repo_id(cls, value: str | None) -> str | None:
+        # At load, not at the end of the run when the version is published.
+        if value is not None and not REPO_ID.match(value):
+            raise ValueError("repo id is invalid; use ORG/NAME (e.g. my-org/moa-sft)")
+        return value
+
 
 class RunSettings(Strict):
-    shard_size: int = Field(100, ge=1)
-    work_dir: str = ".moaa/work"
-    task_runner: Literal["threads", "dask", "ray"] = "threads"
-    address: str | None = None  # an existing Dask scheduler / Ray cluster
-    workers: int = Field(2, ge=1)
-    max_parallel_shards: int = Field(4, ge=1)
-    max_failure_rate: float = Field(0.5, ge=0, le=1)
-    min_prompts_for_failure_rate: int = Field(20, ge=1)
+    """How a run is cut into shards and where they run."""
+
+    shard_size: int = Field(100, ge=1, description="prompts per shard (the unit of resume and of parallel work)")
+    work_dir: str = Field(".moaa/work", description="the folder of shards' finished rows, kept for resuming")
+    task_runner: Literal["threads", "dask", "ray"] = Field(
+        "threads", description="where shards run: threads in this process, a Dask cluster or a Ray cluster"
+    )
+    address: str | None = Field(
+        None, description="an existing Dask scheduler or Ray cluster; unset: a local one is started"
+    )
+    workers: int = Field(2, ge=1, description="dask: worker processes of the local cluster (without address)")
+    max_parallel_shards: int = Field(4, ge=1, description="threads: shards run at once")
+    max_failure_rate: float = Field(
+        0.5, ge=0, le=1, description="stop a stage once more than this fraction of its prompts failed"
+    )
+    min_prompts_for_failure_rate: int = Field(
+        20, ge=1, description="finished prompts a stage needs before max_failure_rate is applied"
+    )
 
 
 class AnswersConfig(Strict):
@@ -358,23 +504,43 @@ class AnswersConfig(Strict):
 
 
 class CacheConfig(Strict):
-    enabled: bool = True
-    path: str = ".moaa/cache.sqlite"
+    """The request cache: a re-run or resume replays identical model calls instead of paying again."""
+
+    enabled: bool = Field(
+        True, description="replay an answer already given to the same model, messages and sampling (seed included)"
+    )
+    path: str = Field(".moaa/cache.sqlite", description="the SQLite file of the cache")
 
 
 class MoaaConfig(Strict):
     """A whole run: endpoints, prompts, the SFT and preference stages, output."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    endpoints: dict[str, EndpointConfig]
-    prompts: PromptSourceConfig
-    sft: GenerationConfig
-    preference: PreferenceConfig = PreferenceConfig()
-    output: OutputConfig = OutputConfig()
-    run: RunSettings = RunSettings()
-    cache: CacheConfig = CacheConfig()
-    answers: AnswersConfig = AnswersConfig()
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the data set's name: letters, digits, '.', '_' or '-' (versions go to output.root/NAME)",
+    )
+    description: str = Field("", description="a sentence on the data set, for its card")
+    endpoints: dict[str, EndpointConfig] = Field(
+        description="the model servers, each by a name that agents use as their endpoint"
+    )
+    prompts: PromptSourceConfig = Field(description="where the instructions come from and how they are filtered")
+    sft: GenerationConfig = Field(description="the SFT stage: how answers are written")
+    preference: PreferenceConfig = Field(PreferenceConfig(), description="the DPO stage (off unless enabled)")
+    output: OutputConfig = Field(OutputConfig(), description="where versions are written, split and published")
+    run: RunSettings = Field(RunSettings(), description="shards, parallelism and the failure-rate stop")
+    cache: CacheConfig = Field(CacheConfig(), description="the request cache")
+    answers: AnswersConfig = Field(AnswersConfig(), description="what becomes of answers cut at max_tokens")
+
+    @model_validator(mode="after")
+    def _known_endpoints(self) -> MoaaConfig:
+        # Here, not in load_config: a config rebuilt from its dump (a shard, a loop step) is checked too.
+        known = ", ".join(sorted(self.endpoints)) or "none"
+        for path, agent in self.agents():
+            if agent.endpoint not in self.endpoints:
+                raise ValueError(
+                    f"{path}.endpoint: unknown endpoint '{agent.endpoint}' (defined under endpoints: {known})"
+                )
+        return self
 
     def agents(self) -> list[tuple[str, AgentConfig]]:
         """Every (dotted path, agent) pair, for validation and dry runs."""
@@ -417,7 +583,6 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> MoaaConfig:
         config = MoaaConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc, MoaaConfig)}") from None
-    _check_endpoint_refs(config, source)
     return config
 
 
@@ -525,8 +690,9 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
         return f"missing required key '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
     field, sep, rest = msg.partition(": ")
-    if sep and field.replace("_", "").replace(".", "").isalnum() and " " not in field:
-        # A model validator names the field it checks ("layers: ..."): report it at that field.
+    if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", field):
+        # A model validator names the field it checks ("layers: ...", "sft.proposers[0].endpoint: ..."):
+        # report it at that field.
         where, msg = (f"{where}.{field}" if loc else field), rest
     got = err.get("input")
     secret = loc and loc[-1] == "api_key_env"  # a key typed there is never echoed
@@ -561,16 +727,6 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if found:
             return found
     return None
-
-
-def _check_endpoint_refs(config: MoaaConfig, source: str) -> None:
-    known = sorted(config.endpoints)
-    for path, agent in config.agents():
-        if agent.endpoint not in config.endpoints:
-            raise ConfigError(
-                f"{source}: {path}.endpoint: unknown endpoint '{agent.endpoint}' "
-                f"(defined under endpoints: {', '.join(known) or 'none'})"
-            )
 
 
 def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:

@@ -6,9 +6,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the pipeline for a config and write a new data set version")
+    p = sub.add_parser(
+        "run",
+        help="run the pipeline for a config and write a new data set version",
+        epilog="Config keys, their types, defaults and meaning: moaa config explain [KEY] [--config FILE]; "
+        "the resolved config: moaa config show FILE.",
+    )
     p.add_argument("config", help="YAML config, e.g. configs/local.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. sft.layers=3; keys: moaa config explain",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and estimate calls, tokens and cost; call no model")
     p.add_argument("--publish", action="store_true", help="publish the new version to output.publish_repo_id")
     p.set_defaults(func=handle)

@@ -50,25 +50,25 @@ class PreferenceResult:
 
 
 def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
-    """The scorer `cfg.kind` names, its judges bound to their clients."""
+    """The scorer `cfg.kind` names, its judges bound to their clients.
+
+    What each kind needs (a reward model, judges, an aggregator) is PreferenceConfig's rule, checked
+    when the config loads; here the scorer is only built.
+    """
     from moaa.preference.judges import MoAJudge, PairwiseJudge, PointwiseJudge
 
     if cfg.kind == "reward_model":
-        if not cfg.reward_model:
-            raise ConfigError("preference.scorer.reward_model: required for kind reward_model (a folder or hub id)")
         from moaa.preference.reward_model import RewardModelScorer
 
+        assert cfg.reward_model  # PreferenceConfig requires one for this kind
         return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size, cfg.trust_remote_code)
-    if not cfg.judges:
-        raise ConfigError(f"preference.scorer.judges: kind {cfg.kind} needs at least one judge agent")
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
     criteria = [jp.criterion_of(n) for n in cfg.criteria] if cfg.criteria else list(jp.ASPECTS)
     if cfg.kind == "pointwise":
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
         return PairwiseJudge(judges, criteria, cfg.max_attempts)
-    if cfg.aggregator is None:
-        raise ConfigError("preference.scorer.aggregator: kind moa_judge needs an aggregator judge")
+    assert cfg.aggregator is not None  # PreferenceConfig requires one for moa_judge
     aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
     return MoAJudge(judges, aggregator, cfg.criteria, cfg.num_criteria, cfg.max_attempts)
 
