@@ -1,0 +1,74 @@
+"""Run configuration: strict pydantic models loaded from YAML, with `--set dotted.key=value` overrides.
+
+A config names its endpoints (model servers) once and refers to them by name everywhere else.
+Secrets never live here: an endpoint names the environment variable that holds its key.
+
+The models live in `moaa.config.models`, loading and dumping in `moaa.config.loading`; import
+them from `moaa.config`.
+"""
+
+from moaa.config.loading import (
+    apply_override,
+    check_environment,
+    deep_merge,
+    describe_validation_error,
+    dump_config,
+    dump_public_config,
+    load_config,
+    missing_keys,
+    parse_config,
+    resolve_api_key,
+)
+from moaa.config.models import (
+    REPO_ID,
+    AgentConfig,
+    AnswersConfig,
+    CacheConfig,
+    EndpointConfig,
+    GenerationConfig,
+    MoaaConfig,
+    OutputConfig,
+    PreferenceConfig,
+    PromptSourceConfig,
+    QualityConfig,
+    RunSettings,
+    Sampling,
+    ScorerConfig,
+    SelfMoAConfig,
+    SeqConfig,
+    SMoAConfig,
+    Strict,
+    is_variable_name,
+)
+
+__all__ = [
+    "REPO_ID",
+    "AgentConfig",
+    "AnswersConfig",
+    "CacheConfig",
+    "EndpointConfig",
+    "GenerationConfig",
+    "MoaaConfig",
+    "OutputConfig",
+    "PreferenceConfig",
+    "PromptSourceConfig",
+    "QualityConfig",
+    "RunSettings",
+    "SMoAConfig",
+    "Sampling",
+    "ScorerConfig",
+    "SelfMoAConfig",
+    "SeqConfig",
+    "Strict",
+    "apply_override",
+    "check_environment",
+    "deep_merge",
+    "describe_validation_error",
+    "dump_config",
+    "dump_public_config",
+    "is_variable_name",
+    "load_config",
+    "missing_keys",
+    "parse_config",
+    "resolve_api_key",
+]
