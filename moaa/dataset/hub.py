@@ -23,11 +23,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moaa.config import REPO_ID
 from moaa.dataset.card import CARD_NAME, render_card
 from moaa.dataset.manifest import MANIFEST_NAME, read_manifest, verify_version
 from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
@@ -35,7 +35,6 @@ from moaa.public import find_leak, machine_paths
 
 log = logging.getLogger(__name__)
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 KEEP_REMOTE = (".gitattributes",)  # Hub bookkeeping files a version does not carry
 
 
@@ -101,7 +100,7 @@ def publish_version(
 
     `private=None` follows the version's `output.private` (true unless the run set it false)."""
     version_dir = Path(version_dir)
-    if not _REPO_ID.match(repo_id or ""):
+    if not REPO_ID.match(repo_id or ""):
         raise ConfigError(f"repo id {repo_id!r} is invalid; use ORG/NAME (e.g. my-org/moa-sft)")
     manifest = read_manifest(version_dir)
     problems = verify_version(version_dir)
