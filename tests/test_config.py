@@ -143,6 +143,7 @@ def test_sampling_over_prefers_set_fields():
         "seed": None,
         "stop": None,
         "top_logprobs": None,
+        "extra_body": None,
     }
 
 

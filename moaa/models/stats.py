@@ -27,6 +27,8 @@ class Counter:
     truncated: int = 0  # finish_reason == "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens: a reasoning model's thinking, where usage reports it
+    batched: int = 0  # calls answered by a Batch API batch (at the endpoint's batch price)
     cost: float = 0.0  # dollars spent on requests sent (a cache hit sends none)
     cached_cost: float = 0.0  # what the answers served from cache cost when first asked (same prices)
     latency_s: float = 0.0  # summed latency of successful calls
