@@ -86,7 +86,9 @@ class BatchConfig(Strict):
     max_bytes: int = Field(
         200_000_000, ge=1, description="bytes per batch input file (OpenAI: 200 MB; Together: 100 MB)"
     )
-    file_purpose: str = Field("batch", description="the purpose of the uploaded file (OpenAI: batch; Together: batch-api)")
+    file_purpose: str = Field(
+        "batch", description="the purpose of the uploaded file (OpenAI: batch; Together: batch-api)"
+    )
     completion_window: str = Field("24h", description="the completion window asked for (OpenAI and Together: 24h)")
 
 

@@ -128,3 +128,27 @@ def test_a_run_killed_while_its_batches_are_in_flight_resumes_them_without_resub
     assert chat_requests_of(srv) == []
     rows = version_rows(latest_version(tmp_path / "data"), "sft")
     assert {r["prompt_id"]: r["messages"] for r in rows} == expected
+
+
+def test_progress_shows_unfinished_batches_by_state_with_counts():
+    from moaa.work.progress import Progress
+
+    stats = RunStats()
+    stats.note_batch("test/a", {"endpoint": "test", "status": "validating", "total": 40})
+    stats.note_batch("test/b", {"endpoint": "test", "status": "finalizing", "total": 6})
+    progress = Progress("sft", 10, RunStats())
+    progress.track("shard-0", stats)
+    assert progress.line().endswith(" | batches: 1 validating (40 req), 1 finalizing (6 req)")
+    stats.note_batch("test/a", {"endpoint": "test", "status": "completed", "total": 40})
+    stats.note_batch("test/b", {"endpoint": "test", "status": "completed", "total": 6})
+    assert "batches" not in progress.line()
+
+
+def test_the_dry_run_prices_batch_mode_both_ways(tmp_path):
+    from moaa.work.estimate import estimate_run, format_estimate
+
+    est = estimate_run(make_config(tmp_path, "http://127.0.0.1:9/v1", *PRICES, "run.batch=true"))
+    total = est["total"]
+    assert total["cost"] > 0 and total["batch_cost"] == pytest.approx(total["cost"] * 0.5)
+    assert f"~${total['cost']:.4f} online, ~${total['batch_cost']:.4f} at batch price" in format_estimate(est)
+    assert estimate_run(make_config(tmp_path, "http://127.0.0.1:9/v1", *PRICES))["total"]["batch_cost"] is None

@@ -169,7 +169,9 @@ class BatchTestServer(OpenAITestServer):
         for line in todo:
             answer = self._answer_line(line)
             (outputs if answer["response"]["status_code"] == 200 else errors).append(json.dumps(answer))
-        out = self._file("".join(x + "\n" for x in outputs).encode(), "batch_output", "output.jsonl") if outputs else None
+        out = (
+            self._file("".join(x + "\n" for x in outputs).encode(), "batch_output", "output.jsonl") if outputs else None
+        )
         err = self._file("".join(x + "\n" for x in errors).encode(), "batch_output", "errors.jsonl") if errors else None
         return out, err
 
@@ -179,12 +181,19 @@ class BatchTestServer(OpenAITestServer):
         self._counter += 1
         self.requests.append({"t": time.time(), "path": "batch:" + line.get("url", ""), "status": status, "body": body})
         if status == 200:
-            reply: Any = build_completion(body, f"chatcmpl-batch{self._counter}", responder=self.responder,
-                                          ignore_n=self.ignore_n, filler_words=self.filler_words, greedy=self.greedy)  # fmt: skip
+            reply: Any = build_completion(
+                body, f"chatcmpl-batch{self._counter}", responder=self.responder, ignore_n=self.ignore_n,
+                filler_words=self.filler_words, greedy=self.greedy,
+            )  # fmt: skip
         else:
             reply = json.loads(error_body(status, f"Injected batch line fault {status}."))
         response = {"status_code": status, "request_id": f"req_{self._counter}", "body": reply}
-        return {"id": f"batch_req_{self._counter}", "custom_id": line.get("custom_id"), "response": response, "error": None}
+        return {
+            "id": f"batch_req_{self._counter}",
+            "custom_id": line.get("custom_id"),
+            "response": response,
+            "error": None,
+        }
 
 
 def parse_multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
@@ -197,7 +206,9 @@ def parse_multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None
         head, sep, data = part.partition(b"\r\n\r\n")
         if not sep:
             continue
-        disposition = next((h for h in head.decode("latin-1").split("\r\n") if h.lower().startswith("content-disposition")), "")
+        disposition = next(
+            (h for h in head.decode("latin-1").split("\r\n") if h.lower().startswith("content-disposition")), ""
+        )
         params = dict(p.strip().split("=", 1) for p in disposition.split(";") if "=" in p)
         name = params.get("name", "").strip('"')
         filename = params.get("filename", "").strip('"') or None
