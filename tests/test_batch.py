@@ -152,3 +152,16 @@ def test_the_dry_run_prices_batch_mode_both_ways(tmp_path):
     assert total["cost"] > 0 and total["batch_cost"] == pytest.approx(total["cost"] * 0.5)
     assert f"~${total['cost']:.4f} online, ~${total['batch_cost']:.4f} at batch price" in format_estimate(est)
     assert estimate_run(make_config(tmp_path, "http://127.0.0.1:9/v1", *PRICES))["total"]["batch_cost"] is None
+
+
+def test_batch_files_in_the_work_folder_hold_request_bodies_and_never_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOAA_BATCH_KEY", "sk-batch-secret-123")
+    with BatchTestServer(api_key="sk-batch-secret-123") as srv:
+        client = batch_client(srv, tmp_path, RunStats())
+        client.endpoint = client.inner.endpoint = client.endpoint.model_copy(update={"api_key_env": "MOAA_BATCH_KEY"})
+        client.inner._api_key = "sk-batch-secret-123"
+        got = ask_all(client, ["q0", "q1"])
+    assert all(c.text for c in got) and srv.submitted == 2
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".json", ".jsonl"}
+    assert all("sk-batch-secret-123" not in p.read_text() for p in files)

@@ -40,7 +40,8 @@ def _shape(config) -> dict:
     return shape
 
 
-# The published shapes (ALGORITHMS.md): MoA 3 layers of MoAA's 4 proposers with Qwen1.5-110B aggregating;
+# The published shapes (ALGORITHMS.md): MoA 3 layers of 4 proposers with a fifth model aggregating (the
+# paper's Qwen1.5-110B is no longer served: configs/together.yaml has current models);
 # MoA-Lite 2 layers; Self-MoA 6 samples of one model; Seq window 6 with 3 new per step; SMoA 2 rounds, k=2.
 PRESETS = {
     "local": {"method": "moa", "proposers": 3, "distinct_models": 1, "layers": 2},
@@ -58,7 +59,10 @@ def test_presets_load_with_their_published_shape(preset):
     config = load_config(ROOT / "configs" / f"{preset}.yaml")
     assert _shape(config) == PRESETS[preset]
     if preset == "moa":
-        assert "Qwen1.5-110B" in config.endpoints[config.sft.aggregator.endpoint].model
+        aggregator = config.endpoints[config.sft.aggregator.endpoint].model
+        assert aggregator.startswith("Qwen/Qwen3") and aggregator not in {
+            config.endpoints[p.endpoint].model for p in config.sft.proposers
+        }
     if preset == "local":
         assert all(config.endpoints[name].local for name in config.used_endpoints())
 
