@@ -77,9 +77,9 @@ def test_arm_b_is_any_method_with_any_agent(flags, method, proposers, aggregator
 
 
 def test_without_a_proposer_on_its_endpoint_the_aggregator_writes_alone():
-    base = load_config(ROOT / "configs/moa.yaml")  # aggregator qwen-110b proposes nothing
+    base = load_config(ROOT / "configs/moa.yaml")  # aggregator qwen3-235b proposes nothing
     _, b = build_arms(base, CompareSettings())
-    assert b.config.sft.proposers == [base.sft.aggregator] and b.describe() == "single (qwen-110b)"
+    assert b.config.sft.proposers == [base.sft.aggregator] and b.describe() == "single (qwen3-235b)"
 
 
 def test_arm_a_can_be_named_too():

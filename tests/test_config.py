@@ -44,7 +44,8 @@ def _shape(config) -> dict:
     return shape
 
 
-# The published shapes (ALGORITHMS.md): MoA 3 layers of MoAA's 4 proposers with Qwen1.5-110B aggregating;
+# The published shapes (ALGORITHMS.md): MoA 3 layers of 4 proposers with a fifth model aggregating (the
+# paper's Qwen1.5-110B is no longer served: configs/together.yaml has current models);
 # MoA-Lite 2 layers; Self-MoA 6 samples of one model; Seq window 6 with 3 new per step; SMoA 2 rounds, k=2.
 PRESETS = {
     "local": {"method": "moa", "proposers": 3, "distinct_models": 1, "layers": 2},
@@ -62,7 +63,10 @@ def test_presets_load_with_their_published_shape(preset):
     config = load_config(ROOT / "configs" / f"{preset}.yaml")
     assert _shape(config) == PRESETS[preset]
     if preset == "moa":
-        assert "Qwen1.5-110B" in config.endpoints[config.sft.aggregator.endpoint].model
+        aggregator = config.endpoints[config.sft.aggregator.endpoint].model
+        assert aggregator.startswith("Qwen/Qwen3") and aggregator not in {
+            config.endpoints[p.endpoint].model for p in config.sft.proposers
+        }
     if preset == "local":
         assert all(config.endpoints[name].local for name in config.used_endpoints())
 
@@ -87,6 +91,14 @@ def test_unknown_endpoint(tmp_path):
         ConfigError, match=r"sft.aggregator.endpoint: unknown endpoint 'gpt' \(defined under endpoints: test\)"
     ):
         load_config(write(tmp_path, base_raw(tmp_path)), ["sft.aggregator.endpoint=gpt"])
+
+
+def test_an_endpoint_name_with_a_dot_fails_at_load(tmp_path):
+    """`--set endpoints.NAME.key=...` and `moaa config explain` split keys at dots: such a name could not be set."""
+    raw = base_raw(tmp_path)
+    raw["endpoints"] = {"test.v1": raw["endpoints"]["test"]}
+    with pytest.raises(ConfigError, match=r"endpoints: endpoint name 'test.v1' may hold .* rename it, e.g. 'test-v1'"):
+        load_config(write(tmp_path, raw))
 
 
 def test_malformed_yaml_has_line(tmp_path):
@@ -147,6 +159,7 @@ def test_sampling_over_prefers_set_fields():
         "seed": None,
         "stop": None,
         "top_logprobs": None,
+        "extra_body": None,
     }
 
 
@@ -238,7 +251,7 @@ CONFIG_MODELS = sorted(
 def test_every_config_model_is_checked():
     names = {m.__name__ for m in CONFIG_MODELS}
     assert {"Sampling", "EndpointConfig", "AgentConfig", "GenerationConfig", "ScorerConfig", "MoaaConfig"} <= names
-    assert len(names) == 16  # a new model joins this test by itself; the count says when one left
+    assert len(names) == 17  # a new model joins this test by itself; the count says when one left
 
 
 @pytest.mark.parametrize("model", CONFIG_MODELS, ids=lambda m: m.__name__)

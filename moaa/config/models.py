@@ -16,6 +16,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
@@ -65,6 +66,11 @@ class Sampling(Strict):
         description="ask for the top-k log-probabilities of each answer token (1-20), which "
         "preference.scorer.weighted_ratings reads",
     )
+    extra_body: dict[str, Any] | None = Field(
+        None,
+        description="fields added to the request body as they are (vLLM's top_k, min_p, chat_template_kwargs; "
+        "OpenAI's reasoning_effort); laid over the endpoint's extra_body key by key, and part of the cache key",
+    )
 
     def over(self, base: Sampling | None) -> Sampling:
         """These parameters laid over `base` (set fields win).
@@ -76,10 +82,34 @@ class Sampling(Strict):
             return self
         mine = self.sampling_dict()
         merged = base.sampling_dict() | {k: v for k, v in mine.items() if v is not None}
+        if mine.get("extra_body") and base.extra_body:  # extra_body merges key by key (the agent's win)
+            merged["extra_body"] = base.extra_body | mine["extra_body"]
         return self if merged == mine else Sampling.model_construct(**merged)
 
     def sampling_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in Sampling.model_fields}
+
+
+class BatchConfig(Strict):
+    """An endpoint's Batch API settings (moaa.models.batch): one batch per round of a shard's calls."""
+
+    enabled: bool = Field(False, description="send this endpoint's calls as batches instead of one by one")
+    price_factor: float = Field(
+        0.5, ge=0, le=1, description="batch price as a share of price_input/output_per_mtok (OpenAI, Together: 0.5)"
+    )
+    quiet_s: float = Field(
+        2.0, gt=0, description="a batch is sent once no new call has arrived for this long (a round's fan-out)"
+    )
+    max_wait_s: float = Field(60.0, gt=0, description="a batch is sent at the latest this long after its first call")
+    poll_s: float = Field(30.0, gt=0, description="seconds between status checks of a submitted batch")
+    max_requests: int = Field(50_000, ge=1, description="requests per batch file (OpenAI, Together: 50,000)")
+    max_bytes: int = Field(
+        200_000_000, ge=1, description="bytes per batch input file (OpenAI: 200 MB; Together: 100 MB)"
+    )
+    file_purpose: str = Field(
+        "batch", description="the purpose of the uploaded file (OpenAI: batch; Together: batch-api)"
+    )
+    completion_window: str = Field("24h", description="the completion window asked for (OpenAI and Together: 24h)")
 
 
 class EndpointConfig(Strict):
@@ -140,6 +170,32 @@ class EndpointConfig(Strict):
     price_output_per_mtok: float | None = Field(
         None, ge=0, description="USD per million answer tokens, for the dry run's cost estimate; unset: not priced"
     )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields added to every request body of this endpoint (an agent's extra_body wins key by "
+        "key); the body's own fields (model, messages, n, ...) are never replaced",
+    )
+    token_limit_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="the body field that carries max_tokens: OpenAI's reasoning models (o-series, gpt-5) need "
+        "max_completion_tokens; vLLM, Ollama, llama.cpp and Together read max_tokens",
+    )
+    keep_reasoning: bool = Field(
+        False,
+        description="keep a reasoning model's thinking (<think>...</think> in the text, or reasoning_content) "
+        "in answers, as a leading <think> block; false keeps it only in the trace, out of SFT answers, DPO "
+        "sides and judge parsing",
+    )
+    batch: BatchConfig = Field(
+        default_factory=lambda: BatchConfig(),
+        description="send this endpoint's calls through the provider's Batch API (files + batches, OpenAI's "
+        "shape) at its batch price: `batch: true`, or a mapping of BatchConfig settings",
+    )
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @field_validator("api_key_env")
     @classmethod
@@ -492,6 +548,11 @@ class RunSettings(Strict):
     min_prompts_for_failure_rate: int = Field(
         20, ge=1, description="finished prompts a stage needs before max_failure_rate is applied"
     )
+    batch: bool = Field(
+        False,
+        description="send every remote OpenAI-compatible endpoint's calls through its Batch API "
+        "(endpoints.<name>.batch sets it per endpoint, with its limits and price factor)",
+    )
 
 
 class AnswersConfig(Strict):
@@ -535,6 +596,17 @@ class MoaaConfig(Strict):
     run: RunSettings = Field(RunSettings(), description="shards, parallelism and the failure-rate stop")
     cache: CacheConfig = Field(CacheConfig(), description="the request cache")
     answers: AnswersConfig = Field(AnswersConfig(), description="what becomes of answers cut at max_tokens")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoint_names(cls, endpoints: dict[str, EndpointConfig]) -> dict[str, EndpointConfig]:
+        for name in endpoints:
+            if not _ENDPOINT_NAME.fullmatch(name):
+                raise ValueError(
+                    f"endpoint name {name!r} may hold letters, digits, '-' and '_' only (dots would split "
+                    f"`--set endpoints.NAME.key=...`); rename it, e.g. {re.sub(r'[^A-Za-z0-9_-]+', '-', name)!r}"
+                )
+        return endpoints
 
     @model_validator(mode="after")
     def _known_endpoints(self) -> MoaaConfig:

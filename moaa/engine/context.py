@@ -270,6 +270,7 @@ class PromptRun:
                 finish_reason=reason,
                 cached=done.cached,
                 model=done.model,
+                meta=json.dumps({"reasoning": done.reasoning[i]}) if done.reasoning and done.reasoning[i] else "",
             )
             self._steps[slot].append(step)
             if empty:

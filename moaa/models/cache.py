@@ -22,7 +22,7 @@ from typing import Any
 
 from moaa.config import Sampling
 from moaa.errors import MoaaError, storage_error
-from moaa.models.client import ChatClient, Completion, Message
+from moaa.models.client import ChatClient, Completion, Message, request_options
 from moaa.models.stats import RunStats, call_cost
 from moaa.public import scrub
 
@@ -70,10 +70,21 @@ class RequestCache:
         return self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
 
-def request_key(model: str, messages: list[Message], params: Sampling, n: int, fmt: Any, tag: str) -> str:
+def request_key(
+    model: str,
+    messages: list[Message],
+    params: Sampling,
+    n: int,
+    fmt: Any,
+    tag: str,
+    options: dict[str, Any] | None = None,
+) -> str:
+    """`options`: the endpoint's request settings that differ from their defaults (extra_body, the
+    token-limit parameter, keep_reasoning: moaa.models.client.request_options)."""
     sampling = params.sampling_dict()
-    if sampling.get("top_logprobs") is None:  # keys from before the field existed stay valid
-        sampling.pop("top_logprobs", None)
+    for key in ("top_logprobs", "extra_body"):
+        if sampling.get(key) is None:  # keys from before the field existed stay valid
+            sampling.pop(key, None)
     payload = {
         "model": model,
         "messages": messages,
@@ -81,7 +92,7 @@ def request_key(model: str, messages: list[Message], params: Sampling, n: int, f
         "n": n,
         "format": fmt,
         "template": tag,
-    }
+    } | ({"options": options} if options else {})
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -97,9 +108,12 @@ class CachedClient:
         endpoint = getattr(inner, "endpoint", None)
         self._defaults = endpoint.sampling if endpoint is not None else None
         self._prices = (endpoint.price_input_per_mtok, endpoint.price_output_per_mtok) if endpoint else (None, None)
+        self._options = request_options(endpoint) if endpoint is not None else {}
 
     def _cost(self, hit: dict[str, Any]) -> float:
-        return call_cost(hit["prompt_tokens"], hit["completion_tokens"], *self._prices)
+        # a batching client's answers were made at its batch price
+        factor = getattr(self.inner, "price_factor", 1.0)
+        return factor * call_cost(hit["prompt_tokens"], hit["completion_tokens"], *self._prices)
 
     async def chat(
         self,
@@ -111,7 +125,7 @@ class CachedClient:
         tag: str = "",
     ) -> Completion:
         params = (sampling or Sampling()).over(self._defaults)
-        key = request_key(self.model, messages, params, n, response_format, tag)
+        key = request_key(self.model, messages, params, n, response_format, tag, self._options)
         hit = self.cache.get(key)
         if hit is not None and self.stats.take_prepaid(key):
             # Answered and counted by an attempt of this shard that was killed: the same call.

@@ -28,6 +28,7 @@ import httpx
 from moaa.config import EndpointConfig, Sampling, resolve_api_key
 from moaa.errors import EndpointError
 from moaa.models.limits import EndpointLimiter, shared_limiter
+from moaa.models.reasoning import message_reasoning, reasoning_tokens, split_reasoning, with_reasoning
 from moaa.models.stats import RunStats, call_cost
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
     # The first choice's tokens, when asked for (Sampling.top_logprobs): [{"token", "top": {token: logprob}}]
     logprobs: list[dict[str, Any]] | None = None
+    # Per text, the reasoning split off it (moaa.models.reasoning); None when no text had any.
+    reasoning: list[str] | None = None
+    reasoning_tokens: int = 0  # of completion_tokens, where usage reports them
 
     @property
     def text(self) -> str:
@@ -140,7 +144,7 @@ class OpenAIChatClient:
             rest = await self._separate_calls(
                 messages, params, n - len(first.texts), len(first.texts), response_format, tag
             )
-            return _join([first, rest])
+            return join_completions([first, rest])
         if n > 1:
             _n_support[self._n_key] = True
         return first
@@ -158,7 +162,7 @@ class OpenAIChatClient:
             self._call(messages, params.model_copy(update={"seed": base + offset + i}), 1, fmt, tag)
             for i in range(count)
         ]
-        return _join(await asyncio.gather(*calls))
+        return join_completions(await asyncio.gather(*calls))
 
     def _clients(self) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -190,7 +194,7 @@ class OpenAIChatClient:
             return index
 
     async def _call(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
-        body = _request_body(self.model, messages, params, n, fmt)
+        body = self.request_body(messages, params, n, fmt)
         estimate = _estimate_tokens(messages, params)
         last = "unknown error"
         for attempt in range(self.endpoint.max_retries + 1):
@@ -234,6 +238,10 @@ class OpenAIChatClient:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         self.stats.record(self.name, tag, failures=1)
         raise CallError(kind, f"endpoint '{self.name}' ({self.model}): {last}")
+
+    def request_body(self, messages: list[Message], params: Sampling, n: int, fmt: dict | None) -> dict[str, Any]:
+        """The JSON body of one chat completion request (what a batch file's line carries too)."""
+        return build_request_body(self.endpoint, messages, params, n, fmt)
 
     def _raise_if_server_died(self, url: str) -> None:
         """A local server this process started and that has exited is run-fatal: no retry can
@@ -283,34 +291,15 @@ class OpenAIChatClient:
         raise exc
 
     def _completion(self, data: Any, latency: float) -> Completion:
-        """A Completion from the response's JSON (read as plain data: the SDK's typed models cost
-        more CPU per request than everything else moaa does with it)."""
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not choices or not isinstance(choices, list):
-            raise _Malformed("response has no choices")
-        texts, reasons = [], []
-        for choice in choices:
-            message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, dict):
-                raise _Malformed("choice without a message")
-            content = message.get("content")
-            if content is not None and not isinstance(content, str):
-                raise _Malformed(f"message content is {type(content).__name__}, not text")
-            texts.append(content or "")
-            reasons.append(choice.get("finish_reason") or "stop")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0) or sum(len(t) // 4 for t in texts)
-        completion = Completion(texts, reasons, prompt_tokens, completion_tokens, latency, self.name, self.model)
-        completion.logprobs = token_logprobs(choices[0])
-        return completion
+        return parse_completion(data, self.name, self.model, latency, keep_reasoning=self.endpoint.keep_reasoning)
 
-    def _account(self, c: Completion, tag: str) -> None:
+    def _account(self, c: Completion, tag: str, price_factor: float = 1.0, **counts: int) -> None:
+        """Record one answered call; `price_factor` < 1 for calls answered by a batch at its price."""
         empty = sum(1 for t in c.texts if not t.strip())
         truncated = sum(1 for r in c.finish_reasons if r == "length")
         if empty:
             log.warning("endpoint %s returned %d empty answer(s)", self.name, empty)
-        cost = call_cost(
+        cost = price_factor * call_cost(
             c.prompt_tokens,
             c.completion_tokens,
             self.endpoint.price_input_per_mtok,
@@ -323,10 +312,12 @@ class OpenAIChatClient:
             calls=1,
             prompt_tokens=c.prompt_tokens,
             completion_tokens=c.completion_tokens,
+            reasoning_tokens=c.reasoning_tokens,
             cost=cost,
             empty=empty,
             truncated=truncated,
             latency_s=c.latency_s,
+            **counts,
         )
 
 
@@ -345,19 +336,75 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _request_body(model: str, messages: list[Message], p: Sampling, n: int, fmt: dict | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": messages}
+# ------------------------------------------------------------ request bodies
+
+
+def build_request_body(
+    endpoint: EndpointConfig, messages: list[Message], p: Sampling, n: int, fmt: dict | None
+) -> dict[str, Any]:
+    """The chat completion body: model, messages, the set sampling fields (max_tokens under the
+    endpoint's `token_limit_param`), n, response_format, then the endpoint's and the call's
+    extra_body for every key the body does not already hold."""
+    body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
     for key in ("temperature", "top_p", "max_tokens", "seed", "stop"):
         value = getattr(p, key)
         if value is not None:
-            body[key] = value
+            body[endpoint.token_limit_param if key == "max_tokens" else key] = value
     if p.top_logprobs:
         body["logprobs"], body["top_logprobs"] = True, p.top_logprobs
     if n > 1:
         body["n"] = n
     if fmt:
         body["response_format"] = fmt
-    return body
+    extra = endpoint.extra_body | (p.extra_body or {})
+    return body | {k: v for k, v in extra.items() if k not in body}
+
+
+def request_options(endpoint: EndpointConfig) -> dict[str, Any]:
+    """What besides messages and sampling shapes an endpoint's answers, for the request cache key:
+    only the settings that differ from their defaults, so keys made before they existed stay valid."""
+    options: dict[str, Any] = {}
+    if endpoint.extra_body:
+        options["extra_body"] = endpoint.extra_body
+    if endpoint.token_limit_param != "max_tokens":
+        options["token_limit_param"] = endpoint.token_limit_param
+    if endpoint.keep_reasoning:
+        options["keep_reasoning"] = True
+    return options
+
+
+# ------------------------------------------------------------ replies
+
+
+def parse_completion(data: Any, name: str, model: str, latency: float, keep_reasoning: bool = False) -> Completion:
+    """A Completion from a chat completion's JSON, read as plain data (the SDK's typed models cost
+    more CPU per request than everything else moaa does with it). Reasoning (think blocks, or a
+    reasoning_content/reasoning field) is split off the texts into `reasoning` unless kept."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not choices or not isinstance(choices, list):
+        raise _Malformed("response has no choices")
+    texts, reasons, thoughts = [], [], []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise _Malformed("choice without a message")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _Malformed(f"message content is {type(content).__name__}, not text")
+        answer, thought = split_reasoning(content or "", message_reasoning(message))
+        texts.append(with_reasoning(answer, thought) if keep_reasoning else answer)
+        thoughts.append(thought)
+        reasons.append(choice.get("finish_reason") or "stop")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    # Reasoning tokens are output tokens (billed as such); usage's completion_tokens includes them.
+    estimated = sum(len(t) // 4 for t in texts) + (0 if keep_reasoning else sum(len(t) // 4 for t in thoughts))
+    completion_tokens = int(usage.get("completion_tokens") or 0) or estimated
+    completion = Completion(texts, reasons, prompt_tokens, completion_tokens, latency, name, model)
+    completion.logprobs = token_logprobs(choices[0])
+    completion.reasoning = thoughts if any(thoughts) else None
+    completion.reasoning_tokens = reasoning_tokens(usage)
+    return completion
 
 
 def token_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -400,7 +447,7 @@ def _error_detail(exc: Any) -> str:
     return scrub_text(str(getattr(exc, "message", "") or ""))[:200]
 
 
-def _join(parts: list[Completion]) -> Completion:
+def join_completions(parts: list[Completion]) -> Completion:
     head = parts[0]
     return Completion(
         texts=[t for p in parts for t in p.texts],
@@ -411,4 +458,12 @@ def _join(parts: list[Completion]) -> Completion:
         endpoint=head.endpoint,
         model=head.model,
         cached=all(p.cached for p in parts),
+        reasoning=_joined_reasoning(parts),
+        reasoning_tokens=sum(p.reasoning_tokens for p in parts),
     )
+
+
+def _joined_reasoning(parts: list[Completion]) -> list[str] | None:
+    if not any(p.reasoning for p in parts):
+        return None
+    return [r for p in parts for r in (p.reasoning or [""] * len(p.texts))]

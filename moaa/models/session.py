@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from moaa.config import MoaaConfig
+from moaa.models.batch import BatchChatClient, batch_enabled
 from moaa.models.cache import CachedClient, RequestCache
 from moaa.models.client import ChatClient, OpenAIChatClient
 from moaa.models.stats import RunStats
@@ -19,8 +20,11 @@ from moaa.models.stats import RunStats
 log = logging.getLogger(__name__)
 
 
-def build_clients(config: MoaaConfig, stats: RunStats, names: list[str] | None = None) -> dict[str, ChatClient]:
-    """One client per used endpoint, behind the request cache when it is enabled."""
+def build_clients(
+    config: MoaaConfig, stats: RunStats, names: list[str] | None = None, work_dir: Path | None = None
+) -> dict[str, ChatClient]:
+    """One client per used endpoint, behind the request cache when it is enabled; endpoints in batch
+    mode send their calls as batches saved in `work_dir` (a shard's folder; online without one)."""
     cache = RequestCache(config.cache.path) if config.cache.enabled else None
     clients: dict[str, ChatClient] = {}
     for name in names or config.used_endpoints():
@@ -31,6 +35,8 @@ def build_clients(config: MoaaConfig, stats: RunStats, names: list[str] | None =
             client: ChatClient = TransformersChatClient(name, endpoint, stats)
         else:
             client = OpenAIChatClient(name, endpoint, stats)
+            if work_dir is not None and batch_enabled(config, name):
+                client = BatchChatClient(client, work_dir)
         # `is not None`, not truthiness: an empty RequestCache is falsy (it has __len__).
         clients[name] = CachedClient(client, cache, stats) if cache is not None else client
     return clients

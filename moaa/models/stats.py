@@ -27,6 +27,8 @@ class Counter:
     truncated: int = 0  # finish_reason == "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens: a reasoning model's thinking, where usage reports it
+    batched: int = 0  # calls answered by a Batch API batch (at the endpoint's batch price)
     cost: float = 0.0  # dollars spent on requests sent (a cache hit sends none)
     cached_cost: float = 0.0  # what the answers served from cache cost when first asked (same prices)
     latency_s: float = 0.0  # summed latency of successful calls
@@ -51,6 +53,23 @@ class RunStats:
     # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
     # resumed attempt's cache hit on one of them is the same call, not another one.
     prepaid: set[str] = field(default_factory=set, repr=False, compare=False)
+    # Batch API batches (moaa.models.batch): "endpoint/local id" -> {endpoint, status, total, completed, failed}
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def note_batch(self, key: str, state: dict[str, Any]) -> None:
+        """The latest state of one batch (a gauge, not a counter: the progress display shows it)."""
+        with self._lock:
+            self.batches[key] = dict(state)
+
+    def batch_states(self) -> dict[str, dict[str, int]]:
+        """Per status: how many batches and requests are in it."""
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for state in self.batches.values():
+                row = out.setdefault(state["status"], {"batches": 0, "requests": 0})
+                row["batches"] += 1
+                row["requests"] += int(state.get("total") or 0)
+        return out
 
     def record(self, endpoint: str, tag: str = "", latency: float | None = None, **counts: Any) -> None:
         with self._lock:
@@ -102,7 +121,7 @@ class RunStats:
                 "endpoints": {k: asdict(v) for k, v in self.endpoints.items()},
                 "tags": {k: asdict(v) for k, v in self.tags.items()},
                 "latencies": {k: list(v) for k, v in self.latencies.items()},
-            }
+            } | ({"batches": {k: dict(v) for k, v in self.batches.items()}} if self.batches else {})
 
     def merge(self, data: dict[str, Any]) -> None:
         """Fold in another RunStats' `to_dict()` (a shard's result)."""
@@ -111,6 +130,7 @@ class RunStats:
                 self.endpoints[name].add(counts)
             for name, counts in data.get("tags", {}).items():
                 self.tags[name].add(counts)
+            self.batches.update(data.get("batches", {}))
             for name, values in data.get("latencies", {}).items():
                 room = _MAX_LATENCIES - len(self.latencies[name])
                 self.latencies[name].extend(values[: max(room, 0)])

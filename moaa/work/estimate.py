@@ -65,6 +65,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     endpoints = _by_endpoint(config, stages)
     total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
     total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
+    total["batch_cost"] = _batch_cost(config, endpoints)
     return {
         "name": config.name,
         "method": config.sft.method,
@@ -292,6 +293,17 @@ def _by_endpoint(config: MoaaConfig, stages: dict[str, dict]) -> dict[str, dict[
     return dict(sorted(out.items()))
 
 
+def _batch_cost(config: MoaaConfig, endpoints: dict[str, dict[str, Any]]) -> float | None:
+    """The total at the batch price of the endpoints in batch mode; None when none is."""
+    from moaa.models.batch import batch_enabled
+
+    batching = [n for n in endpoints if batch_enabled(config, n)]
+    if not batching:
+        return None
+    factor = {n: config.endpoints[n].batch.price_factor if n in batching else 1.0 for n in endpoints}
+    return sum(row["cost"] * factor[n] for n, row in endpoints.items())
+
+
 def _assumptions(config: MoaaConfig) -> list[str]:
     notes = [
         f"input tokens: the text each call sends (conversation, role, template, references) at "
@@ -360,7 +372,8 @@ def format_estimate(est: dict[str, Any]) -> str:
     lines += [
         "",
         f"total: {t['calls']} calls{bound}, ~{t['input_tokens']:,} input + ~{t['output_tokens']:,} output "
-        f"tokens, ~${t['cost']:.4f}",
+        f"tokens, ~${t['cost']:.4f}"
+        + (f" online, ~${t['batch_cost']:.4f} at batch price" if t.get("batch_cost") is not None else ""),
         "assumptions:",
     ]
     lines += [f"  - {note}" for note in est["assumptions"]]

@@ -115,8 +115,22 @@ class Progress:
             f"[{self.stage}] {self.done}/{self.total} prompts ({self.failed} failed) | "
             f"calls {t.calls} (cache {t.cache_hits}, retries {t.retries}, failed {t.failures}) | "
             f"tokens {t.prompt_tokens} in / {t.completion_tokens} out | {rate:.1f} tok/s | "
-            f"${t.cost:.4f} (projected ${projected:.4f}) | {_clock(elapsed)}{eta}"
+            f"${t.cost:.4f} (projected ${projected:.4f}) | {_clock(elapsed)}{eta}{self.batch_text()}"
         )
+
+    def batch_text(self) -> str:
+        """' | batches: 1 validating (40 req), 2 in_progress (80 req), ...' while any is unfinished."""
+        with self._lock:
+            sources = [self.stats, *self._live.values()]
+        merged = RunStats()
+        for stats in sources:
+            merged.batches.update(stats.batches)
+        states = merged.batch_states()
+        if not set(states) - {"completed", "failed", "expired", "cancelled"}:
+            return ""
+        order = ("validating", "in_progress", "finalizing", "cancelling", "completed", "expired", "cancelled", "failed")
+        parts = [f"{states[s]['batches']} {s} ({states[s]['requests']} req)" for s in order if s in states]
+        return " | batches: " + ", ".join(parts)
 
     def endpoint_lines(self) -> list[str]:
         """One plain line per endpoint, same fields as `line`."""

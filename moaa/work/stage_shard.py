@@ -19,6 +19,7 @@ from typing import Any
 from moaa.config import MoaaConfig
 from moaa.errors import FailureRateExceeded, MoaaError, storage_error
 from moaa.locks import FolderLock
+from moaa.models.batch import batch_enabled
 from moaa.models.session import build_clients
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
@@ -150,7 +151,7 @@ async def _run_shard(
     if progress is not None:
         for _ in range(counts["resumed"]):
             progress.advance()
-    clients = build_clients(config, stats)
+    clients = build_clients(config, stats, work_dir=out_dir)
     guard = _FailureGuard(config, stage, out_dir.parent)
 
     def on_result(result: Any) -> None:
@@ -213,6 +214,8 @@ async def _until_stopped(work: Any, stop: threading.Event | None, shard: str) ->
 
 async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, roles) -> None:
     in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
+    if any(batch_enabled(config, n) for n in clients):
+        in_flight = max(in_flight, len(prompts))  # batch mode: a round of every prompt goes out as one batch
     if stage == "sft":
         from moaa.engine import run_prompts
 
