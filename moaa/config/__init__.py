@@ -3,10 +3,18 @@
 A config names its endpoints (model servers) once and refers to them by name everywhere else.
 Secrets never live here: an endpoint names the environment variable that holds its key.
 
-The models live in `moaa.config.models`, loading and dumping in `moaa.config.loading`; import
-them from `moaa.config`.
+Endpoints and agents live in `moaa.config.endpoints`, the rest of the models in
+`moaa.config.models`, loading and dumping in `moaa.config.loading`; import them from `moaa.config`.
 """
 
+from moaa.config.endpoints import (
+    AgentConfig,
+    BatchConfig,
+    EndpointConfig,
+    Sampling,
+    Strict,
+    is_variable_name,
+)
 from moaa.config.loading import (
     apply_override,
     check_environment,
@@ -21,11 +29,8 @@ from moaa.config.loading import (
 )
 from moaa.config.models import (
     REPO_ID,
-    AgentConfig,
     AnswersConfig,
-    BatchConfig,
     CacheConfig,
-    EndpointConfig,
     GenerationConfig,
     MoaaConfig,
     OutputConfig,
@@ -33,13 +38,10 @@ from moaa.config.models import (
     PromptSourceConfig,
     QualityConfig,
     RunSettings,
-    Sampling,
     ScorerConfig,
     SelfMoAConfig,
     SeqConfig,
     SMoAConfig,
-    Strict,
-    is_variable_name,
 )
 
 __all__ = [
