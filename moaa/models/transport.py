@@ -69,7 +69,9 @@ class HTTPTransport:
     Bound to the event loop it is first used on (aiohttp sessions are). Timeouts are per phase
     like httpx's `Timeout(timeout_s)`: waiting for a pooled connection, connecting, and each read
     of the answer may take `timeout_s`; a slow answer that keeps sending bytes is not cut off.
-    Proxies come from the environment (HTTPS_PROXY, NO_PROXY) as with httpx (`trust_env`).
+    Proxies come from the environment (HTTP(S)_PROXY, NO_PROXY), read once here as httpx reads them
+    when a client is built: aiohttp's `trust_env` would look them (and ~/.netrc) up again in a worker
+    thread on every request, two thread hand-offs per call.
     """
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, ssl_context: ssl.SSLContext,
@@ -85,15 +87,14 @@ class HTTPTransport:
             total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
         self._ssl, self._max_connections = ssl_context, max_connections
+        self._proxy, self._proxy_auth = _env_proxy(self.base_url)
         self._session: aiohttp.ClientSession | None = None
         self._closer: AsyncGenerator[None, None] | None = None
 
     async def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
         # the key rides in the session's headers: never in a URL, never in anything logged
-        self._session = aiohttp.ClientSession(
-            connector=connector, headers=self._headers, timeout=self._timeout, trust_env=True
-        )
+        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
         # A caller that never calls aclose (`asyncio.run(client.chat(...))`) would leave an open
         # session that aiohttp reports as "Unclosed client session" on stderr. A suspended async
         # generator is closed by the loop's shutdown (asyncio.run's `shutdown_asyncgens`), which
@@ -114,7 +115,9 @@ class HTTPTransport:
         session = self._session or await self._open()
         data = json.dumps(body).encode()
         try:
-            async with session.post(self.base_url + path, data=data) as resp:
+            async with session.post(
+                self.base_url + path, data=data, proxy=self._proxy, proxy_auth=self._proxy_auth
+            ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -138,6 +141,17 @@ class HTTPTransport:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _env_proxy(url: str) -> tuple[Any, aiohttp.BasicAuth | None]:
+    """The proxy (and its credentials) the environment names for `url`, or (None, None)."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 def _error_body(raw: bytes) -> Any:
