@@ -123,3 +123,14 @@ def test_a_transport_never_closed_is_closed_with_its_loop():
             gc.collect()
     assert transport._session is None
     assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+def test_proxies_come_from_the_environment_once_per_pool(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://user:pw@proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for name in ("http_proxy", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxied = make_transport("http://api.example/v1")
+    assert str(proxied._proxy) == "http://proxy.example:3128"
+    assert proxied._proxy_auth is not None and proxied._proxy_auth.login == "user"
+    assert make_transport("http://127.0.0.1:8000/v1")._proxy is None
