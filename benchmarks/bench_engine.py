@@ -7,10 +7,8 @@ on one shard: engine, client (limiter, retries, accounting), request cache as co
 shard's row/trace files. Target: stage >= 0.85 x the bare loop. The theoretical ceiling,
 concurrency / latency, is shown too: on a small machine both sides are CPU-bound well below it.
 
-moaa's client sends requests through the SDK's generic `post` with a plain JSON body (the typed
-`chat.completions.create` path costs more CPU per request than the rest of moaa). A second bare
-loop does exactly that with nothing around it, so the table also shows the engine's own overhead
-over its transport.
+A second bare loop goes through the SDK's generic `post` with a plain JSON body: moaa's transport
+before its aiohttp pool (moaa.models.transport; compare the two in the `throughput` benchmark).
 """
 
 from __future__ import annotations

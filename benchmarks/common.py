@@ -140,7 +140,7 @@ def run_in_child(target: str, kwargs: dict[str, Any], log_path: Path, timeout_s:
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
                                 start_new_session=True)  # fmt: skip
-        sampler = _TreeSampler(proc.pid)
+        sampler = TreeSampler(proc.pid)
         sampler.start()
         out: list[str] = []
         reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
@@ -183,36 +183,63 @@ def _reap_group(pgid: int) -> None:
         pass
 
 
-class _TreeSampler(threading.Thread):
-    """Samples the RSS of a process and its descendants every 0.5 s (needs psutil; else stays 0)."""
+class TreeSampler(threading.Thread):
+    """Samples the RSS of a process and its descendants (psutil, else /proc) every `interval_s`."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, interval_s: float = 0.5):
         super().__init__(daemon=True)
-        self.pid, self.peak, self._halt = pid, 0, threading.Event()
+        self.pid, self.peak, self.interval_s, self._halt = pid, 0, interval_s, threading.Event()
 
     def run(self) -> None:
-        try:
-            import psutil
-        except ImportError:
-            return
         while not self._halt.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            self._halt.wait(0.5)
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
         self._halt.set()
         self.join(2)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants now (0 once it is gone)."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_tree_rss(pid)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _proc_tree_rss(pid: int) -> int:
+    """tree_rss from /proc (Linux) without psutil: parents from /proc/*/stat, RSS from statm."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in () may hold spaces
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        current = todo.pop()
+        try:
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+        todo += children.get(current, [])
+    return total
 
 
 def self_maxrss() -> int:

@@ -1,0 +1,164 @@
+"""The HTTP transport under OpenAIChatClient: one aiohttp connection pool per base URL and event loop.
+
+Chosen by measurement (`make bench ARGS="--only throughput"`, README "### Benchmarks"): against the
+fixed-latency test server at 64 in flight, a direct aiohttp session spent ~0.5 ms of CPU per call
+where the OpenAI SDK's generic `post` spent ~2.6-3.0 ms on httpx (httpcore scans every pooled
+connection on each request, and the SDK deep-copies options and re-parses URLs per call) and
+~1.5-1.8 ms on its own aiohttp backend (`DefaultAioHttpClient`, still the SDK's request building
+and an httpx adapter). aiohttp's pool hands out an idle connection by popping a per-host list: no
+scan over the connections.
+
+The transport only moves bytes and says what went wrong; what a fault means (retry, fatal for the
+run, fatal for the prompt) is decided by the client (`OpenAIChatClient._classify`). Its errors
+carry what the SDK's did: the status, the parsed error body, the headers (Retry-After), and for
+timeouts and connection failures the underlying exception as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
+
+import aiohttp
+
+USER_AGENT = "moaa (aiohttp)"
+
+
+class TransportError(Exception):
+    """Base of the faults the transport reports."""
+
+
+class StatusError(TransportError):
+    """A non-2xx answer: its status, parsed body (JSON, else text, else None) and headers.
+
+    `message` is the SDK's wording ("Error code: 500 - <the body's error message>") so that logs
+    and error lines read as they did before.
+    """
+
+    def __init__(self, status_code: int, body: Any, headers: Any):
+        self.status_code, self.body, self.headers = status_code, body, headers
+        self.message = f"Error code: {status_code}"
+        error = body.get("error", body) if isinstance(body, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else None
+        if isinstance(detail, str) and detail:
+            self.message += f" - {detail}"
+        super().__init__(self.message)
+
+
+class Timeout(TransportError):
+    """No connection, or no bytes of the answer, within the timeout."""
+
+
+class ConnectionFailed(TransportError):
+    """Refused, reset or closed without an answer (the aiohttp error is the `__cause__`)."""
+
+
+class Transport(Protocol):
+    """What OpenAIChatClient needs from a transport (the benchmarks plug the SDK's in for comparison)."""
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HTTPTransport:
+    """POSTs JSON to one OpenAI-compatible base URL through one aiohttp session (its own pool).
+
+    Bound to the event loop it is first used on (aiohttp sessions are). Timeouts are per phase
+    like httpx's `Timeout(timeout_s)`: waiting for a pooled connection, connecting, and each read
+    of the answer may take `timeout_s`; a slow answer that keeps sending bytes is not cut off.
+    Proxies come from the environment (HTTP(S)_PROXY, NO_PROXY), read once here as httpx reads them
+    when a client is built: aiohttp's `trust_env` would look them (and ~/.netrc) up again in a worker
+    thread on every request, two thread hand-offs per call.
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float, ssl_context: ssl.SSLContext,
+                 max_connections: int = 0):  # fmt: skip
+        self.base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
+        )
+        self._ssl, self._max_connections = ssl_context, max_connections
+        self._proxy, self._proxy_auth = _env_proxy(self.base_url)
+        self._session: aiohttp.ClientSession | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
+
+    async def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
+        # the key rides in the session's headers: never in a URL, never in anything logged
+        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
+        # A caller that never calls aclose (`asyncio.run(client.chat(...))`) would leave an open
+        # session that aiohttp reports as "Unclosed client session" on stderr. A suspended async
+        # generator is closed by the loop's shutdown (asyncio.run's `shutdown_asyncgens`), which
+        # closes the session while the loop still runs.
+        self._closer = self._close_at_loop_shutdown()
+        await self._closer.__anext__()
+        return self._session
+
+    async def _close_at_loop_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._close_session()
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """The parsed JSON of a 2xx answer to POST `path`; raises StatusError, Timeout,
+        ConnectionFailed, or json.JSONDecodeError for a 2xx body that is not JSON."""
+        session = self._session or await self._open()
+        data = json.dumps(body).encode()
+        try:
+            async with session.post(
+                self.base_url + path, data=data, proxy=self._proxy, proxy_auth=self._proxy_auth
+            ) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Timeout(str(exc) or "timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # refused, reset, closed mid-answer, a body cut short, not HTTP at all: as the SDK did
+            # (every httpx error below a status became an APIConnectionError)
+            raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
+        if status >= 400:
+            raise StatusError(status, _error_body(raw), headers)
+        return json.loads(raw)
+
+    async def aclose(self) -> None:
+        """Close the pool (its idle connections); the next request opens a new one."""
+        closer, self._closer = self._closer, None
+        await self._close_session()
+        if closer is not None:
+            await closer.aclose()
+
+    async def _close_session(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _env_proxy(url: str) -> tuple[Any, aiohttp.BasicAuth | None]:
+    """The proxy (and its credentials) the environment names for `url`, or (None, None)."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+
+
+def _error_body(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
