@@ -1,0 +1,92 @@
+"""The package layout the README's Layout table describes: folders by purpose, imports running down.
+
+Each package has a rank; a module may import its own package, and packages of lower rank, never a
+higher one. The one exception is listed with its reason, so a new upward arrow fails here by name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first: the order of the README's Layout table.
+RANKS = [
+    ("moaa", "what everything shares"),
+    ("moaa.config", "the run config"),
+    ("moaa.prompts", "model-facing texts"),
+    ("moaa.local", "the embedded model"),
+    ("moaa.models", "the model seam"),
+    ("moaa.sources", "prompt sources"),
+    ("moaa.engine", "generation methods"),
+    ("moaa.preference", "the DPO stage"),
+    ("moaa.dataset", "data set versions"),
+    ("moaa.work", "a run's work"),
+    ("moaa.train", "TRL"),
+    ("flows", "Prefect"),
+    ("moaa.commands", "the CLI's sub-commands"),
+    ("moaa.cli", "the CLI"),
+    ("moaa.testing", "test servers"),
+]
+RANK = {name: i for i, (name, _) in enumerate(RANKS)}
+ALLOWED_UPWARD = {
+    # GenerationConfig validates `sft.method` and its rules against the method registry, lazily, inside
+    # the validator: each method states its rules once, beside its turn function (README: Methods).
+    ("moaa.config.models", "moaa.engine.methods"),
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in RANK:
+            return ".".join(parts[:i])
+    raise AssertionError(f"{module}: in no layer of tests/test_layout.py; add its package to RANKS")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for top in ("moaa", "flows"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.split(".")[0] in ("moaa", "flows")}
+
+
+def test_imports_run_down_the_layers():
+    upward = []
+    for module, path in modules().items():
+        mine = RANK[layer_of(module)]
+        for target in sorted(imports_of(path)):
+            if RANK[layer_of(target)] > mine and (module, target) not in ALLOWED_UPWARD:
+                upward.append(f"{module} imports {target}")
+    assert upward == []
+
+
+def test_no_two_modules_share_a_name():
+    seen: dict[str, list[str]] = {}
+    for module, path in modules().items():
+        if path.name != "__init__.py":
+            seen.setdefault(path.stem, []).append(module)
+    assert {stem: mods for stem, mods in seen.items() if len(mods) > 1} == {}
+
+
+def test_every_package_says_its_purpose_and_the_readme_lists_it():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("### Layout") :]
+    for module, path in modules().items():
+        if path.name == "__init__.py" and module.count(".") <= 1:
+            assert ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))), f"{module}: no docstring"
+            if module not in ("moaa", "flows"):
+                assert f"`{module.replace('.', '/')}/`" in layout, f"{module}: not in the README's Layout table"
