@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from moaa.work.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards, write_jsonl_atomic
+from moaa.fileio import write_jsonl_atomic
+from moaa.work.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards
 
 
 def result(pid: str, failed: bool = False) -> tuple[list[dict], list[dict], list[dict]]:

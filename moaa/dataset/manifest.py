@@ -9,7 +9,6 @@ of the packages that shaped the data, and the sha256 of every other file in the 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa import __version__
+from moaa.fileio import sha256_file
 from moaa.public import machine_paths, public_value, scrub_text, secret_values, served_name
 
 log = logging.getLogger(__name__)
@@ -85,14 +85,6 @@ def git_commit() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_files(folder: Path) -> dict[str, dict[str, Any]]:

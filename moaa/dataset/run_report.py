@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from moaa.dataset.files import scan_config
+
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.md"
@@ -72,13 +74,6 @@ def report_markdown_for_artifact(version_dir: Path) -> str:
 # ---------------------------------------------------------------- data
 
 
-def _scan(version_dir: Path, config: str) -> Any:
-    import polars as pl
-
-    files = sorted((version_dir / "data" / config).glob("*.parquet"))
-    return pl.scan_parquet(files) if files else None
-
-
 def _last_content(column: str) -> Any:
     import polars as pl
 
@@ -91,7 +86,7 @@ def collect_report(version_dir: Path) -> dict[str, Any]:
     from moaa.dataset.manifest import read_manifest
 
     manifest = read_manifest(version_dir)
-    sft, dpo, trace, fails = (_scan(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
+    sft, dpo, trace, fails = (scan_config(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
     data: dict[str, Any] = {
         "manifest": manifest,
         "sft_lengths": None,

@@ -57,6 +57,7 @@ from moaa.dataset.manifest import (
     write_manifest,
 )
 from moaa.errors import ConfigError, InputError, MoaaError, storage_error
+from moaa.fileio import write_text_atomic
 from moaa.killpoints import kill_point
 from moaa.locks import FolderLock
 
@@ -66,6 +67,7 @@ __all__ = ["VersionInfo", "write_version", "resolve_version", "list_versions", "
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+_LATEST_TMP = re.compile(r"^LATEST\.[0-9-]+\.tmp$")  # moaa.fileio's temp file for LATEST
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,13 @@ def _write_locked(
 
 
 def _clean_leftovers(dataset_dir: Path) -> None:
-    """Remove what a killed writer left: `.tmp-vN-*` folders and `.LATEST.*` files (called under
+    """Remove what a killed writer left: `.tmp-vN-*` folders and LATEST's temp files (called under
     the data set's lock, so no live writer owns them)."""
     for path in dataset_dir.iterdir():
         if path.name.startswith(".tmp-v") and path.is_dir():
             log.info("removing %s, left by a write that was stopped", path)
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name.startswith(".LATEST.") and path.is_file():
+        elif (path.name.startswith(".LATEST.") or _LATEST_TMP.match(path.name)) and path.is_file():
             path.unlink(missing_ok=True)
 
 
@@ -236,9 +238,7 @@ def _point_latest(dataset_dir: Path, number: int) -> None:
     current = _latest(dataset_dir)
     if current is not None and current > number:
         return
-    tmp = dataset_dir / f".LATEST.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(f"v{number}\n")
-    os.replace(tmp, dataset_dir / "LATEST")
+    write_text_atomic(dataset_dir / "LATEST", f"v{number}\n")
 
 
 def resolve_version(root: Path, ref: str) -> Path:

@@ -24,50 +24,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.models.stats import RunStats
-from moaa.public import scrub_text, secret_values
+from moaa.public import scrub_text
 from moaa.rows import failure_is_transient
 
 OUTPUT_FILES = ("rows", "trace", "failures")
-
-
-def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records to `path` via a temp file + rename; returns how many."""
-    count = 0
-
-    def write(fh: Any) -> None:
-        nonlocal count
-        secrets = secret_values()  # once per file, not once per record (it reads the environment)
-        for record in records:
-            fh.write(scrub_text(json.dumps(record, ensure_ascii=False), secrets) + "\n")
-            count += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-
-    _replace(path, write)
-    return count
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    _replace(path, lambda fh: fh.write(scrub_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))))
-
-
-def _replace(path: Path, write: Any) -> None:
-    """Write `path` through a temp file beside it (removed if the write fails: a full disk) and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _tmp_path(path: Path) -> Path:
-    # Per process: two planners writing the same shard file must not share one temp file.
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -19,9 +19,10 @@ from typing import Any
 
 from moaa.config import MoaaConfig, dump_config, dump_public_config
 from moaa.errors import MoaaError, storage_error
+from moaa.fileio import write_json_atomic
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
-from moaa.work.shards import read_done, split_into_shards, write_json_atomic
+from moaa.work.shards import read_done, split_into_shards
 
 log = logging.getLogger(__name__)
 
