@@ -280,6 +280,7 @@ def format_summary(s: dict[str, Any]) -> str:
 def quality_line(stages: dict[str, Any]) -> str:
     """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
     (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.dataset.card_sections import truncation_counts
     from moaa.engine.quality import gate_summary
 
     parts = []
@@ -294,19 +295,6 @@ def quality_line(stages: dict[str, Any]) -> str:
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
-
-
-TRUNCATION_COUNTERS = (
-    ("truncated_dropped", "dropped"),
-    ("truncated_reasked", "re-asked"),
-    ("truncated_kept", "kept"),
-    ("truncated_references", "kept as references"),
-)
-
-
-def truncation_counts(counters: dict[str, int]) -> str:
-    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
-    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
 
 
 def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
