@@ -90,10 +90,10 @@ def git_commit() -> dict[str, Any]:
 def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     """{posix path relative to folder: {sha256, size}} for every file except the manifest."""
     out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
+    files = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*") if path.is_file()}
+    for rel in sorted(files):  # by the name's text: report.md before report/calls.png
         if rel != MANIFEST_NAME:
-            out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            out[rel] = {"sha256": sha256_file(files[rel]), "size": files[rel].stat().st_size}
     return out
 
 

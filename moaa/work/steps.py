@@ -3,7 +3,7 @@
 1. `plan_run`: load and filter prompts, split them into input shards inside a work folder named by
    the config's fingerprint (so the same command resumes the same run);
 2. the flow runs `moaa.work.stage_shard.run_shard` once per shard, per stage;
-3. `finish_run`: write the data set version (moaa.dataset.versions) and build the run summary.
+3. `finish_run`: write the data set version with its report (moaa.dataset.versions) and build the run summary.
 """
 
 from __future__ import annotations
@@ -365,15 +365,12 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
         split_seed=config.output.split_seed,
         license=config.output.license,
         tags=config.output.tags,
+        report=True,  # written with the version, before its rename: a version is never edited afterwards
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
-    try:
-        from moaa.dataset.run_report import write_report
-
-        summary["report_path"] = str(write_report(info.path))
-    except Exception as exc:  # noqa: BLE001 - the data is written; a missing report must not lose the run
-        log.warning("could not write the run report of %s: %s", info.path, exc)
+    if info.report is not None:
+        summary["report_path"] = str(info.report)
     if publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
     try:
