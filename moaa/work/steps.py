@@ -143,18 +143,20 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             done = read_done(out)
             if done is None:
                 continue
-            stats.merge(done["stats"])
-            if done.get("finished_at", 0) >= plan.started:
-                new.merge(done.get("attempt_stats", done["stats"]))
-                fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
-                spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
-            for key, n in done["counts"].get("counters", {}).items():
+            counts = done.counts
+            stats.merge(done.stats)
+            if done.finished_at >= plan.started:
+                new.merge(done.attempt_stats)
+                fresh_prompts += counts.prompts - counts.resumed
+                spans.append((done.finished_at - done.seconds, done.finished_at))
+            for key, n in counts.counters.items():
                 agg["counters"][key] = agg["counters"].get(key, 0) + n
-            for key in ("prompts", "rows", "failed"):
-                agg[key] += done["counts"][key]
-            for reason, n in done["counts"]["dropped"].items():
+            agg["prompts"] += counts.prompts
+            agg["rows"] += counts.rows
+            agg["failed"] += counts.failed
+            for reason, n in counts.dropped.items():
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
-            agg["seconds"] += done["seconds"]
+            agg["seconds"] += done.seconds
         agg["this_run"] = {
             "prompts": fresh_prompts,
             "wall_seconds": round(max(e for _, e in spans) - min(b for b, _ in spans), 2) if spans else 0.0,
@@ -390,8 +392,8 @@ def _bias(plan: RunPlan) -> dict[str, Any] | None:
     for _, out in plan.shards["preference"]:
         rows.extend(read_jsonl(out / "rows.jsonl"))
         trace.extend(t for t in read_jsonl(out / "trace.jsonl") if t["stage"] != "sft")
-        done = read_done(out) or {"counts": {"dropped": {}}}
-        for reason, n in done["counts"]["dropped"].items():
+        done = read_done(out)
+        for reason, n in (done.counts.dropped if done is not None else {}).items():
             drops[reason] = drops.get(reason, 0) + n
     return bias_report(rows, trace, drops)
 
