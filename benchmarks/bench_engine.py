@@ -35,8 +35,8 @@ def stage_rps(base_url: str, work: str, prompts: int, concurrency: int, cache: b
     start = time.perf_counter()
     summary = run_shard("sft", config, shard, folder / "sft" / "shard-00000")
     seconds = time.perf_counter() - start
-    requests = sum(ep["requests"] for ep in summary["stats"]["endpoints"].values())
-    return {"requests": requests, "seconds": seconds, "rps": requests / seconds, "rows": summary["counts"]["rows"]}
+    requests = sum(ep["requests"] for ep in summary.stats["endpoints"].values())
+    return {"requests": requests, "seconds": seconds, "rps": requests / seconds, "rows": summary.counts.rows}
 
 
 def bare_rps(base_url: str, requests: int, concurrency: int, transport: str = "create") -> dict[str, Any]:

@@ -37,17 +37,17 @@ def variant_cost(preset: str, base_url: str, work: str, prompts: int) -> dict[st
     shard = shard_of(write_prompts(folder / "prompts.jsonl", prompts), folder / "sft")
     start = time.perf_counter()
     summary = run_shard("sft", config, shard, folder / "sft" / "shard-00000")
-    stats = summary["stats"]["endpoints"].values()
-    answered = summary["counts"]["rows"] + summary["counts"]["failed"]
+    stats = summary.stats["endpoints"].values()
+    answered = summary.counts.rows + summary.counts.failed
     no_n = {n: ep.model_copy(update={"supports_n": False}) for n, ep in endpoints.items()}
     estimate = calls_per_prompt(config.sft, endpoints=endpoints)
     # SMoA's role generation runs once per run, not per prompt (re-asked while replies are no role list).
-    per_run = sum(c["requests"] for tag, c in summary["stats"]["tags"].items() if "role_generator" in tag)
+    per_run = sum(c["requests"] for tag, c in summary.stats["tags"].items() if "role_generator" in tag)
     return {
         "preset": preset,
         "method": config.sft.method,
         "prompts": answered,
-        "rows": summary["counts"]["rows"],
+        "rows": summary.counts.rows,
         "requests_per_prompt": (sum(s["requests"] for s in stats) - per_run) / answered,
         "per_run_calls": per_run,
         "prompt_tokens_per_prompt": sum(s["prompt_tokens"] for s in stats) / answered,

@@ -24,6 +24,7 @@ from moaa.public import install_log_scrubber, scrub_text
 from moaa.work import steps as P
 from moaa.work.outcome import check_stage
 from moaa.work.progress import Progress
+from moaa.work.shard_result import ShardResult
 from moaa.work.shards import read_done
 from moaa.work.stage_shard import STAGES, RunStopped, run_shard
 
@@ -51,17 +52,16 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 )
 def stage_shard(
     stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any, stop: Any = None
-) -> dict:
+) -> ShardResult:
     """Run one shard of one stage (paths in, paths out: any worker can run it); returns its counts.
 
-    The full summary (with the shard's stats) is the shard's DONE file, which `collect` reads: the
+    The full result (with the shard's stats) is the shard's DONE file, which `collect` reads: the
     flow keeps every task's result until the stage ends, so a result must stay small.
     """
     from flows.rate_limits import use_prefect_rate_limits
 
     use_prefect_rate_limits(config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
-    summary = run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop)
-    return {key: summary[key] for key in ("stage", "shard", "counts", "seconds") if key in summary}
+    return run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop).without_stats()
 
 
 def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str] | None) -> None:
@@ -103,7 +103,7 @@ def _unfinished(shards: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]
         if done is None:
             todo.append((inp, out))
         else:
-            done_prompts += done["counts"]["prompts"]
+            done_prompts += done.counts.prompts
     return todo, done_prompts
 
 

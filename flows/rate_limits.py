@@ -17,6 +17,7 @@ Deleting the limit turns this off for shards started afterwards.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from moaa.config import MoaaConfig
@@ -66,22 +67,23 @@ def _existing_limits(names: list[str]) -> set[str]:
     return found
 
 
-def _route(limiter: EndpointLimiter, name: str | None) -> None:
-    """Make `limiter.acquire` take a Prefect rate-limit slot first (name), or undo that (None)."""
-    if getattr(limiter, "prefect_limit", None) == name:
-        return
-    limiter.__dict__.pop("acquire", None)  # back to EndpointLimiter.acquire
-    limiter.prefect_limit = name  # type: ignore[attr-defined]
-    if name is None:
-        return
-    own_acquire = limiter.acquire
+@dataclass(frozen=True)
+class PrefectRateLimit:
+    """A limiter gate (moaa.models.limits.EndpointLimiter.set_gate): one slot of a Prefect rate limit per request."""
 
-    async def acquire(tokens: float = 0.0) -> None:
+    name: str
+
+    async def __call__(self) -> None:
         from prefect.concurrency.asyncio import rate_limit
 
-        await rate_limit(name, strict=True)
-        await own_acquire(tokens)
+        await rate_limit(self.name, strict=True)
 
-    # An instance attribute wraps the process-wide limiter in place: moaa/ stays free of Prefect.
-    limiter.acquire = acquire  # type: ignore[method-assign]
-    log.info("requests to %s take a slot of the Prefect rate limit %s", name.removeprefix("moaa-"), name)
+
+def _route(limiter: EndpointLimiter, name: str | None) -> None:
+    """Make the limiter take a slot of the Prefect rate limit `name` first, or stop doing so (None)."""
+    gate = PrefectRateLimit(name) if name is not None else None
+    if limiter.gate == gate:
+        return
+    limiter.set_gate(gate)
+    if name is not None:
+        log.info("requests to %s take a slot of the Prefect rate limit %s", name.removeprefix("moaa-"), name)

@@ -171,6 +171,26 @@ def test_adaptive_concurrency_halves_on_429_and_recovers():
     assert limiter.limit == 4
 
 
+def test_a_gate_is_awaited_before_each_admission_until_it_is_removed():
+    """EndpointLimiter.set_gate: the public hook flows/rate_limits.py puts a Prefect rate limit in with."""
+    limiter = EndpointLimiter(max_concurrency=1)
+    seen: list[int] = []
+
+    async def gate() -> None:
+        seen.append(limiter.in_flight)  # awaited before the request takes its slot
+
+    async def requests(n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire()
+            limiter.release()
+
+    limiter.set_gate(gate)
+    asyncio.run(requests(3))
+    limiter.set_gate(None)
+    asyncio.run(requests(2))
+    assert seen == [0, 0, 0] and limiter.in_flight == 0
+
+
 def test_concurrency_bound_holds_across_threads():
     """One limiter shared by shards running on different threads and event loops."""
     import threading

@@ -124,7 +124,9 @@ def make_version(tmp_path: Path, configs: tuple[str, ...] = ("sft", "dpo", "trac
         split_seed=0,
         license="apache-2.0",
         tags=[],
+        report=True,
     )
+    assert info.report == info.path / "report.md"
     return info.path
 
 
@@ -140,10 +142,20 @@ def assert_real_png(path: Path) -> None:
     assert len(colours) > 10
 
 
+def folder_state(folder: Path) -> dict[str, tuple[int, str]]:
+    """{relative path: (mtime_ns, sha256)} of every file under `folder`."""
+    from moaa.fileio import sha256_file
+
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, sha256_file(p))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def test_report_has_every_plot_and_section(tmp_path):
     version = make_version(tmp_path)
-    path = write_report(version)
-    assert path == version / "report.md"
+    path = version / "report.md"
     pngs = sorted(p.name for p in (version / "report").iterdir())
     assert pngs == ["calls.png", "failures.png", "lengths.png", "scores.png"]
     for png in pngs:
@@ -168,7 +180,7 @@ def test_report_has_every_plot_and_section(tmp_path):
 
 def test_report_skips_plots_without_their_config(tmp_path):
     version = make_version(tmp_path, configs=("sft",))
-    text = write_report(version).read_text()
+    text = (version / "report.md").read_text()
     assert sorted(p.name for p in (version / "report").iterdir()) == ["lengths.png"]
     assert_real_png(version / "report" / "lengths.png")
     for section in SECTIONS:
@@ -181,10 +193,11 @@ def test_report_skips_plots_without_their_config(tmp_path):
 
 def test_report_elsewhere_leaves_the_version_untouched(tmp_path):
     version = make_version(tmp_path)
-    before = (version / "moaa_manifest.json").read_bytes()
+    before = folder_state(version)
     path = write_report(version, out_dir=tmp_path / "out")
     assert path == tmp_path / "out" / "report.md" and (tmp_path / "out" / "report" / "calls.png").is_file()
-    assert (version / "moaa_manifest.json").read_bytes() == before and not (version / "report.md").exists()
+    assert path.read_text() == (version / "report.md").read_text()  # the report the version was written with
+    assert folder_state(version) == before
 
 
 def test_artifact_markdown_embeds_its_plots(tmp_path):
@@ -193,7 +206,6 @@ def test_artifact_markdown_embeds_its_plots(tmp_path):
     import re
 
     version = make_version(tmp_path)
-    write_report(version)
     text = report_markdown_for_artifact(version)
     assert text.startswith("# Run report: demo@v1")
     embedded = dict(re.findall(r"!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text))
@@ -243,3 +255,42 @@ def test_a_pipeline_run_writes_its_report_with_the_version(tmp_path, prefect_har
     # (The summary's "data set: <folder>" line names the local version on purpose.)
     assert "![Scores](data:image/png;base64," in data
     assert not re.search(r"!\[[^\]]*\]\((?!data:)", data), "an image links to a file instead of embedding it"
+
+
+def test_finish_run_writes_the_version_once_report_included(tmp_path, monkeypatch):
+    """Data, card, report and manifest are complete before the rename: the files of the renamed folder
+    never change afterwards, and the manifest lists report.md with its hash."""
+    import moaa.dataset.versions
+    from moaa.fileio import sha256_file, write_json_atomic
+    from moaa.models.stats import RunStats
+    from moaa.work.steps import RunPlan, collect, finish_run
+    from tests.conftest import make_config
+
+    out = tmp_path / "work" / "sft" / "shard-00000"
+    out.mkdir(parents=True)
+    parts = make_parts(out, ("sft", "trace", "failures"))
+    for config, name in (("sft", "rows"), ("trace", "trace"), ("failures", "failures")):
+        parts[config][0].rename(out / f"{name}.jsonl")
+    counts = {"prompts": 6, "resumed": 0, "rows": 3, "failed": 3, "dropped": {}, "counters": {}}
+    done = {"stage": "sft", "shard": "shard-00000.jsonl", "counts": counts, "stats": RunStats().to_dict(),
+            "seconds": 1.0, "finished_at": 2.0}  # fmt: skip
+    write_json_atomic(out / "DONE", done)
+    plan = RunPlan(make_config(tmp_path), tmp_path / "work", {"sft": [(out.with_suffix(".jsonl"), out)]},
+                   {"read": 6, "kept": 6, "dropped": {}}, {}, started=1.0)  # fmt: skip
+    renamed: dict[str, dict[str, tuple[int, str]]] = {}
+
+    def at(point: str) -> None:
+        if point == "renamed":
+            (version,) = (tmp_path / "data" / "test-run").glob("v*")
+            renamed[version.name] = folder_state(version)
+
+    monkeypatch.setattr(moaa.dataset.versions, "kill_point", at)
+    summary = finish_run(plan, collect(plan), elapsed=1.0)
+    version = Path(summary["version_path"])
+    assert summary["report_path"] == str(version / "report.md")
+    assert renamed == {"v1": folder_state(version)}  # not one file added, rewritten or touched since the rename
+    files = read_manifest(version)["files"]
+    assert files["report.md"] == {"sha256": sha256_file(version / "report.md"), "size": len(
+        (version / "report.md").read_bytes())}  # fmt: skip
+    assert {"report/calls.png", "report/lengths.png", "report/failures.png", "README.md"} <= set(files)
+    assert verify_version(version) == []

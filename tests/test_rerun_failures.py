@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 
+from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.work.shards import ShardOutput, read_jsonl, reopen_failures, write_json_atomic, write_jsonl_atomic
+from moaa.work.shards import ShardOutput, read_jsonl, reopen_failures
 from tests.pipeline_helpers import latest_version, run_main, version_rows, write_config, write_prompts
 
 

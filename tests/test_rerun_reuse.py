@@ -15,7 +15,6 @@ from test_versions import N_PROMPTS, _load, write_demo, write_parts
 import moaa.dataset.files
 import moaa.dataset.run_report
 from moaa.dataset.manifest import read_manifest, verify_version
-from moaa.dataset.run_report import write_report
 from moaa.dataset.versions import write_version
 
 
@@ -82,7 +81,7 @@ def _version(tmp_path: Path, drop_last_pair: bool = False) -> Path:
         dpo.write_text("".join(dpo.read_text().splitlines(keepends=True)[:-1]))
     info = write_version(
         tmp_path / "data", "demo", parts, config={"name": "demo"}, run_info={"methods": {"sft": "moa"}},
-        test_size=0.0, split_seed=0, license="apache-2.0", tags=[],
+        test_size=0.0, split_seed=0, license="apache-2.0", tags=[], report=True,
     )  # fmt: skip
     return info.path
 
@@ -94,11 +93,10 @@ def _pngs(version: Path) -> dict[str, bytes]:
 def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, caplog):
     draw = moaa.dataset.run_report.draw_plots
     v1 = _version(tmp_path)
-    write_report(v1)
-    v2 = _version(tmp_path)
     with monkeypatch.context() as patch:
         patch.setattr(moaa.dataset.run_report, "draw_plots", _refuse)
-        text = write_report(v2).read_text()
+        v2 = _version(tmp_path)
+    text = (v2 / "report.md").read_text()
     assert _pngs(v2) == _pngs(v1) and len(_pngs(v2)) == 4
     assert text.startswith("# Run report: demo@v2") and "(report/scores.png)" in text  # markdown rendered anew
     m1, m2 = read_manifest(v1), read_manifest(v2)
@@ -106,20 +104,18 @@ def test_report_plots_are_copied_only_from_equal_inputs(tmp_path, monkeypatch, c
     assert {k for k in m2["files"] if k.startswith("report")} == {"report.md"} | {f"report/{n}" for n in _pngs(v1)}
 
     # Other inputs: drawn anew.
-    v3 = _version(tmp_path, drop_last_pair=True)
     drawn = []
     with monkeypatch.context() as patch:
         patch.setattr(
             moaa.dataset.run_report, "draw_plots", lambda data, folder: drawn.append(folder) or draw(data, folder)
         )
-        write_report(v3)
+        v3 = _version(tmp_path, drop_last_pair=True)
     assert drawn and read_manifest(v3)["report_plots"]["digest"] != m2["report_plots"]["digest"]
     assert _pngs(v3)["scores.png"] != _pngs(v2)["scores.png"] and verify_version(v3) == []
 
     # Equal inputs, but the parent's PNG no longer matches its manifest: drawn anew, not copied.
-    v4 = _version(tmp_path, drop_last_pair=True)
     (v3 / "report" / "calls.png").write_bytes(b"not a png")
-    write_report(v4)
+    v4 = _version(tmp_path, drop_last_pair=True)
     assert "drawing them anew" in caplog.text and verify_version(v4) == []
     assert _pngs(v4)["calls.png"] == _pngs(v2)["calls.png"]  # the same inputs drawn again
 

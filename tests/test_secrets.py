@@ -157,6 +157,7 @@ def test_work_config_json_holds_no_url_credentials(tmp_path):
 def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):
     """The last line of defence: a key that reached a row, a trace step or a failure is not written."""
     from moaa.public import add_secret
+    from moaa.work.shard_result import ShardCounts, ShardResult
     from moaa.work.shards import ShardOutput
 
     key = f"sk-moaa-writer-{uuid.uuid4().hex}"
@@ -164,6 +165,6 @@ def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):
     out = ShardOutput(tmp_path / "shard-00000")
     out.add([{"prompt_id": "a", "text": key}], [{"prompt_id": "a", "meta": f'{{"error": "{key}"}}'}],
             [{"prompt_id": "b", "error": f"HTTP 400 Bearer {key}"}])  # fmt: skip
-    out.finish({"counts": {}, "stats": {}, "note": key})
+    out.finish(ShardResult("sft", "shard-00000.jsonl", ShardCounts(), {"note": key}, {}, 0.0, 0.0))
     assert files_holding(tmp_path, [key.encode()]) == []
     assert "<redacted:WRITER_KEY>" in (tmp_path / "shard-00000" / "failures.jsonl").read_text()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from moaa.work.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards, write_jsonl_atomic
+from moaa.fileio import write_jsonl_atomic
+from moaa.work.shard_result import ShardCounts, ShardResult
+from moaa.work.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards
 
 
 def result(pid: str, failed: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
@@ -41,10 +43,11 @@ def test_resume_skips_finished_prompts_and_cuts_a_torn_tail(tmp_path):
     assert out.path("rows").read_text().endswith("}\n")  # the torn line is gone from the file
     assert [r["prompt_id"] for r in read_jsonl(out.path("trace"))] == ["a", "b"]  # c is asked again
     again.add(*result("c"))
-    again.finish({"counts": {"prompts": 3}})
+    finished = ShardResult("sft", "shard-00000.jsonl", ShardCounts(prompts=3, rows=3), {}, {}, 1.5, 2.0)
+    again.finish(finished)
     assert [r["prompt_id"] for r in read_jsonl(out.path("rows"))] == ["a", "b", "c"]
     assert [r["prompt_id"] for r in read_jsonl(out.path("trace"))] == ["a", "b", "c"]
-    assert read_done(folder) == {"counts": {"prompts": 3}}
+    assert read_done(folder) == finished  # typed in, typed out: JSON only inside the DONE file
     assert ShardOutput(folder).complete
 
 
@@ -62,7 +65,7 @@ def test_failures_of_an_unfinished_shard_are_retried_on_resume(tmp_path):
     assert list(read_jsonl(again.path("failures"))) == []
     assert [r["prompt_id"] for r in read_jsonl(again.path("trace"))] == ["a"]
     again.add(*result("b", failed=True))
-    again.finish({"counts": {}})
+    again.finish(ShardResult("sft", "shard-00000.jsonl", ShardCounts(), {}, {}, 0.0, 0.0))
     # Finished: the failure is part of the shard's result and stays.
     done = ShardOutput(folder)
     assert done.complete and done.done_ids == {"a", "b"}

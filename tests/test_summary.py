@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from moaa.fileio import write_json_atomic
 from moaa.models.stats import RunStats
-from moaa.work.shards import write_json_atomic
 from moaa.work.steps import RunPlan, collect, format_summary, summarize
 from tests.conftest import make_config
 

@@ -84,6 +84,23 @@ def test_eval_counts_both_orders_and_writes_results(models, tmp_path: Path):
     assert [p.get("role", p["kind"]) for p in lineage["parents"]] == ["dataset", "model", "baseline"]
 
 
+def test_eval_with_the_request_cache_enabled_answers_a_repeat_from_it(models, tmp_path: Path):
+    """Eval builds its clients like a run (moaa.models.session): `cache.enabled` puts them behind the cache."""
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    cache = {"enabled": True, "path": str(tmp_path / "cache.sqlite")}
+    with OpenAITestServer(responder=longer_wins) as server:
+        config = eval_config(tmp_path, server.base_url, limit=3, cache=cache)
+        runs = [run_eval(model=str(models[0]), baseline=str(models[1]), config=config, data_root=data_root,
+                         output=tmp_path / f"eval-{i}") for i in range(2)]  # fmt: skip
+        judge_calls = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
+    first, again = (r.results for r in runs)
+    assert len(judge_calls) == 6  # the first eval's 3 prompts in both orders; the repeat asked nothing
+    assert [x["score"] for x in again["per_prompt"]] == [x["score"] for x in first["per_prompt"]]
+    assert [x["model_answer"] for x in again["per_prompt"]] == [x["model_answer"] for x in first["per_prompt"]]
+    assert again["usage"]["judge"]["cache_hits"] == 6 and first["usage"]["judge"]["cache_hits"] == 0
+
+
 def test_position_biased_judge_gives_ties(models, tmp_path: Path):
     data_root = tmp_path / "data"
     write_demo_version(data_root)

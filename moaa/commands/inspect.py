@@ -51,9 +51,10 @@ def load_examples(version_dir: Path, n: int, prompt_id: str | None = None) -> di
     """{"sft": [{"row", "steps"}], "dpo": [{"row", "samples", "verdicts"}], "rows": {config: total}}."""
     import polars as pl
 
+    from moaa.dataset.files import scan_config
     from moaa.errors import InputError
 
-    frames = {c: _scan(version_dir, c) for c in ("sft", "dpo", "trace")}
+    frames = {c: scan_config(version_dir, c) for c in ("sft", "dpo", "trace")}
     out: dict[str, Any] = {"sft": [], "dpo": [], "rows": {}}
     for config in ("sft", "dpo"):
         lf = frames[config]
@@ -77,13 +78,6 @@ def load_examples(version_dir: Path, n: int, prompt_id: str | None = None) -> di
             f"run `moaa inspect {version_dir.parent.name}@{version_dir.name}` to see some ids"
         )
     return out
-
-
-def _scan(version_dir: Path, config: str) -> Any:
-    import polars as pl
-
-    files = sorted((version_dir / "data" / config).glob("*.parquet"))
-    return pl.scan_parquet(files) if files else None
 
 
 def _steps(trace: Any, ids: list[str], stage: str | None) -> list[dict[str, Any]]:

@@ -198,10 +198,21 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
     return lines if len(lines) > 2 else []
 
 
+TRUNCATION_COUNTERS = (
+    ("truncated_dropped", "dropped"),
+    ("truncated_reasked", "re-asked"),
+    ("truncated_kept", "kept"),
+    ("truncated_references", "kept as references"),
+)
+
+
+def truncation_counts(counters: dict[str, int]) -> str:
+    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
+    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
+
+
 def _truncation_lines(manifest: dict[str, Any]) -> list[str]:
     """What `answers.truncated` did with cut answers, per stage (from the run's counters)."""
-    from moaa.work.steps import truncation_counts
-
     stages = ((manifest.get("counts") or {}).get("stages")) or {}
     rule = (((manifest.get("config") or {}).get("answers")) or {}).get("truncated", "drop")
     done = [f"{stage}: {truncation_counts(agg.get('counters') or {})}" for stage, agg in stages.items()]

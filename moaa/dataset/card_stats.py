@@ -12,13 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from moaa.dataset.files import scan_config
+
 SAMPLE_CHARS = 400  # sample rows are cut here so the card stays readable
-
-
-def _scan(folder: Path, cfg: str):
-    import polars as pl
-
-    return pl.scan_parquet(str(folder / "data" / cfg / "*.parquet"))
 
 
 def _describe(lf: Any, columns: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -47,7 +43,7 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
     content = lambda col, pick: pl.col(col).list.eval(pl.element().struct.field("content")).list.get(pick)  # noqa: E731
     stats: dict[str, Any] = {}
     if "sft" in rows:
-        lf = _scan(folder, "sft")
+        lf = scan_config(folder, "sft")
         stats["sft"] = _describe(
             lf, {"answer chars": content("messages", -1).str.len_chars(), "turns": pl.col("messages").list.len()}
         )
@@ -57,7 +53,7 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
         )
     if "dpo" in rows:
         stats["dpo"] = _describe(
-            _scan(folder, "dpo"),
+            scan_config(folder, "dpo"),
             {
                 "chosen chars": content("chosen", 0).str.len_chars(),
                 "rejected chars": content("rejected", 0).str.len_chars(),
@@ -68,7 +64,7 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
         )
     if "trace" in rows:
         stats["trace"] = (
-            _scan(folder, "trace")
+            scan_config(folder, "trace")
             .group_by("stage", "kind")
             .agg(
                 pl.len().alias("steps"),
@@ -81,7 +77,7 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
         )
     if "trace" in rows:
         stats["truncated"] = (
-            _scan(folder, "trace")
+            scan_config(folder, "trace")
             .filter(pl.col("finish_reason") == "length")
             .group_by("stage")
             .len()
@@ -91,14 +87,14 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
         )
     if "failures" in rows:
         stats["failures"] = (
-            _scan(folder, "failures").group_by("stage", "reason").len().sort("stage", "reason").collect().rows()
+            scan_config(folder, "failures").group_by("stage", "reason").len().sort("stage", "reason").collect().rows()
         )
     return stats
 
 
 def sample_rows(folder: Path, cfg: str, n: int = 2) -> list[dict[str, Any]]:
     """The first n rows of a config with long texts cut to SAMPLE_CHARS."""
-    return [_cut(r) for r in _scan(folder, cfg).head(n).collect().to_dicts()]
+    return [_cut(r) for r in scan_config(folder, cfg).head(n).collect().to_dicts()]
 
 
 def _cut(value: Any) -> Any:

@@ -18,8 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from moaa.dataset.manifest import copy_verified, read_manifest, sha256_file
+from moaa.dataset.manifest import copy_verified, read_manifest
 from moaa.errors import InputError, MoaaError
+from moaa.fileio import sha256_file
 from moaa.public import machine_paths, public_text, scrub_text, secret_values, served_name
 from moaa.rows import failure_is_transient
 
@@ -32,6 +33,15 @@ _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group 
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
 DATA_FORMAT = "moaa-parquet-3"  # change with any change to how rows become parquet files
 Rows = dict[str, dict[str, int]]  # {config: {split: rows}}
+
+
+def scan_config(version_dir: Path, config: str) -> Any:
+    """A lazy polars frame over one config's parquet shards (every split, in file-name order), or
+    None when the version has no such config. Polars is imported here, not at module import."""
+    import polars as pl
+
+    files = sorted((Path(version_dir) / "data" / config).glob("*.parquet"))
+    return pl.scan_parquet(files) if files else None
 
 
 # Columns per config ("name" is a string; ":type" otherwise). Every row has prompt_id.

@@ -9,7 +9,6 @@ of the packages that shaped the data, and the sha256 of every other file in the 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa import __version__
+from moaa.fileio import sha256_file
 from moaa.public import machine_paths, public_value, scrub_text, secret_values, served_name
 
 log = logging.getLogger(__name__)
@@ -87,21 +87,13 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     """{posix path relative to folder: {sha256, size}} for every file except the manifest."""
     out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
+    files = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*") if path.is_file()}
+    for rel in sorted(files):  # by the name's text: report.md before report/calls.png
         if rel != MANIFEST_NAME:
-            out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            out[rel] = {"sha256": sha256_file(files[rel]), "size": files[rel].stat().st_size}
     return out
 
 

@@ -1,7 +1,7 @@
 """The run report of a data set version: `report.md` and `report/*.png`, written with every version.
 
     from moaa.dataset.run_report import write_report
-    write_report(Path("data/local-moa/v3"))          # -> data/local-moa/v3/report.md
+    write_report(Path("data/local-moa/v3"), Path("out"))   # -> out/report.md (a version already has its own)
 
 Sections: Summary (rows, prompts, calls/tokens/cost per endpoint from `moaa_manifest.json`), Scores
 (chosen vs rejected), Lengths (SFT answers, chosen, rejected), Calls and tokens (trace steps and
@@ -9,10 +9,11 @@ tokens per prompt by stage, kind and model), Failures (by stage and reason), Jud
 (pairwise position-swap disagreement), Examples (a prompt with its proposers' answers and the
 final answer; a DPO pair with its scores). Statistics are computed lazily over the parquet shards
 with polars; a plot whose config is absent is skipped. Plots use matplotlib's Agg canvas (no
-display, no global pyplot state). Written into the version folder, the report's files are added
-to the manifest so `moaa datasets verify` still passes, with a digest of what the plots are drawn
-from (`report_plots`): when the parent version's report records the same digest (a re-run of a
-finished config), its verified PNGs are copied instead of drawn. The markdown is always rendered.
+display, no global pyplot state). moaa.dataset.versions writes the report into the version's
+staging folder (`stage_report`), before the manifest: its files are hashed with every other file,
+and the manifest records a digest of what the plots are drawn from (`report_plots`). When the
+parent version's report records the same digest (a re-run of a finished config), its verified PNGs
+are copied instead of drawn. The markdown is always rendered.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from moaa.dataset.files import scan_config
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +36,41 @@ PLOT_INPUTS = ("dpo", "sft_lengths", "steps", "failures")  # what draw_plots rea
 PLOTS_FORMAT = "moaa-plots-1"  # change with any change to how draw_plots draws
 
 
-def write_report(version_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write `report.md` and `report/*.png` for the version (into it unless `out_dir`); returns report.md."""
+def stage_report(staging: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write `report.md` and `report/*.png` into a version's staging folder, whose `manifest` is not yet
+    written (moaa.dataset.versions hashes the report with every other file, then renames the folder).
+
+    Returns the manifest's `report_plots`: {digest, files}, what the plots were drawn from."""
+    # The report reads the manifest as its readers will: through JSON.
+    manifest = json.loads(json.dumps(manifest, ensure_ascii=False, default=str))
+    _, plots, digest = _render(staging, staging, manifest)
+    return {"digest": digest, "files": {k: p.relative_to(staging).as_posix() for k, p in plots.items()}}
+
+
+def write_report(version_dir: Path, out_dir: Path) -> Path:
+    """Write a finished version's `report.md` and `report/*.png` into `out_dir` (never into the version:
+    it is complete once renamed into place); returns report.md."""
+    from moaa.dataset.manifest import read_manifest
+
     version_dir = Path(version_dir)
-    target = Path(out_dir) if out_dir is not None else version_dir
+    return _render(version_dir, Path(out_dir), read_manifest(version_dir))[0]
+
+
+def _render(version_dir: Path, target: Path, manifest: dict[str, Any]) -> tuple[Path, dict[str, Path], str]:
+    """report.md and its plots in `target`: (its path, {plot: png path}, the plots' digest)."""
     images = target / IMAGE_DIR
     images.mkdir(parents=True, exist_ok=True)
     for old in images.glob("*.png"):
         old.unlink()
-    data = collect_report(version_dir)
+    data = collect_report(version_dir, manifest)
     digest = plots_digest(data)
-    plots = _parent_plots(version_dir, data["manifest"], digest, target)
+    plots = _parent_plots(version_dir, manifest, digest, target)
     if plots is None:
         plots = draw_plots(data, images)
     path = target / REPORT_NAME
     path.write_text(render_markdown(data, {k: f"{IMAGE_DIR}/{p.name}" for k, p in plots.items()}), encoding="utf-8")
-    if out_dir is None:
-        drawn_from = {"digest": digest, "files": {k: p.relative_to(version_dir).as_posix() for k, p in plots.items()}}
-        _register(version_dir, [path, *plots.values()], drawn_from)
     log.info("wrote the run report %s (%d plots)", path, len(plots))
-    return path
+    return path, plots, digest
 
 
 def report_markdown_for_artifact(version_dir: Path) -> str:
@@ -72,26 +90,19 @@ def report_markdown_for_artifact(version_dir: Path) -> str:
 # ---------------------------------------------------------------- data
 
 
-def _scan(version_dir: Path, config: str) -> Any:
-    import polars as pl
-
-    files = sorted((version_dir / "data" / config).glob("*.parquet"))
-    return pl.scan_parquet(files) if files else None
-
-
 def _last_content(column: str) -> Any:
     import polars as pl
 
     return pl.col(column).list.last().struct.field("content").fill_null("").str.len_chars()
 
 
-def collect_report(version_dir: Path) -> dict[str, Any]:
-    """Every number and example the report shows; a key is None when its config is absent."""
-
+def collect_report(version_dir: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every number and example the report shows; a key is None when its config is absent.
+    `manifest`: the version's (read from the folder when not given)."""
     from moaa.dataset.manifest import read_manifest
 
-    manifest = read_manifest(version_dir)
-    sft, dpo, trace, fails = (_scan(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
+    manifest = read_manifest(version_dir) if manifest is None else manifest
+    sft, dpo, trace, fails = (scan_config(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
     data: dict[str, Any] = {
         "manifest": manifest,
         "sft_lengths": None,
@@ -167,21 +178,6 @@ def _examples(sft: Any, trace: Any, n: int) -> list[dict[str, Any]]:
         wanted = pl.col("prompt_id").is_in(ids) & (pl.col("stage") == "sft")
         steps = trace.filter(wanted).sort("turn", "layer", "index").collect().to_dicts()
     return [{"row": r, "steps": [s for s in steps if s["prompt_id"] == r["prompt_id"]]} for r in rows]
-
-
-def _register(version_dir: Path, files: list[Path], plots: dict[str, Any] | None = None) -> None:
-    """Add the report's files to the manifest (hash and size), dropping stale report entries; `plots`
-    ({digest, files}: what the plots were drawn from) is kept as `report_plots` for the next version."""
-    from moaa.dataset.manifest import read_manifest, sha256_file, write_manifest
-
-    manifest = read_manifest(version_dir)
-    listed = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(f"{IMAGE_DIR}/")}
-    for path in files:
-        listed[path.relative_to(version_dir).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    manifest["files"] = dict(sorted(listed.items()))
-    if plots is not None:
-        manifest["report_plots"] = plots
-    write_manifest(version_dir, manifest)
 
 
 # ---------------------------------------------------------------- plots

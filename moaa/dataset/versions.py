@@ -57,6 +57,7 @@ from moaa.dataset.manifest import (
     write_manifest,
 )
 from moaa.errors import ConfigError, InputError, MoaaError, storage_error
+from moaa.fileio import write_text_atomic
 from moaa.killpoints import kill_point
 from moaa.locks import FolderLock
 
@@ -66,6 +67,7 @@ __all__ = ["VersionInfo", "write_version", "resolve_version", "list_versions", "
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^v?([1-9][0-9]*)$")
+_LATEST_TMP = re.compile(r"^LATEST\.[0-9-]+\.tmp$")  # moaa.fileio's temp file for LATEST
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class VersionInfo:
     name: str
     version: str  # "v3"
     path: Path
+    report: Path | None = None  # its report.md, when one was asked for and could be written
 
 
 def _versions(dataset_dir: Path) -> list[int]:
@@ -130,8 +133,12 @@ def write_version(
     parent: str | None = "auto",
     version: int | str | None = None,
     max_shard_rows: int = MAX_SHARD_ROWS,
+    report: bool = False,
 ) -> VersionInfo:
-    """Write the next version (or `version`) of data set `name` from JSONL parts; never overwrites."""
+    """Write the next version (or `version`) of data set `name` from JSONL parts; never overwrites.
+
+    `report`: with the run report (moaa.dataset.run_report). Data, card, report and manifest are all
+    written in a staging folder, which one rename then makes the version: nothing edits it afterwards."""
     root = Path(root)
     _check_name(name)
     config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
@@ -147,7 +154,7 @@ def write_version(
             _clean_leftovers(dataset_dir)
             return _write_locked(
                 root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags,
-                parent, version, max_shard_rows,
+                parent, version, max_shard_rows, report,
             )  # fmt: skip
     except OSError as exc:  # disk full, read-only: nothing is published half-written (temp folder)
         raise storage_error(f"output folder {root}", exc, "output.root") from None
@@ -155,10 +162,8 @@ def write_version(
 
 def _write_locked(
     root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags, parent, version,
-    max_shard_rows,
+    max_shard_rows, report,
 ) -> VersionInfo:  # fmt: skip
-    from moaa.dataset.card import write_card
-
     number = _parse_version(version, name) if version is not None else (_latest(dataset_dir) or 0) + 1
     target = dataset_dir / f"v{number}"
     _refuse_existing(target)
@@ -175,21 +180,13 @@ def _write_locked(
             raise InputError(f"no rows in any of {sorted(parts)}; nothing to write as {name}@v{number}")
         kill_point("data-written")
         split = {"by": "prompt_id", "test_size": test_size, "seed": split_seed, "rule": SPLIT_RULE}
-        info = VersionInfo(name, f"v{number}", target)
-        meta = dict(name=name, version=info.version, parent=parent_ref, config=config, run_info=run_info)
+        meta = dict(name=name, version=f"v{number}", parent=parent_ref, config=config, run_info=run_info)
         manifest = build_manifest(tmp, **meta, rows=rows, split=split)
         language = (config.get("output") or {}).get("language")
         manifest["card"] = {"license": license, "tags": list(tags), "language": language or ["en"]}
-        # The card is rendered from the manifest (so publish can render it again for the Hub) and
-        # then hashed with every other file.
-        stats = write_card(tmp, manifest, where=target.as_posix())
-        by_reason: dict[str, int] = {}
-        for _stage, reason, n in stats.get("failures", []):
-            by_reason[reason] = by_reason.get(reason, 0) + n
-        manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
         manifest["inputs_digest"], manifest["data_copied_from"] = digest, copied_from
-        manifest["files"] = hash_files(tmp)
-        write_manifest(tmp, manifest)
+        reported = _complete(tmp, target, manifest, report)
+        info = VersionInfo(name, f"v{number}", target, target / reported.name if reported else None)
         kill_point("manifest-written")
         _refuse_existing(target)
         try:
@@ -207,14 +204,48 @@ def _write_locked(
     return info
 
 
+def _complete(tmp: Path, target: Path, manifest: dict[str, Any], report: bool) -> Path | None:
+    """Card, report and manifest, written into the staging folder `tmp` (the data is there): the
+    version is complete before its rename. Returns the staged report.md, if one was written."""
+    from moaa.dataset.card import write_card
+
+    # The card is rendered from the manifest (so publish can render it again for the Hub) and
+    # then hashed with every other file.
+    stats = write_card(tmp, manifest, where=target.as_posix())
+    by_reason: dict[str, int] = {}
+    for _stage, reason, n in stats.get("failures", []):
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    manifest["counts"]["failures_by_reason"] = by_reason  # from the data, whatever run_info says
+    reported = _stage_report(tmp, manifest, target) if report else None
+    manifest["files"] = hash_files(tmp)
+    write_manifest(tmp, manifest)
+    return reported
+
+
+def _stage_report(tmp: Path, manifest: dict[str, Any], target: Path) -> Path | None:
+    """The run report in the staging folder, recorded as `report_plots`; None (and no report files)
+    when it cannot be made: the data is written, a missing report must not lose the run."""
+    from moaa.dataset.run_report import IMAGE_DIR, REPORT_NAME, stage_report
+
+    try:
+        manifest["report_plots"] = stage_report(tmp, manifest)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not write the run report of %s: %s", target, exc)
+        manifest.pop("report_plots", None)
+        (tmp / REPORT_NAME).unlink(missing_ok=True)
+        shutil.rmtree(tmp / IMAGE_DIR, ignore_errors=True)
+        return None
+    return tmp / REPORT_NAME
+
+
 def _clean_leftovers(dataset_dir: Path) -> None:
-    """Remove what a killed writer left: `.tmp-vN-*` folders and `.LATEST.*` files (called under
+    """Remove what a killed writer left: `.tmp-vN-*` folders and LATEST's temp files (called under
     the data set's lock, so no live writer owns them)."""
     for path in dataset_dir.iterdir():
         if path.name.startswith(".tmp-v") and path.is_dir():
             log.info("removing %s, left by a write that was stopped", path)
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name.startswith(".LATEST.") and path.is_file():
+        elif (path.name.startswith(".LATEST.") or _LATEST_TMP.match(path.name)) and path.is_file():
             path.unlink(missing_ok=True)
 
 
@@ -236,9 +267,7 @@ def _point_latest(dataset_dir: Path, number: int) -> None:
     current = _latest(dataset_dir)
     if current is not None and current > number:
         return
-    tmp = dataset_dir / f".LATEST.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(f"v{number}\n")
-    os.replace(tmp, dataset_dir / "LATEST")
+    write_text_atomic(dataset_dir / "LATEST", f"v{number}\n")
 
 
 def resolve_version(root: Path, ref: str) -> Path:

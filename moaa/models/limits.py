@@ -6,6 +6,9 @@ threading lock and waiters are woken with `call_soon_threadsafe` on their own lo
 
 Adaptive concurrency follows TCP's AIMD: a 429 halves the allowed in-flight requests and pauses
 the endpoint for `Retry-After`; each run of successes adds one slot back, up to the configured max.
+
+`set_gate` puts an outside admission step in front (flows/rate_limits.py: a Prefect global rate
+limit shared by every worker), so moaa/ stays free of Prefect.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+
+Gate = Callable[[], Awaitable[None]]  # awaited before each request's own admission (see set_gate)
 
 
 class TokenBucket:
@@ -61,9 +67,17 @@ class EndpointLimiter:
         self._tpm = TokenBucket(tokens_per_minute) if tokens_per_minute else None
         self._lock = threading.Lock()
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self.gate: Gate | None = None
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Make every `acquire` await `gate()` first (before taking a slot), or stop doing so (None)."""
+        self.gate = gate
 
     async def acquire(self, tokens: float = 0.0) -> None:
-        """Wait for a slot, for the pause to end, and for room in both buckets."""
+        """Wait for the gate if one is set, then for a slot, for the pause to end, and for room in both buckets."""
+        gate = self.gate
+        if gate is not None:
+            await gate()
         await self._acquire_slot()
         try:
             while True:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from moaa.config import AgentConfig, EndpointConfig, Sampling, Strict, apply_override, describe_validation_error
+from moaa.config import (
+    AgentConfig,
+    CacheConfig,
+    EndpointConfig,
+    Sampling,
+    Strict,
+    apply_override,
+    describe_validation_error,
+)
 from moaa.errors import ConfigError, InputError
 from moaa.models.stats import RunStats
 from moaa.train.data import DEFAULT_ROOT, DatasetVersion, find_dataset, held_out_prompts
@@ -54,6 +63,11 @@ class EvalSettings(Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(1000, ge=100)
     seed: int = 0
+    cache: CacheConfig = Field(
+        default_factory=lambda: CacheConfig(enabled=False),
+        description="the request cache (moaa.models.cache); off by default, so an eval asks its models afresh. "
+        "enabled: true answers a repeated eval (same prompts, models, sampling) from the cache",
+    )
 
 
 def load_eval_settings(path: str | Path | None = DEFAULT_CONFIG, overrides: list[str] | None = None) -> EvalSettings:
@@ -119,39 +133,25 @@ def trained_on(ref: str) -> str | None:
 
 
 def client_for(ref: str, settings: EvalSettings, stats: RunStats, name: str) -> Any:
-    """A chat client for `ref`: an endpoint of the eval settings by name, else the transformers backend."""
-    from moaa.models.client import OpenAIChatClient
-    from moaa.models.transformers_backend import TransformersChatClient
+    """A chat client for `ref`: an endpoint of the eval settings by name, else the transformers backend;
+    built like a run's (moaa.models.session), behind the request cache when `cache.enabled`."""
+    from moaa.models.session import build_client, open_cache
 
     endpoint = settings.endpoints.get(ref)
     if endpoint is None:
-        return TransformersChatClient(name, EndpointConfig(model=ref, backend="transformers"), stats)
-    if endpoint.backend == "transformers":
-        return TransformersChatClient(ref, endpoint, stats)
-    return OpenAIChatClient(ref, endpoint, stats)
+        endpoint, ref = EndpointConfig(model=ref, backend="transformers"), name
+    return build_client(ref, endpoint, stats, open_cache(settings.cache))
 
 
 @contextlib.contextmanager
-def running_endpoints(settings: EvalSettings, log_dir: Path):
-    """`settings` with a local (embedded) judge endpoint pointing at a running llama.cpp server."""
-    endpoint = settings.endpoints[settings.judge.endpoint]
-    if not endpoint.local or (endpoint.base_urls() and _reachable(endpoint)):
-        yield settings
-        return
-    from moaa.local.server import LocalServer
+def running_endpoints(settings: EvalSettings, log_dir: Path, refs: Iterable[str] = ()) -> Iterator[EvalSettings]:
+    """`settings` with the judge's endpoint, and those of `refs` that name one, pointing at a running server
+    where they are local: the embedded server is started as for a run (moaa.models.session.serve_local)."""
+    from moaa.models.session import serve_local
 
-    with LocalServer() as server:
-        server.start(log_path=log_dir / "local-server.log")
-        endpoints = dict(settings.endpoints) | {
-            settings.judge.endpoint: endpoint.model_copy(update={"base_url": server.base_url})
-        }
+    names = [settings.judge.endpoint, *(r for r in refs if r in settings.endpoints)]
+    with serve_local(settings.endpoints, names, log_dir) as endpoints:
         yield settings.model_copy(update={"endpoints": endpoints})
-
-
-def _reachable(endpoint: EndpointConfig) -> bool:
-    from moaa.local.server import find_running_server
-
-    return all(find_running_server(url) for url in endpoint.base_urls())
 
 
 # ---------------------------------------------------------------- the comparison
@@ -240,7 +240,7 @@ def run_eval(
     log.info(
         "eval: %s vs %s on %d held-out prompts of %s -> %s", model_ref, baseline_ref, len(prompts), dataset.ref, out
     )
-    with running_endpoints(settings, out) as resolved:
+    with running_endpoints(settings, out, [model_ref, baseline_ref]) as resolved:
         judge = judge_client or client_for(resolved.judge.endpoint, resolved, stats, "judge")
         records = compare(resolved, prompts, client_for(model_ref, resolved, stats, "model"),
                           client_for(baseline_ref, resolved, stats, "baseline"), judge)  # fmt: skip

@@ -95,7 +95,7 @@ def evaluate_students(
     students = {label: _resolve(ref, settings) for label, ref in students.items()}
     out, stats = Path(out), RunStats()
     log.info("compare: %s on %d held-out prompts", ", ".join(f"{a} vs {b}" for a, b in matchups), len(prompts))
-    with running_endpoints(settings, out) as resolved:
+    with running_endpoints(settings, out, students.values()) as resolved:
         answers = answer_students(students, prompts, resolved, stats, clients)
         judge = judge_client or clients(resolved.judge.endpoint, resolved, stats, "judge")
         results = {}

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from moaa.errors import InputError
+from moaa.fileio import write_text_atomic
 
 LINEAGE = "lineage.json"
 DEFAULT_RUNS = Path("runs")
@@ -50,9 +50,7 @@ def write_lineage(folder: Path, kind: str, parents: list[dict[str, Any]], **extr
         "path": str(folder.resolve()),
         "parents": parents,
     } | extra
-    tmp = folder / f".{LINEAGE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / LINEAGE)
+    write_text_atomic(folder / LINEAGE, json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
     return folder / LINEAGE
 
 

@@ -51,14 +51,14 @@ def check_stage(stage: str, shards: list[tuple[Path, Path]], config: MoaaConfig)
     """Raise StageMadeNothing when the stage's finished shards hold prompts but no row."""
     outs = [out for _, out in shards]
     done = [d for d in (read_done(out) for out in outs) if d is not None]
-    prompts = sum(d["counts"]["prompts"] for d in done)
-    rows = sum(d["counts"]["rows"] for d in done)
+    prompts = sum(d.counts.prompts for d in done)
+    rows = sum(d.counts.rows for d in done)
     if not done or prompts == 0 or rows > 0:
         return
     failures = [f for out in outs for f in read_jsonl(out / "failures.jsonl")]
     dropped: Counter[str] = Counter()
     for d in done:
-        dropped.update(d["counts"].get("dropped", {}))
+        dropped.update(d.counts.dropped)
     _reopen(outs)
     where = f"{outs[0].parent}/shard-*/failures.jsonl"
     if failures:

@@ -2,7 +2,8 @@
 
 A stage's work folder holds `inputs/shard-NNNNN.jsonl` (prompts) and, per shard, an output folder
 `shard-NNNNN/` with `rows.jsonl`, `trace.jsonl`, `failures.jsonl`, `calls.jsonl` (the accounting
-journal of every attempt) and, once complete, `DONE` (a small JSON summary written atomically).
+journal of every attempt) and, once complete, `DONE` (its moaa.work.shard_result.ShardResult as JSON,
+written atomically).
 One process writes a shard folder at a time (moaa.work.stage_shard.run_shard holds its `.moaa.lock`).
 Rows are appended and flushed one prompt at a time, so a killed process loses at most the prompts
 in flight; on resume the prompt ids already in `rows.jsonl` are skipped, the failures of the
@@ -24,50 +25,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.models.stats import RunStats
-from moaa.public import scrub_text, secret_values
+from moaa.public import scrub_text
 from moaa.rows import failure_is_transient
+from moaa.work.shard_result import ShardResult
 
 OUTPUT_FILES = ("rows", "trace", "failures")
-
-
-def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records to `path` via a temp file + rename; returns how many."""
-    count = 0
-
-    def write(fh: Any) -> None:
-        nonlocal count
-        secrets = secret_values()  # once per file, not once per record (it reads the environment)
-        for record in records:
-            fh.write(scrub_text(json.dumps(record, ensure_ascii=False), secrets) + "\n")
-            count += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-
-    _replace(path, write)
-    return count
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    _replace(path, lambda fh: fh.write(scrub_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))))
-
-
-def _replace(path: Path, write: Any) -> None:
-    """Write `path` through a temp file beside it (removed if the write fails: a full disk) and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _tmp_path(path: Path) -> Path:
-    # Per process: two planners writing the same shard file must not share one temp file.
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -159,13 +123,13 @@ class ShardOutput:
                 fh.write(scrub_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)))
                 fh.flush()
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, result: ShardResult) -> None:
         for fh in self._files.values():
             if not fh.closed:  # run_shard closes them in its `finally` before finishing
                 fh.flush()
                 os.fsync(fh.fileno())
         self.close()
-        write_json_atomic(self.folder / "DONE", summary)
+        write_json_atomic(self.folder / "DONE", result.to_dict())
 
     def close(self) -> None:
         for fh in self._files.values():
@@ -209,6 +173,7 @@ def reopen_failures(folder: Path, everything: bool = False) -> dict[str, int]:
     return {"transient": transient, "other": len(again) - transient, "permanent": len(rows) - len(again)}
 
 
-def read_done(folder: Path) -> dict[str, Any] | None:
+def read_done(folder: Path) -> ShardResult | None:
+    """A finished shard's result (from its DONE file), or None while it is unfinished."""
     path = folder / "DONE"
-    return json.loads(path.read_text()) if path.exists() else None
+    return ShardResult.from_dict(json.loads(path.read_text())) if path.exists() else None

@@ -13,16 +13,20 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from moaa.config import MoaaConfig
 from moaa.errors import FailureRateExceeded, MoaaError, storage_error
 from moaa.locks import FolderLock
 from moaa.models.batch import batch_enabled
+from moaa.models.client import ChatClient
 from moaa.models.session import build_clients
 from moaa.models.stats import RunStats
-from moaa.rows import Prompt
+from moaa.rows import Failure, Prompt, TraceStep
+from moaa.work.shard_result import ShardResult, ShardTally
 from moaa.work.shards import ShardOutput, read_done, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,8 @@ def run_shard(
     roles: list[str] | None = None,
     progress: Any = None,
     stop: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Run one shard to completion and return its summary (also saved as `out_dir/DONE`).
+) -> ShardResult:
+    """Run one shard to completion and return its result (also saved as `out_dir/DONE`).
 
     `stop`, shared by the shards of one process: once set, the shard drops its in-flight calls
     (finished prompts stay written) and raises RunStopped; a run-fatal MoaaError here sets it.
@@ -86,15 +90,15 @@ def run_shard(
         lock.release()
 
 
-def _done(out: Path, progress: Any) -> dict[str, Any] | None:
-    """A finished shard's summary (its prompts counted in the progress display), or None."""
+def _done(out: Path, progress: Any) -> ShardResult | None:
+    """A finished shard's result (its prompts counted in the progress display), or None."""
     done = read_done(out)
     if done is None:
         return None
     if progress is not None:
-        for _ in range(done["counts"]["prompts"]):
+        for _ in range(done.counts.prompts):
             progress.advance()
-    return done | {"skipped": True}
+    return replace(done, skipped=True)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +124,15 @@ def shard_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+class PromptOutcome(Protocol):
+    """What a stage gives per prompt: moaa.engine.PromptResult (sft) or moaa.preference.PreferenceResult."""
+
+    row: Any
+    trace: list[TraceStep]
+    failure: Failure | None
+    counters: dict[str, int]
+
+
 async def _run_shard(
     stage: str,
     config: MoaaConfig,
@@ -128,7 +141,7 @@ async def _run_shard(
     roles: list[str] | None,
     progress: Any,
     stop: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> ShardResult:
     started = time.time()
     stats = RunStats()
     if progress is not None and hasattr(progress, "track"):
@@ -140,40 +153,22 @@ async def _run_shard(
     # Resumed prompts are those already on disk: rows, and permanent failures (transient ones of an
     # earlier attempt are asked again).
     resumed = len(prompts) - len(todo)
-    counts = {
-        "prompts": len(prompts),
-        "resumed": resumed,
-        "rows": resumed - output.kept_failures,
-        "failed": output.kept_failures,
-        "dropped": {},
-        "counters": {},
-    }
+    tally = ShardTally(len(prompts), resumed, rows=resumed - output.kept_failures, failed=output.kept_failures)
     if progress is not None:
-        for _ in range(counts["resumed"]):
+        for _ in range(resumed):
             progress.advance()
     clients = build_clients(config, stats, work_dir=out_dir)
     guard = _FailureGuard(config, stage, out_dir.parent)
 
-    def on_result(result: Any) -> None:
+    def on_result(result: PromptOutcome, dropped: str | None) -> None:
         rows = [result.row.to_dict()] if result.row is not None else []
         failures = [result.failure.to_dict()] if result.failure is not None else []
-        dropped = getattr(result, "dropped", None)
         output.add(rows, [t.to_dict() for t in result.trace], failures)
-        counts["rows"] += len(rows)
-        counts["failed"] += len(failures)
-        if dropped:
-            counts["dropped"][dropped] = counts["dropped"].get(dropped, 0) + 1
-        for key, value in (getattr(result, "counters", None) or {}).items():
-            counts["counters"][key] = counts["counters"].get(key, 0) + value
-        # Every model answer of the prompt, and those cut at max_tokens (finish_reason "length"):
-        # the summary's quality line, whatever the cache served.
-        tally = counts["counters"]
-        tally["steps"] = tally.get("steps", 0) + len(result.trace)
-        tally["truncated"] = tally.get("truncated", 0) + sum(t.finish_reason == "length" for t in result.trace)
+        tally.add(len(rows), len(failures), dropped, result.counters, result.trace)
         if progress is not None:
             progress.advance(failed=bool(failures))
         guard.failures.extend(failures)
-        guard.check(counts["rows"] + counts["failed"] + sum(counts["dropped"].values()), counts["failed"])
+        guard.check(tally.finished, tally.failed)
 
     try:
         await _until_stopped(_dispatch(stage, config, todo, clients, on_result, roles), stop, out_dir.name)
@@ -185,19 +180,19 @@ async def _run_shard(
                 await inner.aclose()
     attempt = stats.to_dict()
     earlier.merge(attempt)
-    summary = {
-        "stage": stage,
-        "shard": shard_path.name,
-        "counts": counts,
-        "stats": earlier.to_dict(),  # every attempt's calls (a reopened shard's earlier runs included)
-        "attempt_stats": attempt,  # this attempt's: the summary's "this run"
-        "seconds": time.time() - started,
-        "finished_at": time.time(),
-    }
-    output.finish(summary)
+    result = ShardResult(
+        stage=stage,
+        shard=shard_path.name,
+        counts=tally.frozen(),
+        stats=earlier.to_dict(),  # every attempt's calls (a reopened shard's earlier runs included)
+        attempt_stats=attempt,  # this attempt's: the summary's "this run"
+        seconds=time.time() - started,
+        finished_at=time.time(),
+    )
+    output.finish(result)
     if progress is not None and hasattr(progress, "settle"):
         progress.settle(str(out_dir))
-    return summary
+    return result
 
 
 async def _until_stopped(work: Any, stop: threading.Event | None, shard: str) -> None:
@@ -212,7 +207,15 @@ async def _until_stopped(work: Any, stop: threading.Event | None, shard: str) ->
     await task
 
 
-async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, roles) -> None:
+async def _dispatch(
+    stage: str,
+    config: MoaaConfig,
+    prompts: list[Prompt],
+    clients: dict[str, ChatClient],
+    on_result: Callable[[PromptOutcome, str | None], None],
+    roles: list[str] | None,
+) -> None:
+    """Run the stage over `prompts`; `on_result(outcome, drop reason)` per prompt (only preference drops)."""
     in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
     if any(batch_enabled(config, n) for n in clients):
         in_flight = max(in_flight, len(prompts))  # batch mode: a round of every prompt goes out as one batch
@@ -220,15 +223,16 @@ async def _dispatch(stage, config: MoaaConfig, prompts, clients, on_result, role
         from moaa.engine import run_prompts
 
         await run_prompts(
-            prompts, config.sft, clients, on_result=on_result, max_in_flight=in_flight, roles=roles,
-            answers=config.answers,
+            prompts, config.sft, clients, on_result=lambda r: on_result(r, None), max_in_flight=in_flight,
+            roles=roles, answers=config.answers,
         )  # fmt: skip
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
 
         await run_preference_prompts(
-            prompts, config.preference, clients, on_result=on_result, max_in_flight=in_flight, answers=config.answers
-        )
+            prompts, config.preference, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
+            answers=config.answers,
+        )  # fmt: skip
     else:
         raise ValueError(f"unknown stage {stage!r}")
 
@@ -248,10 +252,10 @@ class _FailureGuard:
         self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
         self.done_finished = self.done_failed = 0
         for folder in stage_dir.glob("shard-*"):
-            counts = (read_done(folder) or {}).get("counts")
-            if counts:
-                self.done_finished += counts["rows"] + counts["failed"] + sum(counts["dropped"].values())
-                self.done_failed += counts["failed"]
+            done = read_done(folder)
+            if done is not None:
+                self.done_finished += done.counts.finished
+                self.done_failed += done.counts.failed
 
     def check(self, finished: int, failed: int) -> None:
         finished, failed = finished + self.done_finished, failed + self.done_failed

@@ -3,7 +3,7 @@
 1. `plan_run`: load and filter prompts, split them into input shards inside a work folder named by
    the config's fingerprint (so the same command resumes the same run);
 2. the flow runs `moaa.work.stage_shard.run_shard` once per shard, per stage;
-3. `finish_run`: write the data set version (moaa.dataset.versions) and build the run summary.
+3. `finish_run`: write the data set version with its report (moaa.dataset.versions) and build the run summary.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 
 from moaa.config import MoaaConfig, dump_config, dump_public_config
 from moaa.errors import MoaaError, storage_error
+from moaa.fileio import write_json_atomic
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
-from moaa.work.shards import read_done, split_into_shards, write_json_atomic
+from moaa.work.shards import read_done, split_into_shards
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +143,20 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             done = read_done(out)
             if done is None:
                 continue
-            stats.merge(done["stats"])
-            if done.get("finished_at", 0) >= plan.started:
-                new.merge(done.get("attempt_stats", done["stats"]))
-                fresh_prompts += done["counts"]["prompts"] - done["counts"].get("resumed", 0)
-                spans.append((done["finished_at"] - done["seconds"], done["finished_at"]))
-            for key, n in done["counts"].get("counters", {}).items():
+            counts = done.counts
+            stats.merge(done.stats)
+            if done.finished_at >= plan.started:
+                new.merge(done.attempt_stats)
+                fresh_prompts += counts.prompts - counts.resumed
+                spans.append((done.finished_at - done.seconds, done.finished_at))
+            for key, n in counts.counters.items():
                 agg["counters"][key] = agg["counters"].get(key, 0) + n
-            for key in ("prompts", "rows", "failed"):
-                agg[key] += done["counts"][key]
-            for reason, n in done["counts"]["dropped"].items():
+            agg["prompts"] += counts.prompts
+            agg["rows"] += counts.rows
+            agg["failed"] += counts.failed
+            for reason, n in counts.dropped.items():
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
-            agg["seconds"] += done["seconds"]
+            agg["seconds"] += done.seconds
         agg["this_run"] = {
             "prompts": fresh_prompts,
             "wall_seconds": round(max(e for _, e in spans) - min(b for b, _ in spans), 2) if spans else 0.0,
@@ -279,6 +282,7 @@ def format_summary(s: dict[str, Any]) -> str:
 def quality_line(stages: dict[str, Any]) -> str:
     """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
     (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.dataset.card_sections import truncation_counts
     from moaa.engine.quality import gate_summary
 
     parts = []
@@ -293,19 +297,6 @@ def quality_line(stages: dict[str, Any]) -> str:
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
-
-
-TRUNCATION_COUNTERS = (
-    ("truncated_dropped", "dropped"),
-    ("truncated_reasked", "re-asked"),
-    ("truncated_kept", "kept"),
-    ("truncated_references", "kept as references"),
-)
-
-
-def truncation_counts(counters: dict[str, int]) -> str:
-    """What answers.truncated did with the stage's cut answers: 'dropped 3, re-asked 1, kept 0, ...'."""
-    return ", ".join(f"{label} {counters.get(key, 0)}" for key, label in TRUNCATION_COUNTERS)
 
 
 def run_roles(config: MoaaConfig, plan: RunPlan) -> list[str] | None:
@@ -376,15 +367,12 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
         split_seed=config.output.split_seed,
         license=config.output.license,
         tags=config.output.tags,
+        report=True,  # written with the version, before its rename: a version is never edited afterwards
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
-    try:
-        from moaa.dataset.run_report import write_report
-
-        summary["report_path"] = str(write_report(info.path))
-    except Exception as exc:  # noqa: BLE001 - the data is written; a missing report must not lose the run
-        log.warning("could not write the run report of %s: %s", info.path, exc)
+    if info.report is not None:
+        summary["report_path"] = str(info.report)
     if publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
     try:
@@ -404,8 +392,8 @@ def _bias(plan: RunPlan) -> dict[str, Any] | None:
     for _, out in plan.shards["preference"]:
         rows.extend(read_jsonl(out / "rows.jsonl"))
         trace.extend(t for t in read_jsonl(out / "trace.jsonl") if t["stage"] != "sft")
-        done = read_done(out) or {"counts": {"dropped": {}}}
-        for reason, n in done["counts"]["dropped"].items():
+        done = read_done(out)
+        for reason, n in (done.counts.dropped if done is not None else {}).items():
             drops[reason] = drops.get(reason, 0) + n
     return bias_report(rows, trace, drops)
 
