@@ -154,9 +154,10 @@ class OpenAIChatClient:
         return first
 
     async def aclose(self) -> None:
+        """Give back this client's references to the running loop's pools (the last one closes them)."""
         clients = self._per_loop.pop(asyncio.get_running_loop(), None) or []
         for client in clients:
-            await client.aclose()
+            await transport.release_transport(client)
 
     # ------------------------------------------------------------ internals
 
@@ -169,14 +170,21 @@ class OpenAIChatClient:
         return join_completions(await asyncio.gather(*calls))
 
     def _clients(self) -> list[transport.Transport]:
-        """One transport (connection pool) per replica on the running loop."""
+        """One transport (connection pool) per replica on the running loop, shared with every other
+        client of the same endpoint there (the shards of a process share one loop and so one pool)."""
         loop = asyncio.get_running_loop()
         clients = self._per_loop.get(loop)
         if clients is None:
             # one TLS context per process: building one costs ~45 ms, once per shard otherwise
             clients = [
-                self.transport_factory(
-                    url, self._api_key, self.endpoint.timeout_s, _tls_context(), self.endpoint.max_concurrency
+                transport.shared_transport(
+                    loop,
+                    url,
+                    self._api_key,
+                    self.endpoint.timeout_s,
+                    _tls_context(),
+                    self.endpoint.max_concurrency,
+                    self.transport_factory,
                 )
                 for url in self._urls
             ]
