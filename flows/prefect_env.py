@@ -16,6 +16,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
 from moaa.errors import MoaaError
 
@@ -79,3 +81,35 @@ def watch_ephemeral_server() -> None:
 
     cls._run_uvicorn_command = run_watched
     cls._moaa_watched = True
+
+
+def start_api_early() -> Callable[[], None]:
+    """Set Prefect up and start its ephemeral API server in a thread, while the caller goes on
+    (checks, imports, planning); returns `wait()`, which joins it and re-raises what failed.
+
+    The flow's client then finds the server running and uses it (Prefect keeps one ephemeral server
+    per process). Where PREFECT_API_URL names a server, that one is used and nothing is started.
+    """
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            quiet_prefect()
+            from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+            if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+                from prefect.server.api.server import SubprocessASGIServer
+
+                SubprocessASGIServer().start()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=start, name="moaa-prefect-start", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return wait

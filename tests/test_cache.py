@@ -53,6 +53,29 @@ def test_answers_survive_a_new_process_and_a_second_connection(tmp_path):
     assert len(RequestCache(path)) == 1
 
 
+def test_answers_are_readable_at_once_and_committed_whole_by_flush(tmp_path, monkeypatch):
+    """`put` returns before SQLite sees the row (the writer thread commits it in batches); reads look
+    at the pending rows first, and flush() leaves every row committed."""
+    import sqlite3
+
+    from moaa.models import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "BATCH_S", 30.0)  # no commit by age during the test
+    path = tmp_path / "cache.sqlite"
+    cache = RequestCache(path)
+    for i in range(3):
+        cache.put(f"k{i}", {"texts": [f"answer {i}"]})
+
+    def committed() -> dict[str, str]:
+        with sqlite3.connect(path) as conn:  # another connection, as another process would read
+            return dict(conn.execute("SELECT key, value FROM answers").fetchall())
+
+    assert committed() == {}  # not yet in the file: a crash now loses these three, nothing else
+    assert RequestCache(path).get("k2") == {"texts": ["answer 2"]}  # but this process reads them
+    cache.flush()
+    assert {k: json.loads(v) for k, v in committed().items()} == {f"k{i}": {"texts": [f"answer {i}"]} for i in range(3)}
+
+
 def test_an_unwritable_cache_path_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MoaaError, match=r"cache .*/file/cache.sqlite: cannot open .*; set cache.path to a writable"):

@@ -218,3 +218,35 @@ def test_concurrency_bound_holds_across_threads():
     for t in threads:
         t.join(10)
     assert peak[0] == 3 and limiter.in_flight == 0
+
+
+def test_clients_of_one_endpoint_share_one_pool_per_loop_until_the_last_closes():
+    """Shards build their own clients; on the process's one loop they share one connection pool."""
+    with OpenAITestServer() as srv:
+        cfg = EndpointConfig(model="test-model", base_url=srv.base_url, timeout_s=2.0)
+        first, second = (OpenAIChatClient("shared-pool", cfg, RunStats(), api_key="k") for _ in range(2))
+        other_key = OpenAIChatClient("shared-pool", cfg, RunStats(), api_key="other")
+
+        async def go() -> None:
+            await asyncio.gather(first.chat(MESSAGES), second.chat(MESSAGES), other_key.chat(MESSAGES))
+            pool = first._clients()[0]
+            assert second._clients()[0] is pool
+            assert other_key._clients()[0] is not pool  # another key, another pool (its own headers)
+            await first.aclose()
+            assert pool._session is not None  # still held by the second client
+            await second.chat(MESSAGES)
+            await second.aclose()
+            assert pool._session is None  # the last reference closed it
+            await other_key.aclose()
+
+        asyncio.run(go())
+        loops = [asyncio.new_event_loop() for _ in range(2)]
+        pools = [loop.run_until_complete(_pool_of(first)) for loop in loops]
+        assert pools[0] is not pools[1]  # an aiohttp session belongs to one loop
+        for loop in loops:
+            loop.run_until_complete(first.aclose())
+            loop.close()
+
+
+async def _pool_of(client: OpenAIChatClient):
+    return client._clients()[0]

@@ -37,14 +37,16 @@ def handle(args: argparse.Namespace) -> int:
         for line in missing_keys(config):
             print(f"before the real run: {scrub_text(line)}")
         return 0
-    check_environment(config)
-    from flows.prefect_env import quiet_prefect
+    from flows.prefect_env import start_api_early
 
-    quiet_prefect()
+    # Prefect's API server takes seconds to come up: it starts while the rest is checked and imported.
+    wait_for_prefect = start_api_early()
+    check_environment(config)
     from flows.pipeline_flow import run_flow
     from moaa.public import scrub_text
     from moaa.work.steps import format_summary
 
+    wait_for_prefect()
     summary = run_flow(config, args.config, args.set, publish=args.publish)
     print(scrub_text(format_summary(summary)))
     return 0

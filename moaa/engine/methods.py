@@ -13,6 +13,7 @@ runner dispatches on it, and the dry run adds up its plans.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from typing import TYPE_CHECKING, Any
 
@@ -120,3 +121,23 @@ def calls_per_prompt(
         "endpoints": by_endpoint,
         "per_run": per_run,
     }
+
+
+def prompt_window(gen: GenerationConfig, endpoint_slots: int) -> int:
+    """How many prompts to keep in flight so that every endpoint slot stays busy, and no more.
+
+    Twice the slots' worth of the widest layer's calls (consecutive steps of one part run at once:
+    a MoA layer's proposers), at least 8. A wider window only queues more first-layer calls ahead
+    of the aggregations that finish rows, so a shard would write nothing until its end.
+    """
+    widths: list[int] = []
+    last_part = None
+    for step in plan_of(gen).steps:
+        if step.per_run:
+            continue
+        if step.part == last_part:
+            widths[-1] += step.calls
+        else:
+            widths.append(step.calls)
+        last_part = step.part
+    return max(8, math.ceil(2 * endpoint_slots / max(widths, default=1)))

@@ -6,14 +6,20 @@ the version of the prompt template that built the messages. A re-run of a finish
 therefore makes no model calls; changing a judge re-asks only the judge; changing a proposer
 re-asks it and everything downstream (their messages change).
 
-Storage is SQLite in WAL mode, one connection per thread, one committed row per answer, so a
-crash (SIGKILL included) loses at most the calls in flight. Several processes may share a file.
+Storage is SQLite in WAL mode. Answers are written off the event loop: `put` hands the row to the
+file's writer thread (one per file per process), which commits what has gathered in one
+transaction every ~50 ms or ~500 rows; reads look at those pending rows first. A crash (SIGKILL
+included) loses at most the calls in flight and the batch not yet committed — those are simply
+asked again — and never leaves half a row: a transaction lands whole or not at all. `close()`, a
+client's `aclose()` and the interpreter's exit flush. Several processes may share a file.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -25,6 +31,120 @@ from moaa.errors import MoaaError, storage_error
 from moaa.models.client import ChatClient, Completion, Message, request_options
 from moaa.models.stats import RunStats, call_cost
 from moaa.public import scrub
+
+BATCH_ROWS = 500  # a transaction at most this many rows...
+BATCH_S = 0.05  # ...or this old
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class _Writer:
+    """The writer thread of one cache file in this process: commits pending rows in batches."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pending: dict[str, str] = {}  # key -> JSON text, put but not yet committed
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._flushing = 0  # callers waiting in flush(): commit now rather than at the batch's age
+
+    def put(self, key: str, text: str) -> None:
+        with self._cond:
+            self._raise_error()
+            self.pending[key] = text
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="moaa-cache-writer", daemon=True)
+                self._thread.start()
+            if len(self.pending) >= BATCH_ROWS:
+                self._cond.notify_all()
+
+    def get(self, key: str) -> str | None:
+        with self._cond:
+            self._raise_error()
+            return self.pending.get(key)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every row put so far is committed (or raise the writer's storage error)."""
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not self.pending or self.error is not None, timeout)
+            finally:
+                self._flushing -= 1
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            with _writers_lock:  # the next cache of this file (a fixed disk) starts afresh
+                if _writers.get((os.getpid(), self.path)) is self:
+                    del _writers[(os.getpid(), self.path)]
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            conn = _connect(self.path)
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self.pending)  # idle until a row comes
+                    self._cond.wait_for(lambda: len(self.pending) >= BATCH_ROWS or self._flushing, timeout=BATCH_S)
+                    batch = dict(self.pending)
+                if batch:
+                    self._commit(conn, batch)
+                with self._cond:
+                    for key, text in batch.items():
+                        if self.pending.get(key) is text:  # not put again meanwhile
+                            del self.pending[key]
+                    self._cond.notify_all()
+        except (OSError, sqlite3.Error) as exc:
+            # Disk full or read-only is run-fatal with one line, raised by the next put, get or flush
+            # (every later answer would be lost to the cache too); rows committed so far stay.
+            with self._cond:
+                self.error = storage_error(f"cache {self.path}", exc, "cache.path")
+                self._cond.notify_all()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: dict[str, str]) -> None:
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
+                [(key, text, now) for key, text in batch.items()],
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+_writers: dict[tuple[int, Path], _Writer] = {}  # (pid, file): a forked worker gets its own
+_writers_lock = threading.Lock()
+
+
+def _writer_of(path: Path) -> _Writer:
+    with _writers_lock:
+        key = (os.getpid(), path.resolve())
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = _Writer(key[1])
+        return writer
+
+
+@atexit.register
+def _flush_all() -> None:
+    for (pid, _), writer in list(_writers.items()):
+        if pid == os.getpid() and writer.pending and writer.error is None:
+            try:
+                writer.flush(timeout=60)
+            except MoaaError:
+                pass  # reported by the run already, or nothing left to report it to
 
 
 class RequestCache:
@@ -38,35 +158,40 @@ class RequestCache:
             )
         except (OSError, sqlite3.Error) as exc:
             raise MoaaError(f"cache {self.path}: cannot open ({exc}); set cache.path to a writable file") from None
+        self._writer = _writer_of(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+            conn = self._local.conn = _connect(self.path)
         return conn
 
     def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        except (OSError, sqlite3.Error) as exc:
-            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
-        return json.loads(row[0]) if row else None
+        text = self._writer.get(key)  # put by this process, not yet committed
+        if text is None:
+            try:
+                row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+            except (OSError, sqlite3.Error) as exc:
+                raise storage_error(f"cache {self.path}", exc, "cache.path") from None
+            text = row[0] if row else None
+        return json.loads(text) if text is not None else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        # Disk full or read-only is run-fatal with one line (every later answer would be lost to
-        # the cache too); the answers stored so far stay, so the same command resumes cheaply.
-        try:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO answers (key, value, created) VALUES (?, ?, ?)",
-                (key, json.dumps(value, ensure_ascii=False), time.time()),
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise storage_error(f"cache {self.path}", exc, "cache.path") from None
+        """Queue the answer for the writer thread (readable at once by this process's caches)."""
+        self.put_text(key, json.dumps(value, ensure_ascii=False))
+
+    def put_text(self, key: str, text: str) -> None:
+        """`put` of an answer already serialized (JSON text)."""
+        self._writer.put(key, text)
+
+    def flush(self) -> None:
+        """Commit every answer put so far (raises the writer's storage error, if it met one)."""
+        self._writer.flush()
+
+    close = flush
 
     def __len__(self) -> int:
+        self.flush()
         return self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
 
@@ -127,6 +252,10 @@ class CachedClient:
         params = (sampling or Sampling()).over(self._defaults)
         key = request_key(self.model, messages, params, n, response_format, tag, self._options)
         hit = self.cache.get(key)
+        if hit is None and (journaled := self.stats.prepaid_answer(key)) is not None:
+            # Paid for by a killed attempt whose last cache batch was lost: its journal kept the answer.
+            self.cache.put_text(key, journaled)
+            hit = json.loads(journaled)
         if hit is not None and self.stats.take_prepaid(key):
             # Answered and counted by an attempt of this shard that was killed: the same call.
             return Completion(**hit | {"cached": True, "latency_s": 0.0})
@@ -143,7 +272,18 @@ class CachedClient:
             return Completion(**hit | {"cached": True, "latency_s": 0.0})
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)
         if all(t.strip() for t in completion.texts):  # never pin an empty answer
-            self.stats.note_paid(key)  # before the put: a kill between them re-asks, never undercounts
             stored = {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")}
-            self.cache.put(key, scrub(stored))  # a server may echo the key in an answer
+            text = json.dumps(scrub(stored), ensure_ascii=False)  # a server may echo the key in an answer
+            # Journaled (flushed to the OS) with its answer before the cache's batched commit: a kill
+            # that loses the batch re-reads the answer from the journal, never pays or counts it twice.
+            self.stats.note_paid(key, text)
+            self.cache.put_text(key, text)
         return completion
+
+    async def aclose(self) -> None:
+        """Commit the answers still queued (off the loop), then close the inner client."""
+        import asyncio
+
+        await asyncio.to_thread(self.cache.flush)
+        if hasattr(self.inner, "aclose"):
+            await self.inner.aclose()

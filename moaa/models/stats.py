@@ -52,7 +52,8 @@ class RunStats:
     journal: TextIO | None = field(default=None, repr=False, compare=False)
     # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
     # resumed attempt's cache hit on one of them is the same call, not another one.
-    prepaid: set[str] = field(default_factory=set, repr=False, compare=False)
+    # cache key -> its answer (JSON text; None in journals from before answers were kept there)
+    prepaid: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
     # Batch API batches (moaa.models.batch): "endpoint/local id" -> {endpoint, status, total, completed, failed}
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -82,18 +83,24 @@ class RunStats:
                 if len(lat) < _MAX_LATENCIES:
                     lat.append(latency)
 
-    def note_paid(self, key: str) -> None:
-        """Journal that the call with cache key `key` was answered (and counted) by this attempt."""
+    def note_paid(self, key: str, answer: str | None = None) -> None:
+        """Journal that the call with cache key `key` was answered (and counted) by this attempt, with
+        its answer: the request cache commits in batches, so a kill may lose the last ones there."""
         with self._lock:
-            self._log({"paid": key})
+            self._log({"paid": key} | ({"a": answer} if answer is not None else {}))
 
     def take_prepaid(self, key: str) -> bool:
         """True once for a key an earlier attempt paid for: the caller records nothing for it."""
         with self._lock:
             if key in self.prepaid:
-                self.prepaid.discard(key)
+                del self.prepaid[key]
                 return True
             return False
+
+    def prepaid_answer(self, key: str) -> str | None:
+        """The journaled answer (JSON text) of a call an earlier attempt paid for, if kept."""
+        with self._lock:
+            return self.prepaid.get(key)
 
     def _log(self, entry: dict[str, Any]) -> None:
         if self.journal is None or self.journal.closed:  # closed: the shard has finished
@@ -105,12 +112,12 @@ class RunStats:
             log.warning("accounting journal stopped (%s); totals of a resumed run may be low", exc)
             self.journal = None
 
-    def replay(self, lines: Iterable[dict[str, Any]]) -> set[str]:
-        """Fold in a journal's records; the cache keys it says were paid for."""
-        paid: set[str] = set()
+    def replay(self, lines: Iterable[dict[str, Any]]) -> dict[str, str | None]:
+        """Fold in a journal's records; the cache keys it says were paid for, with their answers."""
+        paid: dict[str, str | None] = {}
         for entry in lines:
             if "paid" in entry:
-                paid.add(entry["paid"])
+                paid[entry["paid"]] = entry.get("a")
             else:
                 self.record(entry["e"], entry["t"], entry["l"], **entry["c"])
         return paid

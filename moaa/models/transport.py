@@ -16,9 +16,13 @@ timeouts and connection failures the underlying exception as `__cause__`.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import ssl
-from collections.abc import AsyncGenerator
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 import aiohttp
@@ -141,6 +145,50 @@ class HTTPTransport:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+# ------------------------------------------------------------ one pool per endpoint per loop
+
+# loop -> {(factory, url, key digest, timeout, ssl, max_connections): [transport, references]}. Weak
+# on the loop: a loop that is gone takes its entries with it (its sessions closed at its shutdown).
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, list[Any]]] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def shared_transport(loop: asyncio.AbstractEventLoop, url: str, api_key: str, timeout_s: float,
+                     ssl_context: ssl.SSLContext, max_connections: int,
+                     factory: Callable[..., Transport] = HTTPTransport) -> Transport:  # fmt: skip
+    """The transport (connection pool) of `url` on `loop`, shared by every client asking for the
+    same settings: one pool per endpoint per process, whichever shard's client asks. Takes a
+    reference; give it back with `release_transport`, which closes the pool after the last one.
+
+    The key is held as a digest: the pool's own headers are the only place it is kept in clear.
+    """
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    key = (factory, url, digest, timeout_s, id(ssl_context), max_connections)
+    with _pools_lock:
+        entry = _pools.setdefault(loop, {}).get(key)
+        if entry is None:
+            entry = _pools[loop][key] = [factory(url, api_key, timeout_s, ssl_context, max_connections), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+async def release_transport(transport: Transport) -> None:
+    """Give back one reference taken on the running loop; the last one closes the pool."""
+    loop = asyncio.get_running_loop()
+    with _pools_lock:
+        entries = _pools.get(loop, {})
+        key = next((k for k, e in entries.items() if e[0] is transport), None)
+        if key is None:
+            last = True  # not (or no longer) shared: the caller's own
+        else:
+            entries[key][1] -= 1
+            last = entries[key][1] <= 0
+            if last:
+                del entries[key]
+    if last:
+        await transport.aclose()
 
 
 def _env_proxy(url: str) -> tuple[Any, aiohttp.BasicAuth | None]:

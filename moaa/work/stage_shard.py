@@ -175,9 +175,8 @@ async def _run_shard(
     finally:
         output.close()
         for client in clients.values():
-            inner = getattr(client, "inner", client)
-            if hasattr(inner, "aclose"):
-                await inner.aclose()
+            if hasattr(client, "aclose"):
+                await client.aclose()  # a cached client commits its queued answers, then closes its inner one
     attempt = stats.to_dict()
     earlier.merge(attempt)
     result = ShardResult(
@@ -217,6 +216,10 @@ async def _dispatch(
 ) -> None:
     """Run the stage over `prompts`; `on_result(outcome, drop reason)` per prompt (only preference drops)."""
     in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
+    if stage == "sft":  # rows land as the run goes: a window of prompts, not the whole shard at once
+        from moaa.engine.methods import prompt_window
+
+        in_flight = prompt_window(config.sft, sum(config.endpoints[n].max_concurrency for n in clients))
     if any(batch_enabled(config, n) for n in clients):
         in_flight = max(in_flight, len(prompts))  # batch mode: a round of every prompt goes out as one batch
     if stage == "sft":
