@@ -153,3 +153,6 @@ def test_a_think_block_leaves_no_think_text_in_sft_or_dpo(tmp_path, prefect_harn
     trace = work_rows(tmp_path / "work", "sft", "trace")
     assert any("SECRET-PLAN" in step["meta"] for step in trace if step["kind"] == "aggregate")
     assert all("SECRET-PLAN" not in step["text"] for step in trace)
+    samples = [s for s in work_rows(tmp_path / "work", "preference", "trace") if s["kind"] == "sample"]
+    assert samples and all("SECRET-PLAN" in json.loads(s["meta"])["reasoning"] for s in samples)
+    assert all("SECRET-PLAN" not in s["text"] for s in samples)

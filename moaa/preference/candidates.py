@@ -34,6 +34,7 @@ class Candidate:
     samples: list[int] = field(default_factory=list)  # which of the K samples they were
     finish_reason: str = "stop"
     completion_tokens: int = 0
+    reasoning: str = ""  # a reasoning model's thinking, split off the text (kept for the trace only)
 
 
 @dataclass
@@ -131,6 +132,9 @@ async def sample_candidates(
     got.cut, got.model = [(i, done.texts[i]) for i in sorted(dropped)], done.model
     got.prompt_tokens, got.completion_tokens = done.prompt_tokens, done.completion_tokens
     got.latency_s, got.cached = done.latency_s, done.cached
+    if done.reasoning:  # the thinking of each candidate's first sample goes to the trace, never to the text
+        for c in got.candidates:
+            c.reasoning = done.reasoning[c.samples[0]] if c.samples else ""
     if got.empty or got.duplicates:
         log.debug("%s: %d empty and %d duplicate samples dropped", prompt_id, got.empty, got.duplicates)
     return got

@@ -166,6 +166,8 @@ def _sample_steps(
     steps = []
     for c, value in zip(got.candidates, values + [None] * (len(got.candidates) - len(values)), strict=True):
         meta = {"count": c.count, "samples": c.samples} | ({"pick": picks[c.index]} if c.index in picks else {})
+        if c.reasoning:
+            meta["reasoning"] = c.reasoning
         steps.append(
             TraceStep(
                 prompt_id=prompt.prompt_id,
