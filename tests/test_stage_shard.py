@@ -42,6 +42,6 @@ def test_a_slow_shard_has_rows_on_disk_before_half_of_its_calls(tmp_path: Path):
         finally:
             finished.set()
             watcher.join()
-    assert summary["counts"]["rows"] == PROMPTS
+    assert summary.counts.rows == PROMPTS
     assert len(srv.requests) == calls
     assert seen_at_first_row and seen_at_first_row[0] < calls / 2, (seen_at_first_row, calls)
