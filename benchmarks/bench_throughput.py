@@ -190,7 +190,7 @@ def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = N
 
 def _measure(row: str, r: int, work: Path, base_url: str, prompts_path: Path, calls: int,
              concurrency: int) -> dict[str, Any]:  # fmt: skip
-    if row.startswith("cli"):
+    if row in ("cli", "cli-nocache"):
         folder, cache = work / f"{row}-{r}", row == "cli"
         raw = moa_raw(folder, base_url, prompts_path, concurrency=concurrency, cache=cache, name=f"bench-{row}-{r}")
         config = write_config(folder / "config.yaml", raw)
