@@ -55,7 +55,10 @@ def record_version(config: MoaaConfig, work_dir: Path, shards: Shards, version: 
         "config_digest": config_digest(config),
         "shards": {stage: [out.name for _, out in pairs] for stage, pairs in shards.items()},
     }
-    write_json_atomic(work_dir / VERSION_RECORD, record)
+    try:
+        write_json_atomic(work_dir / VERSION_RECORD, record)
+    except OSError as exc:  # the version is written; a re-run then takes the flow's path
+        log.warning("could not write %s: %s", work_dir / VERSION_RECORD, exc)
 
 
 def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:

@@ -372,10 +372,7 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
-    try:  # what lets the same command, run again, answer "up to date" at once (moaa.work.finished)
-        record_version(config, plan.work_dir, plan.shards, info.path)
-    except OSError as exc:  # the version is written; a re-run then takes the flow's path
-        log.warning("could not write the version record in %s: %s", plan.work_dir, exc)
+    record_version(config, plan.work_dir, plan.shards, info.path)  # a re-run of it: "up to date" at once
     if info.report is not None:
         summary["report_path"] = str(info.report)
     if publish or config.output.publish_repo_id:
