@@ -11,6 +11,8 @@ rate is calls over the span of their arrival times. Rows:
   (benchmarks/sdk_transport.py); `client`: the same client over moaa.models.transport (aiohttp);
 - `cli`: the whole `moaa run` process on a 3-proposer + aggregator MoA over N prompts, start-up
   (imports, Prefect's ephemeral API server) included; its peak RSS is the whole process tree's.
+  Then the same command again, on the finished config: the re-run's whole-process time against the
+  cold run's (target < 5%); `cli-nocache`: the cold run with the request cache off.
 
 Ratios are the medians of per-round pairs (a row's rate over `lean`'s in the same round).
 Default: 3 rounds, 400 prompts (a couple of minutes); `--big`: 7 rounds, 2,000 prompts.
@@ -41,13 +43,14 @@ from benchmarks.common import (
 )
 
 NAME = "throughput"
-ROWS = ("lean", "create", "client-sdk", "client", "cli")
+ROWS = ("lean", "create", "client-sdk", "client", "cli", "cli-nocache")
 LABELS = {
     "lean": "lean aiohttp loop",
     "create": "bare SDK chat.completions.create loop",
     "client-sdk": "moaa OpenAIChatClient, old transport (SDK post on httpx)",
     "client": "moaa OpenAIChatClient, new transport (aiohttp)",
     "cli": "whole `moaa run` CLI, MoA 3+1, cache on",
+    "cli-nocache": "whole `moaa run` CLI, MoA 3+1, cache off",
 }
 
 
@@ -187,11 +190,17 @@ def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = N
 
 def _measure(row: str, r: int, work: Path, base_url: str, prompts_path: Path, calls: int,
              concurrency: int) -> dict[str, Any]:  # fmt: skip
-    if row == "cli":
-        folder = work / f"cli-{r}"
-        raw = moa_raw(folder, base_url, prompts_path, concurrency=concurrency, name=f"bench-throughput-{r}")
+    if row in ("cli", "cli-nocache"):
+        folder, cache = work / f"{row}-{r}", row == "cli"
+        raw = moa_raw(folder, base_url, prompts_path, concurrency=concurrency, cache=cache, name=f"bench-{row}-{r}")
         config = write_config(folder / "config.yaml", raw)
-        return run_cli(config, work / f"cli-{r}.log", work / "prefect-home")
+        got = run_cli(config, work / f"{row}-{r}.log", work / "prefect-home")
+        if cache:  # the same command on the finished config: nothing to do, no Prefect
+            again = run_cli(config, work / f"{row}-{r}-rerun.log", work / "prefect-home")
+            if "up to date: " not in (work / f"{row}-{r}-rerun.log").read_text():
+                raise RuntimeError(f"the re-run of {config} ran the flow; see {work}/{row}-{r}-rerun.log")
+            got["rerun_s"] = again["seconds"]
+        return got
     kwargs = {"base_url": base_url, "kind": row, "calls": calls, "concurrency": concurrency}
     return run_in_child("benchmarks.bench_throughput:loop_rate", kwargs, work / f"{row}-{r}.log")
 
@@ -218,14 +227,29 @@ def _figures(samples: dict[str, list[dict[str, Any]]], latency_ms: float, concur
     out.append(figure(NAME, "client: new transport / old transport (paired)", _paired(samples, "client", "client-sdk"),
                       "x", goal=">= 1.5", note="the same OpenAIChatClient (limiter, retries, accounting) over "
                       "moaa.models.transport vs over the SDK's post on httpx"))  # fmt: skip
+    return out + _cli_figures(samples, median, rates, prompts)
+
+
+def _cli_figures(samples: dict[str, list[dict[str, Any]]], median: dict[str, float], rates: dict[str, list[int]],
+                 prompts: int) -> list:  # fmt: skip
+    """The whole-CLI rows: cache on and off, first call, tree RSS, the finished re-run."""
+    out = []
+    for row in ("cli", "cli-nocache"):
+        got = samples[row]
+        wall = statistics.median(s["count"] / s["seconds"] for s in got)
+        out.append(figure(NAME, f"{LABELS[row]}, {prompts:,} prompts", median[row], "calls/s", median["lean"],
+                          "lean loop", ">= 0.8",
+                          note=f"paired ratio to the lean loop {_paired(samples, row, 'lean'):.2f}, to the client "
+                          f"{_paired(samples, row, 'client'):.2f}; rounds {rates[row]}; over the whole process "
+                          f"(start-up included) {wall:,.0f} calls/s, wall "
+                          f"{statistics.median(s['seconds'] for s in got):,.1f} s"))  # fmt: skip
+    out.append(figure(NAME, "CLI: cache on / cache off (paired)", _paired(samples, "cli", "cli-nocache"), "x",
+                      goal=">= 0.95", note="the same cold run with and without the request cache"))  # fmt: skip
     cli = samples["cli"]
-    wall = statistics.median(s["count"] / s["seconds"] for s in cli)
-    out.append(figure(NAME, f"{LABELS['cli']}, {prompts:,} prompts", median["cli"], "calls/s", median["lean"],
-                      "lean loop", ">= 0.8",
-                      note=f"paired ratio to the lean loop {_paired(samples, 'cli', 'lean'):.2f}, to the client "
-                      f"{_paired(samples, 'cli', 'client'):.2f}; rounds {rates['cli']}; over the whole process "
-                      f"(start-up included) {wall:,.0f} calls/s, wall "
-                      f"{statistics.median(s['seconds'] for s in cli):,.1f} s"))  # fmt: skip
+    cold, rerun = statistics.median(s["seconds"] for s in cli), statistics.median(s["rerun_s"] for s in cli)
+    out.append(figure(NAME, "CLI: re-run of a finished config, whole process", rerun, "s", cold, "cold run",
+                      "< 0.05", note=f"rounds {[round(s['rerun_s'], 2) for s in cli]} vs cold "
+                      f"{[round(s['seconds'], 1) for s in cli]}; no request, no new version, no Prefect"))  # fmt: skip
     out.append(figure(NAME, "CLI: first model call after the command", statistics.median(
         s["first_call_s"] for s in cli), "s", goal="<= 3", note=f"rounds {[round(s['first_call_s'], 1) for s in cli]}; "
         "imports, config, planning and Prefect's ephemeral API start-up"))  # fmt: skip

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moaa.config import MoaaConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +41,13 @@ def handle(args: argparse.Namespace) -> int:
         for line in missing_keys(config):
             print(f"before the real run: {scrub_text(line)}")
         return 0
+    check_environment(config)
+    if not args.publish and _report_up_to_date(config):
+        return 0
     from flows.prefect_env import start_api_early
 
-    # Prefect's API server takes seconds to come up: it starts while the rest is checked and imported.
+    # Prefect's API server takes seconds to come up: it starts while the rest is imported.
     wait_for_prefect = start_api_early()
-    check_environment(config)
     from flows.pipeline_flow import run_flow
     from moaa.public import scrub_text
     from moaa.work.steps import format_summary
@@ -50,3 +56,18 @@ def handle(args: argparse.Namespace) -> int:
     summary = run_flow(config, args.config, args.set, publish=args.publish)
     print(scrub_text(format_summary(summary)))
     return 0
+
+
+def _report_up_to_date(config: MoaaConfig) -> bool:
+    """Print the newest version and say True when this config's work is all done and that version
+    was written from it (moaa.work.finished): no Prefect, no model client, no new version."""
+    from pathlib import Path
+
+    from moaa.public import scrub_text
+    from moaa.work.finished import find_finished
+
+    finished = find_finished(config, base_dir=Path.cwd())
+    if finished is None:
+        return False
+    print(scrub_text(finished.line()))
+    return True

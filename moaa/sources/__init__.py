@@ -42,12 +42,13 @@ from typing import Any, NamedTuple, TextIO
 
 from moaa.config import PromptSourceConfig
 from moaa.errors import InputError
+from moaa.fileio import sha256_file
 from moaa.rows import Message, Prompt, prompt_id_of
 from moaa.sources.conversations import check_columns, row_messages
 from moaa.sources.filters import NearDuplicates, dedup_digest, sample_indices, user_chars, user_text
-from moaa.sources.readers import RowSource, open_rows
+from moaa.sources.readers import FILE_TYPES, RowSource, open_rows, resolve_path
 
-__all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "load_prompts", "stream_prompts"]
+__all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "file_fingerprint", "load_prompts", "stream_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -282,3 +283,14 @@ def _fingerprint(digest: str, label: str, cfg: PromptSourceConfig) -> str:
     settings = cfg.model_dump(mode="json", exclude={"path", "hf_dataset"})
     blob = json.dumps({"data": digest, "source": label, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def file_fingerprint(cfg: PromptSourceConfig, base_dir: Path | None = None) -> str | None:
+    """The fingerprint `stream_prompts` gives a prompt file, from its bytes alone (no row is parsed);
+    None for a data set folder or the Hub, whose fingerprint needs their rows read."""
+    if not cfg.path:
+        return None
+    path = resolve_path(cfg.path, base_dir)
+    if not path.is_file() or path.suffix.lower() not in FILE_TYPES:
+        return None
+    return _fingerprint(sha256_file(path), path.name, cfg)  # a file's digest is that of its bytes (readers)

@@ -54,7 +54,7 @@ class RowSource:
 def open_rows(cfg: PromptSourceConfig, base_dir: Path | None = None) -> RowSource:
     """The configured source, ready to read; a missing file or unloadable data set fails here."""
     if cfg.path:
-        path = _resolve(cfg.path, base_dir)
+        path = resolve_path(cfg.path, base_dir)
         if path.is_dir():
             return _read_dataset_folder(path, cfg, path.name)
         if not path.is_file():
@@ -66,13 +66,13 @@ def open_rows(cfg: PromptSourceConfig, base_dir: Path | None = None) -> RowSourc
             raise InputError(f"{path}: prompt file not found{where}; fix prompts.path")
         return _read_file(path)
     assert cfg.hf_dataset is not None  # the config validator demands one of the two
-    local = _resolve(cfg.hf_dataset, base_dir)
+    local = resolve_path(cfg.hf_dataset, base_dir)
     if local.exists():
         return _read_dataset_folder(local, cfg, local.name)
     return _read_hub(cfg)
 
 
-def _resolve(name: str, base_dir: Path | None) -> Path:
+def resolve_path(name: str, base_dir: Path | None) -> Path:
     path = Path(name).expanduser()
     return path if path.is_absolute() or base_dir is None else base_dir / path
 

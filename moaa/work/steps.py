@@ -340,6 +340,7 @@ def _read_roles(work_dir: Path) -> dict[str, Any] | None:
 def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: bool = False) -> dict[str, Any]:
     """Write the data set version and return the run summary (also saved in the work folder)."""
     from moaa.dataset.versions import write_version
+    from moaa.work.finished import record_version
 
     config = plan.config
     summary = summarize(plan, totals, elapsed)
@@ -371,6 +372,7 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     )
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
+    record_version(config, plan.work_dir, plan.shards, info.path)  # a re-run of it: "up to date" at once
     if info.report is not None:
         summary["report_path"] = str(info.report)
     if publish or config.output.publish_repo_id:
