@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from moaa.config import (
     AgentConfig,
@@ -43,13 +43,13 @@ from moaa.config import (
     load_config,
     parse_config,
 )
+from moaa.engine.methods import method_of
 from moaa.errors import ConfigError, InputError
 from moaa.train.runs import DEFAULT_RUNS, new_run_dir, write_lineage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS = "configs/train/compare.yaml"
-Method = Literal["single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa"]
 MATCHUPS = (("A", "B"), ("A", "base"), ("B", "base"))  # (model, baseline): A vs B is the head to head
 ONE_MODEL = ("single", "self-moa", "self-moa-seq")  # methods whose proposers are one agent
 
@@ -60,8 +60,8 @@ class CompareSettings(Strict):
     data_config: str = Field("configs/local.yaml", description="the run config; arm A is its method")
     data_overrides: list[str] = Field(default_factory=list, description="--set overrides of the run config")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="default: config name")
-    arm_a: Method | None = Field(None, description="arm A's method (default: the run config's sft.method)")
-    arm_b: Method = Field("single", description="arm B's method")
+    arm_a: str | None = Field(None, description="arm A's method (default: the run config's sft.method)")
+    arm_b: str = Field("single", description="arm B's method")
     baseline_agent: str | None = Field(
         None,
         description="the agent of a one-model arm: a proposer's name or index, or 'aggregator' (default: the "
@@ -75,6 +75,13 @@ class CompareSettings(Strict):
     sft_overrides: list[str] = Field(default_factory=list)
     eval_config: str = "configs/train/eval.yaml"
     eval_overrides: list[str] = Field(default_factory=list)
+
+    @field_validator("arm_a", "arm_b")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        if name is not None:
+            method_of(name)  # the names sft.method takes: the engine's registry, not a copy of it
+        return name
 
 
 def load_compare_settings(path: str | Path | None = DEFAULT_SETTINGS, **flags: Any) -> CompareSettings:
