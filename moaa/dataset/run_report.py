@@ -8,8 +8,8 @@ Sections: Summary (rows, prompts, calls/tokens/cost per endpoint from `moaa_mani
 tokens per prompt by stage, kind and model), Failures (by stage and reason), Judge consistency
 (pairwise position-swap disagreement), Examples (a prompt with its proposers' answers and the
 final answer; a DPO pair with its scores). Statistics are computed lazily over the parquet shards
-with polars; a plot whose config is absent is skipped. Plots use matplotlib's Agg canvas (no
-display, no global pyplot state). moaa.dataset.versions writes the report into the version's
+with polars; a plot whose config is absent is skipped. Plots (moaa.dataset.report_plots) use
+matplotlib's Agg canvas (no display, no global pyplot state). moaa.dataset.versions writes the report into the version's
 staging folder (`stage_report`), before the manifest: its files are hashed with every other file,
 and the manifest records a digest of what the plots are drawn from (`report_plots`). When the
 parent version's report records the same digest (a re-run of a finished config), its verified PNGs
@@ -18,22 +18,19 @@ are copied instead of drawn. The markdown is always rendered.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from moaa.dataset.files import scan_config
+from moaa.dataset.report_plots import IMAGE_DIR, draw_plots, parent_plots, plots_digest
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.md"
-IMAGE_DIR = "report"
 SECTIONS = ("Summary", "Scores", "Lengths", "Calls and tokens", "Failures", "Judge consistency", "Examples")
 EXAMPLE_CHARS = 600  # texts in examples are cut here
-PLOT_INPUTS = ("dpo", "sft_lengths", "steps", "failures")  # what draw_plots reads of collect_report's data
-PLOTS_FORMAT = "moaa-plots-1"  # change with any change to how draw_plots draws
 
 
 def stage_report(staging: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +61,7 @@ def _render(version_dir: Path, target: Path, manifest: dict[str, Any]) -> tuple[
         old.unlink()
     data = collect_report(version_dir, manifest)
     digest = plots_digest(data)
-    plots = _parent_plots(version_dir, manifest, digest, target)
+    plots = parent_plots(version_dir, manifest, digest, target)
     if plots is None:
         plots = draw_plots(data, images)
     path = target / REPORT_NAME
@@ -181,107 +178,6 @@ def _examples(sft: Any, trace: Any, n: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- plots
-
-
-def plots_digest(data: dict[str, Any]) -> str:
-    """sha256 of everything draw_plots draws from (plus the drawing code's and matplotlib's version)."""
-    import importlib.metadata
-
-    inputs = {key: data[key] for key in PLOT_INPUTS}
-    head = {"format": PLOTS_FORMAT, "matplotlib": importlib.metadata.version("matplotlib")}
-    return hashlib.sha256(json.dumps([head, inputs], default=str).encode()).hexdigest()
-
-
-def _parent_plots(version_dir: Path, manifest: dict[str, Any], digest: str, target: Path) -> dict[str, Path] | None:
-    """The parent version's PNGs copied (verified) into `target/report/` when drawn from equal inputs; else None."""
-    from moaa.dataset.manifest import copy_verified, read_manifest
-    from moaa.dataset.versions import resolve_version
-    from moaa.errors import MoaaError
-
-    if not manifest.get("parent"):
-        return None
-    try:
-        parent_dir = resolve_version(version_dir.resolve().parent.parent, manifest["parent"])
-        parent = read_manifest(parent_dir)
-        recorded = parent["report_plots"]
-        if recorded["digest"] != digest:
-            return None
-        names = {name: rel for name, rel in recorded["files"].items() if rel.startswith(f"{IMAGE_DIR}/")}
-        files = {rel: parent["files"][rel] for rel in names.values()}
-    except (MoaaError, KeyError, TypeError, AttributeError):
-        return None
-    if len(names) != len(recorded["files"]) or not copy_verified(parent_dir, target, files):
-        log.warning("the plots of %s do not match its manifest; drawing them anew", manifest["parent"])
-        return None
-    return {name: target / rel for name, rel in names.items()}
-
-
-def new_figure(width: float = 7.0, height: float = 4.0) -> Any:
-    """A matplotlib Figure drawn off-screen (Agg), no pyplot state; the run and compare reports share it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """The report's PNGs: {name: path}; a plot without data is skipped."""
-    out = {}
-    dpo, lengths = data["dpo"], {}
-    if dpo and dpo["score_chosen"]:
-        fig = new_figure()
-        ax = fig.add_subplot()
-        ax.hist([dpo["score_chosen"], dpo["score_rejected"]], bins=20, label=["chosen", "rejected"])
-        ax.set(title="Scores: chosen vs rejected", xlabel="score", ylabel="pairs")
-        ax.legend()
-        out["scores"] = _save(fig, folder / "scores.png")
-    if data["sft_lengths"]:
-        lengths["SFT answers"] = data["sft_lengths"]
-    if dpo and dpo["chosen_len"]:
-        lengths |= {"chosen": dpo["chosen_len"], "rejected": dpo["rejected_len"]}
-    if lengths:
-        fig = new_figure()
-        ax = fig.add_subplot()
-        ax.hist(list(lengths.values()), bins=20, label=list(lengths), histtype="step", linewidth=2)
-        ax.set(title="Answer lengths", xlabel="characters", ylabel="answers")
-        ax.legend()
-        out["lengths"] = _save(fig, folder / "lengths.png")
-    if data["steps"]:
-        out["calls"] = _save(_calls_figure(data["steps"]), folder / "calls.png")
-    if data["failures"]:
-        fig = new_figure()
-        ax = fig.add_subplot()
-        ax.barh(list(data["failures"]), list(data["failures"].values()), color="tab:red")
-        ax.set(title="Failures by stage and reason", xlabel="prompts")
-        fig.tight_layout()
-        out["failures"] = _save(fig, folder / "failures.png")
-    return out
-
-
-def _calls_figure(steps: list[dict[str, Any]]) -> Any:
-    labels = [f"{s['stage']}/{s['kind']}\n{s['model']}" for s in steps]
-    fig = new_figure(10, 1.5 + 0.45 * len(steps))
-    left, right = fig.subplots(1, 2, sharey=True)
-    left.barh(labels, [s["steps_per_prompt"] for s in steps])
-    left.set(title="Trace steps per prompt", xlabel="steps (an n=K call gives K)")
-    left.invert_yaxis()
-    right.barh(labels, [s["tokens_per_prompt"] for s in steps], color="tab:orange")
-    right.set(title="Tokens per prompt", xlabel="prompt + completion tokens")
-    fig.tight_layout()
-    return fig
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in fig.axes:  # counts are whole numbers
-        axis = ax.xaxis if ax.get_xlabel() in ("prompts",) else ax.yaxis
-        if ax.get_ylabel() in ("pairs", "answers") or axis is ax.xaxis:
-            axis.set_major_locator(MaxNLocator(integer=True))
-    fig.savefig(path, format="png")
-    return path
 
 
 # ---------------------------------------------------------------- markdown

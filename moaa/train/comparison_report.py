@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moaa.dataset.run_report import new_figure
+from moaa.dataset.report_plots import new_figure
 
 IMAGE_DIR = "report"
 WEAK_JUDGE = (
