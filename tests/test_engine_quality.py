@@ -117,7 +117,7 @@ def test_a_verbatim_copy_is_dropped_with_its_reason_when_reasks_are_off():
 
 def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     from moaa.dataset.card_sections import quality_section
-    from moaa.work.steps import quality_line
+    from moaa.work.summary import quality_line
 
     counters = {"steps": 40, "truncated": 1, "gate_scaffolding": 3, "gate_verbatim_copy": 1, "gate_reasks": 4}
     counters["gate_dropped"] = 2

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.work.steps import format_summary
+from moaa.work.summary import format_summary
 from tests.conftest import make_config
 from tests.pipeline_helpers import version_rows
 

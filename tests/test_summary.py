@@ -6,7 +6,8 @@ from pathlib import Path
 
 from moaa.fileio import write_json_atomic
 from moaa.models.stats import RunStats
-from moaa.work.steps import RunPlan, collect, format_summary, summarize
+from moaa.work.steps import RunPlan, collect, summarize
+from moaa.work.summary import format_summary
 from tests.conftest import make_config
 
 

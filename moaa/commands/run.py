@@ -50,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
     wait_for_prefect = start_api_early()
     from flows.pipeline_flow import run_flow
     from moaa.public import scrub_text
-    from moaa.work.steps import format_summary
+    from moaa.work.summary import format_summary
 
     wait_for_prefect()
     summary = run_flow(config, args.config, args.set, publish=args.publish)

@@ -1,0 +1,69 @@
+"""The run summary as a person reads it at the end of `moaa run`: rows, failures and drops per stage,
+calls, tokens and cost, per endpoint, quality (truncations, gate rejections, unparsed verdicts).
+
+    from moaa.work.summary import format_summary
+    print(format_summary(summary))   # summary: moaa.work.steps.finish_run's dict
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moaa.work.steps import earlier_failures_line
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    for stage, agg in s["stages"].items():
+        dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
+        lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
+        if agg.get("counters"):
+            lines.append("  " + " " * 10 + " " + ", ".join(f"{k} {v}" for k, v in sorted(agg["counters"].items())))
+    lines.append(
+        f"  this run: {s['this_run']['calls']} model calls, {s['this_run']['cache_hits']} cache hits, "
+        f"${s['this_run']['cost']:.4f}; resumed work is reused"
+    )
+    lines.append(
+        f"  data totals: calls {s['calls']} (cache hits {s['cache_hits']}, retries {s['retries']})  tokens "
+        f"{s['prompt_tokens']} in / {s['completion_tokens']} out  {s['tokens_per_s']} tok/s  cost ${s['cost']:.4f}"
+        f" (cost to make, cached answers included: ${s.get('cost_to_make', s['cost']):.4f})"
+    )
+    pp = s["per_prompt"]
+    wall = f", {pp['seconds']}s of SFT wall time this run" if pp["seconds"] else ""
+    lines.append(f"  per prompt ({s['method']}): {pp['calls']} calls, {pp['tokens']} tokens{wall}")
+    for name, ep in s["endpoints"].items():
+        lat = ep.get("latency") or {}
+        p50 = f"p50 {lat['p50']:.2f}s p90 {lat['p90']:.2f}s" if lat else "no latency"
+        lines.append(
+            f"  endpoint {name}: {ep['calls']} calls, {ep['failures']} failed, {ep['prompt_tokens']}+"
+            f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
+        )
+    lines.append("  quality: " + quality_line(s["stages"]))
+    earlier = s.get("earlier_failures") or {}
+    if any(earlier.values()):
+        lines.append("  re-run: " + earlier_failures_line(earlier))
+    if s["failures"]:
+        lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
+    if s.get("version_path"):
+        lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
+    return "\n".join(lines)
+
+
+def quality_line(stages: dict[str, Any]) -> str:
+    """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
+    (moaa.engine.quality) and unparsed verdicts, in one line."""
+    from moaa.dataset.card_sections import truncation_counts
+    from moaa.engine.quality import gate_summary
+
+    parts = []
+    for stage, agg in stages.items():
+        counters = agg.get("counters", {})
+        part = f"{stage} {counters.get('truncated', 0)} of {counters.get('steps', 0)} answers truncated"
+        if counters.get("truncated", 0):  # what answers.truncated did with them
+            part += " (" + truncation_counts(counters) + ")"
+        parts.append(part)
+        if stage == "sft":
+            parts.append(gate_summary(counters))
+        if "unparsed" in counters:
+            parts.append(f"{counters['unparsed']} unparsed verdicts")
+    return ", ".join(parts)
