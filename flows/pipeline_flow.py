@@ -197,7 +197,9 @@ def _post_artifact(summary: dict) -> None:
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        markdown = "```\n" + P.format_summary(summary) + "\n```"
+        from moaa.work.summary import format_summary
+
+        markdown = "```\n" + format_summary(summary) + "\n```"
         if summary.get("version_path"):
             from moaa.dataset.run_report import report_markdown_for_artifact
 
