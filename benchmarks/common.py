@@ -321,9 +321,9 @@ class PrefectServer:
 
 def pipeline_run(config_path: str, runs: int = 1) -> dict[str, Any]:
     """Child: run the pipeline flow on a config as `moaa run` does, `runs` times; summaries and seconds."""
-    from flows.prefect_env import quiet_prefect
+    from flows.prefect_env import ensure_api
 
-    quiet_prefect()
+    ensure_api()
     from flows.pipeline_flow import moaa_pipeline, task_runner_for
     from moaa.config import load_config
 

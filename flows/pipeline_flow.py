@@ -8,28 +8,24 @@ local ephemeral API (no server needed), or deploy it on a schedule with `moaa de
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from moaa.config import MoaaConfig, check_environment, dump_config, load_config
+from moaa.config import MoaaConfig, dump_config, load_config
 from moaa.errors import MoaaError
-from moaa.locks import FolderLock
-from moaa.models.session import local_endpoints
-from moaa.public import install_log_scrubber, scrub_text
+from moaa.public import scrub_text
 from moaa.work import steps as P
+from moaa.work.launch import OpenRun, StageRun, open_run
 from moaa.work.outcome import check_stage
-from moaa.work.progress import Progress
 from moaa.work.shard_result import ShardResult
-from moaa.work.shards import read_done
 from moaa.work.stage_shard import STAGES, RunStopped, run_shard
 
 log = logging.getLogger("moaa.flow")
-BUSY_ADVICE = "wait for that run to finish (or stop it), then run the same command again to resume"
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -64,15 +60,16 @@ def stage_shard(
     return run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop).without_stats()
 
 
-def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str] | None) -> None:
-    shards = plan.shards.get(stage, [])
-    if not shards:
+def _run_stage(stage: str, opened: OpenRun) -> None:
+    """Run a stage's unfinished shards as Prefect tasks; shards begun before the flow are joined."""
+    if not opened.plan.shards.get(stage):
         return
-    in_process = config.run.task_runner == "threads"
-    stats_view = _LiveStats(plan, stage)
-    stop = threading.Event()  # Ctrl-C or a run-fatal shard error: the other in-process shards stop too
-    shards, done_before = _unfinished(shards)
-    with Progress(stage, plan.total(stage), stats_view.stats, interval_s=10.0, done_before=done_before) as progress:
+    run = None
+    if opened.early is not None and opened.early.stage == stage:
+        run, opened.early = opened.early, None
+    run = run or StageRun.open(stage, opened)
+    config, roles = opened.config, opened.roles if stage == "sft" else None
+    try:
         futures = [
             stage_shard.submit(
                 stage,
@@ -80,31 +77,24 @@ def _run_stage(stage: str, plan: P.RunPlan, config: MoaaConfig, roles: list[str]
                 str(inp),
                 str(out),
                 roles,
-                progress if in_process else None,
-                stop if in_process else None,
+                run.progress if run.in_process else None,
+                run.stop if run.in_process else None,
             )  # fmt: skip
-            for inp, out in shards
+            for inp, out in run.todo
         ]
         try:
             for future in futures:
                 future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
-                if not in_process:  # in-process shards feed the progress display live (Progress.track)
-                    stats_view.refresh()
+                if not run.in_process:  # in-process shards feed the progress display live (Progress.track)
+                    run.stats.refresh()
         except BaseException as exc:
-            stop.set()
+            run.stop.set()
             raise _first_cause(futures, exc) from None
-
-
-def _unfinished(shards: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], int]:
-    """The shards still to run, and the prompts of those already DONE (no task: `collect` reads them)."""
-    todo, done_prompts = [], 0
-    for inp, out in shards:
-        done = read_done(out)
-        if done is None:
-            todo.append((inp, out))
-        else:
-            done_prompts += done.counts.prompts
-    return todo, done_prompts
+    except BaseException:
+        run.abandon()  # shards begun early that no task took
+        raise
+    finally:
+        run.close()
 
 
 def _first_cause(futures: list[Any], exc: BaseException) -> BaseException:
@@ -118,23 +108,6 @@ def _first_cause(futures: list[Any], exc: BaseException) -> BaseException:
     return exc
 
 
-class _LiveStats:
-    """Run totals for the progress line, from the shards finished so far plus live counters."""
-
-    def __init__(self, plan: P.RunPlan, stage: str, every_s: float = 10.0):
-        self.plan, self.stage, self.every_s = plan, stage, every_s
-        self.stats = P.collect(plan)["stats"]
-        self._last = time.monotonic()
-
-    def refresh(self) -> None:
-        # Re-reading every DONE file costs O(shards): at most once per interval, not once per shard.
-        if time.monotonic() - self._last < self.every_s:
-            return
-        self._last = time.monotonic()
-        fresh = P.collect(self.plan)["stats"]
-        self.stats.endpoints, self.stats.tags, self.stats.latencies = fresh.endpoints, fresh.tags, fresh.latencies
-
-
 def task_runner_for(config: MoaaConfig):
     """The Prefect task runner named by run.task_runner (threads, dask or ray)."""
     from flows.task_runners import make_task_runner
@@ -143,19 +116,22 @@ def task_runner_for(config: MoaaConfig):
 
 
 # Overrides as this process gave them, by their scrubbed spelling (run_flow): Prefect stores a flow
-# run's parameters in its database, so the flow is called with the scrubbed ones.
-_held_overrides: dict[tuple[str, ...], list[str]] = {}
+# run's parameters in its database, so the flow is called with the scrubbed ones. With them, the
+# run `moaa run` opened before Prefect started (or None).
+_held: dict[tuple[str, ...], tuple[list[str], OpenRun | None]] = {}
 
 
-def run_flow(config: MoaaConfig, config_path: str, overrides: list[str], publish: bool = False) -> dict:
+def run_flow(
+    config: MoaaConfig, config_path: str, overrides: list[str], publish: bool = False, opened: OpenRun | None = None
+) -> dict:
     """Run `moaa_pipeline` in this process; its stored parameters hold no key or URL credentials."""
     shown = [scrub_text(item) for item in overrides]
-    _held_overrides[tuple(shown)] = list(overrides)
+    _held[tuple(shown)] = (list(overrides), opened)
     try:
         flow_fn = moaa_pipeline.with_options(task_runner=task_runner_for(config))
         return flow_fn(scrub_text(config_path), shown, publish=publish)
     finally:
-        _held_overrides.pop(tuple(shown), None)
+        _held.pop(tuple(shown), None)
 
 
 @flow(name="moaa-pipeline", log_prints=True)
@@ -163,32 +139,29 @@ def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish:
     """Generate SFT (and preference) data for CONFIG and write a new data set version."""
     from prefect.runtime import deployment
 
-    overrides = _held_overrides.get(tuple(overrides or ()), overrides)
+    overrides, opened = _held.get(tuple(overrides or ()), (overrides, None))
     config = load_config(config_path, overrides)
     # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
     # a run from a terminal is refused at once, naming the run in the way.
     scheduled = deployment.id is not None
-    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled)
+    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled, opened=opened)
 
 
 def run_pipeline(
-    config: MoaaConfig, base_dir: Path | None = None, publish: bool = False, wait_for_lock: bool = False
+    config: MoaaConfig,
+    base_dir: Path | None = None,
+    publish: bool = False,
+    wait_for_lock: bool = False,
+    opened: OpenRun | None = None,
 ) -> dict:
-    install_log_scrubber()  # deployments and workers too, not only the CLI
-    check_environment(config)
-    started = time.time()
-    plan = P.plan_run(config, base_dir=base_dir)
-    # One run per work folder: a second run of this config (an overlapping schedule, a second
-    # terminal) is refused naming the first, instead of asking and writing every prompt twice.
-    with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
-        plan.earlier_failures = P.reopen_earlier_failures(plan)
-        with local_endpoints(config, plan.work_dir) as resolved:
-            roles = P.run_roles(resolved, plan)
-            for stage in STAGES:
-                _run_stage(stage, plan, resolved, roles if stage == "sft" else None)
-                check_stage(stage, plan.shards.get(stage, []), resolved)  # made nothing: fail, write no version
-        totals = P.collect(plan)
-        summary = P.finish_run(plan, totals, time.time() - started, publish=publish)
+    """Run every stage and write the version; on `opened` (moaa run opened it before Prefect
+    started, moaa.work.launch) or on a run opened here."""
+    with nullcontext(opened) if opened is not None else open_run(config, base_dir, wait_for_lock) as run:
+        for stage in STAGES:
+            _run_stage(stage, run)
+            check_stage(stage, run.plan.shards.get(stage, []), run.config)  # made nothing: fail, write no version
+        totals = P.collect(run.plan)
+        summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
     _post_artifact(summary)
     return summary
 

@@ -47,9 +47,9 @@ def handle(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for arm in build_arms(load_config(settings.data_config, settings.data_overrides), settings):
         check_environment(arm.config)  # a bad arm or a missing key fails here, before Prefect starts
-    from flows.prefect_env import quiet_prefect
+    from flows.prefect_env import ensure_api
 
-    quiet_prefect()
+    ensure_api()
     from flows.compare_flow import compare_arms
     from moaa.train.comparison_report import format_summary
 

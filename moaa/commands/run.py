@@ -44,16 +44,24 @@ def handle(args: argparse.Namespace) -> int:
     check_environment(config)
     if not args.publish and _report_up_to_date(config):
         return 0
-    from flows.prefect_env import start_api_early
+    from pathlib import Path
 
-    # Prefect's API server takes seconds to come up: it starts while the rest is imported.
-    wait_for_prefect = start_api_early()
-    from flows.pipeline_flow import run_flow
+    from flows.prefect_env import start_api_early
     from moaa.public import scrub_text
+    from moaa.work.launch import begin_early, open_run
     from moaa.work.summary import format_summary
 
-    wait_for_prefect()
-    summary = run_flow(config, args.config, args.set, publish=args.publish)
+    # Prefect's API server takes seconds to come up: it starts in a thread while this one opens the
+    # run (plan, work-folder lock, local model servers) and begins the first shards; the flow then
+    # runs on that open run, its tasks joining the shards already under way.
+    prefect = start_api_early()
+    with open_run(config, base_dir=Path.cwd()) as opened:
+        if prefect.local():  # a server of our own is starting: nothing gates the calls on it
+            begin_early(opened)
+        from flows.pipeline_flow import run_flow
+
+        prefect.wait()
+        summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
     print(scrub_text(format_summary(summary)))
     return 0
 

@@ -89,7 +89,7 @@ def handle_eval(args: argparse.Namespace) -> int:
 
 
 def handle_loop(args: argparse.Namespace) -> int:
-    from flows.prefect_env import quiet_prefect
+    from flows.prefect_env import ensure_api
     from moaa.train.loop import LoopSettings
 
     settings = LoopSettings(
@@ -99,7 +99,7 @@ def handle_loop(args: argparse.Namespace) -> int:
         sft_config=args.sft_config, sft_overrides=args.sft_set, dpo_config=args.dpo_config,
         dpo_overrides=args.dpo_set, eval_config=args.eval_config, eval_overrides=args.eval_set,
     )  # fmt: skip
-    quiet_prefect()
+    ensure_api()
     from flows.loop_flow import self_improvement_loop
 
     summary = self_improvement_loop(settings.model_dump())

@@ -51,7 +51,82 @@ def run_shard(
 
     `stop`, shared by the shards of one process: once set, the shard drops its in-flight calls
     (finished prompts stay written) and raises RunStopped; a run-fatal MoaaError here sets it.
+    A shard already begun in this process (start_shard) is waited for, not started again.
     """
+    with _started_lock:
+        begun = _started.pop(str(Path(out_dir)), None)
+    if begun is None:
+        begun = _begin(stage, config, shard_path, out_dir, roles, progress, stop)
+    return begun if isinstance(begun, ShardResult) else begun.wait()
+
+
+def start_shard(
+    stage: str,
+    config: MoaaConfig | dict[str, Any],
+    shard_path: str | Path,
+    out_dir: str | Path,
+    roles: list[str] | None = None,
+    progress: Any = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Begin a shard on this process's shard loop now and return; `run_shard` for the same folder
+    then waits for it (moaa.work.launch: the first shards run while Prefect's API starts)."""
+    begun = _begin(stage, config, shard_path, out_dir, roles, progress, stop)
+    if isinstance(begun, _Begun):
+        with _started_lock:
+            _started[str(Path(out_dir))] = begun
+
+
+def abandon_started(out_dirs: list[str]) -> None:
+    """Wait for begun shards that no `run_shard` took (their run is stopping: set their `stop`)."""
+    for out in out_dirs:
+        with _started_lock:
+            begun = _started.pop(out, None)
+        if begun is not None:
+            try:
+                begun.wait()
+            except BaseException:  # noqa: BLE001 - stopped or failed: the run's own error is reported
+                pass
+
+
+_started: dict[str, _Begun] = {}
+_started_lock = threading.Lock()
+
+
+class _Begun:
+    """A shard running on the shard loop, holding its folder's lock until it is waited for."""
+
+    def __init__(self, future: Any, lock: FolderLock, out: Path, stop: threading.Event | None):
+        self.future, self.lock, self.out, self.stop = future, lock, out, stop
+
+    def wait(self) -> ShardResult:
+        try:
+            return self.future.result()
+        except MoaaError:
+            if self.stop is not None:
+                self.stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
+            raise
+        except OSError as exc:  # disk full, read-only: one line naming the folder; rows so far are kept
+            if self.stop is not None:
+                self.stop.set()
+            raise storage_error(f"work folder {self.out}", exc, "run.work_dir") from None
+        except BaseException:
+            self.future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
+            raise
+        finally:
+            self.lock.release()
+
+
+def _begin(
+    stage: str,
+    config: MoaaConfig | dict[str, Any],
+    shard_path: str | Path,
+    out_dir: str | Path,
+    roles: list[str] | None,
+    progress: Any,
+    stop: threading.Event | None,
+) -> ShardResult | _Begun:
+    """A finished shard's result, or the shard started on the shard loop under its folder's lock."""
     if not isinstance(config, MoaaConfig):
         config = MoaaConfig.model_validate(config)
     out = Path(out_dir)
@@ -67,27 +142,17 @@ def run_shard(
         raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
     try:
         if (done := _done(out, progress)) is not None:
+            lock.release()
             return done
         if stop is not None and stop.is_set():
             raise RunStopped(f"{out.name}: not started, the run is stopping")
         future = asyncio.run_coroutine_threadsafe(
             _run_shard(stage, config, Path(shard_path), out, roles, progress, stop), shard_loop()
         )
-        try:
-            return future.result()
-        except MoaaError:
-            if stop is not None:
-                stop.set()  # a failure rate or a refused key ends the whole run, not just this shard
-            raise
-        except OSError as exc:  # disk full, read-only: one line naming the folder; rows so far are kept
-            if stop is not None:
-                stop.set()
-            raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
-        except BaseException:
-            future.cancel()  # Ctrl-C in the waiting thread: drop the shard's in-flight calls
-            raise
-    finally:
+    except BaseException:
         lock.release()
+        raise
+    return _Begun(future, lock, out, stop)
 
 
 def _done(out: Path, progress: Any) -> ShardResult | None:

@@ -1,0 +1,121 @@
+"""Start-up: `moaa run` begins its first shards while Prefect's API server starts, and the flow's
+task runs join them (moaa.work.launch, moaa.work.stage_shard.start_shard, flows.prefect_env)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from moaa.config import load_config
+from moaa.locks import FolderBusy, FolderLock
+from moaa.testing.openai_server import OpenAITestServer
+from moaa.work.stage_shard import RunStopped, abandon_started, run_shard, start_shard
+from moaa.work.steps import plan_run
+from tests.pipeline_helpers import (
+    TestServerProcess,
+    assert_one_line_error,
+    chat_requests,
+    cli_env,
+    latest_version,
+    run_cli,
+    version_rows,
+    write_config,
+    write_prompts,
+)
+
+PROMPTS = 12
+
+
+def _settings(prompts: Path) -> list[str]:
+    return [f"prompts.path={prompts}", "prompts.limit=null", "run.shard_size=4", "run.max_parallel_shards=2"]
+
+
+def _one_shard(tmp_path: Path, base_url: str) -> tuple:
+    config = load_config(write_config(tmp_path, base_url, *_settings(write_prompts(tmp_path, 4))))
+    plan = plan_run(config, base_dir=tmp_path)
+    (inp, out), *_ = plan.shards["sft"]
+    return config, inp, out
+
+
+def _free(folder: Path) -> None:
+    lock = FolderLock(folder, "shard folder")
+    lock.acquire(wait=False)  # raises FolderBusy while a shard holds it
+    lock.release()
+
+
+def test_a_begun_shard_is_joined_not_run_twice(tmp_path):
+    with OpenAITestServer() as srv:
+        config, inp, out = _one_shard(tmp_path, srv.base_url)
+        start_shard("sft", config, inp, out)
+        with pytest.raises(FolderBusy):
+            FolderLock(out, "shard folder").acquire(wait=False)  # the begun shard holds its folder
+        result = run_shard("sft", config, inp, out)
+        asked = len(srv.requests)
+    assert result.counts.rows == 4 and not result.skipped
+    assert asked == 4 * 4  # 3 proposers + aggregator per prompt, each asked once
+    _free(out)  # released once joined
+
+
+def test_a_begun_shard_nobody_takes_is_stopped_and_its_folder_released(tmp_path):
+    with OpenAITestServer(latency_s=0.2) as srv:
+        config, inp, out = _one_shard(tmp_path, srv.base_url)
+        stop = threading.Event()
+        start_shard("sft", config, inp, out, stop=stop)
+        stop.set()  # what StageRun.abandon does when Prefect's API never came up
+        abandon_started([str(out)])
+        _free(out)
+        with pytest.raises(RunStopped):
+            run_shard("sft", config, inp, out, stop=stop)  # not begun again: the run is stopping
+
+
+def _prefect_runs(db: Path) -> tuple[datetime, list[str]]:
+    """The newest flow run's creation time and its task runs' states."""
+    with sqlite3.connect(db) as conn:
+        run_id, created = conn.execute("select id, created from flow_run order by created desc limit 1").fetchone()
+        states = [s for (s,) in conn.execute("select state_type from task_run where flow_run_id = ?", (run_id,))]
+    return datetime.fromisoformat(created), states
+
+
+@pytest.mark.slow
+def test_first_calls_go_out_before_the_flow_run_exists_and_its_tasks_join_them(tmp_path):
+    """With its own Prefect API (no PREFECT_API_URL), the run's first model call is sent while
+    that server is still starting, before the flow run is created; the flow still has one
+    completed task run per shard, and the rows are complete and not doubled."""
+    prompts = write_prompts(tmp_path, PROMPTS)
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    env.pop("PREFECT_API_URL", None)
+    with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "50") as srv:
+        cfg = write_config(tmp_path, srv.base_url, *_settings(prompts))
+        proc = run_cli(cfg, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    calls = chat_requests(tmp_path / "requests.jsonl")
+    assert len(calls) == PROMPTS * 4
+    created, states = _prefect_runs(tmp_path / "prefect" / "prefect.db")
+    assert min(r["t"] for r in calls) < created.timestamp()  # sent before Prefect's flow run existed
+    assert states == ["COMPLETED"] * 3  # 12 prompts in shards of 4: every shard a visible task run
+    rows = version_rows(latest_version(tmp_path / "data"), "sft")
+    assert len(rows) == len({r["prompt_id"] for r in rows}) == PROMPTS
+
+
+@pytest.mark.slow
+def test_a_prefect_api_that_does_not_start_stops_the_begun_shards_and_loses_nothing(tmp_path):
+    prompts = write_prompts(tmp_path, PROMPTS)
+    no_db = f"sqlite+aiosqlite:///{prompts}/no/such/prefect.db"  # under a file: the server cannot start
+    broken = cli_env(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_DATABASE_CONNECTION_URL=no_db)
+    broken.pop("PREFECT_API_URL", None)
+    with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "300") as srv:
+        cfg = write_config(tmp_path, srv.base_url, *_settings(prompts))
+        failed = run_cli(cfg, cwd=tmp_path, env=broken)
+        line = assert_one_line_error(failed)
+        assert "Prefect's local API server" in line and "full log:" in line, line
+        assert not (tmp_path / "data" / "test-run" / "LATEST").exists()
+        good = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
+        good.pop("PREFECT_API_URL", None)
+        again = run_cli(cfg, cwd=tmp_path, env=good)
+    assert again.returncode == 0, again.stderr
+    rows = version_rows(latest_version(tmp_path / "data"), "sft")
+    assert len(rows) == len({r["prompt_id"] for r in rows}) == PROMPTS
