@@ -1,4 +1,5 @@
 """Run moaa's benchmarks. Usage: python -m benchmarks [--quick] [--only engine,scale,...] [--prompts N] [--big]
+    [--curator-python /path/to/venv/bin/python] [--distilabel-python /path/to/venv/bin/python]
 
 Benchmarks (run in this order): throughput, engine, scale, resume, variants, local. `--quick`
 shrinks every one (the scale run stops at 5,000 prompts instead of 100,000); throughput is short by
@@ -31,6 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes: minutes instead of the full run")
     p.add_argument("--prompts", type=int, default=None, help="largest prompt count of the scale run (default 100000)")
     p.add_argument("--big", action="store_true", help="throughput: 7 rounds of 2,000 prompts (default 3 of 400)")
+    p.add_argument("--curator-python", default=os.environ.get("MOAA_BENCH_CURATOR_PYTHON"), metavar="PYTHON",
+                   help="throughput: the interpreter of a venv with bespokelabs-curator, for its reference row "
+                   "(default $MOAA_BENCH_CURATOR_PYTHON; without it a curator-style row stands in)")  # fmt: skip
+    p.add_argument("--distilabel-python", default=os.environ.get("MOAA_BENCH_DISTILABEL_PYTHON"), metavar="PYTHON",
+                   help="throughput: the interpreter of a venv with distilabel[openai], for its reference row "
+                   "(default $MOAA_BENCH_DISTILABEL_PYTHON)")  # fmt: skip
     p.add_argument("--latency-ms", type=float, default=50, help="the test server's fixed latency")
     p.add_argument("--out", default=str(ROOT / "bench_results"), help="folder for the JSON results")
     p.add_argument("--keep", action="store_true", help="keep the work folder (data, logs) after the run")
@@ -80,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {module.__doc__.splitlines()[0]}", flush=True)
             start = time.perf_counter()
             try:
-                got = module.run(
-                    work / name, quick=args.quick, latency_ms=args.latency_ms, prompts=args.prompts, big=args.big
-                )
+                got = module.run(work / name, quick=args.quick, latency_ms=args.latency_ms, prompts=args.prompts,
+                                 big=args.big, curator_python=args.curator_python,
+                                 distilabel_python=args.distilabel_python)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 print(f"   {name} FAILED: {errors[name]}", flush=True)

@@ -12,7 +12,11 @@ rate is calls over the span of their arrival times. Rows:
 - `cli`: the whole `moaa run` process on a 3-proposer + aggregator MoA over N prompts, start-up
   (imports, Prefect's ephemeral API server) included; its peak RSS is the whole process tree's.
   Then the same command again, on the finished config: the re-run's whole-process time against the
-  cold run's (target < 5%); `cli-nocache`: the cold run with the request cache off.
+  cold run's (target < 5%); `cli-nocache`: the cold run with the request cache off;
+- `curator`, `distilabel` (or `curator-style` without curator): the same MoA in those libraries,
+  each a whole process in its own venv (benchmarks/throughput_refs.py); the cli row over each.
+
+Every row must send exactly 4 calls per prompt (as counted at the server), else it fails.
 
 Ratios are the medians of per-round pairs (a row's rate over `lean`'s in the same round).
 Default: 3 rounds, 400 prompts (a couple of minutes); `--big`: 7 rounds, 2,000 prompts.
@@ -41,6 +45,7 @@ from benchmarks.common import (
     write_config,
     write_prompts,
 )
+from benchmarks.throughput_refs import check_count, interpreter, reference_figures, reference_rows, run_reference
 
 NAME = "throughput"
 ROWS = ("lean", "create", "client-sdk", "client", "cli", "cli-nocache")
@@ -144,10 +149,14 @@ def run_cli(config: Path, log_path: Path, prefect_home: Path, timeout_s: float =
 
 
 class Arrivals:
-    """Chat-request arrival times read from the test server's log, a slice per measurement."""
+    """Chat-request arrival times read from the test server's log, a slice per measurement.
+
+    A request with no messages (curator's rate-limit probe) is no call of the workload: it is left
+    out of the times and counted in `probes` of the last take.
+    """
 
     def __init__(self, path: Path):
-        self.path, self._offset = path, 0
+        self.path, self._offset, self.probes = path, 0, 0
 
     def take(self, since: float) -> list[float]:
         """Arrivals logged since the last take, from time `since` on."""
@@ -156,40 +165,59 @@ class Arrivals:
             chunk = fh.read()
         end = chunk.rfind(b"\n") + 1
         self._offset += end
-        times = []
+        times, self.probes = [], 0
         for line in chunk[:end].splitlines():
             record = json.loads(line)
             if record["path"].endswith("/chat/completions") and record["t"] >= since:
-                times.append(record["t"])
+                if (record.get("body") or {}).get("messages"):
+                    times.append(record["t"])
+                else:
+                    self.probes += 1
         return sorted(times)
 
 
 def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = None, big: bool = False,
-        **_: Any) -> list:  # fmt: skip
+        curator_python: str | None = None, distilabel_python: str | None = None, **_: Any) -> list:  # fmt: skip
     """Every row once per round, rounds interleaved; figures from the medians of paired ratios."""
+    pythons = {"curator": interpreter("curator", curator_python),
+               "distilabel": interpreter("distilabel", distilabel_python)}  # fmt: skip
+    refs = reference_rows(pythons)
+    rows = ROWS + tuple(refs)
     rounds = 7 if big else (2 if quick else 3)
     prompts = prompts or (2000 if big else (200 if quick else 400))
     calls, concurrency = prompts * 4, 64  # the in-process rows send as many calls as the CLI's MoA
     work.mkdir(parents=True, exist_ok=True)
     prompts_path = write_prompts(work / f"prompts-{prompts}.jsonl", prompts)
-    samples: dict[str, list[dict[str, Any]]] = {row: [] for row in ROWS}
+    samples: dict[str, list[dict[str, Any]]] = {row: [] for row in rows}
     load_before = os.getloadavg()
     with TestServer(latency_ms, 0, work / "server.jsonl") as server:
         arrivals = Arrivals(work / "server.jsonl")
         for r in range(rounds):
-            for row in ROWS[r % len(ROWS) :] + ROWS[: r % len(ROWS)]:
-                got = _measure(row, r, work, server.base_url, prompts_path, calls, concurrency)
+            for row in rows[r % len(rows) :] + rows[: r % len(rows)]:
+                got = _measure(row, r, work, server.base_url, prompts_path, calls, concurrency, pythons)
                 times = arrivals.take(got["began"])
-                got |= {"count": len(times), "rate": (len(times) - 1) / (times[-1] - times[0])}
+                check_count(f"{row} (round {r + 1})", len(times), prompts)
+                got |= {
+                    "count": len(times),
+                    "rate": (len(times) - 1) / (times[-1] - times[0]),
+                    "probes": arrivals.probes,
+                }
                 got["first_call_s"] = times[0] - got["began"]
                 samples[row].append(got)
                 print(f"   round {r + 1}/{rounds} {row}: {got['rate']:,.0f} calls/s", flush=True)
     load = (load_before, os.getloadavg())
-    return _figures(samples, latency_ms, concurrency, prompts, load)
+    return _figures(samples, latency_ms, concurrency, prompts, load) + reference_figures(samples, refs, _paired, NAME)
 
 
 def _measure(row: str, r: int, work: Path, base_url: str, prompts_path: Path, calls: int,
-             concurrency: int) -> dict[str, Any]:  # fmt: skip
+             concurrency: int, pythons: dict[str, str | None]) -> dict[str, Any]:  # fmt: skip
+    if row in ("curator", "distilabel"):
+        return run_reference(row, pythons[row] or "", base_url, prompts_path, work / f"{row}-{r}", concurrency)
+    if row == "curator-style":  # a whole process too, as the libraries' rows are: the child's own start
+        began = time.time()
+        kwargs = {"base_url": base_url, "prompts_path": str(prompts_path), "concurrency": concurrency}
+        got = run_in_child("benchmarks.throughput_refs:curator_style", kwargs, work / f"{row}-{r}.log")
+        return got | {"began": began, "seconds": time.time() - began}
     if row in ("cli", "cli-nocache"):
         folder, cache = work / f"{row}-{r}", row == "cli"
         raw = moa_raw(folder, base_url, prompts_path, concurrency=concurrency, cache=cache, name=f"bench-{row}-{r}")
