@@ -55,9 +55,44 @@ def add_secret(value: str, name: str) -> None:
 def secret_values(environ: dict[str, str] | None = None) -> dict[str, str]:
     """{value: variable name}: the keys this process read, and every non-empty variable named like a
     secret (`environ`: the variables to read, os.environ by default)."""
-    env = os.environ if environ is None else environ
-    named = {v: k for k, v in env.items() if k.upper().endswith(SECRET_SUFFIXES) and v.strip()}
-    return (dict(_secrets) if environ is None else {}) | named
+    if environ is None:
+        return dict(_process_secrets()[0])
+    return {v: k for k, v in environ.items() if k.upper().endswith(SECRET_SUFFIXES) and v.strip()}
+
+
+# (os.environ's raw data, _secrets, {value: name}, the (spelling, replacement) pairs) as last read.
+# Reading os.environ decodes every variable (~30 us); the scrub runs several times per model call,
+# so the answer is kept until the environment or the keys read change: comparing the raw dicts
+# (bytes on POSIX) against copies is a C-level check of well under a microsecond.
+_memo: tuple[dict[Any, Any], dict[str, str], dict[str, str], tuple[tuple[str, str], ...]] | None = None
+
+
+def _process_secrets() -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """This process's secrets ({value: name}) and their spellings to replace, current as of now."""
+    global _memo
+    data = getattr(os.environ, "_data", None)  # CPython's raw mapping behind os.environ
+    memo = _memo
+    if memo is not None and data is not None and memo[0] == data and memo[1] == _secrets:
+        return memo[2], memo[3]
+    snapshot = dict(data) if data is not None else {}
+    keys = dict(_secrets)
+    named = {v: k for k, v in os.environ.items() if k.upper().endswith(SECRET_SUFFIXES) and v.strip()}
+    values = keys | named
+    pairs = _spellings(values)
+    if data is not None:
+        _memo = (snapshot, keys, values, pairs)
+    return values, pairs
+
+
+def _spellings(secrets: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(spelling, replacement) for every secret long enough to search for: as is and JSON-escaped."""
+    pairs: list[tuple[str, str]] = []
+    for value, name in secrets.items():
+        if len(value) < _MIN_SECRET:
+            continue
+        for spelling in dict.fromkeys((value, _json_escaped(value))):
+            pairs.append((spelling, f"<redacted:{name}>"))
+    return tuple(pairs)
 
 
 def scrub_text(text: str, secrets: dict[str, str] | None = None) -> str:
@@ -65,12 +100,13 @@ def scrub_text(text: str, secrets: dict[str, str] | None = None) -> str:
 
     Safe on JSON text: a value is also found in its JSON-escaped spelling, and a URL's credentials
     never include a quote or backslash, so a scrubbed JSON line stays valid JSON."""
-    for value, name in (secret_values() if secrets is None else secrets).items():
-        if len(value) < _MIN_SECRET:
-            continue
-        for spelling in {value, _json_escaped(value)}:
-            if spelling in text:
-                text = text.replace(spelling, f"<redacted:{name}>")
+    return _scrub_text(text, _process_secrets()[1] if secrets is None else _spellings(secrets))
+
+
+def _scrub_text(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    for spelling, replacement in pairs:
+        if spelling in text:
+            text = text.replace(spelling, replacement)
     if "@" in text and "://" in text:
         text = _URL_CREDENTIALS.sub(r"\1", text)
     return text
@@ -84,13 +120,16 @@ def _json_escaped(value: str) -> str:
 
 def scrub(value: Any, secrets: dict[str, str] | None = None) -> Any:
     """A copy of a JSON-like value with every string (dict keys too) through scrub_text."""
-    secrets = secret_values() if secrets is None else secrets
+    return _scrub(value, _process_secrets()[1] if secrets is None else _spellings(secrets))
+
+
+def _scrub(value: Any, pairs: tuple[tuple[str, str], ...]) -> Any:
     if isinstance(value, str):
-        return scrub_text(value, secrets)
+        return _scrub_text(value, pairs)
     if isinstance(value, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+        return {_scrub(k, pairs): _scrub(v, pairs) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [scrub(v, secrets) for v in value]
+        return [_scrub(v, pairs) for v in value]
     return value
 
 

@@ -132,6 +132,21 @@ def test_scrub_text_takes_out_keys_and_url_credentials(monkeypatch):
     assert scrub({"a": ["x tok-12345678"]}) == {"a": ["x <redacted:SOME_TOKEN>"]}
 
 
+def test_scrub_sees_the_environment_and_keys_as_they_change(monkeypatch):
+    """The secrets are read once and kept, but a variable set or changed, or a key read, later counts."""
+    from moaa.public import add_secret, scrub_text
+
+    assert scrub_text("a tok-abcdefgh b") == "a tok-abcdefgh b"
+    monkeypatch.setenv("LATER_TOKEN", "tok-abcdefgh")
+    assert scrub_text("a tok-abcdefgh b") == "a <redacted:LATER_TOKEN> b"
+    monkeypatch.setenv("LATER_TOKEN", "tok-zyxwvuts")
+    assert scrub_text("a tok-abcdefgh tok-zyxwvuts") == "a tok-abcdefgh <redacted:LATER_TOKEN>"
+    monkeypatch.delenv("LATER_TOKEN")
+    assert scrub_text("tok-zyxwvuts") == "tok-zyxwvuts"
+    add_secret("key-read-later-0", "LATER_KEY_ENV")
+    assert scrub_text("x key-read-later-0") == "x <redacted:LATER_KEY_ENV>"
+
+
 @pytest.mark.parametrize(
     "value", ["sk-proj-0123456789abcdef", "hf_abcdefABCDEF0123456789", "my key", "ABCDEF0123456789XYZ42"]
 )
