@@ -95,3 +95,19 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     assert write_jsonl_atomic(path, [{"x": 1}, {"x": 2}]) == 2
     assert list(read_jsonl(path)) == [{"x": 1}, {"x": 2}]
     assert sorted(p.name for p in path.parent.iterdir()) == ["b.jsonl"]
+
+
+def test_done_counts_follow_the_done_file(tmp_path):
+    """read_done_counts parses a DONE file once, but a rewritten or removed DONE is read afresh."""
+    from moaa.work.shards import read_done_counts
+
+    out = ShardOutput(tmp_path / "shard-00000")
+    out.add(*result("a"))
+    assert read_done_counts(out.folder) is None
+    out.finish(ShardResult("sft", "shard-00000.jsonl", ShardCounts(prompts=1, rows=1), {}, {}, 1.0, 2.0))
+    assert read_done_counts(out.folder) == ShardCounts(prompts=1, rows=1)
+    (out.folder / "DONE").unlink()  # reopened for its transient failures
+    assert read_done_counts(out.folder) is None
+    again = ShardOutput(out.folder)
+    again.finish(ShardResult("sft", "shard-00000.jsonl", ShardCounts(prompts=1, failed=1), {}, {}, 1.0, 3.0))
+    assert read_done_counts(out.folder) == ShardCounts(prompts=1, failed=1)

@@ -85,7 +85,11 @@ class Sampling(Strict):
         return self if merged == mine else Sampling.model_construct(**merged)
 
     def sampling_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in Sampling.model_fields}
+        values = self.__dict__  # the fields' values (reading model_fields costs ~1 us a field: per call)
+        return {k: values[k] for k in SAMPLING_FIELDS}
+
+
+SAMPLING_FIELDS = tuple(Sampling.model_fields)
 
 
 class BatchConfig(Strict):

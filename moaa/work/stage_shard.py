@@ -27,7 +27,7 @@ from moaa.models.session import build_clients
 from moaa.models.stats import RunStats
 from moaa.rows import Failure, Prompt, TraceStep
 from moaa.work.shard_result import ShardResult, ShardTally
-from moaa.work.shards import ShardOutput, read_done, read_jsonl
+from moaa.work.shards import ShardOutput, read_done, read_done_counts, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +320,10 @@ class _FailureGuard:
         self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
         self.done_finished = self.done_failed = 0
         for folder in stage_dir.glob("shard-*"):
-            done = read_done(folder)
-            if done is not None:
-                self.done_finished += done.counts.finished
-                self.done_failed += done.counts.failed
+            counts = read_done_counts(folder)
+            if counts is not None:
+                self.done_finished += counts.finished
+                self.done_failed += counts.failed
 
     def check(self, finished: int, failed: int) -> None:
         finished, failed = finished + self.done_finished, failed + self.done_failed
