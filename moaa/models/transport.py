@@ -23,9 +23,10 @@ import ssl
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp  # imported where a transport is built: `moaa run` on a finished config never needs it
 
 USER_AGENT = "moaa (aiohttp)"
 
@@ -87,6 +88,8 @@ class HTTPTransport:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        import aiohttp
+
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
@@ -96,6 +99,8 @@ class HTTPTransport:
         self._closer: AsyncGenerator[None, None] | None = None
 
     async def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
         # the key rides in the session's headers: never in a URL, never in anything logged
         self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
@@ -116,6 +121,8 @@ class HTTPTransport:
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """The parsed JSON of a 2xx answer to POST `path`; raises StatusError, Timeout,
         ConnectionFailed, or json.JSONDecodeError for a 2xx body that is not JSON."""
+        import aiohttp  # already loaded: a dictionary lookup
+
         session = self._session or await self._open()
         data = json.dumps(body).encode()
         try:

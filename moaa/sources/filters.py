@@ -12,11 +12,12 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from moaa.rows import Message
+
+if TYPE_CHECKING:
+    import numpy as np  # imported by near-duplicate removal only: loading a config never needs it
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class NearDuplicates(Generic[T]):
             embed = self.embed
             if embed is None:
                 from moaa.local.embeddings import embed
+            import numpy as np
+
             mask = self.keep(np.asarray(embed([text for _, text in block]), dtype=np.float32))
         else:
             mask = []
@@ -86,6 +89,8 @@ class NearDuplicates(Generic[T]):
 
     def keep(self, block: np.ndarray) -> list[bool]:
         """Which rows of `block` (unit vectors, the next rows of the stream) to keep; they are remembered."""
+        import numpy as np
+
         too_close = np.zeros(len(block), bool)
         for kept in self.kept:  # everything kept before this block
             too_close |= (block @ kept.T).max(axis=1) >= self.threshold
