@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,10 +37,10 @@ from benchmarks.common import (
     MIB,
     ROOT,
     TestServer,
-    TreeSampler,
     figure,
     moa_raw,
     run_in_child,
+    run_sampled,
     write_config,
     write_prompts,
 )
@@ -133,19 +132,11 @@ def run_cli(config: Path, log_path: Path, prefect_home: Path, timeout_s: float =
                         "PREFECT_HOME": str(prefect_home)}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "moaa.cli", "run", str(config)]
-    with log_path.open("w") as log:
-        began = time.time()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        sampler = TreeSampler(proc.pid, interval_s=0.2)
-        sampler.start()
-        try:
-            code = proc.wait(timeout_s)
-        finally:
-            sampler.stop()
-    if code != 0:
+    got = run_sampled(cmd, ROOT, env, log_path, timeout_s)
+    if (code := got.pop("code")) != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         raise RuntimeError(f"moaa run failed (exit {code}); log {log_path}:\n" + "\n".join(tail))
-    return {"began": began, "seconds": time.time() - began, "tree_peak_rss_bytes": sampler.peak}
+    return got
 
 
 class Arrivals:

@@ -183,6 +183,22 @@ def _reap_group(pgid: int) -> None:
         pass
 
 
+def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
+                timeout_s: float) -> dict[str, Any]:  # fmt: skip
+    """Run `cmd` as a whole process (its own session, output to `log_path`) to its end: its exit
+    code, start time, wall seconds and its process tree's peak RSS, sampled every 0.2 s."""
+    with log_path.open("w") as log:
+        began = time.time()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        sampler = TreeSampler(proc.pid, interval_s=0.2)
+        sampler.start()
+        try:
+            code = proc.wait(timeout_s)
+        finally:
+            sampler.stop()
+    return {"code": code, "began": began, "seconds": time.time() - began, "tree_peak_rss_bytes": sampler.peak}
+
+
 class TreeSampler(threading.Thread):
     """Samples the RSS of a process and its descendants (psutil, else /proc) every `interval_s`."""
 

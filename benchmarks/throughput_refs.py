@@ -20,12 +20,10 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MIB, ROOT, TreeSampler, figure
+from benchmarks.common import MIB, ROOT, figure, run_sampled
 
 REFS = {  # row: (option, environment variable, script)
     "curator": ("--curator-python", "MOAA_BENCH_CURATOR_PYTHON", "ref_curator.py"),
@@ -76,21 +74,13 @@ def run_reference(row: str, python: str, base_url: str, prompts_path: Path, work
     cmd = [python, str(ROOT / "benchmarks" / REFS[row][2]), base_url, str(prompts_path), str(work), str(concurrency)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     log_path = work.with_suffix(".log")
-    with log_path.open("w") as log:
-        began = time.time()
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        sampler = TreeSampler(proc.pid, interval_s=0.2)
-        sampler.start()
-        try:
-            code = proc.wait(timeout_s)
-        finally:
-            sampler.stop()
+    got = run_sampled(cmd, work, env, log_path, timeout_s)
+    code = got.pop("code")
     lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("RESULT ")]
     if code != 0 or not lines:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
         raise RuntimeError(f"the {row} row failed (exit {code}); log {log_path}:\n" + "\n".join(tail))
-    return json.loads(lines[-1][len("RESULT ") :]) | {"began": began, "seconds": time.time() - began,
-                                                      "tree_peak_rss_bytes": sampler.peak}  # fmt: skip
+    return json.loads(lines[-1][len("RESULT ") :]) | got
 
 
 def curator_style(base_url: str, prompts_path: str, concurrency: int) -> dict[str, Any]:
