@@ -114,10 +114,9 @@ class LocalAPI:
         raise MoaaError(self._failure(f"did not answer within {timeout_s:.0f} s"))
 
     def _tail(self) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-3:])
-        except OSError:
-            return ""
+        from moaa.local.server import log_tail
+
+        return log_tail(self.log_path)
 
     def _failure(self, what: str) -> str:
         tail = self._tail()

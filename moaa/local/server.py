@@ -123,7 +123,7 @@ def _require_llama_cpp() -> None:
         )
 
 
-def _log_tail(path: Path | None, lines: int = 3) -> str:
+def log_tail(path: Path | None, lines: int = 3) -> str:
     """The last `lines` non-empty lines of a log, joined on one line (each cut to 200 characters)."""
     if path is None:
         return ""
@@ -242,7 +242,7 @@ class LocalServer:
 
     def _death_message(self, code: int, when: str) -> str:
         pid = self._proc.pid if self._proc is not None else "?"
-        tail = _log_tail(self.log_path)
+        tail = log_tail(self.log_path)
         message = f"the local model server (pid {pid}) {describe_exit(code)} {when}"
         message += f"; last log lines: {tail}" if tail else ""
         message += f"; full log: {self.log_path}"
