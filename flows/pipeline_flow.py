@@ -64,10 +64,7 @@ def _run_stage(stage: str, opened: OpenRun) -> None:
     """Run a stage's unfinished shards as Prefect tasks; shards begun before the flow are joined."""
     if not opened.plan.shards.get(stage):
         return
-    run = None
-    if opened.early is not None and opened.early.stage == stage:
-        run, opened.early = opened.early, None
-    run = run or StageRun.open(stage, opened)
+    run = opened.take_early(stage) or StageRun.open(stage, opened)
     config, roles = opened.config, opened.roles if stage == "sft" else None
     try:
         futures = [

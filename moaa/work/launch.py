@@ -39,6 +39,14 @@ class OpenRun:
     started: float
     early: StageRun | None = None  # the SFT stage begun before the flow (begin_early), until the flow takes it
 
+    def take_early(self, stage: str) -> StageRun | None:
+        """The stage's run begun early, handed over once (its shards' tasks then join them)."""
+        run = self.early
+        if run is None or run.stage != stage:
+            return None
+        self.early = None
+        return run
+
 
 @contextmanager
 def open_run(config: MoaaConfig, base_dir: Path | None = None, wait_for_lock: bool = False) -> Iterator[OpenRun]:
