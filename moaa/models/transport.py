@@ -90,6 +90,9 @@ class HTTPTransport:
         }
         import aiohttp
 
+        # the faults post_json maps, kept here so the per-call path needs no import
+        self._timeouts = (TimeoutError, aiohttp.ServerTimeoutError)
+        self._failures = (aiohttp.ClientError, OSError)
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
@@ -121,8 +124,6 @@ class HTTPTransport:
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """The parsed JSON of a 2xx answer to POST `path`; raises StatusError, Timeout,
         ConnectionFailed, or json.JSONDecodeError for a 2xx body that is not JSON."""
-        import aiohttp  # already loaded: a dictionary lookup
-
         session = self._session or await self._open()
         data = json.dumps(body).encode()
         try:
@@ -131,9 +132,9 @@ class HTTPTransport:
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except self._timeouts as exc:
             raise Timeout(str(exc) or "timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except self._failures as exc:
             # refused, reset, closed mid-answer, a body cut short, not HTTP at all: as the SDK did
             # (every httpx error below a status became an APIConnectionError)
             raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
