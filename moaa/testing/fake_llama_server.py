@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPLY = "ready"
@@ -60,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"fake llama server: completion {n}", flush=True)
             if crash_at and n >= crash_at:
                 print("ggml_compute_forward: general protection fault (simulated)", flush=True)
-                os.kill(os.getpid(), signal.SIGSEGV)
+                # A fault is raised in the thread that faults. SIGSEGV sent to the whole process
+                # (os.kill) wakes only the main thread, and under load this thread could still send
+                # its answer before the core dump stopped it. The sleep makes sure it never answers.
+                signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+                while True:
+                    time.sleep(1)
             message = {"role": "assistant", "content": REPLY}
             self._send({
                 "id": f"fake-{n}", "object": "chat.completion", "model": args.model_alias,
