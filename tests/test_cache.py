@@ -175,3 +175,66 @@ def test_a_cache_hit_counts_what_its_answer_cost_to_make(tmp_path):
     counter = stats.endpoints["ep"]
     assert (counter.cache_hits, counter.cost) == (1, 0.0)
     assert counter.cached_cost == pytest.approx((1000 * 2.0 + 4 * 10.0) / 1e6)
+
+
+def test_an_answer_echoing_a_key_is_cached_scrubbed_and_a_numeric_key_leaves_numbers_alone(tmp_path, monkeypatch):
+    """The stored answer is scrubbed as JSON text, and every string of it when a key is in there:
+    a key made of digits that a token count happens to spell stays in the count (valid JSON)."""
+    key = "sk-moaa-answer-0123456789"
+    monkeypatch.setenv("MOAA_ANSWER_KEY", key)
+    monkeypatch.setenv("MOAA_DIGITS_TOKEN", "123456789")
+    inner = FakeClient("ep", responder=lambda call: f"your key is {key}", prompt_tokens=123456789)
+    cache = RequestCache(tmp_path / "c.sqlite")
+    client = CachedClient(inner, cache, RunStats())
+    asyncio.run(client.chat(MESSAGES, Sampling(seed=3)))
+    cache.flush()
+    (stored,) = cache._conn().execute("SELECT value FROM answers").fetchall()
+    answer = json.loads(stored[0])
+    assert answer["texts"] == ["your key is <redacted:MOAA_ANSWER_KEY>"] and key not in stored[0]
+    assert answer["prompt_tokens"] == 123456789
+    assert asyncio.run(client.chat(MESSAGES, Sampling(seed=3))).cached  # and it is served from the cache
+
+
+def test_a_paid_answer_is_journaled_as_json_and_replays_to_the_same_text(tmp_path):
+    """`note_paid` keeps the answer as JSON in the journal (`ar`); replay gives back the text the
+    cache holds, and journals of earlier versions (`a`, a JSON string) replay as before."""
+    text = json.dumps({"texts": ['a "quoted" answer\nwith ünïcode'], "prompt_tokens": 3, "latency_s": 0.1},
+                      ensure_ascii=False)  # fmt: skip
+    stats = RunStats(journal=(tmp_path / "calls.jsonl").open("ab", buffering=0))
+    stats.note_paid("k1", text)
+    stats.note_paid("k0")
+    lines = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert lines[0] == {"paid": "k1", "ar": json.loads(text)} and lines[1] == {"paid": "k0"}
+    assert RunStats().replay(lines + [{"paid": "k2", "a": text}]) == {"k1": text, "k0": None, "k2": text}
+
+
+def test_journal_records_of_a_loop_step_go_in_one_write_and_a_paid_answer_goes_at_once(tmp_path):
+    """Records made on an event loop are in the OS by the end of the loop's step, together; a paid
+    answer is written at once with everything waiting (before the cache may commit it)."""
+    writes: list[bytes] = []
+
+    class Journal:
+        closed = False
+
+        def write(self, data: bytes) -> int:
+            writes.append(data)
+            return len(data)
+
+    async def step() -> list[int]:
+        stats = RunStats(journal=Journal())
+        seen = []
+        stats.record("ep", "t", 0.1, calls=1)
+        stats.record("ep", "t", 0.2, calls=1)
+        seen.append(len(writes))  # nothing yet: the step is not over
+        await asyncio.sleep(0)
+        seen.append(len(writes))  # one write of both records
+        stats.record("ep", "t", 0.3, calls=1)
+        stats.note_paid("k", '{"texts": ["x"]}')
+        seen.append(len(writes))  # the waiting record and the paid answer, at once, in one write
+        return seen
+
+    assert asyncio.run(step()) == [0, 1, 2]
+    assert writes[0].count(b"\n") == 2 and writes[1].count(b"\n") == 2 and b'"paid": "k"' in writes[1]
+    stats = RunStats(journal=Journal())
+    stats.record("ep", "t", 0.1, calls=1)  # off any event loop (a thread's client): at once
+    assert len(writes) == 3

@@ -111,3 +111,26 @@ def test_done_counts_follow_the_done_file(tmp_path):
     again = ShardOutput(out.folder)
     again.finish(ShardResult("sft", "shard-00000.jsonl", ShardCounts(prompts=1, failed=1), {}, {}, 1.0, 3.0))
     assert read_done_counts(out.folder) == ShardCounts(prompts=1, failed=1)
+
+
+def test_a_prompts_row_is_written_after_the_journal_of_its_calls(tmp_path):
+    """A kill right after a row lands must not lose its calls' accounting: ShardOutput writes the
+    journal's waiting records before the row, though the loop's step is not over."""
+    import asyncio
+
+    from moaa.models.stats import RunStats
+
+    async def one_prompt() -> list[str]:
+        output = ShardOutput(tmp_path / "shard-00000")
+        stats = RunStats()
+        output.journal(stats)
+        stats.record("ep", "sft.a@v1", 0.1, calls=1, prompt_tokens=5)
+        journal = tmp_path / "shard-00000" / "calls.jsonl"
+        before = journal.read_text()
+        output.add([{"prompt_id": "p1", "messages": []}], [], [])
+        after = [json.loads(line)["c"]["calls"] for line in journal.read_text().splitlines()]
+        output.close()
+        return [before, after]
+
+    before, after = asyncio.run(one_prompt())
+    assert before == "" and after == [1]

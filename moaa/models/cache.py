@@ -30,7 +30,7 @@ from moaa.config import Sampling
 from moaa.errors import MoaaError, storage_error
 from moaa.models.client import ChatClient, Completion, Message, request_options
 from moaa.models.stats import RunStats, call_cost
-from moaa.public import scrub
+from moaa.public import scrub, scrub_text
 
 BATCH_ROWS = 500  # a transaction at most this many rows...
 BATCH_S = 0.05  # ...or this old
@@ -273,7 +273,9 @@ class CachedClient:
         completion = await self.inner.chat(messages, params, n=n, response_format=response_format, tag=tag)
         if all(t.strip() for t in completion.texts):  # never pin an empty answer
             stored = {k: v for k, v in vars(completion).items() if k not in ("cached", "extra")}
-            text = json.dumps(scrub(stored), ensure_ascii=False)  # a server may echo the key in an answer
+            text = json.dumps(stored, ensure_ascii=False)
+            if scrub_text(text) != text:  # a server echoed a key in an answer: scrub every string of it
+                text = json.dumps(scrub(stored), ensure_ascii=False)
             # Journaled (flushed to the OS) with its answer before the cache's batched commit: a kill
             # that loses the batch re-reads the answer from the journal, never pays or counts it twice.
             self.stats.note_paid(key, text)

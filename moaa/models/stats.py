@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,14 @@ class RunStats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # A shard's accounting journal (moaa.work.shards.ShardOutput.journal): every record as it happens,
-    # so the calls of an attempt that is killed still count when the shard is resumed.
-    journal: TextIO | None = field(default=None, repr=False, compare=False)
+    # so the calls of an attempt that is killed still count when the shard is resumed. An unbuffered
+    # binary file: each record is one write(2), in the OS once it returns (no flush to pay per call).
+    # Records made on an event loop wait for the end of its current step and go as one write
+    # (several calls finish in one step); a paid answer is written at once with all that waits,
+    # before the cache may commit it, and ShardOutput writes what waits before a prompt's row.
+    journal: BinaryIO | None = field(default=None, repr=False, compare=False)
+    _waiting: list[str] = field(default_factory=list, repr=False, compare=False)
+    _drain_scheduled: bool = field(default=False, repr=False, compare=False)
     # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
     # resumed attempt's cache hit on one of them is the same call, not another one.
     # cache key -> its answer (JSON text; None in journals from before answers were kept there)
@@ -86,8 +93,18 @@ class RunStats:
     def note_paid(self, key: str, answer: str | None = None) -> None:
         """Journal that the call with cache key `key` was answered (and counted) by this attempt, with
         its answer: the request cache commits in batches, so a kill may lose the last ones there."""
+        if answer is None:
+            line = json.dumps({"paid": key}) + "\n"
+        else:  # the answer is JSON text: kept as JSON (`ar`), not escaped again into a string (`a`)
+            line = f'{{"paid": {json.dumps(key)}, "ar": {answer}}}\n'
         with self._lock:
-            self._log({"paid": key} | ({"a": answer} if answer is not None else {}))
+            self._waiting.append(line)
+            self._drain_locked()
+
+    def write_journal(self) -> None:
+        """Write the records still waiting (before a prompt's row is written, and at a shard's end)."""
+        with self._lock:
+            self._drain_locked()
 
     def take_prepaid(self, key: str) -> bool:
         """True once for a key an earlier attempt paid for: the caller records nothing for it."""
@@ -102,12 +119,31 @@ class RunStats:
         with self._lock:
             return self.prepaid.get(key)
 
-    def _log(self, entry: dict[str, Any]) -> None:
+    def _log(self, entry: dict[str, Any]) -> None:  # with self._lock held
+        if self.journal is None:
+            return
+        self._waiting.append(json.dumps(entry) + "\n")
+        if self._drain_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (a thread's client): at once
+            self._drain_locked()
+            return
+        self._drain_scheduled = True
+        loop.call_soon(self.write_journal)
+
+    def _drain_locked(self) -> None:
+        self._drain_scheduled = False
+        if not self._waiting:
+            return
+        data = "".join(self._waiting).encode()
+        self._waiting.clear()
         if self.journal is None or self.journal.closed:  # closed: the shard has finished
             return
         try:
-            self.journal.write(json.dumps(entry) + "\n")
-            self.journal.flush()  # to the OS: survives a SIGKILL of this process
+            if self.journal.write(data) != len(data):  # in the OS once written: survives a SIGKILL
+                raise OSError("a short write (is the disk full?)")
         except (OSError, ValueError) as exc:  # a full disk stops the journal, never the call
             log.warning("accounting journal stopped (%s); totals of a resumed run may be low", exc)
             self.journal = None
@@ -117,7 +153,8 @@ class RunStats:
         paid: dict[str, str | None] = {}
         for entry in lines:
             if "paid" in entry:
-                paid[entry["paid"]] = entry.get("a")
+                answer = entry.get("a")  # journals before the answer was kept as JSON (`ar`)
+                paid[entry["paid"]] = json.dumps(entry["ar"], ensure_ascii=False) if "ar" in entry else answer
             else:
                 self.record(entry["e"], entry["t"], entry["l"], **entry["c"])
         return paid

@@ -92,6 +92,7 @@ class ShardOutput:
             self.done_ids.update(r["prompt_id"] for r in read_jsonl(self.path(name)))
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
+        self._stats: RunStats | None = None  # whose journal is calls.jsonl (see journal)
 
     def journal(self, stats: RunStats) -> RunStats:
         """Journal `stats` to `calls.jsonl` as calls happen; returns the earlier attempts' accounting.
@@ -104,7 +105,8 @@ class ShardOutput:
         self._truncate_torn_tail(path)
         earlier = RunStats()
         stats.prepaid = earlier.replay(read_jsonl(path))
-        stats.journal = self._files["calls"] = path.open("a", encoding="utf-8")
+        stats.journal = self._files["calls"] = path.open("ab", buffering=0)  # see RunStats.journal
+        self._stats = stats
         return earlier
 
     def path(self, name: str) -> Path:
@@ -116,7 +118,10 @@ class ShardOutput:
 
     def add(self, rows: list[dict], trace: list[dict], failures: list[dict]) -> None:
         """Record one prompt's results; trace first so a row never lacks its trace. Secrets are
-        scrubbed here (a server may echo the key in an error or an answer)."""
+        scrubbed here (a server may echo the key in an error or an answer). The journal's records
+        go first: a row on disk is never without the accounting of its calls."""
+        if self._stats is not None:
+            self._stats.write_journal()
         for name, records in (("trace", trace), ("rows", rows), ("failures", failures)):
             if records:
                 fh = self._files[name]
@@ -132,6 +137,8 @@ class ShardOutput:
         write_json_atomic(self.folder / "DONE", result.to_dict())
 
     def close(self) -> None:
+        if self._stats is not None:
+            self._stats.write_journal()
         for fh in self._files.values():
             if not fh.closed:
                 fh.close()
