@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from moaa.config import load_config
 from moaa.locks import FolderBusy, FolderLock
 from moaa.testing.openai_server import OpenAITestServer
+from moaa.work.launch import begin_early, open_run
 from moaa.work.stage_shard import RunStopped, abandon_started, run_shard, start_shard
 from moaa.work.steps import plan_run
 from tests.pipeline_helpers import (
@@ -72,6 +74,39 @@ def test_a_begun_shard_nobody_takes_is_stopped_and_its_folder_released(tmp_path)
             run_shard("sft", config, inp, out, stop=stop)  # not begun again: the run is stopping
 
 
+def _open_one_at_a_time(tmp_path: Path, base_url: str):
+    """The run of 12 prompts in 3 shards of 4, opened with one shard at a time."""
+    prompts = write_prompts(tmp_path, PROMPTS)
+    config = load_config(write_config(tmp_path, base_url, *_settings(prompts), "run.max_parallel_shards=1"))
+    return open_run(config, base_dir=tmp_path)
+
+
+def test_each_shard_begun_early_begins_the_next_as_it_ends(tmp_path):
+    with OpenAITestServer(latency_s=0.02) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
+        run = begin_early(opened)
+        assert len(run.begun) == 1  # one at a time...
+        deadline = time.monotonic() + 60
+        while not all((out / "DONE").exists() for _, out in run.todo) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.begun == [str(out) for _, out in run.todo]  # ...and the next as each ended
+        taken = opened.take_early("sft")
+        results = [run_shard("sft", opened.config, inp, out) for inp, out in taken.todo]  # the tasks join
+        taken.close()
+        asked = len(srv.requests)
+    assert [r.counts.rows for r in results] == [4, 4, 4] and asked == PROMPTS * 4  # none asked twice
+
+
+def test_the_flow_taking_the_stage_over_ends_the_chain(tmp_path):
+    with OpenAITestServer(latency_s=0.02) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
+        run = begin_early(opened)
+        assert opened.take_early("sft") is run and opened.early is None
+        (inp, out), *rest = run.todo
+        assert run_shard("sft", opened.config, inp, out).counts.rows == 4  # joined
+        time.sleep(0.5)  # the chain would have begun the next shard by now
+        assert run.begun == [str(out)] and not any((o / "rows.jsonl").exists() for _, o in rest)
+        run.close()
+
+
 def _prefect_runs(db: Path) -> tuple[datetime, list[str]]:
     """The newest flow run's creation time and its task runs' states."""
     with sqlite3.connect(db) as conn:
@@ -83,8 +118,10 @@ def _prefect_runs(db: Path) -> tuple[datetime, list[str]]:
 @pytest.mark.slow
 def test_first_calls_go_out_before_the_flow_run_exists_and_its_tasks_join_them(tmp_path):
     """With its own Prefect API (no PREFECT_API_URL), the run's first model call is sent while
-    that server is still starting, before the flow run is created; the flow still has one
-    completed task run per shard, and the rows are complete and not doubled."""
+    that server is still starting, before the flow run is created, and as a begun shard ends the
+    next begins (3 shards, 2 at a time: all done before the flow run exists, not only the first
+    two); the flow still has one completed task run per shard, and the rows are complete and not
+    doubled."""
     prompts = write_prompts(tmp_path, PROMPTS)
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)
@@ -96,6 +133,7 @@ def test_first_calls_go_out_before_the_flow_run_exists_and_its_tasks_join_them(t
     assert len(calls) == PROMPTS * 4
     created, states = _prefect_runs(tmp_path / "prefect" / "prefect.db")
     assert min(r["t"] for r in calls) < created.timestamp()  # sent before Prefect's flow run existed
+    assert max(r["t"] for r in calls) < created.timestamp()  # the third shard too: no wait for Prefect
     assert states == ["COMPLETED"] * 3  # 12 prompts in shards of 4: every shard a visible task run
     rows = version_rows(latest_version(tmp_path / "data"), "sft")
     assert len(rows) == len({r["prompt_id"] for r in rows}) == PROMPTS

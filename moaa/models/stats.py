@@ -50,7 +50,7 @@ class RunStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # A shard's accounting journal (moaa.work.shards.ShardOutput.journal): every record as it happens,
     # so the calls of an attempt that is killed still count when the shard is resumed. An unbuffered
-    # binary file: each record is one write(2), in the OS once it returns (no flush to pay per call).
+    # binary file: what is written is in the OS once write(2) returns (no flush to pay per call).
     # Records made on an event loop wait for the end of its current step and go as one write
     # (several calls finish in one step); a paid answer is written at once with all that waits,
     # before the cache may commit it, and ShardOutput writes what waits before a prompt's row.

@@ -10,6 +10,8 @@ scheduled or deployed run opens its run inside the flow, as before. Nothing here
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ from moaa.work.progress import Progress
 from moaa.work.shards import read_done
 from moaa.work.stage_shard import abandon_started, start_shard
 
+log = logging.getLogger(__name__)
+
 BUSY_ADVICE = "wait for that run to finish (or stop it), then run the same command again to resume"
 
 
@@ -40,11 +44,13 @@ class OpenRun:
     early: StageRun | None = None  # the SFT stage begun before the flow (begin_early), until the flow takes it
 
     def take_early(self, stage: str) -> StageRun | None:
-        """The stage's run begun early, handed over once (its shards' tasks then join them)."""
+        """The stage's run begun early, handed over once (its shards' tasks then join them): from
+        now on it begins no shard of its own."""
         run = self.early
         if run is None or run.stage != stage:
             return None
         self.early = None
+        run.hand_over()
         return run
 
 
@@ -80,8 +86,11 @@ class StageRun:
     stats: LiveStats
     in_process: bool
     stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C or a run-fatal error stops every shard
-    begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early
+    begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early, in todo's order
     _exits: ExitStack = field(default_factory=ExitStack)
+    _early: tuple[MoaaConfig, list[str] | None] | None = None  # what begin_next begins shards with
+    _handed: bool = False  # taken by the flow (or abandoned): begin no more shards
+    _begin_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, stage: str, opened: OpenRun) -> StageRun:
@@ -97,8 +106,42 @@ class StageRun:
     def close(self) -> None:
         self._exits.close()
 
+    def begin_next(self, ended: concurrent.futures.Future | None = None) -> None:
+        """Begin the next shard not begun yet, unless the stage was handed over, is stopping, or
+        `ended` (the shard that ended just now) failed: the task that joins it reports that.
+
+        Each shard begun here begins the next when it ends, on a thread of its own (never the
+        shard loop's: a shard folder's lock may wait), so the stage keeps as many shards running
+        as it began however long Prefect's API takes to start."""
+        if ended is not None and (ended.cancelled() or ended.exception() is not None):
+            return
+        while True:
+            with self._begin_lock:
+                if self._handed or self._early is None or self.stop.is_set() or len(self.begun) >= len(self.todo):
+                    return
+                inp, out = self.todo[len(self.begun)]
+                config, roles = self._early
+                try:
+                    future = start_shard(self.stage, config, inp, out, roles=roles, progress=self.progress,
+                                         stop=self.stop)  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - its task starts it again and reports the error
+                    log.debug("shard %s was not begun early: %s", out.name, exc)
+                    self._handed = True
+                    return
+                self.begun.append(str(out))
+            if future is not None:  # None: it was done already, begin the one after it
+                chain = lambda f: threading.Thread(target=self.begin_next, args=(f,), daemon=True).start()  # noqa: E731
+                future.add_done_callback(chain)
+                return
+
+    def hand_over(self) -> None:
+        """Begin no more shards (the flow's tasks run the rest); `begun` stays as it is now."""
+        with self._begin_lock:
+            self._handed = True
+
     def abandon(self) -> None:
         """Stop the shards begun early and wait for them (their finished prompts stay written)."""
+        self.hand_over()
         self.stop.set()
         abandon_started(self.begun)
         self.begun.clear()
@@ -106,20 +149,20 @@ class StageRun:
 
 
 def begin_early(opened: OpenRun, stage: str = "sft") -> StageRun | None:
-    """Begin the stage's first shards in this process now, as the thread runner would run them.
+    """Begin the stage's shards in this process now, as the thread runner would run them.
 
-    Only for the thread runner (a Dask or Ray shard runs elsewhere) and at most
-    `run.max_parallel_shards` of them: the rest start when their task does. Returns the stage run
-    (also kept as `opened.early`), or None when nothing was begun.
+    Only for the thread runner (a Dask or Ray shard runs elsewhere). `run.max_parallel_shards`
+    run at once; as one ends the next begins, until the flow takes the stage over (take_early)
+    and its tasks join the shards begun and run the rest. Returns the stage run (also kept as
+    `opened.early`), or None when nothing was begun.
     """
     if opened.config.run.task_runner != "threads" or not opened.plan.shards.get(stage):
         return None
     run = StageRun.open(stage, opened)
-    roles = opened.roles if stage == "sft" else None
-    for inp, out in run.todo[: opened.config.run.max_parallel_shards]:
-        start_shard(stage, opened.config, inp, out, roles=roles, progress=run.progress, stop=run.stop)
-        run.begun.append(str(out))
+    run._early = (opened.config, opened.roles if stage == "sft" else None)
     opened.early = run
+    for _ in range(opened.config.run.max_parallel_shards):
+        run.begin_next()
     return run
 
 

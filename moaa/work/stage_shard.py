@@ -9,6 +9,7 @@ the request cache answers the calls that had finished.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -68,13 +69,16 @@ def start_shard(
     roles: list[str] | None = None,
     progress: Any = None,
     stop: threading.Event | None = None,
-) -> None:
-    """Begin a shard on this process's shard loop now and return; `run_shard` for the same folder
-    then waits for it (moaa.work.launch: the first shards run while Prefect's API starts)."""
+) -> concurrent.futures.Future | None:
+    """Begin a shard on this process's shard loop now and return its future (None: it was DONE);
+    `run_shard` for the same folder then waits for it (moaa.work.launch: shards run while
+    Prefect's API starts)."""
     begun = _begin(stage, config, shard_path, out_dir, roles, progress, stop)
-    if isinstance(begun, _Begun):
-        with _started_lock:
-            _started[str(Path(out_dir))] = begun
+    if not isinstance(begun, _Begun):
+        return None
+    with _started_lock:
+        _started[str(Path(out_dir))] = begun
+    return begun.future
 
 
 def abandon_started(out_dirs: list[str]) -> None:
