@@ -93,6 +93,8 @@ class RunStats:
     def note_paid(self, key: str, answer: str | None = None) -> None:
         """Journal that the call with cache key `key` was answered (and counted) by this attempt, with
         its answer: the request cache commits in batches, so a kill may lose the last ones there."""
+        if self.journal is None:
+            return
         if answer is None:
             line = json.dumps({"paid": key}) + "\n"
         else:  # the answer is JSON text: kept as JSON (`ar`), not escaped again into a string (`a`)

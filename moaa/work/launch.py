@@ -88,8 +88,8 @@ class StageRun:
     stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C or a run-fatal error stops every shard
     begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early, in todo's order
     _exits: ExitStack = field(default_factory=ExitStack)
-    _early: tuple[MoaaConfig, list[str] | None] | None = None  # what begin_next begins shards with
-    _handed: bool = False  # taken by the flow (or abandoned): begin no more shards
+    _early: tuple[MoaaConfig, list[str] | None] | None = None  # what begin_next begins shards with (begin)
+    _handed: bool = False  # taken by the flow, abandoned, or a shard failed to begin: begin no more
     _begin_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -105,6 +105,12 @@ class StageRun:
 
     def close(self) -> None:
         self._exits.close()
+
+    def begin(self, config: MoaaConfig, roles: list[str] | None, width: int) -> None:
+        """Begin `width` shards now, each beginning the next as it ends (begin_next)."""
+        self._early = (config, roles)
+        for _ in range(width):
+            self.begin_next()
 
     def begin_next(self, ended: concurrent.futures.Future | None = None) -> None:
         """Begin the next shard not begun yet, unless the stage was handed over, is stopping, or
@@ -158,11 +164,8 @@ def begin_early(opened: OpenRun, stage: str = "sft") -> StageRun | None:
     """
     if opened.config.run.task_runner != "threads" or not opened.plan.shards.get(stage):
         return None
-    run = StageRun.open(stage, opened)
-    run._early = (opened.config, opened.roles if stage == "sft" else None)
-    opened.early = run
-    for _ in range(opened.config.run.max_parallel_shards):
-        run.begin_next()
+    run = opened.early = StageRun.open(stage, opened)
+    run.begin(opened.config, opened.roles if stage == "sft" else None, opened.config.run.max_parallel_shards)
     return run
 
 
