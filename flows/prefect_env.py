@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from moaa.errors import MoaaError
 
@@ -60,7 +61,7 @@ class LocalAPI:
     """Prefect's API server as this process's child, for a run with no PREFECT_API_URL.
 
     The same app and settings Prefect's own ephemeral server runs (`prefect.server.api.server:
-    create_app` under uvicorn, services off), started without importing the server's code here:
+    create_app` under uvicorn, services off; see server_app), started without importing the server's code here:
     that import alone costs ~3 s of CPU and ~80 MiB in the moaa process. It runs under the parent
     watcher (moaa.local.server.WATCHED_CHILD), so it exits when moaa dies any way (kill -9, a
     Ctrl-C sent to moaa alone), and its output goes to a log file that a failure names.
@@ -78,7 +79,7 @@ class LocalAPI:
 
         spec = importlib.util.find_spec("prefect")
         app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
-        uvicorn = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+        uvicorn = ["--app-dir", app_dir, "--factory", "flows.prefect_env:server_app", "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
         env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
         env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -139,6 +140,23 @@ class LocalAPI:
                 proc.wait()
         if proc.returncode in (0, -signal.SIGTERM, -signal.SIGKILL):
             self.log_path.unlink(missing_ok=True)  # a failure's log stays for the message that names it
+
+
+def server_app() -> Any:
+    """The app LocalAPI's child serves: Prefect's `create_app` with no `prefect.collections` loaded.
+
+    At start-up the server's block auto-registration imports every installed Prefect integration
+    first; here that is prefect-dask (for the Dask task runner), which pulls dask, distributed,
+    numpy and tornado into the server: ~26 MiB of its memory and ~1 s of CPU taken from the run's
+    first calls, for no block type (prefect-dask defines none). Prefect's own block types are
+    registered as before; an integration's blocks belong on a real server (PREFECT_API_URL)."""
+    import prefect._internal.plugins.collections as collections
+
+    if collections._collections is None:
+        collections._collections = {}  # what load_prefect_collections() returns from now on
+    from prefect.server.api.server import create_app
+
+    return create_app()
 
 
 class PortTaken(Exception):

@@ -157,3 +157,24 @@ def test_a_prefect_api_that_does_not_start_stops_the_begun_shards_and_loses_noth
     assert again.returncode == 0, again.stderr
     rows = version_rows(latest_version(tmp_path / "data"), "sft")
     assert len(rows) == len({r["prompt_id"] for r in rows}) == PROMPTS
+
+
+def test_the_local_api_server_loads_no_prefect_integration():
+    """The server's block registration imports every `prefect.collections` entry point first (here
+    prefect-dask: dask, distributed, numpy; ~26 MiB of the server). flows.prefect_env.server_app
+    leaves them unloaded; the Dask task runner itself still loads prefect-dask in the run."""
+    import json
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    assert "prefect_dask" in {ep.name for ep in entry_points(group="prefect.collections")}
+    code = (
+        "import json, sys\n"
+        "from flows.prefect_env import server_app\n"
+        "app = server_app()\n"
+        "from prefect.plugins import load_prefect_collections\n"
+        "print(json.dumps([sorted(load_prefect_collections()), 'distributed' in sys.modules, type(app).__name__]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[], False, "FastAPI"]

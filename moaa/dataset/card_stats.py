@@ -40,7 +40,9 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
     """Length and score statistics, methods, models and failure reasons, read from the shards."""
     import polars as pl
 
-    content = lambda col, pick: pl.col(col).list.eval(pl.element().struct.field("content")).list.get(pick)  # noqa: E731
+    def content(col: str, pick: int) -> Any:  # null for a row with no messages
+        return pl.col(col).list.eval(pl.element().struct.field("content")).list.get(pick, null_on_oob=True)
+
     stats: dict[str, Any] = {}
     if "sft" in rows:
         lf = scan_config(folder, "sft")

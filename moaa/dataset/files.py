@@ -127,15 +127,39 @@ class _SplitWriter:
             self._flush()
 
     def _table(self) -> Any:
+        """The batch as a table of the schema: parsed from JSON lines by Arrow's reader.
+
+        `pa.Table.from_pylist` (and any `pa.array` of Python lists) imports pandas, when installed,
+        to ask whether each column is a pandas object: ~60 MiB of the run's peak memory for
+        nothing. A batch the reader refuses (a value of another type than its column's, one JSON
+        cannot hold) goes through from_pylist, which converts it as before or names the bad row."""
         import pyarrow as pa
+        import pyarrow.json as pj
 
         try:
+            data = "\n".join(json.dumps(row) for row in self.batch).encode()
+            table = pj.read_json(
+                pa.BufferReader(data),
+                read_options=pj.ReadOptions(block_size=len(data) + 1),  # one block: a row never straddles two
+                parse_options=pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error"),
+            )
+            if table.schema.equals(self.schema):
+                return table
+        except (pa.ArrowException, ValueError, TypeError):
+            pass
+        return self._from_pylist()
+
+    def _from_pylist(self) -> Any:
+        import pyarrow as pa
+
+        wrong = (pa.ArrowException, ValueError, TypeError, OverflowError)
+        try:
             return pa.Table.from_pylist(self.batch, schema=self.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except wrong:
             for row, where in zip(self.batch, self.wheres, strict=True):
                 try:
                     pa.Table.from_pylist([row], schema=self.schema)
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                except wrong as exc:
                     msg = f"{where}: a {self.folder.name} row has a value of the wrong type ({exc})"
                     raise InputError(msg + "; see the columns in moaa/dataset/versions.py") from exc
             raise
