@@ -337,7 +337,7 @@ class PrefectServer:
 
 def pipeline_run(config_path: str, runs: int = 1) -> dict[str, Any]:
     """Child: run the pipeline flow on a config as `moaa run` does, `runs` times; summaries and seconds."""
-    from flows.prefect_env import ensure_api
+    from flows.prefect_env import ensure_api, stop_api
 
     ensure_api()
     from flows.pipeline_flow import moaa_pipeline, task_runner_for
@@ -345,10 +345,13 @@ def pipeline_run(config_path: str, runs: int = 1) -> dict[str, Any]:
 
     flow = moaa_pipeline.with_options(task_runner=task_runner_for(load_config(config_path)))
     out = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        summary = flow(config_path, [])
-        out.append({"seconds": time.perf_counter() - start, "summary": summary, "maxrss_bytes": self_maxrss()})
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            summary = flow(config_path, [])
+            out.append({"seconds": time.perf_counter() - start, "summary": summary, "maxrss_bytes": self_maxrss()})
+    finally:
+        stop_api()  # before the interpreter's shutdown (flows.prefect_env.stop_api)
     return {"runs": out}
 
 

@@ -4,10 +4,11 @@ This is the thin integration module the style guide allows: it touches Prefect's
 settings and starts its API server, and is imported only by the CLI before a flow runs.
 
 With no PREFECT_API_URL, Prefect would start its own ephemeral server (`SubprocessASGIServer`)
-on a flow's first API call: after importing the server's code into this process (~3 s, ~80 MiB),
-and as a child that a SIGKILL of moaa, or a Ctrl-C sent to moaa alone, leaves running under PID 1.
-moaa starts the same server itself instead (LocalAPI): early, in a thread, without that import,
-under the parent watcher of the local model server (moaa.local.server.WATCHED_CHILD).
+on a flow's first API call, as a child that a SIGKILL of moaa, or a Ctrl-C sent to moaa alone,
+leaves running under PID 1. moaa runs the same app itself instead (LocalAPI), in a thread of its
+own process, started when `moaa run` releases it: after the shards begun before the flow are
+done (moaa.commands.run), so its start-up (~3 s of CPU, more when it creates its database) does
+not compete with their calls.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +47,7 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
-    # The ephemeral API server is a subprocess; on a loaded 2-core machine it needs more than 20 s.
+    # The local API server's start (its migrations, on a new database) can pass 20 s on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import prefect.logging.configuration  # noqa: F401 - sets up Prefect's handlers first
 
@@ -58,122 +56,148 @@ def quiet_prefect() -> None:
 
 
 class LocalAPI:
-    """Prefect's API server as this process's child, for a run with no PREFECT_API_URL.
+    """Prefect's API server in a thread of this process, for a run with no PREFECT_API_URL.
 
-    The same app and settings Prefect's own ephemeral server runs (`prefect.server.api.server:
-    create_app` under uvicorn, services off; see server_app), started without importing the server's code here:
-    that import alone costs ~3 s of CPU and ~80 MiB in the moaa process. It runs under the parent
-    watcher (moaa.local.server.WATCHED_CHILD), so it exits when moaa dies any way (kill -9, a
-    Ctrl-C sent to moaa alone), and its output goes to a log file that a failure names.
+    The app and settings Prefect's own ephemeral server runs (`create_app`, ephemeral: no UI, no
+    services; see _server_app) under uvicorn, on a socket bound here to a free port, so no other
+    process can take the port in between. In this process rather than as a child: the two shared
+    nothing but a tree's worth of memory (the child held ~190-230 MiB, 160 MiB of it imports that
+    here mostly are moaa's own already: the server adds ~100 MiB). Its log records go to a file
+    that a failure names, not to the terminal; it stops with the process, however that ends.
     """
 
-    def __init__(self, port: int, log_path: Path):
-        self.port, self.log_path = port, log_path
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        self._proc: subprocess.Popen | None = None
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.api_url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._failed: list[BaseException] = []
+        self._handler: logging.Handler | None = None
 
     def start(self, timeout_s: float) -> LocalAPI:
-        import importlib.util
+        import socket
 
-        from moaa.local.server import WATCHED_CHILD
+        import uvicorn
 
-        spec = importlib.util.find_spec("prefect")
-        app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
-        uvicorn = ["--app-dir", app_dir, "--factory", "flows.prefect_env:server_app", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
-        env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-        env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", WATCHED_CHILD, str(os.getpid()), "uvicorn", *uvicorn],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._route_logs()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.api_url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        try:
+            app = _server_app()
+        except Exception as exc:  # noqa: BLE001 - a settings or import error is a failure to name
+            self._log_failure(exc)
+            sock.close()
+            raise MoaaError(self._failure(f"could not be made ({type(exc).__name__}: {exc})")) from None
+        self._route_logs()  # again: create_app sets Prefect's logging up, with these loggers on the console
+        config = uvicorn.Config(app, log_level="error", lifespan="on", log_config=None, loop="asyncio")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="moaa-prefect-api", daemon=True)
+        self._thread.start()
         atexit.register(self.stop)
-        self._wait_healthy(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self.stop()
+                raise MoaaError(self._failure("did not start"))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MoaaError(self._failure(f"did not answer within {timeout_s:.0f} s"))
+            time.sleep(0.02)
         return self
 
-    def _wait_healthy(self, timeout_s: float) -> None:
-        import urllib.error
-        import urllib.request
+    def _route_logs(self) -> None:
+        for name in _SERVER_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers = [self._handler] if self._handler is not None else []
+            logger.propagate = False
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            code = self._proc.poll() if self._proc else None
-            if code is not None:
-                if code == 3 and "address already in use" in self._tail().lower():
-                    raise PortTaken()  # taken between choosing and binding it: another port
-                raise MoaaError(self._failure(f"exited with code {code}"))
-            try:
-                with urllib.request.urlopen(self.api_url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise MoaaError(self._failure(f"did not answer within {timeout_s:.0f} s"))
+    def _serve(self, sock: Any) -> None:
+        try:
+            self._server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - uvicorn exits (SystemExit) when the app cannot start
+            self._failed.append(exc)
+            if not isinstance(exc, SystemExit):
+                self._log_failure(exc)
+        finally:
+            sock.close()
+
+    def _log_failure(self, exc: BaseException) -> None:
+        logging.getLogger("uvicorn.error").error("Prefect's API server failed", exc_info=exc)
 
     def _tail(self) -> str:
         from moaa.local.server import log_tail
 
+        if self._handler is not None:
+            self._handler.flush()
         return log_tail(self.log_path)
 
     def _failure(self, what: str) -> str:
         tail = self._tail()
         return (
-            f"Prefect's local API server (port {self.port}) {what}"
+            f"Prefect's local API server {what}"
             + (f"; last log lines: {tail}" if tail else "")
             + f"; full log: {self.log_path}; or point PREFECT_API_URL at a running server (prefect server start)"
         )
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Shut the server down (its lifespan ends, the database is closed); the log goes with a clean stop."""
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is not None:  # at once: the flow is over, and its client's open connections need no wait
+            server.should_exit = server.force_exit = True
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        handler, self._handler = self._handler, None
+        if handler is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.returncode in (0, -signal.SIGTERM, -signal.SIGKILL):
+        for name in _SERVER_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)  # propagation stays off: no server record on the console
+        handler.close()
+        clean = server is not None and server.started and not self._failed and (thread is None or not thread.is_alive())
+        if clean:
             self.log_path.unlink(missing_ok=True)  # a failure's log stays for the message that names it
 
 
-def server_app() -> Any:
-    """The app LocalAPI's child serves: Prefect's `create_app` with no `prefect.collections` loaded.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "prefect.server")
+
+
+def _server_app() -> Any:
+    """Prefect's ephemeral API app with no `prefect.collections` loaded.
 
     At start-up the server's block auto-registration imports every installed Prefect integration
     first; here that is prefect-dask (for the Dask task runner), which pulls dask, distributed,
-    numpy and tornado into the server: ~26 MiB of its memory and ~1 s of CPU taken from the run's
-    first calls, for no block type (prefect-dask defines none). Prefect's own block types are
-    registered as before; an integration's blocks belong on a real server (PREFECT_API_URL)."""
+    numpy and tornado in: ~26 MiB and ~1 s of CPU, for no block type (prefect-dask defines none).
+    Prefect's own block types are registered as before; an integration's blocks belong on a real
+    server (PREFECT_API_URL). The Dask task runner still imports prefect-dask where it runs."""
     import prefect._internal.plugins.collections as collections
 
     if collections._collections is None:
         collections._collections = {}  # what load_prefect_collections() returns from now on
     from prefect.server.api.server import create_app
 
-    return create_app()
-
-
-class PortTaken(Exception):
-    """The port was taken between choosing and binding it (uvicorn's exit code 3, 'address already in use')."""
+    return create_app(ephemeral=True, final=True)
 
 
 _local_api: LocalAPI | None = None
 
 
-def ensure_api(timeout_s: float | None = None, decided: Callable[[bool], None] | None = None) -> str | None:
+def ensure_api(
+    timeout_s: float | None = None,
+    decided: Callable[[bool], None] | None = None,
+    released: threading.Event | None = None,
+) -> str | None:
     """Make this process's Prefect client use a running API; start a LocalAPI when none is set.
 
     Where PREFECT_API_URL (environment or Prefect profile) names a server, that one is used and
     nothing starts; where ephemeral mode is off, Prefect's own behaviour is kept. Otherwise the
     local server's URL becomes this process's PREFECT_API_URL (and its children's, so a Dask
     worker reports to the same API). `decided(True)` is called as soon as it is known that a
-    local server starts (False: none does). Returns the URL started, or None.
+    local server starts (False: none does); the server then starts once `released` is set.
+    Returns the URL started, or None.
     """
     global _local_api
     quiet_prefect()
@@ -192,22 +216,25 @@ def ensure_api(timeout_s: float | None = None, decided: Callable[[bool], None] |
     if not starts:
         return None
     from moaa.local.model import moaa_home
-    from moaa.local.server import free_port
 
+    if released is not None:
+        released.wait()
     timeout = timeout_s or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     _drop_stale_logs(moaa_home() / "logs")
-    for _ in range(5):
-        api = LocalAPI(free_port(), moaa_home() / "logs" / f"prefect-api-{os.getpid()}.log")
-        try:
-            _local_api = api.start(timeout)
-            break
-        except PortTaken:
-            continue
-    else:
-        raise MoaaError("could not find a free port for Prefect's local API server; set PREFECT_API_URL")
+    _local_api = LocalAPI(moaa_home() / "logs" / f"prefect-api-{os.getpid()}.log").start(timeout)
     os.environ["PREFECT_API_URL"] = _local_api.api_url
     refresh_global_settings_context()
     return _local_api.api_url
+
+
+def stop_api() -> None:
+    """Stop the LocalAPI this process started, if any, while the interpreter still runs: at exit
+    (atexit) its background workers find their thread pools shut down already and spin."""
+    global _local_api
+    api, _local_api = _local_api, None
+    if api is not None:
+        api.stop()
+        os.environ.pop("PREFECT_API_URL", None)
 
 
 def _drop_stale_logs(folder: Path, keep_s: float = 86400.0) -> None:
@@ -222,18 +249,24 @@ def _drop_stale_logs(folder: Path, keep_s: float = 86400.0) -> None:
 
 class EarlyAPI:
     """ensure_api in a thread, started at construction, while the caller goes on (imports, opening
-    the run, its first calls)."""
+    the run, its first calls). A local server starts once the caller releases it (release): it
+    shares this process's CPU and GIL with the calls of the shards begun before it."""
 
     def __init__(self) -> None:
         self._failed: list[BaseException] = []
         self._local: bool | None = None
         self._decided = threading.Event()
+        self._released = threading.Event()
         self._thread = threading.Thread(target=self._start, name="moaa-prefect-start", daemon=True)
         self._thread.start()
 
+    def release(self) -> None:
+        """Let a local server start now (nothing to do where a server is used or none starts)."""
+        self._released.set()
+
     def _start(self) -> None:
         try:
-            ensure_api(decided=self._decide)
+            ensure_api(decided=self._decide, released=self._released)
         except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the caller's thread
             self._failed.append(exc)
         finally:
@@ -249,8 +282,10 @@ class EarlyAPI:
         return bool(self._local)
 
     def wait(self) -> None:
-        """Until the API answers; re-raises what failed."""
-        self._thread.join()
+        """Release a local server's start, then wait until the API answers; re-raises what failed."""
+        self.release()
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)  # in steps: a Ctrl-C meanwhile is raised here
         if self._failed:
             raise self._failed[0]
 

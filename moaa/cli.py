@@ -52,10 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(argv)
         finally:
+            _stop_prefect_api()
             sys.stdout.flush()  # here, not at exit: a closed pipe must surface where it is caught
     except BrokenPipeError:
         _silence_stdout()
         return 141  # 128 + SIGPIPE: what a shell reports for a writer cut short by its reader
+
+
+def _stop_prefect_api() -> None:
+    """Stop the Prefect API server a command started in this process (flows.prefect_env), if any,
+    before the interpreter's shutdown: at exit its workers would find their thread pools gone."""
+    prefect_env = sys.modules.get("flows.prefect_env")
+    if prefect_env is not None:
+        prefect_env.stop_api()
 
 
 def _silence_stdout() -> None:
@@ -116,9 +125,9 @@ def _exit_interrupted() -> None:
 def _on_interrupt(signum: int, frame: object) -> None:
     """Ctrl-C: raise KeyboardInterrupt as usual, and exit anyway if unwinding hangs.
 
-    A terminal's Ctrl-C also stops Prefect's ephemeral API server (same process group); Prefect
-    then retries reporting the interrupted flow run to it for minutes. Everything finished is
-    already on disk, so after UNWIND_S the process leaves without waiting for that.
+    Unwinding can wait on Prefect (reporting the interrupted flow run, with retries) or on a shard
+    thread inside a model call. Everything finished is already on disk, so after UNWIND_S the
+    process leaves without waiting for that.
     """
     timer = threading.Timer(UNWIND_S, _exit_interrupted)
     timer.daemon = True

@@ -96,6 +96,31 @@ def test_each_shard_begun_early_begins_the_next_as_it_ends(tmp_path):
     assert [r.counts.rows for r in results] == [4, 4, 4] and asked == PROMPTS * 4  # none asked twice
 
 
+def test_waiting_for_the_shards_begun_early_returns_once_every_one_is_done(tmp_path):
+    """What `moaa run` waits for before it starts its own Prefect API server (StageRun.wait_begun)."""
+    with OpenAITestServer(latency_s=0.05) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
+        run = begin_early(opened)
+        run.wait_begun(poll_s=0.05)
+        assert [(out / "DONE").exists() for _, out in run.todo] == [True, True, True]
+        assert run.begun == [str(out) for _, out in run.todo] and len(srv.requests) == PROMPTS * 4
+        opened.take_early("sft").close()
+
+
+def test_waiting_for_the_shards_begun_early_ends_when_the_run_stops(tmp_path):
+    """A stopped shard (Ctrl-C, a run-fatal error) ends with an error and begins no next one: the
+    wait ends there instead of waiting for shards that will never begin."""
+    with OpenAITestServer(latency_s=0.3) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
+        run = begin_early(opened)
+        done = threading.Event()
+        threading.Thread(target=lambda: (run.wait_begun(poll_s=0.05), done.set()), daemon=True).start()
+        time.sleep(0.5)
+        assert not done.is_set()  # the first shard is still running
+        run.stop.set()
+        assert done.wait(60), "wait_begun did not return after the run stopped"
+        assert len(run.begun) == 1 and not (run.todo[0][1] / "DONE").exists()
+        opened.take_early("sft").close()
+
+
 def test_the_flow_taking_the_stage_over_ends_the_chain(tmp_path):
     with OpenAITestServer(latency_s=0.02) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
         run = begin_early(opened)
@@ -161,7 +186,7 @@ def test_a_prefect_api_that_does_not_start_stops_the_begun_shards_and_loses_noth
 
 def test_the_local_api_server_loads_no_prefect_integration():
     """The server's block registration imports every `prefect.collections` entry point first (here
-    prefect-dask: dask, distributed, numpy; ~26 MiB of the server). flows.prefect_env.server_app
+    prefect-dask: dask, distributed, numpy; ~26 MiB of the server). flows.prefect_env._server_app
     leaves them unloaded; the Dask task runner itself still loads prefect-dask in the run."""
     import json
     import subprocess
@@ -171,10 +196,44 @@ def test_the_local_api_server_loads_no_prefect_integration():
     assert "prefect_dask" in {ep.name for ep in entry_points(group="prefect.collections")}
     code = (
         "import json, sys\n"
-        "from flows.prefect_env import server_app\n"
-        "app = server_app()\n"
+        "from flows.prefect_env import _server_app\n"
+        "app = _server_app()\n"
         "from prefect.plugins import load_prefect_collections\n"
         "print(json.dumps([sorted(load_prefect_collections()), 'distributed' in sys.modules, type(app).__name__]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [[], False, "FastAPI"]
+
+
+@pytest.mark.slow
+def test_the_local_api_server_runs_in_this_process_and_stops_before_exit(tmp_path):
+    """flows.prefect_env.ensure_api with no PREFECT_API_URL: Prefect's server answers from a thread
+    of this process (no child process), and stop_api ends that thread and closes its port (at
+    exit instead, its workers would find their thread pools shut down and spin)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os, socket, threading, urllib.request\n"
+        "from pathlib import Path\n"
+        "from flows.prefect_env import ensure_api, stop_api\n"
+        "url = ensure_api()\n"
+        "health = urllib.request.urlopen(url + '/health', timeout=10).status\n"
+        "kids = [p.name for p in Path('/proc').iterdir() if p.name.isdigit() and\n"
+        "        (p / 'stat').exists() and (p / 'stat').read_text().rsplit(')', 1)[1].split()[1] == str(os.getpid())]\n"
+        "serving = [t.name for t in threading.enumerate() if t.name == 'moaa-prefect-api']\n"
+        "stop_api()\n"
+        "port = int(url.rsplit(':', 1)[1].split('/')[0])\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', port), timeout=2).close(); closed = False\n"
+        "except OSError:\n"
+        "    closed = True\n"
+        "left = [t.name for t in threading.enumerate() if t.name == 'moaa-prefect-api']\n"
+        "print(json.dumps([health, kids, serving, left, closed, 'PREFECT_API_URL' in os.environ]))\n"
+    )
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [200, [], ["moaa-prefect-api"], [], True, False]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,22 +47,29 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    from flows.prefect_env import start_api_early
+    from flows.prefect_env import start_api_early, stop_api
     from moaa.public import scrub_text
     from moaa.work.launch import begin_early, open_run
     from moaa.work.summary import format_summary
 
-    # Prefect's API server takes seconds to come up: it starts in a thread while this one opens the
-    # run (plan, work-folder lock, local model servers) and begins the first shards; the flow then
-    # runs on that open run, its tasks joining the shards already under way.
+    # Prefect is imported in a thread while this one opens the run (plan, work-folder lock, local
+    # model servers). With a server of moaa's own (no PREFECT_API_URL), the SFT shards begin at once
+    # and that server, which runs in this process, starts once they are done: its start-up and the
+    # flow's imports (~4 s of CPU) would share the GIL with their calls. The flow then runs on the
+    # open run, its tasks joining the shards done. With a server of the user's, the flow starts now.
     prefect = start_api_early()
-    with open_run(config, base_dir=Path.cwd()) as opened:
-        if prefect.local():  # a server of our own is starting: nothing gates the calls on it
-            begin_early(opened)
-        from flows.pipeline_flow import run_flow
+    try:
+        with open_run(config, base_dir=Path.cwd()) as opened:
+            if prefect.local() and (early := begin_early(opened)) is not None:
+                early.wait_begun()
+                logging.getLogger("moaa.run").info("starting Prefect's API server to record the flow and its task runs")
+            prefect.release()
+            from flows.pipeline_flow import run_flow
 
-        prefect.wait()
-        summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
+            prefect.wait()
+            summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
+    finally:
+        stop_api()
     print(scrub_text(format_summary(summary)))
     return 0
 

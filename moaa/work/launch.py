@@ -1,11 +1,12 @@
 """Open a run and begin its first shards, with or without Prefect yet.
 
 A run's set-up — its plan, the work-folder lock, the local model servers, SMoA's roles — needs no
-Prefect, and neither does a shard's work. So `moaa run` opens the run (open_run) and begins the
-SFT stage's first shards (begin_early) while Prefect's API server is still starting in another
-thread; the flow then runs on that open run, and each of those shards' Prefect task runs joins
-the work already under way (moaa.work.stage_shard.start_shard) instead of starting it. A
-scheduled or deployed run opens its run inside the flow, as before. Nothing here imports Prefect.
+Prefect, and neither does a shard's work. So `moaa run` with a Prefect API server of its own opens
+the run (open_run) and begins the SFT stage's shards (begin_early) before that server starts,
+waits for them (StageRun.wait_begun), then starts it; the flow then runs on that open run, and
+each of those shards' Prefect task runs joins the work already done or under way
+(moaa.work.stage_shard.start_shard) instead of starting it. A scheduled or deployed run opens its
+run inside the flow, as before. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class StageRun:
     _early: tuple[MoaaConfig, list[str] | None] | None = None  # what begin_next begins shards with (begin)
     _handed: bool = False  # taken by the flow, abandoned, or a shard failed to begin: begin no more
     _begin_lock: threading.Lock = field(default_factory=threading.Lock)
+    _running: list[concurrent.futures.Future] = field(default_factory=list)  # the shards begun early, as begun
 
     @classmethod
     def open(cls, stage: str, opened: OpenRun) -> StageRun:
@@ -135,10 +137,29 @@ class StageRun:
                     self._handed = True
                     return
                 self.begun.append(str(out))
+                if future is not None:
+                    self._running.append(future)
             if future is not None:  # None: it was done already, begin the one after it
                 chain = lambda f: threading.Thread(target=self.begin_next, args=(f,), daemon=True).start()  # noqa: E731
                 future.add_done_callback(chain)
                 return
+
+    def wait_begun(self, poll_s: float = 0.5) -> None:
+        """Until the shards begun early are all done and none will begin: every shard was begun,
+        one failed (its task reports it), or the stage was handed over or stopped. In steps of
+        poll_s, so that a Ctrl-C meanwhile is raised here."""
+        while True:
+            with self._begin_lock:
+                running = list(self._running)
+                failed = any(f.done() and (f.cancelled() or f.exception() is not None) for f in running)
+                ended = self._handed or self.stop.is_set() or failed or len(self.begun) >= len(self.todo)
+            if ended and all(f.done() for f in running):
+                with self._begin_lock:
+                    if len(self._running) == len(running):  # none begun since
+                        return
+            concurrent.futures.wait(running, timeout=poll_s, return_when=concurrent.futures.FIRST_EXCEPTION)
+            if all(f.done() for f in running):
+                time.sleep(0.01)  # the next begins on a thread of the one that ended: let it
 
     def hand_over(self) -> None:
         """Begin no more shards (the flow's tasks run the rest); `begun` stays as it is now."""
