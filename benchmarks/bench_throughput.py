@@ -293,8 +293,8 @@ def _cli_figures(samples: dict[str, list[dict[str, Any]]], median: dict[str, flo
         "imports, config, planning and Prefect's ephemeral API start-up"))  # fmt: skip
     out.append(figure(NAME, f"CLI: peak RSS of the process tree, {prompts:,} prompts",
                       max(s["tree_peak_rss_bytes"] for s in cli) / MIB, "MiB", goal="< 400",
-                      note="moaa + Prefect's API server child, sampled every 0.2 s, Prefect's database made by an "
-                      "earlier run; the issue's target is at 100,000 prompts"))  # fmt: skip
+                      note="moaa and any child (Prefect's API server runs in moaa's process), sampled every 0.2 s, "
+                      "Prefect's database made by an earlier run; target at 100,000 prompts"))  # fmt: skip
     return out
 
 

@@ -208,9 +208,9 @@ def test_a_paid_answer_is_journaled_as_json_and_replays_to_the_same_text(tmp_pat
     assert RunStats().replay(lines + [{"paid": "k2", "a": text}]) == {"k1": text, "k0": None, "k2": text}
 
 
-def test_journal_records_of_a_loop_step_go_in_one_write_and_a_paid_answer_goes_at_once(tmp_path):
-    """Records made on an event loop are in the OS by the end of the loop's step, together; a paid
-    answer is written at once with everything waiting (before the cache may commit it)."""
+def test_journal_records_of_a_loop_step_go_in_one_write_and_the_cache_put_follows_it(tmp_path):
+    """Records made on an event loop are in the OS by the end of the loop's step, together, a paid
+    answer's too; what follows a paid record (the cache's put of the answer) runs after that write."""
     writes: list[bytes] = []
 
     class Journal:
@@ -229,12 +229,39 @@ def test_journal_records_of_a_loop_step_go_in_one_write_and_a_paid_answer_goes_a
         await asyncio.sleep(0)
         seen.append(len(writes))  # one write of both records
         stats.record("ep", "t", 0.3, calls=1)
-        stats.note_paid("k", '{"texts": ["x"]}')
-        seen.append(len(writes))  # the waiting record and the paid answer, at once, in one write
+        stats.note_paid("k", '{"texts": ["x"]}', then=lambda: seen.append(("put after write", len(writes))))
+        seen.append(len(writes))  # the paid answer waits for the step's end too
+        await asyncio.sleep(0)
+        seen.append(len(writes))  # one write of the record and the paid answer
         return seen
 
-    assert asyncio.run(step()) == [0, 1, 2]
+    assert asyncio.run(step()) == [0, 1, 1, ("put after write", 2), 2]
     assert writes[0].count(b"\n") == 2 and writes[1].count(b"\n") == 2 and b'"paid": "k"' in writes[1]
     stats = RunStats(journal=Journal())
     stats.record("ep", "t", 0.1, calls=1)  # off any event loop (a thread's client): at once
     assert len(writes) == 3
+
+
+def test_an_answer_whose_record_waits_is_served_to_the_same_request_and_committed_after_it(tmp_path):
+    """Between the answer and its journal write (the loop step's end), the same request is a cache
+    hit from memory, not a second paid call; the cache holds the answer only once it is journaled."""
+    inner = FakeClient("ep", responder=lambda call: "an answer")
+    cache = RequestCache(tmp_path / "c.sqlite")
+    journal = tmp_path / "calls.jsonl"
+    stats = RunStats(journal=journal.open("ab", buffering=0))
+    client = CachedClient(inner, cache, stats)
+
+    async def go() -> tuple:
+        first = await client.chat(MESSAGES, Sampling(seed=1))
+        in_cache = cache._writer.get(next(iter(client._unwritten)))  # the put waits for the journal
+        again = await client.chat(MESSAGES, Sampling(seed=1))  # same step: the record is not written yet
+        journaled = journal.read_text()
+        await asyncio.sleep(0)
+        return first, in_cache, again, journaled, journal.read_text()
+
+    first, in_cache, again, before, after = asyncio.run(go())
+    assert not first.cached and again.cached and again.text == "an answer" and len(inner.calls) == 1
+    assert in_cache is None and '"paid"' not in before and '"paid"' in after
+    assert client._unwritten == {}
+    cache.flush()
+    assert len(cache) == 1

@@ -234,6 +234,7 @@ class CachedClient:
         self._defaults = endpoint.sampling if endpoint is not None else None
         self._prices = (endpoint.price_input_per_mtok, endpoint.price_output_per_mtok) if endpoint else (None, None)
         self._options = request_options(endpoint) if endpoint is not None else {}
+        self._unwritten: dict[str, str] = {}  # key -> answer paid for, its journal record not yet written
 
     def _cost(self, hit: dict[str, Any]) -> float:
         # a batching client's answers were made at its batch price
@@ -251,7 +252,8 @@ class CachedClient:
     ) -> Completion:
         params = (sampling or Sampling()).over(self._defaults)
         key = request_key(self.model, messages, params, n, response_format, tag, self._options)
-        hit = self.cache.get(key)
+        unwritten = self._unwritten.get(key)  # answered in this loop step, not yet in the cache
+        hit = json.loads(unwritten) if unwritten is not None else self.cache.get(key)
         if hit is None and (journaled := self.stats.prepaid_answer(key)) is not None:
             # Paid for by a killed attempt whose last cache batch was lost: its journal kept the answer.
             self.cache.put_text(key, journaled)
@@ -276,16 +278,22 @@ class CachedClient:
             text = json.dumps(stored, ensure_ascii=False)
             if scrub_text(text) != text:  # a server echoed a key in an answer: scrub every string of it
                 text = json.dumps(scrub(stored), ensure_ascii=False)
-            # Journaled (flushed to the OS) with its answer before the cache's batched commit: a kill
-            # that loses the batch re-reads the answer from the journal, never pays or counts it twice.
-            self.stats.note_paid(key, text)
-            self.cache.put_text(key, text)
+            # Journaled (in the OS) with its answer before the cache may commit it: a kill that loses
+            # the cache's batch re-reads the answer from the journal, never pays or counts it twice.
+            self._unwritten[key] = text
+            self.stats.note_paid(key, text, then=lambda: self._put(key, text))
         return completion
+
+    def _put(self, key: str, text: str) -> None:
+        self.cache.put_text(key, text)
+        if self._unwritten.get(key) is text:
+            del self._unwritten[key]
 
     async def aclose(self) -> None:
         """Commit the answers still queued (off the loop), then close the inner client."""
         import asyncio
 
+        self.stats.write_journal()  # the answers whose record waits go to the cache after it
         await asyncio.to_thread(self.cache.flush)
         if hasattr(self.inner, "aclose"):
             await self.inner.aclose()

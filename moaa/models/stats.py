@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -52,10 +52,12 @@ class RunStats:
     # so the calls of an attempt that is killed still count when the shard is resumed. An unbuffered
     # binary file: what is written is in the OS once write(2) returns (no flush to pay per call).
     # Records made on an event loop wait for the end of its current step and go as one write
-    # (several calls finish in one step); a paid answer is written at once with all that waits,
-    # before the cache may commit it, and ShardOutput writes what waits before a prompt's row.
+    # (several calls finish in one step); a paid answer's record too, and what was to follow it
+    # (the cache's put of that answer: note_paid's `then`) runs once it is written, so the cache
+    # never commits an answer the journal lacks. ShardOutput writes what waits before a prompt's row.
     journal: BinaryIO | None = field(default=None, repr=False, compare=False)
     _waiting: list[str] = field(default_factory=list, repr=False, compare=False)
+    _after: list[Callable[[], object]] = field(default_factory=list, repr=False, compare=False)
     _drain_scheduled: bool = field(default=False, repr=False, compare=False)
     # Cache keys whose answer an earlier, killed attempt of the shard paid for (and counted): the
     # resumed attempt's cache hit on one of them is the same call, not another one.
@@ -90,10 +92,13 @@ class RunStats:
                 if len(lat) < _MAX_LATENCIES:
                     lat.append(latency)
 
-    def note_paid(self, key: str, answer: str | None = None) -> None:
+    def note_paid(self, key: str, answer: str | None = None, then: Callable[[], object] | None = None) -> None:
         """Journal that the call with cache key `key` was answered (and counted) by this attempt, with
-        its answer: the request cache commits in batches, so a kill may lose the last ones there."""
+        its answer: the request cache commits in batches, so a kill may lose the last ones there.
+        `then` runs once the record is written (at once without a journal)."""
         if self.journal is None:
+            if then is not None:
+                then()
             return
         if answer is None:
             line = json.dumps({"paid": key}) + "\n"
@@ -101,7 +106,9 @@ class RunStats:
             line = f'{{"paid": {json.dumps(key)}, "ar": {answer}}}\n'
         with self._lock:
             self._waiting.append(line)
-            self._drain_locked()
+            if then is not None:
+                self._after.append(then)
+            self._schedule_locked()
 
     def write_journal(self) -> None:
         """Write the records still waiting (before a prompt's row is written, and at a shard's end)."""
@@ -125,6 +132,10 @@ class RunStats:
         if self.journal is None:
             return
         self._waiting.append(json.dumps(entry) + "\n")
+        self._schedule_locked()
+
+    def _schedule_locked(self) -> None:
+        """Write what waits at the end of the event loop's step (once per step), or at once off a loop."""
         if self._drain_scheduled:
             return
         try:
@@ -137,10 +148,14 @@ class RunStats:
 
     def _drain_locked(self) -> None:
         self._drain_scheduled = False
-        if not self._waiting:
-            return
-        data = "".join(self._waiting).encode()
-        self._waiting.clear()
+        if self._waiting:
+            self._write_locked("".join(self._waiting).encode())
+            self._waiting.clear()
+        after, self._after = self._after, []
+        for then in after:  # written (or the journal stopped): what was to follow the records now may
+            then()
+
+    def _write_locked(self, data: bytes) -> None:
         if self.journal is None or self.journal.closed:  # closed: the shard has finished
             return
         try:
