@@ -148,7 +148,7 @@ class LocalAPI:
         """Shut the server down (its lifespan ends, the database is closed); the log goes with a clean stop."""
         server, thread, self._server, self._thread = self._server, self._thread, None, None
         if server is not None:  # at once: the flow is over, and its client's open connections need no wait
-            server.should_exit = server.force_exit = True
+            server.should_exit = True
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         handler, self._handler = self._handler, None
