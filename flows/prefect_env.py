@@ -60,10 +60,10 @@ class LocalAPI:
 
     The app and settings Prefect's own ephemeral server runs (`create_app`, ephemeral: no UI, no
     services; see _server_app) under uvicorn, on a socket bound here to a free port, so no other
-    process can take the port in between. In this process rather than as a child: the two shared
-    nothing but a tree's worth of memory (the child held ~190-230 MiB, 160 MiB of it imports that
-    here mostly are moaa's own already: the server adds ~100 MiB). Its log records go to a file
-    that a failure names, not to the terminal; it stops with the process, however that ends.
+    process can take the port in between. In this process rather than as a child: a child held
+    ~190-230 MiB, 160 MiB of it imports (Python, pydantic, most of Prefect) that this process has
+    already; here the server adds ~100 MiB. Its log records go to a file that a failure names, not
+    to the terminal; it stops with the process, however that ends (stop_api: before the exit).
     """
 
     def __init__(self, log_path: Path):
