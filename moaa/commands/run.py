@@ -47,7 +47,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    from flows.prefect_env import start_api_early, stop_api
+    from flows.prefect_env import start_api_early
     from moaa.public import scrub_text
     from moaa.work.launch import begin_early, open_run
     from moaa.work.summary import format_summary
@@ -57,19 +57,17 @@ def handle(args: argparse.Namespace) -> int:
     # and that server, which runs in this process, starts once they are done: its start-up and the
     # flow's imports (~4 s of CPU) would share the GIL with their calls. The flow then runs on the
     # open run, its tasks joining the shards done. With a server of the user's, the flow starts now.
+    # The server is stopped by moaa.cli.main on the way out, as for every command that starts one.
     prefect = start_api_early()
-    try:
-        with open_run(config, base_dir=Path.cwd()) as opened:
-            if prefect.local() and (early := begin_early(opened)) is not None:
-                early.wait_begun()
-                logging.getLogger("moaa.run").info("starting Prefect's API server to record the flow and its task runs")
-            prefect.release()
-            from flows.pipeline_flow import run_flow
+    with open_run(config, base_dir=Path.cwd()) as opened:
+        if prefect.local() and (early := begin_early(opened)) is not None:
+            early.wait_begun()
+            logging.getLogger("moaa.run").info("starting Prefect's API server to record the flow and its task runs")
+        prefect.release()  # its start then overlaps the flow's import
+        from flows.pipeline_flow import run_flow
 
-            prefect.wait()
-            summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
-    finally:
-        stop_api()
+        prefect.wait()
+        summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
     print(scrub_text(format_summary(summary)))
     return 0
 
