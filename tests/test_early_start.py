@@ -16,6 +16,7 @@ from moaa.locks import FolderBusy, FolderLock
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.work.launch import begin_early, open_run
 from moaa.work.stage_shard import RunStopped, abandon_started, run_shard, start_shard
+from moaa.work.shards import read_done
 from moaa.work.steps import plan_run
 from tests.pipeline_helpers import (
     TestServerProcess,
@@ -60,6 +61,9 @@ def test_a_begun_shard_is_joined_not_run_twice(tmp_path):
     assert result.counts.rows == 4 and not result.skipped
     assert asked == 4 * 4  # 3 proposers + aggregator per prompt, each asked once
     _free(out)  # released once joined
+    # Held until the flow joins it, the begun shard's result carries no accounting; DONE has it all.
+    assert result.stats == {} and result.attempt_stats == {}
+    assert sum(e["calls"] for e in read_done(out).stats["endpoints"].values()) == asked
 
 
 def test_a_begun_shard_nobody_takes_is_stopped_and_its_folder_released(tmp_path):
