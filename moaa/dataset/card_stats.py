@@ -1,10 +1,11 @@
-"""Statistics a dataset card shows, read lazily from a version's parquet shards with polars.
+"""Statistics a dataset card shows, read from a version's parquet shards with pyarrow.
 
     stats = compute_stats(Path("data/local-moa/v3"), {"sft": {"train": 90, "test": 10}})
 
-Length and score statistics (streaming engine, so a 100k-prompt version is summarised without
-loading it whole), methods and models named in the SFT rows, trace steps per stage and kind,
-truncated answers (finish_reason "length") per stage, and failures by stage and reason.
+Length and score statistics (a row group at a time, only the columns needed, so a 100k-prompt
+version is summarised without loading it whole: moaa.dataset.columns), methods and models named
+in the SFT rows, trace steps per stage and kind, truncated answers (finish_reason "length") per
+stage, and failures by stage and reason.
 """
 
 from __future__ import annotations
@@ -12,91 +13,60 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moaa.dataset.files import scan_config
+from moaa.dataset.columns import GroupSums, Values, head, message_lengths, pylists, read_batches
 
 SAMPLE_CHARS = 400  # sample rows are cut here so the card stays readable
 
 
-def _describe(lf: Any, columns: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """{name: {mean, median, p95, min, max}} of each expression, in one streaming pass."""
-    aggs = []
-    for name, expr in columns.items():
-        aggs += [
-            expr.mean().alias(f"{name}|mean"),
-            expr.median().alias(f"{name}|median"),
-            expr.quantile(0.95).alias(f"{name}|p95"),
-            expr.min().alias(f"{name}|min"),
-            expr.max().alias(f"{name}|max"),
-        ]
-    got = lf.select(aggs).collect(engine="streaming").to_dicts()[0]
-    out: dict[str, dict[str, float | None]] = {}
-    for key, value in got.items():
-        name, stat = key.split("|")
-        out.setdefault(name, {})[stat] = None if value is None else float(value)
-    return out
-
-
 def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Length and score statistics, methods, models and failure reasons, read from the shards."""
-    import polars as pl
-
-    def content(col: str, pick: int) -> Any:  # null for a row with no messages
-        return pl.col(col).list.eval(pl.element().struct.field("content")).list.get(pick, null_on_oob=True)
+    import pyarrow.compute as pc
 
     stats: dict[str, Any] = {}
     if "sft" in rows:
-        lf = scan_config(folder, "sft")
-        stats["sft"] = _describe(
-            lf, {"answer chars": content("messages", -1).str.len_chars(), "turns": pl.col("messages").list.len()}
-        )
-        stats["methods"] = lf.group_by("method").len().sort("method").collect().rows()
-        stats["models"] = (
-            lf.select(pl.col("models").explode().drop_nulls().unique().sort()).collect().to_series().to_list()
-        )
+        answers, turns, methods, models = Values(), Values(), GroupSums(["method"]), set()
+        for batch in read_batches(folder, "sft", ["messages", "method", "models"]):
+            answers.add(message_lengths(batch.column("messages"), -1))  # none for a row with no messages
+            turns.add(pc.list_value_length(batch.column("messages")).to_pylist())
+            methods.add(pylists(batch, ["method"]))
+            models.update(m for m in pc.unique(pc.list_flatten(batch.column("models"))).to_pylist() if m is not None)
+        stats["sft"] = {"answer chars": answers.describe(), "turns": turns.describe()}
+        stats["methods"] = [(*key, t["rows"]) for key, t in methods.sorted()]
+        stats["models"] = sorted(models)
     if "dpo" in rows:
-        stats["dpo"] = _describe(
-            scan_config(folder, "dpo"),
-            {
-                "chosen chars": content("chosen", 0).str.len_chars(),
-                "rejected chars": content("rejected", 0).str.len_chars(),
-                "score_chosen": pl.col("score_chosen"),
-                "score_rejected": pl.col("score_rejected"),
-                "margin": pl.col("score_chosen") - pl.col("score_rejected"),
-            },
-        )
+        names = ("chosen chars", "rejected chars", "score_chosen", "score_rejected", "margin")
+        found = {name: Values() for name in names}
+        for batch in read_batches(folder, "dpo", ["chosen", "rejected", "score_chosen", "score_rejected"]):
+            scores = pylists(batch, ["score_chosen", "score_rejected"])
+            found["chosen chars"].add(message_lengths(batch.column("chosen"), 0))
+            found["rejected chars"].add(message_lengths(batch.column("rejected"), 0))
+            found["score_chosen"].add(scores["score_chosen"])
+            found["score_rejected"].add(scores["score_rejected"])
+            pairs = zip(scores["score_chosen"], scores["score_rejected"], strict=True)
+            found["margin"].add([None if c is None or r is None else c - r for c, r in pairs])
+        stats["dpo"] = {name: values.describe() for name, values in found.items()}
     if "trace" in rows:
-        stats["trace"] = (
-            scan_config(folder, "trace")
-            .group_by("stage", "kind")
-            .agg(
-                pl.len().alias("steps"),
-                pl.col("score").mean().alias("mean score"),
-                pl.col("completion_tokens").sum().alias("completion tokens"),
-            )
-            .sort("stage", "kind")
-            .collect()
-            .rows()
-        )
-    if "trace" in rows:
-        stats["truncated"] = (
-            scan_config(folder, "trace")
-            .filter(pl.col("finish_reason") == "length")
-            .group_by("stage")
-            .len()
-            .sort("stage")
-            .collect()
-            .rows()
-        )
+        steps, truncated = GroupSums(["stage", "kind"], ("score", "completion_tokens")), GroupSums(["stage"])
+        for batch in read_batches(folder, "trace", ["stage", "kind", "score", "completion_tokens", "finish_reason"]):
+            columns = pylists(batch, ["stage", "kind", "score", "completion_tokens", "finish_reason"])
+            steps.add(columns)
+            reasons = zip(columns["stage"], columns["finish_reason"], strict=True)
+            truncated.add({"stage": [stage for stage, reason in reasons if reason == "length"]})
+        stats["trace"] = [
+            (*key, t["rows"], steps.mean(t, "score"), t["completion_tokens_sum"]) for key, t in steps.sorted()
+        ]
+        stats["truncated"] = [(*key, t["rows"]) for key, t in truncated.sorted()]
     if "failures" in rows:
-        stats["failures"] = (
-            scan_config(folder, "failures").group_by("stage", "reason").len().sort("stage", "reason").collect().rows()
-        )
+        failures = GroupSums(["stage", "reason"])
+        for batch in read_batches(folder, "failures", ["stage", "reason"]):
+            failures.add(pylists(batch, ["stage", "reason"]))
+        stats["failures"] = [(*key, t["rows"]) for key, t in failures.sorted()]
     return stats
 
 
 def sample_rows(folder: Path, cfg: str, n: int = 2) -> list[dict[str, Any]]:
     """The first n rows of a config with long texts cut to SAMPLE_CHARS."""
-    return [_cut(r) for r in scan_config(folder, cfg).head(n).collect().to_dicts()]
+    return [_cut(r) for r in head(folder, cfg, n)]
 
 
 def _cut(value: Any) -> Any:

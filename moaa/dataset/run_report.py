@@ -7,11 +7,12 @@ Sections: Summary (rows, prompts, calls/tokens/cost per endpoint from `moaa_mani
 (chosen vs rejected), Lengths (SFT answers, chosen, rejected), Calls and tokens (trace steps and
 tokens per prompt by stage, kind and model), Failures (by stage and reason), Judge consistency
 (pairwise position-swap disagreement), Examples (a prompt with its proposers' answers and the
-final answer; a DPO pair with its scores). Statistics are computed lazily over the parquet shards
-with polars; a plot whose config is absent is skipped. Plots (moaa.dataset.report_plots) use
-matplotlib's Agg canvas (no display, no global pyplot state). moaa.dataset.versions writes the report into the version's
-staging folder (`stage_report`), before the manifest: its files are hashed with every other file,
-and the manifest records a digest of what the plots are drawn from (`report_plots`). When the
+final answer; a DPO pair with its scores). Statistics are read from the parquet shards a row
+group at a time with pyarrow (moaa.dataset.columns); a plot whose config is absent is skipped.
+Plots (moaa.dataset.report_plots) use matplotlib's Agg canvas (no display, no global pyplot
+state). moaa.dataset.versions writes the report into the version's staging folder
+(`stage_report`), before the manifest: its files are hashed with every other file, and the
+manifest records a digest of what the plots are drawn from (`report_plots`). When the
 parent version's report records the same digest (a re-run of a finished config), its verified PNGs
 are copied instead of drawn. The markdown is always rendered.
 """
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from moaa.dataset.files import scan_config
+from moaa.dataset.columns import GroupSums, head, message_lengths, pylists, read_batches, shard_files
 from moaa.dataset.report_plots import IMAGE_DIR, draw_plots, parent_plots, plots_digest
 
 log = logging.getLogger(__name__)
@@ -87,19 +89,13 @@ def report_markdown_for_artifact(version_dir: Path) -> str:
 # ---------------------------------------------------------------- data
 
 
-def _last_content(column: str) -> Any:
-    import polars as pl
-
-    return pl.col(column).list.last().struct.field("content").fill_null("").str.len_chars()
-
-
 def collect_report(version_dir: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every number and example the report shows; a key is None when its config is absent.
     `manifest`: the version's (read from the folder when not given)."""
     from moaa.dataset.manifest import read_manifest
 
     manifest = read_manifest(version_dir) if manifest is None else manifest
-    sft, dpo, trace, fails = (scan_config(version_dir, c) for c in ("sft", "dpo", "trace", "failures"))
+    has = {c: bool(shard_files(version_dir, c)) for c in ("sft", "dpo", "trace", "failures")}
     data: dict[str, Any] = {
         "manifest": manifest,
         "sft_lengths": None,
@@ -110,70 +106,81 @@ def collect_report(version_dir: Path, manifest: dict[str, Any] | None = None) ->
         "examples": [],
         "pairs": [],
     }
-    if sft is not None:
-        data["sft_lengths"] = sft.select(_last_content("messages")).collect().to_series().to_list()
-    if dpo is not None:
-        frame = dpo.select(
-            "score_chosen", "score_rejected", chosen_len=_last_content("chosen"), rejected_len=_last_content("rejected")
-        ).collect()
-        data["dpo"] = frame.to_dict(as_series=False)
-        data["pairs"] = dpo.head(2).collect().to_dicts()
-    if trace is not None:
-        data["steps"] = _steps(trace)
-        data["swap"] = _swap(trace)
-    if fails is not None:
+    if has["sft"]:
+        batches = read_batches(version_dir, "sft", ["messages"])
+        data["sft_lengths"] = [n for b in batches for n in message_lengths(b.column("messages"), -1, missing=0)]
+    if has["dpo"]:
+        dpo: dict[str, list] = {"score_chosen": [], "score_rejected": [], "chosen_len": [], "rejected_len": []}
+        for batch in read_batches(version_dir, "dpo", ["score_chosen", "score_rejected", "chosen", "rejected"]):
+            dpo["score_chosen"] += batch.column("score_chosen").to_pylist()
+            dpo["score_rejected"] += batch.column("score_rejected").to_pylist()
+            dpo["chosen_len"] += message_lengths(batch.column("chosen"), -1, missing=0)
+            dpo["rejected_len"] += message_lengths(batch.column("rejected"), -1, missing=0)
+        data["dpo"] = dpo
+        data["pairs"] = head(version_dir, "dpo", 2)
+    if has["trace"]:
+        data["steps"] = _steps(version_dir)
+        data["swap"] = _swap(version_dir)
+    if has["failures"]:
+        grouped = GroupSums(["stage", "reason"])
+        for batch in read_batches(version_dir, "failures", ["stage", "reason"]):
+            grouped.add(pylists(batch, ["stage", "reason"]))
         # Ties in a stable order: the failures plot (and its digest) must not change between runs.
-        grouped = fails.group_by("stage", "reason").len()
-        counts = grouped.sort(["len", "stage", "reason"], descending=[True, False, False]).collect()
-        data["failures"] = {f"{r['stage']}:{r['reason']}": r["len"] for r in counts.to_dicts()}
-    if sft is not None:
-        data["examples"] = _examples(sft, trace, 2)
+        counts = sorted(grouped.sorted(), key=lambda group: -group[1]["rows"])
+        data["failures"] = {f"{stage}:{reason}": t["rows"] for (stage, reason), t in counts}
+    if has["sft"]:
+        data["examples"] = _examples(version_dir, has["trace"], 2)
     return data
 
 
-def _steps(trace: Any) -> list[dict[str, Any]]:
+def _steps(version_dir: Path) -> list[dict[str, Any]]:
     """Per (stage, kind, model): trace steps and tokens per prompt of that stage."""
-    import polars as pl
+    grouped = GroupSums(["stage", "kind", "model"], ("tokens",))
+    prompts: dict[Any, set[str]] = {}  # the prompts of each stage: ~70 bytes each, freed on return
+    names = ["stage", "kind", "model", "prompt_id", "prompt_tokens", "completion_tokens"]
+    for batch in read_batches(version_dir, "trace", names):
+        columns = pylists(batch, names)
+        pairs = zip(columns["prompt_tokens"], columns["completion_tokens"], strict=True)
+        columns["tokens"] = [None if p is None or c is None else p + c for p, c in pairs]
+        grouped.add(columns)
+        for stage, prompt_id in zip(columns["stage"], columns["prompt_id"], strict=True):
+            prompts.setdefault(stage, set()).add(prompt_id)
+    out = []
+    for (stage, kind, model), totals in grouped.sorted():
+        steps, tokens, stage_prompts = totals["rows"], totals["tokens_sum"], len(prompts[stage])
+        out.append({"stage": stage, "kind": kind, "model": model, "steps": steps, "tokens": tokens,
+                    "stage_prompts": stage_prompts, "steps_per_prompt": steps / stage_prompts,
+                    "tokens_per_prompt": tokens / stage_prompts})  # fmt: skip
+    return out
 
-    per_stage = trace.group_by("stage").agg(stage_prompts=pl.col("prompt_id").n_unique())
-    grouped = trace.group_by("stage", "kind", "model").agg(
-        steps=pl.len(), tokens=(pl.col("prompt_tokens") + pl.col("completion_tokens")).sum()
-    )
-    joined = grouped.join(per_stage, on="stage").with_columns(
-        steps_per_prompt=pl.col("steps") / pl.col("stage_prompts"),
-        tokens_per_prompt=pl.col("tokens") / pl.col("stage_prompts"),
-    )
-    return joined.sort("stage", "kind", "model").collect().to_dicts()
+
+_AGREE = re.compile(r'"agree":\s*(true|false)')
 
 
-def _swap(trace: Any) -> dict[str, int] | None:
+def _swap(version_dir: Path) -> dict[str, int] | None:
     """Pairwise judgements that agree / disagree across the two orders, or None without any."""
-    import polars as pl
-
-    meta = pl.col("meta").fill_null("")
-    counts = (
-        trace.filter(pl.col("kind") == "verdict")
-        .select(
-            agree=meta.str.count_matches(r'"agree":\s*true').sum(),
-            disagree=meta.str.count_matches(r'"agree":\s*false').sum(),
-        )
-        .collect()
-        .to_dicts()
-    )
-    got = counts[0] if counts else {"agree": 0, "disagree": 0}
-    total = (got["agree"] or 0) + (got["disagree"] or 0)
-    return {"judged": total, "disagree": got["disagree"] or 0} if total else None
+    found = {"true": 0, "false": 0}
+    for batch in read_batches(version_dir, "trace", ["kind", "meta"]):
+        columns = pylists(batch, ["kind", "meta"])
+        for kind, meta in zip(columns["kind"], columns["meta"], strict=True):
+            if kind == "verdict" and meta:
+                for agree in _AGREE.findall(meta):
+                    found[agree] += 1
+    total = found["true"] + found["false"]
+    return {"judged": total, "disagree": found["false"]} if total else None
 
 
-def _examples(sft: Any, trace: Any, n: int) -> list[dict[str, Any]]:
-    import polars as pl
-
-    rows = sft.head(n).collect().to_dicts()
-    ids = [r["prompt_id"] for r in rows]
+def _examples(version_dir: Path, has_trace: bool, n: int) -> list[dict[str, Any]]:
+    rows = head(version_dir, "sft", n)
+    ids = {r["prompt_id"] for r in rows}
     steps: list[dict[str, Any]] = []
-    if trace is not None:
-        wanted = pl.col("prompt_id").is_in(ids) & (pl.col("stage") == "sft")
-        steps = trace.filter(wanted).sort("turn", "layer", "index").collect().to_dicts()
+    if has_trace:
+        for batch in read_batches(version_dir, "trace"):
+            columns = pylists(batch, ["prompt_id", "stage"])
+            for row, (prompt_id, stage) in enumerate(zip(columns["prompt_id"], columns["stage"], strict=True)):
+                if prompt_id in ids and stage == "sft":
+                    steps += batch.slice(row, 1).to_pylist()
+        steps.sort(key=lambda s: tuple((s[k] is not None, s[k] or 0) for k in ("turn", "layer", "index")))
     return [{"row": r, "steps": [s for s in steps if s["prompt_id"] == r["prompt_id"]]} for r in rows]
 
 
