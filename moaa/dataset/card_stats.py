@@ -47,8 +47,9 @@ def compute_stats(folder: Path, rows: dict[str, dict[str, int]]) -> dict[str, An
         stats["dpo"] = {name: values.describe() for name, values in found.items()}
     if "trace" in rows:
         steps, truncated = GroupSums(["stage", "kind"], ("score", "completion_tokens")), GroupSums(["stage"])
-        for batch in read_batches(folder, "trace", ["stage", "kind", "score", "completion_tokens", "finish_reason"]):
-            columns = pylists(batch, ["stage", "kind", "score", "completion_tokens", "finish_reason"])
+        names = ["stage", "kind", "score", "completion_tokens", "finish_reason"]
+        for batch in read_batches(folder, "trace", names):
+            columns = pylists(batch, names)
             steps.add(columns)
             reasons = zip(columns["stage"], columns["finish_reason"], strict=True)
             truncated.add({"stage": [stage for stage, reason in reasons if reason == "length"]})

@@ -1,8 +1,9 @@
 """A version's parquet columns read in row-group batches with pyarrow, and the few reductions the
 card and the run report make of them.
 
+    counts = GroupSums(["stage", "kind"])
     for batch in read_batches(Path("data/local-moa/v3"), "trace", ["stage", "kind"]):
-        counts.add(batch, ["stage", "kind"])
+        counts.add(pylists(batch, ["stage", "kind"]))
 
 pyarrow is already loaded by the version write, so the card and the report that follow it cost no
 other library: polars (a lazy frame per config) added ~27 MiB of imports and ~50 MiB of streaming

@@ -40,7 +40,9 @@ def scan_config(version_dir: Path, config: str) -> Any:
     None when the version has no such config. Polars is imported here, not at module import."""
     import polars as pl
 
-    files = sorted((Path(version_dir) / "data" / config).glob("*.parquet"))
+    from moaa.dataset.columns import shard_files
+
+    files = shard_files(version_dir, config)
     return pl.scan_parquet(files) if files else None
 
 
