@@ -8,7 +8,9 @@ on a flow's first API call, as a child that a SIGKILL of moaa, or a Ctrl-C sent 
 leaves running under PID 1. moaa runs the same app itself instead (LocalAPI), in a thread of its
 own process, started when `moaa run` releases it: after the shards begun before the flow are
 done (moaa.commands.run), so its start-up (~3 s of CPU, more when it creates its database) does
-not compete with their calls.
+not compete with their calls. On a new database (a machine's first run), a short-lived child
+creates it meanwhile (_DatabasePrep): its migrations and block registration, ~6 s of CPU and
+~30 MiB that this process would otherwise keep to its end.
 """
 
 from __future__ import annotations
@@ -217,14 +219,102 @@ def ensure_api(
         return None
     from moaa.local.model import moaa_home
 
-    if released is not None:
-        released.wait()
     timeout = timeout_s or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     _drop_stale_logs(moaa_home() / "logs")
+    if released is not None:  # something runs meanwhile: a new database is made beside it
+        preparing = _DatabasePrep.start_if_new(moaa_home() / "logs")
+        released.wait()
+        if preparing is not None:
+            preparing.wait(timeout)
     _local_api = LocalAPI(moaa_home() / "logs" / f"prefect-api-{os.getpid()}.log").start(timeout)
     os.environ["PREFECT_API_URL"] = _local_api.api_url
     refresh_global_settings_context()
     return _local_api.api_url
+
+
+class _DatabasePrep:
+    """A new SQLite database for Prefect's local server made by a child process (prepare_database)
+    while the shards begun before the flow run, so the server in this process starts on a ready
+    one: migrating it here cost ~6 s of CPU after those shards and ~30 MiB (alembic, its ~150
+    revision modules, every block type's import) held to the run's end, at its peak.
+
+    The child runs at a lower CPU priority (nice 10) than the calls, in a session of its own: a
+    Ctrl-C or a kill of moaa lets it finish (a half-migrated database is worse than a few seconds
+    of a child). When it fails, the server migrates the database itself, as it does anyway for a
+    database that exists; its log (kept then) says why."""
+
+    def __init__(self, proc: Any, log_path: Path):
+        self.proc, self.log_path = proc, log_path
+
+    @classmethod
+    def start_if_new(cls, logs: Path) -> _DatabasePrep | None:
+        import subprocess
+        import sys
+
+        from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_DATABASE_MIGRATE_ON_START
+
+        url = str(PREFECT_API_DATABASE_CONNECTION_URL.value() or "")
+        if not url.startswith("sqlite") or not PREFECT_API_DATABASE_MIGRATE_ON_START.value():
+            return None
+        path = url.split("///", 1)[-1].split("?", 1)[0]
+        if not path or ":memory:" in path or Path(path).exists():
+            return None
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"prefect-db-{os.getpid()}.log"
+        code = "from flows.prefect_env import prepare_database; prepare_database()"
+        with log_path.open("w", encoding="utf-8") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        return cls(proc, log_path)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for the child (at most `timeout_s`); True when it made the database."""
+        import subprocess
+
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None  # still running: the server's own migration waits on the database's lock
+        if code == 0:
+            self.log_path.unlink(missing_ok=True)
+            return True
+        logging.getLogger("moaa.run").debug(
+            "preparing Prefect's new database in a child failed (%s); the server prepares it itself; log %s",
+            "still running" if code is None else f"exit {code}", self.log_path,
+        )  # fmt: skip
+        return False
+
+
+def prepare_database() -> None:
+    """Create or migrate the local server's database and register Prefect's block types, as the
+    server's own start-up does (the same memo, so that start-up then skips them); for _DatabasePrep."""
+    import asyncio
+
+    os.nice(10)
+    quiet_prefect()
+    import prefect._internal.plugins.collections as collections
+
+    collections._collections = {}  # as _server_app: the same block registry, so the same memo hash
+    from prefect.server.api.server import _memoize_block_auto_registration
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models.block_registration import run_block_auto_registration
+    from prefect.settings import PREFECT_API_BLOCKS_REGISTER_ON_START
+
+    async def prepare() -> None:
+        db = provide_database_interface()
+        await db.create_db()
+
+        @_memoize_block_auto_registration
+        async def add_block_types() -> None:
+            if PREFECT_API_BLOCKS_REGISTER_ON_START.value():
+                async with await db.session() as session:
+                    await run_block_auto_registration(session=session)
+
+        await add_block_types()
+
+    asyncio.run(prepare())
 
 
 def stop_api() -> None:

@@ -241,3 +241,66 @@ def test_the_local_api_server_runs_in_this_process_and_stops_before_exit(tmp_pat
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [200, [], ["moaa-prefect-api"], [], True, False]
+
+
+_PREP_SCRIPT = (
+    "import json, os, sys, threading, time, urllib.request\n"
+    "from pathlib import Path\n"
+    "import flows.prefect_env as pe\n"
+    "{patch}"
+    "home, released, got = Path(os.environ['PREFECT_HOME']), threading.Event(), {{}}\n"
+    "start = pe._DatabasePrep.start_if_new\n"
+    "pe._DatabasePrep.start_if_new = lambda logs: got.setdefault('prep', start(logs))\n"
+    "thread = threading.Thread(target=lambda: got.update(url=pe.ensure_api(released=released)))\n"
+    "thread.start()\n"
+    "deadline = time.monotonic() + 180\n"
+    "while time.monotonic() < deadline and (got.get('prep') is None or got['prep'].proc.poll() is None):\n"
+    "    time.sleep(0.05)\n"
+    "memo = home / 'memo_store.toml'\n"
+    "made = [(home / 'prefect.db').exists(), memo.exists() and 'block_auto_registration' in memo.read_text()]\n"
+    "before = made + ['url' in got, got['prep'].proc.returncode]\n"
+    "released.set(); thread.join(180)\n"
+    "health = urllib.request.urlopen(got['url'] + '/health', timeout=10).status\n"
+    "pe.stop_api()\n"
+    "logs = sorted(p.name.split('-')[1] for p in (Path(os.environ['MOAA_HOME']) / 'logs').glob('prefect-*.log'))\n"
+    "print(json.dumps([before, health, logs]))\n"
+)
+
+
+def _prep_run(tmp_path: Path, patch: str = "") -> list:
+    import json
+    import subprocess
+    import sys
+
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"), MOAA_HOME=str(tmp_path / "moaa-home"))
+    env.pop("PREFECT_API_URL", None)
+    code = _PREP_SCRIPT.format(patch=patch)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_new_database_is_made_by_a_child_before_the_server_is_released(tmp_path):
+    """On a new PREFECT_HOME, ensure_api has a child create the database and register the block
+    types while the caller still holds the server back (its early shards), so the server in this
+    process starts on a ready one; the child's log goes with its success."""
+    before, health, logs = _prep_run(tmp_path)
+    assert before == [True, True, False, 0]  # made by the child, and the server not yet started
+    assert health == 200
+    assert logs == []
+
+
+@pytest.mark.slow
+def test_a_failed_database_child_leaves_the_server_to_make_it(tmp_path):
+    """A child that fails (here: exits 3 at once) costs nothing but its log: the server in this
+    process migrates the new database itself, as it did before the child existed."""
+    patch = (
+        "import subprocess\n"
+        "real = subprocess.Popen\n"
+        "subprocess.Popen = lambda args, **kw: real([sys.executable, '-c', 'raise SystemExit(3)'], **kw)\n"
+    )
+    before, health, logs = _prep_run(tmp_path, patch)
+    assert before == [False, False, False, 3]  # nothing was made before the release
+    assert health == 200
+    assert logs == ["db"]  # the failed child's log stays; the server's own went with its clean stop

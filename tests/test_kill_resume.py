@@ -247,8 +247,9 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "sigint-to-moaa-alone"])
 def test_no_child_outlives_a_killed_run(tmp_path, sig):
     """`moaa run` with its own Prefect API server runs it in its own process (flows.prefect_env.
-    LocalAPI): no child of its own while its shards run, and after kill -9 (or Ctrl-C sent to the
-    moaa process only, not its group) it is gone, a Ctrl-C with its usual exit status."""
+    LocalAPI): no server child while its shards run, and after kill -9 (or Ctrl-C sent to the
+    moaa process only, not its group) it is gone, a Ctrl-C with its usual exit status; the child
+    making a new database finishes and exits on its own."""
     prompts = write_prompts(tmp_path, PROMPTS)
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))  # no PREFECT_API_URL: the run starts its own
     with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "300") as srv:
@@ -258,10 +259,12 @@ def test_no_child_outlives_a_killed_run(tmp_path, sig):
         try:
             wait_for(lambda: work_rows(tmp_path / "work", "sft"), timeout=300, what="a first row", proc=proc)
             children = descendants(proc.pid)
-            assert children == {}, children  # no Prefect server child (nor any other)
+            # No Prefect server child (nor any other); on this new PREFECT_HOME at most the child that
+            # makes its database (flows.prefect_env._DatabasePrep), which then ends by itself.
+            assert all(not line or "prepare_database" in line for line in children.values()), children
             proc.send_signal(sig)
             assert proc.wait(timeout=60) == (130 if sig == signal.SIGINT else -signal.SIGKILL)
-            wait_for(lambda: not any(alive(p) for p in children), timeout=15, what="the children to exit")
+            wait_for(lambda: not any(alive(p) for p in children), timeout=120, what="the children to exit")
         finally:
             for pid in children:
                 if alive(pid):
