@@ -80,6 +80,7 @@ def test_rows_come_back_as_written(tmp_path: Path):
         ({"category": 7}, "a number for a string"),
         ({"method": {"name": "moa"}}, "an object for a string"),
         ({"messages": [{"role": "user", "content": "q"}], "models": [["a"]]}, "a list of lists for strings"),
+        ({"models": "abc"}, "text for a list of strings (from_pylist would split it into characters)"),
     ],
 )
 def test_a_row_of_the_wrong_type_is_named_by_its_file_and_line(tmp_path: Path, bad: dict, why: str):

@@ -154,6 +154,12 @@ class _SplitWriter:
     def _from_pylist(self) -> Any:
         import pyarrow as pa
 
+        lists = [field.name for field in self.schema if pa.types.is_list(field.type)]
+        for row, where in zip(self.batch, self.wheres, strict=True):
+            for name in lists:  # from_pylist takes text for a list as its characters: ["a", "b", "c"]
+                if isinstance(row.get(name), (str, bytes)):
+                    msg = f"{where}: a {self.folder.name} row has a value of the wrong type (text in the list {name!r})"
+                    raise InputError(msg + "; see the columns in moaa/dataset/versions.py")
         wrong = (pa.ArrowException, ValueError, TypeError, OverflowError)
         try:
             return pa.Table.from_pylist(self.batch, schema=self.schema)
