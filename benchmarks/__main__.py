@@ -30,7 +30,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only these (repeatable or comma-separated): {', '.join(BENCHES)}")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="small sizes: minutes instead of the full run")
-    p.add_argument("--prompts", type=int, default=None, help="largest prompt count of the scale run (default 100000)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="scale: the largest prompt count (default 100000); throughput: prompts a CLI run")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=None, metavar="N",
+                   help="throughput: interleaved rounds (default 3); 0: only the CLI run on a new PREFECT_HOME, "
+                   "e.g. its tree's peak RSS at --prompts 100000")  # fmt: skip
     p.add_argument("--big", action="store_true", help="throughput: 7 rounds of 2,000 prompts (default 3 of 400)")
     p.add_argument("--curator-python", default=os.environ.get("MOAA_BENCH_CURATOR_PYTHON"), metavar="PYTHON",
                    help="throughput: the interpreter of a venv with bespokelabs-curator, for its reference row "
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 got = module.run(work / name, quick=args.quick, latency_ms=args.latency_ms, prompts=args.prompts,
-                                 big=args.big, curator_python=args.curator_python,
+                                 big=args.big, rounds=args.rounds, curator_python=args.curator_python,
                                  distilabel_python=args.distilabel_python)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
                 errors[name] = f"{type(exc).__name__}: {exc}"

@@ -171,13 +171,15 @@ class Arrivals:
 
 
 def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = None, big: bool = False,
-        curator_python: str | None = None, distilabel_python: str | None = None, **_: Any) -> list:  # fmt: skip
-    """Every row once per round, rounds interleaved; figures from the medians of paired ratios."""
+        rounds: int | None = None, curator_python: str | None = None, distilabel_python: str | None = None,
+        **_: Any) -> list:  # fmt: skip
+    """Every row once per round, rounds interleaved; figures from the medians of paired ratios.
+    `rounds=0`: only the first CLI run, on a new PREFECT_HOME (its rate, first call, tree peak)."""
     pythons = {"curator": interpreter("curator", curator_python),
                "distilabel": interpreter("distilabel", distilabel_python)}  # fmt: skip
     refs = reference_rows(pythons)
     rows = ROWS + tuple(refs)
-    rounds = 7 if big else (2 if quick else 3)
+    rounds = (7 if big else (2 if quick else 3)) if rounds is None else rounds
     prompts = prompts or (2000 if big else (200 if quick else 1000))
     calls, concurrency = prompts * 4, 64  # the in-process rows send as many calls as the CLI's MoA
     work.mkdir(parents=True, exist_ok=True)
@@ -186,9 +188,9 @@ def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = N
     load_before = os.getloadavg()
     with TestServer(latency_ms, 0, work / "server.jsonl") as server:
         arrivals = Arrivals(work / "server.jsonl")
-        # The first run on a PREFECT_HOME has Prefect create its database (~150 migrations, ~10 s of
-        # CPU in its server during the calls): once per machine for a user, and in the rounds it would
-        # fall on whichever CLI row came first. It runs here, reported apart, not in the pairs.
+        # The first run on a PREFECT_HOME creates Prefect's database (~150 migrations, ~8 s of CPU in a
+        # child during the calls): once per machine for a user, and in the rounds it would fall on
+        # whichever CLI row came first. It runs here, reported apart, not in the pairs.
         fresh = _measure("cli", "fresh", work, server.base_url, prompts_path, calls, concurrency, pythons)
         times = arrivals.take(fresh["began"])
         check_count("cli (fresh Prefect database)", len(times), prompts)
@@ -207,6 +209,8 @@ def run(work: Path, quick: bool, latency_ms: float = 50, prompts: int | None = N
                 got["first_call_s"] = times[0] - got["began"]
                 samples[row].append(got)
                 print(f"   round {r + 1}/{rounds} {row}: {got['rate']:,.0f} calls/s", flush=True)
+    if not rounds:
+        return [_fresh_figure(fresh, prompts)]
     load = (load_before, os.getloadavg())
     figures = _figures(samples, latency_ms, concurrency, prompts, load) + [_fresh_figure(fresh, prompts)]
     return figures + reference_figures(samples, refs, _paired, NAME)
@@ -216,7 +220,7 @@ def _fresh_figure(got: dict[str, Any], prompts: int) -> Any:
     return figure(NAME, f"CLI: peak RSS of the process tree, first run on a new PREFECT_HOME, {prompts:,} prompts",
                   got["tree_peak_rss_bytes"] / MIB, "MiB", goal="< 400",
                   note=f"{got['rate']:,.0f} calls/s, first call {got['first_call_s']:.1f} s, wall "
-                  f"{got['seconds']:.1f} s; Prefect's server creates its database while the calls run")  # fmt: skip
+                  f"{got['seconds']:.1f} s; a child creates Prefect's database while the first calls run")  # fmt: skip
 
 
 def _measure(row: str, r: int | str, work: Path, base_url: str, prompts_path: Path, calls: int,
