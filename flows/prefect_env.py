@@ -329,7 +329,7 @@ def stop_api() -> None:
 
 def _drop_stale_logs(folder: Path, keep_s: float = 86400.0) -> None:
     """Remove the server logs of runs killed more than a day ago (a clean stop removes its own)."""
-    for path in folder.glob("prefect-api-*.log"):
+    for path in [*folder.glob("prefect-api-*.log"), *folder.glob("prefect-db-*.log")]:
         try:
             if time.time() - path.stat().st_mtime > keep_s:
                 path.unlink()

@@ -304,3 +304,20 @@ def test_a_failed_database_child_leaves_the_server_to_make_it(tmp_path):
     assert before == [False, False, False, 3]  # nothing was made before the release
     assert health == 200
     assert logs == ["db"]  # the failed child's log stays; the server's own went with its clean stop
+
+
+def test_server_and_database_logs_of_killed_runs_go_after_a_day(tmp_path):
+    """A run killed before its clean stop leaves its server's and its database child's logs; the
+    next run that starts a server removes those over a day old, and nothing else."""
+    import os
+
+    from flows.prefect_env import _drop_stale_logs
+
+    names = ["prefect-api-1.log", "prefect-db-1.log", "prefect-api-2.log", "prefect-db-2.log", "setup-smoke.log"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    old = time.time() - 2 * 86400
+    for name in ("prefect-api-1.log", "prefect-db-1.log", "setup-smoke.log"):
+        os.utime(tmp_path / name, (old, old))
+    _drop_stale_logs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect-api-2.log", "prefect-db-2.log", "setup-smoke.log"]
