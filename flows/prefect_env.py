@@ -9,8 +9,8 @@ leaves running under PID 1. moaa runs the same app itself instead (LocalAPI), in
 own process, started when `moaa run` releases it: after the shards begun before the flow are
 done (moaa.commands.run), so its start-up (~3 s of CPU, more when it creates its database) does
 not compete with their calls. On a new database (a machine's first run), a short-lived child
-creates it meanwhile (_DatabasePrep): its migrations and block registration, ~6 s of CPU and
-~30 MiB that this process would otherwise keep to its end.
+creates it meanwhile (_DatabasePrep): its migrations and block registration, which cost this
+process ~6 s of CPU and ~30 MiB kept to its end.
 """
 
 from __future__ import annotations
@@ -259,14 +259,19 @@ class _DatabasePrep:
         path = url.split("///", 1)[-1].split("?", 1)[0]
         if not path or ":memory:" in path or Path(path).exists():
             return None
-        logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"prefect-db-{os.getpid()}.log"
         code = "from flows.prefect_env import prepare_database; prepare_database()"
-        with log_path.open("w", encoding="utf-8") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            with log_path.open("w", encoding="utf-8") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+        except OSError as exc:  # no child: the server makes the database, as before
+            logging.getLogger("moaa.run").debug("could not start the child making Prefect's database: %s", exc)
+            log_path.unlink(missing_ok=True)
+            return None
         return cls(proc, log_path)
 
     def wait(self, timeout_s: float) -> bool:

@@ -254,11 +254,11 @@ _PREP_SCRIPT = (
     "thread = threading.Thread(target=lambda: got.update(url=pe.ensure_api(released=released)))\n"
     "thread.start()\n"
     "deadline = time.monotonic() + 180\n"
-    "while time.monotonic() < deadline and (got.get('prep') is None or got['prep'].proc.poll() is None):\n"
+    "while time.monotonic() < deadline and ('prep' not in got or (got['prep'] and got['prep'].proc.poll() is None)):\n"
     "    time.sleep(0.05)\n"
     "memo = home / 'memo_store.toml'\n"
     "made = [(home / 'prefect.db').exists(), memo.exists() and 'block_auto_registration' in memo.read_text()]\n"
-    "before = made + ['url' in got, got['prep'].proc.returncode]\n"
+    "before = made + ['url' in got, got['prep'] and got['prep'].proc.returncode]\n"
     "released.set(); thread.join(180)\n"
     "health = urllib.request.urlopen(got['url'] + '/health', timeout=10).status\n"
     "pe.stop_api()\n"
@@ -321,3 +321,18 @@ def test_server_and_database_logs_of_killed_runs_go_after_a_day(tmp_path):
         os.utime(tmp_path / name, (old, old))
     _drop_stale_logs(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect-api-2.log", "prefect-db-2.log", "setup-smoke.log"]
+
+
+@pytest.mark.slow
+def test_a_database_child_that_cannot_start_leaves_the_server_to_make_it(tmp_path):
+    """No child at all (Popen raises OSError): no log left, and the server migrates the database."""
+    patch = (
+        "import subprocess\n"
+        "def refuse(*args, **kw):\n"
+        "    raise OSError(24, 'Too many open files')\n"
+        "subprocess.Popen = refuse\n"
+    )
+    before, health, logs = _prep_run(tmp_path, patch)
+    assert before == [False, False, False, None]
+    assert health == 200
+    assert logs == []
