@@ -158,8 +158,7 @@ class _SplitWriter:
         for row, where in zip(self.batch, self.wheres, strict=True):
             for name in lists:  # from_pylist takes text for a list as its characters: ["a", "b", "c"]
                 if isinstance(row.get(name), (str, bytes)):
-                    msg = f"{where}: a {self.folder.name} row has a value of the wrong type (text in the list {name!r})"
-                    raise InputError(msg + "; see the columns in moaa/dataset/versions.py")
+                    raise self._wrong_type(where, f"text in the list {name!r}")
         wrong = (pa.ArrowException, ValueError, TypeError, OverflowError)
         try:
             return pa.Table.from_pylist(self.batch, schema=self.schema)
@@ -168,9 +167,14 @@ class _SplitWriter:
                 try:
                     pa.Table.from_pylist([row], schema=self.schema)
                 except wrong as exc:
-                    msg = f"{where}: a {self.folder.name} row has a value of the wrong type ({exc})"
-                    raise InputError(msg + "; see the columns in moaa/dataset/versions.py") from exc
+                    raise self._wrong_type(where, str(exc)) from exc
             raise
+
+    def _wrong_type(self, where: str, why: str) -> InputError:
+        return InputError(
+            f"{where}: a {self.folder.name} row has a value of the wrong type ({why}); "
+            "see the columns in moaa/dataset/versions.py"
+        )
 
     def _flush(self) -> None:
         import pyarrow.parquet as pq
