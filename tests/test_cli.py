@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_versions import write_demo, write_parts
+
+from tests.version_helpers import write_demo, write_parts
 
 REPO = Path(__file__).resolve().parents[1]
 

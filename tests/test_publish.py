@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from hub_stub import HubStub, Reply, disable_xet
-from test_versions import CONFIG, write_demo, write_parts
 
 from moaa.cli import main
 from moaa.dataset.hub import hub_files, publish_version
 from moaa.dataset.manifest import read_manifest
 from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
+from tests.version_helpers import CONFIG, write_demo, write_parts
 
 TOKEN = "hf_stubtoken_0123456789abcdef"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from test_publish import TOKEN, hub  # noqa: F401 - the stub fixture
-from test_versions import CONFIG, RUN_INFO, _jsonl, write_demo, write_parts
 
 from moaa.cli import main
 from moaa.dataset.hub import publish_version
 from moaa.errors import InputError
+from tests.version_helpers import CONFIG, RUN_INFO, _jsonl, write_demo, write_parts
 
 REPO = Path(__file__).resolve().parents[1]
 BIAS = {"rows": 24, "prompts": 26, "length_ratio_mean": 1.8, "length_ratio_median": 1.5, "chosen_longer_share": 0.75,

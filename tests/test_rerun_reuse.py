@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from test_report import make_parts
-from test_versions import N_PROMPTS, _load, write_demo, write_parts
 
 import moaa.dataset.files
 import moaa.dataset.run_report
 from moaa.dataset.manifest import read_manifest, verify_version
 from moaa.dataset.versions import write_version
+from tests.version_helpers import N_PROMPTS, _load, write_demo, write_parts
 
 
 def _data(path: Path) -> dict[str, bytes]:
