@@ -175,13 +175,18 @@ def _server_app() -> Any:
     numpy and tornado in: ~26 MiB and ~1 s of CPU, for no block type (prefect-dask defines none).
     Prefect's own block types are registered as before; an integration's blocks belong on a real
     server (PREFECT_API_URL). The Dask task runner still imports prefect-dask where it runs."""
+    _no_collections()
+    from prefect.server.api.server import create_app
+
+    return create_app(ephemeral=True, final=True)
+
+
+def _no_collections() -> None:
+    """Have Prefect load no `prefect.collections` entry point in this process (see _server_app)."""
     import prefect._internal.plugins.collections as collections
 
     if collections._collections is None:
         collections._collections = {}  # what load_prefect_collections() returns from now on
-    from prefect.server.api.server import create_app
-
-    return create_app(ephemeral=True, final=True)
 
 
 _local_api: LocalAPI | None = None
@@ -220,13 +225,14 @@ def ensure_api(
     from moaa.local.model import moaa_home
 
     timeout = timeout_s or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    _drop_stale_logs(moaa_home() / "logs")
+    logs = moaa_home() / "logs"
+    _drop_stale_logs(logs)
     if released is not None:  # something runs meanwhile: a new database is made beside it
-        preparing = _DatabasePrep.start_if_new(moaa_home() / "logs")
+        preparing = _DatabasePrep.start_if_new(logs)
         released.wait()
         if preparing is not None:
             preparing.wait(timeout)
-    _local_api = LocalAPI(moaa_home() / "logs" / f"prefect-api-{os.getpid()}.log").start(timeout)
+    _local_api = LocalAPI(logs / f"prefect-api-{os.getpid()}.log").start(timeout)
     os.environ["PREFECT_API_URL"] = _local_api.api_url
     refresh_global_settings_context()
     return _local_api.api_url
@@ -252,12 +258,12 @@ class _DatabasePrep:
         import sys
 
         from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_DATABASE_MIGRATE_ON_START
+        from sqlalchemy.engine import make_url
 
-        url = str(PREFECT_API_DATABASE_CONNECTION_URL.value() or "")
-        if not url.startswith("sqlite") or not PREFECT_API_DATABASE_MIGRATE_ON_START.value():
+        url = make_url(str(PREFECT_API_DATABASE_CONNECTION_URL.value()))
+        if url.get_backend_name() != "sqlite" or not PREFECT_API_DATABASE_MIGRATE_ON_START.value():
             return None
-        path = url.split("///", 1)[-1].split("?", 1)[0]
-        if not path or ":memory:" in path or Path(path).exists():
+        if not url.database or ":memory:" in url.database or Path(url.database).exists():
             return None
         log_path = logs / f"prefect-db-{os.getpid()}.log"
         code = "from flows.prefect_env import prepare_database; prepare_database()"
@@ -274,8 +280,8 @@ class _DatabasePrep:
             return None
         return cls(proc, log_path)
 
-    def wait(self, timeout_s: float) -> bool:
-        """Wait for the child (at most `timeout_s`); True when it made the database."""
+    def wait(self, timeout_s: float) -> None:
+        """Wait for the child (at most `timeout_s`); its log goes when it made the database."""
         import subprocess
 
         try:
@@ -284,12 +290,11 @@ class _DatabasePrep:
             code = None  # still running: the server's own migration waits on the database's lock
         if code == 0:
             self.log_path.unlink(missing_ok=True)
-            return True
+            return
         logging.getLogger("moaa.run").debug(
             "preparing Prefect's new database in a child failed (%s); the server prepares it itself; log %s",
             "still running" if code is None else f"exit {code}", self.log_path,
         )  # fmt: skip
-        return False
 
 
 def prepare_database() -> None:
@@ -299,9 +304,7 @@ def prepare_database() -> None:
 
     os.nice(10)
     quiet_prefect()
-    import prefect._internal.plugins.collections as collections
-
-    collections._collections = {}  # as _server_app: the same block registry, so the same memo hash
+    _no_collections()  # as _server_app: the same block registry, so the same memo hash
     from prefect.server.api.server import _memoize_block_auto_registration
     from prefect.server.database import provide_database_interface
     from prefect.server.models.block_registration import run_block_auto_registration
