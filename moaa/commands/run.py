@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config key (repeatable), e.g. sft.layers=3; keys: moaa config explain",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and estimate calls, tokens and cost; call no model")
+    p.add_argument(
+        "--check-endpoints", action="store_true",
+        help="first ask each endpoint for its models and send one 1-token request per agent (as `moaa check`); "
+        "stop on a problem",
+    )  # fmt: skip
     p.add_argument("--publish", action="store_true", help="publish the new version to output.publish_repo_id")
     p.set_defaults(func=handle)
 
@@ -35,14 +40,19 @@ def handle(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
     if args.dry_run:  # estimates need no key: report the missing ones instead of failing
+        from moaa.config.model_ids import unknown_models
         from moaa.public import scrub_text
         from moaa.work.estimate import estimate_run, format_estimate
 
         print(scrub_text(format_estimate(estimate_run(config))))
-        for line in missing_keys(config):
+        for line in [*missing_keys(config), *unknown_models(config)]:
             print(f"before the real run: {scrub_text(line)}")
+        if args.check_endpoints:
+            return _check(config)
         return 0
     check_environment(config)
+    if args.check_endpoints and (status := _check(config)):
+        return status
     if not args.publish and _report_up_to_date(config):
         return 0
     from pathlib import Path
@@ -70,6 +80,12 @@ def handle(args: argparse.Namespace) -> int:
         summary = run_flow(config, args.config, args.set, publish=args.publish, opened=opened)
     print(scrub_text(format_summary(summary)))
     return 0
+
+
+def _check(config: MoaaConfig) -> int:
+    from moaa.commands.check import check_endpoints
+
+    return check_endpoints(config)
 
 
 def _report_up_to_date(config: MoaaConfig) -> bool:

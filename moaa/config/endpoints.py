@@ -259,7 +259,7 @@ def _check_url(url: str) -> None:
         shown = url if len(url) <= 60 and "@" not in url else "the given value"
         raise ValueError(
             f"base_url: {shown!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1 "
-            "or https://api.together.xyz/v1"
+            "or https://api.together.ai/v1"
         )
 
 
