@@ -68,14 +68,15 @@ def as_sets(overrides: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def run(config: str | Path | Mapping[str, Any] | MoaaConfig, *, publish: bool = False, **overrides: Any) -> Version:
     """Run the pipeline for `config` (a YAML path, a mapping or a MoaaConfig) and return the data set
-    version it wrote, or, when this config's work is all done already, the version that holds it
-    (`Version.summary` is then None). Keyword overrides as in load_config.
+    version it wrote, or, when this config's work is all done already (with prompts.schedule
+    next/resample: no new prompt), the newest version (`Version.summary` is then None). Keyword
+    overrides as in load_config.
 
     Raises moaa.errors.MoaaError (one line: a bad key, a missing API key, a run that made nothing)."""
     path, sets = _config_file(config, overrides)
     loaded = load_config(path, *sets)
     outcome = execute(loaded, str(path), sets, publish=publish)
-    return Version(outcome.version_path, summary=outcome.summary)
+    return Version(outcome.version_path, summary=outcome.summary if outcome.wrote else None)
 
 
 @dataclass
@@ -88,6 +89,11 @@ class RunOutcome:
     @property
     def version_path(self) -> Path:
         return Path(self.summary["version_path"]) if self.summary else self.finished.path
+
+    @property
+    def wrote(self) -> bool:
+        """Whether this run wrote a new version (False: up to date, nothing new)."""
+        return self.summary is not None and not self.summary.get("up_to_date")
 
     def text(self) -> str:
         from moaa.work.summary import format_summary

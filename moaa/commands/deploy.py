@@ -30,6 +30,10 @@ def handle(args: argparse.Namespace) -> int:
     from moaa.config import load_config
 
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
+    if args.serve:  # Prefect's own INFO lines, on this terminal and in each served run's logs, as `prefect serve`
+        import os
+
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     quiet_prefect()
     from flows import schedule as D
 

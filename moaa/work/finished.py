@@ -69,6 +69,8 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
 
     if config.output.publish_repo_id:
         return None  # the flow publishes what it writes
+    if config.prompts.schedule != "all":
+        return None  # only reading the source tells whether it has new prompts: the flow's plan does
     prompts = file_fingerprint(config.prompts, base_dir)
     if prompts is None:
         return None
@@ -81,6 +83,15 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
             return _finished(config, work, record)
     except FolderBusy:
         return None  # the flow refuses with the holder's name
+
+
+def finished_plan(config: MoaaConfig, work: Path) -> FinishedRun | None:
+    """find_finished for a run already opened on `work` (its lock held): the newest version when the
+    flow would only copy it (a scheduled run with nothing new, a finished config run again)."""
+    record = _read_record(work)
+    if record is None or record.get("config_digest") != config_digest(config) or config.output.publish_repo_id:
+        return None
+    return _finished(config, work, record)
 
 
 def _read_record(work: Path) -> dict[str, Any] | None:
