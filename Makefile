@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch; install it before anything that depends on torch, so pip never pulls CUDA.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= local,dask,dev
+EXTRAS ?= local,dask,ray,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 

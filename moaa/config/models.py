@@ -305,7 +305,9 @@ class RunSettings(Strict):
     address: str | None = Field(
         None, description="an existing Dask scheduler or Ray cluster; unset: a local one is started"
     )
-    workers: int = Field(2, ge=1, description="dask: worker processes of the local cluster (without address)")
+    workers: int = Field(
+        2, ge=1, description="without address: dask's local worker processes, or the local Ray node's CPUs"
+    )
     max_parallel_shards: int = Field(4, ge=1, description="threads: shards run at once")
     max_failure_rate: float = Field(
         0.5, ge=0, le=1, description="stop a stage once more than this fraction of its prompts failed"
