@@ -202,3 +202,18 @@ def prefect_api_url() -> str:
     url = PREFECT_API_URL.value()
     assert url, "prefect_api_url() needs the prefect_harness fixture"
     return url
+
+
+def files_holding(root: Path, secrets: list[bytes]) -> list[str]:
+    """Every file under `root` whose raw bytes contain one of `secrets`."""
+    return [str(p) for p in root.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in secrets)]
+
+
+def prefect_database_folder() -> Path:
+    """The folder of the Prefect test harness's SQLite database (its -wal and -shm files too)."""
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    path = Path(url.split(":///", 1)[1])
+    assert path.is_file(), url
+    return path.parent
