@@ -96,9 +96,11 @@ def test_requests_per_prompt(server, method, overrides, expected):
 
 def test_aggregator_request_carries_surviving_answers_only(server):
     models = MODELS | {"b": "model-broken"}
-    gen = make_gen("moa")
+    gen = make_gen("moa", min_answers=2)  # a degraded row allowed: 2 of 3 proposers
     result = run(server, lambda clients: answer_prompt(PROMPT, gen, clients), models)
-    assert result.failure is None and result.counters == {"failed_calls": 1}
+    assert result.failure is None
+    assert result.counters == {"failed_calls": 1, "degraded": 1, "degraded_layers": 1}
+    assert json.loads(result.trace[-1].meta)["degraded"] == ["layer 1: 2 of 3 proposers answered"]
     agg = next(b for b in chats(server) if b["model"] == "model-agg")
     system = agg["messages"][0]["content"]
     answers = [s.text for s in result.trace if s.kind == "proposal" and s.selected]

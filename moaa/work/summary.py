@@ -64,6 +64,7 @@ def quality_line(stages: dict[str, Any]) -> str:
         parts.append(part)
         if stage == "sft":
             parts.append(gate_summary(counters))
+            parts.append(f"{counters.get('degraded', 0)} rows from fewer answers than configured (sft.min_answers)")
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
