@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 
 import pytest
@@ -49,6 +50,34 @@ def test_retry_after_is_honoured():
         asyncio.run(make_client(srv.base_url).chat(MESSAGES))
         times = [r["t"] for r in srv.requests]
         assert times[1] - times[0] >= 0.55 and time.monotonic() - start >= 0.55
+
+
+def test_a_long_retry_after_is_capped_and_shown_while_it_waits(caplog):
+    """Retry-After: 3600 once hung a run without a word; now it waits max_retry_after_s, and the
+    progress line names the wait while it lasts."""
+    from moaa.work.progress import Progress
+
+    stats = RunStats()
+    with OpenAITestServer(retry_after_s=3600) as srv:
+        srv.set_script(["429"])
+        client = make_client(srv.base_url, stats, max_retry_after_s=2.5)
+        progress = Progress("sft", 4, stats)
+
+        async def chat_and_watch() -> tuple[str, str]:
+            call = asyncio.ensure_future(client.chat(MESSAGES))
+            await asyncio.sleep(0.5)
+            line = progress.line()
+            done = await asyncio.wait_for(call, timeout=10)  # not an hour
+            return line, done.text
+
+        start = time.monotonic()
+        line, text = asyncio.run(chat_and_watch())
+        assert 2.0 <= time.monotonic() - start < 10 and text.startswith("[test-model] answer")
+    assert re.search(
+        rf"\| waiting [123] s for endpoint {client.name} \(HTTP 429, Retry-After 3600 s, capped at 2.5 s\)$", line
+    ), line
+    assert progress.wait_text() == ""  # over once the retry went out
+    assert f"endpoint {client.name} answered HTTP 429 with Retry-After 3600 s; waiting 2.5 s instead" in caplog.text
 
 
 def test_refused_connection_is_retried_until_server_listens_again():

@@ -199,6 +199,12 @@ class EndpointConfig(Strict):
         6, ge=0, description="retries of a failed request (timeouts, 429, 5xx) before the call fails"
     )
     backoff_s: float = Field(1.0, ge=0, description="seconds the first retry waits, doubling with each retry")
+    max_retry_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="the longest wait a server's Retry-After (429, 503) gets before the retry: a longer one "
+        "(Retry-After: 3600) waits this long, shown in the progress line, then retries",
+    )
     supports_n: bool | None = Field(
         None,
         description="whether the server honours n>1 (several answers in one call); unset: found out on the first "
