@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +220,23 @@ def prefect_database_folder() -> Path:
     path = Path(url.split(":///", 1)[1])
     assert path.is_file(), url
     return path.parent
+
+
+@contextmanager
+def logged(name: str = "moaa") -> Iterator[list[str]]:
+    """The messages logged under `name` (WARNING and up) while the block runs. A handler of its own:
+    Prefect's console handler keeps the stderr of the test that configured it, and caplog's is gone
+    once Prefect sets its logging up again."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

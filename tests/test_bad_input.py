@@ -126,12 +126,18 @@ def prompt_file(tmp_path, kind: str):
             f"{path}: no prompt column (expected one of messages, conversations, prompt, instruction, question, "
             "input; columns found: label, text); set prompts.prompt_column, messages_column or conversations_column"
         )
+    if kind == "lone-surrogate":  # once a UnicodeEncodeError traceback from the filters, no file or line
+        path.write_text('{"prompt": "one"}\n{"prompt": "two \\ud800 halves"}\n', encoding="utf-8")
+        return path, (
+            f"{path}:2: a string holds a lone UTF-16 surrogate (a JSON escape like \\ud800 without its pair), "
+            "which is not text; fix or remove the line"
+        )
     assert kind == "not-utf8"
     path.write_bytes(b'{"prompt": "one"}\n{"prompt": "caf\xe9"}\n')
     return path, f"{path}:2: not UTF-8 text (byte offset 33); save the file as UTF-8"
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "invalid-json", "missing-column", "not-utf8"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "invalid-json", "missing-column", "not-utf8", "lone-surrogate"])
 def test_prompt_file_mistakes_name_file_and_line(tmp_path, prefect_harness, capsys, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     path, message = prompt_file(tmp_path, kind)

@@ -141,9 +141,12 @@ def _jsonl_rows(path: Path, hasher: Any) -> Iterator[Row]:
             error = f"{where}: invalid JSON ({exc.msg}; column {exc.colno}); fix or remove the line"
         else:
             if isinstance(row, dict):
-                yield where, row
-                continue
-            error = f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line"
+                error = _surrogate_error(line, row, where)
+                if not error:
+                    yield where, row
+                    continue
+            else:
+                error = f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line"
         for _ in lines:  # a line that is not UTF-8, later in the file, is reported first
             pass
         raise InputError(error)
@@ -160,15 +163,44 @@ def _json_rows(path: Path, hasher: Any) -> Iterator[Row]:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}; column {exc.colno}); fix the file") from None
-    del data, text
     if isinstance(parsed, dict) and isinstance(parsed.get("data"), list):
         parsed = parsed["data"]
     if not isinstance(parsed, list):
         raise InputError(f'{path}: expected a JSON list of objects (or {{"data": [...]}}), got {_json_type(parsed)}')
+    check = "\\u" in text  # a lone surrogate can only come from an escape
+    del data, text
     for i, row in enumerate(parsed, start=1):
         if not isinstance(row, dict):
             raise InputError(f"{path}: row {i}: expected a JSON object, got {_json_type(row)}")
+        error = _surrogate_error("\\u" if check else "", row, f"{path}: row {i}")
+        if error:
+            raise InputError(error)
         yield f"{path}: row {i}", row
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_error(line: str, row: dict[str, Any], where: str) -> str:
+    """'' unless a string of `row` holds a lone UTF-16 surrogate (a JSON escape such as \\ud800 without
+    its pair): no text, it cannot be sent or written. `line` is the JSON text (checked only when it
+    holds an escape)."""
+    if "\\u" not in line or not _has_surrogate(row):
+        return ""
+    return (
+        f"{where}: a string holds a lone UTF-16 surrogate (a JSON escape like \\ud800 without its pair), "
+        "which is not text; fix or remove the line"
+    )
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def _decode(path: Path, data: bytes) -> str:
