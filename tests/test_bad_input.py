@@ -145,6 +145,29 @@ def test_prompt_file_mistakes_name_file_and_line(tmp_path, prefect_harness, caps
     assert error_of(capsys, "run", str(cfg)) == f"error: {message}"
 
 
+def test_prompts_the_filters_left_out_are_counted_and_named(tmp_path, prefect_harness, capsys, monkeypatch):
+    """Once exit 0 with `dropped: none` in the summary: only an INFO line and the manifest's counts."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Name three primes."}, {"prompt": "x" * 2_000_000}, {"instruction": ""},
+            {"messages": [{"role": "system", "content": "Be brief."}]}, {"prompt": "Name two colours."}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with OpenAITestServer() as srv:
+        cfg = write_config(tmp_path, srv.base_url, f"prompts.path={path}", "prompts.limit=null")
+        assert run_main("run", str(cfg)) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  prompts    read 5, kept 2; dropped: empty 2, too_long 1 (named in the failures config, stage prompts)"
+        in out.splitlines()
+    )
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 2
+    named = sorted((f["stage"], f["reason"], f["error"].split(":")[1]) for f in version_rows(version, "failures"))
+    assert named == [("prompts", "empty", "3"), ("prompts", "empty", "4"), ("prompts", "too_long", "2")]
+    card = (version / "README.md").read_text()
+    assert "| prompts | empty | 2 |" in card and "| prompts | too_long | 1 |" in card
+
+
 @pytest.mark.parametrize("setting", ["output.root", "run.work_dir"])
 def test_unwritable_output_fails_before_any_model_call(tmp_path, prefect_harness, capsys, monkeypatch, setting):
     monkeypatch.chdir(tmp_path)

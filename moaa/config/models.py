@@ -173,6 +173,12 @@ class PromptSourceConfig(Strict):
     )
     min_chars: int = Field(1, ge=0, description="drop prompts whose user turns have fewer characters")
     max_chars: int = Field(16000, ge=1, description="drop prompts whose user turns have more characters")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error",
+        description="a row that cannot be read (a JSONL line that is not JSON or not UTF-8, a malformed "
+        "conversation): error stops at the first, naming file and line; skip leaves each out, counted as "
+        "bad_row and named with its line and error in the version's failures config (stage prompts)",
+    )
     limit: int | None = Field(
         None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
     )

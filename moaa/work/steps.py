@@ -19,7 +19,7 @@ from typing import Any
 
 from moaa.config import MoaaConfig, dump_config, dump_public_config
 from moaa.errors import DamagedFile, MoaaError, storage_error
-from moaa.fileio import write_json_atomic
+from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
 from moaa.work.shards import read_done, split_into_shards
@@ -83,8 +83,22 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
             shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
+        _keep_drops(prompts.drops, work / DROPS_FILE)
     write_json_atomic(work / "config.json", dump_public_config(config))
     return RunPlan(config, work, shards, counts, source)
+
+
+DROPS_FILE = "prompts/failures.jsonl"  # the prompts the filters left out, named (moaa.sources.drops)
+
+
+def _keep_drops(drops: Any, path: Path) -> None:
+    """The source's named drops as the run's failure rows of stage `prompts` (none: no file)."""
+    from moaa.work.shards import read_jsonl
+
+    if drops is None or drops.path is None:
+        path.unlink(missing_ok=True)
+        return
+    write_jsonl_atomic(path, read_jsonl(drops.path))
 
 
 def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
@@ -193,13 +207,14 @@ def failure_reasons(plan: RunPlan) -> dict[str, int]:
 
 
 def parts_of(plan: RunPlan) -> dict[str, list[Path]]:
-    """The JSONL files that make each config of the data set version."""
+    """The JSONL files that make each config of the data set version (`failures`: the prompts the
+    filters left out, stage `prompts`, then every shard's failed prompts)."""
     outs = [out for shards in plan.shards.values() for _, out in shards]
     parts = {
         "sft": [out / "rows.jsonl" for _, out in plan.shards.get("sft", [])],
         "dpo": [out / "rows.jsonl" for _, out in plan.shards.get("preference", [])],
         "trace": [out / "trace.jsonl" for out in outs],
-        "failures": [out / "failures.jsonl" for out in outs],
+        "failures": [plan.work_dir / DROPS_FILE, *(out / "failures.jsonl" for out in outs)],
     }
     return {k: [p for p in v if p.exists()] for k, v in parts.items()}
 

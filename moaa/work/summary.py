@@ -13,7 +13,7 @@ from moaa.work.steps import earlier_failures_line
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})", prompts_line(s)]
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
         lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
@@ -47,6 +47,16 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("version_path"):
         lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
     return "\n".join(lines)
+
+
+def prompts_line(s: dict[str, Any]) -> str:
+    """'  prompts   read 7, kept 4; dropped: too_long 1, empty 2 (named in the failures config, stage prompts)'."""
+    counts = s.get("prompts") or {}
+    dropped = {k: v for k, v in (counts.get("dropped") or {}).items() if v}
+    named = sum(v for k, v in dropped.items() if k != "sampled_out")
+    shown = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
+    where = " (named in the failures config, stage prompts)" if named else ""
+    return f"  {'prompts':<10} read {counts.get('read', 0)}, kept {counts.get('kept', 0)}; dropped: {shown}{where}"
 
 
 def quality_line(stages: dict[str, Any]) -> str:
