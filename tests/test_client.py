@@ -97,6 +97,42 @@ def test_retry_budget_exhausted_raises_call_error():
         assert client.stats.endpoints[client.name].failures == 1
 
 
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("garbage", "malformed response: HTTP 200 with an HTML page, not JSON ('<html><body>502 Bad Gateway (injected "
+                    "garbage)</body></html>'): is base_url the API (ending in /v1), not a web page, a proxy or a login "
+                    "page?"),
+        ("sse", "malformed response: HTTP 200 with a server-sent event stream (text/event-stream) though no stream "
+                "was asked for: the server streams every answer; use its OpenAI-compatible non-streaming API"),
+        ("error200", "malformed response: HTTP 200 with an error instead of an answer: Injected error in a 200 "
+                     "answer: the model is overloaded."),
+        ("empty", "malformed response: HTTP 200 with an empty body"),
+        ("truncated", r"malformed response: HTTP 200 with JSON cut short after \d+ bytes \(the answer was cut "
+                      r"mid-way\)"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_an_answer_is_named(fault, message):
+    """HTML and an unrequested SSE stream both ended as 'malformed response: Expecting value', and a 200
+    holding {"error": ...} dropped the server's own message."""
+    with OpenAITestServer() as srv:
+        srv.set_script([fault] * 3)
+        with pytest.raises(CallError) as err:
+            asyncio.run(make_client(srv.base_url, max_retries=2).chat(MESSAGES))
+    assert err.value.kind == "malformed"
+    expected = message if fault == "truncated" else re.escape(message)
+    assert re.fullmatch(rf"malformed: endpoint 'ep\d+' \(test-model\): {expected}", str(err.value)), str(err.value)
+
+
+def test_a_content_filter_is_not_asked_again():
+    """finish_reason content_filter was retried as a transient empty answer, then recorded as one."""
+    with OpenAITestServer() as srv:
+        srv.set_script(["content_filter"])
+        client = make_client(srv.base_url)
+        done = asyncio.run(client.chat(MESSAGES))
+        assert done.finish_reasons == ["content_filter"] and len(srv.requests) == 1
+
+
 def test_401_fails_fast_naming_the_variable(monkeypatch):
     monkeypatch.setenv("MOAA_TEST_KEY", "wrong-key")
     with OpenAITestServer(api_key="right-key") as srv:

@@ -158,3 +158,13 @@ def test_run_prompts_streams_many_prompts(server):
     run(server, lambda clients: run_prompts(iter(prompts), gen, clients, on_result=done.append, max_in_flight=8))
     assert sorted(r.prompt.prompt_id for r in done) == sorted(p.prompt_id for p in prompts)
     assert all(r.failure is None for r in done) and len(chats(server)) == 40 * 4
+
+
+def test_a_content_filter_fails_the_prompt_for_good(server):
+    """Permanent, as the README says: a re-run keeps the failure instead of asking again."""
+    server.set_script(["content_filter"])
+    gen = make_gen("single")
+    result = run(server, lambda clients: answer_prompt(PROMPT, gen, clients), MODELS)
+    assert result.row is None and result.failure.transient is False
+    assert result.failure.error == "content_filter: the provider's content filter stopped proposer0's answer (model-a)"
+    assert result.counters == {"content_filtered": 1} and len(chats(server)) == 1

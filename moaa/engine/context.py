@@ -276,12 +276,13 @@ class PromptRun:
                 meta=self._meta(call, done.reasoning[i] if done.reasoning else ""),
             )
             self._steps[slot].append(step)
-            if empty:
+            if reason == "content_filter":  # before `empty`: a filtered answer is often empty, and it is permanent
+                self.counters["content_filtered"] += 1
+                self._dropped(f"content_filter: the provider's content filter stopped {who}'s answer ({done.model})",
+                              transient=False)  # fmt: skip
+            elif empty:
                 self.counters["empty_answers"] += 1
                 self._dropped(f"empty answer from {who} ({done.model})", transient=True)
-            elif reason == "content_filter":
-                self.counters["content_filtered"] += 1
-                self._dropped(f"content filter stopped {who}'s answer ({done.model})", transient=False)
             elif cut and drop:
                 self._last_tokens = max(tokens, 1)
                 if self.answers.truncated == "reask" and self._larger_budget(call.agent, Sampling(max_tokens=budget)):

@@ -216,7 +216,12 @@ class OpenAIChatClient:
                 self._account(completion, tag)
                 # An empty answer is a transient fault (an overloaded server, a dropped generation):
                 # asked again within the retry budget; the last one is returned and dropped upstream.
-                if any(t.strip() for t in completion.texts) or attempt == self.endpoint.max_retries:
+                # A content filter's empty answer is the provider's decision: asking again changes nothing.
+                if (
+                    any(t.strip() for t in completion.texts)
+                    or "content_filter" in completion.finish_reasons
+                    or attempt == self.endpoint.max_retries
+                ):
                     return completion
                 kind, last = "empty", "empty answer"
             finally:
@@ -303,6 +308,10 @@ class OpenAIChatClient:
             return "timeout", None, f"no answer within {self.endpoint.timeout_s:g}s"
         if isinstance(exc, transport.ConnectionFailed):
             return "connection", None, f"connection failed: {exc.__cause__ or exc}"
+        if isinstance(exc, transport.BadBody):
+            from moaa.public import scrub_text
+
+            return "malformed", None, f"malformed response: {scrub_text(str(exc))}"
         if isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, _Malformed)):
             return "malformed", None, f"malformed response: {str(exc)[:200]}"
         raise exc
