@@ -96,6 +96,20 @@ def test_missing_api_key_variable_names_the_variable(tmp_path, capsys, monkeypat
     )
 
 
+@pytest.mark.parametrize(
+    "value, what", [("sk-key-0123456789\n", "ends with a line break"), (" sk-key-0123456789", "holds whitespace")]
+)
+def test_a_key_with_a_line_break_names_its_variable(tmp_path, capsys, monkeypatch, value, what):
+    """aiohttp said 'header injection' for every call, naming no variable (and the run retried it)."""
+    monkeypatch.setenv("MOAA_NL_KEY", value)
+    with OpenAITestServer() as srv:
+        cfg = write_config(tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_NL_KEY")
+        line = error_of(capsys, "run", str(cfg))
+        assert srv.requests == []
+    assert line.startswith(f"error: endpoint 'test': environment variable MOAA_NL_KEY {what}")
+    assert "export MOAA_NL_KEY=" in line and "sk-key" not in line
+
+
 def test_config_file_not_utf8_or_missing(tmp_path, capsys):
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))

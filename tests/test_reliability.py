@@ -94,7 +94,8 @@ def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefe
         assert re.fullmatch(
             r"error: sft: (1 of 3|2 of 4) prompts failed \(limit run.max_failure_rate=0.3\); commonest cause "
             r"\(\d of \d\): proposers_failed: .*HTTP 500.* \(endpoint 'test' at http://127\.0\.0\.1:\d+/v1\); "
-            r"finished rows are kept — fix the cause \(see the failures\) and run the same command again to resume",
+            r"finished rows are kept — fix the cause \(failures: .*/sft/shard-\*/failures\.jsonl\) and run the same "
+            r"command again to resume",
             assert_one_line_error((rc, capsys.readouterr().err), 4),
         )
         assert not (tmp_path / "data" / "test-run").exists()  # no version of a stopped run
@@ -195,3 +196,24 @@ def test_a_dead_judge_among_judges_fails_the_run(tmp_path, prefect_harness, caps
     line = assert_one_line_error((rc, capsys.readouterr().err), 4)
     assert line.startswith("error: preference: endpoint 'fj' failed all ")
     assert f"(endpoint 'fj' at {DEAD})" in line
+
+
+def test_a_failure_rate_stop_names_the_cause_found_in_earlier_shards(tmp_path, prefect_harness, capsys, monkeypatch):
+    """A shard that stops on its first prompt (a success after a finished shard's failures) named no
+    cause and no place: 'sft: 2 of 3 prompts failed (limit ...); finished rows are kept'."""
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        srv.set_script(["500"] * 6)  # the first shard's two prompts, three proposers each
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={write_prompts(tmp_path, 6)}", "prompts.limit=null",
+            "run.shard_size=2", "run.max_parallel_shards=1", "endpoints.test.max_retries=0",
+            "run.max_failure_rate=0.5", "run.min_prompts_for_failure_rate=3",
+        )  # fmt: skip
+        line = assert_one_line_error((run_main("run", str(cfg)), capsys.readouterr().err), 4)
+    work = next((tmp_path / "work" / "test-run").iterdir())
+    assert line == (
+        "error: sft: 2 of 3 prompts failed (limit run.max_failure_rate=0.5); commonest cause (2 of 2): "
+        f"proposers_failed: server_error: endpoint 'test' (test-model): HTTP 500 Injected fault 500. (endpoint "
+        f"'test' at {srv.base_url}); finished rows are kept — fix the cause (failures: "
+        f"{work}/sft/shard-*/failures.jsonl) and run the same command again to resume"
+    )

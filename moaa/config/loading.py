@@ -202,6 +202,14 @@ def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
             f"endpoint '{name}': environment variable {endpoint.api_key_env} is not set; "
             f"export it (or change endpoints.{name}.api_key_env)"
         )
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # aiohttp refuses such a header ("header injection"), naming no variable; the value is never shown
+        what = "ends with a line break" if value.endswith(("\n", "\r")) else "holds whitespace or a control character"
+        var = endpoint.api_key_env
+        raise ConfigError(
+            f"endpoint '{name}': environment variable {var} {what}, which no key has; set it again without "
+            f"it (e.g. export {var}=\"$(tr -d '[:space:]' < keyfile)\")"
+        )
     from moaa.public import add_secret
 
     add_secret(value, endpoint.api_key_env)  # scrubbed from everything moaa writes

@@ -329,6 +329,7 @@ class _FailureGuard:
         self.max_rate = config.run.max_failure_rate
         self.min_prompts = config.run.min_prompts_for_failure_rate
         self.stage = stage
+        self.stage_dir = stage_dir
         self.config = config
         self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
         self.done_finished = self.done_failed = 0
@@ -343,10 +344,22 @@ class _FailureGuard:
         if finished >= self.min_prompts and failed / finished > self.max_rate:
             from moaa.work.outcome import commonest_cause, endpoint_hint
 
-            text, hits, seen = commonest_cause(self.failures)
+            # This shard's failures, else the finished shards' (it may stop on its first success after theirs).
+            text, hits, seen = commonest_cause(self.failures or self._finished_failures())
             cause = f"; commonest cause ({hits} of {seen}): {text}{endpoint_hint(text, self.config)}" if text else ""
             raise FailureRateExceeded(
                 f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
-                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (see the failures) and run "
-                "the same command again to resume"
+                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (failures: "
+                f"{self.stage_dir}/shard-*/failures.jsonl) and run the same command again to resume"
             )
+
+    def _finished_failures(self) -> list[dict[str, Any]]:
+        from moaa.errors import DamagedFile
+
+        found: list[dict[str, Any]] = []
+        for folder in sorted(self.stage_dir.glob("shard-*")):
+            try:
+                found.extend(read_jsonl(folder / "failures.jsonl"))
+            except DamagedFile:
+                continue  # the shard is redone by the next run; the other shards still name the cause
+        return found
