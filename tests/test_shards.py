@@ -234,3 +234,38 @@ def test_a_damaged_row_of_a_finished_shard_stops_the_write_and_the_next_run_redo
         assert run_main("run", str(cfg)) == 0
     version = latest_version(tmp_path / "data")
     assert len(version_rows(version, "sft")) == 4
+
+
+def test_a_resumed_shard_counts_its_finished_prompts_as_a_clean_run(tmp_path, prefect_harness, monkeypatch):
+    """A kill during preference once left the card's samples and judge_calls lower than a clean run's:
+    the counters of the prompts finished before the kill were lost with the attempt."""
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import latest_version, run_main, verdict_responder
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer(responder=verdict_responder) as srv:
+        cfg = write_config_with_preference(tmp_path, srv.base_url)
+        assert run_main("run", str(cfg)) == 0
+        shards = sorted((tmp_path / "work").glob("test-run/*/*/shard-*"))
+        clean = {s: read_done(s).counts.counters for s in shards}
+        assert any(c.get("judge_calls") and c.get("samples") for c in clean.values())
+        for shard in shards:  # killed after its last prompt's row, before its DONE
+            (shard / "DONE").unlink()
+        asked = len(srv.requests)
+        (tmp_path / "data" / "test-run" / "v1" / "README.md").unlink()  # not "up to date": write a version
+        assert run_main("run", str(cfg)) == 0
+        assert len(srv.requests) == asked
+    assert {s: read_done(s).counts.counters for s in shards} == clean
+    card = json.loads((latest_version(tmp_path / "data") / "moaa_manifest.json").read_text())
+    assert card["counts"]["stages"]["preference"]["counters"]["samples"] == sum(
+        c.get("samples", 0) for s, c in clean.items() if s.parent.name == "preference"
+    )
+
+
+def write_config_with_preference(tmp_path, url):
+    from tests.pipeline_helpers import write_config
+
+    return write_config(
+        tmp_path, url, "preference.enabled=true", "preference.policy={endpoint: test}", "preference.samples=3",
+        "preference.scorer.judges=[{endpoint: test}]", "preference.min_margin=0",
+    )  # fmt: skip

@@ -126,6 +126,12 @@ class RunStats:
                 self._after.append(then)
             self._schedule_locked()
 
+    def journal_record(self, entry: dict[str, Any]) -> None:
+        """Queue a record of the caller's own for the journal (written with the next write_journal)."""
+        with self._lock:
+            if self.journal is not None:
+                self._waiting.append(json.dumps(entry) + "\n")
+
     def write_journal(self) -> None:
         """Write the records still waiting (before a prompt's row is written, and at a shard's end)."""
         with self._lock:

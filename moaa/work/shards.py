@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,18 @@ def _has_prompt_id(record: dict[str, Any]) -> bool:
 
 
 def _journal_record(record: dict[str, Any]) -> bool:
+    if "k" in record:  # a finished prompt's counters (ShardOutput.add)
+        return isinstance(record.get("p"), str) and isinstance(record["k"], dict)
     return "paid" in record or ("e" in record and isinstance(record.get("c"), dict))
+
+
+def _calls_only(records: Iterable[dict[str, Any]], counted: dict[str, dict[str, int]]) -> Iterator[dict[str, Any]]:
+    """A journal's call records; its prompts' counter records go into `counted` (the last per prompt)."""
+    for record in records:
+        if "k" in record:
+            counted[record["p"]] = record["k"]
+        else:
+            yield record
 
 
 def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_size: int) -> list[Path]:
@@ -175,6 +187,8 @@ class ShardOutput:
         self._keep_trace_of_done()
         self._files = {name: self.path(name).open("a", encoding="utf-8") for name in OUTPUT_FILES}
         self._stats: RunStats | None = None  # whose journal is calls.jsonl (see journal)
+        # The counters of the prompts already on disk, as their attempts journaled them (see journal).
+        self.resumed_counters: Counter[str] = Counter()
 
     def journal(self, stats: RunStats) -> RunStats:
         """Journal `stats` to `calls.jsonl` as calls happen; returns the earlier attempts' accounting.
@@ -187,7 +201,11 @@ class ShardOutput:
         self._truncate_torn_tail(path)
         repair_jsonl(path, _journal_record, "the calls of its damaged lines are missing from the totals")
         earlier = RunStats()
-        stats.prepaid = earlier.replay(read_jsonl(path))
+        counted: dict[str, dict[str, int]] = {}  # prompt id -> its counters (the last attempt's)
+        stats.prepaid = earlier.replay(_calls_only(read_jsonl(path), counted))
+        for prompt_id, counters in counted.items():
+            if prompt_id in self.done_ids:  # a prompt asked again (a transient failure) counts anew
+                self.resumed_counters.update(counters)
         stats.journal = self._files["calls"] = path.open("ab", buffering=0)  # see RunStats.journal
         self._stats = stats
         return earlier
@@ -199,11 +217,16 @@ class ShardOutput:
     def complete(self) -> bool:
         return (self.folder / "DONE").exists()
 
-    def add(self, rows: list[dict], trace: list[dict], failures: list[dict]) -> None:
+    def add(
+        self, rows: list[dict], trace: list[dict], failures: list[dict], counted: tuple[str, dict] | None = None
+    ) -> None:
         """Record one prompt's results; trace first so a row never lacks its trace. Secrets are
         scrubbed here (a server may echo the key in an error or an answer). The journal's records
-        go first: a row on disk is never without the accounting of its calls."""
+        go first: a row on disk is never without the accounting of its calls, nor (`counted`: its
+        id and counters) without what it adds to the shard's counters."""
         if self._stats is not None:
+            if counted is not None:
+                self._stats.journal_record({"p": counted[0], "k": counted[1]})
             self._stats.write_journal()
         for name, records in (("trace", trace), ("rows", rows), ("failures", failures)):
             if records:

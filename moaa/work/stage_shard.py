@@ -205,6 +205,7 @@ def shard_loop() -> asyncio.AbstractEventLoop:
 class PromptOutcome(Protocol):
     """What a stage gives per prompt: moaa.engine.PromptResult (sft) or moaa.preference.PreferenceResult."""
 
+    prompt: Prompt
     row: Any
     trace: list[TraceStep]
     failure: Failure | None
@@ -232,6 +233,7 @@ async def _run_shard(
     # earlier attempt are asked again).
     resumed = len(prompts) - len(todo)
     tally = ShardTally(len(prompts), resumed, rows=resumed - output.kept_failures, failed=output.kept_failures)
+    tally.counters.update(output.resumed_counters)  # the journaled counters of the prompts already on disk
     if progress is not None:
         for _ in range(resumed):
             progress.advance()
@@ -241,7 +243,8 @@ async def _run_shard(
     def on_result(result: PromptOutcome, dropped: str | None) -> None:
         rows = [result.row.to_dict()] if result.row is not None else []
         failures = [result.failure.to_dict()] if result.failure is not None else []
-        output.add(rows, [t.to_dict() for t in result.trace], failures)
+        counted = ShardTally.counted(result.counters, result.trace)
+        output.add(rows, [t.to_dict() for t in result.trace], failures, (result.prompt.prompt_id, counted))
         tally.add(len(rows), len(failures), dropped, result.counters, result.trace)
         if progress is not None:
             progress.advance(failed=bool(failures))
