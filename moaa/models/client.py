@@ -256,16 +256,16 @@ class OpenAIChatClient:
         """Back off before retry `attempt + 1`; a wait of seconds shows in the progress line
         ("waiting 58 s for endpoint X (HTTP 429, Retry-After 3600 s, capped at 60 s)")."""
         delay = self._backoff(attempt, retry_after)
+        cause = " ".join(last.split()[:2]) if last.startswith("HTTP ") else kind
+        cap = self.endpoint.max_retry_after_s
+        if retry_after and retry_after > cap:
+            reason = f"{cause}, Retry-After {retry_after:g} s, capped at {cap:g} s"
+            self._warn_capped(retry_after, cause)
+        elif retry_after:
+            reason = f"{cause}, Retry-After {retry_after:g} s"
+        else:
+            reason = f"{cause}, retry {attempt + 1} of {self.endpoint.max_retries}"
         if delay >= NOTABLE_WAIT_S:
-            cause = " ".join(last.split()[:2]) if last.startswith("HTTP ") else kind
-            cap = self.endpoint.max_retry_after_s
-            if retry_after and retry_after > cap:
-                reason = f"{cause}, Retry-After {retry_after:g} s, capped at {cap:g} s"
-                self._warn_capped(retry_after, cause)
-            elif retry_after:
-                reason = f"{cause}, Retry-After {retry_after:g} s"
-            else:
-                reason = f"{cause}, retry {attempt + 1} of {self.endpoint.max_retries}"
             self.stats.note_wait(self.name, delay, reason)
         await asyncio.sleep(delay)
 

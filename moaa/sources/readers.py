@@ -35,6 +35,7 @@ _SAVED_MARKERS = ("state.json", "dataset_dict.json")
 _BOM = b"\xef\xbb\xbf"
 _BARE_CR = re.compile(r"(?<=\r)(?!\n)")  # a line end of old Mac files
 _BATCH = 1024  # parquet / data set rows converted to Python at a time
+_CSV_CELL_LIMIT = 1 << 30  # characters a CSV cell may hold (the csv module's default: 131,072)
 
 
 @dataclass
@@ -235,6 +236,9 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _csv_rows(path: Path, hasher: Any) -> Iterator[Row]:
+    # The csv module refuses a cell over 128 KiB ("field larger than field limit"), which read as a
+    # quoting error: a long prompt is read, then dropped by prompts.max_chars, named like any other.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
     lines = _text_lines(path, hasher)
     reader = csv.DictReader(lines)
     start = 2  # line 1 is the header

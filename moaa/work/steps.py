@@ -75,7 +75,10 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
 
     with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
-            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+            dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
+            raise MoaaError(
+                f"prompts: no prompts left after filtering (dropped: {dropped}); relax the filters or fix the prompts"
+            )
         work = Path(config.run.work_dir) / config.name / fingerprint(config, prompts.fingerprint)
         shards = {"sft": _stage_shards(work / "sft", prompts, config.run.shard_size)}
         if config.preference.enabled:
