@@ -85,7 +85,7 @@ def test_an_echoed_key_reaches_no_file_nor_prefects_database(tmp_path, prefect_h
     with OpenAITestServer(api_key=key, echo_key=True, fault_rate=0.2, fault_mix=["400"], seed=5,
                           responder=verdict_responder) as srv:  # fmt: skip
         cfg = write_config(
-            tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_ECHO_KEY", "prompts.limit=6",
+            tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_ECHO_KEY", "prompts.limit=6", "sft.min_answers=1",
             "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=2",
             "preference.scorer.judges=[{endpoint: test}]",
         )  # fmt: skip
