@@ -120,7 +120,7 @@ def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     from moaa.work.summary import quality_line
 
     counters = {"steps": 40, "truncated": 1, "gate_scaffolding": 3, "gate_verbatim_copy": 1, "gate_reasks": 4}
-    counters["gate_dropped"] = 2
+    counters |= {"gate_dropped": 2, "degraded": 3}
     stages = {"sft": {"counters": counters}, "preference": {"counters": {"steps": 9, "unparsed": 2}}}
     gates = (
         "4 aggregates rejected by the quality gates (3 with reference scaffolding, 1 verbatim copies; "
@@ -128,7 +128,10 @@ def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     )
     assert quality_line(stages) == (
         f"sft 1 of 40 answers truncated (dropped 0, re-asked 0, kept 0, kept as references 0), {gates}, "
-        "preference 0 of 9 answers truncated, 2 unparsed verdicts"
+        "3 rows from fewer answers than configured (sft.min_answers), preference 0 of 9 answers truncated, "
+        "2 unparsed verdicts"
     )
     lines = quality_section({"counts": {"stages": stages}}, {})
     assert f"SFT answers: {gates}; a dropped prompt is a failure of reason quality_*." in lines
+    assert any(line.startswith("Rows made by fewer answers than a layer asked for") and line.endswith(": 3.")
+               for line in lines)  # fmt: skip

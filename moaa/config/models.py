@@ -100,8 +100,13 @@ class GenerationConfig(Strict):
     aggregator: AgentConfig | None = Field(
         None, description="the agent that writes the final answer from the references; every method but single"
     )
-    min_answers: int = Field(
-        1, ge=1, description="fewest surviving answers a layer needs, else the prompt fails (capped at those asked)"
+    min_answers: int | None = Field(
+        None,
+        ge=1,
+        description="fewest answers a proposer layer (or Self-MoA's samples) needs, else the prompt fails "
+        "(proposers_failed, transient: a re-run asks again); unset: every one asked, so a mixture never quietly "
+        "narrows. Lower it to keep rows made by fewer (capped at those asked): each is counted as `degraded` in "
+        "the summary and card, and its final trace step says how many answered",
     )
     shuffle_references: bool = Field(
         False, description="shuffle the references (seeded per prompt) before the aggregator reads them"
@@ -168,6 +173,12 @@ class PromptSourceConfig(Strict):
     )
     min_chars: int = Field(1, ge=0, description="drop prompts whose user turns have fewer characters")
     max_chars: int = Field(16000, ge=1, description="drop prompts whose user turns have more characters")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error",
+        description="a row that cannot be read (a JSONL line that is not JSON or not UTF-8, a malformed "
+        "conversation): error stops at the first, naming file and line; skip leaves each out, counted as "
+        "bad_row and named with its line and error in the version's failures config (stage prompts)",
+    )
     limit: int | None = Field(
         None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
     )

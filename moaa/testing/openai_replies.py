@@ -17,6 +17,7 @@ from typing import Any
 
 FAULT_KINDS = (
     "429", "500", "503", "hang", "truncated", "empty", "drop", "garbage", "400", "401", "404", "length", "blank",
+    "sse", "error200", "content_filter",
 )  # fmt: skip
 ERROR_TYPES = {
     400: "invalid_request_error",
