@@ -69,7 +69,10 @@ class QualityConfig(Strict):
         "the aggregation template's own phrases",
     )
     verbatim_copy: bool = Field(
-        True, description="reject an aggregate that is one of its (two or more) references, word for word"
+        True,
+        description="reject an aggregate that is one of its (two or more) references, word for word, when the "
+        "others say something else; a copy of what most references agree on (two or more, no other text given "
+        "by more), or of Self-MoA-Seq's running synthesis, is kept",
     )
     reasks: int = Field(
         1,
