@@ -7,11 +7,12 @@ is kept when the references agree on it (it is the text most references give, an
 give it: the consensus a majority vote would pick, as Ensemble-Instruct keeps two models that agree
 exactly), and when it is Self-MoA-Seq's own running synthesis kept as it is (the synthesis already
 holds the earlier samples; the window repeats it to bias the aggregator towards it).
-`aggregate_problem` names what is wrong with an aggregate ("" when nothing is); `gated_aggregate` re-asks a rejected one up to
-`sft.quality.reasks` times, showing the aggregator its answer and what was wrong, then fails the
-prompt with reason `quality_scaffolding` or `quality_verbatim_copy`. Counters (the run summary's
-quality line and the card read them): gate_scaffolding and gate_verbatim_copy (aggregates rejected),
-gate_reasks (re-asks made), gate_dropped (prompts failed by the gate).
+`aggregate_problem` names what is wrong with an aggregate ("" when nothing is); `gated_aggregate`
+re-asks a rejected one up to `sft.quality.reasks` times, showing the aggregator its answer and what
+was wrong, then fails the prompt with reason `quality_scaffolding` or `quality_verbatim_copy`.
+Counters (the run summary's quality line and the card read them): gate_scaffolding and
+gate_verbatim_copy (aggregates rejected), gate_reasks (re-asks made), gate_dropped (prompts failed
+by the gate).
 """
 
 from __future__ import annotations
