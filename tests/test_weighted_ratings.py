@@ -41,6 +41,13 @@ def test_weighted_rating_is_the_expectation_over_the_allowed_digits():
     assert digit == 4 and weighted == pytest.approx((4 * 0.6 + 3 * 0.2 + 5 * 0.1) / 0.9)
 
 
+def test_two_spellings_of_one_digit_add_their_probabilities():
+    # llama.cpp and OpenAI list "4" and " 4" as separate tokens: both are the rating 4
+    steps = tokens('{"helpfulness": {"rating": 4}}', {0: {"4": 0.4, " 4": 0.4, "3": 0.2}})
+    [(digit, weighted)] = weighted_ratings(steps)
+    assert digit == 4 and weighted == pytest.approx(3.8)
+
+
 class LogprobClient(FakeClient):
     """A judge that writes rating 4 for every answer, less sure of it for some (by answer text)."""
 

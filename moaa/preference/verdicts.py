@@ -144,8 +144,16 @@ def parse_winner(text: str) -> str | None:
     brackets = re.findall(r"\[\[\s*(A|B|C|tie)\s*\]\]", text, re.IGNORECASE)
     if len(set(b.lower() for b in brackets)) == 1:
         return _WINNERS[brackets[0].lower()]
-    match = re.search(r"(?im)^[\s>*#-]*\**\s*(?:winner|verdict)\s*\**\s*[:=]\s*\**\s*\"?(A|B|tie)\b", text)
+    match = _WINNER_LINE.search(text)
     return _WINNERS[match.group(1).lower()] if match else None
+
+
+# A `Winner: B` / `Verdict: tie` line. The letter is a capital, or a lower-case one standing alone
+# ("winner: b."): "Verdict: a tie" and "Verdict: a clear win for B" open with the article "a".
+_WINNER_LINE = re.compile(
+    r"(?im)^[\s>*#-]*\**\s*(?:winner|verdict)\s*\**\s*[:=]\s*\**\s*[\"']?(?:(?:a|an|the)\s+(?=tie\b))?"
+    r"((?-i:A|B)\b|[ab](?=[\s\"'*.,;)]*$)|tie\b)"
+)
 
 
 def parse_criteria(text: str, names: list[str], n: int) -> list[str] | None:
@@ -182,8 +190,10 @@ def weighted_ratings(logprobs: list[dict[str, Any]], low: int = 1, high: int = 5
         token = step["token"]
         digit = token.strip()
         if digit.isdigit() and _RATING_AT_END.search(text):
-            probs = {int(t.strip()): math.exp(lp) for t, lp in step["top"].items() if t.strip().isdigit()}
-            probs = {r: p for r, p in probs.items() if low <= r <= high}
+            probs: dict[int, float] = {}
+            for t, lp in step["top"].items():  # "4" and " 4" are two spellings of one rating: their mass adds
+                if t.strip().isdigit() and low <= int(t.strip()) <= high:
+                    probs[int(t.strip())] = probs.get(int(t.strip()), 0.0) + math.exp(lp)
             total = sum(probs.values())
             out.append((int(digit), sum(r * p for r, p in probs.items()) / total if total else float(digit)))
         text += token
