@@ -2,16 +2,19 @@
 
 - PointwiseJudge (UltraFeedback): every judge rates each candidate on the criteria (the four
   UltraFeedback aspects unless `scorer.criteria` names others), 1-5; a judge's overall is the mean
-  of its ratings and the candidate's score the mean over judges that answered.
+  of its ratings and the candidate's score the mean over the prompt's panel (`common_panel`): every
+  scored candidate is averaged over the same judges, never over whichever answered.
 - PairwiseJudge (MT-Bench): every pair of candidates, every judge, both orders; a disagreement
-  between the orders is a tie. Score = (wins + 0.5 ties) / comparisons, in [0, 1].
+  between the orders is a tie. Score = (wins + 0.5 ties) / comparisons, in [0, 1], counting only
+  the judges that compared every pair while any did (`complete_judges`).
 - MoAJudge (MoAA, ALGORITHMS.md section 2): optionally one call picks the `num_criteria` most
   relevant criteria; the judges rate each candidate pointwise; the aggregator reads their verdicts
   (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
   code) that its MoA judge also compares pairs in both orders; here pointwise verdicts keep the
   cost at (judges + 1) x K calls, and `kind: pairwise` is the both-orders judge.
 Judges run at temperature 0; an unparsable answer is asked again up to `max_attempts`, each re-ask
-showing the judge its last answer and what was wrong with it (scoring.ask_parsed).
+showing the judge its last answer and what was wrong with it (scoring.ask_parsed). A verdict still
+missing after that leaves its judge out of the panel or its candidate unscored (`missing_judge`).
 """
 
 from __future__ import annotations
@@ -110,6 +113,40 @@ def judge_records(judges: list[Judge], verdicts: list[Verdict]) -> list[dict[str
     return records
 
 
+def common_panel(rated: list[list[bool]]) -> tuple[list[int], list[int]]:
+    """(judges counted, candidates scored) for one prompt, so that every scored candidate is averaged
+    over the same judges; `rated[c][j]`: judge j gave candidate c a verdict.
+
+    While at least two candidates have every judge's verdict, those are scored over all judges and
+    the others left unscored (a harsh judge failing on one answer would otherwise make it look
+    better). Otherwise the judges that rated every candidate count, failing that the one that rated
+    the most, and a candidate is scored when each of them rated it."""
+    if not rated:
+        return [], []
+    judges = range(len(rated[0]))
+    full = [c for c, row in enumerate(rated) if all(row)]
+    if len(full) >= 2:
+        return list(judges), full
+    panel = [j for j in judges if all(row[j] for row in rated)]
+    panel = panel or [max(judges, key=lambda j: sum(row[j] for row in rated))]
+    return panel, [c for c, row in enumerate(rated) if all(row[j] for j in panel)]
+
+
+def panel_of(verdicts: list[list[Verdict]]) -> tuple[list[int], list[int]]:
+    """common_panel over the parsed verdicts of each candidate's judges."""
+    return common_panel([[v.parsed is not None for v in row] for row in verdicts])
+
+
+def missing_judges(judges: list[Judge], verdicts: list[Verdict], panel: list[int]) -> str:
+    """Why a candidate is left out: the panel judges whose verdict on it is missing."""
+    names = [judge_name(*judges[j]) for j in panel if verdicts[j].parsed is None]
+    errors = "; ".join(verdicts[j].error for j in panel if verdicts[j].error)
+    who = ", ".join(names) or "no judge"
+    return f"missing_judge: no verdict from {who}, and its rivals are averaged over them" + (
+        f" ({errors})" if errors else ""
+    )
+
+
 def rationale_text(rationales: dict[str, str]) -> str:
     return "\n".join(f"{key}: {text}" for key, text in rationales.items() if text)
 
@@ -135,21 +172,27 @@ class PointwiseJudge:
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         convo = conversation_of(prompt.messages)
-        return list(await asyncio.gather(*(self._one(convo, c) for c in candidates)))
+        asked = (rate(self.judges, convo, c.text, self.criteria, self.max_attempts, self.weighted, self.rationales)
+                 for c in candidates)  # fmt: skip
+        verdicts = list(await asyncio.gather(*asked))
+        panel, scored = panel_of(verdicts)
+        return [self._one(v, panel, k in scored) for k, v in enumerate(verdicts)]
 
-    async def _one(self, convo: list[Message], candidate: Candidate) -> Score:
-        verdicts = await rate(
-            self.judges, convo, candidate.text, self.criteria, self.max_attempts, self.weighted, self.rationales
-        )
+    def _one(self, verdicts: list[Verdict], panel: list[int], scored: bool) -> Score:
         records = judge_records(self.judges, verdicts)
         details: dict[str, Any] = {
             "criteria": [c.key for c in self.criteria],
             "judges": records,
             "usage": usage(verdicts),
         }
-        rated = [r for r in records if "overall" in r]
-        if not rated:
-            return Score(None, "", details | {"error": "; ".join(v.error for v in verdicts if v.error)})
+        if len(panel) < len(self.judges):
+            details["panel"] = [records[j]["judge"] for j in panel]
+        rated = [records[j] for j in panel]
+        if not scored:
+            missing = any(v.parsed is not None for v in verdicts) and len(self.judges) > 1
+            error = missing_judges(self.judges, verdicts, panel) if missing else ""
+            error = error or "; ".join(v.error for v in verdicts if v.error)
+            return Score(None, "", details | {"error": error} | ({"left_out": "missing_judge"} if missing else {}))
         keys = [c.key for c in self.criteria]
         details["ratings"] = {k: statistics.fmean(r["ratings"][k] for r in rated) for k in keys}
         why = "\n\n".join(f"[{r['judge']}]\n{rationale_text(r['rationales'])}" for r in rated)
@@ -160,6 +203,7 @@ class PointwiseJudge:
 
 _ORDER_AB = {"A": "first", "B": "second", "tie": "tie"}
 _ORDER_BA = {"A": "second", "B": "first", "tie": "tie"}
+_PREFERENCE = {"first": 1.0, "tie": 0.5, "second": 0.0}  # a hard outcome as the first candidate's preference
 
 
 def combine_orders(ab: str | None, ba: str | None) -> tuple[str | None, bool | None]:
@@ -171,12 +215,31 @@ def combine_orders(ab: str | None, ba: str | None) -> tuple[str | None, bool | N
     return (first, True) if first == second else ("tie", False)
 
 
-def rank_pairwise(n: int, outcomes: list[tuple[int, int, str | None]]) -> list[tuple[float | None, dict[str, int]]]:
-    """Per candidate: (wins + 0.5 ties) / comparisons (None without any) and the tallies."""
+def outcome_of(preference: float, tie_threshold: float) -> str:
+    """A continuous preference for the first candidate as "first", "second" or "tie" (within
+    `tie_threshold` of 0.5)."""
+    if abs(preference - 0.5) <= tie_threshold:
+        return "tie"
+    return "first" if preference > 0.5 else "second"
+
+
+def rank_pairwise(
+    n: int, outcomes: list[tuple[int, int, float | None]], tie_threshold: float = 0.0
+) -> list[tuple[float | None, dict[str, int]]]:
+    """Per candidate: its mean preference over its comparisons (None without any) and the tallies.
+
+    `outcomes`: (i, j, the preference for i over j in [0, 1], None when unjudged). With hard
+    verdicts the preference is 1, 0.5 or 0, and the mean is (wins + 0.5 ties) / comparisons; with
+    weighted ones it is AlpacaEval 2's weighted win rate. A tally counts a preference within
+    `tie_threshold` of 0.5 as a tie."""
     tally = [{"wins": 0, "ties": 0, "losses": 0} for _ in range(n)]
-    for i, j, outcome in outcomes:
-        if outcome is None:
+    won: list[list[float]] = [[] for _ in range(n)]
+    for i, j, preference in outcomes:
+        if preference is None:
             continue
+        won[i].append(preference)
+        won[j].append(1.0 - preference)
+        outcome = outcome_of(preference, tie_threshold)
         if outcome == "tie":
             tally[i]["ties"] += 1
             tally[j]["ties"] += 1
@@ -184,11 +247,13 @@ def rank_pairwise(n: int, outcomes: list[tuple[int, int, str | None]]) -> list[t
             winner, loser = (i, j) if outcome == "first" else (j, i)
             tally[winner]["wins"] += 1
             tally[loser]["losses"] += 1
-    ranked = []
-    for t in tally:
-        compared = t["wins"] + t["ties"] + t["losses"]
-        ranked.append(((t["wins"] + 0.5 * t["ties"]) / compared if compared else None, t))
-    return ranked
+    return [(statistics.fmean(w) if w else None, t) for w, t in zip(won, tally, strict=True)]
+
+
+def complete_judges(outcomes: list[tuple[int, int, int, float | None]], judges: int) -> set[int]:
+    """The judges to count: those that judged every pair, while any did; else all of them."""
+    complete = {k for k in range(judges) if all(p is not None for j, _, _, p in outcomes if j == k)}
+    return complete or set(range(judges))
 
 
 class PairwiseJudge:
@@ -214,44 +279,38 @@ class PairwiseJudge:
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         convo = conversation_of(prompt.messages)
         jobs = [
-            (judge, i, j)
-            for judge in self.judges
+            (k, i, j)
+            for k in range(len(self.judges))
             for i in range(len(candidates))
             for j in range(i + 1, len(candidates))
         ]
         asked = await asyncio.gather(
             *(
                 asyncio.gather(
-                    self._ask(judge, convo, candidates[i].text, candidates[j].text),
-                    self._ask(judge, convo, candidates[j].text, candidates[i].text),
+                    self._ask(self.judges[k], convo, candidates[i].text, candidates[j].text),
+                    self._ask(self.judges[k], convo, candidates[j].text, candidates[i].text),
                 )
-                for judge, i, j in jobs
+                for k, i, j in jobs
             )
         )
         pairs: list[list[dict[str, Any]]] = [[] for _ in candidates]
         spent: list[list[Verdict]] = [[] for _ in candidates]
-        outcomes = []
-        for (judge, i, j), (ab, ba) in zip(jobs, asked, strict=True):
+        hard = []
+        for (k, i, j), (ab, ba) in zip(jobs, asked, strict=True):
             outcome, agree = combine_orders(ab.parsed, ba.parsed)
-            outcomes.append((i, j, outcome))
+            hard.append((k, i, j, _PREFERENCE[outcome] if outcome else None))
             spent[i] += [ab, ba]  # a pair is recorded (and paid) once, on its lower index
-            pairs[i].append(
-                {
-                    "judge": judge_name(*judge),
-                    "other": j,
-                    "ab": ab.parsed,
-                    "ba": ba.parsed,
-                    "outcome": outcome,
-                    "agree": agree,
-                    "raw_ab": ab.raw,
-                    "raw_ba": ba.raw,
-                    **({"error": ab.error or ba.error} if outcome is None else {}),
-                }
-            )
+            record = {"judge": judge_name(*self.judges[k]), "other": j, "ab": ab.parsed, "ba": ba.parsed,
+                      "outcome": outcome, "agree": agree, "raw_ab": ab.raw, "raw_ba": ba.raw}  # fmt: skip
+            pairs[i].append(record | ({"error": ab.error or ba.error} if outcome is None else {}))
+        counted = complete_judges(hard, len(self.judges))  # every candidate compared by the same judges
+        ranked = rank_pairwise(len(candidates), [(i, j, p) for k, i, j, p in hard if k in counted])
         scores = []
-        for k, (value, tally) in enumerate(rank_pairwise(len(candidates), outcomes)):
+        for c, (value, tally) in enumerate(ranked):
             why = f"won {tally['wins']}, tied {tally['ties']}, lost {tally['losses']} comparisons"
-            details = {"pairs": pairs[k], "usage": usage(spent[k]), **tally}
+            details = {"pairs": pairs[c], "usage": usage(spent[c]), **tally}
+            if len(counted) < len(self.judges):
+                details["panel"] = [judge_name(*self.judges[k]) for k in sorted(counted)]
             scores.append(Score(value, why if value is not None else "", details))
         return scores
 
@@ -299,18 +358,38 @@ class MoAJudge:
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         convo = conversation_of(prompt.messages)
         criteria, selection = await self.select_criteria(convo)
-        scores = list(await asyncio.gather(*(self._one(convo, c, criteria) for c in candidates)))
+        verdicts = list(
+            await asyncio.gather(*(rate(self.judges, convo, c.text, criteria, self.max_attempts) for c in candidates))
+        )
+        panel, scored = panel_of(verdicts)  # the aggregator reads the same judges' verdicts on every candidate
+        scores = list(
+            await asyncio.gather(
+                *(self._one(convo, c, criteria, verdicts[k], panel, k in scored) for k, c in enumerate(candidates))
+            )
+        )
         if selection and scores:
             scores[0].details["criteria_selection"] = selection
         return scores
 
-    async def _one(self, convo: list[Message], candidate: Candidate, criteria: list[jp.Criterion]) -> Score:
-        verdicts = await rate(self.judges, convo, candidate.text, criteria, self.max_attempts)
+    async def _one(
+        self,
+        convo: list[Message],
+        candidate: Candidate,
+        criteria: list[jp.Criterion],
+        verdicts: list[Verdict],
+        panel: list[int],
+        scored: bool,
+    ) -> Score:
         records = judge_records(self.judges, verdicts)
         details: dict[str, Any] = {"criteria": [c.key for c in criteria], "judges": records}
-        shown = [jp.render_verdict(*v.parsed, criteria) for v in verdicts if v.parsed is not None]
-        if not shown:
+        if len(panel) < len(self.judges):
+            details["panel"] = [records[j]["judge"] for j in panel]
+        shown = [jp.render_verdict(*verdicts[j].parsed, criteria) for j in panel if verdicts[j].parsed is not None]
+        if not scored or not shown:
             details["usage"] = usage(verdicts)
+            if any(v.parsed is not None for v in verdicts) and len(self.judges) > 1:
+                error = missing_judges(self.judges, verdicts, panel)
+                return Score(None, "", details | {"error": error, "left_out": "missing_judge"})
             return Score(None, "", details | {"error": "no judge gave a verdict"})
         agent, client = self.aggregator
         final = await ask_parsed(

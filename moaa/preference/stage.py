@@ -37,8 +37,9 @@ class PreferenceResult:
 
     counters: samples, empty_answers, duplicates, truncated_dropped / truncated_kept /
     truncated_reasked (samples cut at max_tokens, per `answers.truncated`), content_filtered,
-    unscored, unparsed (judge answers re-asked or given up on), judge_calls; pairwise judges add
-    pairs_judged and swap_disagreements.
+    unscored (of which missing_judge: left out for a judge's missing verdict), unparsed (judge
+    answers re-asked or given up on), judge_calls; pairwise judges add pairs_judged and
+    swap_disagreements.
     """
 
     prompt: Prompt
@@ -150,6 +151,9 @@ async def judge_prompt(
 
 def _count(counters: dict[str, int], scores: list[Score]) -> None:
     counters["unscored"] = sum(1 for s in scores if s.score is None)
+    left_out = sum(1 for s in scores if s.details.get("left_out") == "missing_judge")
+    if left_out:  # unscored so that every scored candidate has the same judges
+        counters["missing_judge"] = left_out
     counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
     pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
