@@ -216,13 +216,24 @@ class ScorerConfig(Strict):
     max_attempts: int = Field(3, ge=1, description="asks per verdict: an unparsable one is asked again")
     rationales: bool = Field(
         True,
-        description="pointwise: judges write a short rationale before each rating (UltraFeedback); false asks "
-        "for ratings only, a verdict of a few tokens (for small local judges whose ratings are weighted)",
+        description="pointwise and pairwise: judges write a short rationale before each rating or verdict "
+        "(UltraFeedback, MT-Bench); false asks for the ratings or the winner's letter only, a verdict of a few "
+        "tokens (for small local judges whose verdicts are weighted)",
     )
     weighted_ratings: bool = Field(
         False,
-        description="pointwise: score each rating as its probability-weighted mean over 1-5 from the judge's "
-        "top log-probabilities (G-Eval), where the endpoint returns them; breaks the ties a small judge makes",
+        description="read verdicts from the judge's top log-probabilities where the endpoint returns them "
+        "(llama.cpp, vLLM, OpenAI); else the written verdict counts. pointwise: each rating is its "
+        "probability-weighted mean over 1-5 (G-Eval); pairwise: each order's verdict is the probability mass "
+        "on A vs B, averaged over both orders (AlpacaEval 2's weighted win rate). Breaks the ties a small "
+        "judge makes",
+    )
+    tie_threshold: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="pairwise with weighted_ratings: a comparison whose preference for one answer (averaged "
+        "over both orders) is within this of 0.5 is tallied as a tie; the score stays the continuous mean",
     )
 
 

@@ -6,7 +6,10 @@
   scored candidate is averaged over the same judges, never over whichever answered.
 - PairwiseJudge (MT-Bench): every pair of candidates, every judge, both orders; a disagreement
   between the orders is a tie. Score = (wins + 0.5 ties) / comparisons, in [0, 1], counting only
-  the judges that compared every pair while any did (`complete_judges`).
+  the judges that compared every pair while any did (`complete_judges`). Weighted (AlpacaEval 2):
+  each order's verdict is the judge's probability mass on "A" vs "B" (a tie's split evenly), the
+  pair's preference the mean over both orders, and the score the mean preference over the
+  candidate's comparisons; a preference within `tie_threshold` of 0.5 is tallied as a tie.
 - MoAJudge (MoAA, ALGORITHMS.md section 2): optionally one call picks the `num_criteria` most
   relevant criteria; the judges rate each candidate pointwise; the aggregator reads their verdicts
   (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
@@ -29,7 +32,14 @@ from moaa.engine.context import json_format
 from moaa.models.client import ChatClient, Message
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
-from moaa.preference.verdicts import parse_criteria, parse_ratings, parse_winner, ratings_problem, weighted_ratings
+from moaa.preference.verdicts import (
+    parse_criteria,
+    parse_ratings,
+    parse_winner,
+    ratings_problem,
+    weighted_ratings,
+    winner_probabilities,
+)
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
 
@@ -250,6 +260,21 @@ def rank_pairwise(
     return [(statistics.fmean(w) if w else None, t) for w, t in zip(won, tally, strict=True)]
 
 
+def order_preference(ab: Verdict, ba: Verdict) -> tuple[float, float] | None:
+    """(P(first candidate better) when shown first, the same when shown second) from each order's
+    probability mass on the letters (a tie's mass split evenly); None unless both orders have it
+    and its letter is the verdict read from the text."""
+    found = []
+    for verdict, shown_first in ((ab, True), (ba, False)):
+        got = winner_probabilities(verdict.logprobs) if verdict.logprobs and verdict.parsed else None
+        if got is None or got[0] != verdict.parsed:
+            return None
+        mass = got[1]
+        first = mass["A"] + 0.5 * mass["tie"]
+        found.append(round(first if shown_first else 1.0 - first, 4))
+    return found[0], found[1]
+
+
 def complete_judges(outcomes: list[tuple[int, int, int, float | None]], judges: int) -> set[int]:
     """The judges to count: those that judged every pair, while any did; else all of them."""
     complete = {k for k in range(judges) if all(p is not None for j, _, _, p in outcomes if j == k)}
@@ -259,21 +284,33 @@ def complete_judges(outcomes: list[tuple[int, int, int, float | None]], judges: 
 class PairwiseJudge:
     kind = "pairwise"
 
-    def __init__(self, judges: list[Judge], criteria: list[jp.Criterion], max_attempts: int):
+    def __init__(
+        self,
+        judges: list[Judge],
+        criteria: list[jp.Criterion],
+        max_attempts: int,
+        weighted: bool = False,
+        rationales: bool = True,
+        tie_threshold: float = 0.0,
+    ):
         self.judges, self.criteria, self.max_attempts = judges, criteria, max_attempts
+        self.weighted, self.rationales, self.tie_threshold = weighted, rationales, tie_threshold
         self.label = judges_label(judges)
 
     async def _ask(self, judge: Judge, convo: list[Message], first: str, second: str) -> Verdict:
         agent, client = judge
+        template, schema = (jp.PAIRWISE, jp.PAIRWISE_SCHEMA) if self.rationales else \
+            (jp.PAIRWISE_VERDICT_ONLY, jp.PAIRWISE_VERDICT_SCHEMA)  # fmt: skip
         return await ask_parsed(
             client,
             agent,
-            jp.pairwise_messages(convo, first, second, self.criteria),
+            jp.pairwise_messages(convo, first, second, self.criteria, self.rationales),
             parse_winner,
-            tag=jp.PAIRWISE.tag("pref", "judge"),
+            tag=template.tag("pref", "judge"),
             max_attempts=self.max_attempts,
+            top_logprobs=WEIGHTED_TOP_LOGPROBS if self.weighted else None,
             explain=lambda t: 'it named no winner: give "winner" as "A", "B" or "tie"',
-            response_format=json_format(client, "pairwise_verdict", jp.PAIRWISE_SCHEMA),
+            response_format=json_format(client, "pairwise_verdict", schema),
         )
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
@@ -295,20 +332,30 @@ class PairwiseJudge:
         )
         pairs: list[list[dict[str, Any]]] = [[] for _ in candidates]
         spent: list[list[Verdict]] = [[] for _ in candidates]
-        hard = []
+        hard, weighted = [], []
         for (k, i, j), (ab, ba) in zip(jobs, asked, strict=True):
             outcome, agree = combine_orders(ab.parsed, ba.parsed)
+            orders = order_preference(ab, ba) if self.weighted and outcome is not None else None
+            preference = round(statistics.fmean(orders), 4) if orders else None
             hard.append((k, i, j, _PREFERENCE[outcome] if outcome else None))
+            weighted.append((k, i, j, preference if orders else hard[-1][3]))
             spent[i] += [ab, ba]  # a pair is recorded (and paid) once, on its lower index
             record = {"judge": judge_name(*self.judges[k]), "other": j, "ab": ab.parsed, "ba": ba.parsed,
                       "outcome": outcome, "agree": agree, "raw_ab": ab.raw, "raw_ba": ba.raw}  # fmt: skip
+            if orders:
+                record |= {"preference": preference, "orders": list(orders),
+                           "weighted_outcome": outcome_of(preference, self.tie_threshold)}  # fmt: skip
             pairs[i].append(record | ({"error": ab.error or ba.error} if outcome is None else {}))
         counted = complete_judges(hard, len(self.judges))  # every candidate compared by the same judges
-        ranked = rank_pairwise(len(candidates), [(i, j, p) for k, i, j, p in hard if k in counted])
+        used = weighted if self.weighted else hard
+        ranked = rank_pairwise(len(candidates), [(i, j, p) for k, i, j, p in used if k in counted], self.tie_threshold)
+        by_letter = rank_pairwise(len(candidates), [(i, j, p) for k, i, j, p in hard if k in counted])
         scores = []
-        for c, (value, tally) in enumerate(ranked):
+        for c, ((value, tally), (letters, _)) in enumerate(zip(ranked, by_letter, strict=True)):
             why = f"won {tally['wins']}, tied {tally['ties']}, lost {tally['losses']} comparisons"
             details = {"pairs": pairs[c], "usage": usage(spent[c]), **tally}
+            if self.weighted:
+                details["hard_score"] = letters  # what the letters alone give, beside the weighted score
             if len(counted) < len(self.judges):
                 details["panel"] = [judge_name(*self.judges[k]) for k in sorted(counted)]
             scores.append(Score(value, why if value is not None else "", details))

@@ -38,8 +38,9 @@ class PreferenceResult:
     counters: samples, empty_answers, duplicates, truncated_dropped / truncated_kept /
     truncated_reasked (samples cut at max_tokens, per `answers.truncated`), content_filtered,
     unscored (of which missing_judge: left out for a judge's missing verdict), unparsed (judge
-    answers re-asked or given up on), judge_calls; pairwise judges add pairs_judged and
-    swap_disagreements.
+    answers re-asked or given up on), judge_calls; pairwise judges add pairs_judged,
+    swap_disagreements and pair_ties (by the letters), and with weighted_ratings pairs_weighted and
+    pair_ties_weighted (the same comparisons by their log-probabilities).
     """
 
     prompt: Prompt
@@ -68,7 +69,9 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
     if cfg.kind == "pointwise":
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
-        return PairwiseJudge(judges, criteria, cfg.max_attempts)
+        return PairwiseJudge(
+            judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales, cfg.tie_threshold
+        )
     assert cfg.aggregator is not None  # PreferenceConfig requires one for moa_judge
     aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
     return MoAJudge(judges, aggregator, cfg.criteria, cfg.num_criteria, cfg.max_attempts)
@@ -157,9 +160,14 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
     counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
     pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
-    if pairs:  # pairwise judges: how often the verdict flipped with the order
+    if pairs:  # pairwise judges: how often the verdict flipped with the order, and the ties
         counters["pairs_judged"] = len(pairs)
         counters["swap_disagreements"] = sum(1 for p in pairs if not p["agree"])
+        counters["pair_ties"] = sum(1 for p in pairs if p["outcome"] == "tie")
+        weighted = [p for p in pairs if "weighted_outcome" in p]
+        if weighted:  # the same comparisons read from log-probabilities
+            counters["pairs_weighted"] = len(weighted)
+            counters["pair_ties_weighted"] = sum(1 for p in weighted if p["weighted_outcome"] == "tie")
 
 
 def _sample_steps(

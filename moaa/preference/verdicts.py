@@ -198,3 +198,37 @@ def weighted_ratings(logprobs: list[dict[str, Any]], low: int = 1, high: int = 5
             out.append((int(digit), sum(r * p for r, p in probs.items()) / total if total else float(digit)))
         text += token
     return out
+
+
+_WINNER_AT_END = re.compile(r'"winner"\s*:\s*"?\s*$')
+_LETTER_TOKEN = re.compile(r'^[\s"]*(A|B|t|ti|tie)(?![A-Za-z0-9])')
+
+
+def _letter(token: str) -> str | None:
+    """ "A", "B" or "tie" for a token that writes one (`A`, ` "B`, `A",`, `t`, `tie`), else None."""
+    match = _LETTER_TOKEN.match(token)
+    if match is None:
+        return None
+    return match.group(1) if match.group(1) in ("A", "B") else "tie"
+
+
+def winner_probabilities(logprobs: list[dict[str, Any]]) -> tuple[str, dict[str, float]] | None:
+    """(the letter written, its probability mass on "A", "B" and "tie", summing to 1) at the `"winner":`
+    value of a JSON verdict; None when no such token, or no mass on any letter, is found.
+
+    AlpacaEval 2's weighted judge reads the probability of each answer's token instead of the
+    sampled one: a judge that writes "A" with probability 0.55 and "B" with 0.45 is nearly undecided,
+    which the letter alone hides. Spellings of one letter (`A`, ` A`, `"A`) add up."""
+    text = ""
+    for step in logprobs:
+        written = _letter(step["token"])
+        if written is not None and _WINNER_AT_END.search(text):
+            mass = {"A": 0.0, "B": 0.0, "tie": 0.0}
+            for token, lp in step["top"].items():
+                letter = _letter(token)
+                if letter is not None:
+                    mass[letter] += math.exp(lp)
+            total = sum(mass.values())
+            return (written, {k: v / total for k, v in mass.items()}) if total else None
+        text += step["token"]
+    return None

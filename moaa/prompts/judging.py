@@ -3,7 +3,9 @@
 Where each idea comes from (see /work/shared/ALGORITHMS.md sections 2 and 7):
 - POINTWISE: UltraFeedback (Cui et al. 2023): four aspects rated 1-5 against anchored
   descriptions, a rationale before each rating, temperature 0.
-- PAIRWISE: MT-Bench (Zheng et al. 2023): two answers compared, asked in both orders by the caller.
+- PAIRWISE: MT-Bench (Zheng et al. 2023): two answers compared, asked in both orders by the caller;
+  PAIRWISE_VERDICT_ONLY asks for the letter alone, as AlpacaEval 2's weighted judge does, so its
+  log-probabilities can weigh the verdict.
 - MOA_AGGREGATE: Mixture-of-Agents (Wang et al. 2024): the judges' verdicts numbered from 1, without
   model names, with a warning that some may be wrong; the aggregator gives the final verdict.
 - SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt.
@@ -176,6 +178,17 @@ PAIRWISE = Template(
     '{{"rationale": "<a few sentences>", "winner": "A" | "B" | "tie"}}',
 )
 
+# The same without the rationale (scorer.rationales: false): the verdict is the winner's letter
+# alone, a few tokens whose log-probabilities weigh it (AlpacaEval 2 asks for one token the same way).
+PAIRWISE_VERDICT_ONLY = Template(
+    "pairwise-verdict",
+    "v1",
+    "Compare the two candidate answers, A and B, to the last user message of the conversation. "
+    "Consider {criteria}. Do not let the order of the answers or their length influence you. "
+    "If neither is better, say tie.\n\n{conversation}\n\n{first}\n\n{second}\n\n"
+    'Reply with only a JSON object of the form:\n{{"winner": "A" | "B" | "tie"}}',
+)
+
 MOA_AGGREGATE = Template(
     "moa-aggregate",
     "v1",
@@ -247,6 +260,13 @@ PAIRWISE_SCHEMA = {
     "additionalProperties": False,
 }
 
+PAIRWISE_VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["winner"],
+    "additionalProperties": False,
+}
+
 CRITERIA_SCHEMA = {
     "type": "object",
     "properties": {"criteria": {"type": "array", "items": {"type": "string"}}},
@@ -273,10 +293,12 @@ def pointwise_messages(
     )
 
 
-def pairwise_messages(conversation: list[Message], first: str, second: str, criteria: list[Criterion]) -> list[Message]:
+def pairwise_messages(
+    conversation: list[Message], first: str, second: str, criteria: list[Criterion], rationales: bool = True
+) -> list[Message]:
     names = ", ".join(c.name.lower() for c in criteria)
     return _chat(
-        PAIRWISE.render(
+        (PAIRWISE if rationales else PAIRWISE_VERDICT_ONLY).render(
             criteria=names,
             conversation=fence("conversation", None, render_conversation(conversation)),
             first=fence("candidate", "A", first),
