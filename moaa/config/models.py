@@ -17,6 +17,7 @@ from moaa.config.endpoints import (
     EndpointConfig,
     Strict,
 )
+from moaa.config.scales import SCALES, Margin, check_margin, margin_for
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
@@ -246,8 +247,12 @@ class PreferenceConfig(Strict):
     )
     samples: int = Field(5, ge=2, description="candidate answers sampled from the policy per prompt")
     scorer: ScorerConfig = Field(ScorerConfig(), description="how the candidates are ranked")
-    min_margin: float = Field(
-        0.5, ge=0, description="drop a pair whose best and worst scores differ by less (a near tie, label noise)"
+    min_margin: Margin | dict[str, Margin] | None = Field(
+        None,
+        description="drop a pair whose best and worst scores differ by less (a near tie, label noise): a number "
+        "in the scorer's own units, a share of its scale ('10%'), or either per scorer kind ({pointwise: 0.5, "
+        "pairwise: 10%}); unset: the kind's default (pointwise and moa_judge 0.5 on 1-5, pairwise 0.1 on 0-1, "
+        "reward_model 0; moaa.config.scales)",
     )
     max_length_ratio: float | None = Field(
         None,
@@ -256,6 +261,22 @@ class PreferenceConfig(Strict):
         "(length bias); unset: off",
     )
     limit: int | None = Field(None, ge=1, description="how many of the source's prompts to use for pairs; unset: all")
+
+    @model_validator(mode="after")
+    def _margins(self) -> PreferenceConfig:
+        if isinstance(self.min_margin, dict):
+            unknown = sorted(set(self.min_margin) - set(SCALES))
+            if unknown:
+                raise ValueError(f"min_margin: no scorer kind {', '.join(unknown)} (kinds: {', '.join(SCALES)})")
+            for kind, value in self.min_margin.items():
+                check_margin(value, kind, f"min_margin.{kind}")
+        elif self.min_margin is not None:
+            check_margin(self.min_margin, self.scorer.kind)
+        return self
+
+    def margin(self) -> float:
+        """The minimum margin in the scorer's own units (min_margin resolved for scorer.kind)."""
+        return margin_for(self.min_margin, self.scorer.kind)[0]
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:

@@ -130,7 +130,7 @@ async def judge_prompt(
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
     values = [s.score for s in scores]
-    choice = choose_pair([c.text for c in got.candidates], values, pref.min_margin, pref.max_length_ratio)
+    choice = choose_pair([c.text for c in got.candidates], values, pref.margin(), pref.max_length_ratio)
     result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
     if all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")

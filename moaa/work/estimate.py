@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from moaa.config import AgentConfig, EndpointConfig, MoaaConfig, PreferenceConfig
+from moaa.config.scales import describe_margin
 from moaa.errors import MoaaError
 from moaa.rows import Message, Prompt
 
@@ -48,9 +49,9 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     Returns {"name", "method", "scorer", "prompts": {"source", "read", "kept", "dropped", "preference"},
     "stages": {stage: {"prompts", "turns", "calls", "per_run_calls", "upper_bound", "input_tokens",
     "output_tokens", "cost", "agents": {label: {"endpoint", "calls", "input_tokens", "output_tokens",
-    "cost"}}}}, "endpoints": {name: {"model", "priced", "calls", "input_tokens", "output_tokens",
-    "cost"}}, "total": {"calls", "input_tokens", "output_tokens", "cost", "upper_bound"},
-    "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
+    "cost"}}, "margin" (preference only: min_margin in words)}}, "endpoints": {name: {"model", "priced",
+    "calls", "input_tokens", "output_tokens", "cost"}}, "total": {"calls", "input_tokens", "output_tokens",
+    "cost", "upper_bound"}, "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
     """
     from moaa.sources import stream_prompts
 
@@ -192,7 +193,8 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
         calls, answers = info["calls"] * answered, info["answers"] * answered
         agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, answered)
     return _stage(len(prompts), answered, agents, 0, False) | {
-        "reward_model_passes": counts["reward_model_passes"] * answered
+        "reward_model_passes": counts["reward_model_passes"] * answered,
+        "margin": describe_margin(pref.min_margin, pref.scorer.kind),
     }
 
 
@@ -365,6 +367,8 @@ def format_estimate(est: dict[str, Any]) -> str:
         lines += _table(("agent", "endpoint"), [(label, a["endpoint"], a, "") for label, a in stage["agents"].items()])
         if stage.get("reward_model_passes"):
             lines.append(f"  reward model: {stage['reward_model_passes']} local batches (no calls)")
+        if stage.get("margin"):
+            lines.append(f"  pairs: {stage['margin']}")
     lines += ["", "per endpoint:"]
     rows = [(name, e["model"], e, "" if e["priced"] else " (unpriced)") for name, e in est["endpoints"].items()]
     lines += _table(("endpoint", "model"), rows)
