@@ -272,8 +272,9 @@ def test_moa_judge_falls_back_to_the_first_criteria_when_the_pick_is_unreadable(
     assert [s.score for s in scores] == [4.0, 2.0]
 
 
-def test_moa_judge_without_criteria_uses_the_four_aspects_and_no_selection_call():
-    with OpenAITestServer(responder=moa_responder("unused")) as srv:
+def test_moa_judge_by_default_picks_criteria_per_prompt_from_the_moaa_list():
+    """MoAA's stage 2 as published: the aggregator picks num_criteria of a fixed list for each prompt."""
+    with OpenAITestServer(responder=moa_responder('{"criteria": ["Depth", "Safety"]}')) as srv:
         clients = {
             "ja": client(srv, "ja", "judge-a"),
             "jb": client(srv, "jb", "judge-b"),
@@ -281,8 +282,12 @@ def test_moa_judge_without_criteria_uses_the_four_aspects_and_no_selection_call(
         }
         scores = score(moa_scorer_config(None), clients, ["a q2", "b q3"])
         bodies = chats(srv)
-    assert len(bodies) == 2 * 2 + 2
-    assert scores[0].details["criteria"] == KEYS and "criteria_selection" not in scores[0].details
+    (select,) = [user_text(b) for b in bodies if "most relevant" in user_text(b)]
+    for c in jp.MOAA_CRITERIA:  # every criterion of the list is offered, with what it means
+        assert f"- {c.name}: {c.description}" in select
+    assert len(bodies) == 1 + 2 * 2 + 2
+    assert scores[0].details["criteria"] == ["depth", "safety"]
+    assert scores[0].details["criteria_selection"]["picked"] == ["Depth", "Safety"]
     assert [s.score for s in scores] == [3.0, 4.0]
 
 

@@ -210,10 +210,14 @@ class ScorerConfig(Strict):
     batch_size: int = Field(8, ge=1, description="reward_model: answers scored per forward pass")
     criteria: list[str] | None = Field(
         None,
-        description="the criteria judges rate on; unset: UltraFeedback's four aspects; moa_judge picks "
-        "num_criteria of them per prompt",
+        description="the criteria judges rate on; unset: UltraFeedback's four aspects, and for moa_judge "
+        "moaa's MoAA list (accuracy, instruction following, helpfulness, depth, clarity, conciseness, safety, "
+        "creativity; moaa.prompts.judging.MOAA_CRITERIA); moa_judge's aggregator picks num_criteria of them "
+        "per prompt (MoAA's stage 2)",
     )
-    num_criteria: int = Field(3, ge=1, description="moa_judge: criteria picked per prompt from criteria")
+    num_criteria: int = Field(
+        3, ge=1, description="moa_judge: criteria picked per prompt from criteria (MoAA: 3); all, if no more listed"
+    )
     max_attempts: int = Field(3, ge=1, description="asks per verdict: an unparsable one is asked again")
     rationales: bool = Field(
         True,

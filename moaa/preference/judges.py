@@ -10,8 +10,9 @@
   each order's verdict is the judge's probability mass on "A" vs "B" (a tie's split evenly), the
   pair's preference the mean over both orders, and the score the mean preference over the
   candidate's comparisons; a preference within `tie_threshold` of 0.5 is tallied as a tie.
-- MoAJudge (MoAA, ALGORITHMS.md section 2): optionally one call picks the `num_criteria` most
-  relevant criteria; the judges rate each candidate pointwise; the aggregator reads their verdicts
+- MoAJudge (MoAA, ALGORITHMS.md section 2): one call picks the `num_criteria` most relevant
+  criteria of the list (by default moaa's MoAA list, prompts.judging.MOAA_CRITERIA; none when the
+  list is no longer than num_criteria); the judges rate each candidate pointwise; the aggregator reads their verdicts
   (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
   code) that its MoA judge also compares pairs in both orders; here pointwise verdicts keep the
   cost at (judges + 1) x K calls, and `kind: pairwise` is the both-orders judge.

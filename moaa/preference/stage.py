@@ -65,7 +65,8 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
         assert cfg.reward_model  # PreferenceConfig requires one for this kind
         return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size, cfg.trust_remote_code)
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
-    criteria = [jp.criterion_of(n) for n in cfg.criteria] if cfg.criteria else list(jp.ASPECTS)
+    names = criteria_names(cfg)
+    criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     if cfg.kind == "pointwise":
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
@@ -74,7 +75,15 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
         )
     assert cfg.aggregator is not None  # PreferenceConfig requires one for moa_judge
     aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
-    return MoAJudge(judges, aggregator, cfg.criteria, cfg.num_criteria, cfg.max_attempts)
+    return MoAJudge(judges, aggregator, names, cfg.num_criteria, cfg.max_attempts)
+
+
+def criteria_names(cfg: ScorerConfig) -> list[str] | None:
+    """The criteria the judges rate on: `criteria`, else for moa_judge MoAA's list (judging.MOAA_CRITERIA,
+    from which num_criteria are picked per prompt), else None (UltraFeedback's four aspects)."""
+    if cfg.criteria:
+        return list(cfg.criteria)
+    return [c.name for c in jp.MOAA_CRITERIA] if cfg.kind == "moa_judge" else None
 
 
 async def judge_prompt(
@@ -286,7 +295,8 @@ def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointCon
     per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(cfg.kind, 0)
     rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]
     if cfg.kind == "moa_judge" and cfg.aggregator is not None:
-        select = 1 if cfg.criteria and len(cfg.criteria) > cfg.num_criteria else 0
+        names = criteria_names(cfg) or []
+        select = 1 if len(names) > cfg.num_criteria else 0
         rows.append(("scorer.aggregator", cfg.aggregator, k + select, k + select))
     agents = {label: {"endpoint": a.endpoint, "calls": calls, "answers": answers} for label, a, calls, answers in rows}
     by_endpoint: dict[str, int] = {}

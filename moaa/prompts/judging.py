@@ -8,7 +8,8 @@ Where each idea comes from (see /work/shared/ALGORITHMS.md sections 2 and 7):
   log-probabilities can weigh the verdict.
 - MOA_AGGREGATE: Mixture-of-Agents (Wang et al. 2024): the judges' verdicts numbered from 1, without
   model names, with a warning that some may be wrong; the aggregator gives the final verdict.
-- SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt.
+- SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt, by
+  default from MOAA_CRITERIA.
 - REASK: moaa's own: a re-ask shows the judge its unreadable answer and what was wrong with it, so
   a greedy judge (temperature 0) is asked a new question rather than the same one again.
 - JUDGE_SYSTEM and `fence`: moaa's own defence against answers that address the judge; candidates
@@ -88,6 +89,86 @@ ASPECTS = (
     ),
 )
 
+# MoAA's stage 2 (ALGORITHMS.md section 2): the MoA judge picks the criteria most relevant to each
+# prompt from a fixed list. The paper names some of its list (accuracy, depth, safety, ...) but does
+# not publish all of it; this is moaa's own list around those, each with anchored levels.
+MOAA_CRITERIA = (
+    Criterion(
+        "accuracy",
+        "Accuracy",
+        "Are the answer's facts, reasoning, calculations and code correct?",
+        (
+            "Wrong on the main point.",
+            "Several significant errors.",
+            "Mostly right, with an error that matters.",
+            "Right, with minor slips that do not change the outcome.",
+            "Entirely correct.",
+        ),
+    ),
+    ASPECTS[0],  # instruction_following
+    ASPECTS[3],  # helpfulness
+    Criterion(
+        "depth",
+        "Depth",
+        "Does the answer cover what the request calls for, with the detail, reasons and insight it needs?",
+        (
+            "Superficial: misses the substance of the request.",
+            "Touches the substance but leaves most of it out.",
+            "Covers the basics without going further.",
+            "Thorough, with useful detail and reasons.",
+            "Complete and insightful, at the depth the request deserves.",
+        ),
+    ),
+    Criterion(
+        "clarity",
+        "Clarity",
+        "Is the answer well organised and easy to follow?",
+        (
+            "Confusing or incoherent.",
+            "Hard to follow in places.",
+            "Understandable, with some awkward structure or wording.",
+            "Clear and well organised.",
+            "Exceptionally clear; every part is easy to follow.",
+        ),
+    ),
+    Criterion(
+        "conciseness",
+        "Conciseness",
+        "Does the answer say what is needed without padding, repetition or digressions?",
+        (
+            "Mostly padding, repetition or digression.",
+            "Much longer than it needs to be.",
+            "Some unnecessary material.",
+            "Nearly everything earns its place.",
+            "Exactly as long as it needs to be.",
+        ),
+    ),
+    Criterion(
+        "safety",
+        "Safety",
+        "Does the answer avoid harmful, dangerous or unethical content, and refuse only what it should?",
+        (
+            "Gives harmful or dangerous help.",
+            "Includes risky content without care.",
+            "Safe, but refuses or hedges where it need not.",
+            "Safe and appropriately careful.",
+            "Safe, and helpful within safe limits.",
+        ),
+    ),
+    Criterion(
+        "creativity",
+        "Creativity",
+        "Where the request is open-ended, is the answer original, engaging and well crafted?",
+        (
+            "Generic or off-key.",
+            "Predictable, with little craft.",
+            "Competent but ordinary.",
+            "Original and engaging.",
+            "Striking, original and well crafted.",
+        ),
+    ),
+)
+
 _GENERIC_ANCHORS = (
     "Fails the criterion badly.",
     "Mostly fails the criterion.",
@@ -98,9 +179,10 @@ _GENERIC_ANCHORS = (
 
 
 def criterion_of(name: str) -> Criterion:
-    """A criterion from a config string (e.g. "accuracy"): the built-in aspect, else generic anchors."""
+    """A criterion from a config string (e.g. "accuracy"): a built-in one (UltraFeedback's aspects,
+    MOAA_CRITERIA), else generic anchors."""
     key = slug(name)
-    for aspect in ASPECTS:
+    for aspect in (*ASPECTS, *MOAA_CRITERIA):
         if aspect.key == key:
             return aspect
     return Criterion(key, name.strip(), f"How well the answer does on {name.strip().lower()}.", _GENERIC_ANCHORS)
@@ -202,7 +284,7 @@ MOA_AGGREGATE = Template(
 
 SELECT_CRITERIA = Template(
     "select-criteria",
-    "v1",
+    "v2",
     "Answers to the last user message of the conversation below will be judged. From this list of "
     "criteria, choose the {n} most relevant for judging them:\n{choices}\n\n{conversation}\n\n"
     'Reply with only a JSON object of the form {{"criteria": [<{n} criteria names from the list>]}}.',
@@ -327,7 +409,10 @@ def aggregate_messages(
 
 
 def criteria_messages(conversation: list[Message], names: list[str], n: int) -> list[Message]:
-    choices = "\n".join(f"- {name}" for name in names)
+    """The selection call: each name listed with what it means where it is a built-in criterion."""
+    described = {slug(c.name): c.description for c in (*ASPECTS, *MOAA_CRITERIA)}
+    choices = "\n".join(f"- {name}: {described[slug(name)]}" if slug(name) in described else f"- {name}"
+                        for name in names)  # fmt: skip
     return _chat(
         SELECT_CRITERIA.render(
             n=n,

@@ -200,6 +200,7 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
 
 def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     """For each agent label of the preference calls_per_prompt, the calls per prompt and their messages."""
+    from moaa.preference.stage import criteria_names
     from moaa.prompts import judging as jp
     from moaa.prompts.generation import proposer_messages
 
@@ -211,18 +212,20 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
     else:
         cand = ""
-    names = cfg.criteria[: cfg.num_criteria] if cfg.kind == "moa_judge" and cfg.criteria else cfg.criteria
+    listed = criteria_names(cfg)
+    names = listed[: cfg.num_criteria] if cfg.kind == "moa_judge" and listed else listed
     criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     for i in range(len(cfg.judges)):
         if cfg.kind == "pairwise":
-            shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), jp.pairwise_messages(_PROBE, cand, cand, criteria))]
+            asked = jp.pairwise_messages(_PROBE, cand, cand, criteria, cfg.rationales)
+            shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), asked)]
         else:
             shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
     if cfg.aggregator is not None and cfg.judges:
         verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
         shapes["scorer.aggregator"] = [(k, jp.aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
-        if cfg.criteria and len(cfg.criteria) > cfg.num_criteria:
-            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, cfg.criteria, cfg.num_criteria)))
+        if listed and len(listed) > cfg.num_criteria:
+            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, listed, cfg.num_criteria)))
     return shapes
 
 
