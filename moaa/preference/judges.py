@@ -166,8 +166,9 @@ def judges_label(judges: list[Judge]) -> str:
     return ",".join(judge_name(agent, client) for agent, client in judges)
 
 
-class PointwiseJudge:
-    kind = "pointwise"
+class JudgePanel:
+    """What the pointwise and pairwise judges share: the judges, criteria, asks per verdict, whether
+    verdicts are read from log-probabilities (`weighted`) and whether a rationale comes first."""
 
     def __init__(
         self,
@@ -180,6 +181,10 @@ class PointwiseJudge:
         self.judges, self.criteria, self.max_attempts = judges, criteria, max_attempts
         self.weighted, self.rationales = weighted, rationales
         self.label = judges_label(judges)
+
+
+class PointwiseJudge(JudgePanel):
+    kind = "pointwise"
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
         convo = conversation_of(prompt.messages)
@@ -282,21 +287,12 @@ def complete_judges(outcomes: list[tuple[int, int, int, float | None]], judges: 
     return complete or set(range(judges))
 
 
-class PairwiseJudge:
+class PairwiseJudge(JudgePanel):
     kind = "pairwise"
 
-    def __init__(
-        self,
-        judges: list[Judge],
-        criteria: list[jp.Criterion],
-        max_attempts: int,
-        weighted: bool = False,
-        rationales: bool = True,
-        tie_threshold: float = 0.0,
-    ):
-        self.judges, self.criteria, self.max_attempts = judges, criteria, max_attempts
-        self.weighted, self.rationales, self.tie_threshold = weighted, rationales, tie_threshold
-        self.label = judges_label(judges)
+    def __init__(self, *args: Any, tie_threshold: float = 0.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.tie_threshold = tie_threshold  # weighted: a preference this close to 0.5 is tallied a tie
 
     async def _ask(self, judge: Judge, convo: list[Message], first: str, second: str) -> Verdict:
         agent, client = judge

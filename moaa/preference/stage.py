@@ -71,7 +71,7 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
         return PairwiseJudge(
-            judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales, cfg.tie_threshold
+            judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales, tie_threshold=cfg.tie_threshold
         )
     assert cfg.aggregator is not None  # PreferenceConfig requires one for moa_judge
     aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
