@@ -12,7 +12,8 @@ scorer's units) and at the kind's default (moaa.config.scales). A reward model i
 (none runs offline); its row is the ArmoRM-like example, computed, not measured.
 
 Starts the embedded local model (moaa.local.server.LocalServer) unless --base-url names a running
-OpenAI-compatible server. Prints a table and writes JSON to bench_results/.
+OpenAI-compatible server. Prints a table (pairs kept also at a grid of margins) and writes JSON to
+bench_results/ (while it runs, margins-<time>.partial.json holds the prompts scored so far).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from moaa.preference.stage import build_scorer  # noqa: E402
 from moaa.rows import Prompt  # noqa: E402
 
 OLD_MARGIN = 0.5  # the single default before margins had units
+GRID = (0.02, 0.05, 0.1, 0.25, 0.5)  # margins the table also counts kept pairs at
 ARMO_LIKE = [0.12, 0.15, 0.09, 0.18, 0.11]  # five samples of one prompt, ArmoRM-style (issue 36)
 POLICY = {"endpoint": "local", "temperature": 1.0, "max_tokens": 512,
           "role": "Answer the user concisely, in at most 120 words."}  # fmt: skip
@@ -96,6 +98,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "kept_old": sum(kept(t, s, OLD_MARGIN) for t, s in rows),
             "new_margin": new,
             "kept_new": sum(kept(t, s, new) for t, s in rows),
+            "kept_at": {str(m): sum(kept(t, s, m) for t, s in rows) for m in GRID},
         }
     texts = [str(v) for v in ARMO_LIKE]
     new = scale_of("reward_model").default_margin
@@ -104,29 +107,35 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "prompts": 1, "margin_quartiles": [spread] * 3, "old_margin": OLD_MARGIN,
         "kept_old": int(kept(texts, ARMO_LIKE, OLD_MARGIN)), "new_margin": new,
         "kept_new": int(kept(texts, ARMO_LIKE, new)),
+        "kept_at": {str(m): int(kept(texts, ARMO_LIKE, m)) for m in GRID},
     }  # fmt: skip
     return out
 
 
-async def run(base_url: str, model: str, n: int, samples: int) -> dict[str, Any]:
+async def run(base_url: str, model: str, n: int, samples: int, partial: Path) -> dict[str, Any]:
+    """Every prompt scored in turn; the results so far are rewritten to `partial` after each one, so a
+    run cut short (a timeout on a loaded machine) keeps what it measured."""
     endpoint = EndpointConfig(base_url=base_url, model=model, local=True, timeout_s=600, max_retries=1)
     client = OpenAIChatClient("local", endpoint, RunStats(), api_key="not-needed")
     results = []
     for i, prompt in enumerate(load_prompts(n)):
         r = await score_prompt(prompt, client, samples)
         results.append(r)
+        partial.write_text(json.dumps({"results": results}, ensure_ascii=False))
         print(f"[{i + 1}/{n}] {len(r['candidates'])} candidates, {r['seconds']:.0f}s: "
               + "; ".join(f"{k} {v}" for k, v in r["scores"].items()), file=sys.stderr, flush=True)  # fmt: skip
     return {"summary": summarise(results), "results": results}
 
 
 def format_table(summary: dict[str, dict[str, Any]]) -> str:
+    grid = "".join(f" {'@' + str(m):>6}" for m in GRID)
     lines = [f"{'scores':<36} {'prompts':>7} {'margin p25/p50/p75':>20} {'kept at 0.5':>11} {'default':>7} "
-             f"{'kept at default':>15}"]  # fmt: skip
+             f"{'kept at default':>15}   kept at{grid}"]  # fmt: skip
     for reading, r in summary.items():
         q = "/".join(f"{v:.2f}" for v in r["margin_quartiles"]) or "-"
+        at = "".join(f" {r['kept_at'][str(m)]:>6}" for m in GRID)
         lines.append(f"{reading:<36} {r['prompts']:>7} {q:>20} {r['kept_old']:>11} {r['new_margin']:>7g} "
-                     f"{r['kept_new']:>15}")  # fmt: skip
+                     f"{r['kept_new']:>15}          {at}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -142,15 +151,19 @@ def main(argv: list[str] | None = None) -> int:
 
     model = args.model or LOCAL_MODEL_NAME
     started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    partial = out / f"margins-{stamp}.partial.json"
     try:
         if args.base_url:
-            report = asyncio.run(run(args.base_url, model, args.n, args.samples))
+            report = asyncio.run(run(args.base_url, model, args.n, args.samples, partial))
         else:
             from moaa.local.server import LocalServer
 
             with LocalServer() as server:
                 server.start()
-                report = asyncio.run(run(server.base_url, model, args.n, args.samples))
+                report = asyncio.run(run(server.base_url, model, args.n, args.samples, partial))
     except MoaaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -158,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.time() - started, 1)} | report  # fmt: skip
     print(f"margins, model {model}, {args.n} prompts x {args.samples} samples ({report['seconds']:.0f}s)")
     print(format_table(report["summary"]))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"margins-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = out / f"margins-{stamp}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    partial.unlink(missing_ok=True)
     print(f"wrote {path}")
     return 0
 

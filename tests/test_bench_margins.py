@@ -41,9 +41,10 @@ def test_the_table_compares_pairs_kept_at_the_old_and_the_default_margins(tmp_pa
         assert main(["--base-url", srv.base_url, "--model", "m", "--n", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = {line[:36].strip(): line[36:].split() for line in out.splitlines()[2:] if line[:1].isalpha()}
-    # prompts, quartiles, kept at 0.5, the default, kept at the default
-    assert rows["pairwise letters"] == ["2", "1.00/1.00/1.00", "2", "0.1", "2"]  # whole verdicts: 1.0 vs 0.0
-    assert rows["pairwise weighted"][0] == "2" and rows["pairwise weighted"][2:] == ["0", "0.1", "2"]
-    assert rows["reward_model (ArmoRM-like example)"] == ["1", "0.09/0.09/0.09", "0", "0", "1"]
-    (saved,) = tmp_path.glob("margins-*.json")
+    # prompts, quartiles, kept at 0.5, the default, kept at the default; then kept at 0.02, 0.05, 0.1, 0.25, 0.5
+    assert rows["pairwise letters"] == ["2", "1.00/1.00/1.00", "2", "0.1", "2", "2", "2", "2", "2", "2"]
+    assert rows["pairwise weighted"][0] == "2"
+    assert rows["pairwise weighted"][2:] == ["0", "0.1", "2", "2", "2", "2", "2", "0"]
+    assert rows["reward_model (ArmoRM-like example)"] == ["1", "0.09/0.09/0.09", "0", "0", "1", "1", "1", "0", "0", "0"]
+    (saved,) = tmp_path.glob("margins-*.json")  # the partial file is gone once the run is done
     assert len(json.loads(saved.read_text())["results"]) == 2
