@@ -301,3 +301,16 @@ def test_subprocess_mode_prints_ready_and_logs(tmp_path):
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=5) == 0
+
+
+def test_a_reply_scripts_its_own_log_probabilities():
+    from moaa.testing.openai_replies import Reply
+
+    tokens = (('{"winner": "', {'{"winner": "': 0.0}), ("A", {"A": -0.5, "B": -1.0, "tie": -3.0}), ('"}', {'"}': 0.0}))
+    with OpenAITestServer(responder=lambda req: Reply('{"winner": "A"}', tokens)) as srv:
+        reply = chat(srv.base_url, logprobs=True, top_logprobs=2)
+        plain = chat(srv.base_url)
+    steps = reply.choices[0].logprobs.content
+    assert reply.choices[0].message.content == plain.choices[0].message.content == '{"winner": "A"}'
+    assert [s.token for s in steps] == ['{"winner": "', "A", '"}'] and plain.choices[0].logprobs is None
+    assert [(t.token, t.logprob) for t in steps[1].top_logprobs] == [("A", -0.5), ("B", -1.0)]  # cut to 2

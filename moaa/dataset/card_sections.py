@@ -161,6 +161,8 @@ BIAS_ROWS = (
     ("scored_candidates", "scored candidates"),
     ("pairs_judged", "pairwise judgements in both orders"),
     ("swap_disagreement_rate", "position-swap disagreement (counted as ties)"),
+    ("pair_tie_rate", "pairwise judgements that are ties, by the written letters"),
+    ("weighted_tie_rate", "the same, by log-probabilities (weighted_ratings)"),
     ("tie_drop_share", "prompts dropped as ties"),
 )
 

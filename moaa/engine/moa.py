@@ -89,7 +89,7 @@ async def aggregate(
     got = await ask(messages, 0)
     if not got:
         raise run.fail("aggregator_failed", "the aggregator gave no answer")
-    return await gated_aggregate(run, messages, refs, got, ask)
+    return await gated_aggregate(run, messages, refs, got, ask, marked)
 
 
 async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:

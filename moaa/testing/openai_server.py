@@ -19,8 +19,10 @@ Options (constructor keyword / CLI flag):
   the seed (like greedy decoding): asking the same thing again gets the same answer.
 - ``truncate_at_max_tokens``: a reply with more words than the request's ``max_tokens``
   (or ``max_completion_tokens``) is cut to that many words with finish_reason "length".
-- ``responder(request_json) -> str | list[str] | None``: a str is the content of every choice,
-  a list gives the choices one by one (its length wins over n), None uses the default reply.
+- ``responder(request_json) -> str | list[str] | Reply | None``: a str is the content of every choice,
+  a list gives the choices one by one (its length wins over n), None uses the default reply; a
+  ``moaa.testing.openai_replies.Reply`` is the content of every choice with its own tokens and
+  their top log-probabilities (returned when the request asks for ``logprobs``).
   If it raises, the answer is a 500.
 - ``script`` (--script 429,none,500): faults consumed in order, one per chat request (None or
   "none" = normal); while it is not empty it wins over the random faults.
