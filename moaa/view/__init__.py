@@ -1,0 +1,10 @@
+"""The viewer and review gate of data set versions: `moaa view` (a local web app, Starlette and
+server-rendered Jinja2 templates) and `moaa review apply`.
+
+- moaa.view.paging: a version's configs as paged, filtered tables, a parquet row group at a time
+- moaa.view.decisions: a person's review decisions, appended to `<root>/<name>/vN.review.jsonl`
+- moaa.view.reviewed: the decisions applied as the next version (moaa.dataset.versions.write_derived)
+- moaa.view.mixture, moaa.view.pair_detail, moaa.view.arms, moaa.view.version_diff: what the pages show
+- moaa.view.pages: the web app; moaa.view.snapshot: the same pages as static HTML; moaa.view.serving:
+  the port, the token, uvicorn
+"""
