@@ -12,6 +12,7 @@ what its page shows and nothing more (moaa.view.paging), so a page of a big vers
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ class Version:
         return [c for c in CONFIG_ORDER if c in rows]
 
 
+@functools.cache
 def environment() -> Any:
+    """The templates' Jinja2 environment, one per process (it caches the compiled templates)."""
     import jinja2
 
     env = jinja2.Environment(
