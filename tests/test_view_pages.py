@@ -252,3 +252,22 @@ def test_export_is_static_html_with_relative_links_and_no_review_controls(demo, 
     assert "Review flag “look again”" in text((out / f"dpo-{flagged}.html").read_text())
     with pytest.raises(Exception, match="not an empty folder"):
         export_version(tmp_path / "data", "demo@v1", out, {})
+
+
+def test_rows_are_found_by_prompt_id_across_shards_and_row_groups(tmp_path):
+    """The PromptIndex finds each prompt's rows wherever they are: a small shard size spreads a split
+    over many files, and each prompt's trace steps over two row groups of its block at times."""
+    parts = write_parts(tmp_path / "parts", n=90)
+    version = write_demo(tmp_path / "data", parts, max_shard_rows=7).path
+    for config in ("sft", "trace"):
+        table = paging.config_table(version, config)
+        assert len(table.shards) > 10
+        every = rows_of(version, config)
+        for pid in {r["prompt_id"] for r in every}:
+            mine = [r for r in every if r["prompt_id"] == pid]
+            found = [{k: v for k, v in r.items() if not k.startswith("_")} for r in paging.rows_of(table, pid)]
+            assert found == mine
+            position, row = paging.find_row(table, pid)
+            assert {k: v for k, v in row.items() if not k.startswith("_")} == mine[0]
+            assert paging.rows_at(table, [position])[0]["prompt_id"] == pid
+        assert paging.find_row(table, "p999") is None and paging.rows_of(table, "p999") == []

@@ -126,6 +126,13 @@ def test_review_apply_writes_the_next_version_from_the_decisions(tmp_path, monke
     loaded = _load(v2, "sft", tmp_path / "cache", monkeypatch)
     assert sum(len(split) for split in loaded.values()) == 11
 
+    # the same decisions again: refused; one more decision: the next version
+    assert main(["review", "apply", "demo@v1", "--root", root]) == 2
+    assert "demo@v1's decisions as they are now were applied already as demo@v2" in capsys.readouterr().err
+    log.record("sft", "p008", "reject")
+    assert main(["review", "apply", "demo@v1", "--root", root]) == 0
+    assert set(old) - set(_rows(tmp_path / "data/demo/v3", "sft")) == {"p003", "p008"}
+
 
 def test_apply_without_decisions_or_with_rows_the_version_lacks_is_one_line(tmp_path, capsys):
     v1 = write_demo(tmp_path / "data", write_parts(tmp_path / "parts", n=4)).path

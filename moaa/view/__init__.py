@@ -2,6 +2,7 @@
 server-rendered Jinja2 templates) and `moaa review apply`.
 
 - moaa.view.paging: a version's configs as paged, filtered tables, a parquet row group at a time
+  (moaa.view.row_filters: what each filter tests)
 - moaa.view.decisions: a person's review decisions, appended to `<root>/<name>/vN.review.jsonl`
 - moaa.view.reviewed: the decisions applied as the next version (moaa.dataset.versions.write_derived)
 - moaa.view.mixture, moaa.view.pair_detail, moaa.view.arms, moaa.view.version_diff: what the pages show

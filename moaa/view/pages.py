@@ -22,6 +22,8 @@ from moaa.dataset.versions import resolve_version
 from moaa.errors import InputError
 from moaa.view import paging
 from moaa.view.decisions import EDIT_FIELDS, REVIEWED, ReviewLog, RowReview, tally
+from moaa.view.reviewed import applied_as
+from moaa.view.row_filters import FILTERS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -139,6 +141,7 @@ class Site:
         table = self.table(v, config)
         query = paging.Query.of(config, params)
         page, size = _page_args(params)
+        paging.prefetch(v.path, [c for c in configs if c in ("sft", "dpo", "trace")])  # for the rows opened next
         state = self.reviews(v)
         decided = {pid: r.decision or "" for pid, r in state.get(config, {}).items()}
         found = paging.read_page(table, query, page, size, decided)
@@ -150,12 +153,13 @@ class Site:
             raise NotFound(f"page {page + 1} of {config} is past its last page ({found.pages})")
         from moaa.view.catalog import version_entry
 
+        applied = [version for version, _ in applied_as(self.root, v.path)]
         return self.render(
             "version.html", title=v.ref, v=v, entry=version_entry(v.path), config=config, configs=configs,
             table=table, query=query, params=query.params(), found=found, facets=paging.facets(table),
-            filters=paging.FILTERS[config], state=state.get(config, {}), tally=tally(state),
+            filters=FILTERS[config], state=state.get(config, {}), tally=tally(state),
             reviewable=config in REVIEWED, review_file=ReviewLog.of(v.path).path, size=size,
-            final_text=final_text, first_user=first_user, applied=_applied_as(self.root, v), matching=matching,
+            final_text=final_text, first_user=first_user, applied=applied, matching=matching,
         )  # fmt: skip
 
     def row_page(self, name: str, version: str, config: str, prompt_id: str, params: dict[str, str]) -> str:
@@ -254,20 +258,3 @@ def _data_ref(ref: str | None) -> tuple[str, str] | None:
         return None
     name, _, version = ref.partition("@")
     return name, version
-
-
-def _applied_as(root: Path, v: Version) -> list[str]:
-    """The versions written from this one's review (newest last)."""
-    from moaa.dataset.versions import list_versions
-
-    out = []
-    for listed in list_versions(root):
-        if listed["name"] != v.name or listed["version"] == v.version:
-            continue
-        try:
-            derived = read_manifest(Path(listed["path"])).get("derived") or {}
-        except InputError:
-            continue
-        if derived.get("kind") == "review" and derived.get("from") == v.ref:
-            out.append(listed["version"])
-    return out

@@ -9,8 +9,10 @@ Nothing is loaded whole: a page without a filter reads the one or two row groups
 parquet footer says where each starts); a filter reads only the columns it tests, row group by row
 group, keeps the matching row numbers (8 bytes each) and reads the page's rows from their groups.
 Matches are cached per version and query (a few, least recently used first out), so paging a
-filtered table, and next / previous on a row page, re-read nothing. Versions are immutable, so what
-is read once of a version stays true (keyed by its manifest's identity, should the folder be rewritten).
+filtered table, and next / previous on a row page, re-read nothing. A row is found by its prompt id
+through a PromptIndex (which row groups hold each id), built once a version, in the background when
+its page is first opened. Versions are immutable, so what is read once of a version stays true
+(keyed by its manifest's identity, should the folder be rewritten).
 
 Filters (each applies to the configs that have its column): split, method, model (any model of an
 SFT row, either side of a pair, a trace step's), category, verdict (the `verification` column's
@@ -28,79 +30,15 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moaa.dataset.columns import shard_files
 from moaa.dataset.manifest import MANIFEST_NAME
-from moaa.errors import InputError
+from moaa.view.row_filters import VERDICTS, Query, columns_for, row_mask
 
-VERDICTS = ("pass", "fail", "unverifiable", "unchecked")
-TEXT_COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "trace": ("text",),
-                "failures": ("error", "reason")}  # fmt: skip
-# The filters each config offers (beyond text search and split).
-FILTERS = {
-    "sft": ("split", "method", "model", "category", "verdict", "truncated", "decision", "q"),
-    "dpo": ("split", "model", "verdict", "truncated", "score_min", "score_max", "margin_min", "decision", "q"),
-    "trace": ("split", "stage", "kind", "model", "truncated", "score_min", "score_max", "q"),
-    "failures": ("stage", "reason", "q"),
-}
-DECISION_FILTERS = ("accept", "reject", "flag", "edit", "undecided")
 _CACHE_ENTRIES = 16
-
-
-@dataclass(frozen=True)
-class Query:
-    """A table's filters; empty strings and None filter nothing."""
-
-    split: str = ""
-    method: str = ""
-    model: str = ""
-    category: str = ""
-    verdict: str = ""
-    stage: str = ""
-    kind: str = ""
-    reason: str = ""
-    truncated: str = ""  # "yes" or "no"
-    score_min: float | None = None
-    score_max: float | None = None
-    margin_min: float | None = None
-    decision: str = ""
-    q: str = ""
-
-    @classmethod
-    def of(cls, config: str, params: Mapping[str, str]) -> Query:
-        """The filters of `params` that `config` offers (others ignored); InputError for a bad value."""
-        values: dict[str, Any] = {}
-        for name in FILTERS.get(config, ()):
-            raw = str(params.get(name) or "").strip()
-            if not raw:
-                continue
-            if name in ("score_min", "score_max", "margin_min"):
-                try:
-                    values[name] = float(raw)
-                except ValueError:
-                    raise InputError(f"filter {name}={raw!r} is not a number") from None
-            elif name == "truncated" and raw not in ("yes", "no"):
-                raise InputError(f"filter truncated={raw!r}: use yes or no")
-            elif name == "decision" and raw not in DECISION_FILTERS:
-                raise InputError(f"filter decision={raw!r}: use one of {', '.join(DECISION_FILTERS)}")
-            else:
-                values[name] = raw
-        return cls(**values)
-
-    def params(self) -> dict[str, str]:
-        """The set filters as URL parameters."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value not in ("", None):
-                out[f.name] = f"{value:g}" if isinstance(value, float) else value
-        return out
-
-    def __bool__(self) -> bool:
-        return bool(self.params())
 
 
 @dataclass(frozen=True)
@@ -109,6 +47,13 @@ class Shard:
     split: str
     start: int  # the config's row number of its first row
     groups: tuple[int, ...]  # rows per row group
+
+    def open(self) -> Any:
+        """The parquet file (its footer parsed again: ~1 ms for a 50,000-row shard; kept parsed, the
+        footers of a million trace rows would hold ~16 MiB)."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path)
 
     def group_starts(self) -> list[int]:
         starts, at = [], self.start
@@ -146,9 +91,7 @@ class ConfigTable:
         raise IndexError(position)
 
     def read_group(self, shard: Shard, group: int, columns: list[str] | None = None) -> Any:
-        import pyarrow.parquet as pq
-
-        with pq.ParquetFile(shard.path) as file:
+        with shard.open() as file:
             return file.read_row_group(group, columns=columns)
 
     def groups(self, columns: list[str] | None, split: str = "") -> Iterator[tuple[int, Shard, Any]]:
@@ -156,14 +99,17 @@ class ConfigTable:
         for shard in self.shards:
             if split and shard.split != split:
                 continue
-            for group, start in enumerate(shard.group_starts()):
-                yield start, shard, self.read_group(shard, group, columns)
+            with shard.open() as file:
+                for group, start in enumerate(shard.group_starts()):
+                    yield start, shard, file.read_row_group(group, columns=columns)
 
 
 _tables: OrderedDict[tuple, ConfigTable] = OrderedDict()
 _matches: OrderedDict[tuple, array] = OrderedDict()
 _facets: OrderedDict[tuple, dict[str, list[str]]] = OrderedDict()
 _truncated: OrderedDict[tuple, dict[str, frozenset[str]]] = OrderedDict()
+_indexes: OrderedDict[tuple, Any] = OrderedDict()
+_prefetched: set[tuple] = set()
 _cache_lock = threading.Lock()
 
 
@@ -262,158 +208,16 @@ def matches(table: ConfigTable, query: Query, decided: Mapping[str, str] | None 
 def _scan(table: ConfigTable, query: Query, decided: dict[str, str]) -> array:
     import pyarrow.compute as pc
 
-    needed = _columns_for(table, query)
+    needed = columns_for(table, query)
     truncated = truncated_ids(table.version_dir, table.config) if query.truncated else frozenset()
     found = array("q")
     for start, _, group in table.groups(needed or ["prompt_id"], query.split):
-        mask = _mask(table.config, group, query, truncated, decided)
+        mask = row_mask(table.config, group, query, truncated, decided)
         if mask is None:
             found.extend(range(start, start + group.num_rows))
         else:
             found.extend(start + i for i in pc.indices_nonzero(mask).to_pylist())
     return found
-
-
-def _columns_for(table: ConfigTable, query: Query) -> list[str]:
-    wanted = {"prompt_id"}
-    config = table.config
-    if query.method:
-        wanted.add("method")
-    if query.category:
-        wanted.add("category")
-    if query.model:
-        wanted |= {"sft": {"models"}, "dpo": {"chosen_model", "rejected_model"}}.get(config, {"model"})
-    if query.verdict:
-        wanted.add("verification")
-    if query.stage:
-        wanted.add("stage")
-    if query.kind:
-        wanted.add("kind")
-    if query.reason:
-        wanted.add("reason")
-    if query.truncated and config == "trace":
-        wanted.add("finish_reason")
-    if query.score_min is not None or query.score_max is not None:
-        wanted.add("score_chosen" if config == "dpo" else "score")
-    if query.margin_min is not None:
-        wanted |= {"score_chosen", "score_rejected"}
-    if query.q:
-        wanted |= set(TEXT_COLUMNS[config])
-    missing = sorted(c for c in wanted if not table.has(c))
-    if "verification" in missing:
-        raise InputError(f"{table.version_dir} has no verification verdicts to filter by (no `verification` column)")
-    return [c for c in table.columns if c in wanted and c not in missing]
-
-
-def _mask(config: str, t: Any, query: Query, truncated: frozenset[str], decided: dict[str, str]) -> Any:
-    """The rows of one row group that match, as a boolean array (None: all of them)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    tests = []
-    if query.method:
-        tests.append(pc.equal(t["method"], query.method))
-    if query.category:
-        tests.append(pc.equal(t["category"], query.category))
-    if query.model:
-        tests.append(_model_mask(config, t, query.model))
-    if query.verdict:
-        tests.append(_verdict_mask(config, t["verification"], query.verdict))
-    for name in ("stage", "kind", "reason"):
-        if getattr(query, name) and name in t.column_names:
-            tests.append(pc.equal(t[name], getattr(query, name)))
-    if query.truncated:
-        cut = (
-            pc.equal(t["finish_reason"], "length")
-            if config == "trace"
-            else pc.is_in(t["prompt_id"], value_set=pa.array(sorted(truncated), pa.string()))
-        )
-        tests.append(cut if query.truncated == "yes" else pc.invert(pc.fill_null(cut, False)))
-    score = t["score_chosen"] if config == "dpo" and "score_chosen" in t.column_names else None
-    score = t["score"] if score is None and "score" in t.column_names else score
-    if query.score_min is not None:
-        tests.append(pc.greater_equal(score, query.score_min))
-    if query.score_max is not None:
-        tests.append(pc.less_equal(score, query.score_max))
-    if query.margin_min is not None:
-        tests.append(pc.greater_equal(pc.subtract(t["score_chosen"], t["score_rejected"]), query.margin_min))
-    if query.decision:
-        tests.append(_decision_mask(t["prompt_id"], query.decision, decided))
-    if query.q:
-        tests.append(_text_mask(config, t, query.q))
-    if not tests:
-        return None
-    mask = pc.fill_null(tests[0], False)
-    for test in tests[1:]:
-        mask = pc.and_(mask, pc.fill_null(test, False))
-    return mask
-
-
-def _model_mask(config: str, t: Any, model: str) -> Any:
-    import pyarrow.compute as pc
-
-    if config == "sft":
-        return _any_in_list(t["models"], lambda values: pc.equal(values, model), t.num_rows)
-    if config == "dpo":
-        return pc.or_(pc.fill_null(pc.equal(t["chosen_model"], model), False),
-                      pc.fill_null(pc.equal(t["rejected_model"], model), False))  # fmt: skip
-    return pc.equal(t["model"], model)
-
-
-def _any_in_list(column: Any, test, rows: int) -> Any:
-    """Per row of a list column: whether any element passes `test` (a kernel on the flat values)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    hits = pc.fill_null(test(pc.list_flatten(column)), False)
-    parents = pc.list_parent_indices(column)
-    out = np.zeros(rows, dtype=bool)
-    chosen = pc.filter(parents, hits).to_numpy(zero_copy_only=False)
-    out[chosen] = True
-    return pa.array(out)
-
-
-def _verdict_mask(config: str, verification: Any, verdict: str) -> Any:
-    import pyarrow.compute as pc
-
-    side, _, status = verdict.rpartition(":")
-    if status not in VERDICTS or (config == "dpo" and side not in ("chosen", "rejected")):
-        allowed = VERDICTS if config == "sft" else [f"{s}:{v}" for s in ("chosen", "rejected") for v in VERDICTS]
-        raise InputError(f"filter verdict={verdict!r}: use one of {', '.join(allowed)}")
-    column = pc.struct_field(verification, side) if config == "dpo" else verification
-    statuses = pc.struct_field(column, "status")
-    if status == "unchecked":
-        return pc.is_null(statuses)
-    return pc.equal(statuses, status)
-
-
-def _text_mask(config: str, t: Any, text: str) -> Any:
-    import pyarrow.compute as pc
-
-    found = None
-    for name in TEXT_COLUMNS[config]:
-        if name not in t.column_names:
-            continue
-        column = t[name]
-        if str(column.type).startswith("list"):  # messages: any message's content
-            contents = lambda values: pc.match_substring(pc.struct_field(values, "content"), text, ignore_case=True)  # noqa: E731
-            hit = _any_in_list(column, contents, t.num_rows)
-        else:
-            hit = pc.fill_null(pc.match_substring(column, text, ignore_case=True), False)
-        found = hit if found is None else pc.or_(found, hit)
-    return found
-
-
-def _decision_mask(ids: Any, decision: str, decided: dict[str, str]) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if decision == "undecided":
-        return pc.invert(pc.is_in(ids, value_set=pa.array(sorted(decided), pa.string())))
-    chosen = sorted(pid for pid, d in decided.items() if d == decision)
-    return pc.is_in(ids, value_set=pa.array(chosen, pa.string()))
 
 
 def truncated_ids(version_dir: Path, config: str) -> frozenset[str]:
@@ -435,26 +239,85 @@ def _truncated_by_config(version_dir: Path) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in found.items()}
 
 
-def find_row(table: ConfigTable, prompt_id: str) -> tuple[int, dict[str, Any]] | None:
-    """(row number, row) of the config's row for `prompt_id` (its first), or None."""
+@dataclass(frozen=True)
+class PromptIndex:
+    """Which row groups hold each prompt id: per row group its distinct ids, all in two Arrow arrays
+    (~28 bytes a prompt of 16-character ids; ~55 for a trace, whose blocks cross group borders), so a
+    row is found by one kernel over the ids and a read of its groups, not by a scan of the config
+    (a million trace rows at 100,000 prompts)."""
+
+    ids: Any  # pyarrow StringArray: each row group's distinct prompt ids, group after group
+    groups: Any  # pyarrow Int32Array: the row group (numbered across shards) of each entry
+    starts: tuple[tuple[int, int, int], ...]  # per numbered group: (shard index, group in it, first row number)
+
+    def locations(self, prompt_id: str) -> list[tuple[int, int, int]]:
+        import pyarrow.compute as pc
+
+        hits = pc.indices_nonzero(pc.equal(self.ids, prompt_id))
+        return [self.starts[g] for g in sorted(set(self.groups.take(hits).to_pylist()))]
+
+
+def prompt_index(table: ConfigTable) -> PromptIndex:
+    """The config's PromptIndex (one scan of its prompt_id column, once a version)."""
+    return _cached(_indexes, (_identity(table.version_dir), table.config), lambda: _build_index(table), 64)
+
+
+def _build_index(table: ConfigTable) -> PromptIndex:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    for start, _, t in table.groups(["prompt_id"]):
-        index = pc.index(t["prompt_id"], prompt_id).as_py()
-        if index >= 0:
-            return start + index, rows_at(table, [start + index])[0]
-    return None
+    ids, groups, starts = [], [], []
+    for shard_index, shard in enumerate(table.shards):
+        with shard.open() as file:
+            for group, start in enumerate(shard.group_starts()):
+                distinct = pc.unique(file.read_row_group(group, columns=["prompt_id"])["prompt_id"].combine_chunks())
+                ids.append(distinct)
+                groups.append(pa.array([len(starts)] * len(distinct), pa.int32()))
+                starts.append((shard_index, group, start))
+    if not ids:
+        return PromptIndex(pa.array([], pa.string()), pa.array([], pa.int32()), ())
+    return PromptIndex(pa.concat_arrays(ids), pa.concat_arrays(groups), tuple(starts))
+
+
+def _positions_of(table: ConfigTable, prompt_id: str, first: bool = False) -> list[int]:
+    """The row numbers of `prompt_id`'s rows (only the first with `first`), via the PromptIndex."""
+    import pyarrow.compute as pc
+
+    positions: list[int] = []
+    for shard_index, group, start in prompt_index(table).locations(prompt_id):
+        t = table.read_group(table.shards[shard_index], group, ["prompt_id"])
+        positions += [start + i for i in pc.indices_nonzero(pc.equal(t["prompt_id"], prompt_id)).to_pylist()]
+        if first and positions:
+            return positions[:1]
+    return positions
+
+
+def find_row(table: ConfigTable, prompt_id: str) -> tuple[int, dict[str, Any]] | None:
+    """(row number, row) of the config's row for `prompt_id` (its first), or None."""
+    found = _positions_of(table, prompt_id, first=True)
+    return (found[0], rows_at(table, found)[0]) if found else None
 
 
 def rows_of(table: ConfigTable, prompt_id: str) -> list[dict[str, Any]]:
     """Every row of the config for `prompt_id` (a prompt's trace steps), in file order."""
-    import pyarrow.compute as pc
-
-    positions: list[int] = []
-    for start, _, t in table.groups(["prompt_id"]):
-        hits = pc.indices_nonzero(pc.equal(t["prompt_id"], prompt_id)).to_pylist()
-        positions += [start + i for i in hits]
+    positions = _positions_of(table, prompt_id)
     return rows_at(table, positions) if positions else []
+
+
+def prefetch(version_dir: Path, configs: list[str]) -> None:
+    """Build the version's PromptIndexes in a background thread (once), so the first row opened from a
+    table does not wait for them; the pages that need one build it themselves if it is not ready."""
+    key = _identity(version_dir)
+    with _cache_lock:
+        if key in _prefetched:
+            return
+        _prefetched.add(key)
+
+    def build() -> None:
+        for config in configs:
+            prompt_index(config_table(version_dir, config))
+
+    threading.Thread(target=build, name="moaa-view-index", daemon=True).start()
 
 
 def prompt_ids_at(table: ConfigTable, positions: list[int]) -> list[str]:

@@ -29,7 +29,7 @@ from moaa.dataset.manifest import read_manifest
 from moaa.dataset.versions import VersionInfo, resolve_version, write_derived
 from moaa.errors import InputError
 from moaa.fileio import sha256_file
-from moaa.view.decisions import ReviewLog, RowReview, fold, review_path, tally
+from moaa.view.decisions import ReviewLog, RowReview, review_path, tally
 from moaa.view.paging import missing_ids
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ def apply_review(root: Path, ref: str, *, publish: bool | None = None) -> Applie
     label = f"{version_dir.parent.name}@{version_dir.name}"
     if not ReviewLog(source).entries():
         raise InputError(f"{label} has no review decisions ({source}); make them with `moaa view {label}` first")
+    done = dict((sha, version) for version, sha in applied_as(Path(root), version_dir)).get(sha256_file(source))
+    if done:
+        ref = f"{version_dir.parent.name}@{done}"
+        raise InputError(f"{label}'s decisions as they are now were applied already as {ref}; decide more rows first")
     manifest = read_manifest(version_dir)
     derived: dict[str, Any] = {}  # filled by write(), which write_derived calls before it reads this
 
@@ -141,6 +145,20 @@ def _publish(info: VersionInfo, manifest: dict[str, Any], held: Any) -> dict[str
     return vars(result)
 
 
-def decided_state(version_dir: Path) -> dict[str, dict[str, RowReview]]:
-    """Where every decided row of a version stands now (an empty dict before any decision)."""
-    return fold(ReviewLog.of(version_dir).entries())
+def applied_as(root: Path, version_dir: Path) -> list[tuple[str, str]]:
+    """(version, review file sha256) of each version written from this one's review, oldest first."""
+    from moaa.dataset.versions import list_versions
+    from moaa.errors import MoaaError
+
+    label = f"{version_dir.parent.name}@{version_dir.name}"
+    out = []
+    for listed in list_versions(root):
+        if listed["name"] != version_dir.parent.name or listed["version"] == version_dir.name:
+            continue
+        try:
+            derived = read_manifest(Path(listed["path"])).get("derived") or {}
+        except MoaaError:
+            continue
+        if derived.get("kind") == "review" and derived.get("from") == label:
+            out.append((listed["version"], str(derived.get("sha256"))))
+    return out
