@@ -87,19 +87,23 @@ def viewer(version, tmp_path):
 
 
 def shoot(driver, folder: Path, name: str) -> Path:
-    """A full-page screenshot (the window grown to the page's height); a small copy for the README when asked."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height + 40, 600), 3000))
+    """A screenshot of the whole page (Chrome's DevTools capture beyond the window); a small copy for
+    the README when asked."""
+    import base64
+
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000), "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                             "clip": clip})  # fmt: skip
     path = folder / f"{name}.png"
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
+    path.write_bytes(base64.b64decode(shot["data"]))
     docs = os.environ.get("MOAA_VIEW_SCREENSHOTS")
     if docs and name in README_SHOTS:
         small(path, Path(docs) / README_SHOTS[name])
     return path
 
 
-def small(source: Path, target: Path, width: int = 1000, height: int = 900) -> None:
+def small(source: Path, target: Path, width: int = 1000, height: int = 1050) -> None:
     """The top of a screenshot, scaled to `width` and quantised to 64 colours: a PNG of ~100 KB."""
     from PIL import Image
 

@@ -35,8 +35,9 @@ SENTENCES = (
 
 
 def _pick(key: str, n: int) -> list[str]:
-    digest = hashlib.sha256(key.encode()).digest()
-    return [SENTENCES[digest[i] % len(SENTENCES)] for i in range(n)]
+    """n different sentences, starting at a place the key decides."""
+    start = hashlib.sha256(key.encode()).digest()[0]
+    return [SENTENCES[(start + 5 * i) % len(SENTENCES)] for i in range(n)]
 
 
 def _sentences(text: str) -> list[str]:
@@ -77,6 +78,7 @@ def view_config(tmp_path: Path, base_url: str, name: str = "view-demo", prompts:
         tmp_path, base_url, f"prompts.limit={prompts}", f"name={name}", "preference.enabled=true",
         "preference.policy.endpoint=test", "preference.samples=3", "preference.scorer.kind=pairwise",
         "preference.scorer.judges=[{endpoint: test}]", "output.test_size=0.3",
+        "endpoints.test.price_input_per_mtok=0.9", "endpoints.test.price_output_per_mtok=0.9",
     )  # fmt: skip
 
 

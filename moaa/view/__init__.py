@@ -5,7 +5,9 @@ server-rendered Jinja2 templates) and `moaa review apply`.
   (moaa.view.row_filters: what each filter tests)
 - moaa.view.decisions: a person's review decisions, appended to `<root>/<name>/vN.review.jsonl`
 - moaa.view.reviewed: the decisions applied as the next version (moaa.dataset.versions.write_derived)
-- moaa.view.mixture, moaa.view.pair_detail, moaa.view.arms, moaa.view.version_diff: what the pages show
-- moaa.view.pages: the web app; moaa.view.snapshot: the same pages as static HTML; moaa.view.serving:
-  the port, the token, uvicorn
+- moaa.view.catalog, moaa.view.mixture, moaa.view.pair_detail, moaa.view.arms, moaa.view.version_diff,
+  moaa.view.textdiff: what the pages show
+- moaa.view.pages: the pages, rendered from templates/ (moaa.view.links: where each page is);
+  moaa.view.webapp: the Starlette app and the review API; moaa.view.snapshot: the pages as static
+  HTML; moaa.view.serving: the port, the token, uvicorn
 """
