@@ -72,6 +72,7 @@ class Pair:
     candidates: list[Candidate]
     comparisons: list[Comparison]
     scorer: str
+    others: list[dict[str, Any]] = field(default_factory=list)  # steps of other kinds (e.g. verification)
 
 
 def build_pair(row: dict[str, Any], steps: list[dict[str, Any]], manifest: dict[str, Any]) -> Pair:
@@ -95,7 +96,9 @@ def build_pair(row: dict[str, Any], steps: list[dict[str, Any]], manifest: dict[
     margin = sc - sr if sc is not None and sr is not None else None
     methods = manifest.get("methods")
     scorer = (methods.get("scorer") if isinstance(methods, dict) else None) or ""
-    return Pair(row, right, left, margin, _why(row, candidates, margin, manifest), candidates, comparisons, scorer)
+    others = [s | {"details": trace_meta(s)} for s in steps if s.get("kind") not in ("sample", "verdict")]
+    why = _why(row, candidates, margin, manifest)
+    return Pair(row, right, left, margin, why, candidates, comparisons, scorer, others)
 
 
 def _text(messages: Any) -> str:
@@ -150,8 +153,13 @@ def _why(row: dict[str, Any], candidates: list[Candidate], margin: float | None,
     chosen, rejected = len(_text(row.get("chosen"))), len(_text(row.get("rejected")))
     ratio = chosen / max(rejected, 1)
     limit = pref.get("max_length_ratio")
-    lines.append(f"length chosen / rejected {ratio:.2f}" + (f" ≤ max_length_ratio {limit:g}" if limit else
-                                                              " (no length-ratio limit)"))  # fmt: skip
+    if not limit:
+        lines.append(f"length chosen / rejected {ratio:.2f} (no length-ratio limit)")
+    elif ratio <= limit:
+        lines.append(f"length chosen / rejected {ratio:.2f} ≤ max_length_ratio {limit:g}")
+    else:
+        lines.append(f"length chosen / rejected {ratio:.2f} > max_length_ratio {limit:g}: the run's settings "
+                     "now would drop this pair")  # fmt: skip
     verdict = row.get("verification")
     if isinstance(verdict, dict):
         sides = [f"{side} {(verdict.get(side) or {}).get('status') or 'unchecked'}" for side in ("chosen", "rejected")]
