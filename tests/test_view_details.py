@@ -78,6 +78,24 @@ def test_the_mixture_by_layer_with_gates_costs_and_what_the_aggregate_took():
     assert view.latency == pytest.approx(3.0 + 1.0)  # the slowest proposal, then the slowest aggregate
 
 
+def test_what_each_reader_was_shown_in_self_moa_seq_and_beside_a_moderator():
+    steps = [
+        _step("sample", 0, "one two three four five", 1), _step("sample", 1, "six seven eight nine ten", 1),
+        _step("sample", 2, "dropped answer", 1, selected=False),
+        _step("synthesis", 0, "one two three four five and six seven eight nine", 2, agent="agg"),
+        _step("aggregate", 0, "one two three four five and six seven eight nine, final", 3, agent="agg"),
+    ]  # fmt: skip
+    layers = build_mixture(steps, MANIFEST).layers
+    assert [[(s.row["kind"], s.row["index"]) for s in layer.inputs] for layer in layers] == [
+        [("sample", 0), ("sample", 1)],  # layer 1: no reader; its own kept answers
+        [("sample", 0), ("sample", 1)],  # the first synthesis: the samples
+        [("synthesis", 0), ("sample", 0), ("sample", 1)],  # then the running synthesis and the samples
+    ]
+    moderated = build_mixture([_step("proposal", 0, "a b c d", 1), _step("proposal", 1, "e f g h", 1, selected=False),
+                               _step("moderator", 0, '{"selected": [0]}', 1, agent="mod")], MANIFEST)  # fmt: skip
+    assert [s.row["index"] for s in moderated.layers[0].inputs] == [0]
+
+
 def _sample(index, text, score, pick=""):
     meta = {"count": 1, "samples": [index]} | ({"pick": pick} if pick else {})
     return {"prompt_id": "q", "stage": "preference", "kind": "sample", "text": text, "agent": "policy", "model": "m",

@@ -104,19 +104,22 @@ def build_mixture(steps: list[dict[str, Any]], manifest: dict[str, Any]) -> Mixt
 
 
 def _inputs(layers: list[Layer], i: int) -> list[Step]:
-    """What layer i's readers were shown: the kept answers (and syntheses) of the nearest layer before it
-    in the same turn that has any, or of its own layer when it has answers of its own."""
+    """What layer i's readers were shown: its own kept answers when it has any (a moderator beside the
+    answers it picks from); else the running synthesis of the layer just before (Self-MoA-Seq), then
+    the kept answers of the nearest layer before it in the same turn that has any (MoA's proposals of
+    the previous layer; Self-MoA-Seq's samples, of which each step was shown a window)."""
     layer = layers[i]
+    kept = lambda steps: [s for s in steps if s.status == "selected"]  # noqa: E731
     if layer.answers:
-        return [s for s in layer.answers if s.status == "selected"]
+        return kept(layer.answers)
+    before = layers[i - 1] if i and layers[i - 1].turn == layer.turn else None
+    synthesis = [s for s in kept(before.readers) if s.row.get("kind") == "synthesis"] if before else []
     for earlier in reversed(layers[:i]):
         if earlier.turn != layer.turn:
             break
-        kept = [s for s in earlier.answers + earlier.readers
-                if s.status == "selected" and s.row.get("kind") != "moderator"]  # fmt: skip
-        if kept:
-            return kept
-    return []
+        if kept(earlier.answers):
+            return synthesis + kept(earlier.answers)
+    return synthesis
 
 
 def _status(row: dict[str, Any]) -> str:
