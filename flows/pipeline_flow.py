@@ -21,7 +21,7 @@ from moaa.errors import MoaaError
 from moaa.public import scrub_text
 from moaa.work import steps as P
 from moaa.work.launch import OpenRun, StageRun, open_run
-from moaa.work.outcome import check_stage
+from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
 from moaa.work.stage_shard import STAGES, RunStopped, run_shard
 
@@ -156,7 +156,9 @@ def run_pipeline(
     with nullcontext(opened) if opened is not None else open_run(config, base_dir, wait_for_lock) as run:
         for stage in STAGES:
             _run_stage(stage, run)
-            check_stage(stage, run.plan.shards.get(stage, []), run.config)  # made nothing: fail, write no version
+            shards = run.plan.shards.get(stage, [])
+            check_stage(stage, shards, run.config)  # made nothing: fail, write no version
+            check_endpoints(stage, shards, run.config, run.started)  # an endpoint answered nothing: likewise
         totals = P.collect(run.plan)
         summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
     _post_artifact(summary)

@@ -161,6 +161,8 @@ BIAS_ROWS = (
     ("scored_candidates", "scored candidates"),
     ("pairs_judged", "pairwise judgements in both orders"),
     ("swap_disagreement_rate", "position-swap disagreement (counted as ties)"),
+    ("pair_tie_rate", "pairwise judgements that are ties, by the written letters"),
+    ("weighted_tie_rate", "the same, by log-probabilities (weighted_ratings)"),
     ("tie_drop_share", "prompts dropped as ties"),
 )
 
@@ -191,6 +193,12 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
         from moaa.engine.quality import gate_summary
 
         lines += [f"SFT answers: {gate_summary(sft)}; a dropped prompt is a failure of reason quality_*.", ""]
+        if sft.get("degraded"):
+            lines += [
+                f"Rows made by fewer answers than a layer asked for (`sft.min_answers` allowed it; each row's "
+                f"final trace step lists its layers under `degraded`): {sft['degraded']}.",
+                "",
+            ]
     lines += _truncation_lines(manifest)
     prompts = ((manifest.get("counts") or {}).get("prompts") or {}).get("dropped") or {}
     if prompts:

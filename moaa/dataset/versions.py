@@ -146,6 +146,7 @@ def write_version(
     root = Path(root)
     _check_name(name)
     config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
+    license, tags = scrub_secrets(license, where="license"), scrub_secrets(list(tags), where="tags")  # the card's
     unknown = sorted(set(parts) - set(CONFIGS))
     if unknown:
         raise ConfigError(f"unknown data set config(s) {unknown}; known: {', '.join(CONFIGS)}")

@@ -63,6 +63,7 @@ def record_version(config: MoaaConfig, work_dir: Path, shards: Shards, version: 
 
 def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
     """The newest version, when running `config` again would only copy it; else None (run the flow)."""
+    from moaa.errors import DamagedFile
     from moaa.locks import FolderBusy, FolderLock
     from moaa.sources import file_fingerprint
     from moaa.work.steps import fingerprint
@@ -81,6 +82,8 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
             return _finished(config, work, record)
     except FolderBusy:
         return None  # the flow refuses with the holder's name
+    except DamagedFile:
+        return None  # the flow redoes the damaged shard
 
 
 def _read_record(work: Path) -> dict[str, Any] | None:

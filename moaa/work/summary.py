@@ -14,7 +14,7 @@ from moaa.work.steps import earlier_failures_line
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})", prompts_line(s)]
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
         lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
@@ -53,6 +53,16 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prompts_line(s: dict[str, Any]) -> str:
+    """'  prompts   read 7, kept 4; dropped: too_long 1, empty 2 (named in the failures config, stage prompts)'."""
+    counts = s.get("prompts") or {}
+    dropped = {k: v for k, v in (counts.get("dropped") or {}).items() if v}
+    named = sum(v for k, v in dropped.items() if k != "sampled_out")
+    shown = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
+    where = " (named in the failures config, stage prompts)" if named else ""
+    return f"  {'prompts':<10} read {counts.get('read', 0)}, kept {counts.get('kept', 0)}; dropped: {shown}{where}"
+
+
 def quality_line(stages: dict[str, Any]) -> str:
     """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
     (moaa.engine.quality) and unparsed verdicts, in one line."""
@@ -68,6 +78,7 @@ def quality_line(stages: dict[str, Any]) -> str:
         parts.append(part)
         if stage == "sft":
             parts.append(gate_summary(counters))
+            parts.append(f"{counters.get('degraded', 0)} rows from fewer answers than configured (sft.min_answers)")
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
