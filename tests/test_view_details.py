@@ -153,4 +153,28 @@ def test_a_pair_with_both_orders_of_every_verdict_and_why_it_was_kept():
         "verification: chosen pass, rejected fail",
     ]
     assert [s["kind"] for s in pair.others] == ["verification"]
+    assert first.odds is None and first.weighted == ""
     assert [t for t, tag in pair.chosen if tag == "ins"] == ["Paris, on the Seine."]
+
+
+def test_a_weighted_pairwise_verdict_shows_each_order_probability_and_a_verdict_only_reply():
+    steps = [
+        _sample(0, "a", 0.2, "rejected"),
+        _sample(1, "b", 0.8, "chosen"),
+        _verdict(0, [(1, "B", "A", "second", True)]),
+    ]
+    details = json.loads(steps[2]["meta"])
+    details["pairs"][0] |= {"orders": [0.3, 0.1], "preference": 0.2, "weighted_outcome": "second",
+                            "raw_ab": ['{"winner": "B"}'], "raw_ba": ['{"winner": "A"}']}  # fmt: skip
+    steps[2]["meta"] = json.dumps(details)
+    row = {
+        "prompt_id": "q",
+        "prompt": [],
+        "chosen": [{"role": "assistant", "content": "b"}],
+        "rejected": [{"role": "assistant", "content": "a"}],
+        "score_chosen": 0.8,
+        "score_rejected": 0.2,
+    }
+    (comparison,) = build_pair(row, steps, MANIFEST).comparisons
+    assert comparison.odds == (0.3, 0.1) and comparison.weighted == "the second won (P 0.2)"
+    assert comparison.ab_why == "(a verdict only: no rationale was asked for)"

@@ -54,6 +54,8 @@ class Comparison:
     agree: bool | None
     error: str = ""
     is_pair: bool = False  # chosen vs rejected
+    odds: tuple[float, float] | None = None  # P(`first` better) in each order, from a weighted judge's log-probs
+    weighted: str = ""  # what those probabilities decide (the outcome a weighted judge counts)
 
     def winner(self, order: str) -> str:
         """What one order's verdict said: '#i won', 'a tie' or 'no verdict'."""
@@ -127,14 +129,20 @@ def _rationale(raw: Any) -> str:
     for found in json_objects(raw):
         if isinstance(found, dict) and isinstance(found.get("rationale"), str):
             return found["rationale"]
+        if isinstance(found, dict) and "winner" in found:
+            return "(a verdict only: no rationale was asked for)"
     return raw.strip()
 
 
 def _comparison(index: int, pair: dict[str, Any]) -> Comparison:
+    orders = pair.get("orders")
+    odds = (float(orders[0]), float(orders[1])) if isinstance(orders, list) and len(orders) == 2 else None
+    weighted = pair.get("weighted_outcome")
     return Comparison(
         index, int(pair.get("other") or 0), str(pair.get("judge") or ""), pair.get("ab"), pair.get("ba"),
         _rationale(pair.get("raw_ab")), _rationale(pair.get("raw_ba")), _OUTCOME.get(pair.get("outcome"), "?"),
-        pair.get("agree"), str(pair.get("error") or ""),
+        pair.get("agree"), str(pair.get("error") or ""), odds=odds,
+        weighted=f"{_OUTCOME.get(weighted, '?')} (P {pair.get('preference')})" if weighted else "",
     )  # fmt: skip
 
 
