@@ -175,6 +175,7 @@ def _post_artifact(summary: dict) -> None:
         if summary.get("version_path"):
             from moaa.dataset.run_report import report_markdown_for_artifact
 
+            markdown += "\n\n" + viewer_line(Path(summary["version_path"]))
             markdown += "\n\n" + report_markdown_for_artifact(Path(summary["version_path"]))
         create_markdown_artifact(
             markdown=markdown,
@@ -183,3 +184,12 @@ def _post_artifact(summary: dict) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - an artifact is a convenience, never fatal
         log.debug("could not post the summary artifact: %s", exc)
+
+
+def viewer_line(version: Path) -> str:
+    """Where to look at the version: its page in `moaa view` (on the viewer's default port)."""
+    from moaa.view.serving import DEFAULT_PORT, version_url
+
+    ref = f"{version.parent.name}@{version.name}"
+    url = version_url(version.parent.name, version.name)
+    return f"Look at it before training: run `moaa view {ref}` here, then open [{url}]({url}) (port {DEFAULT_PORT})."

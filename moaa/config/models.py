@@ -326,6 +326,11 @@ class OutputConfig(Strict):
     language: list[str] = Field(
         default_factory=lambda: ["en"], description="ISO 639 codes of the prompts' language, for the card"
     )
+    review: Literal["optional", "required"] = Field(
+        "optional",
+        description="required: a run writes its version but publishes nothing until a person has reviewed it "
+        "(`moaa view NAME@vN`, then `moaa review apply NAME@vN` writes the reviewed version and publishes it)",
+    )
 
     @field_validator("publish_repo_id")
     @classmethod

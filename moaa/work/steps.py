@@ -337,6 +337,11 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     bias = _bias(plan)
     if bias:
         run_info["bias"] = summary["bias"] = bias
+    # output.review: required holds the publishing for a person's review; `moaa review apply`
+    # publishes the reviewed version, as this run would have published its own.
+    held = config.output.review == "required" and bool(publish or config.output.publish_repo_id)
+    if held:
+        run_info["publish_held"] = {"repo_id": config.output.publish_repo_id}
     try:
         info = write_version(
             Path(config.output.root),
@@ -357,7 +362,9 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     record_version(config, plan.work_dir, plan.shards, info.path)  # a re-run of it: "up to date" at once
     if info.report is not None:
         summary["report_path"] = str(info.report)
-    if publish or config.output.publish_repo_id:
+    if held:
+        summary["publish_held"] = f"not published: {info.name}@{info.version} awaits review (output.review: required)"
+    elif publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
     try:
         write_json_atomic(plan.work_dir / "summary.json", summary)

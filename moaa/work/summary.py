@@ -7,6 +7,7 @@ calls, tokens and cost, per endpoint, quality (truncations, gate rejections, unp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from moaa.work.steps import earlier_failures_line
@@ -46,6 +47,9 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
     if s.get("version_path"):
         lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
+    if s.get("publish_held"):
+        ref = f"{Path(s['version_path']).parent.name}@{s['version']}"
+        lines.append(f"  review: {s['publish_held']}; `moaa view {ref}`, then `moaa review apply {ref}` publishes it")
     return "\n".join(lines)
 
 
