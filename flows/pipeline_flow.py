@@ -22,7 +22,7 @@ from moaa.public import scrub_text
 from moaa.work import steps as P
 from moaa.work.finished import finished_plan
 from moaa.work.launch import OpenRun, StageRun, open_run
-from moaa.work.outcome import check_stage
+from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
 from moaa.work.stage_shard import STAGES, RunStopped, run_shard
 
@@ -170,7 +170,9 @@ def run_pipeline(
             return summary
         for stage in STAGES:
             _run_stage(stage, run)
-            check_stage(stage, run.plan.shards.get(stage, []), run.config)  # made nothing: fail, write no version
+            shards = run.plan.shards.get(stage, [])
+            check_stage(stage, shards, run.config)  # made nothing: fail, write no version
+            check_endpoints(stage, shards, run.config, run.started)  # an endpoint answered nothing: likewise
         totals = P.collect(run.plan)
         summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
     if artifact:
@@ -189,6 +191,7 @@ def post_artifact(summary: dict) -> None:
         if summary.get("version_path") and not summary.get("up_to_date"):
             from moaa.dataset.run_report import report_markdown_for_artifact
 
+            markdown += "\n\n" + viewer_line(Path(summary["version_path"]))
             markdown += "\n\n" + report_markdown_for_artifact(Path(summary["version_path"]))
         create_markdown_artifact(
             markdown=markdown,
@@ -197,3 +200,12 @@ def post_artifact(summary: dict) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - an artifact is a convenience, never fatal
         log.debug("could not post the summary artifact: %s", exc)
+
+
+def viewer_line(version: Path) -> str:
+    """Where to look at the version: its page in `moaa view` (on the viewer's default port)."""
+    from moaa.view.serving import DEFAULT_PORT, version_url
+
+    ref = f"{version.parent.name}@{version.name}"
+    url = version_url(version.parent.name, version.name)
+    return f"Look at it before training: run `moaa view {ref}` here, then open [{url}]({url}) (port {DEFAULT_PORT})."

@@ -28,7 +28,7 @@ from moaa.errors import MoaaError
 
 _USER_ERRORS = (
     "MoaaError", "ConfigError", "InputError", "EndpointError", "FailureRateExceeded", "RunStopped", "StorageError",
-    "FolderBusy",
+    "FolderBusy", "DamagedFile", "StageMadeNothing", "DeadEndpoint",
 )  # fmt: skip
 
 

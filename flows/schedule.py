@@ -26,7 +26,7 @@ from typing import Any
 from prefect import flow
 
 from flows.pipeline_flow import moaa_pipeline, task_runner_for
-from moaa.config import load_config
+from moaa.config import load_config, refuse_stored_secrets
 from moaa.errors import ConfigError, MoaaError
 
 log = logging.getLogger("moaa.flow")
@@ -50,7 +50,11 @@ def moaa_scheduled(config_path: str, overrides: list[str] | None = None, publish
 
 
 def deployment_parameters(config_path: str | Path, overrides: list[str], publish: bool) -> dict[str, Any]:
-    """The flow parameters every scheduled run gets (the config by absolute path, validated now)."""
+    """The flow parameters every scheduled run gets (the config by absolute path, validated now).
+
+    Prefect stores them in its database and shows them in its UI, and each run needs them as given:
+    an override holding a secret is refused (it cannot be scrubbed without changing the run)."""
+    refuse_stored_secrets(overrides)
     path = Path(config_path).resolve()
     load_config(path, overrides)  # a broken config fails here, not at 3 a.m.
     return {"config_path": str(path), "overrides": list(overrides), "publish": publish}

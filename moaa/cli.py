@@ -19,8 +19,22 @@ import threading
 from moaa import __version__
 from moaa.errors import MoaaError
 
-COMMANDS = ("run", "check", "config", "serve", "datasets", "publish", "inspect", "train", "compare", "deploy")
+COMMANDS = (
+    "run",
+    "check",
+    "config",
+    "serve",
+    "datasets",
+    "publish",
+    "inspect",
+    "view",
+    "review",
+    "train",
+    "compare",
+    "deploy",
+)
 INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume"
+TERMINATED = "terminated (SIGTERM): finished work is kept; run the same command again to resume"
 UNWIND_S = 5.0  # how long Ctrl-C may take to unwind before the process exits anyway
 
 
@@ -95,6 +109,7 @@ def _run(argv: list[str] | None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv is None and args.command == "run":
         signal.signal(signal.SIGINT, _on_interrupt)
+        signal.signal(signal.SIGTERM, _on_terminate)
     try:
         return int(args.func(args) or 0)
     except MoaaError as exc:
@@ -120,6 +135,18 @@ def _exit_interrupted() -> None:
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(130)
+
+
+def _on_terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, `kill`, a container stopping): exit at once with a line saying how to
+    resume. Everything finished is on disk (rows per prompt, the calls journal per call); while a
+    flow runs, Prefect's own handler sees the signal first, records the flow run as crashed and
+    sends it again to this one."""
+    with _exit_lock:
+        print(TERMINATED, file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(128 + signal.SIGTERM)
 
 
 def _on_interrupt(signum: int, frame: object) -> None:

@@ -17,6 +17,17 @@ class InputError(MoaaError):
     """An input file or data set is missing, empty or malformed."""
 
 
+class DamagedFile(InputError):
+    """A file moaa wrote itself (a shard's rows, journal or DONE, the cache) that no longer reads: a torn
+    or garbage line, a file that is not what it should be. `path` is the file."""
+
+    def __init__(self, message: str, path: object):
+        super().__init__(message)
+        from pathlib import Path
+
+        self.path = Path(str(path))
+
+
 class EndpointError(MoaaError):
     """An endpoint refused a request in a way retrying cannot fix (401, 403, 404, 400)."""
 

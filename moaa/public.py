@@ -112,6 +112,17 @@ def _scrub_text(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
     return text
 
 
+def secret_in(text: str) -> str | None:
+    """What secret `text` holds, named without its value ("the value of $OPENAI_API_KEY", "credentials
+    in a URL"), or None: what scrub_text would take out, for callers that must refuse rather than rewrite."""
+    for spelling, replacement in _process_secrets()[1]:
+        if spelling in text:
+            return f"the value of ${replacement.removeprefix('<redacted:').removesuffix('>')}"
+    if "@" in text and "://" in text and _URL_CREDENTIALS.search(text):
+        return "credentials in a URL (user:password@)"
+    return None
+
+
 def _json_escaped(value: str) -> str:
     import json
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +205,38 @@ def prefect_api_url() -> str:
     url = PREFECT_API_URL.value()
     assert url, "prefect_api_url() needs the prefect_harness fixture"
     return url
+
+
+def files_holding(root: Path, secrets: list[bytes]) -> list[str]:
+    """Every file under `root` whose raw bytes contain one of `secrets`."""
+    return [str(p) for p in root.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in secrets)]
+
+
+def prefect_database_folder() -> Path:
+    """The folder of the Prefect test harness's SQLite database (its -wal and -shm files too)."""
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    path = Path(url.split(":///", 1)[1])
+    assert path.is_file(), url
+    return path.parent
+
+
+@contextmanager
+def logged(name: str = "moaa") -> Iterator[list[str]]:
+    """The messages logged under `name` (WARNING and up) while the block runs. A handler of its own:
+    Prefect's console handler keeps the stderr of the test that configured it, and caplog's is gone
+    once Prefect sets its logging up again."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

@@ -96,6 +96,20 @@ def test_missing_api_key_variable_names_the_variable(tmp_path, capsys, monkeypat
     )
 
 
+@pytest.mark.parametrize(
+    "value, what", [("sk-key-0123456789\n", "ends with a line break"), (" sk-key-0123456789", "holds whitespace")]
+)
+def test_a_key_with_a_line_break_names_its_variable(tmp_path, capsys, monkeypatch, value, what):
+    """aiohttp said 'header injection' for every call, naming no variable (and the run retried it)."""
+    monkeypatch.setenv("MOAA_NL_KEY", value)
+    with OpenAITestServer() as srv:
+        cfg = write_config(tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_NL_KEY")
+        line = error_of(capsys, "run", str(cfg))
+        assert srv.requests == []
+    assert line.startswith(f"error: endpoint 'test': environment variable MOAA_NL_KEY {what}")
+    assert "export MOAA_NL_KEY=" in line and "sk-key" not in line
+
+
 def test_config_file_not_utf8_or_missing(tmp_path, capsys):
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
@@ -126,17 +140,46 @@ def prompt_file(tmp_path, kind: str):
             f"{path}: no prompt column (expected one of messages, conversations, prompt, instruction, question, "
             "input; columns found: label, text); set prompts.prompt_column, messages_column or conversations_column"
         )
+    if kind == "lone-surrogate":  # once a UnicodeEncodeError traceback from the filters, no file or line
+        path.write_text('{"prompt": "one"}\n{"prompt": "two \\ud800 halves"}\n', encoding="utf-8")
+        return path, (
+            f"{path}:2: a string holds a lone UTF-16 surrogate (a JSON escape like \\ud800 without its pair), "
+            "which is not text; fix or remove the line"
+        )
     assert kind == "not-utf8"
     path.write_bytes(b'{"prompt": "one"}\n{"prompt": "caf\xe9"}\n')
     return path, f"{path}:2: not UTF-8 text (byte offset 33); save the file as UTF-8"
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "invalid-json", "missing-column", "not-utf8"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "invalid-json", "missing-column", "not-utf8", "lone-surrogate"])
 def test_prompt_file_mistakes_name_file_and_line(tmp_path, prefect_harness, capsys, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     path, message = prompt_file(tmp_path, kind)
     cfg = write_config(tmp_path, DEAD_URL, f"prompts.path={path}", "prompts.limit=null")
     assert error_of(capsys, "run", str(cfg)) == f"error: {message}"
+
+
+def test_prompts_the_filters_left_out_are_counted_and_named(tmp_path, prefect_harness, capsys, monkeypatch):
+    """Once exit 0 with `dropped: none` in the summary: only an INFO line and the manifest's counts."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Name three primes."}, {"prompt": "x" * 2_000_000}, {"instruction": ""},
+            {"messages": [{"role": "system", "content": "Be brief."}]}, {"prompt": "Name two colours."}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with OpenAITestServer() as srv:
+        cfg = write_config(tmp_path, srv.base_url, f"prompts.path={path}", "prompts.limit=null")
+        assert run_main("run", str(cfg)) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  prompts    read 5, kept 2; dropped: empty 2, too_long 1 (named in the failures config, stage prompts)"
+        in out.splitlines()
+    )
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 2
+    named = sorted((f["stage"], f["reason"], f["error"].split(":")[1]) for f in version_rows(version, "failures"))
+    assert named == [("prompts", "empty", "3"), ("prompts", "empty", "4"), ("prompts", "too_long", "2")]
+    card = (version / "README.md").read_text()
+    assert "| prompts | empty | 2 |" in card and "| prompts | too_long | 1 |" in card
 
 
 @pytest.mark.parametrize("setting", ["output.root", "run.work_dir"])

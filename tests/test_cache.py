@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -80,6 +81,39 @@ def test_an_unwritable_cache_path_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MoaaError, match=r"cache .*/file/cache.sqlite: cannot open .*; set cache.path to a writable"):
         RequestCache(tmp_path / "file" / "cache.sqlite")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_cache_says_to_move_it_aside_before_any_call(tmp_path, prefect_harness, capsys, monkeypatch, damage):
+    """Once "set cache.path to a writable file" (the wrong fix), after Prefect's start-up."""
+    from tests.pipeline_helpers import assert_one_line_error, run_main, write_config
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "cache.sqlite"
+    if damage == "garbage":
+        path.write_bytes(b"not a database at all " * 100)
+    else:
+        cache = RequestCache(path)
+        for i in range(2000):
+            cache.put(f"k{i}", {"texts": ["x" * 400]})
+        cache.flush()
+        import sqlite3
+
+        sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = path.read_bytes()
+        for extra in ("-wal", "-shm"):
+            (tmp_path / f"cache.sqlite{extra}").unlink(missing_ok=True)
+        path.write_bytes(data[: len(data) // 2])
+    with OpenAITestServer() as srv:
+        started = time.monotonic()
+        rc = run_main("run", str(write_config(tmp_path, srv.base_url)))
+        assert srv.requests == [] and time.monotonic() - started < 5  # before Prefect's start-up
+    line = assert_one_line_error((rc, capsys.readouterr().err), 2)
+    assert line.startswith(f"error: cache {path} is damaged (")
+    assert line.endswith(
+        f"move it aside (mv {path} {path}.damaged) or delete it, and its answers are asked again; "
+        "or set cache.path to another file"
+    )
 
 
 def test_cached_client_asks_once_and_never_pins_an_empty_answer(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 
 import pytest
@@ -51,6 +52,34 @@ def test_retry_after_is_honoured():
         assert times[1] - times[0] >= 0.55 and time.monotonic() - start >= 0.55
 
 
+def test_a_long_retry_after_is_capped_and_shown_while_it_waits(caplog):
+    """Retry-After: 3600 once hung a run without a word; now it waits max_retry_after_s, and the
+    progress line names the wait while it lasts."""
+    from moaa.work.progress import Progress
+
+    stats = RunStats()
+    with OpenAITestServer(retry_after_s=3600) as srv:
+        srv.set_script(["429"])
+        client = make_client(srv.base_url, stats, max_retry_after_s=2.5)
+        progress = Progress("sft", 4, stats)
+
+        async def chat_and_watch() -> tuple[str, str]:
+            call = asyncio.ensure_future(client.chat(MESSAGES))
+            await asyncio.sleep(0.5)
+            line = progress.line()
+            done = await asyncio.wait_for(call, timeout=10)  # not an hour
+            return line, done.text
+
+        start = time.monotonic()
+        line, text = asyncio.run(chat_and_watch())
+        assert 2.0 <= time.monotonic() - start < 10 and text.startswith("[test-model] answer")
+    assert re.search(
+        rf"\| waiting [123] s for endpoint {client.name} \(HTTP 429, Retry-After 3600 s, capped at 2.5 s\)$", line
+    ), line
+    assert progress.wait_text() == ""  # over once the retry went out
+    assert f"endpoint {client.name} answered HTTP 429 with Retry-After 3600 s; waiting 2.5 s instead" in caplog.text
+
+
 def test_refused_connection_is_retried_until_server_listens_again():
     with OpenAITestServer() as srv:
         srv.refuse(0.4)
@@ -66,6 +95,42 @@ def test_retry_budget_exhausted_raises_call_error():
             asyncio.run(client.chat(MESSAGES))
         assert err.value.kind == "server_error" and len(srv.requests) == 3
         assert client.stats.endpoints[client.name].failures == 1
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("garbage", "malformed response: HTTP 200 with an HTML page, not JSON ('<html><body>502 Bad Gateway (injected "
+                    "garbage)</body></html>'): is base_url the API (ending in /v1), not a web page, a proxy or a login "
+                    "page?"),
+        ("sse", "malformed response: HTTP 200 with a server-sent event stream (text/event-stream) though no stream "
+                "was asked for: the server streams every answer; use its OpenAI-compatible non-streaming API"),
+        ("error200", "malformed response: HTTP 200 with an error instead of an answer: Injected error in a 200 "
+                     "answer: the model is overloaded."),
+        ("empty", "malformed response: HTTP 200 with an empty body"),
+        ("truncated", r"malformed response: HTTP 200 with JSON cut short after \d+ bytes \(the answer was cut "
+                      r"mid-way\)"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_an_answer_is_named(fault, message):
+    """HTML and an unrequested SSE stream both ended as 'malformed response: Expecting value', and a 200
+    holding {"error": ...} dropped the server's own message."""
+    with OpenAITestServer() as srv:
+        srv.set_script([fault] * 3)
+        with pytest.raises(CallError) as err:
+            asyncio.run(make_client(srv.base_url, max_retries=2).chat(MESSAGES))
+    assert err.value.kind == "malformed"
+    expected = message if fault == "truncated" else re.escape(message)
+    assert re.fullmatch(rf"malformed: endpoint 'ep\d+' \(test-model\): {expected}", str(err.value)), str(err.value)
+
+
+def test_a_content_filter_is_not_asked_again():
+    """finish_reason content_filter was retried as a transient empty answer, then recorded as one."""
+    with OpenAITestServer() as srv:
+        srv.set_script(["content_filter"])
+        client = make_client(srv.base_url)
+        done = asyncio.run(client.chat(MESSAGES))
+        assert done.finish_reasons == ["content_filter"] and len(srv.requests) == 1
 
 
 def test_401_fails_fast_naming_the_variable(monkeypatch):

@@ -300,7 +300,8 @@ def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, pref
         eval_yaml.write_text(yaml.safe_dump({
             "endpoints": {"judge": {"base_url": server.base_url, "model": "judge-model", "max_retries": 1}},
             "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
-            "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0}}))  # fmt: skip
+            "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
+            "answers": {"truncated": "keep"}}))  # tiny random students rarely stop within 6 tokens  # fmt: skip
         settings = CompareSettings(data_config=str(run_config), prompts=8, test_size=TEST_SIZE, student=str(student),
                                    runs_root=str(tmp_path / "runs"), sft_config=str(ROOT / "configs/train/sft.yaml"),
                                    sft_overrides=TINY_SETTINGS, eval_config=str(eval_yaml))  # fmt: skip

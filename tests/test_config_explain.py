@@ -110,11 +110,16 @@ def test_a_preset_with_extends_resolves(capsys):
 
 def test_values_never_show_a_key_or_url_credentials(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MOAA_TEST_API_KEY", "sk-live-0123456789abcdef")
-    config = write_config(tmp_path, api_key_env="MOAA_TEST_API_KEY", base_url="http://user:s3cret-pass@127.0.0.1:9/v1")
-    for argv in (["explain", "endpoints", "--config", config], ["show", config]):
+    config = write_config(tmp_path, api_key_env="MOAA_TEST_API_KEY")
+    mirror = "description=see http://user:s3cret-pass@example.com/x"
+    for argv in (["explain", "endpoints", "--config", config], ["show", config, "--set", mirror]):
         code, out, _ = run(capsys, "config", *argv)
         assert code == 0 and "MOAA_TEST_API_KEY" in out
         assert "sk-live" not in out and "s3cret" not in out and "127.0.0.1:9/v1" in out
+    # Credentials in a base_url are refused at load (never sent, never shown).
+    refused = write_config(tmp_path, base_url="http://user:s3cret-pass@127.0.0.1:9/v1")
+    code, out, err = run(capsys, "config", "show", refused)
+    assert code == 2 and "endpoints.test.base_url: holds credentials" in err and "s3cret" not in out + err
 
 
 def test_show_prints_the_config_a_run_writes(tmp_path, capsys):

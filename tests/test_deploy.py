@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from moaa.config import apply_override
 from moaa.testing.openai_server import OpenAITestServer
 from tests.conftest import ROOT, base_raw
+from tests.pipeline_helpers import files_holding, prefect_database_folder
 
 
 def write_config(folder: Path, url: str = "http://127.0.0.1:9/v1", *overrides: str) -> Path:
@@ -27,8 +29,8 @@ def write_config(folder: Path, url: str = "http://127.0.0.1:9/v1", *overrides: s
     return path
 
 
-def cli(*args: str, api_url: str | None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="WARNING")
+def cli(*args: str, api_url: str | None, timeout: float = 300, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="WARNING", **env_vars)
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
@@ -89,6 +91,36 @@ def test_mistakes_are_one_line_errors(tmp_path, prefect_harness, args, api, mess
     assert "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], done.stderr
+
+
+CANARY = f"pw-canary-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (f"endpoints.test.base_url=http://me:{CANARY}@127.0.0.1:9/v1", "endpoints.test.base_url: holds credentials"),
+        (f"endpoints.test.extra_body={{api_key: {CANARY}}}", "extra_body.api_key: looks like a key, token or password"),
+        (f"endpoints.test.extra_body={{user: sk-{CANARY}}}", "extra_body.user: looks like a key, token or password"),
+        (f"description=see {CANARY}", "--set description: holds the value of $MOAA_DEPLOY_KEY"),
+        (f"description=https://u:{CANARY}@example.com", "--set description: holds credentials in a URL"),
+    ],
+)
+def test_deploy_refuses_secrets_and_stores_none(tmp_path, prefect_harness, override, message):
+    """A secret in an override never reaches the terminal or Prefect's database (deployments, runs)."""
+    name = f"leak-{uuid.uuid4().hex[:8]}"
+    known = {"MOAA_DEPLOY_KEY": CANARY} if "$MOAA_DEPLOY_KEY" in message else {}  # a key moaa would read
+    done = cli(str(write_config(tmp_path)), "--cron", "0 3 * * *", "--name", name, "--set", override,
+               api_url=api_url(), **known)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert CANARY not in done.stdout + done.stderr
+    assert files_holding(prefect_database_folder(), [CANARY.encode()]) == []
+    from prefect.exceptions import ObjectNotFound
+
+    with pytest.raises(ObjectNotFound):
+        read_deployment(f"moaa-scheduled/{name}")
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def test_calls_per_variant_match_engine_and_estimate(method, overrides, expected
 
 
 def test_moa_layers_feed_forward_and_aggregator_sees_survivors_only():
-    gen = make_gen("moa", layers=3)
+    gen = make_gen("moa", layers=3, min_answers=2)
     clients = fake_clients(*ENDPOINTS)
     clients["b"].responder = lambda call: (
         CallError("server_error", "b is down") if "Responses:" in call.system else None
@@ -69,20 +69,53 @@ def test_moa_layers_feed_forward_and_aggregator_sees_survivors_only():
     assert agg.tag == "sft.aggregator.aggregate@v1"
     assert references(agg) == survivors
     assert agg.messages[1:] == [{"role": "user", "content": "What is MoA?"}]
-    assert result.counters == {"failed_calls": 1}
+    assert result.counters == {"failed_calls": 1, "degraded": 1, "degraded_layers": 1}
+    assert json.loads(result.trace[-1].meta) == {"degraded": ["layer 2: 2 of 3 proposers answered"]}
     assert result.row.messages[-1]["content"] == result.trace[-1].text
     assert result.trace[-1].kind == "aggregate" and result.trace[-1].layer == 3
     assert result.row.models == ["a-model", "b-model", "c-model", "agg-model"]
 
 
 def test_empty_answers_are_dropped_and_counted():
-    gen = make_gen("moa")
+    gen = make_gen("moa", min_answers=2)
     clients = fake_clients(*ENDPOINTS)
     clients["a"].responder = lambda call: "   "
     result = answer(ask(), gen, clients)
     assert result.failure is None
     assert len(references(clients["agg"].calls[0])) == 2
-    assert result.counters == {"empty_answers": 1}
+    assert result.counters == {"empty_answers": 1, "degraded": 1, "degraded_layers": 1}
+
+
+@pytest.mark.parametrize("method, width", [("moa", 3), ("smoa", 3), ("self-moa", 4)])
+def test_a_mixture_missing_one_answer_fails_by_default(method, width):
+    """min_answers unset: every proposer (every sample) must answer; a narrower mixture is a named,
+    transient failure, never a row quietly made by fewer models."""
+    gen = make_gen(method, smoa={"roles": ["x"]}, self_moa={"samples": width})
+    clients = fake_clients(*ENDPOINTS)
+    clients["a"].responder = lambda call: CallError("connection", "endpoint 'a' (a-model): connection failed")
+    if method == "self-moa":  # one of its samples comes back empty
+        clients["a"].responder = lambda call: ["x", "", "y", "z"]
+    result = answer(ask(), gen, clients)
+    assert result.row is None and result.failure.reason == "proposers_failed" and result.failure.transient
+    assert clients["agg"].calls == []
+    if method == "self-moa":
+        assert result.failure.error.startswith("empty answer from proposer0")
+    else:
+        assert result.failure.error == "connection: endpoint 'a' (a-model): connection failed"
+
+
+def test_a_degraded_row_says_how_many_answered():
+    gen = make_gen("moa", layers=3, min_answers=1)
+    clients = fake_clients(*ENDPOINTS)
+    clients["a"].responder = lambda call: CallError("timeout", "slow")
+    clients["b"].responder = lambda call: CallError("timeout", "slow") if "Responses:" in call.system else None
+    result = answer(ask(), gen, clients)
+    assert result.failure is None and result.counters["degraded"] == 1 and result.counters["degraded_layers"] == 2
+    final = result.trace[-1]
+    assert final.kind == "aggregate"
+    layers = ["layer 1: 2 of 3 proposers answered", "layer 2: 1 of 3 proposers answered"]
+    assert json.loads(final.meta)["degraded"] == layers
+    assert all("degraded" not in (s.meta or "") for s in result.trace[:-1])
 
 
 @pytest.mark.parametrize("method", ["moa", "smoa", "self-moa", "single"])

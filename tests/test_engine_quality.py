@@ -115,12 +115,68 @@ def test_a_verbatim_copy_is_dropped_with_its_reason_when_reasks_are_off():
     assert len(clients["agg"].calls) == 1
 
 
+@pytest.mark.parametrize(
+    "refs, copy, counter",
+    [
+        (["Paris.", "Paris.", "paris. ", "Paris.", "Lyon.", "It is Paris, France."], "Paris.", ""),  # 4 of 6
+        (["The answer is 4."] * 3, "The answer is 4.", ""),  # every input agrees
+        (["Rome.", "Rome.", "Milan."], "Rome.", ""),  # all but one agree with the copy
+        (["Rome.", "Rome.", "Milan.", "Milan."], "Rome.", ""),  # no text is given by more
+        (["Rome.", "Milan.", "Milan."], "Rome.", "verbatim_copy"),  # the lone voice against the others
+        (["Rome.", "Milan.", "Turin."], "Milan.", "verbatim_copy"),  # one of three different answers
+    ],
+)
+def test_a_copy_is_rejected_only_when_it_loses_what_the_other_references_say(refs, copy, counter):
+    assert aggregate_problem(copy, refs, GATES)[0] == counter
+
+
+def test_seq_may_keep_its_running_synthesis_but_not_drop_it_for_one_new_sample():
+    synthesis, new = "Synthesis so far.", ["New sample one.", "New sample two."]
+    assert aggregate_problem(synthesis, [synthesis, *new], GATES, synthesis) == ("", "")
+    assert aggregate_problem(synthesis, [synthesis, synthesis, *new], GATES, synthesis) == ("", "")
+    assert aggregate_problem(new[0], [synthesis, *new], GATES, synthesis)[0] == "verbatim_copy"
+
+
+def proposers_say(clients: dict, texts: list[str]) -> None:
+    for name, text in zip(("a", "b", "c"), texts, strict=True):
+        clients[name].responder = lambda call, t=text: t
+
+
+def test_moa_keeps_an_aggregate_that_repeats_what_every_proposer_said():
+    clients = fake_clients(*ENDPOINTS)
+    proposers_say(clients, ["The answer is 4."] * 3)
+    clients["agg"].responder = lambda call: "The answer is 4."
+    result = asyncio.run(answer_prompt(PROMPT, gen_of(layers=2), clients))
+    assert result.failure is None and result.row.messages[-1]["content"] == "The answer is 4."
+    assert result.counters.get("gate_verbatim_copy", 0) == 0 and len(clients["agg"].calls) == 1
+
+
+def test_self_moa_keeps_the_answer_most_samples_agree_on():
+    clients = fake_clients(*ENDPOINTS)
+    clients["a"].responder = lambda call: ["Paris.", "Paris.", "Lyon.", "Paris.", "Paris, France.", "Paris."]
+    clients["agg"].responder = lambda call: "Paris."
+    result = asyncio.run(answer_prompt(PROMPT, gen_of("self-moa", self_moa={"samples": 6}), clients))
+    assert result.failure is None and result.row.messages[-1]["content"] == "Paris."
+    assert len(clients["agg"].calls) == 1
+
+
+def test_a_seq_step_that_keeps_its_synthesis_is_not_a_copy():
+    clients = fake_clients(*ENDPOINTS)
+    clients["a"].responder = lambda call: ["s1", "s2", "s3", "s4"]
+    clients["agg"].responder = lambda call: "The synthesis, kept as it is."
+    gen = gen_of("self-moa-seq", seq={"samples": 4, "window": 2, "new_per_step": 1, "repeats": 1})
+    result = asyncio.run(answer_prompt(PROMPT, gen, clients))
+    assert result.failure is None and result.row.messages[-1]["content"] == "The synthesis, kept as it is."
+    assert len(clients["agg"].calls) == 3  # one per window step, none re-asked
+    assert result.counters.get("gate_verbatim_copy", 0) == 0
+
+
 def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     from moaa.dataset.card_sections import quality_section
     from moaa.work.summary import quality_line
 
     counters = {"steps": 40, "truncated": 1, "gate_scaffolding": 3, "gate_verbatim_copy": 1, "gate_reasks": 4}
-    counters["gate_dropped"] = 2
+    counters |= {"gate_dropped": 2, "degraded": 3}
     stages = {"sft": {"counters": counters}, "preference": {"counters": {"steps": 9, "unparsed": 2}}}
     gates = (
         "4 aggregates rejected by the quality gates (3 with reference scaffolding, 1 verbatim copies; "
@@ -128,7 +184,10 @@ def test_the_run_summary_and_the_card_count_what_the_gates_rejected():
     )
     assert quality_line(stages) == (
         f"sft 1 of 40 answers truncated (dropped 0, re-asked 0, kept 0, kept as references 0), {gates}, "
-        "preference 0 of 9 answers truncated, 2 unparsed verdicts"
+        "3 rows from fewer answers than configured (sft.min_answers), preference 0 of 9 answers truncated, "
+        "2 unparsed verdicts"
     )
     lines = quality_section({"counts": {"stages": stages}}, {})
     assert f"SFT answers: {gates}; a dropped prompt is a failure of reason quality_*." in lines
+    assert any(line.startswith("Rows made by fewer answers than a layer asked for") and line.endswith(": 3.")
+               for line in lines)  # fmt: skip

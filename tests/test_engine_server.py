@@ -96,9 +96,11 @@ def test_requests_per_prompt(server, method, overrides, expected):
 
 def test_aggregator_request_carries_surviving_answers_only(server):
     models = MODELS | {"b": "model-broken"}
-    gen = make_gen("moa")
+    gen = make_gen("moa", min_answers=2)  # a degraded row allowed: 2 of 3 proposers
     result = run(server, lambda clients: answer_prompt(PROMPT, gen, clients), models)
-    assert result.failure is None and result.counters == {"failed_calls": 1}
+    assert result.failure is None
+    assert result.counters == {"failed_calls": 1, "degraded": 1, "degraded_layers": 1}
+    assert json.loads(result.trace[-1].meta)["degraded"] == ["layer 1: 2 of 3 proposers answered"]
     agg = next(b for b in chats(server) if b["model"] == "model-agg")
     system = agg["messages"][0]["content"]
     answers = [s.text for s in result.trace if s.kind == "proposal" and s.selected]
@@ -156,3 +158,13 @@ def test_run_prompts_streams_many_prompts(server):
     run(server, lambda clients: run_prompts(iter(prompts), gen, clients, on_result=done.append, max_in_flight=8))
     assert sorted(r.prompt.prompt_id for r in done) == sorted(p.prompt_id for p in prompts)
     assert all(r.failure is None for r in done) and len(chats(server)) == 40 * 4
+
+
+def test_a_content_filter_fails_the_prompt_for_good(server):
+    """Permanent, as the README says: a re-run keeps the failure instead of asking again."""
+    server.set_script(["content_filter"])
+    gen = make_gen("single")
+    result = run(server, lambda clients: answer_prompt(PROMPT, gen, clients), MODELS)
+    assert result.row is None and result.failure.transient is False
+    assert result.failure.error == "content_filter: the provider's content filter stopped proposer0's answer (model-a)"
+    assert result.counters == {"content_filtered": 1} and len(chats(server)) == 1

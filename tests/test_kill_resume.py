@@ -150,6 +150,34 @@ def test_ctrl_c_from_a_terminal_exits_promptly(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("flow_first", [False, True], ids=["early-shards", "inside-the-flow"])
+def test_sigterm_says_how_to_resume_and_the_same_command_does(tmp_path, prefect_harness, flow_first):
+    """SIGTERM once ended with Prefect's 'Crash detected!' and no moaa line saying how to resume.
+    With a Prefect server named (PREFECT_API_URL) the flow runs from the start and Prefect's own
+    SIGTERM handler sees the signal first; without, the shards begun before Prefect do."""
+    prompts = write_prompts(tmp_path, PROMPTS)
+    env = cli_env(PREFECT_API_URL=prefect_api_url()) if flow_first else cli_env()
+    with TestServerProcess(tmp_path / "requests.jsonl", "--latency-ms", "300") as srv:
+        cfg = write_config(tmp_path, srv.base_url, *settings(tmp_path, prompts))
+        proc = start_cli(cfg, cwd=tmp_path, env=env)
+        try:
+            code = stop_when(proc, signal.SIGTERM, lambda: work_rows(tmp_path / "work", "sft"), "a first row")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stderr = (tmp_path / "cli.stderr").read_text()
+        assert code == 143, stderr
+        assert stderr.rstrip().endswith(
+            "terminated (SIGTERM): finished work is kept; run the same command again to resume"
+        )
+        assert "Traceback" not in stderr
+        done = run_cli(cfg, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+    assert len(version_rows(latest_version(tmp_path / "data"), "sft")) == PROMPTS
+
+
 PRICES = ("endpoints.test.price_input_per_mtok=1.5", "endpoints.test.price_output_per_mtok=6")
 TOTALS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost")
 

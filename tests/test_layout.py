@@ -24,6 +24,7 @@ RANKS = [
     ("moaa.dataset", "data set versions"),
     ("moaa.work", "a run's work"),
     ("moaa.train", "TRL"),
+    ("moaa.view", "the viewer and review gate"),
     ("flows", "Prefect"),
     ("moaa.api", "the Python API"),
     ("moaa.commands", "the CLI's sub-commands"),

@@ -101,3 +101,18 @@ def test_the_native_server_dies_with_its_wrapper(native, gguf, tmp_path, monkeyp
         while _alive(binary_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(binary_pid)
+
+
+def test_moaa_local_threads_sets_the_servers_threads(native, gguf, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("MOAA_FAKE_LLAMA", raising=False)
+    monkeypatch.setenv("MOAA_LOCAL_THREADS", "1")
+    with LocalServer(gguf_path=gguf) as server:
+        server.start(log_path=tmp_path / "server.log", startup_timeout=60)
+        args = json.loads(native.read_text())
+    assert args[args.index("--threads") + 1] == "1" and args[args.index("--threads-batch") + 1] == "1"
+    monkeypatch.setenv("MOAA_LOCAL_THREADS", "two")
+    with pytest.raises(MoaaError) as caught:
+        LocalServer(gguf_path=gguf).start(log_path=tmp_path / "server.log")
+    assert str(caught.value) == "$MOAA_LOCAL_THREADS is 'two': set it to a number of threads (1 or more), or unset it"

@@ -72,10 +72,11 @@ def test_a_server_dying_mid_run_stops_the_run_at_once(tmp_path, monkeypatch, pre
     gguf.write_bytes(b"GGUF")
     monkeypatch.setattr(local_server, "SERVER_MODULE", FAKE)
     monkeypatch.setattr(local_server, "ensure_local_gguf", lambda: gguf)
-    monkeypatch.setenv("MOAA_FAKE_LLAMA", "segv-on-completion:4")  # probe + 2 answers, then a crash
+    # one request at a time, so the count is exact: probe + 2 answers, then a crash
+    monkeypatch.setenv("MOAA_FAKE_LLAMA", "segv-on-completion:4")
     cfg = write_config(
         tmp_path, "http://127.0.0.1:9/v1",
-        endpoints={"local": {"local": True, "model": "fake", "max_retries": 6, "backoff_s": 0.5}},
+        endpoints={"local": {"local": True, "model": "fake", "max_retries": 6, "backoff_s": 0.5, "max_concurrency": 1}},
         sft={"method": "moa", "layers": 2, "proposers": [{"endpoint": "local"}] * 3,
              "aggregator": {"endpoint": "local"}},
     )  # fmt: skip

@@ -151,7 +151,8 @@ def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_h
              f"output.root={tmp_path / 'data'}", f"run.work_dir={tmp_path / 'work'}",
              f"cache.path={tmp_path / 'cache.sqlite'}"]  # fmt: skip
     steps = ["max_steps=2", "max_length=256"]
-    evals = ["limit=1", "generation.max_tokens=32", "criteria=[helpfulness]", "judge.max_tokens=120"]
+    evals = ["limit=1", "generation.max_tokens=32", "answers.truncated=keep", "criteria=[helpfulness]",
+             "judge.max_tokens=120"]  # fmt: skip
     settings = LoopSettings(rounds=1, prompts_per_round=3, samples=2, data_overrides=small,
                             runs_root=str(tmp_path / "runs"), sft_overrides=steps, dpo_overrides=steps,
                             eval_overrides=evals)  # fmt: skip

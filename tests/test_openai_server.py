@@ -140,12 +140,37 @@ def test_status_faults(fault, error, status):
         assert [(r["status"], r["fault"]) for r in srv.requests] == [(status, fault), (200, None)]
 
 
-@pytest.mark.parametrize("fault", ["truncated", "garbage", "empty"])
+@pytest.mark.parametrize("fault", ["truncated", "empty"])
 def test_broken_200_bodies_fail_json_decoding(fault):
     with OpenAITestServer(script=[fault]) as srv:
         with pytest.raises(json.JSONDecodeError):
             chat(srv.base_url)
         assert srv.requests[0]["status"] == 200 and srv.requests[0]["fault"] == fault
+
+
+@pytest.mark.parametrize(
+    "fault, content_type, opens",
+    [("garbage", "text/html", b"<html>"), ("sse", "text/event-stream", b"data: {"), ("error200", "application/json",
+     b'{"error": {"message": "Injected error in a 200 answer')],
+)  # fmt: skip
+def test_bodies_that_are_not_an_answer(fault, content_type, opens):
+    import http.client
+    from urllib.parse import urlsplit
+
+    with OpenAITestServer(script=[fault]) as srv:
+        url = urlsplit(srv.base_url)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+        conn.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": MESSAGES}),
+                     {"Content-Type": "application/json"})  # fmt: skip
+        answer = conn.getresponse()
+        assert (answer.status, answer.getheader("Content-Type")) == (200, content_type)
+        assert answer.read().startswith(opens)
+
+
+def test_a_content_filter_fault_empties_every_choice():
+    with OpenAITestServer(script=["content_filter"]) as srv:
+        done = chat(srv.base_url, n=2)
+    assert [(c.message.content, c.finish_reason) for c in done.choices] == [("", "content_filter")] * 2
 
 
 def test_drop_is_a_connection_error():
@@ -276,3 +301,16 @@ def test_subprocess_mode_prints_ready_and_logs(tmp_path):
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=5) == 0
+
+
+def test_a_reply_scripts_its_own_log_probabilities():
+    from moaa.testing.openai_replies import Reply
+
+    tokens = (('{"winner": "', {'{"winner": "': 0.0}), ("A", {"A": -0.5, "B": -1.0, "tie": -3.0}), ('"}', {'"}': 0.0}))
+    with OpenAITestServer(responder=lambda req: Reply('{"winner": "A"}', tokens)) as srv:
+        reply = chat(srv.base_url, logprobs=True, top_logprobs=2)
+        plain = chat(srv.base_url)
+    steps = reply.choices[0].logprobs.content
+    assert reply.choices[0].message.content == plain.choices[0].message.content == '{"winner": "A"}'
+    assert [s.token for s in steps] == ['{"winner": "', "A", '"}'] and plain.choices[0].logprobs is None
+    assert [(t.token, t.logprob) for t in steps[1].top_logprobs] == [("A", -0.5), ("B", -1.0)]  # cut to 2

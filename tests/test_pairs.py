@@ -68,14 +68,29 @@ def test_combine_orders(ab, ba, expected):
     ],
 )
 def test_rank_pairwise(n, outcomes, expected):
-    assert [score for score, _ in rank_pairwise(n, outcomes)] == expected
+    as_preference = [(i, j, HARD[outcome]) for i, j, outcome in outcomes]
+    assert [score for score, _ in rank_pairwise(n, as_preference)] == expected
+
+
+HARD = {"first": 1.0, "tie": 0.5, "second": 0.0, None: None}
 
 
 def test_rank_pairwise_tallies():
-    (_, t0), (_, t1), (_, t2) = rank_pairwise(3, [(0, 1, "second"), (0, 2, "tie"), (1, 2, None)])
+    (_, t0), (_, t1), (_, t2) = rank_pairwise(3, [(0, 1, 0.0), (0, 2, 0.5), (1, 2, None)])
     assert t0 == {"wins": 0, "ties": 1, "losses": 1}
     assert t1 == {"wins": 1, "ties": 0, "losses": 0}
     assert t2 == {"wins": 0, "ties": 1, "losses": 0}
+
+
+def test_weighted_preferences_rank_by_their_mean_and_tie_within_the_threshold():
+    # AlpacaEval 2's weighted win rate: the mean of each candidate's probability of being preferred
+    ranked = rank_pairwise(3, [(0, 1, 0.8), (0, 2, 0.54), (1, 2, 0.3)], tie_threshold=0.05)
+    assert [round(score, 4) for score, _ in ranked] == [0.67, 0.25, 0.58]
+    assert [t for _, t in ranked] == [
+        {"wins": 1, "ties": 1, "losses": 0},
+        {"wins": 0, "ties": 0, "losses": 2},
+        {"wins": 1, "ties": 1, "losses": 0},
+    ]
 
 
 def test_identical_candidates_collapse_and_empty_ones_drop():

@@ -16,7 +16,7 @@ from moaa.models.client import OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference.bias import bias_report
 from moaa.preference.candidates import collapse
-from moaa.preference.stage import build_scorer
+from moaa.preference.stage import _count, build_scorer
 from moaa.prompts import judging as jp
 from moaa.rows import Prompt
 from moaa.testing.openai_server import OpenAITestServer
@@ -272,8 +272,9 @@ def test_moa_judge_falls_back_to_the_first_criteria_when_the_pick_is_unreadable(
     assert [s.score for s in scores] == [4.0, 2.0]
 
 
-def test_moa_judge_without_criteria_uses_the_four_aspects_and_no_selection_call():
-    with OpenAITestServer(responder=moa_responder("unused")) as srv:
+def test_moa_judge_by_default_picks_criteria_per_prompt_from_the_moaa_list():
+    """MoAA's stage 2 as published: the aggregator picks num_criteria of a fixed list for each prompt."""
+    with OpenAITestServer(responder=moa_responder('{"criteria": ["Depth", "Safety"]}')) as srv:
         clients = {
             "ja": client(srv, "ja", "judge-a"),
             "jb": client(srv, "jb", "judge-b"),
@@ -281,6 +282,76 @@ def test_moa_judge_without_criteria_uses_the_four_aspects_and_no_selection_call(
         }
         scores = score(moa_scorer_config(None), clients, ["a q2", "b q3"])
         bodies = chats(srv)
-    assert len(bodies) == 2 * 2 + 2
-    assert scores[0].details["criteria"] == KEYS and "criteria_selection" not in scores[0].details
+    (select,) = [user_text(b) for b in bodies if "most relevant" in user_text(b)]
+    for c in jp.MOAA_CRITERIA:  # every criterion of the list is offered, with what it means
+        assert f"- {c.name}: {c.description}" in select
+    assert len(bodies) == 1 + 2 * 2 + 2
+    assert scores[0].details["criteria"] == ["depth", "safety"]
+    assert scores[0].details["criteria_selection"]["picked"] == ["Depth", "Safety"]
     assert [s.score for s in scores] == [3.0, 4.0]
+
+
+# ---------------------------------------------------------------- several judges: one panel per prompt
+
+
+def panel_responder(req: dict) -> str:
+    """judge-harsh rates 'better' 3 and never gives a readable verdict on 'worse' or 'missing'; judge-kind rates
+    every answer 5; judge-fair rates by the q digit (both orders of a pair: the higher q wins)."""
+    shown = candidates_in(req)
+    if "A" in shown:
+        if req["model"] == "judge-harsh" and "worse" in shown["A"] + shown["B"]:
+            return "I cannot decide."
+        a, b = rating_of(shown["A"]), rating_of(shown["B"])
+        return json.dumps({"rationale": "", "winner": "tie" if a == b else "A" if a > b else "B"})
+    text = shown["1"]
+    if req["model"] == "judge-harsh":
+        return "I cannot decide." if "worse" in text or "missing" in text else verdict(3)
+    return verdict(5 if req["model"] == "judge-kind" else rating_of(text))
+
+
+def panel_clients(srv: OpenAITestServer, *models: str) -> dict:
+    return {m: client(srv, m, m) for m in models}
+
+
+def test_a_harsh_judge_failing_on_one_answer_does_not_make_it_look_better():
+    with OpenAITestServer(responder=panel_responder) as srv:
+        cfg = ScorerConfig(kind="pointwise", judges=[{"endpoint": "judge-harsh"}, {"endpoint": "judge-kind"}],
+                           max_attempts=1)  # fmt: skip
+        scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-kind"), ["better q4", "worse q2"])
+    # averaged over whichever answered, these were [4.0, 5.0] and the worse answer was chosen
+    assert [s.score for s in scores] == [5.0, 5.0]
+    assert all(s.details["panel"] == ["judge-kind"] for s in scores)
+
+
+def test_a_candidate_missing_a_verdict_is_left_out_while_two_have_every_judge():
+    with OpenAITestServer(responder=panel_responder) as srv:
+        cfg = ScorerConfig(kind="pointwise", judges=[{"endpoint": "judge-harsh"}, {"endpoint": "judge-fair"}],
+                           max_attempts=1)  # fmt: skip
+        scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-fair"), ["one q4", "two q2", "missing q1"])
+    assert [s.score for s in scores] == [3.5, 2.5, None]
+    assert scores[2].details["left_out"] == "missing_judge"
+    counters: dict = {}
+    _count(counters, scores)
+    assert (counters["unscored"], counters["missing_judge"]) == (1, 1)
+    assert scores[2].details["error"].startswith("missing_judge: no verdict from judge-harsh")
+
+
+def test_the_moa_aggregator_reads_the_same_judges_on_every_candidate():
+    with OpenAITestServer(responder=lambda req: panel_responder(req) if req["model"] != "agg-m" else verdict(4)) as srv:
+        cfg = ScorerConfig(kind="moa_judge", judges=[{"endpoint": "judge-harsh"}, {"endpoint": "judge-kind"}],
+                           aggregator={"endpoint": "agg"}, max_attempts=1)  # fmt: skip
+        clients = panel_clients(srv, "judge-harsh", "judge-kind") | {"agg": client(srv, "agg", "agg-m")}
+        score(cfg, clients, ["better q4", "worse q2"])
+        finals = [user_text(b) for b in chats(srv) if "Several judges have rated" in user_text(b)]
+    assert len(finals) == 2 and all(t.count("<verdict id=") == 1 for t in finals)  # the kind judge's alone
+    assert not any("looks like 3" in t for t in finals)
+
+
+def test_pairwise_counts_only_the_judges_that_compared_every_pair():
+    with OpenAITestServer(responder=panel_responder) as srv:
+        cfg = ScorerConfig(kind="pairwise", judges=[{"endpoint": "judge-harsh"}, {"endpoint": "judge-fair"}],
+                           max_attempts=1)  # fmt: skip
+        scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-fair"), ["a q4", "b q3", "worse q1"])
+    assert [s.score for s in scores] == [1.0, 0.5, 0.0]
+    assert all(s.details["panel"] == ["judge-fair"] for s in scores)
+    assert (scores[0].details["wins"], scores[2].details["losses"]) == (2, 2)  # one judge's comparisons

@@ -189,3 +189,35 @@ def test_cuda_without_a_gpu_is_a_config_error(rm_path):
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="preference.scorer.device: 'cuda'"):
         load_reward_model(rm_path, "cuda")
+
+
+ARMO_LIKE = [0.12, 0.15, 0.09, 0.18, 0.11]  # five samples of one prompt, ArmoRM-style (issue 36)
+
+
+def test_a_reward_model_run_on_armorm_like_scores_writes_pairs(tmp_path, prefect_harness, capsys, monkeypatch):
+    """A whole `moaa run` with the default margin: rewards a few hundredths apart are real preferences
+    (the old default, 0.5 in every scorer's units, dropped every pair as near_tie)."""
+    from tiny_models import build_tiny_counting_reward_model
+
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import latest_version, run_main, version_rows, write_config, write_prompts
+
+    monkeypatch.chdir(tmp_path)
+    rm = build_tiny_counting_reward_model(tmp_path / "rm")
+    samples = [" ".join(["x"] * round(100 * v)) for v in ARMO_LIKE]
+
+    def responder(req: dict):
+        return samples if req.get("n") == 5 else None  # the policy's n=5 call; the SFT stage's default replies
+
+    with OpenAITestServer(responder=responder) as srv:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={write_prompts(tmp_path, 3)}", "prompts.limit=null",
+            "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=5",
+            "preference.scorer.kind=reward_model", f"preference.scorer.reward_model={rm}",
+            "preference.scorer.trust_remote_code=true",
+        )  # fmt: skip
+        assert run_main("run", str(cfg)) == 0, capsys.readouterr().err
+    rows = version_rows(latest_version(tmp_path / "data"), "dpo")
+    assert len(rows) == 3
+    assert all((r["score_chosen"], r["score_rejected"]) == pytest.approx((0.18, 0.09)) for r in rows)
+    assert all(r["chosen"][0]["content"] == samples[3] and r["rejected"][0]["content"] == samples[2] for r in rows)

@@ -226,8 +226,19 @@ def test_bias_report_exact_numbers():
         {"kind": "sample", "text": "aa", "score": 2.0},
         {"kind": "sample", "text": "aaa", "score": 3.0},
         {"kind": "sample", "text": "aaaaaaa", "score": None},  # unscored: not counted
-        {"kind": "verdict", "meta": json.dumps({"pairs": [{"agree": True}, {"agree": False}, {"agree": None}]})},
-        {"kind": "verdict", "meta": json.dumps({"pairs": [{"agree": True}]})},
+        {
+            "kind": "verdict",
+            "meta": json.dumps(
+                {
+                    "pairs": [
+                        {"agree": True, "outcome": "first", "weighted_outcome": "tie"},
+                        {"agree": False, "outcome": "tie", "weighted_outcome": "second"},
+                        {"agree": None, "outcome": None},
+                    ]
+                }
+            ),
+        },
+        {"kind": "verdict", "meta": json.dumps({"pairs": [{"agree": True, "outcome": "second"}]})},
     ]
     report = bias_report(rows, trace, {"tie": 2, "near_tie": 1, "length_ratio": 1, "too_few_candidates": 0})
     assert report == {
@@ -241,6 +252,8 @@ def test_bias_report_exact_numbers():
         "pairs_judged": 3,
         "swap_disagreements": 1,
         "swap_disagreement_rate": 1 / 3,
+        "pair_tie_rate": 1 / 3,
+        "weighted_tie_rate": 1 / 2,
         "dropped": {"tie": 2, "near_tie": 1, "length_ratio": 1, "too_few_candidates": 0},
         "tie_drop_share": 3 / 7,
     }

@@ -105,6 +105,10 @@ def test_as_rating(value, expected):
         ("Both are fine.", None),
         ("[[A]] or maybe [[B]]", None),
         ('{"winner": "both of them, really"}', None),
+        ("Verdict: a tie", "tie"),  # the article is no answer A
+        ("Verdict: a clear win for B", None),  # no winner line: asked again, never read as A
+        ("winner: b.", "B"),
+        ("Winner: A, clearly.", "A"),
     ],
 )
 def test_parse_winner(text, expected):

@@ -94,7 +94,8 @@ def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefe
         assert re.fullmatch(
             r"error: sft: (1 of 3|2 of 4) prompts failed \(limit run.max_failure_rate=0.3\); commonest cause "
             r"\(\d of \d\): proposers_failed: .*HTTP 500.* \(endpoint 'test' at http://127\.0\.0\.1:\d+/v1\); "
-            r"finished rows are kept — fix the cause \(see the failures\) and run the same command again to resume",
+            r"finished rows are kept — fix the cause \(failures: .*/sft/shard-\*/failures\.jsonl\) and run the same "
+            r"command again to resume",
             assert_one_line_error((rc, capsys.readouterr().err), 4),
         )
         assert not (tmp_path / "data" / "test-run").exists()  # no version of a stopped run
@@ -114,3 +115,105 @@ def test_a_broken_endpoint_stops_the_run_and_keeps_finished_rows(tmp_path, prefe
     version = latest_version(tmp_path / "data")
     assert len(version_rows(version, "sft")) == 12
     assert version_rows(version, "failures") == []
+
+
+DEAD = "http://127.0.0.1:1/v1"  # nothing listens on port 1: every call is refused
+
+
+def test_a_dead_proposer_endpoint_fails_the_run_by_default(tmp_path, prefect_harness, capsys, monkeypatch):
+    """One of two proposer endpoints dead: every row would be one model's answer relabelled as MoA.
+    min_answers unset asks every proposer to answer, so each prompt fails and the run says why."""
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"endpoints.fa={{base_url: '{DEAD}', model: fa-model, max_retries: 0}}",
+            "sft.proposers.2.endpoint=fa",
+        )  # fmt: skip
+        rc = run_main("run", str(cfg))
+    line = assert_one_line_error((rc, capsys.readouterr().err), 4)
+    head = "error: sft: all 4 prompts failed; commonest cause (4 of 4 failed prompts): proposers_failed: "
+    assert line.startswith(head)
+    assert "endpoint 'fa' (fa-model): connection failed" in line and f"(endpoint 'fa' at {DEAD})" in line
+    assert not (tmp_path / "data" / "test-run").exists()
+
+
+def test_an_endpoint_that_answered_nothing_fails_the_run_even_when_rows_were_allowed(
+    tmp_path, prefect_harness, capsys, monkeypatch
+):
+    """min_answers=1 lets rows go on without a proposer, but not without one that never answered."""
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"endpoints.fa={{base_url: '{DEAD}', model: fa-model, max_retries: 0}}",
+            "sft.proposers.2.endpoint=fa", "sft.min_answers=1",
+        )  # fmt: skip
+        rc = run_main("run", str(cfg))
+    line = assert_one_line_error((rc, capsys.readouterr().err), 4)
+    assert line.startswith(f"error: sft: endpoint 'fa' failed all 4 calls it was asked (endpoint 'fa' at {DEAD}); ")
+    assert "last error: connection: endpoint 'fa' (fa-model): connection failed" in line
+    assert "no data set version was written" in line
+    assert not (tmp_path / "data" / "test-run").exists()
+
+
+def test_allowed_degraded_rows_are_counted_and_traced(tmp_path, prefect_harness, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompts = write_prompts(tmp_path, 4)
+
+    def flaky(request: dict) -> None:  # proposer "fa" cannot answer question 0
+        if "Question 0:" in request["messages"][-1]["content"]:
+            raise RuntimeError("cannot answer")
+
+    with OpenAITestServer() as srv, OpenAITestServer(responder=flaky) as other:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={prompts}", "prompts.limit=null",
+            f"endpoints.fa={{base_url: '{other.base_url}', model: fa-model, max_retries: 0}}",
+            "sft.proposers.2.endpoint=fa", "sft.min_answers=2",
+        )  # fmt: skip
+        assert run_main("run", str(cfg)) == 0
+    out = capsys.readouterr().out
+    assert "1 rows from fewer answers than configured (sft.min_answers)" in out
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 4 and version_rows(version, "failures") == []
+    finals = [t for t in version_rows(version, "trace") if t["kind"] == "aggregate"]
+    degraded = [json.loads(t["meta"])["degraded"] for t in finals if "degraded" in (t["meta"] or "")]
+    assert degraded == [["layer 1: 2 of 3 proposers answered"]]
+    card = (version / "README.md").read_text()
+    assert "Rows made by fewer answers than a layer asked for" in card and "): 1." in card
+
+
+def test_a_dead_judge_among_judges_fails_the_run(tmp_path, prefect_harness, capsys, monkeypatch):
+    """The preference stage's rows made with one judge of two look like data judged by two."""
+    from tests.pipeline_helpers import verdict_responder
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer(responder=verdict_responder) as srv:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"endpoints.fj={{base_url: '{DEAD}', model: fj-model, max_retries: 0}}",
+            "preference.enabled=true", "preference.policy={endpoint: test}", "preference.samples=2",
+            "preference.scorer.judges=[{endpoint: test}, {endpoint: fj}]", "preference.min_margin=0",
+        )  # fmt: skip
+        rc = run_main("run", str(cfg))
+    line = assert_one_line_error((rc, capsys.readouterr().err), 4)
+    assert line.startswith("error: preference: endpoint 'fj' failed all ")
+    assert f"(endpoint 'fj' at {DEAD})" in line
+
+
+def test_a_failure_rate_stop_names_the_cause_found_in_earlier_shards(tmp_path, prefect_harness, capsys, monkeypatch):
+    """A shard that stops on its first prompt (a success after a finished shard's failures) named no
+    cause and no place: 'sft: 2 of 3 prompts failed (limit ...); finished rows are kept'."""
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        srv.set_script(["500"] * 6)  # the first shard's two prompts, three proposers each
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={write_prompts(tmp_path, 6)}", "prompts.limit=null",
+            "run.shard_size=2", "run.max_parallel_shards=1", "endpoints.test.max_retries=0",
+            "run.max_failure_rate=0.5", "run.min_prompts_for_failure_rate=3",
+        )  # fmt: skip
+        line = assert_one_line_error((run_main("run", str(cfg)), capsys.readouterr().err), 4)
+    work = next((tmp_path / "work" / "test-run").iterdir())
+    assert line == (
+        "error: sft: 2 of 3 prompts failed (limit run.max_failure_rate=0.5); commonest cause (2 of 2): "
+        f"proposers_failed: server_error: endpoint 'test' (test-model): HTTP 500 Injected fault 500. (endpoint "
+        f"'test' at {srv.base_url}); finished rows are kept — fix the cause (failures: "
+        f"{work}/sft/shard-*/failures.jsonl) and run the same command again to resume"
+    )

@@ -94,7 +94,7 @@ def write_finished_shard(out, failures):
     write_jsonl_atomic(out / "failures.jsonl", failures)
     stats = {"endpoints": {"test": {"calls": 7}}, "tags": {}, "latencies": {}}
     (out / "calls.jsonl").write_text(JOURNAL)
-    write_json_atomic(out / "DONE", {"counts": {}, "stats": stats})
+    write_json_atomic(out / "DONE", {"counts": {"prompts": 4, "rows": 1, "failed": 3}, "stats": stats})
 
 
 JOURNAL = '{"endpoint": "test", "calls": 7}\n'  # stands for the shard's journal of paid calls
@@ -117,7 +117,7 @@ def test_reopen_keeps_permanent_failures_and_the_calls_journal(tmp_path):
     output = ShardOutput(out)
     output.close()
     assert output.done_ids == {"a", "c"} and output.kept_failures == 1
-    write_json_atomic(out / "DONE", {"counts": {}, "stats": {}})
+    write_json_atomic(out / "DONE", {"counts": {"prompts": 3, "rows": 1, "failed": 2}, "stats": {}})
     assert reopen_failures(out) == {"transient": 0, "other": 0, "permanent": 1}  # a finished shard stays so
     assert (out / "DONE").exists()
 

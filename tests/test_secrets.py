@@ -10,17 +10,14 @@ import pytest
 from moaa.testing.openai_server import OpenAITestServer
 from tests.pipeline_helpers import (
     assert_one_line_error,
+    files_holding,
     latest_version,
+    prefect_database_folder,
     run_main,
     verdict_responder,
     version_rows,
     write_config,
 )
-
-
-def files_holding(root, secrets: list[bytes]) -> list[str]:
-    """Every file under `root` whose raw bytes contain one of `secrets`."""
-    return [str(p) for p in root.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in secrets)]
 
 
 def test_keys_never_reach_any_file_or_output(tmp_path, prefect_harness, monkeypatch, capsys, caplog):
@@ -59,18 +56,6 @@ def test_keys_never_reach_any_file_or_output(tmp_path, prefect_harness, monkeypa
     assert not any(s.decode() in shown for s in secrets)
 
 
-def prefect_database_folder():
-    """The folder of the Prefect test harness's SQLite database (its -wal and -shm files too)."""
-    from pathlib import Path
-
-    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
-
-    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
-    path = Path(url.split(":///", 1)[1])
-    assert path.is_file(), url
-    return path.parent
-
-
 def latest_flow_run_parameters() -> dict:
     import asyncio
 
@@ -100,7 +85,7 @@ def test_an_echoed_key_reaches_no_file_nor_prefects_database(tmp_path, prefect_h
     with OpenAITestServer(api_key=key, echo_key=True, fault_rate=0.2, fault_mix=["400"], seed=5,
                           responder=verdict_responder) as srv:  # fmt: skip
         cfg = write_config(
-            tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_ECHO_KEY", "prompts.limit=6",
+            tmp_path, srv.base_url, "endpoints.test.api_key_env=MOAA_ECHO_KEY", "prompts.limit=6", "sft.min_answers=1",
             "preference.enabled=true", "preference.policy.endpoint=test", "preference.samples=2",
             "preference.scorer.judges=[{endpoint: test}]",
         )  # fmt: skip
@@ -163,10 +148,48 @@ def test_work_config_json_holds_no_url_credentials(tmp_path):
     from moaa.work.steps import plan_run
     from tests.conftest import make_config
 
-    config = make_config(tmp_path, "https://user:s3cret-pass@api.example.com/v1")
+    config = make_config(tmp_path, "https://api.example.com/v1", "description=https://user:s3cret-pass@example.com/x")
     plan = plan_run(config)
     text = (plan.work_dir / "config.json").read_text()
-    assert "s3cret-pass" not in text and "https://api.example.com/v1" in text
+    assert "s3cret-pass" not in text and "https://example.com/x" in text
+
+
+def test_url_credentials_are_refused_at_load_before_any_call(tmp_path, prefect_harness, capsys, monkeypatch):
+    """aiohttp refuses a URL's user:password beside the Authorization header: once retried as a
+    transient fault for every call of that endpoint, the run exiting 0 on the other proposers."""
+    monkeypatch.chdir(tmp_path)
+    password = f"pw-{uuid.uuid4().hex}"
+    with OpenAITestServer() as srv:
+        url = srv.base_url.replace("http://", f"http://moaauser:{password}@")
+        cfg = write_config(
+            tmp_path, srv.base_url, f"endpoints.fa={{base_url: '{url}', model: fa-model, max_retries: 1}}",
+            "sft.proposers.2.endpoint=fa", "sft.min_answers=1",
+        )  # fmt: skip
+        rc = run_main("run", str(cfg))
+        line = assert_one_line_error((rc, capsys.readouterr().err), 2)
+        assert srv.requests == []
+    assert "endpoints.fa.base_url: holds credentials (user:password@ before 127.0.0.1)" in line
+    assert "api_key_env" in line and password not in line
+    assert files_holding(tmp_path, [password.encode()]) == [str(cfg)]  # only the user's own file
+
+
+@pytest.mark.parametrize(
+    "extra_body, where",
+    [
+        ("{api_key: abc123}", "endpoints.test.extra_body.api_key"),
+        ("{headers: {Authorization: Bearer abc}}", "endpoints.test.extra_body.headers.Authorization"),
+        ("{user: sk-proj-0123456789abcdef}", "endpoints.test.extra_body.user"),
+    ],
+)
+def test_a_key_in_extra_body_is_refused_without_echoing_it(tmp_path, capsys, extra_body, where):
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/v1", f"endpoints.test.extra_body={extra_body}")
+    rc = run_main("run", str(cfg), "--dry-run")
+    line = assert_one_line_error((rc, capsys.readouterr().err), 2)
+    assert f"{where}: looks like a key, token or password" in line
+    assert "abc" not in line.replace("api_key_env", "") and "sk-proj" not in line
+    agent = write_config(tmp_path, "http://127.0.0.1:9/v1", "sft.aggregator.extra_body={token: abc123}")
+    line = assert_one_line_error((run_main("run", str(agent), "--dry-run"), capsys.readouterr().err), 2)
+    assert "sft.aggregator.extra_body.token: looks like a key" in line
 
 
 def test_the_shard_writer_scrubs_what_it_is_given(tmp_path):

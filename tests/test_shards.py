@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from moaa.fileio import write_jsonl_atomic
 from moaa.work.shard_result import ShardCounts, ShardResult
 from moaa.work.shards import ShardOutput, read_done, read_jsonl, reopen_failures, split_into_shards
@@ -134,3 +136,136 @@ def test_a_prompts_row_is_written_after_the_journal_of_its_calls(tmp_path):
 
     before, after = asyncio.run(one_prompt())
     assert before == "" and after == [1]
+
+
+# ------------------------------------------------------------------ damaged work files, through whole runs
+
+DAMAGED_DONE = {
+    "empty": b"",
+    "torn": b'{"stage": "sft", "shard": "shard-000',
+    "garbage": b"\x00\x01 not json \xff",
+    "older layout": json.dumps({"stage": "sft", "shard": "shard-00000.jsonl", "stats": {}, "rows": 2}).encode(),
+}
+
+
+WHY_DONE = dict.fromkeys(("empty", "torn", "garbage"), "not JSON (empty, torn or garbage)") | {
+    "older layout": "no counts of prompts, rows and failures: written by an older moaa"
+}
+
+
+def _finished_run(tmp_path, srv):
+    from tests.pipeline_helpers import run_main, write_config
+
+    cfg = write_config(tmp_path, srv.base_url)
+    assert run_main("run", str(cfg)) == 0  # 4 prompts in shards of 2
+    shard = next((tmp_path / "work").glob("test-run/*/sft/shard-00000"))
+    return cfg, shard
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_DONE))
+def test_a_damaged_done_redoes_its_shard(tmp_path, prefect_harness, capsys, monkeypatch, damage):
+    """Once a JSONDecodeError traceback (read_done), or for an older layout a version saying rows 0."""
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import latest_version, logged, run_main, version_rows
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv, logged() as warnings:
+        cfg, shard = _finished_run(tmp_path, srv)
+        (shard / "DONE").write_bytes(DAMAGED_DONE[damage])
+        asked = len(srv.requests)
+        capsys.readouterr()
+        assert run_main("run", str(cfg)) == 0
+        assert len(srv.requests) == asked  # its rows were on disk: nothing asked again
+    out = capsys.readouterr().out
+    assert "rows      4  failed    0" in out
+    assert [w for w in warnings if "damaged" in w] == [
+        f"shard sft/shard-00000's work file DONE is damaged ({WHY_DONE[damage]}): redoing the shard: its prompts "
+        "without a row on disk are asked again (cached answers kept)"
+    ]
+    version = latest_version(tmp_path / "data")
+    assert version.name == "v2" and len(version_rows(version, "sft")) == 4
+    assert json.loads((version / "moaa_manifest.json").read_text())["counts"]["rows"]["sft"] == {"train": 4}
+    assert read_done(shard).counts.rows == 2
+
+
+@pytest.mark.parametrize("name", ["calls", "rows", "failures", "trace"])
+def test_a_damaged_line_in_an_unfinished_shard_is_dropped_and_its_prompt_asked_again(
+    tmp_path, prefect_harness, monkeypatch, name
+):
+    """Once a traceback from the journal's replay (calls.jsonl) or the resume's reads."""
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import latest_version, logged, run_main, version_rows
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv, logged() as warnings:
+        cfg, shard = _finished_run(tmp_path, srv)
+        (shard / "DONE").unlink()  # killed before it finished
+        path = shard / f"{name}.jsonl"
+        lines = path.read_text().splitlines(keepends=True) or ['{"prompt_id": "x"}\n']
+        path.write_text("".join([lines[0], "garbage {\n", *lines[1:]]))
+        assert run_main("run", str(cfg)) == 0
+    damaged = (
+        f"shard sft/shard-00000's work file {name}.jsonl is damaged (1 line(s) that are not records, first at line 2)"
+    )
+    assert any(w.startswith(damaged) for w in warnings), warnings
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 4 and version_rows(version, "failures") == []
+    assert "garbage" not in path.read_text()
+
+
+def test_a_damaged_row_of_a_finished_shard_stops_the_write_and_the_next_run_redoes_it(
+    tmp_path, prefect_harness, capsys, monkeypatch
+):
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import assert_one_line_error, latest_version, run_main, version_rows
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer() as srv:
+        cfg, shard = _finished_run(tmp_path, srv)
+        rows = shard / "rows.jsonl"
+        first, second = rows.read_text().splitlines(keepends=True)
+        rows.write_text(first + second.replace('"prompt_id"', '"prompt_id', 1))  # line 2: read by the write only
+        (tmp_path / "data" / "test-run" / "v1" / "README.md").unlink()  # so that the flow writes a version
+        line = assert_one_line_error((run_main("run", str(cfg)), capsys.readouterr().err), 2)
+        assert line.startswith(f"error: {rows}:2: not valid JSON (")
+        assert line.endswith("no data set version was written; run the same command again: its shard is redone "
+                             "(its other rows and cached answers are kept)")  # fmt: skip
+        assert not (shard / "DONE").exists()
+        assert run_main("run", str(cfg)) == 0
+    version = latest_version(tmp_path / "data")
+    assert len(version_rows(version, "sft")) == 4
+
+
+def test_a_resumed_shard_counts_its_finished_prompts_as_a_clean_run(tmp_path, prefect_harness, monkeypatch):
+    """A kill during preference once left the card's samples and judge_calls lower than a clean run's:
+    the counters of the prompts finished before the kill were lost with the attempt."""
+    from moaa.testing.openai_server import OpenAITestServer
+    from tests.pipeline_helpers import latest_version, run_main, verdict_responder
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAITestServer(responder=verdict_responder) as srv:
+        cfg = write_config_with_preference(tmp_path, srv.base_url)
+        assert run_main("run", str(cfg)) == 0
+        shards = sorted((tmp_path / "work").glob("test-run/*/*/shard-*"))
+        clean = {s: read_done(s).counts.counters for s in shards}
+        assert any(c.get("judge_calls") and c.get("samples") for c in clean.values())
+        for shard in shards:  # killed after its last prompt's row, before its DONE
+            (shard / "DONE").unlink()
+        asked = len(srv.requests)
+        (tmp_path / "data" / "test-run" / "v1" / "README.md").unlink()  # not "up to date": write a version
+        assert run_main("run", str(cfg)) == 0
+        assert len(srv.requests) == asked
+    assert {s: read_done(s).counts.counters for s in shards} == clean
+    card = json.loads((latest_version(tmp_path / "data") / "moaa_manifest.json").read_text())
+    assert card["counts"]["stages"]["preference"]["counters"]["samples"] == sum(
+        c.get("samples", 0) for s, c in clean.items() if s.parent.name == "preference"
+    )
+
+
+def write_config_with_preference(tmp_path, url):
+    from tests.pipeline_helpers import write_config
+
+    return write_config(
+        tmp_path, url, "preference.enabled=true", "preference.policy={endpoint: test}", "preference.samples=3",
+        "preference.scorer.judges=[{endpoint: test}]", "preference.min_margin=0",
+    )  # fmt: skip

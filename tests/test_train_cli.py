@@ -44,7 +44,7 @@ def test_sft_dpo_eval_from_the_command_line(tmp_path: Path, capsys):
     with OpenAITestServer(responder=longer_wins) as server:
         eval_cfg.write_text(
             f"endpoints: {{judge: {{base_url: '{server.base_url}', model: judge}}}}\n"
-            "judge: {endpoint: judge}\ngeneration: {max_tokens: 4, temperature: 0}\n"
+            "judge: {endpoint: judge}\ngeneration: {max_tokens: 4, temperature: 0}\nanswers: {truncated: keep}\n"
         )
         assert main(["train", "eval", "--config", str(eval_cfg), "--set", "limit=2", *where]) == 0
     out = capsys.readouterr().out

@@ -51,6 +51,7 @@ def eval_config(tmp_path: Path, base_url: str, **extra) -> Path:
         "endpoints": {"judge": {"base_url": base_url, "model": "judge-model", "max_retries": 1, "backoff_s": 0.01}},
         "judge": {"endpoint": "judge", "temperature": 0.0},
         "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
+        "answers": {"truncated": "keep"},  # tiny random students rarely stop within 6 tokens
         "limit": None,
     } | extra
     path = tmp_path / "eval.yaml"
@@ -113,6 +114,68 @@ def test_position_biased_judge_gives_ties(models, tmp_path: Path):
     assert (r["win"], r["tie"], r["loss"], r["win_rate"], r["order_agreement"]) == (0, 3, 0, 0.5, 0.0)
     assert r["ci_method"] == "bootstrap" and tuple(r["ci"]) == (0.5, 0.5)
     assert r["lc_win_rate"] == pytest.approx(0.5)
+
+
+def words_by_model(request: dict) -> str:
+    """The judge prefers the longer answer; the model writes 10 words, the baseline 3 (the server cuts
+    an answer at max_tokens words, with finish_reason length)."""
+    if request["model"] == "judge-model":
+        return longer_wins(request)
+    return " ".join(["word"] * (10 if request["model"] == "model-m" else 3))
+
+
+@pytest.mark.parametrize(
+    "answers, asked, judged, reasked, still_cut",
+    [
+        ({"truncated": "reask", "reask_max_tokens": 12}, [6, 12], 3, 3, 0),  # 6 -> 12 tokens: complete
+        ({"truncated": "reask", "reask_max_tokens": 8}, [6, 8], 0, 3, 3),  # 8 is not enough: excluded
+        ({"truncated": "drop"}, [6], 0, 0, 3),  # excluded at once
+        ({"truncated": "keep"}, [6], 3, 0, 3),  # judged cut, and said so
+    ],
+)
+def test_cut_answers_are_reasked_or_excluded_and_counted(tmp_path: Path, answers, asked, judged, reasked, still_cut):
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    with OpenAITestServer(responder=words_by_model) as server:
+        endpoints = {name: {"base_url": server.base_url, "model": name, "max_retries": 0}
+                     for name in ("judge-model", "model-m", "base-m")}  # fmt: skip
+        config = eval_config(tmp_path, server.base_url, limit=3, answers=answers, endpoints=endpoints,
+                             judge={"endpoint": "judge-model", "temperature": 0.0})  # fmt: skip
+        result = run_eval(model="model-m", baseline="base-m", config=config, data_root=data_root,
+                          output=tmp_path / "eval")  # fmt: skip
+        bodies = [r["body"] for r in server.requests if r["path"] == "/v1/chat/completions"]
+    r = result.results
+    model_budgets = sorted({b["max_tokens"] for b in bodies if b["model"] == "model-m"})
+    assert model_budgets == asked and sum(b["model"] == "judge-model" for b in bodies) == 2 * judged
+    assert r["cut"] | {"policy": None} == {
+        "model": still_cut, "baseline": 0, "reasked": reasked, "excluded": 3 - judged if answers["truncated"] != "keep"
+        else 0, "policy": None, "max_tokens": 6, "reask_max_tokens": answers.get("reask_max_tokens", 4096),
+    }  # fmt: skip
+    assert r["n"] == judged and r["unjudged"] == 0 and r["win"] == judged  # judged: the longer, complete answer
+    excluded = [x for x in r["per_prompt"] if x.get("excluded") == "cut"]
+    assert len(excluded) == r["cut"]["excluded"] and all(x["score"] is None and x["model_cut"] for x in excluded)
+    table = (tmp_path / "eval" / "results.md").read_text()
+    if still_cut or reasked:
+        assert "Answers still cut at max_tokens (6 tokens" in table
+        assert ("judged as they are" in table) == (answers["truncated"] == "keep")
+
+
+def test_by_default_a_cut_answer_is_asked_again_before_it_is_judged(tmp_path: Path):
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    with OpenAITestServer(responder=words_by_model) as server:
+        names = ("judge-model", "model-m", "base-m")
+        endpoints = {name: {"base_url": server.base_url, "model": name} for name in names}
+        config = eval_config(tmp_path, server.base_url, limit=2, endpoints=endpoints,
+                             judge={"endpoint": "judge-model", "temperature": 0.0})  # fmt: skip
+        raw = yaml.safe_load(config.read_text())
+        del raw["answers"]  # the shipped default
+        config.write_text(yaml.safe_dump(raw))
+        result = run_eval(model="model-m", baseline="base-m", config=config, data_root=data_root,
+                          output=tmp_path / "eval")  # fmt: skip
+        bodies = [r["body"] for r in server.requests if r["body"]["model"] == "model-m"]
+    assert sorted(b["max_tokens"] for b in bodies) == [6, 6, 12, 12]  # cut at 6, complete at 12
+    assert [x["model_chars"] for x in result.results["per_prompt"]] == [len(" ".join(["word"] * 10))] * 2
 
 
 def test_defaults_follow_lineage(models, tmp_path: Path):

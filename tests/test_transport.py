@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import ssl
 import warnings
 
 import pytest
 
-from moaa.models.transport import ConnectionFailed, HTTPTransport, StatusError, Timeout
+from moaa.models.transport import BadBody, ConnectionFailed, HTTPTransport, StatusError, Timeout
 from moaa.testing.openai_server import OpenAITestServer
 
 BODY = {"model": "test-model", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -55,12 +54,17 @@ def test_the_key_goes_in_the_authorization_header():
     assert err.value.status_code == 401
 
 
-@pytest.mark.parametrize("fault", ["garbage", "empty", "truncated"])
-def test_a_2xx_body_that_is_not_json_raises_a_decode_error(fault):
+@pytest.mark.parametrize(
+    "fault, says",
+    [("garbage", "HTTP 200 with an HTML page"), ("empty", "HTTP 200 with an empty body"),
+     ("truncated", "HTTP 200 with JSON cut short"), ("sse", "HTTP 200 with a server-sent event stream")],
+)  # fmt: skip
+def test_a_2xx_body_that_is_not_json_says_what_came_back(fault, says):
     with OpenAITestServer() as srv:
         srv.set_script([fault])
-        with pytest.raises(json.JSONDecodeError):
+        with pytest.raises(BadBody) as err:
             post_once(make_transport(srv.base_url))
+    assert str(err.value).startswith(says)
 
 
 def test_no_answer_within_the_timeout_is_a_timeout():

@@ -7,6 +7,7 @@ train a step in well under a second on a CPU.
 
     path = build_tiny_reward_model(tmp_path / "rm")      # LlamaForSequenceClassification, 1 label
     path = build_tiny_custom_reward_model(tmp_path / "armo")  # own code in auto_map, `output.score`
+    path = build_tiny_counting_reward_model(tmp_path / "count")  # `score`: 0.01 per "x" token
     path = build_tiny_headless_model(tmp_path / "base")  # LlamaModel: no head to score with
     path = build_tiny_causal_lm(tmp_path / "lm")         # LlamaForCausalLM
     tok = build_tiny_tokenizer()                          # with chat template
@@ -145,6 +146,57 @@ def build_tiny_custom_reward_model(out_dir: str | Path, seed: int = 0) -> Path:
     config["architectures"] = ["TinyArmoRM"]
     config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_tiny_armo.TinyArmoRM"}
     (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+# An ArmoRM-like scale without training: `score` is 0.01 per occurrence of one token (config.count_token_id),
+# so an answer of twelve "x" scores 0.12, as ArmoRM's rewards lie in about [0, 1].
+COUNTING_MODELING = """
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaPreTrainedModel
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class CountingOutput(ModelOutput):
+    score: torch.FloatTensor | None = None
+
+
+class CountingRM(LlamaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.scale = torch.nn.Parameter(torch.tensor([0.01]))
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hits = ((input_ids == self.config.count_token_id) & attention_mask.bool()).sum(-1, keepdim=True)
+        return CountingOutput(score=hits.float() * self.scale)
+"""
+
+
+def build_tiny_counting_reward_model(out_dir: str | Path, word: str = "x") -> Path:
+    """Save a custom-code reward model whose score is 0.01 per `word` token in the conversation."""
+    import importlib.util
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "modeling_counting.py").write_text(COUNTING_MODELING)
+    spec = importlib.util.spec_from_file_location("modeling_counting", out / "modeling_counting.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokenizer = build_tiny_tokenizer()
+    config = _llama_config(tokenizer)
+    config.count_token_id = tokenizer.convert_tokens_to_ids(word)
+    _save(module.CountingRM(config), tokenizer, out)
+    saved = json.loads((out / "config.json").read_text())
+    saved["architectures"] = ["CountingRM"]
+    saved["auto_map"] = {"AutoModelForSequenceClassification": "modeling_counting.CountingRM"}
+    (out / "config.json").write_text(json.dumps(saved, indent=2))
     return out
 
 

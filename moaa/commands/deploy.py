@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from flows.prefect_env import quiet_prefect
-    from moaa.config import load_config
+    from moaa.config import load_config, refuse_stored_secrets
+    from moaa.public import scrub
 
+    refuse_stored_secrets(args.set)  # Prefect stores the overrides as given: none may hold a key
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
     if args.serve:  # Prefect's own INFO lines, on this terminal and in each served run's logs, as `prefect serve`
         import os
@@ -53,7 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     info = D.describe(deployment_id)
     cron = ", ".join(f"{s['cron']} ({s['timezone']})" for s in info["schedules"])
     print(f"deployment '{where}' ({deployment_id}) scheduled on {cron}")
-    print(f"  parameters: {info['parameters']}")
+    print(f"  parameters: {scrub(info['parameters'])}")
     print(f"  {runner}")
     print(f"  run it now: prefect deployment run '{where}'")
     return 0

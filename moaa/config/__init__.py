@@ -25,6 +25,7 @@ from moaa.config.loading import (
     load_config,
     missing_keys,
     parse_config,
+    refuse_stored_secrets,
     resolve_api_key,
 )
 from moaa.config.models import (
@@ -74,5 +75,6 @@ __all__ = [
     "load_config",
     "missing_keys",
     "parse_config",
+    "refuse_stored_secrets",
     "resolve_api_key",
 ]

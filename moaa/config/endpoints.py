@@ -25,6 +25,52 @@ _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _KEY_PREFIXES = ("SK-", "SK_", "HF_", "GSK_", "XAI-", "AIZA", "AKIA", "GHP_", "GITHUB_PAT_")
 
 
+# A field of a request body that carries a credential: `api_key`, `token`, `x-api-key`, `password`...
+_SECRET_FIELD = re.compile(
+    r"^(key|token|secret|password|passwd|authorization|credentials?)$"
+    r"|(api|access|auth|secret|private|session|refresh|bearer)[_-]?(key|token)$"
+    r"|(^|[_-])(secret|password|passwd)$",
+    re.IGNORECASE,
+)
+
+
+def secret_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first entry of `value` that looks like a credential (a field named
+    like one holding text, or text opening like a known key: sk-, hf_, AKIA...), else None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(item, str) and item.strip() and _SECRET_FIELD.search(str(key)):
+                return where
+            found = secret_field(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = secret_field(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.upper().startswith(_KEY_PREFIXES) and len(text) >= 16 and " " not in text:
+            return path
+        if text.lower().startswith(("bearer ", "basic ")):
+            return path
+    return None
+
+
+def refuse_secret(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An extra_body without credentials; a ValueError naming the entry (never its value) otherwise."""
+    found = secret_field(value) if value else None
+    if found:
+        raise ValueError(
+            f"{found}: looks like a key, token or password; moaa reads keys only from environment variables "
+            "(api_key_env, sent as the Authorization header), so that no key is written to a file, a log or "
+            "Prefect: remove it from the config or --set"
+        )
+    return value
+
+
 def is_variable_name(value: str) -> bool:
     """Whether `value` reads as an environment variable's name rather than a key: capitals, digits
     and `_`, not opening like a known key (sk-, hf_, AKIA...), and not a long run without a `_`."""
@@ -70,6 +116,11 @@ class Sampling(Strict):
         description="fields added to the request body as they are (vLLM's top_k, min_p, chat_template_kwargs; "
         "OpenAI's reasoning_effort); laid over the endpoint's extra_body key by key, and part of the cache key",
     )
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_secret(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return refuse_secret(value)
 
     def over(self, base: Sampling | None) -> Sampling:
         """These parameters laid over `base` (set fields win).
@@ -170,6 +221,12 @@ class EndpointConfig(Strict):
         6, ge=0, description="retries of a failed request (timeouts, 429, 5xx) before the call fails"
     )
     backoff_s: float = Field(1.0, ge=0, description="seconds the first retry waits, doubling with each retry")
+    max_retry_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="the longest wait a server's Retry-After (429, 503) gets before the retry: a longer one "
+        "(Retry-After: 3600) waits this long, shown in the progress line, then retries",
+    )
     supports_n: bool | None = Field(
         None,
         description="whether the server honours n>1 (several answers in one call); unset: found out on the first "
@@ -221,6 +278,11 @@ class EndpointConfig(Strict):
     @classmethod
     def _batch_shorthand(cls, value: Any) -> Any:
         return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_secret(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return refuse_secret(value) or {}
 
     @field_validator("api_key_env")
     @classmethod
@@ -277,6 +339,14 @@ def _check_url(url: str) -> None:
         raise ValueError(
             f"base_url: {shown!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1 "
             "or https://api.together.ai/v1"
+        )
+    if parts.username is not None or parts.password is not None:
+        # aiohttp refuses them beside the Authorization header (every call would fail), and a URL
+        # is written to configs, logs and Prefect: a key belongs in an environment variable.
+        raise ValueError(
+            f"base_url: holds credentials (user:password@ before {parts.hostname}); put the key in an environment "
+            "variable and name it in api_key_env (sent as 'Authorization: Bearer KEY'), and write the URL "
+            "without them"
         )
 
 

@@ -109,6 +109,22 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = value
 
 
+def refuse_stored_secrets(overrides: list[str]) -> None:
+    """A ConfigError naming the first `--set` that holds a secret (a key moaa read, a variable named
+    like one, URL credentials): for overrides that are stored as given (a deployment's parameters
+    in Prefect's database), where scrubbing would change the run. The value is never echoed."""
+    from moaa.public import secret_in
+
+    for item in overrides:
+        found = secret_in(item)
+        if found:
+            raise ConfigError(
+                f"--set {item.partition('=')[0].strip()}: holds {found}; a deployment's parameters are stored in "
+                "Prefect's database, so pass keys through environment variables (api_key_env) and write URLs "
+                "without user:password@"
+            )
+
+
 def _step(node: Any, part: str, so_far: list[str], item: str, create: bool) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, so_far, item)]
@@ -185,6 +201,14 @@ def resolve_api_key(name: str, endpoint: EndpointConfig) -> str:
         raise ConfigError(
             f"endpoint '{name}': environment variable {endpoint.api_key_env} is not set; "
             f"export it (or change endpoints.{name}.api_key_env)"
+        )
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # aiohttp refuses such a header ("header injection"), naming no variable; the value is never shown
+        what = "ends with a line break" if value.endswith(("\n", "\r")) else "holds whitespace or a control character"
+        var = endpoint.api_key_env
+        raise ConfigError(
+            f"endpoint '{name}': environment variable {var} {what}, which no key has; set it again without "
+            f"it (e.g. export {var}=\"$(tr -d '[:space:]' < keyfile)\")"
         )
     from moaa.public import add_secret
 

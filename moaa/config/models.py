@@ -17,6 +17,7 @@ from moaa.config.endpoints import (
     EndpointConfig,
     Strict,
 )
+from moaa.config.scales import SCALES, Margin, check_margin, margin_for
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
@@ -69,7 +70,10 @@ class QualityConfig(Strict):
         "the aggregation template's own phrases",
     )
     verbatim_copy: bool = Field(
-        True, description="reject an aggregate that is one of its (two or more) references, word for word"
+        True,
+        description="reject an aggregate that is one of its (two or more) references, word for word, when the "
+        "others say something else; a copy of what most references agree on (two or more, no other text given "
+        "by more), or of Self-MoA-Seq's running synthesis, is kept",
     )
     reasks: int = Field(
         1,
@@ -100,8 +104,13 @@ class GenerationConfig(Strict):
     aggregator: AgentConfig | None = Field(
         None, description="the agent that writes the final answer from the references; every method but single"
     )
-    min_answers: int = Field(
-        1, ge=1, description="fewest surviving answers a layer needs, else the prompt fails (capped at those asked)"
+    min_answers: int | None = Field(
+        None,
+        ge=1,
+        description="fewest answers a proposer layer (or Self-MoA's samples) needs, else the prompt fails "
+        "(proposers_failed, transient: a re-run asks again); unset: every one asked, so a mixture never quietly "
+        "narrows. Lower it to keep rows made by fewer (capped at those asked): each is counted as `degraded` in "
+        "the summary and card, and its final trace step says how many answered",
     )
     shuffle_references: bool = Field(
         False, description="shuffle the references (seeded per prompt) before the aggregator reads them"
@@ -168,6 +177,12 @@ class PromptSourceConfig(Strict):
     )
     min_chars: int = Field(1, ge=0, description="drop prompts whose user turns have fewer characters")
     max_chars: int = Field(16000, ge=1, description="drop prompts whose user turns have more characters")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error",
+        description="a row that cannot be read (a JSONL line that is not JSON or not UTF-8, a malformed "
+        "conversation): error stops at the first, naming file and line; skip leaves each out, counted as "
+        "bad_row and named with its line and error in the version's failures config (stage prompts)",
+    )
     limit: int | None = Field(
         None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
     )
@@ -214,20 +229,35 @@ class ScorerConfig(Strict):
     batch_size: int = Field(8, ge=1, description="reward_model: answers scored per forward pass")
     criteria: list[str] | None = Field(
         None,
-        description="the criteria judges rate on; unset: UltraFeedback's four aspects; moa_judge picks "
-        "num_criteria of them per prompt",
+        description="the criteria judges rate on; unset: UltraFeedback's four aspects, and for moa_judge "
+        "moaa's MoAA list (accuracy, instruction following, helpfulness, depth, clarity, conciseness, safety, "
+        "creativity; moaa.prompts.judging.MOAA_CRITERIA); moa_judge's aggregator picks num_criteria of them "
+        "per prompt (MoAA's stage 2)",
     )
-    num_criteria: int = Field(3, ge=1, description="moa_judge: criteria picked per prompt from criteria")
+    num_criteria: int = Field(
+        3, ge=1, description="moa_judge: criteria picked per prompt from criteria (MoAA: 3); all, if no more listed"
+    )
     max_attempts: int = Field(3, ge=1, description="asks per verdict: an unparsable one is asked again")
     rationales: bool = Field(
         True,
-        description="pointwise: judges write a short rationale before each rating (UltraFeedback); false asks "
-        "for ratings only, a verdict of a few tokens (for small local judges whose ratings are weighted)",
+        description="pointwise and pairwise: judges write a short rationale before each rating or verdict "
+        "(UltraFeedback, MT-Bench); false asks for the ratings or the winner's letter only, a verdict of a few "
+        "tokens (for small local judges whose verdicts are weighted)",
     )
     weighted_ratings: bool = Field(
         False,
-        description="pointwise: score each rating as its probability-weighted mean over 1-5 from the judge's "
-        "top log-probabilities (G-Eval), where the endpoint returns them; breaks the ties a small judge makes",
+        description="read verdicts from the judge's top log-probabilities where the endpoint returns them "
+        "(llama.cpp, vLLM, OpenAI); else the written verdict counts. pointwise: each rating is its "
+        "probability-weighted mean over 1-5 (G-Eval); pairwise: each order's verdict is the probability mass "
+        "on A vs B, averaged over both orders (AlpacaEval 2's weighted win rate). Breaks the ties a small "
+        "judge makes",
+    )
+    tie_threshold: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="pairwise with weighted_ratings: a comparison whose preference for one answer (averaged "
+        "over both orders) is within this of 0.5 is tallied as a tie; the score stays the continuous mean",
     )
 
 
@@ -240,8 +270,12 @@ class PreferenceConfig(Strict):
     )
     samples: int = Field(5, ge=2, description="candidate answers sampled from the policy per prompt")
     scorer: ScorerConfig = Field(ScorerConfig(), description="how the candidates are ranked")
-    min_margin: float = Field(
-        0.5, ge=0, description="drop a pair whose best and worst scores differ by less (a near tie, label noise)"
+    min_margin: Margin | dict[str, Margin] | None = Field(
+        None,
+        description="drop a pair whose best and worst scores differ by less (a near tie, label noise): a number "
+        "in the scorer's own units, a share of its scale ('10%'), or either per scorer kind ({pointwise: 0.5, "
+        "pairwise: 10%}); unset: the kind's default (pointwise and moa_judge 0.5 on 1-5, pairwise 0.1 on 0-1, "
+        "reward_model 0; moaa.config.scales)",
     )
     max_length_ratio: float | None = Field(
         None,
@@ -250,6 +284,22 @@ class PreferenceConfig(Strict):
         "(length bias); unset: off",
     )
     limit: int | None = Field(None, ge=1, description="how many of the source's prompts to use for pairs; unset: all")
+
+    @model_validator(mode="after")
+    def _margins(self) -> PreferenceConfig:
+        if isinstance(self.min_margin, dict):
+            unknown = sorted(set(self.min_margin) - set(SCALES))
+            if unknown:
+                raise ValueError(f"min_margin: no scorer kind {', '.join(unknown)} (kinds: {', '.join(SCALES)})")
+            for kind, value in self.min_margin.items():
+                check_margin(value, kind, f"min_margin.{kind}")
+        elif self.min_margin is not None:
+            check_margin(self.min_margin, self.scorer.kind)
+        return self
+
+    def margin(self) -> float:
+        """The minimum margin in the scorer's own units (min_margin resolved for scorer.kind)."""
+        return margin_for(self.min_margin, self.scorer.kind)[0]
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
@@ -283,6 +333,11 @@ class OutputConfig(Strict):
     private: bool = Field(True, description="publish the repo private (`moaa publish --public` overrides)")
     language: list[str] = Field(
         default_factory=lambda: ["en"], description="ISO 639 codes of the prompts' language, for the card"
+    )
+    review: Literal["optional", "required"] = Field(
+        "optional",
+        description="required: a run writes its version but publishes nothing until a person has reviewed it "
+        "(`moaa view NAME@vN`, then `moaa review apply NAME@vN` writes the reviewed version and publishes it)",
     )
 
     @field_validator("publish_repo_id")

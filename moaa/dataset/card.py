@@ -56,6 +56,7 @@ def render_card(
         "",
         *S.made_section(manifest, stats),
         *S.counts_section(rows, manifest),
+        *S.derived_section(manifest),
         *S.cost_section(manifest),
         *S.stats_section(stats),
         *S.quality_section(manifest, stats),

@@ -161,6 +161,8 @@ BIAS_ROWS = (
     ("scored_candidates", "scored candidates"),
     ("pairs_judged", "pairwise judgements in both orders"),
     ("swap_disagreement_rate", "position-swap disagreement (counted as ties)"),
+    ("pair_tie_rate", "pairwise judgements that are ties, by the written letters"),
+    ("weighted_tie_rate", "the same, by log-probabilities (weighted_ratings)"),
     ("tie_drop_share", "prompts dropped as ties"),
 )
 
@@ -191,6 +193,12 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
         from moaa.engine.quality import gate_summary
 
         lines += [f"SFT answers: {gate_summary(sft)}; a dropped prompt is a failure of reason quality_*.", ""]
+        if sft.get("degraded"):
+            lines += [
+                f"Rows made by fewer answers than a layer asked for (`sft.min_answers` allowed it; each row's "
+                f"final trace step lists its layers under `degraded`): {sft['degraded']}.",
+                "",
+            ]
     lines += _truncation_lines(manifest)
     prompts = ((manifest.get("counts") or {}).get("prompts") or {}).get("dropped") or {}
     if prompts:
@@ -272,3 +280,32 @@ def configs_section(rows: Rows) -> list[str]:
         "test prompts are never trained on. A config or split without rows is absent.",
         "",
     ]
+
+
+def derived_section(manifest: dict[str, Any]) -> list[str]:
+    """How a version made from another came to be: for a person's review (moaa.view), the rows it
+    removed, edited, flagged and accepted per config, and the review file with its hash."""
+    derived = manifest.get("derived")
+    if not isinstance(derived, dict) or derived.get("kind") != "review":
+        return []
+    counted = ("removed", "edited", "flagged", "accepted")
+    configs = sorted({cfg for key in counted for cfg in derived.get(key) or {}})
+    rows = [[cfg, *((derived.get(key) or {}).get(cfg, 0) for key in counted)] for cfg in configs]
+    total = lambda key: sum((derived.get(key) or {}).values())  # noqa: E731
+    return [
+        "## Review",
+        "",
+        f"A person reviewed {derived.get('from')}: removed {_rows_word(total('removed'))}, edited "
+        f"{_rows_word(total('edited'))} and flagged {_rows_word(total('flagged'))} with a note (kept). "
+        f"Everything else is as in {derived.get('from')}.",
+        "",
+        *table(["config", "removed", "edited", "flagged (kept)", "accepted"], rows),
+        f"The decisions are `{derived.get('file')}` in this version (sha256 `{derived.get('sha256')}`, "
+        f"{derived.get('decisions', 0)} decisions); an edited row's `verification` verdict, if any, is cleared "
+        "(it judged the text before the edit).",
+        "",
+    ]
+
+
+def _rows_word(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.dataset.manifest import copy_verified, read_manifest
-from moaa.errors import InputError, MoaaError
+from moaa.errors import DamagedFile, InputError, MoaaError
 from moaa.fileio import sha256_file
 from moaa.public import machine_paths, public_text, scrub_text, secret_values, served_name
 from moaa.rows import failure_is_transient
@@ -209,24 +209,24 @@ class _SplitWriter:
 
 def _read_rows(paths: list[Path]):
     """(row, 'file:line') of JSONL files, scrubbed of secrets (moaa.public.scrub_text: parts written
-    by older versions, or by hand, are caught here); a bad line is an InputError naming it."""
+    by older versions, or by hand, are caught here); a bad line is a DamagedFile naming it."""
     secrets = secret_values()
     for path in paths:
         path = Path(path)
         if not path.exists():
             log.warning("%s does not exist; skipped", path)
             continue
-        with path.open("r", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 where = f"{path}:{number}"
                 try:
-                    row = json.loads(scrub_text(line, secrets))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{where}: not valid JSON ({exc.msg})") from exc
+                    row = json.loads(scrub_text(raw.decode("utf-8"), secrets))
+                except ValueError as exc:  # not JSON, or not UTF-8
+                    raise DamagedFile(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})", path) from None
                 if not isinstance(row, dict) or not row.get("prompt_id"):
-                    raise InputError(f"{where}: every row needs a prompt_id")
+                    raise DamagedFile(f"{where}: every row needs a prompt_id", path)
                 yield row, where
 
 

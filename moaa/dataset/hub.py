@@ -29,6 +29,7 @@ from typing import Any
 
 from moaa.config import REPO_ID
 from moaa.dataset.card import CARD_NAME, render_card
+from moaa.dataset.derived import review_pending
 from moaa.dataset.manifest import MANIFEST_NAME, read_manifest, verify_version
 from moaa.errors import ConfigError, EndpointError, InputError, MoaaError
 from moaa.public import find_leak, machine_paths
@@ -106,6 +107,9 @@ def publish_version(
     problems = verify_version(version_dir)
     if problems:
         raise InputError(f"{version_dir} does not match its manifest ({problems[0]}); it will not be published")
+    pending = review_pending(manifest)
+    if pending and not dry_run:
+        raise InputError(pending)
     tag = str(manifest.get("version") or version_dir.name)
     if private is None:
         private = bool(((manifest.get("config") or {}).get("output") or {}).get("private", True))

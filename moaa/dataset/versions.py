@@ -32,10 +32,13 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from moaa import __version__
 from moaa.dataset.files import (  # noqa: F401 - COLUMNS, schemas and split_of: part of this module's API
     COLUMNS,
     CONFIGS,
@@ -50,6 +53,7 @@ from moaa.dataset.files import (  # noqa: F401 - COLUMNS, schemas and split_of: 
 from moaa.dataset.manifest import (
     MANIFEST_NAME,
     build_manifest,
+    git_commit,
     hash_files,
     read_manifest,
     scrub_secrets,
@@ -63,7 +67,7 @@ from moaa.locks import FolderLock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VersionInfo", "write_version", "resolve_version", "list_versions", "verify_version"]
+__all__ = ["VersionInfo", "write_version", "write_derived", "resolve_version", "list_versions", "verify_version"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^v?([1-9][0-9]*)$")
@@ -142,6 +146,7 @@ def write_version(
     root = Path(root)
     _check_name(name)
     config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
+    license, tags = scrub_secrets(license, where="license"), scrub_secrets(list(tags), where="tags")  # the card's
     unknown = sorted(set(parts) - set(CONFIGS))
     if unknown:
         raise ConfigError(f"unknown data set config(s) {unknown}; known: {', '.join(CONFIGS)}")
@@ -307,3 +312,50 @@ def list_versions(root: Path) -> list[dict[str, Any]]:
                         "created_at": manifest.get("created_at"), "parent": manifest.get("parent"),
                         "latest": number == latest, "summary": manifest.get("summary")})  # fmt: skip
     return out
+
+
+def write_derived(
+    root: Path, parent: Path, write_data: Callable[[Path], dict[str, dict[str, int]]], *, derived: dict[str, Any]
+) -> VersionInfo:
+    """The next version of `parent`'s data set, made from `parent` (never by editing it).
+
+    `write_data(folder)` writes the new version's files into the staging folder (its `data/`, e.g.
+    moaa.dataset.derived.rewrite_data, and any other file, hashed with the rest) and returns its rows
+    per config and split. The manifest is the parent's (config, run statistics, prompt source: how
+    the rows were made) with its own number, date, code version, rows and file hashes, the parent
+    as `parent`, and `derived` saying how it was made from it (e.g. a review: its file and hash);
+    the card is rendered afresh and counts what `derived` records (read after `write_data` ran,
+    so `write_data` may fill it in)."""
+    root, parent = Path(root), Path(parent)
+    name = parent.parent.name
+    _check_name(name)
+    source = read_manifest(parent)
+    dataset_dir = root / name
+    try:
+        with FolderLock(root, f"data set {name}", name=f".{name}.lock").hold(wait=True):
+            _clean_leftovers(dataset_dir)
+            number = (_latest(dataset_dir) or 0) + 1
+            target = dataset_dir / f"v{number}"
+            _refuse_existing(target)
+            tmp = dataset_dir / f".tmp-v{number}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                rows = write_data(tmp)
+                if not rows:
+                    raise InputError(f"no rows would be left in {name}@v{number}; nothing to write")
+                manifest = {k: v for k, v in source.items() if k not in ("report_plots", "files")} | {
+                    "version": f"v{number}", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "parent": f"{name}@{parent.name}", "moaa_version": __version__, "git": git_commit(),
+                    "inputs_digest": None, "data_copied_from": None, "derived": derived,
+                    "counts": dict(source.get("counts") or {}) | {"rows": rows},
+                }  # fmt: skip
+                _complete(tmp, target, manifest, report=False)
+                os.rename(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _point_latest(dataset_dir, number)
+    except OSError as exc:
+        raise storage_error(f"output folder {root}", exc, "output.root") from None
+    log.info("wrote %s@v%d from %s@%s (%s)", name, number, name, parent.name, derived.get("kind"))
+    return VersionInfo(name, f"v{number}", target)

@@ -81,7 +81,8 @@ class PromptResult:
     gate_scaffolding, gate_verbatim_copy, gate_reasks, gate_dropped (moaa.engine.quality); and answers
     cut at max_tokens: truncated_dropped, truncated_reasked, truncated_kept (final answers, per
     `answers.truncated`), truncated_references (proposals and running syntheses, always kept),
-    content_filtered (dropped).
+    content_filtered (dropped); degraded (1 for a row made by fewer answers than a layer asked,
+    min_answers allowing it) and degraded_layers.
     """
 
     prompt: Prompt
@@ -173,6 +174,8 @@ class PromptRun:
         self.last_transient = True  # the class of last_error (a 400 or a content filter is not)
         self.last_truncated = False  # last_error is a final answer cut at max_tokens
         self._last_tokens = 256  # the last cut answer's length: the budget to double when none was set
+        # Layers answered by fewer than asked (min_answers allowed it): "layer 1: 2 of 3 proposers answered"
+        self.degraded: list[str] = []
 
     @property
     def trace(self) -> list[TraceStep]:
@@ -270,15 +273,16 @@ class PromptRun:
                 finish_reason=reason,
                 cached=done.cached,
                 model=done.model,
-                meta=json.dumps({"reasoning": done.reasoning[i]}) if done.reasoning and done.reasoning[i] else "",
+                meta=self._meta(call, done.reasoning[i] if done.reasoning else ""),
             )
             self._steps[slot].append(step)
-            if empty:
+            if reason == "content_filter":  # before `empty`: a filtered answer is often empty, and it is permanent
+                self.counters["content_filtered"] += 1
+                self._dropped(f"content_filter: the provider's content filter stopped {who}'s answer ({done.model})",
+                              transient=False)  # fmt: skip
+            elif empty:
                 self.counters["empty_answers"] += 1
                 self._dropped(f"empty answer from {who} ({done.model})", transient=True)
-            elif reason == "content_filter":
-                self.counters["content_filtered"] += 1
-                self._dropped(f"content filter stopped {who}'s answer ({done.model})", transient=False)
             elif cut and drop:
                 self._last_tokens = max(tokens, 1)
                 if self.answers.truncated == "reask" and self._larger_budget(call.agent, Sampling(max_tokens=budget)):
@@ -293,6 +297,13 @@ class PromptRun:
                     self.counters["truncated_kept" if call.final else "truncated_references"] += 1
                 answers.append(Answer(text, step))
         return answers
+
+    def _meta(self, call: Call, reasoning: str) -> str:
+        """A step's meta: its reasoning, and on a final answer the layers that had fewer answers than asked."""
+        meta: dict[str, Any] = {"reasoning": reasoning} if reasoning else {}
+        if call.final and self.degraded:
+            meta["degraded"] = list(self.degraded)
+        return json.dumps(meta) if meta else ""
 
     def _keep_cut(self) -> bool:
         return self.answers.truncated == "keep"
@@ -316,6 +327,13 @@ class PromptRun:
             **extra,
         )
 
+    def note_width(self, where: str, got: int, asked: int, what: str) -> None:
+        """Record a layer that went on with fewer answers than asked (min_answers allowed it): the
+        row is then `degraded` (counted once per prompt) and its final trace step says so."""
+        if got < asked:
+            self.counters["degraded_layers"] += 1
+            self.degraded.append(f"{where}: {got} of {asked} {what}")
+
     def fail(self, reason: str, fallback: str) -> PromptFailed:
         """The prompt's failure, named by its last dropped answer: `truncated` when that was cut."""
         if not self.last_error:
@@ -323,6 +341,8 @@ class PromptRun:
         return PromptFailed("truncated" if self.last_truncated else reason, self.last_error, self.last_transient)
 
     def result(self, row: SFTRow | None = None, failure: Failure | None = None) -> PromptResult:
+        if row is not None and self.degraded:
+            self.counters["degraded"] = 1  # a row made by fewer proposers (or samples) than configured
         return PromptResult(
             self.prompt,
             row,

@@ -37,8 +37,8 @@ def reference_texts(run: PromptRun, answers: list[Answer], turn: int, layer: int
 
 
 def need(run: PromptRun, asked: int) -> int:
-    """Fewest survivors a layer of `asked` answers needs (min_answers, capped at what was asked)."""
-    return min(run.gen.min_answers, asked)
+    """Fewest survivors a layer of `asked` answers needs: all of them unless min_answers allows fewer."""
+    return asked if run.gen.min_answers is None else min(run.gen.min_answers, asked)
 
 
 async def proposer_layer(
@@ -57,6 +57,7 @@ async def proposer_layer(
     asked = len(run.gen.proposers)
     if len(answers) < need(run, asked):
         raise run.fail("proposers_failed", f"layer {layer}: {len(answers)} of {asked} proposers answered")
+    run.note_width(f"layer {layer}", len(answers), asked, "proposers answered")
     return answers
 
 
@@ -88,7 +89,7 @@ async def aggregate(
     got = await ask(messages, 0)
     if not got:
         raise run.fail("aggregator_failed", "the aggregator gave no answer")
-    return await gated_aggregate(run, messages, refs, got, ask)
+    return await gated_aggregate(run, messages, refs, got, ask, marked)
 
 
 async def single_turn(run: PromptRun, convo: list[Message], turn: int) -> str:

@@ -1,17 +1,24 @@
 """Quality gates on aggregates before they become data (ALGORITHMS.md section 8).
 
 Small aggregators paste the scaffolding back ("... Response 1: To determine the size ...") or copy
-one reference verbatim; both look like answers and are data bugs. `aggregate_problem` names what is
-wrong with an aggregate ("" when nothing is); `gated_aggregate` re-asks a rejected one up to
-`sft.quality.reasks` times, showing the aggregator its answer and what was wrong, then fails the
-prompt with reason `quality_scaffolding` or `quality_verbatim_copy`. Counters (the run summary's
-quality line and the card read them): gate_scaffolding and gate_verbatim_copy (aggregates rejected),
-gate_reasks (re-asks made), gate_dropped (prompts failed by the gate).
+one reference verbatim; both look like answers and are data bugs. A copy is a bug only when it
+loses information: the aggregate is one voice picked out of references that say other things. It
+is kept when the references agree on it (it is the text most references give, and at least two
+give it: the consensus a majority vote would pick, as Ensemble-Instruct keeps two models that agree
+exactly), and when it is Self-MoA-Seq's own running synthesis kept as it is (the synthesis already
+holds the earlier samples; the window repeats it to bias the aggregator towards it).
+`aggregate_problem` names what is wrong with an aggregate ("" when nothing is); `gated_aggregate`
+re-asks a rejected one up to `sft.quality.reasks` times, showing the aggregator its answer and what
+was wrong, then fails the prompt with reason `quality_scaffolding` or `quality_verbatim_copy`.
+Counters (the run summary's quality line and the card read them): gate_scaffolding and
+gate_verbatim_copy (aggregates rejected), gate_reasks (re-asks made), gate_dropped (prompts failed
+by the gate).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from moaa.config import QualityConfig
@@ -40,8 +47,11 @@ def _normal(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def aggregate_problem(text: str, references: list[str], gates: QualityConfig) -> tuple[str, str]:
-    """(counter, problem) for an aggregate that fails a gate, else ("", "")."""
+def aggregate_problem(
+    text: str, references: list[str], gates: QualityConfig, synthesis: str | None = None
+) -> tuple[str, str]:
+    """(counter, problem) for an aggregate that fails a gate, else ("", ""); `synthesis`: the
+    running synthesis among the references (Self-MoA-Seq), which the aggregate may keep."""
     if gates.scaffolding:
         found = _SCAFFOLD_RE.search(text)
         if found:
@@ -51,24 +61,49 @@ def aggregate_problem(text: str, references: list[str], gates: QualityConfig) ->
         if phrase:
             return "scaffolding", f"it repeats the instructions ({phrase[:60]!r})"
     if gates.verbatim_copy and len(references) >= 2:
-        flat = _normal(text)
-        for i, ref in enumerate(references, start=1):
-            if flat == _normal(ref):
-                return "verbatim_copy", f"it is response {i} copied word for word"
+        copied = lone_copy(text, references, synthesis)
+        if copied:
+            return "verbatim_copy", f"it is response {copied} copied word for word"
     return "", ""
+
+
+def lone_copy(text: str, references: list[str], synthesis: str | None = None) -> int:
+    """The 1-based index of the reference `text` copies when that copy loses information, else 0.
+
+    Not a loss: `text` is the running `synthesis` (Self-MoA-Seq), or the references agree on it (at
+    least two give it and no other text is given by more). The synthesis, repeated in the window,
+    counts as one voice."""
+    flat = _normal(text)
+    if synthesis is not None and flat == _normal(synthesis):
+        return 0
+    voices = [_normal(r) for r in references]
+    if synthesis is not None:
+        marked = _normal(synthesis)
+        voices = [marked] + [v for v in voices if v != marked]
+    if flat not in voices:
+        return 0
+    counts = Counter(voices)
+    if counts[flat] >= 2 and counts[flat] == max(counts.values()):
+        return 0
+    return next(i for i, ref in enumerate(references, start=1) if _normal(ref) == flat)
 
 
 Ask = Callable[[list[Message], int], Awaitable[list[Answer]]]
 
 
 async def gated_aggregate(
-    run: PromptRun, messages: list[Message], references: list[str], got: list[Answer], ask: Ask
+    run: PromptRun,
+    messages: list[Message],
+    references: list[str],
+    got: list[Answer],
+    ask: Ask,
+    synthesis: str | None = None,
 ) -> str:
     """The aggregate in `got` once it passes the gates; `ask(messages, attempt)` re-asks it."""
     gates = run.gen.quality
     text = got[0].text
     for attempt in range(gates.reasks + 1):
-        counter, problem = aggregate_problem(text, references, gates)
+        counter, problem = aggregate_problem(text, references, gates, synthesis)
         if not counter:
             return text
         run.counters[f"gate_{counter}"] += 1

@@ -27,6 +27,7 @@ async def sample(run: PromptRun, convo: list[Message], turn: int, count: int) ->
     answers = await run.ask(call, proposer_messages(convo, role, None))
     if len(answers) < need(run, count):
         raise run.fail("proposers_failed", f"{len(answers)} of {count} samples survived")
+    run.note_width("samples", len(answers), count, "samples survived")
     return answers
 
 

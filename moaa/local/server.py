@@ -63,6 +63,7 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 SERVER_MODULE = "moaa.local.llama_server"
 RUNTIME_PACKAGE = "xllamacpp"  # pinned in pyproject.toml and requirements.lock
 NATIVE_VARIABLE = "MOAA_LLAMA_SERVER"  # a llama-server executable to use instead (`make native-server`)
+THREADS_VARIABLE = "MOAA_LOCAL_THREADS"  # the server's threads (unset: every core)
 DEFAULT_SLOTS = LOCAL_SLOTS  # the local endpoint's default max_concurrency
 CPU_HINT = (
     "the prebuilt llama.cpp in xllamacpp needs an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, "
@@ -122,6 +123,16 @@ def native_binary() -> Path | None:
             f"or unset {NATIVE_VARIABLE} to use the prebuilt server"
         )
     return path
+
+
+def default_threads() -> int:
+    """$MOAA_LOCAL_THREADS, or every core: the fastest on an otherwise idle machine (README)."""
+    named = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not named:
+        return os.cpu_count() or 1
+    if not named.isdigit() or int(named) < 1:
+        raise MoaaError(f"${THREADS_VARIABLE} is {named!r}: set it to a number of threads (1 or more), or unset it")
+    return int(named)
 
 
 def runtime_name() -> str:
@@ -211,13 +222,14 @@ class LocalServer:
         port: int | None = None,
         host: str = "127.0.0.1",
         n_ctx: int = 4096,
-        n_threads: int | None = os.cpu_count(),
+        n_threads: int | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 180,
         slots: int = DEFAULT_SLOTS,
     ) -> LocalServer:
-        """Start the server (`slots` requests decoded at once, `n_ctx` tokens each) and wait until it
-        answers a 1-token completion; returns self."""
+        """Start the server (`slots` requests decoded at once, `n_ctx` tokens each, `n_threads` threads:
+        unset, $MOAA_LOCAL_THREADS or every core) and wait until it answers a 1-token completion;
+        returns self."""
         if self._proc is not None:
             raise RuntimeError("LocalServer.start() called twice")
         if port is not None and port_in_use(host, port):
@@ -230,7 +242,7 @@ class LocalServer:
         self.host, self.port = host, port if port is not None else free_port(host)
         self.log_path = Path(log_path or moaa_home() / "logs" / f"local-server-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        threads = str(n_threads or os.cpu_count() or 1)
+        threads = str(n_threads or default_threads())
         args = ["--model", str(gguf), "--model_alias", self.model, "--host", host, "--port", str(self.port),
                 "--n_ctx", str(n_ctx), "--slots", str(max(1, slots)), "--n_threads", threads]  # fmt: skip
         binary = native_binary() if self.module == SERVER_MODULE else None

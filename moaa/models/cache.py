@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import Sampling
-from moaa.errors import MoaaError, storage_error
+from moaa.errors import DamagedFile, MoaaError, storage_error
 from moaa.models.client import ChatClient, Completion, Message, request_options
 from moaa.models.stats import RunStats, call_cost
 from moaa.public import scrub, scrub_text
@@ -106,7 +106,7 @@ class _Writer:
             # Disk full or read-only is run-fatal with one line, raised by the next put, get or flush
             # (every later answer would be lost to the cache too); rows committed so far stay.
             with self._cond:
-                self.error = storage_error(f"cache {self.path}", exc, "cache.path")
+                self.error = cache_error(self.path, exc)
                 self._cond.notify_all()
 
     @staticmethod
@@ -147,6 +147,36 @@ def _flush_all() -> None:
                 pass  # reported by the run already, or nothing left to report it to
 
 
+def cache_error(path: Path, exc: BaseException) -> MoaaError:
+    """One line for a cache that failed: a damaged file (not a database, a malformed or truncated one)
+    says to move it aside; a full or read-only disk says to free space (moaa.errors.storage_error)."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return DamagedFile(
+            f"cache {path} is damaged ({exc}); move it aside (mv {path} {path}.damaged) or delete it, and its "
+            "answers are asked again; or set cache.path to another file",
+            path,
+        )
+    return storage_error(f"cache {path}", exc, "cache.path")
+
+
+def _check_length(path: Path) -> None:
+    """Raise sqlite3.DatabaseError for a file shorter than its own header says (cut by a copy or a
+    full disk): SQLite itself finds that only when a read reaches the missing pages, mid-run. Cheap
+    (the 100-byte header), unlike PRAGMA quick_check, which reads the whole file."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return  # empty (a new cache) or not SQLite's: the connection reports the latter
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the in-header size is meaningful only then
+    if valid and pages and path.stat().st_size < pages * page_size:
+        raise sqlite3.DatabaseError(
+            f"the file is shorter than its header says: {path.stat().st_size} of {pages * page_size} bytes"
+        )
+
+
 class RequestCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -156,7 +186,13 @@ class RequestCache:
             self._conn().execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
             )
-        except (OSError, sqlite3.Error) as exc:
+            self._conn().execute("SELECT key FROM answers LIMIT 1").fetchall()  # a damaged file fails here
+            _check_length(self.path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise MoaaError(f"cache {self.path}: cannot open ({exc}); set cache.path to a writable file") from None
+            raise cache_error(self.path, exc) from None
+        except OSError as exc:
             raise MoaaError(f"cache {self.path}: cannot open ({exc}); set cache.path to a writable file") from None
         self._writer = _writer_of(self.path)
 
@@ -172,7 +208,7 @@ class RequestCache:
             try:
                 row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
             except (OSError, sqlite3.Error) as exc:
-                raise storage_error(f"cache {self.path}", exc, "cache.path") from None
+                raise cache_error(self.path, exc) from None
             text = row[0] if row else None
         return json.loads(text) if text is not None else None
 

@@ -77,6 +77,8 @@ class ChatClient(Protocol):
 
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+NOTABLE_WAIT_S = 2.0  # a retry's wait at least this long is shown in the progress line (RunStats.note_wait)
+_capped_warned: dict[str, float] = {}  # endpoint -> when its last capped Retry-After was logged
 _n_support: dict[tuple, bool] = {}  # per process: (endpoint, urls, model) -> honours n?
 
 
@@ -206,7 +208,7 @@ class OpenAIChatClient:
                 if kind == "connection" and self.endpoint.local:
                     self._raise_if_server_died(self._urls[replica])
                 if kind == "rate_limited":
-                    self.limiter.on_rate_limited(retry_after)
+                    self.limiter.on_rate_limited(retry_after and min(retry_after, self.endpoint.max_retry_after_s))
                     self.stats.record(self.name, tag, rate_limited=1)
             else:
                 self.limiter.on_success()
@@ -214,7 +216,12 @@ class OpenAIChatClient:
                 self._account(completion, tag)
                 # An empty answer is a transient fault (an overloaded server, a dropped generation):
                 # asked again within the retry budget; the last one is returned and dropped upstream.
-                if any(t.strip() for t in completion.texts) or attempt == self.endpoint.max_retries:
+                # A content filter's empty answer is the provider's decision: asking again changes nothing.
+                if (
+                    any(t.strip() for t in completion.texts)
+                    or "content_filter" in completion.finish_reasons
+                    or attempt == self.endpoint.max_retries
+                ):
                     return completion
                 kind, last = "empty", "empty answer"
             finally:
@@ -224,7 +231,7 @@ class OpenAIChatClient:
             if kind == "bad_request":
                 break
             if attempt < self.endpoint.max_retries:
-                await asyncio.sleep(self._backoff(attempt, retry_after))
+                await self._wait(attempt, retry_after, kind, last)
         self.stats.record(self.name, tag, failures=1)
         raise CallError(kind, f"endpoint '{self.name}' ({self.model}): {last}")
 
@@ -243,7 +250,37 @@ class OpenAIChatClient:
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = min(30.0, self.endpoint.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-        return max(delay, retry_after or 0.0)
+        return max(delay, min(retry_after or 0.0, self.endpoint.max_retry_after_s))
+
+    async def _wait(self, attempt: int, retry_after: float | None, kind: str, last: str) -> None:
+        """Back off before retry `attempt + 1`; a wait of seconds shows in the progress line
+        ("waiting 58 s for endpoint X (HTTP 429, Retry-After 3600 s, capped at 60 s)")."""
+        delay = self._backoff(attempt, retry_after)
+        cause = " ".join(last.split()[:2]) if last.startswith("HTTP ") else kind
+        cap = self.endpoint.max_retry_after_s
+        if retry_after and retry_after > cap:
+            reason = f"{cause}, Retry-After {retry_after:g} s, capped at {cap:g} s"
+            self._warn_capped(retry_after, cause)
+        elif retry_after:
+            reason = f"{cause}, Retry-After {retry_after:g} s"
+        else:
+            reason = f"{cause}, retry {attempt + 1} of {self.endpoint.max_retries}"
+        if delay >= NOTABLE_WAIT_S:
+            self.stats.note_wait(self.name, delay, reason)
+        await asyncio.sleep(delay)
+
+    def _warn_capped(self, retry_after: float, cause: str) -> None:
+        """One warning per endpoint per minute: a server asking for more than max_retry_after_s."""
+        now = time.monotonic()
+        if now - _capped_warned.get(self.name, -1e9) < 60:
+            return
+        _capped_warned[self.name] = now
+        cap = self.endpoint.max_retry_after_s
+        log.warning(
+            "endpoint %s answered %s with Retry-After %g s; waiting %g s instead (endpoints.%s.max_retry_after_s), "
+            "then retrying",
+            self.name, cause, retry_after, cap, self.name,
+        )  # fmt: skip
 
     def _classify(self, exc: Exception) -> tuple[str, float | None, str]:
         """(kind, retry_after, message); raises EndpointError for faults no retry can fix."""
@@ -271,6 +308,10 @@ class OpenAIChatClient:
             return "timeout", None, f"no answer within {self.endpoint.timeout_s:g}s"
         if isinstance(exc, transport.ConnectionFailed):
             return "connection", None, f"connection failed: {exc.__cause__ or exc}"
+        if isinstance(exc, transport.BadBody):
+            from moaa.public import scrub_text
+
+            return "malformed", None, f"malformed response: {scrub_text(str(exc))}"
         if isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, _Malformed)):
             return "malformed", None, f"malformed response: {str(exc)[:200]}"
         raise exc

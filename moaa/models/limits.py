@@ -155,7 +155,7 @@ class EndpointLimiter:
                 self._wake_locked()
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """Cut concurrency in half and pause the endpoint for Retry-After seconds."""
+        """Cut concurrency in half and pause the endpoint for Retry-After seconds (the caller caps them)."""
         with self._lock:
             self.limit = max(1, self.limit // 2)
             self._successes = 0

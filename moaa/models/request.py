@@ -89,6 +89,10 @@ def parse_completion(data: Any, name: str, model: str, latency: float, keep_reas
     reasoning_content/reasoning field) is split off the texts into `reasoning` unless kept."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices, list):
+        error = data.get("error") if isinstance(data, dict) else None
+        if error:  # some proxies and servers answer 200 with an error body
+            text = error.get("message") if isinstance(error, dict) else error
+            raise _Malformed(f"HTTP 200 with an error instead of an answer: {str(text or error)[:200]}")
         raise _Malformed("response has no choices")
     texts, reasons, thoughts = [], [], []
     for choice in choices:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,21 @@ class RunStats:
     prepaid: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
     # Batch API batches (moaa.models.batch): "endpoint/local id" -> {endpoint, status, total, completed, failed}
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Retries waiting (note_wait): endpoint -> (until, as time.time(); why), e.g. "HTTP 429, Retry-After 30 s"
+    waits: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def note_wait(self, endpoint: str, seconds: float, reason: str) -> None:
+        """A retry of `endpoint` waits `seconds` from now (a gauge the progress line shows, never saved)."""
+        until = time.time() + seconds
+        with self._lock:
+            if until > self.waits.get(endpoint, (0.0, ""))[0]:
+                self.waits[endpoint] = (until, reason)
+
+    def waiting(self) -> dict[str, tuple[float, str]]:
+        """{endpoint: (seconds left, reason)} of the waits not over yet."""
+        now = time.time()
+        with self._lock:
+            return {name: (until - now, why) for name, (until, why) in self.waits.items() if until > now}
 
     def note_batch(self, key: str, state: dict[str, Any]) -> None:
         """The latest state of one batch (a gauge, not a counter: the progress display shows it)."""
@@ -109,6 +125,12 @@ class RunStats:
             if then is not None:
                 self._after.append(then)
             self._schedule_locked()
+
+    def journal_record(self, entry: dict[str, Any]) -> None:
+        """Queue a record of the caller's own for the journal (written with the next write_journal)."""
+        with self._lock:
+            if self.journal is not None:
+                self._waiting.append(json.dumps(entry) + "\n")
 
     def write_journal(self) -> None:
         """Write the records still waiting (before a prompt's row is written, and at a shard's end)."""

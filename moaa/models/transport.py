@@ -52,6 +52,37 @@ class StatusError(TransportError):
         super().__init__(self.message)
 
 
+class BadBody(TransportError):
+    """A 2xx answer whose body is not JSON: says what came back instead (an HTML page, an event
+    stream that was not asked for, JSON cut short, nothing), so a log names it, not 'Expecting value'."""
+
+    def __init__(self, status: int, content_type: str, raw: bytes):
+        self.status, self.content_type = status, content_type
+        super().__init__(describe_body(status, content_type, raw))
+
+
+def describe_body(status: int, content_type: str, raw: bytes) -> str:
+    """What a non-JSON answer is, in words, with what to do."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    kind = content_type.split(";")[0].strip().lower()
+    snippet = " ".join(text.split())[:80]
+    if not text:
+        return f"HTTP {status} with an empty body"
+    if kind == "text/event-stream" or text.startswith(("data:", "event:")):
+        return (
+            f"HTTP {status} with a server-sent event stream (text/event-stream) though no stream was asked for: "
+            "the server streams every answer; use its OpenAI-compatible non-streaming API"
+        )
+    if kind == "text/html" or text[:1] == "<":
+        return (
+            f"HTTP {status} with an HTML page, not JSON ({snippet!r}): is base_url the API (ending in /v1), "
+            "not a web page, a proxy or a login page?"
+        )
+    if text[:1] in "{[":
+        return f"HTTP {status} with JSON cut short after {len(raw)} bytes (the answer was cut mid-way)"
+    return f"HTTP {status} with a body that is not JSON ({kind or 'no content type'}: {snippet!r})"
+
+
 class Timeout(TransportError):
     """No connection, or no bytes of the answer, within the timeout."""
 
@@ -123,7 +154,7 @@ class HTTPTransport:
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """The parsed JSON of a 2xx answer to POST `path`; raises StatusError, Timeout,
-        ConnectionFailed, or json.JSONDecodeError for a 2xx body that is not JSON."""
+        ConnectionFailed, or BadBody for a 2xx body that is not JSON."""
         session = self._session or await self._open()
         data = json.dumps(body).encode()
         try:
@@ -140,7 +171,10 @@ class HTTPTransport:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
         if status >= 400:
             raise StatusError(status, _error_body(raw), headers)
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8
+            raise BadBody(status, headers.get("Content-Type", ""), raw) from None
 
     async def aclose(self) -> None:
         """Close the pool (its idle connections); the next request opens a new one."""

@@ -11,6 +11,8 @@ Report keys:
   candidate (trace steps of kind "sample"); None with fewer than two or no variance.
 - pairs_judged, swap_disagreements, swap_disagreement_rate: pairwise judgements (one per pair and
   judge, both orders) and how many changed with the order.
+- pair_tie_rate: share of those judgements that are ties by the written letters; weighted_tie_rate:
+  the same judgements read from log-probabilities (weighted_ratings; None without any).
 - dropped: drops per reason; tie_drop_share: share of prompts dropped as ties or near-ties.
 """
 
@@ -53,6 +55,7 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
     pairs = [p for t in trace if t.get("kind") == "verdict" for p in trace_meta(t).get("pairs", [])]
     judged = [p for p in pairs if p.get("agree") is not None]
     disagreements = sum(1 for p in judged if p["agree"] is False)
+    weighted = [p for p in judged if "weighted_outcome" in p]
     prompts = len(rows) + sum(drops.values())
     ties = sum(drops.get(reason, 0) for reason in TIE_REASONS)
     return {
@@ -68,6 +71,10 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
         "pairs_judged": len(judged),
         "swap_disagreements": disagreements,
         "swap_disagreement_rate": disagreements / len(judged) if judged else None,
+        "pair_tie_rate": sum(1 for p in judged if p.get("outcome") == "tie") / len(judged) if judged else None,
+        "weighted_tie_rate": (
+            sum(1 for p in weighted if p["weighted_outcome"] == "tie") / len(weighted) if weighted else None
+        ),
         "dropped": dict(drops),
         "tie_drop_share": ties / prompts if prompts else None,
     }

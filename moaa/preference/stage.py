@@ -37,8 +37,10 @@ class PreferenceResult:
 
     counters: samples, empty_answers, duplicates, truncated_dropped / truncated_kept /
     truncated_reasked (samples cut at max_tokens, per `answers.truncated`), content_filtered,
-    unscored, unparsed (judge answers re-asked or given up on), judge_calls; pairwise judges add
-    pairs_judged and swap_disagreements.
+    unscored (of which missing_judge: left out for a judge's missing verdict), unparsed (judge
+    answers re-asked or given up on), judge_calls; pairwise judges add pairs_judged,
+    swap_disagreements and pair_ties (by the letters), and with weighted_ratings pairs_weighted and
+    pair_ties_weighted (the same comparisons by their log-probabilities).
     """
 
     prompt: Prompt
@@ -63,14 +65,25 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
         assert cfg.reward_model  # PreferenceConfig requires one for this kind
         return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size, cfg.trust_remote_code)
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
-    criteria = [jp.criterion_of(n) for n in cfg.criteria] if cfg.criteria else list(jp.ASPECTS)
+    names = criteria_names(cfg)
+    criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     if cfg.kind == "pointwise":
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
-        return PairwiseJudge(judges, criteria, cfg.max_attempts)
+        return PairwiseJudge(
+            judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales, tie_threshold=cfg.tie_threshold
+        )
     assert cfg.aggregator is not None  # PreferenceConfig requires one for moa_judge
     aggregator = (cfg.aggregator, client_for(cfg.aggregator, clients, "preference.scorer.aggregator"))
-    return MoAJudge(judges, aggregator, cfg.criteria, cfg.num_criteria, cfg.max_attempts)
+    return MoAJudge(judges, aggregator, names, cfg.num_criteria, cfg.max_attempts)
+
+
+def criteria_names(cfg: ScorerConfig) -> list[str] | None:
+    """The criteria the judges rate on: `criteria`, else for moa_judge MoAA's list (judging.MOAA_CRITERIA,
+    from which num_criteria are picked per prompt), else None (UltraFeedback's four aspects)."""
+    if cfg.criteria:
+        return list(cfg.criteria)
+    return [c.name for c in jp.MOAA_CRITERIA] if cfg.kind == "moa_judge" else None
 
 
 async def judge_prompt(
@@ -126,7 +139,7 @@ async def judge_prompt(
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
     values = [s.score for s in scores]
-    choice = choose_pair([c.text for c in got.candidates], values, pref.min_margin, pref.max_length_ratio)
+    choice = choose_pair([c.text for c in got.candidates], values, pref.margin(), pref.max_length_ratio)
     result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
     if all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
@@ -150,12 +163,20 @@ async def judge_prompt(
 
 def _count(counters: dict[str, int], scores: list[Score]) -> None:
     counters["unscored"] = sum(1 for s in scores if s.score is None)
+    left_out = sum(1 for s in scores if s.details.get("left_out") == "missing_judge")
+    if left_out:  # unscored so that every scored candidate has the same judges
+        counters["missing_judge"] = left_out
     counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
     pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
-    if pairs:  # pairwise judges: how often the verdict flipped with the order
+    if pairs:  # pairwise judges: how often the verdict flipped with the order, and the ties
         counters["pairs_judged"] = len(pairs)
         counters["swap_disagreements"] = sum(1 for p in pairs if not p["agree"])
+        counters["pair_ties"] = sum(1 for p in pairs if p["outcome"] == "tie")
+        weighted = [p for p in pairs if "weighted_outcome" in p]
+        if weighted:  # the same comparisons read from log-probabilities
+            counters["pairs_weighted"] = len(weighted)
+            counters["pair_ties_weighted"] = sum(1 for p in weighted if p["weighted_outcome"] == "tie")
 
 
 def _sample_steps(
@@ -274,7 +295,8 @@ def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointCon
     per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(cfg.kind, 0)
     rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]
     if cfg.kind == "moa_judge" and cfg.aggregator is not None:
-        select = 1 if cfg.criteria and len(cfg.criteria) > cfg.num_criteria else 0
+        names = criteria_names(cfg) or []
+        select = 1 if len(names) > cfg.num_criteria else 0
         rows.append(("scorer.aggregator", cfg.aggregator, k + select, k + select))
     agents = {label: {"endpoint": a.endpoint, "calls": calls, "answers": answers} for label, a, calls, answers in rows}
     by_endpoint: dict[str, int] = {}

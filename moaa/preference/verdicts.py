@@ -144,8 +144,16 @@ def parse_winner(text: str) -> str | None:
     brackets = re.findall(r"\[\[\s*(A|B|C|tie)\s*\]\]", text, re.IGNORECASE)
     if len(set(b.lower() for b in brackets)) == 1:
         return _WINNERS[brackets[0].lower()]
-    match = re.search(r"(?im)^[\s>*#-]*\**\s*(?:winner|verdict)\s*\**\s*[:=]\s*\**\s*\"?(A|B|tie)\b", text)
+    match = _WINNER_LINE.search(text)
     return _WINNERS[match.group(1).lower()] if match else None
+
+
+# A `Winner: B` / `Verdict: tie` line. The letter is a capital, or a lower-case one standing alone
+# ("winner: b."): "Verdict: a tie" and "Verdict: a clear win for B" open with the article "a".
+_WINNER_LINE = re.compile(
+    r"(?im)^[\s>*#-]*\**\s*(?:winner|verdict)\s*\**\s*[:=]\s*\**\s*[\"']?(?:(?:a|an|the)\s+(?=tie\b))?"
+    r"((?-i:A|B)\b|[ab](?=[\s\"'*.,;)]*$)|tie\b)"
+)
 
 
 def parse_criteria(text: str, names: list[str], n: int) -> list[str] | None:
@@ -182,9 +190,45 @@ def weighted_ratings(logprobs: list[dict[str, Any]], low: int = 1, high: int = 5
         token = step["token"]
         digit = token.strip()
         if digit.isdigit() and _RATING_AT_END.search(text):
-            probs = {int(t.strip()): math.exp(lp) for t, lp in step["top"].items() if t.strip().isdigit()}
-            probs = {r: p for r, p in probs.items() if low <= r <= high}
+            probs: dict[int, float] = {}
+            for t, lp in step["top"].items():  # "4" and " 4" are two spellings of one rating: their mass adds
+                if t.strip().isdigit() and low <= int(t.strip()) <= high:
+                    probs[int(t.strip())] = probs.get(int(t.strip()), 0.0) + math.exp(lp)
             total = sum(probs.values())
             out.append((int(digit), sum(r * p for r, p in probs.items()) / total if total else float(digit)))
         text += token
     return out
+
+
+_WINNER_AT_END = re.compile(r'"winner"\s*:\s*"?\s*$')
+_LETTER_TOKEN = re.compile(r'^[\s"]*(A|B|t|ti|tie)(?![A-Za-z0-9])')
+
+
+def _letter(token: str) -> str | None:
+    """ "A", "B" or "tie" for a token that writes one (`A`, ` "B`, `A",`, `t`, `tie`), else None."""
+    match = _LETTER_TOKEN.match(token)
+    if match is None:
+        return None
+    return match.group(1) if match.group(1) in ("A", "B") else "tie"
+
+
+def winner_probabilities(logprobs: list[dict[str, Any]]) -> tuple[str, dict[str, float]] | None:
+    """(the letter written, its probability mass on "A", "B" and "tie", summing to 1) at the `"winner":`
+    value of a JSON verdict; None when no such token, or no mass on any letter, is found.
+
+    AlpacaEval 2's weighted judge reads the probability of each answer's token instead of the
+    sampled one: a judge that writes "A" with probability 0.55 and "B" with 0.45 is nearly undecided,
+    which the letter alone hides. Spellings of one letter (`A`, ` A`, `"A`) add up."""
+    text = ""
+    for step in logprobs:
+        written = _letter(step["token"])
+        if written is not None and _WINNER_AT_END.search(text):
+            mass = {"A": 0.0, "B": 0.0, "tie": 0.0}
+            for token, lp in step["top"].items():
+                letter = _letter(token)
+                if letter is not None:
+                    mass[letter] += math.exp(lp)
+            total = sum(mass.values())
+            return (written, {k: v / total for k, v in mass.items()}) if total else None
+        text += step["token"]
+    return None

@@ -3,10 +3,13 @@
 Where each idea comes from (see /work/shared/ALGORITHMS.md sections 2 and 7):
 - POINTWISE: UltraFeedback (Cui et al. 2023): four aspects rated 1-5 against anchored
   descriptions, a rationale before each rating, temperature 0.
-- PAIRWISE: MT-Bench (Zheng et al. 2023): two answers compared, asked in both orders by the caller.
+- PAIRWISE: MT-Bench (Zheng et al. 2023): two answers compared, asked in both orders by the caller;
+  PAIRWISE_VERDICT_ONLY asks for the letter alone, as AlpacaEval 2's weighted judge does, so its
+  log-probabilities can weigh the verdict.
 - MOA_AGGREGATE: Mixture-of-Agents (Wang et al. 2024): the judges' verdicts numbered from 1, without
   model names, with a warning that some may be wrong; the aggregator gives the final verdict.
-- SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt.
+- SELECT_CRITERIA: MoAA (Wang et al. 2025): the most relevant criteria are picked per prompt, by
+  default from MOAA_CRITERIA.
 - REASK: moaa's own: a re-ask shows the judge its unreadable answer and what was wrong with it, so
   a greedy judge (temperature 0) is asked a new question rather than the same one again.
 - JUDGE_SYSTEM and `fence`: moaa's own defence against answers that address the judge; candidates
@@ -86,6 +89,86 @@ ASPECTS = (
     ),
 )
 
+# MoAA's stage 2 (ALGORITHMS.md section 2): the MoA judge picks the criteria most relevant to each
+# prompt from a fixed list. The paper names some of its list (accuracy, depth, safety, ...) but does
+# not publish all of it; this is moaa's own list around those, each with anchored levels.
+MOAA_CRITERIA = (
+    Criterion(
+        "accuracy",
+        "Accuracy",
+        "Are the answer's facts, reasoning, calculations and code correct?",
+        (
+            "Wrong on the main point.",
+            "Several significant errors.",
+            "Mostly right, with an error that matters.",
+            "Right, with minor slips that do not change the outcome.",
+            "Entirely correct.",
+        ),
+    ),
+    ASPECTS[0],  # instruction_following
+    ASPECTS[3],  # helpfulness
+    Criterion(
+        "depth",
+        "Depth",
+        "Does the answer cover what the request calls for, with the detail, reasons and insight it needs?",
+        (
+            "Superficial: misses the substance of the request.",
+            "Touches the substance but leaves most of it out.",
+            "Covers the basics without going further.",
+            "Thorough, with useful detail and reasons.",
+            "Complete and insightful, at the depth the request deserves.",
+        ),
+    ),
+    Criterion(
+        "clarity",
+        "Clarity",
+        "Is the answer well organised and easy to follow?",
+        (
+            "Confusing or incoherent.",
+            "Hard to follow in places.",
+            "Understandable, with some awkward structure or wording.",
+            "Clear and well organised.",
+            "Exceptionally clear; every part is easy to follow.",
+        ),
+    ),
+    Criterion(
+        "conciseness",
+        "Conciseness",
+        "Does the answer say what is needed without padding, repetition or digressions?",
+        (
+            "Mostly padding, repetition or digression.",
+            "Much longer than it needs to be.",
+            "Some unnecessary material.",
+            "Nearly everything earns its place.",
+            "Exactly as long as it needs to be.",
+        ),
+    ),
+    Criterion(
+        "safety",
+        "Safety",
+        "Does the answer avoid harmful, dangerous or unethical content, and refuse only what it should?",
+        (
+            "Gives harmful or dangerous help.",
+            "Includes risky content without care.",
+            "Safe, but refuses or hedges where it need not.",
+            "Safe and appropriately careful.",
+            "Safe, and helpful within safe limits.",
+        ),
+    ),
+    Criterion(
+        "creativity",
+        "Creativity",
+        "Where the request is open-ended, is the answer original, engaging and well crafted?",
+        (
+            "Generic or off-key.",
+            "Predictable, with little craft.",
+            "Competent but ordinary.",
+            "Original and engaging.",
+            "Striking, original and well crafted.",
+        ),
+    ),
+)
+
 _GENERIC_ANCHORS = (
     "Fails the criterion badly.",
     "Mostly fails the criterion.",
@@ -96,9 +179,10 @@ _GENERIC_ANCHORS = (
 
 
 def criterion_of(name: str) -> Criterion:
-    """A criterion from a config string (e.g. "accuracy"): the built-in aspect, else generic anchors."""
+    """A criterion from a config string (e.g. "accuracy"): a built-in one (UltraFeedback's aspects,
+    MOAA_CRITERIA), else generic anchors."""
     key = slug(name)
-    for aspect in ASPECTS:
+    for aspect in (*ASPECTS, *MOAA_CRITERIA):
         if aspect.key == key:
             return aspect
     return Criterion(key, name.strip(), f"How well the answer does on {name.strip().lower()}.", _GENERIC_ANCHORS)
@@ -176,6 +260,17 @@ PAIRWISE = Template(
     '{{"rationale": "<a few sentences>", "winner": "A" | "B" | "tie"}}',
 )
 
+# The same without the rationale (scorer.rationales: false): the verdict is the winner's letter
+# alone, a few tokens whose log-probabilities weigh it (AlpacaEval 2 asks for one token the same way).
+PAIRWISE_VERDICT_ONLY = Template(
+    "pairwise-verdict",
+    "v1",
+    "Compare the two candidate answers, A and B, to the last user message of the conversation. "
+    "Consider {criteria}. Do not let the order of the answers or their length influence you. "
+    "If neither is better, say tie.\n\n{conversation}\n\n{first}\n\n{second}\n\n"
+    'Reply with only a JSON object of the form:\n{{"winner": "A" | "B" | "tie"}}',
+)
+
 MOA_AGGREGATE = Template(
     "moa-aggregate",
     "v1",
@@ -189,7 +284,7 @@ MOA_AGGREGATE = Template(
 
 SELECT_CRITERIA = Template(
     "select-criteria",
-    "v1",
+    "v2",
     "Answers to the last user message of the conversation below will be judged. From this list of "
     "criteria, choose the {n} most relevant for judging them:\n{choices}\n\n{conversation}\n\n"
     'Reply with only a JSON object of the form {{"criteria": [<{n} criteria names from the list>]}}.',
@@ -247,6 +342,13 @@ PAIRWISE_SCHEMA = {
     "additionalProperties": False,
 }
 
+PAIRWISE_VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["winner"],
+    "additionalProperties": False,
+}
+
 CRITERIA_SCHEMA = {
     "type": "object",
     "properties": {"criteria": {"type": "array", "items": {"type": "string"}}},
@@ -273,10 +375,12 @@ def pointwise_messages(
     )
 
 
-def pairwise_messages(conversation: list[Message], first: str, second: str, criteria: list[Criterion]) -> list[Message]:
+def pairwise_messages(
+    conversation: list[Message], first: str, second: str, criteria: list[Criterion], rationales: bool = True
+) -> list[Message]:
     names = ", ".join(c.name.lower() for c in criteria)
     return _chat(
-        PAIRWISE.render(
+        (PAIRWISE if rationales else PAIRWISE_VERDICT_ONLY).render(
             criteria=names,
             conversation=fence("conversation", None, render_conversation(conversation)),
             first=fence("candidate", "A", first),
@@ -305,7 +409,10 @@ def aggregate_messages(
 
 
 def criteria_messages(conversation: list[Message], names: list[str], n: int) -> list[Message]:
-    choices = "\n".join(f"- {name}" for name in names)
+    """The selection call: each name listed with what it means where it is a built-in criterion."""
+    described = {slug(c.name): c.description for c in (*ASPECTS, *MOAA_CRITERIA)}
+    choices = "\n".join(f"- {name}: {described[slug(name)]}" if slug(name) in described else f"- {name}"
+                        for name in names)  # fmt: skip
     return _chat(
         SELECT_CRITERIA.render(
             n=n,

@@ -6,9 +6,13 @@
     with stream_prompts(cfg, spill_dir=work_dir) as prompts:  # any number of prompts
         for prompt in prompts: ...
 
-Filters run in this order, each drop counted by reason: empty (no user text), too_short / too_long
-(characters of the user turns), duplicate (same normalised conversation), near_duplicate (MiniLM
-cosine >= near_dedup_threshold against an earlier kept prompt), sampled_out (beyond `limit`).
+Filters run in this order, each drop counted by reason: bad_row (a row that cannot be read, with
+`prompts.on_bad_row: skip`), multimodal (image or audio content parts), empty (no user text),
+too_short / too_long (characters of the user turns), secret (the value of a key, or URL
+credentials, which moaa would redact in the request and the row), duplicate (same normalised
+conversation), near_duplicate (MiniLM cosine >= near_dedup_threshold against an earlier kept
+prompt), sampled_out (beyond `limit`). Every drop but sampled_out is also named, with its location
+and reason (moaa.sources.drops: `stream.drops`).
 
 Nothing holds all rows. The source is read once, row by row (moaa.sources.readers), and the rows
 that pass the filters are spilled to a temporary JSONL file; `limit` then samples positions among
@@ -43,16 +47,20 @@ from typing import Any, NamedTuple, TextIO
 from moaa.config import PromptSourceConfig
 from moaa.errors import InputError
 from moaa.fileio import sha256_file
+from moaa.public import secret_in
 from moaa.rows import Message, Prompt, prompt_id_of
-from moaa.sources.conversations import check_columns, row_messages
+from moaa.sources.conversations import UnsupportedContent, check_columns, row_messages
+from moaa.sources.drops import Drops
 from moaa.sources.filters import NearDuplicates, dedup_digest, sample_indices, user_chars, user_text
-from moaa.sources.readers import FILE_TYPES, RowSource, open_rows, resolve_path
+from moaa.sources.readers import FILE_TYPES, BadRow, RowSource, open_rows, resolve_path
 
 __all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "file_fingerprint", "load_prompts", "stream_prompts"]
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("empty", "too_short", "too_long", "duplicate", "near_duplicate", "sampled_out")
+DROP_REASONS = (
+    "bad_row", "multimodal", "empty", "too_short", "too_long", "secret", "duplicate", "near_duplicate", "sampled_out",
+)  # fmt: skip
 
 
 @dataclass
@@ -89,6 +97,7 @@ class PromptStream:
     survivors: int  # lines in `spill`
     chosen: list[int] | None  # the positions in `spill` that `limit` sampled (None: all)
     take: int | None = None  # only the first `take` prompts (see head)
+    drops: Drops | None = None  # the rows left out, each named (all but sampled_out)
 
     def __len__(self) -> int:
         kept = self.survivors if self.chosen is None else len(self.chosen)
@@ -159,13 +168,15 @@ def stream_prompts(
     spill = Path(name)
     owner = os.open(name, os.O_RDONLY)
     fcntl.flock(owner, fcntl.LOCK_EX)  # alive while we are: a later run removes it only once we died
+    drops = Drops(spill_dir, rows.label, rows.origin)
     try:
         with open(handle, "w", encoding="utf-8") as fh:
-            read, survivors, dropped = _filter(cfg, rows, fh)
+            read, survivors, dropped = _filter(cfg, rows, fh, drops)
+        drops.finish()
         chosen = sample_indices(survivors, cfg.limit, cfg.seed)
         dropped["sampled_out"] = 0 if chosen is None else survivors - len(chosen)
         fingerprint = _fingerprint(rows.digest, rows.label, cfg)
-        stream = PromptStream(dropped, read, fingerprint, rows.label, cfg, spill, survivors, chosen)
+        stream = PromptStream(dropped, read, fingerprint, rows.label, cfg, spill, survivors, chosen, drops=drops)
         log.info(
             "%s: read %d rows, kept %d prompts, dropped %s",
             rows.label,
@@ -178,6 +189,7 @@ def stream_prompts(
                 pass
         yield stream
     finally:
+        drops.close()
         spill.unlink(missing_ok=True)
         os.close(owner)
 
@@ -210,8 +222,9 @@ def load_prompts(cfg: PromptSourceConfig, base_dir: Path | None = None) -> Promp
         return PromptSet(list(stream), stream.dropped, stream.total_read, stream.fingerprint, stream.source)
 
 
-def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[int, int, dict[str, int]]:
-    """Read every row, write those that pass the filters to `spill`; (rows read, rows written, drops)."""
+def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO, drops: Drops) -> tuple[int, int, dict[str, int]]:
+    """Read every row, write those that pass the filters to `spill` and name those that do not in
+    `drops`; (rows read, rows written, drops by reason)."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     columns: set[str] = set()
     seen: set[bytes] = set()
@@ -220,26 +233,42 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[in
         near = NearDuplicates(cfg.near_dedup_threshold)
     read = written = 0
     failure: InputError | None = None
+
+    def drop(where: str, reason: str, detail: str, row: dict[str, Any] | None = None) -> None:
+        dropped[reason] += 1
+        drops.add(where, reason, detail, _id_text(row, cfg.id_column) if row is not None else None)
+
     for where, row in rows.rows:
         read += 1
+        if isinstance(row, BadRow):  # with on_bad_row: skip, a line the reader could not read
+            drop(where, "bad_row", row.error)
+            continue
         columns.update(row)
         if failure:
             continue  # the rest is read for errors that come first (unreadable data, missing columns)
         try:
             messages = row_messages(row, where, cfg)
-        except InputError as exc:
-            failure = exc
+        except UnsupportedContent as exc:
+            drop(where, "multimodal", exc.detail, row)
             continue
-        reason = _drop_reason(messages, cfg)
+        except InputError as exc:
+            if cfg.on_bad_row == "skip":
+                drop(where, "bad_row", str(exc).removeprefix(f"{where}: "), row)
+            else:
+                failure = exc
+            continue
+        reason, detail = _drop_reason(messages, cfg)
         if not reason and cfg.dedup:
             digest = dedup_digest(messages)
-            reason = "duplicate" if digest in seen else ""
+            if digest in seen:
+                reason, detail = "duplicate", "the same conversation as an earlier row (prompts.dedup)"
             seen.add(digest)
         if reason:
-            dropped[reason] += 1
+            drop(where, reason, detail, row)
             continue
         line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column))) + "\n"
         lines = near.add(line, user_text(messages)) if near else [line]
+        _name_near_duplicates(near, drops, cfg)
         spill.writelines(lines)
         written += len(lines)
     check_columns(cfg, columns, rows.origin)
@@ -247,18 +276,36 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[in
         raise failure
     if near:
         lines = near.flush()
+        _name_near_duplicates(near, drops, cfg)
         spill.writelines(lines)
         written += len(lines)
         dropped["near_duplicate"] = near.dropped
     return read, written, dropped
 
 
-def _drop_reason(messages: list[Message], cfg: PromptSourceConfig) -> str:
-    """Why a conversation is dropped before de-duplication ("" to keep it)."""
+def _name_near_duplicates(near: NearDuplicates[str] | None, drops: Drops, cfg: PromptSourceConfig) -> None:
+    """Name the near duplicates of the block just compared (spilled lines: their _Item)."""
+    if near is None:
+        return
+    for line in near.take_dropped():
+        item = _Item(*json.loads(line))
+        detail = f"cosine >= {cfg.near_dedup_threshold:g} with an earlier prompt (prompts.near_dedup_threshold)"
+        drops.add(item.where, "near_duplicate", detail, item.given_id)
+
+
+def _drop_reason(messages: list[Message], cfg: PromptSourceConfig) -> tuple[str, str]:
+    """(why a conversation is dropped before de-duplication, what that means here); ("", "") to keep it."""
     if not messages:
-        return "empty"
+        return "empty", "no user text to answer (an empty prompt, or only system or assistant turns)"
     size = user_chars(messages)
-    return "too_short" if size < cfg.min_chars else "too_long" if size > cfg.max_chars else ""
+    if size < cfg.min_chars:
+        return "too_short", f"{size:,} characters of user text, fewer than prompts.min_chars {cfg.min_chars:,}"
+    if size > cfg.max_chars:
+        return "too_long", f"{size:,} characters of user text, more than prompts.max_chars {cfg.max_chars:,}"
+    found = secret_in("\n".join(m["content"] for m in messages))
+    if found:
+        return "secret", f"holds {found}, which moaa would redact in the request and the row; remove it from the prompt"
+    return "", ""
 
 
 def _category(row: dict[str, Any]) -> str | None:

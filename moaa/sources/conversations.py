@@ -31,6 +31,15 @@ SHAREGPT_ROLES = {
 }
 
 
+class UnsupportedContent(InputError):
+    """A row whose turns hold content moaa cannot send to a text model (image, audio or file parts):
+    the row is left out, named (moaa.sources.drops), not the whole run refused. `detail`: why."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.detail = detail
+
+
 def check_columns(cfg: PromptSourceConfig, found: set[str], where: str) -> None:
     """Fail early when the configured column, or every auto-detected one, is absent from the source."""
     shown = ", ".join(sorted(found)) or "none"
@@ -152,4 +161,11 @@ def _content(content: Any, where: str, column: str, turn: int) -> str:
     # OpenAI content parts: keep the text parts, in order.
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return "\n".join(str(p.get("text", "")) for p in content)
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content):
+        kinds = ", ".join(sorted({p["type"] for p in content if p["type"] != "text"}))
+        raise UnsupportedContent(
+            where,
+            f"turn {turn} holds {kinds} content; moaa asks text models, and its text parts alone would be "
+            "another question, so the row is left out",
+        )
     raise InputError(f"{where}: malformed {column}: turn {turn} content must be text, got {type(content).__name__}")

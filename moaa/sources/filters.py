@@ -64,6 +64,7 @@ class NearDuplicates(Generic[T]):
         self.dropped = 0
         self.kept: list[np.ndarray] = []
         self.pending: list[tuple[T, str]] = []
+        self._left_out: list[T] = []  # dropped since take_dropped was last asked
 
     def add(self, item: T, text: str) -> list[T]:
         """Queue an item; once a block is full, its kept items (in order), else []."""
@@ -85,7 +86,13 @@ class NearDuplicates(Generic[T]):
         else:
             mask = []
         self.dropped += mask.count(False)
+        self._left_out.extend(item for (item, _), keep in zip(block, mask, strict=True) if not keep)
         return [item for (item, _), keep in zip(block, mask, strict=True) if keep]
+
+    def take_dropped(self) -> list[T]:
+        """The items dropped since the last call (to name them), in stream order."""
+        left, self._left_out = self._left_out, []
+        return left
 
     def keep(self, block: np.ndarray) -> list[bool]:
         """Which rows of `block` (unit vectors, the next rows of the stream) to keep; they are remembered."""

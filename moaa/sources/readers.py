@@ -14,6 +14,7 @@ first (wherever it is), then the first unparsable line; rows before either are y
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -34,8 +35,18 @@ _SAVED_MARKERS = ("state.json", "dataset_dict.json")
 _BOM = b"\xef\xbb\xbf"
 _BARE_CR = re.compile(r"(?<=\r)(?!\n)")  # a line end of old Mac files
 _BATCH = 1024  # parquet / data set rows converted to Python at a time
+_CSV_CELL_LIMIT = 1 << 30  # characters a CSV cell may hold (the csv module's default: 131,072)
 
-Row = tuple[str, dict[str, Any]]  # (location, row)
+
+@dataclass
+class BadRow:
+    """A line that could not be read, yielded in its place under `prompts.on_bad_row: skip` (the
+    filters name it as a drop); under `error` it is raised as an InputError instead."""
+
+    error: str
+
+
+Row = tuple[str, "dict[str, Any] | BadRow"]  # (location, row)
 
 
 @dataclass
@@ -64,7 +75,7 @@ def open_rows(cfg: PromptSourceConfig, base_dir: Path | None = None) -> RowSourc
                 else ""
             )
             raise InputError(f"{path}: prompt file not found{where}; fix prompts.path")
-        return _read_file(path)
+        return _read_file(path, skip=cfg.on_bad_row == "skip")
     assert cfg.hf_dataset is not None  # the config validator demands one of the two
     local = resolve_path(cfg.hf_dataset, base_dir)
     if local.exists():
@@ -80,7 +91,7 @@ def resolve_path(name: str, base_dir: Path | None) -> Path:
 # ---------------------------------------------------------------- files
 
 
-def _read_file(path: Path) -> RowSource:
+def _read_file(path: Path, skip: bool = False) -> RowSource:
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
         raise InputError(
@@ -91,7 +102,7 @@ def _read_file(path: Path) -> RowSource:
         ".parquet": _parquet_rows,
         ".json": _json_rows,
         ".csv": _csv_rows,
-    }.get(suffix, _jsonl_rows)
+    }.get(suffix, functools.partial(_jsonl_rows, skip=skip))
     hasher = hashlib.sha256()
     return RowSource(path.name, str(path), _not_empty(path, reader(path, hasher)), hasher)
 
@@ -104,23 +115,27 @@ def _not_empty(path: Path, rows: Iterator[Row]) -> Iterator[Row]:
         raise InputError(f"{path}: the file holds no prompts; add at least one row")
 
 
-def _text_lines(path: Path, hasher: Any) -> Iterator[str]:
+def _text_lines(path: Path, hasher: Any, skip: bool = False) -> Iterator[str | BadRow]:
     """The file's lines as text, ending at \\n, \\r\\n or \\r (kept); hashes every byte read.
 
     Each line is decoded on its own (UTF-8 never has a newline byte inside a character); a leading
-    BOM is dropped. Bytes that are not UTF-8 fail with their line and byte offset.
+    BOM is dropped. Bytes that are not UTF-8 fail with their line and byte offset (`skip`: that line
+    is a BadRow instead).
     """
     offset = 0
     with path.open("rb") as fh:
         for number, data in enumerate(fh, start=1):
             hasher.update(data)
-            skip = 3 if offset == 0 and data.startswith(_BOM) else 0  # tolerate the BOM some editors write
+            bom = 3 if offset == 0 and data.startswith(_BOM) else 0  # tolerate the BOM some editors write
             try:
-                text = data[skip:].decode("utf-8")
+                text = data[bom:].decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"{path}:{number}: not UTF-8 text (byte offset {offset + skip + exc.start}); save the file as UTF-8"
-                ) from None
+                error = f"not UTF-8 text (byte offset {offset + bom + exc.start}); save the file as UTF-8"
+                offset += len(data)
+                if not skip:
+                    raise InputError(f"{path}:{number}: {error}") from None
+                yield BadRow(error)
+                continue
             offset += len(data)
             if "\r" in text:
                 yield from (piece for piece in _BARE_CR.split(text) if piece)
@@ -128,9 +143,13 @@ def _text_lines(path: Path, hasher: Any) -> Iterator[str]:
                 yield text
 
 
-def _jsonl_rows(path: Path, hasher: Any) -> Iterator[Row]:
-    lines = _text_lines(path, hasher)
+def _jsonl_rows(path: Path, hasher: Any, skip: bool = False) -> Iterator[Row]:
+    """One JSON object a line; a line that is not one fails (`skip`: is a BadRow, and reading goes on)."""
+    lines = _text_lines(path, hasher, skip)
     for number, line in enumerate(lines, start=1):
+        if isinstance(line, BadRow):
+            yield f"{path}:{number}", line
+            continue
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -141,9 +160,15 @@ def _jsonl_rows(path: Path, hasher: Any) -> Iterator[Row]:
             error = f"{where}: invalid JSON ({exc.msg}; column {exc.colno}); fix or remove the line"
         else:
             if isinstance(row, dict):
-                yield where, row
-                continue
-            error = f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line"
+                error = _surrogate_error(line, row, where)
+                if not error:
+                    yield where, row
+                    continue
+            else:
+                error = f"{where}: expected a JSON object, got {_json_type(row)}; write one object per line"
+        if skip:
+            yield where, BadRow(error.removeprefix(f"{where}: "))
+            continue
         for _ in lines:  # a line that is not UTF-8, later in the file, is reported first
             pass
         raise InputError(error)
@@ -160,15 +185,44 @@ def _json_rows(path: Path, hasher: Any) -> Iterator[Row]:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}; column {exc.colno}); fix the file") from None
-    del data, text
     if isinstance(parsed, dict) and isinstance(parsed.get("data"), list):
         parsed = parsed["data"]
     if not isinstance(parsed, list):
         raise InputError(f'{path}: expected a JSON list of objects (or {{"data": [...]}}), got {_json_type(parsed)}')
+    check = "\\u" in text  # a lone surrogate can only come from an escape
+    del data, text
     for i, row in enumerate(parsed, start=1):
         if not isinstance(row, dict):
             raise InputError(f"{path}: row {i}: expected a JSON object, got {_json_type(row)}")
+        error = _surrogate_error("\\u" if check else "", row, f"{path}: row {i}")
+        if error:
+            raise InputError(error)
         yield f"{path}: row {i}", row
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_error(line: str, row: dict[str, Any], where: str) -> str:
+    """'' unless a string of `row` holds a lone UTF-16 surrogate (a JSON escape such as \\ud800 without
+    its pair): no text, it cannot be sent or written. `line` is the JSON text (checked only when it
+    holds an escape)."""
+    if "\\u" not in line or not _has_surrogate(row):
+        return ""
+    return (
+        f"{where}: a string holds a lone UTF-16 surrogate (a JSON escape like \\ud800 without its pair), "
+        "which is not text; fix or remove the line"
+    )
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -182,6 +236,9 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _csv_rows(path: Path, hasher: Any) -> Iterator[Row]:
+    # The csv module refuses a cell over 128 KiB ("field larger than field limit"), which read as a
+    # quoting error: a long prompt is read, then dropped by prompts.max_chars, named like any other.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_CELL_LIMIT))
     lines = _text_lines(path, hasher)
     reader = csv.DictReader(lines)
     start = 2  # line 1 is the header

@@ -5,6 +5,7 @@ Default reply of choice i: ``"[model] answer <8 hex>: <last user message, first 
 (``greedy=True``): at temperature 0 (or unset) the seed and i are left out, as greedy decoding
 ignores them: the same messages always get the same answer. Usage counts
 words (``str.split``): prompt_tokens over all message contents, completion_tokens over all choices.
+A responder may return a `Reply` to script the log-probabilities too.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 FAULT_KINDS = (
     "429", "500", "503", "hang", "truncated", "empty", "drop", "garbage", "400", "401", "404", "length", "blank",
+    "sse", "error200", "content_filter",
 )  # fmt: skip
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -27,7 +30,17 @@ ERROR_TYPES = {
     503: "server_error",
 }
 FILLER = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
-Responder = Callable[[dict], "str | list[str] | None"]
+Responder = Callable[[dict], "str | list[str] | Reply | None"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A responder's answer with its own log-probabilities: `tokens` are the answer's tokens in
+    order (their concatenation should be `content`), each with its top alternatives {token: logprob},
+    the first being the token itself; returned, cut to the request's top_logprobs, when asked for."""
+
+    content: str
+    tokens: tuple[tuple[str, dict[str, float]], ...] = ()
 
 
 def check_fault_kind(kind: str) -> str:
@@ -71,8 +84,11 @@ def build_completion(
     """The ``chat.completion`` object answering ``req`` (see the module docstring for the content)."""
     n = 1 if ignore_n else int(req.get("n") or 1)
     answer = responder(req) if responder else None
+    scripted = answer if isinstance(answer, Reply) else None
     if answer is None:
         contents = [default_reply(req, i, filler_words, greedy) for i in range(n)]
+    elif scripted is not None:
+        contents = [scripted.content] * n
     else:
         contents = [answer] * n if isinstance(answer, str) else list(answer)
     limit = req.get("max_tokens", req.get("max_completion_tokens"))
@@ -82,7 +98,11 @@ def build_completion(
         if truncate_at_max_tokens and limit is not None and int(limit) < len(words):
             content, finish = " ".join(words[: int(limit)]), "length"
         message = {"role": "assistant", "content": content}
-        logprobs = reply_logprobs(content, int(req.get("top_logprobs") or 1)) if req.get("logprobs") else None
+        top = int(req.get("top_logprobs") or 1)
+        logprobs = None
+        if req.get("logprobs"):
+            own = scripted is not None and scripted.tokens
+            logprobs = scripted_logprobs(scripted, top) if own else reply_logprobs(content, top)
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
     prompt = sum(len(message_text(m.get("content")).split()) for m in req["messages"] if isinstance(m, dict))
     completion = sum(len(c["message"]["content"].split()) for c in choices)
@@ -109,6 +129,15 @@ def reply_logprobs(content: str, top: int) -> dict:
         )
         tops = [{"token": token, "logprob": -0.1}] + [{"token": t, "logprob": -2.5} for t in alternatives][: top - 1]
         steps.append({"token": token, "logprob": -0.1, "top_logprobs": tops})
+    return {"content": steps}
+
+
+def scripted_logprobs(reply: Reply, top: int) -> dict:
+    """OpenAI-shaped `logprobs` of a Reply's own tokens, `top` alternatives each."""
+    steps = []
+    for token, alternatives in reply.tokens:
+        tops = [{"token": t, "logprob": lp} for t, lp in list(alternatives.items())[:top]]
+        steps.append({"token": token, "logprob": alternatives.get(token, 0.0), "top_logprobs": tops})
     return {"content": steps}
 
 

@@ -19,8 +19,10 @@ Options (constructor keyword / CLI flag):
   the seed (like greedy decoding): asking the same thing again gets the same answer.
 - ``truncate_at_max_tokens``: a reply with more words than the request's ``max_tokens``
   (or ``max_completion_tokens``) is cut to that many words with finish_reason "length".
-- ``responder(request_json) -> str | list[str] | None``: a str is the content of every choice,
-  a list gives the choices one by one (its length wins over n), None uses the default reply.
+- ``responder(request_json) -> str | list[str] | Reply | None``: a str is the content of every choice,
+  a list gives the choices one by one (its length wins over n), None uses the default reply; a
+  ``moaa.testing.openai_replies.Reply`` is the content of every choice with its own tokens and
+  their top log-probabilities (returned when the request asks for ``logprobs``).
   If it raises, the answer is a 500.
 - ``script`` (--script 429,none,500): faults consumed in order, one per chat request (None or
   "none" = normal); while it is not empty it wins over the random faults.
@@ -41,9 +43,12 @@ Options (constructor keyword / CLI flag):
 Fault kinds (chat completions only; /health and /v1/models never fail): "429" (with Retry-After),
 "500", "503", "400", "401", "404" (OpenAI-style error bodies), "hang" (no answer for hang_s, then
 close), "truncated" (200, JSON cut in the middle, Content-Length of the cut body), "empty" (200,
-empty body), "drop" (close without answering), "garbage" (200, non-JSON text), "length" (200, each
-choice cut to half its words with finish_reason "length", as at max_tokens), "blank" (200, every
-choice's content ""). ``refuse(seconds)``
+empty body), "drop" (close without answering), "garbage" (200, an HTML page as text/html), "length"
+(200, each choice cut to half its words with finish_reason "length", as at max_tokens), "blank" (200,
+every choice's content ""), "sse" (200, the completion as a text/event-stream of chunks though no
+stream was asked for), "error200" (200 with an OpenAI-style error body and no choices, as some
+proxies answer), "content_filter" (200, every choice empty with finish_reason "content_filter").
+``refuse(seconds)``
 closes every connection and stops listening for that long, then listens again on the same port.
 
 Replies and usage counts: see ``moaa.testing.openai_replies`` (deterministic, word-based).
@@ -263,7 +268,8 @@ class OpenAITestServer:
         if record["fault"] == "drop":
             return False
         status = record["status"]
-        head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        content_type = extra.pop("Content-Type", "application/json")
+        head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         writer.write(f"{head}Content-Length: {len(out)}\r\n\r\n".encode() + out)
         await writer.drain()
@@ -288,7 +294,9 @@ class OpenAITestServer:
         if fault == "empty":
             return 200, b"", {}
         if fault == "garbage":
-            return 200, b"<html><body>502 Bad Gateway (injected garbage)</body></html>", {}
+            return 200, b"<html><body>502 Bad Gateway (injected garbage)</body></html>", {"Content-Type": "text/html"}
+        if fault == "error200":
+            return 200, error_body(503, "Injected error in a 200 answer: the model is overloaded."), {}
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return 400, error_body(400, "The body must be a JSON object with a 'messages' list."), {}
         if self.strict_models and body.get("model") not in self.models:
@@ -314,12 +322,16 @@ class OpenAITestServer:
             return 500, error_body(500, f"responder failed: {exc!r}"), {}
         if fault == "truncated":
             out = out[: len(out) // 2]
-        elif fault in ("length", "blank"):
+        elif fault in ("length", "blank", "content_filter"):
             for choice in completion["choices"]:
                 words = choice["message"]["content"].split()
                 choice["message"]["content"] = " ".join(words[: len(words) // 2]) if fault == "length" else ""
-                choice["finish_reason"] = "length" if fault == "length" else "stop"
+                choice["finish_reason"] = {"length": "length", "blank": "stop"}.get(fault, "content_filter")
             out = json.dumps(completion).encode()
+        elif fault == "sse":
+            chunk = {"id": completion["id"], "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": {"content": completion["choices"][0]["message"]["content"]}}]}  # fmt: skip
+            return 200, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), {"Content-Type": "text/event-stream"}
         return 200, out, {}
 
     def _close_log(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.dataset.report_plots import new_figure
+from moaa.train.tables import cut_line
 
 IMAGE_DIR = "report"
 WEAK_JUDGE = (
@@ -50,7 +51,8 @@ def matchup_table(results: dict[str, Any]) -> str:
             f"| {_pct(m.get('lc_win_rate'))} | {_pct(m.get('order_agreement'))} "
             f"| {chars.get('model', 0):.0f} / {chars.get('baseline', 0):.0f} |"
         )
-    return "\n".join(lines)
+    cut = [f"{key}: {line}" for key, m in results["matchups"].items() if (line := cut_line(m))]
+    return "\n".join(lines + ([""] + cut if cut else []))
 
 
 def cost_table(results: dict[str, Any]) -> str:

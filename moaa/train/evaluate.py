@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError
 
 from moaa.config import (
     AgentConfig,
+    AnswersConfig,
     CacheConfig,
     EndpointConfig,
     Sampling,
@@ -64,6 +65,13 @@ class EvalSettings(Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(1000, ge=100)
     seed: int = 0
+    answers: AnswersConfig = Field(
+        default_factory=lambda: AnswersConfig(truncated="reask", reask_max_tokens=1024),
+        description="what becomes of an answer cut at generation.max_tokens (finish_reason length): reask asks "
+        "again with twice the budget, up to reask_max_tokens; a prompt whose answer (model's or baseline's) is "
+        "still cut is excluded from judging (drop: at once), so neither the verdict nor the length control reads "
+        "a cut answer; keep judges it as it is. Cut answers are counted in the results either way",
+    )
     cache: CacheConfig = Field(
         default_factory=lambda: CacheConfig(enabled=False),
         description="the request cache (moaa.models.cache); off by default, so an eval asks its models afresh. "
@@ -159,18 +167,67 @@ def running_endpoints(settings: EvalSettings, log_dir: Path, refs: Iterable[str]
 # ---------------------------------------------------------------- the comparison
 
 
-async def answer_all(client: Any, prompts: list[dict[str, Any]], sampling: Sampling, tag: str) -> list[str]:
-    """One answer per prompt (an answer whose call failed is empty, and loses)."""
+@dataclass(frozen=True)
+class EvalAnswer:
+    """One model's answer to a held-out prompt: its text, whether it is still cut at max_tokens, re-asks made."""
+
+    text: str
+    cut: bool = False
+    reasked: int = 0
+
+
+async def answer_all(
+    client: Any, prompts: list[dict[str, Any]], sampling: Sampling, tag: str, answers: AnswersConfig | None = None
+) -> list[EvalAnswer]:
+    """One answer per prompt (an answer whose call failed is empty, and loses). A cut answer (finish_reason
+    length) is asked again with twice the budget while `answers.truncated` is reask, up to reask_max_tokens."""
+    from moaa.engine.context import larger_budget
     from moaa.models.client import CallError
 
-    async def one(prompt: dict[str, Any]) -> str:
-        try:
-            return (await client.chat(prompt["messages"], sampling, tag=tag)).text
-        except CallError as exc:
-            log.warning("%s: no answer for %s (%s)", client.name, prompt["prompt_id"], exc)
-            return ""
+    answers = answers or AnswersConfig()
+
+    async def one(prompt: dict[str, Any]) -> EvalAnswer:
+        asked, reasked = sampling, 0
+        while True:
+            try:
+                done = await client.chat(prompt["messages"], asked, tag=tag)
+            except CallError as exc:
+                log.warning("%s: no answer for %s (%s)", client.name, prompt["prompt_id"], exc)
+                return EvalAnswer("", reasked=reasked)
+            cut = done.finish_reasons[0] == "length"
+            bigger = larger_budget(client, asked, len(done.text) // 4, answers.reask_max_tokens) if cut else None
+            if answers.truncated != "reask" or bigger is None:
+                return EvalAnswer(done.text, cut, reasked)
+            reasked += 1
+            asked = asked.model_copy(update={"max_tokens": bigger})
 
     return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+def judged_records(
+    settings: EvalSettings,
+    judge_client: Any,
+    prompts: list[dict[str, Any]],
+    ours: list[EvalAnswer],
+    theirs: list[EvalAnswer],
+) -> list[dict[str, Any]]:
+    """One record per prompt: the judge's verdicts on both answers, or `excluded: "cut"` (not judged)
+    where either answer is still cut and `answers.truncated` is not keep; answers, lengths, cut flags."""
+    keep_cut = settings.answers.truncated == "keep"
+    judged = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if keep_cut or not (a.cut or b.cut)]
+    verdicts = asyncio.run(judge_all(settings, judge_client, [prompts[i] for i in judged],
+                                     [ours[i].text for i in judged], [theirs[i].text for i in judged]))  # fmt: skip
+    by_index = dict(zip(judged, verdicts, strict=True))
+    records = []
+    for i, (prompt, a, b) in enumerate(zip(prompts, ours, theirs, strict=True)):
+        excluded = {"prompt_id": prompt["prompt_id"], "score": None, "model_first": None, "baseline_first": None,
+                    "agree": None, "error": None, "excluded": "cut"}  # fmt: skip
+        records.append(by_index.get(i, excluded) | {
+            "model_answer": a.text, "baseline_answer": b.text, "model_chars": len(a.text),
+            "baseline_chars": len(b.text), "model_cut": a.cut, "baseline_cut": b.cut,
+            "reasked": {"model": a.reasked, "baseline": b.reasked},
+        })  # fmt: skip
+    return records
 
 
 async def judge_all(
@@ -201,15 +258,11 @@ def compare(
     """Answers of both models and the judge's verdicts, one record per prompt."""
     from moaa.models.transformers_backend import unload
 
-    ours = asyncio.run(answer_all(model_client, prompts, settings.generation, "eval.model"))
+    ours = asyncio.run(answer_all(model_client, prompts, settings.generation, "eval.model", settings.answers))
     unload(model_client.model)  # one student in memory at a time
-    theirs = asyncio.run(answer_all(baseline_client, prompts, settings.generation, "eval.baseline"))
+    theirs = asyncio.run(answer_all(baseline_client, prompts, settings.generation, "eval.baseline", settings.answers))
     unload(baseline_client.model)
-    verdicts = asyncio.run(judge_all(settings, judge_client, prompts, ours, theirs))
-    return [
-        v | {"model_answer": a, "baseline_answer": b, "model_chars": len(a), "baseline_chars": len(b)}
-        for v, a, b in zip(verdicts, ours, theirs, strict=True)
-    ]
+    return judged_records(settings, judge_client, prompts, ours, theirs)
 
 
 def run_eval(
@@ -261,6 +314,7 @@ def build_results(
     from moaa.train.winrate import summarize
 
     judged = [r for r in records if r["score"] is not None]
+    excluded = sum(1 for r in records if r.get("excluded") == "cut")
     numbers = summarize(
         [r["score"] for r in judged], [r["model_chars"] for r in judged], [r["baseline_chars"] for r in judged],
         confidence=settings.confidence, method=settings.ci, samples=settings.bootstrap_samples, seed=settings.seed,
@@ -268,7 +322,13 @@ def build_results(
     return {
         "model": model_ref, "baseline": baseline_ref, "dataset": dataset.to_dict(), "split": "test",
         "judge": {"endpoint": settings.judge.endpoint, "model": getattr(judge, "model", "")},
-        "prompts": len(records), "unjudged": len(records) - len(judged), **numbers,
+        "prompts": len(records), "unjudged": len(records) - len(judged) - excluded, **numbers,
+        "cut": {"model": sum(1 for r in records if r.get("model_cut")),
+                "baseline": sum(1 for r in records if r.get("baseline_cut")),
+                "reasked": sum(r.get("reasked", {}).get("model", 0) + r.get("reasked", {}).get("baseline", 0)
+                               for r in records),
+                "excluded": excluded, "policy": settings.answers.truncated,
+                "max_tokens": settings.generation.max_tokens, "reask_max_tokens": settings.answers.reask_max_tokens},
         "order_agreement": sum(1 for r in judged if r["agree"]) / len(judged) if judged else None,
         "mean_chars": {"model": _mean([r["model_chars"] for r in records]),
                        "baseline": _mean([r["baseline_chars"] for r in records])},

@@ -27,9 +27,10 @@ from moaa.models.stats import RunStats
 from moaa.train.data import find_dataset, held_out_prompts
 from moaa.train.evaluate import (
     DEFAULT_CONFIG,
+    EvalAnswer,
     build_results,
     client_for,
-    judge_all,
+    judged_records,
     load_eval_settings,
     running_endpoints,
     write_results,
@@ -62,7 +63,7 @@ def length_stats(answers: list[str]) -> dict[str, float]:
 
 def answer_students(
     students: dict[str, str], prompts: list[dict[str, Any]], settings: Any, stats: RunStats, clients: ClientFor
-) -> dict[str, list[str]]:
+) -> dict[str, list[EvalAnswer]]:
     """Each student's answers to `prompts`, one student in memory at a time."""
     from moaa.models.transformers_backend import unload
     from moaa.train.evaluate import answer_all
@@ -70,7 +71,8 @@ def answer_students(
     answers = {}
     for label, ref in students.items():
         client = clients(ref, settings, stats, label)
-        answers[label] = asyncio.run(answer_all(client, prompts, settings.generation, f"compare.{label}"))
+        tag = f"compare.{label}"
+        answers[label] = asyncio.run(answer_all(client, prompts, settings.generation, tag, settings.answers))
         unload(client.model)
     return answers
 
@@ -109,23 +111,20 @@ def evaluate_students(
         "judge": {"endpoint": settings.judge.endpoint, "model": getattr(judge, "model", ""),
                   "local": bool(settings.endpoints[settings.judge.endpoint].local)},
         "matchups": results,
-        "lengths": {label: length_stats(a) for label, a in answers.items()},
-        "answer_chars": {label: [len(x) for x in a] for label, a in answers.items()},
+        "lengths": {label: length_stats([x.text for x in a]) for label, a in answers.items()},
+        "answer_chars": {label: [len(x.text) for x in a] for label, a in answers.items()},
         "eval_usage": stats.summary(), "eval_seconds": round(time.time() - started, 1),
     }  # fmt: skip
 
 
 def _matchup(
     settings: Any, dataset: Any, prompts: list[dict[str, Any]], pair: tuple[str, str], students: dict[str, str],
-    answers: dict[str, list[str]], judge: Any, stats: RunStats, out: Path,
+    answers: dict[str, list[EvalAnswer]], judge: Any, stats: RunStats, out: Path,
 ) -> dict[str, Any]:  # fmt: skip
     """One pair judged in both orders, written as an eval folder; its results (without the per-prompt list)."""
     started = time.time()
     model, baseline = pair
-    ours, theirs = answers[model], answers[baseline]
-    verdicts = asyncio.run(judge_all(settings, judge, prompts, ours, theirs))
-    records = [v | {"model_answer": a, "baseline_answer": b, "model_chars": len(a), "baseline_chars": len(b)}
-               for v, a, b in zip(verdicts, ours, theirs, strict=True)]  # fmt: skip
+    records = judged_records(settings, judge, prompts, answers[model], answers[baseline])
     results = build_results(settings, dataset, students[model], students[baseline], records, judge, stats,
                             time.time() - started)  # fmt: skip
     results |= {"model_label": model, "baseline_label": baseline}

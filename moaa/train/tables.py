@@ -34,7 +34,25 @@ def format_results_table(r: dict[str, Any]) -> str:
         f"| {_pct(r['win_rate'])} [{_pct(lo)}, {_pct(hi)}] | {lc} "
         f"| {chars.get('model', 0):.0f} / {chars.get('baseline', 0):.0f} |",
     ]
-    return "\n".join(lines)
+    cut = cut_line(r)
+    return "\n".join(lines + (["", cut] if cut else []))
+
+
+def cut_line(r: dict[str, Any]) -> str:
+    """What became of answers cut at max_tokens, in words ("" when none was cut)."""
+    cut = r.get("cut") or {}
+    if not (cut.get("model") or cut.get("baseline") or cut.get("reasked")):
+        return ""
+    reasked = f", after {cut['reasked']} re-asks with up to {cut.get('reask_max_tokens')}" if cut.get("reasked") else ""
+    fate = (
+        "judged as they are (answers.truncated: keep)"
+        if cut.get("policy") == "keep"
+        else f"{cut.get('excluded', 0)} prompts excluded from judging and from the LC fit"
+    )
+    return (
+        f"Answers still cut at max_tokens ({cut.get('max_tokens')} tokens{reasked}): model {cut.get('model', 0)}, "
+        f"baseline {cut.get('baseline', 0)}; {fate}."
+    )
 
 
 def format_rounds_table(rounds: list[dict[str, Any]]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from moaa.config import AgentConfig, EndpointConfig, MoaaConfig, PreferenceConfig
+from moaa.config.scales import describe_margin
 from moaa.errors import MoaaError
 from moaa.rows import Message, Prompt
 
@@ -48,9 +49,9 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     Returns {"name", "method", "scorer", "prompts": {"source", "read", "kept", "dropped", "preference"},
     "stages": {stage: {"prompts", "turns", "calls", "per_run_calls", "upper_bound", "input_tokens",
     "output_tokens", "cost", "agents": {label: {"endpoint", "calls", "input_tokens", "output_tokens",
-    "cost"}}}}, "endpoints": {name: {"model", "priced", "calls", "input_tokens", "output_tokens",
-    "cost"}}, "total": {"calls", "input_tokens", "output_tokens", "cost", "upper_bound"},
-    "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
+    "cost"}}, "margin" (preference only: min_margin in words)}}, "endpoints": {name: {"model", "priced",
+    "calls", "input_tokens", "output_tokens", "cost"}}, "total": {"calls", "input_tokens", "output_tokens",
+    "cost", "upper_bound"}, "assumptions": [str]}. Raises ConfigError/InputError on what a real run would fail on.
     """
     from moaa.sources import stream_prompts
 
@@ -192,12 +193,14 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
         calls, answers = info["calls"] * answered, info["answers"] * answered
         agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, answered)
     return _stage(len(prompts), answered, agents, 0, False) | {
-        "reward_model_passes": counts["reward_model_passes"] * answered
+        "reward_model_passes": counts["reward_model_passes"] * answered,
+        "margin": describe_margin(pref.min_margin, pref.scorer.kind),
     }
 
 
 def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     """For each agent label of the preference calls_per_prompt, the calls per prompt and their messages."""
+    from moaa.preference.stage import criteria_names
     from moaa.prompts import judging as jp
     from moaa.prompts.generation import proposer_messages
 
@@ -209,18 +212,20 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
     else:
         cand = ""
-    names = cfg.criteria[: cfg.num_criteria] if cfg.kind == "moa_judge" and cfg.criteria else cfg.criteria
+    listed = criteria_names(cfg)
+    names = listed[: cfg.num_criteria] if cfg.kind == "moa_judge" and listed else listed
     criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     for i in range(len(cfg.judges)):
         if cfg.kind == "pairwise":
-            shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), jp.pairwise_messages(_PROBE, cand, cand, criteria))]
+            asked = jp.pairwise_messages(_PROBE, cand, cand, criteria, cfg.rationales)
+            shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), asked)]
         else:
             shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
     if cfg.aggregator is not None and cfg.judges:
         verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
         shapes["scorer.aggregator"] = [(k, jp.aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
-        if cfg.criteria and len(cfg.criteria) > cfg.num_criteria:
-            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, cfg.criteria, cfg.num_criteria)))
+        if listed and len(listed) > cfg.num_criteria:
+            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, listed, cfg.num_criteria)))
     return shapes
 
 
@@ -365,6 +370,8 @@ def format_estimate(est: dict[str, Any]) -> str:
         lines += _table(("agent", "endpoint"), [(label, a["endpoint"], a, "") for label, a in stage["agents"].items()])
         if stage.get("reward_model_passes"):
             lines.append(f"  reward model: {stage['reward_model_passes']} local batches (no calls)")
+        if stage.get("margin"):
+            lines.append(f"  pairs: {stage['margin']}")
     lines += ["", "per endpoint:"]
     rows = [(name, e["model"], e, "" if e["priced"] else " (unpriced)") for name, e in est["endpoints"].items()]
     lines += _table(("endpoint", "model"), rows)

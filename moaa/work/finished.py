@@ -63,6 +63,7 @@ def record_version(config: MoaaConfig, work_dir: Path, shards: Shards, version: 
 
 def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
     """The newest version, when running `config` again would only copy it; else None (run the flow)."""
+    from moaa.errors import DamagedFile
     from moaa.locks import FolderBusy, FolderLock
     from moaa.sources import file_fingerprint
     from moaa.work.steps import fingerprint
@@ -83,15 +84,22 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
             return _finished(config, work, record)
     except FolderBusy:
         return None  # the flow refuses with the holder's name
+    except DamagedFile:
+        return None  # the flow redoes the damaged shard
 
 
 def finished_plan(config: MoaaConfig, work: Path) -> FinishedRun | None:
     """find_finished for a run already opened on `work` (its lock held): the newest version when the
     flow would only copy it (a scheduled run with nothing new, a finished config run again)."""
+    from moaa.errors import DamagedFile
+
     record = _read_record(work)
     if record is None or record.get("config_digest") != config_digest(config) or config.output.publish_repo_id:
         return None
-    return _finished(config, work, record)
+    try:
+        return _finished(config, work, record)
+    except DamagedFile:
+        return None  # the flow redoes the damaged shard
 
 
 def _read_record(work: Path) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from moaa.config import MoaaConfig, check_environment
 from moaa.locks import FolderLock
-from moaa.models.session import local_endpoints
+from moaa.models.session import local_endpoints, open_cache
 from moaa.public import install_log_scrubber
 from moaa.work import steps as P
 from moaa.work.progress import Progress
@@ -68,6 +68,8 @@ def open_run(config: MoaaConfig, base_dir: Path | None = None, wait_for_lock: bo
     plan = P.plan_run(config, base_dir=base_dir)
     with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
         plan.earlier_failures = P.reopen_earlier_failures(plan)
+        if any(unfinished(shards)[0] for shards in plan.shards.values()):
+            open_cache(config.cache)  # damaged or unwritable: one line now, not from every shard after Prefect starts
         with local_endpoints(config, plan.work_dir) as resolved:
             opened = OpenRun(plan, resolved, P.run_roles(resolved, plan), started)
             try:

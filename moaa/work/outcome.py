@@ -80,6 +80,52 @@ def check_stage(stage: str, shards: list[tuple[Path, Path]], config: MoaaConfig)
     )
 
 
+class DeadEndpoint(FailureRateExceeded):
+    """An endpoint that failed every call it was asked this run: its part of the mixture (a proposer,
+    a judge, a moderator) is missing from every row, so the run fails rather than write them."""
+
+
+def check_endpoints(stage: str, shards: list[tuple[Path, Path]], config: MoaaConfig, since: float) -> None:
+    """Raise DeadEndpoint when an endpoint answered none of the calls the stage's shards made of it
+    since `since` (this run: what earlier runs asked is not held against a fixed endpoint)."""
+    from moaa.models.stats import Counter as CallCounter
+
+    per_endpoint: dict[str, CallCounter] = {}
+    outs = [out for _, out in shards]
+    for done in (read_done(out) for out in outs):
+        if done is None or done.finished_at < since:
+            continue
+        for name, counts in (done.attempt_stats.get("endpoints") or {}).items():
+            per_endpoint.setdefault(name, CallCounter()).add(counts)
+    for name, counter in sorted(per_endpoint.items()):
+        if counter.calls or not counter.failures:
+            continue
+        error = _last_error(outs, name)
+        raise DeadEndpoint(
+            f"{stage}: endpoint '{name}' failed all {counter.failures} calls it was asked"
+            f"{endpoint_hint(f'endpoint {name!r}', config)}"
+            f"{f'; last error: {error}' if error else ''}; rows made without it (min_answers, or other judges) "
+            "are not written as data: no data set version was written; fix the endpoint (or remove it from the "
+            "config) and run the same command again"
+        )
+
+
+def _last_error(outs: list[Path], endpoint: str) -> str:
+    """The first recorded error naming `endpoint` in the shards' traces or failures ('' if none)."""
+    from moaa.rows import trace_meta
+
+    needle = f"endpoint '{endpoint}'"
+    for out in outs:
+        for step in read_jsonl(out / "trace.jsonl"):
+            error = str(trace_meta(step).get("error") or "")
+            if needle in error:
+                return error[:300]
+        for failure in read_jsonl(out / "failures.jsonl"):
+            if needle in (failure.get("error") or ""):
+                return str(failure["error"])[:300]
+    return ""
+
+
 def _reopen(outs: list[Path]) -> None:
     """Remove the shards' DONE marks: the next run of the same command asks their prompts again."""
     for out in outs:

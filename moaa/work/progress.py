@@ -20,6 +20,7 @@ the projected cost count only this run's work, not what a resumed run had done b
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 import threading
@@ -122,7 +123,20 @@ class Progress:
             f"calls {t.calls} (cache {t.cache_hits}, retries {t.retries}, failed {t.failures}) | "
             f"tokens {t.prompt_tokens} in / {t.completion_tokens} out | {rate:.1f} tok/s | "
             f"${t.cost:.4f} (projected ${projected:.4f}) | {_clock(elapsed)}{eta}{self.batch_text()}"
+            f"{self.wait_text()}"
         )
+
+    def wait_text(self) -> str:
+        """' | waiting 58 s for endpoint X (HTTP 429, Retry-After 58 s)' while a retry waits (longest first)."""
+        with self._lock:
+            sources = [self.stats, *self._live.values()]
+        longest: dict[str, tuple[float, str]] = {}
+        for stats in sources:
+            for name, (left, why) in stats.waiting().items():
+                if left >= 1 and left > longest.get(name, (0.0, ""))[0]:
+                    longest[name] = (left, why)
+        parts = [f"waiting {math.ceil(left)} s for endpoint {name} ({why})" for name, (left, why) in longest.items()]
+        return "".join(f" | {part}" for part in parts)
 
     def batch_text(self) -> str:
         """' | batches: 1 validating (40 req), 2 in_progress (80 req), ...' while any is unfinished."""

@@ -115,12 +115,17 @@ class ShardTally:
         self.failed += failed
         if dropped:
             self.dropped[dropped] += 1
-        for key, value in counters.items():
-            self.counters[key] += value
-        # Every model answer of the prompt, and those cut at max_tokens (finish_reason "length"):
-        # the summary's quality line, whatever the cache served.
-        self.counters["steps"] += len(trace)
-        self.counters["truncated"] += sum(t.finish_reason == "length" for t in trace)
+        self.counters.update(self.counted(counters, trace))
+
+    @staticmethod
+    def counted(counters: Mapping[str, int], trace: Sequence[TraceStep]) -> dict[str, int]:
+        """What one prompt adds to the shard's counters: the stage's own, plus every model answer of the
+        prompt and those cut at max_tokens (finish_reason "length"), whatever the cache served. A shard
+        journals it with the prompt's row, so a resumed shard counts its finished prompts as a clean run."""
+        out = dict(counters)
+        out["steps"] = out.get("steps", 0) + len(trace)
+        out["truncated"] = out.get("truncated", 0) + sum(t.finish_reason == "length" for t in trace)
+        return out
 
     @property
     def finished(self) -> int:

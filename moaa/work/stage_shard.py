@@ -205,6 +205,7 @@ def shard_loop() -> asyncio.AbstractEventLoop:
 class PromptOutcome(Protocol):
     """What a stage gives per prompt: moaa.engine.PromptResult (sft) or moaa.preference.PreferenceResult."""
 
+    prompt: Prompt
     row: Any
     trace: list[TraceStep]
     failure: Failure | None
@@ -232,6 +233,7 @@ async def _run_shard(
     # earlier attempt are asked again).
     resumed = len(prompts) - len(todo)
     tally = ShardTally(len(prompts), resumed, rows=resumed - output.kept_failures, failed=output.kept_failures)
+    tally.counters.update(output.resumed_counters)  # the journaled counters of the prompts already on disk
     if progress is not None:
         for _ in range(resumed):
             progress.advance()
@@ -241,7 +243,8 @@ async def _run_shard(
     def on_result(result: PromptOutcome, dropped: str | None) -> None:
         rows = [result.row.to_dict()] if result.row is not None else []
         failures = [result.failure.to_dict()] if result.failure is not None else []
-        output.add(rows, [t.to_dict() for t in result.trace], failures)
+        counted = ShardTally.counted(result.counters, result.trace)
+        output.add(rows, [t.to_dict() for t in result.trace], failures, (result.prompt.prompt_id, counted))
         tally.add(len(rows), len(failures), dropped, result.counters, result.trace)
         if progress is not None:
             progress.advance(failed=bool(failures))
@@ -329,6 +332,7 @@ class _FailureGuard:
         self.max_rate = config.run.max_failure_rate
         self.min_prompts = config.run.min_prompts_for_failure_rate
         self.stage = stage
+        self.stage_dir = stage_dir
         self.config = config
         self.failures: list[dict[str, Any]] = []  # this shard's, for naming the commonest cause
         self.done_finished = self.done_failed = 0
@@ -343,10 +347,22 @@ class _FailureGuard:
         if finished >= self.min_prompts and failed / finished > self.max_rate:
             from moaa.work.outcome import commonest_cause, endpoint_hint
 
-            text, hits, seen = commonest_cause(self.failures)
+            # This shard's failures, else the finished shards' (it may stop on its first success after theirs).
+            text, hits, seen = commonest_cause(self.failures or self._finished_failures())
             cause = f"; commonest cause ({hits} of {seen}): {text}{endpoint_hint(text, self.config)}" if text else ""
             raise FailureRateExceeded(
                 f"{self.stage}: {failed} of {finished} prompts failed (limit run.max_failure_rate="
-                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (see the failures) and run "
-                "the same command again to resume"
+                f"{self.max_rate:g}){cause}; finished rows are kept — fix the cause (failures: "
+                f"{self.stage_dir}/shard-*/failures.jsonl) and run the same command again to resume"
             )
+
+    def _finished_failures(self) -> list[dict[str, Any]]:
+        from moaa.errors import DamagedFile
+
+        found: list[dict[str, Any]] = []
+        for folder in sorted(self.stage_dir.glob("shard-*")):
+            try:
+                found.extend(read_jsonl(folder / "failures.jsonl"))
+            except DamagedFile:
+                continue  # the shard is redone by the next run; the other shards still name the cause
+        return found

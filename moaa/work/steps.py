@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import MoaaConfig, dump_config, dump_public_config
-from moaa.errors import MoaaError, storage_error
-from moaa.fileio import write_json_atomic
+from moaa.errors import DamagedFile, MoaaError, storage_error
+from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
 from moaa.work.shards import read_done, split_into_shards
@@ -78,7 +78,10 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
         return _plan_scheduled(config, base_dir)
     with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
-            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+            dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
+            raise MoaaError(
+                f"prompts: no prompts left after filtering (dropped: {dropped}); relax the filters or fix the prompts"
+            )
         work = Path(config.run.work_dir) / config.name / fingerprint(config, prompts.fingerprint)
         shards = {"sft": _stage_shards(work / "sft", prompts, config.run.shard_size)}
         if config.preference.enabled:
@@ -86,6 +89,7 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
             shards["preference"] = _stage_shards(work / "preference", pref, config.run.shard_size)
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped)}
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
+        _keep_drops(prompts.drops, work / DROPS_FILE)
     write_json_atomic(work / "config.json", dump_public_config(config))
     return RunPlan(config, work, shards, counts, source)
 
@@ -100,7 +104,10 @@ def _plan_scheduled(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
     every = cfg.model_copy(update={"limit": None})  # the limit counts new prompts, not the source's
     with stream_prompts(every, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
-            raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
+            dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
+            raise MoaaError(
+                f"prompts: no prompts left after filtering (dropped: {dropped}); relax the filters or fix the prompts"
+            )
         work = Path(config.run.work_dir) / config.name / fingerprint(config, f"schedule:{prompts.source}")
         covered = set(S.shard_ids(sorted((work / "sft" / "inputs").glob("shard-*.jsonl"))))
         new = S.pick_new(prompts, covered, cfg.schedule, cfg.limit, seed=cfg.seed + len(S.batches(work)))
@@ -112,6 +119,7 @@ def _plan_scheduled(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
         counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped),
                   "new": len(new), "held_before": len(covered)}  # fmt: skip
         source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
+        _keep_drops(prompts.drops, work / DROPS_FILE)
     if new:
         S.record_batch(work, len(new), shards["sft"][held:])
     log.info("prompts.schedule %s: %d new prompts (%d held already)", cfg.schedule, len(new), len(covered))
@@ -119,22 +127,45 @@ def _plan_scheduled(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
     return RunPlan(config, work, shards, counts, source, nothing_new=not new)
 
 
+DROPS_FILE = "prompts/failures.jsonl"  # the prompts the filters left out, named (moaa.sources.drops)
+
+
+def _keep_drops(drops: Any, path: Path) -> None:
+    """The source's named drops as the run's failure rows of stage `prompts` (none: no file)."""
+    from moaa.work.shards import read_jsonl
+
+    if drops is None or drops.path is None:
+        path.unlink(missing_ok=True)
+        return
+    write_jsonl_atomic(path, read_jsonl(drops.path))
+
+
 def reopen_earlier_failures(plan: RunPlan) -> dict[str, int]:
     """Take out the failed prompts of earlier runs that this run asks again (moaa.work.shards.reopen_failures):
     transient ones; every one of a stopped run's unfinished shards or of a stage that made no row.
     Counts {"transient", "other", "permanent"} (permanent: kept). Call it holding the work folder's
     lock: it takes finished shards' DONE away, which a running run's collect would then miss."""
-    from moaa.work.shards import read_jsonl, reopen_failures
+    from moaa.work.shards import reopen_failures
 
     found = {"transient": 0, "other": 0, "permanent": 0}
     for shards in plan.shards.values():
-        made_nothing = not any(next(read_jsonl(out / "rows.jsonl"), None) for _, out in shards)
+        made_nothing = not any(_has_a_row(out) for _, out in shards)
         for _, out in shards:
             for key, n in reopen_failures(out, everything=made_nothing).items():
                 found[key] += n
     if any(found.values()):
         log.info(earlier_failures_line(found))
     return found
+
+
+def _has_a_row(out: Path) -> bool:
+    """Whether a shard's rows.jsonl holds a row (a damaged first line counts: the shard repairs it)."""
+    from moaa.work.shards import read_jsonl
+
+    try:
+        return next(read_jsonl(out / "rows.jsonl"), None) is not None
+    except DamagedFile:
+        return True
 
 
 def earlier_failures_line(found: dict[str, int]) -> str:
@@ -215,13 +246,14 @@ def failure_reasons(plan: RunPlan) -> dict[str, int]:
 
 
 def parts_of(plan: RunPlan) -> dict[str, list[Path]]:
-    """The JSONL files that make each config of the data set version."""
+    """The JSONL files that make each config of the data set version (`failures`: the prompts the
+    filters left out, stage `prompts`, then every shard's failed prompts)."""
     outs = [out for shards in plan.shards.values() for _, out in shards]
     parts = {
         "sft": [out / "rows.jsonl" for _, out in plan.shards.get("sft", [])],
         "dpo": [out / "rows.jsonl" for _, out in plan.shards.get("preference", [])],
         "trace": [out / "trace.jsonl" for out in outs],
-        "failures": [out / "failures.jsonl" for out in outs],
+        "failures": [plan.work_dir / DROPS_FILE, *(out / "failures.jsonl" for out in outs)],
     }
     return {k: [p for p in v if p.exists()] for k, v in parts.items()}
 
@@ -306,10 +338,18 @@ ROLES_FILE = "roles.json"
 def _read_roles(work_dir: Path) -> dict[str, Any] | None:
     """The run's saved SMoA roles: {"roles", "stats", "finished_at"} (a bare list from older runs)."""
     path = work_dir / ROLES_FILE
-    if not path.exists():
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
         return None
-    data = json.loads(path.read_text())
-    return {"roles": data, "stats": {}, "finished_at": 0.0} if isinstance(data, list) else data
+    except ValueError:
+        data = None
+    if isinstance(data, list) and all(isinstance(r, str) for r in data):
+        return {"roles": data, "stats": {}, "finished_at": 0.0}
+    if isinstance(data, dict) and isinstance(data.get("roles"), list) and isinstance(data.get("stats", {}), dict):
+        return {"roles": data["roles"], "stats": data.get("stats", {}), "finished_at": data.get("finished_at", 0.0)}
+    log.warning("%s is damaged (not the run's SMoA roles): generating them again (the call is cached)", path)
+    return None
 
 
 def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: bool = False) -> dict[str, Any]:
@@ -335,24 +375,34 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     bias = _bias(plan)
     if bias:
         run_info["bias"] = summary["bias"] = bias
-    info = write_version(
-        Path(config.output.root),
-        config.name,
-        parts_of(plan),
-        config=dump_config(config),
-        run_info=run_info,
-        test_size=config.output.test_size,
-        split_seed=config.output.split_seed,
-        license=config.output.license,
-        tags=config.output.tags,
-        report=True,  # written with the version, before its rename: a version is never edited afterwards
-    )
+    # output.review: required holds the publishing for a person's review; `moaa review apply`
+    # publishes the reviewed version, as this run would have published its own.
+    held = config.output.review == "required" and bool(publish or config.output.publish_repo_id)
+    if held:
+        run_info["publish_held"] = {"repo_id": config.output.publish_repo_id}
+    try:
+        info = write_version(
+            Path(config.output.root),
+            config.name,
+            parts_of(plan),
+            config=dump_config(config),
+            run_info=run_info,
+            test_size=config.output.test_size,
+            split_seed=config.output.split_seed,
+            license=config.output.license,
+            tags=config.output.tags,
+            report=True,  # written with the version, before its rename: a version is never edited afterwards
+        )
+    except DamagedFile as exc:
+        raise _redo_damaged(exc) from None
     summary["version"] = info.version
     summary["version_path"] = str(info.path)
     record_version(config, plan.work_dir, plan.shards, info.path)  # a re-run of it: "up to date" at once
     if info.report is not None:
         summary["report_path"] = str(info.report)
-    if publish or config.output.publish_repo_id:
+    if held:
+        summary["publish_held"] = f"not published: {info.name}@{info.version} awaits review (output.review: required)"
+    elif publish or config.output.publish_repo_id:
         summary["published"] = _publish(info.path, config)
     try:
         write_json_atomic(plan.work_dir / "summary.json", summary)
@@ -371,6 +421,21 @@ def up_to_date_summary(finished: Any) -> dict[str, Any]:
         "up_to_date": True, "line": finished.line(), "version": finished.path.name,
         "version_path": str(finished.path), "this_run": {"calls": 0, "cache_hits": 0, "cost": 0.0},
     }  # fmt: skip
+
+
+def _redo_damaged(exc: DamagedFile) -> DamagedFile:
+    """A finished shard's file that no longer reads: that shard is made unfinished, so the next run
+    redoes it (repairing the file as it starts); the error says so."""
+    from moaa.work.shards import redo_shard
+
+    if not (exc.path.parent / "DONE").exists():
+        return exc
+    redo_shard(exc.path.parent)
+    return DamagedFile(
+        f"{exc}: moaa's work file is damaged; no data set version was written; run the same command again: "
+        "its shard is redone (its other rows and cached answers are kept)",
+        exc.path,
+    )
 
 
 def _bias(plan: RunPlan) -> dict[str, Any] | None:

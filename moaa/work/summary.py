@@ -7,6 +7,7 @@ calls, tokens and cost, per endpoint, quality (truncations, gate rejections, unp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from moaa.work.steps import earlier_failures_line
@@ -15,7 +16,7 @@ from moaa.work.steps import earlier_failures_line
 def format_summary(s: dict[str, Any]) -> str:
     if s.get("up_to_date"):  # a run that found nothing to do (moaa.work.finished): no version written
         return s["line"]
-    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})", prompts_line(s)]
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
         lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
@@ -48,7 +49,20 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  failures: " + ", ".join(f"{k} {v}" for k, v in s["failures"].items()))
     if s.get("version_path"):
         lines.append(f"  data set: {s['version_path']}  (load_dataset('{s['version_path']}', 'sft'))")
+    if s.get("publish_held"):
+        ref = f"{Path(s['version_path']).parent.name}@{s['version']}"
+        lines.append(f"  review: {s['publish_held']}; `moaa view {ref}`, then `moaa review apply {ref}` publishes it")
     return "\n".join(lines)
+
+
+def prompts_line(s: dict[str, Any]) -> str:
+    """'  prompts   read 7, kept 4; dropped: too_long 1, empty 2 (named in the failures config, stage prompts)'."""
+    counts = s.get("prompts") or {}
+    dropped = {k: v for k, v in (counts.get("dropped") or {}).items() if v}
+    named = sum(v for k, v in dropped.items() if k != "sampled_out")
+    shown = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
+    where = " (named in the failures config, stage prompts)" if named else ""
+    return f"  {'prompts':<10} read {counts.get('read', 0)}, kept {counts.get('kept', 0)}; dropped: {shown}{where}"
 
 
 def quality_line(stages: dict[str, Any]) -> str:
@@ -66,6 +80,7 @@ def quality_line(stages: dict[str, Any]) -> str:
         parts.append(part)
         if stage == "sft":
             parts.append(gate_summary(counters))
+            parts.append(f"{counters.get('degraded', 0)} rows from fewer answers than configured (sft.min_answers)")
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
     return ", ".join(parts)
