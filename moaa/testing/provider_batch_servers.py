@@ -28,7 +28,6 @@ names the provider and what was unexpected.
 from __future__ import annotations
 
 import asyncio
-import http
 import json
 import time
 import uuid
@@ -59,14 +58,6 @@ class _ProviderServer(BatchTestServer):
             return True
         given = headers.get(self.key_header, "")
         return given in (self.api_key, f"Bearer {self.api_key}")
-
-    async def _reply(self, writer: asyncio.StreamWriter, record: dict, status: int, out: bytes, kind: str) -> bool:
-        record["status"] = status
-        self._record(record)
-        head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n"
-        writer.write(f"{head}Content-Length: {len(out)}\r\n\r\n".encode() + out)
-        await writer.drain()
-        return True
 
     def _faulted(self, route: str, status: int, data: Any) -> tuple[int, bytes, str]:
         if route in self.shape_fault:
