@@ -189,3 +189,16 @@ def test_a_batch_sent_but_not_recorded_before_a_kill_is_found_again_not_sent_twi
         again = texts(srv, ((first, "s0-killed"), (second, "s1-killed")))
         assert (srv.submitted, chat_requests(srv)) == (submitted, [])
     assert again == answers
+
+
+def test_a_batch_never_exceeds_the_providers_own_size_cap(tmp_path, monkeypatch):
+    """batch.max_bytes (200 MB by default) is lowered to the provider's cap: Gemini's inlined
+    requests hold 20 MB at most, so a larger round goes out as several batches."""
+    from moaa.models.batch_apis import GeminiBatchAPI
+
+    monkeypatch.setattr(GeminiBatchAPI, "max_bytes", 900)  # two requests of ~390 bytes, for the test
+    with GeminiBatchServer() as srv:
+        client = batch_client("gemini", srv, tmp_path)
+        assert client.settings.max_bytes == 200_000_000
+        got = ask_all(client, [f"question number {i} " + "x" * 200 for i in range(6)])
+    assert all(c.text for c in got) and len(srv.batches) == 3 and srv.submitted == 6

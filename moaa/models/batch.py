@@ -211,11 +211,12 @@ class BatchChatClient:
     def _chunks(self, pending: dict[str, tuple[dict, asyncio.Future]]) -> list[list[tuple[str, str, asyncio.Future]]]:
         """Pending calls as batch input lines, split at the provider's request and size limits."""
         api = self._client()
+        limit = min(self.settings.max_bytes, api.max_bytes)  # the provider's own cap (Gemini inlined: 20 MB)
         chunks: list[list[tuple[str, str, asyncio.Future]]] = [[]]
         size = 0
         for cid, (body, future) in pending.items():
             line = json.dumps(api.input_line(cid, body), ensure_ascii=False)
-            full = len(chunks[-1]) >= self.settings.max_requests or size + len(line) + 1 > self.settings.max_bytes
+            full = len(chunks[-1]) >= self.settings.max_requests or size + len(line) + 1 > limit
             if chunks[-1] and full:
                 chunks.append([])
                 size = 0

@@ -71,6 +71,7 @@ class BatchAPI:
 
     name = "openai"
     supports_n = True
+    max_bytes = 200_000_000  # what one batch may hold; batch.max_bytes lowers it, never raises it
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, settings: Any):
         import httpx
@@ -171,6 +172,7 @@ class TogetherBatchAPI(BatchAPI):
     """Together's Batch API: OpenAI's idea in its own shapes (module docstring)."""
 
     name = "together"
+    max_bytes = 100_000_000
 
     def input_line(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"custom_id": cid, "body": body}
@@ -206,6 +208,7 @@ class AnthropicBatchAPI(BatchAPI):
 
     name = "anthropic"
     supports_n = False
+    max_bytes = 256_000_000
 
     def headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
@@ -287,6 +290,7 @@ class GeminiBatchAPI(BatchAPI):
 
     name = "gemini"
     supports_n = False
+    max_bytes = 20_000_000  # inlined requests
     _STATES = {"BATCH_STATE_PENDING": "validating", "BATCH_STATE_RUNNING": "in_progress",
                "BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_FAILED": "failed",
                "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}  # fmt: skip
