@@ -89,3 +89,22 @@ def test_moaa_run_check_endpoints_stops_before_any_run_naming_the_unknown_model(
         done.stdout
     )
     assert len(asked) == 1 and not (tmp_path / "data").exists()  # one 1-token request (404: no more); no run
+
+
+def test_batch_mode_is_checked_against_the_providers_batch_api(tmp_path):
+    from moaa.testing.batch_server import BatchTestServer
+    from moaa.testing.provider_batch_servers import TogetherBatchServer
+
+    batch = "endpoints.test.batch={enabled: true, api: BATCH}"
+    with BatchTestServer() as srv:
+        ok = lines(make_config(tmp_path, srv.base_url, batch.replace("BATCH", "openai")))
+    with OpenAITestServer() as plain:  # answers chat completions, has no Batch API
+        none = lines(make_config(tmp_path, plain.base_url, batch.replace("BATCH", "openai")))
+    with TogetherBatchServer(shape_fault={"GET /batches": {"data": []}}) as srv:
+        odd = lines(make_config(tmp_path, srv.base_url, batch.replace("BATCH", "together")))
+    assert ok[0].startswith("ok   endpoint 'test'") and ok[0].endswith("its Batch API (openai) lists batches")
+    assert none == [
+        f"FAIL endpoint 'test': batch mode: the openai Batch API at {plain.base_url} did not list batches "
+        "(HTTP 404); check batch.api and batch.base_url, or turn batch off"
+    ]
+    assert odd[0].startswith("FAIL endpoint 'test': the together Batch API answered GET /batches with a dict")

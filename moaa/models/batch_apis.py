@@ -141,6 +141,11 @@ class BatchAPI:
     def listed(self, answer: Any) -> list[dict[str, Any]]:
         return list(self.field(answer, "data", "GET /batches"))
 
+    async def probe(self) -> None:
+        """List the account's batches once (what `moaa check` asks): raises on a refused key, a
+        wrong root or an undocumented shape."""
+        self.listed(await self.request("GET", "/batches", "GET /batches", params={"limit": 1}))
+
     def view(self, data: Any, what: str) -> BatchView:
         counts = data.get("request_counts") or {} if isinstance(data, dict) else {}
         return BatchView(
@@ -226,6 +231,10 @@ class AnthropicBatchAPI(BatchAPI):
     async def retrieve(self, batch_id: str) -> BatchView:
         what = f"GET /messages/batches/{batch_id}"
         return self.view(await self.request("GET", f"/messages/batches/{batch_id}", what), what)
+
+    async def probe(self) -> None:
+        self.field(await self.request("GET", "/messages/batches", "GET /messages/batches", params={"limit": 1}),
+                   "data", "GET /messages/batches")  # fmt: skip
 
     async def find(self, local: str, input_file_id: str | None, since: float, ids: list[str]) -> BatchView | None:
         """Message Batches carry no metadata: the batch of as many requests created since the local
@@ -314,6 +323,11 @@ class GeminiBatchAPI(BatchAPI):
         body = {"batch": {"display_name": local, "input_config": {"requests": {"requests": lines}}}}
         what = f"POST /{model}:batchGenerateContent"
         return self.view(await self.request("POST", f"/{model}:batchGenerateContent", what, json=body), what)
+
+    async def probe(self) -> None:
+        answer = await self.request("GET", "/batches", "GET /batches", params={"pageSize": 1})
+        if not isinstance(answer, dict):
+            raise self.shape("GET /batches", f"a {type(answer).__name__}, not an object")
 
     async def retrieve(self, batch_id: str) -> BatchView:
         what = f"GET /{batch_id}"

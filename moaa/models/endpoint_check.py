@@ -90,7 +90,40 @@ async def _check_endpoint(config: MoaaConfig, name: str) -> list[Finding]:
         notes.append("GET /models not offered, requests answered")
     count = len(answers)
     notes.append(f"{count} agent request{'s' if count != 1 else ''} answered (1 token each)")
+    from moaa.models.batch import batch_enabled
+
+    if batch_enabled(config, name):
+        problem = await _batch_api_problem(name, ep, key)
+        if problem is not None:
+            return [Finding(name, False, problem)]
+        notes.append(f"its Batch API ({_batch_provider(ep)}) lists batches")
     return [Finding(name, True, f"{where}: " + "; ".join(notes))]
+
+
+def _batch_provider(ep: EndpointConfig) -> str:
+    from moaa.models.batch_apis import provider_for
+
+    return provider_for(ep.batch.api, ep.batch.base_url or ep.base_urls()[0])
+
+
+async def _batch_api_problem(name: str, ep: EndpointConfig, key: str) -> str | None:
+    """What keeps batch mode from working on this endpoint (one list call), or None."""
+    from moaa.models.batch_apis import BatchShapeError, build_api
+
+    provider = _batch_provider(ep)
+    api = build_api(provider, ep.batch.base_url or ep.base_urls()[0], key, min(ep.timeout_s, 30.0), ep.batch, ep.model)
+    try:
+        await api.probe()
+    except BatchShapeError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - every fault is reported, none raised
+        response = getattr(exc, "response", None)
+        what = f"HTTP {response.status_code}" if response is not None else type(exc).__name__
+        return (f"batch mode: the {provider} Batch API at {api.base_url} did not list batches ({what}); check "
+                "batch.api and batch.base_url, or turn batch off")  # fmt: skip
+    finally:
+        await api.close()
+    return None
 
 
 async def _list_models(name: str, ep: EndpointConfig, url: str, key: str) -> list[str] | Finding | None:
