@@ -131,6 +131,8 @@ async def _list_models(name: str, ep: EndpointConfig, url: str, key: str) -> lis
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"}
+    # Anthropic's and Gemini's own /models read the key from their headers (harmless elsewhere)
+    headers |= {"x-api-key": key, "anthropic-version": "2023-06-01", "x-goog-api-key": key}
     try:
         async with httpx.AsyncClient(timeout=min(ep.timeout_s, 30.0)) as http:
             resp = await http.get(url.rstrip("/") + "/models", headers=headers)
