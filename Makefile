@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch; install it before anything that depends on torch, so pip never pulls CUDA.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= local,dask,dev
+EXTRAS ?= local,dask,ray,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
@@ -15,9 +15,9 @@ help:
 	@echo "make data    - run the pipeline on $(CONFIG) (the embedded local model, no API key)"
 	@echo "make test    - run the test suite (slow tests included; heavy training tests: make test-heavy)"
 	@echo "make browser - headless Chromium for the viewer's browser tests (make test runs it; apt-get, as root)"
-	@echo "make sft     - fine-tune the default student on the latest data set (SFT)"
-	@echo "make dpo     - DPO on the latest data set, starting from the SFT output"
-	@echo "make eval    - compare the trained student with its base on held-out prompts"
+	@echo "make sft     - fine-tune the default student on the data set make data wrote for $(CONFIG) (SFT)"
+	@echo "make dpo     - DPO on that data set, starting from the latest SFT run on it"
+	@echo "make eval    - compare the latest student trained on it with its base on its held-out prompts"
 	@echo "make compare - A/B: $(CONFIG)'s method vs one model, same prompts and student, judged head to head"
 	@echo "make bench   - benchmarks (engine efficiency, scale, resume, variant cost, local model)"
 	@echo "make lock    - re-resolve the environment into requirements.lock (then make test)"
@@ -108,13 +108,13 @@ test-heavy: setup
 	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 sft: setup
-	$(BIN)/moaa train sft $(ARGS)
+	$(BIN)/moaa train sft --data-config $(CONFIG) $(ARGS)
 
 dpo: setup
-	$(BIN)/moaa train dpo $(ARGS)
+	$(BIN)/moaa train dpo --data-config $(CONFIG) $(ARGS)
 
 eval: setup
-	$(BIN)/moaa train eval $(ARGS)
+	$(BIN)/moaa train eval --data-config $(CONFIG) $(ARGS)
 
 loop: setup
 	$(BIN)/moaa train loop $(ARGS)

@@ -20,6 +20,7 @@ from moaa.config import MoaaConfig, dump_config, load_config
 from moaa.errors import MoaaError
 from moaa.public import scrub_text
 from moaa.work import steps as P
+from moaa.work.finished import finished_plan
 from moaa.work.launch import OpenRun, StageRun, open_run
 from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
@@ -132,8 +133,11 @@ def run_flow(
 
 
 @flow(name="moaa-pipeline", log_prints=True)
-def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
-    """Generate SFT (and preference) data for CONFIG and write a new data set version."""
+def moaa_pipeline(
+    config_path: str, overrides: list[str] | None = None, publish: bool = False, artifact: bool = True
+) -> dict:
+    """Generate SFT (and preference) data for CONFIG and write a new data set version (`artifact`: and
+    post its summary and report as this flow run's artifact; a scheduled run posts it on its own)."""
     from prefect.runtime import deployment
 
     overrides, opened = _held.get(tuple(overrides or ()), (overrides, None))
@@ -141,7 +145,9 @@ def moaa_pipeline(config_path: str, overrides: list[str] | None = None, publish:
     # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
     # a run from a terminal is refused at once, naming the run in the way.
     scheduled = deployment.id is not None
-    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled, opened=opened)
+    return run_pipeline(
+        config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled, opened=opened, artifact=artifact
+    )
 
 
 def run_pipeline(
@@ -150,10 +156,18 @@ def run_pipeline(
     publish: bool = False,
     wait_for_lock: bool = False,
     opened: OpenRun | None = None,
+    artifact: bool = True,
 ) -> dict:
     """Run every stage and write the version; on `opened` (moaa run opened it before Prefect
     started, moaa.work.launch) or on a run opened here."""
     with nullcontext(opened) if opened is not None else open_run(config, base_dir, wait_for_lock) as run:
+        finished = None if publish else finished_plan(run.config, run.plan.work_dir)
+        if finished is not None:  # nothing new (a scheduled run): no version, and the flow run says so
+            log.info("%s", finished.line())
+            summary = P.up_to_date_summary(finished)
+            if artifact:
+                post_artifact(summary)
+            return summary
         for stage in STAGES:
             _run_stage(stage, run)
             shards = run.plan.shards.get(stage, [])
@@ -161,18 +175,20 @@ def run_pipeline(
             check_endpoints(stage, shards, run.config, run.started)  # an endpoint answered nothing: likewise
         totals = P.collect(run.plan)
         summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
-    _post_artifact(summary)
+    if artifact:
+        post_artifact(summary)
     return summary
 
 
-def _post_artifact(summary: dict) -> None:
+def post_artifact(summary: dict) -> None:
+    """The run's summary and report as a Markdown artifact of the current flow run (key moaa-<name>)."""
     try:
         from prefect.artifacts import create_markdown_artifact
 
         from moaa.work.summary import format_summary
 
         markdown = "```\n" + format_summary(summary) + "\n```"
-        if summary.get("version_path"):
+        if summary.get("version_path") and not summary.get("up_to_date"):
             from moaa.dataset.run_report import report_markdown_for_artifact
 
             markdown += "\n\n" + viewer_line(Path(summary["version_path"]))

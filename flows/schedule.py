@@ -8,7 +8,10 @@ Three ways to run a deployment, none needs Docker:
   `prefect worker start --pool POOL` executes (in the folder `moaa deploy` ran in).
 
 Every run plans, generates and writes a new data set version (and publishes it when the
-deployment was made with --publish: the flow's `publish` parameter). The deployed flow is
+deployment was made with --publish: the flow's `publish` parameter), or, with nothing new to make
+(prompts.schedule; an unchanged config), says "up to date" and writes none. moaa's log records
+and progress lines go to the run's logs in Prefect (flows.run_logs) and its summary and report are
+the run's artifact. The deployed flow is
 `moaa-scheduled`: it runs `moaa-pipeline` as a subflow on the task runner the config names
 (threads with run.max_parallel_shards, Dask or Ray), as `moaa run` does; a deployment of the bare
 pipeline flow would use its decorator's default runner (an unbounded thread pool) instead.
@@ -33,9 +36,17 @@ FLOW_NAME = "moaa-scheduled"
 
 @flow(name=FLOW_NAME, log_prints=True)
 def moaa_scheduled(config_path: str, overrides: list[str] | None = None, publish: bool = False) -> dict:
-    """One scheduled run: the moaa pipeline for CONFIG on the task runner its config names."""
+    """One scheduled run: the moaa pipeline for CONFIG on the task runner its config names; moaa's
+    log records and progress lines go to this flow run's logs, and the run report is its artifact."""
+    from flows.pipeline_flow import post_artifact
+    from flows.run_logs import flow_run_logs
+
     runner = task_runner_for(load_config(config_path, overrides))
-    return moaa_pipeline.with_options(task_runner=runner)(config_path, overrides, publish)
+    with flow_run_logs():
+        summary = moaa_pipeline.with_options(task_runner=runner)(config_path, overrides, publish, artifact=False)
+        log.info("%s", summary.get("line") or f"wrote {summary.get('version_path')}")
+    post_artifact(summary)  # on this run, the deployment's, not on its moaa-pipeline subflow
+    return summary
 
 
 def deployment_parameters(config_path: str | Path, overrides: list[str], publish: bool) -> dict[str, Any]:
@@ -117,8 +128,9 @@ def serve(name: str, parameters: dict[str, Any], cron: str, timezone: str = "UTC
 def deploy_to_pool(name: str, parameters: dict[str, Any], cron: str, work_pool: str, timezone: str = "UTC") -> str:
     """Deploy to a work pool (type `process`: a `prefect worker start --pool POOL` runs it); returns its id.
 
-    Applied directly rather than with `Flow.deploy`, whose worker lookup fails against Prefect
-    3.8.8's own server (it sends `limit: null`, which the server rejects with a 422).
+    Applied directly rather than with `Flow.deploy` (whose worker lookup sends `limit: null`, which
+    prefect 3.8.8's server refused with a 422 under fastapi >= 0.151; the lock pins 0.150.0): one
+    request, and a missing pool is one line naming the command that makes it.
     """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound

@@ -1,4 +1,8 @@
-"""Task runners for the pipeline flow: threads (default), Dask, or Ray, chosen by run.task_runner."""
+"""Task runners for the pipeline flow: threads (default), Dask, or Ray, chosen by run.task_runner.
+
+Dask and Ray connect to `run.address` when it is set; otherwise Dask starts a LocalCluster of
+`run.workers` processes, and Ray a local node of `run.workers` CPUs (flows.ray_local).
+"""
 
 from __future__ import annotations
 
@@ -23,4 +27,8 @@ def make_task_runner(run: RunSettings):
         from prefect_ray import RayTaskRunner
     except ImportError:
         raise ConfigError("run.task_runner=ray needs prefect-ray: pip install 'moaa[ray]'") from None
-    return RayTaskRunner(address=run.address) if run.address else RayTaskRunner()
+    if run.address:
+        return RayTaskRunner(address=run.address)
+    from flows.ray_local import local_ray_address  # a node of run.workers CPUs that dies with this process
+
+    return RayTaskRunner(address=local_ray_address(run.workers))

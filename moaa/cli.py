@@ -19,7 +19,20 @@ import threading
 from moaa import __version__
 from moaa.errors import MoaaError
 
-COMMANDS = ("run", "config", "serve", "datasets", "publish", "inspect", "view", "review", "train", "compare", "deploy")
+COMMANDS = (
+    "run",
+    "check",
+    "config",
+    "serve",
+    "datasets",
+    "publish",
+    "inspect",
+    "view",
+    "review",
+    "train",
+    "compare",
+    "deploy",
+)
 INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume"
 TERMINATED = "terminated (SIGTERM): finished work is kept; run the same command again to resume"
 UNWIND_S = 5.0  # how long Ctrl-C may take to unwind before the process exits anyway

@@ -311,7 +311,7 @@ def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, pref
 
     a, b = first["arms"]["A"], first["arms"]["B"]
     assert (a["dataset"], b["dataset"]) == ("test-run-A@v1", "test-run-B@v1")
-    assert again["arms"]["A"]["dataset"] == "test-run-A@v2"
+    assert again["arms"]["A"]["dataset"] == "test-run-A@v1"  # the arm's data is up to date: no copy of it
     ids = {}
     for label, arm in (("A", a), ("B", b)):
         version = find_dataset(arm["dataset_path"])

@@ -124,16 +124,16 @@ def test_deploy_refuses_secrets_and_stores_none(tmp_path, prefect_harness, overr
 
 
 @pytest.mark.slow
-def test_each_scheduled_run_writes_a_new_version(tmp_path, prefect_harness):
+def test_a_scheduled_run_with_nothing_new_writes_no_version(tmp_path, prefect_harness):
     from flows.schedule import moaa_scheduled
 
     with OpenAITestServer() as server:
         config = write_config(tmp_path, server.base_url)
         first = moaa_scheduled(str(config), ["prompts.limit=2"], False)
         second = moaa_scheduled(str(config), ["prompts.limit=2"], False)
-    assert (first["version"], second["version"]) == ("v1", "v2")
-    assert second["this_run"]["calls"] == 0  # the second run reuses the finished shards
-    assert second["stages"]["sft"]["rows"] == 2
+    assert first["version"] == "v1" and second["up_to_date"] and second["version"] == "v1"
+    assert second["this_run"]["calls"] == 0 and second["stages"]["sft"]["rows"] == 2  # v1's own figures
+    assert second["line"].startswith("up to date: ") and not (tmp_path / "data" / "test-run" / "v2").exists()
 
 
 @pytest.mark.slow

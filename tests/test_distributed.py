@@ -112,3 +112,68 @@ def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_u
     free = run_shard_seconds("free")
     assert paced >= 7 / 4 * 0.9  # 8 requests, one slot decaying at 4/s: at least ~1.75 s
     assert free < paced
+
+
+def ray_processes() -> dict[int, str]:
+    """Every process on this machine whose command line is Ray's (its node, agents and workers)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("Z", "X") and ("ray/" in cmd or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd):
+                found[int(proc.name)] = cmd[:160]
+    return found
+
+
+@pytest.mark.slow
+def test_sft_on_a_local_ray_node_matches_one_process(tmp_path, server_url, prefect_harness):
+    pytest.importorskip("prefect_ray", reason="the ray extra (pip install 'moaa[ray]'; make setup installs it)")
+    single = run_flow(write_config(tmp_path / "single", server_url))
+    on_ray = run_flow(write_config(tmp_path / "ray", server_url, "run.task_runner=ray", "run.workers=2"))
+    assert on_ray["stages"]["sft"]["rows"] == single["stages"]["sft"]["rows"] == 8
+    assert sft_rows(on_ray) == sft_rows(single)
+    assert on_ray["calls"] == single["calls"] == 8 * 4
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_run_on_ray_leaves_no_ray_process_and_resumes_exactly(tmp_path, server_url, prefect_harness):
+    """`moaa run` on its local Ray node, killed while its shards run: every Ray process (node, agents,
+    workers) is gone within seconds, and the same command completes with the rows of a clean run."""
+    pytest.importorskip("prefect_ray", reason="the ray extra (pip install 'moaa[ray]'; make setup installs it)")
+    import time
+
+    from tests.pipeline_helpers import cli_env, latest_version, run_cli, start_cli, version_rows, wait_for
+
+    before = set(ray_processes())
+    clean = sft_rows(run_flow(write_config(tmp_path / "clean", server_url, "prompts.limit=16")))
+    slow = subprocess.Popen([sys.executable, "-m", "moaa.testing.openai_server", "--latency-ms", "400"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    url = slow.stdout.readline().split()[1]
+    cfg = write_config(tmp_path, url, "run.task_runner=ray", "run.workers=2", "prompts.limit=16")
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = start_cli(cfg, cwd=tmp_path, env=env)
+    rows_files = lambda: [p for p in tmp_path.glob("work/**/sft/shard-*/rows.jsonl") if p.stat().st_size]  # noqa: E731
+    try:
+        wait_for(rows_files, timeout=300, what="a first row from a Ray worker", proc=proc)
+        mine = {pid: cmd for pid, cmd in ray_processes().items() if pid not in before}
+        assert any("raylet" in cmd for cmd in mine.values()), mine
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.monotonic() + 60
+        while (left := {p: c for p, c in ray_processes().items() if p in mine}) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert left == {}, f"Ray processes outlived the killed run: {left}"
+        done = run_cli(cfg, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        slow.terminate()
+        slow.wait(10)
+    assert not set(ray_processes()) - before  # the run that finished left none either
+    version = latest_version(tmp_path / "data")
+    assert {r["prompt_id"]: r["messages"][-1]["content"] for r in version_rows(version, "sft")} == clean

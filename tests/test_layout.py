@@ -26,6 +26,7 @@ RANKS = [
     ("moaa.train", "TRL"),
     ("moaa.view", "the viewer and review gate"),
     ("flows", "Prefect"),
+    ("moaa.api", "the Python API"),
     ("moaa.commands", "the CLI's sub-commands"),
     ("moaa.cli", "the CLI"),
     ("moaa.testing", "test servers"),
@@ -35,6 +36,9 @@ ALLOWED_UPWARD = {
     # GenerationConfig validates `sft.method` and its rules against the method registry, lazily, inside
     # the validator: each method states its rules once, beside its turn function (README: Methods).
     ("moaa.config.models", "moaa.engine.methods"),
+    # `import moaa` exposes the Python API's names (moaa.run, moaa.Version, ...), imported from
+    # moaa.api on first use (a module __getattr__), so importing the package stays light.
+    ("moaa", "moaa.api"),
 }
 
 

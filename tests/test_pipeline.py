@@ -91,10 +91,11 @@ def test_sft_and_preference_make_a_loadable_version(tmp_path, prefect_harness):
         manifest = json.loads((tmp_path / "data/test-run/v1/moaa_manifest.json").read_text())
         assert manifest["config"]["sft"]["method"] == "moa"
 
-        # The same command again: zero model calls, a new version v2 with v1 as parent.
+        # The same flow again (a scheduled run of an unchanged config): zero model calls, no new version.
         summary2 = run(config)
         assert len(srv.requests) == first_requests
-        assert summary2["version"] in ("v2", 2) and summary2["this_run"]["calls"] == 0
+        assert summary2["up_to_date"] and summary2["version_path"] == str(tmp_path / "data/test-run/v1")
+        assert not (tmp_path / "data/test-run/v2").exists()
 
 
 def test_unanswerable_prompts_are_failures_not_silence(tmp_path, prefect_harness):

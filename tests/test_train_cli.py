@@ -51,6 +51,42 @@ def test_sft_dpo_eval_from_the_command_line(tmp_path: Path, capsys):
     assert "Pairwise eval on 2 held-out prompts (demo@v1, test split)" in out and "| win | tie | loss |" in out
 
 
+def test_make_sft_and_dpo_use_the_data_set_of_the_config_and_dpo_never_continues_other_data(tmp_path: Path, capsys):
+    """Two data sets under data/: `--data-config` (what `make sft/dpo/eval` pass) picks its own, not the
+    newest; DPO's default start is the latest SFT run on the same data set, and with none it refuses."""
+    model = build_tiny_causal_lm(tmp_path / "lm")
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    write_demo_version(data, name="demo")
+    time.sleep(0.01)
+    write_demo_version(data, name="other")  # written last: what `--data`-less training used to take
+    config = tmp_path / "demo.yaml"
+    config.write_text(
+        f"name: demo\nendpoints: {{m: {{base_url: 'http://127.0.0.1:9/v1', model: m}}}}\n"
+        f"prompts: {{path: x.jsonl}}\nsft: {{method: single, proposers: [{{endpoint: m}}]}}\n"
+        f"output: {{root: '{data}'}}\n"
+    )
+    sets = [arg for s in TINY_SETTINGS for arg in ("--set", s)]
+    assert main(["train", "sft", "--data-config", str(config), "--model", str(model), "--runs-root", str(runs),
+                 *sets]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith(f"data set: demo@v1 ({data / 'demo' / 'v1'}), the newest sft rows {config} wrote\n")
+    assert "sft: 17 rows of demo@v1" in out
+
+    # DPO on the other data set: the only SFT run was trained on demo, so it refuses, naming both
+    code = main(["train", "dpo", "--data", "other", "--data-root", str(data), "--runs-root", str(runs), *sets])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no finished sft run under" in err and "was trained on data set 'other'" in err
+    assert "trained on demo" in err and "--model RUN" in err
+    # on the config's data set it continues from that SFT run
+    assert main(["train", "dpo", "--data-config", str(config), "--runs-root", str(runs), *sets]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("data set: demo@v1") and "dpo: 17 rows of demo@v1" in out
+    lineage = json.loads(next((runs / "dpo").glob("*/lineage.json")).read_text())
+    assert [p["ref"] for p in lineage["parents"]][0] == "demo@v1"
+    assert lineage["base_model"]["ref"].startswith(str(runs / "sft" / "demo-v1-"))
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -104,7 +140,7 @@ def test_make_sft_and_dpo_on_the_local_student(tmp_path: Path):
     version = {"config": {"name": "prompts"}, "run_info": {}, "test_size": 0.2, "split_seed": 0,
                "license": "apache-2.0", "tags": []}  # fmt: skip
     write_version(tmp_path / "data", "prompts", {"sft": [parts / "sft.jsonl"], "dpo": [parts / "dpo.jsonl"]}, **version)
-    where = f"--data-root {tmp_path / 'data'} --runs-root {tmp_path / 'runs'}"
+    where = f"--data prompts --data-root {tmp_path / 'data'} --runs-root {tmp_path / 'runs'}"
     code, seconds, out = _make("sft", where, tmp_path / "sft.log")
     assert code == 0, out[-3000:]
     assert seconds < 15 * 60 and out.count("'loss':") >= 20 and "sft: 30 rows of prompts@v1, 20 steps" in out

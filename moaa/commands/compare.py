@@ -37,23 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from moaa.config import check_environment, load_config
-    from moaa.train.comparison import build_arms, load_compare_settings
-
-    settings = load_compare_settings(
-        args.settings, data_config=args.config, data_overrides=args.set, arm_a=args.arm_a, arm_b=args.arm_b,
-        baseline_agent=args.baseline_agent, prompts=args.prompts, test_size=args.test_size, student=args.model,
-        name=args.name, runs_root=args.runs_root, sft_overrides=args.sft_set, eval_overrides=args.eval_set,
-    )  # fmt: skip
-    for arm in build_arms(load_config(settings.data_config, settings.data_overrides), settings):
-        check_environment(arm.config)  # a bad arm or a missing key fails here, before Prefect starts
-    from flows.prefect_env import ensure_api
-
-    ensure_api()
-    from flows.compare_flow import compare_arms
+    from moaa.api import compare
     from moaa.train.comparison_report import format_summary
 
-    results = compare_arms(settings.model_dump())
+    results = compare(
+        args.config, arm_a=args.arm_a, arm_b=args.arm_b, baseline_agent=args.baseline_agent, prompts=args.prompts,
+        settings=args.settings, data_overrides=args.set, test_size=args.test_size, student=args.model,
+        name=args.name, runs_root=args.runs_root, sft_overrides=args.sft_set, eval_overrides=args.eval_set,
+    )  # fmt: skip
     print(format_summary(results))
     print(f"report: {results['report']}; results: {results['folder']}/results.json")
     return 0

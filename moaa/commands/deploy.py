@@ -32,6 +32,10 @@ def handle(args: argparse.Namespace) -> int:
 
     refuse_stored_secrets(args.set)  # Prefect stores the overrides as given: none may hold a key
     config = load_config(args.config, args.set)  # fail fast, before Prefect starts
+    if args.serve:  # Prefect's own INFO lines, on this terminal and in each served run's logs, as `prefect serve`
+        import os
+
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     quiet_prefect()
     from flows import schedule as D
 

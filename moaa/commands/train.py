@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+DATA_ROOT = "data"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -55,17 +57,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, config: str) -> None:
     p.add_argument("--data", metavar="NAME[@VERSION]", help="data set version (default: the newest under --data-root)")
+    p.add_argument(
+        "--data-config", metavar="RUN_CONFIG",
+        help="use the data set this run config writes (its name, under its output.root): what `make data` made "
+        "for the same CONFIG; --data wins",
+    )  # fmt: skip
     p.add_argument("--config", default=config, help=f"settings file (default {config})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     p.add_argument("--output", help="output folder (default: a new folder under runs/)")
-    p.add_argument("--data-root", default="data", help="where data set versions live (default data/)")
+    p.add_argument("--data-root", default=DATA_ROOT, help="where data set versions live (default data/)")
     p.add_argument("--runs-root", default="runs", help="where run folders go (default runs/)")
+
+
+def data_of_config(args: argparse.Namespace, rows: str) -> None:
+    """With --data-config and no --data: the newest version of that config's data set with `rows`
+    rows becomes --data (and its output.root the data root), printed before anything loads."""
+    if args.data or not args.data_config:
+        return
+    from moaa.config import load_config
+    from moaa.train.data import find_dataset
+
+    config = load_config(args.data_config)
+    if args.data_root == DATA_ROOT:
+        args.data_root = config.output.root
+    found = find_dataset(config.name, args.data_root, config=rows)
+    print(f"data set: {found.ref} ({found.path}), the newest {rows} rows {args.data_config} wrote", flush=True)
+    args.data = str(found.path)
 
 
 def handle_train(args: argparse.Namespace) -> int:
     from moaa.train.dpo import run_dpo
     from moaa.train.sft import run_sft
 
+    data_of_config(args, args.kind)
     run = run_sft if args.kind == "sft" else run_dpo
     result = run(
         data=args.data, model=args.model, config=args.config, overrides=args.set, output=args.output,
@@ -78,6 +102,9 @@ def handle_train(args: argparse.Namespace) -> int:
 
 def handle_eval(args: argparse.Namespace) -> int:
     from moaa.train.evaluate import run_eval
+
+    if not args.model:  # an explicit model is evaluated on the data set it was trained on
+        data_of_config(args, "sft")
 
     result = run_eval(
         model=args.model, baseline=args.baseline, data=args.data, config=args.config, overrides=args.set,

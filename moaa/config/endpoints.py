@@ -148,17 +148,34 @@ class BatchConfig(Strict):
     """An endpoint's Batch API settings (moaa.models.batch): one batch per round of a shard's calls."""
 
     enabled: bool = Field(False, description="send this endpoint's calls as batches instead of one by one")
+    api: Literal["auto", "openai", "together", "anthropic", "gemini"] = Field(
+        "auto",
+        description="whose Batch API: openai (files + batches, also vLLM-style servers), together, anthropic "
+        "(Message Batches), gemini (batch mode, inlined requests); auto: by the base_url's host, else openai",
+    )
+    base_url: str | None = Field(
+        None,
+        description="the Batch API's root when it is not the endpoint's (auto: base_url; Gemini: base_url "
+        "without its /openai)",
+    )
     price_factor: float = Field(
-        0.5, ge=0, le=1, description="batch price as a share of price_input/output_per_mtok (OpenAI, Together: 0.5)"
+        0.5,
+        ge=0,
+        le=1,
+        description="batch price as a share of price_input/output_per_mtok (OpenAI, Together, Anthropic, Gemini: 0.5)",
     )
     quiet_s: float = Field(
         2.0, gt=0, description="a batch is sent once no new call has arrived for this long (a round's fan-out)"
     )
     max_wait_s: float = Field(60.0, gt=0, description="a batch is sent at the latest this long after its first call")
     poll_s: float = Field(30.0, gt=0, description="seconds between status checks of a submitted batch")
-    max_requests: int = Field(50_000, ge=1, description="requests per batch file (OpenAI, Together: 50,000)")
+    max_requests: int = Field(
+        50_000, ge=1, description="requests per batch (OpenAI, Together: 50,000; Anthropic: 100,000)"
+    )
     max_bytes: int = Field(
-        200_000_000, ge=1, description="bytes per batch input file (OpenAI: 200 MB; Together: 100 MB)"
+        200_000_000,
+        ge=1,
+        description="bytes per batch (OpenAI: 200 MB; Together: 100 MB; Anthropic: 256 MB; Gemini inlined: 20 MB)",
     )
     file_purpose: str = Field(
         "batch", description="the purpose of the uploaded file (OpenAI: batch; Together: batch-api)"
@@ -321,7 +338,7 @@ def _check_url(url: str) -> None:
         shown = url if len(url) <= 60 and "@" not in url else "the given value"
         raise ValueError(
             f"base_url: {shown!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1 "
-            "or https://api.together.xyz/v1"
+            "or https://api.together.ai/v1"
         )
     if parts.username is not None or parts.password is not None:
         # aiohttp refuses them beside the Authorization header (every call would fail), and a URL

@@ -187,6 +187,14 @@ class PromptSourceConfig(Strict):
         None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
     )
     seed: int = Field(0, description="the seed of the limit sample")
+    schedule: Literal["all", "next", "resample"] = Field(
+        "all",
+        description="what a repeated (scheduled) run takes: all: the prompts as selected, a finished run is up to "
+        "date until the source or config changes; next: the next `limit` prompts in source order that no version "
+        "of this data set holds yet (limit counts new prompts per run); resample: a new seeded sample of `limit` "
+        "of those. next and resample add to "
+        "the data set (each version holds the earlier ones' rows) and write no version when nothing is new",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptSourceConfig:
@@ -352,7 +360,9 @@ class RunSettings(Strict):
     address: str | None = Field(
         None, description="an existing Dask scheduler or Ray cluster; unset: a local one is started"
     )
-    workers: int = Field(2, ge=1, description="dask: worker processes of the local cluster (without address)")
+    workers: int = Field(
+        2, ge=1, description="without address: dask's local worker processes, or the local Ray node's CPUs"
+    )
     max_parallel_shards: int = Field(4, ge=1, description="threads: shards run at once")
     max_failure_rate: float = Field(
         0.5, ge=0, le=1, description="stop a stage once more than this fraction of its prompts failed"

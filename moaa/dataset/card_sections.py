@@ -241,6 +241,9 @@ def samples_section(folder: Path, rows: Rows) -> list[str]:
     return lines
 
 
+CPU_FLAGS = "--use_cpu --bf16 false"  # what TRL's CLI needs on a machine without a GPU
+
+
 def load_section(name: str, version: str, rows: Rows, where: str, repo_id: str | None) -> list[str]:
     """How to load and train: `repo_id` pinned to the version's tag on the Hub, else the folder `where`."""
     first = next(iter(rows))
@@ -252,11 +255,17 @@ def load_section(name: str, version: str, rows: Rows, where: str, repo_id: str |
     )
     lines = ["## Load it", "", "```python", "from datasets import load_dataset", "", load, "```", ""]
     # TRL's CLI takes no revision: on the Hub it reads `main`, which is this version until a newer one is published
-    lines += ["Train with TRL's CLI:", "", "```bash"]
+    lines += [
+        f"Train with TRL's CLI. On a CPU (no GPU) keep `{CPU_FLAGS}`: TRL trains in bf16 by default, which "
+        'needs a GPU, and without them stops with "Your setup doesn\'t support bf16/gpu". On a GPU, leave '
+        "them out.",
+        "",
+        "```bash",
+    ]
     for cfg in (c for c in ("sft", "dpo") if c in rows):
         lines.append(
             f"trl {cfg} --model_name_or_path MODEL --dataset_name {target} --dataset_config {cfg} "
-            f"--output_dir runs/{name}-{version}-{cfg}"
+            f"--output_dir runs/{name}-{version}-{cfg} {CPU_FLAGS}"
         )
     return lines + ["```", ""]
 

@@ -39,7 +39,7 @@ PACKAGES = (
     "torch",
     "xllamacpp",
 )
-_RUN_INFO_FIELDS = ("stats", "counts", "timings", "prompt_source", "methods", "summary_text")
+_RUN_INFO_FIELDS = ("stats", "counts", "timings", "prompt_source", "methods", "summary_text", "prompts_added")
 _MIN_SUBSTRING_SECRET = 8  # shorter secrets are only matched as whole values (no false hits)
 
 
@@ -161,6 +161,7 @@ def build_manifest(
         "config": config,
         "endpoints": endpoint_models(config),
         "prompt_source": run_info.get("prompt_source"),
+        "prompts_added": run_info.get("prompts_added"),  # what this version holds that its parent did not
         "methods": run_info.get("methods"),
         "summary": run_info.get("summary_text"),
         "split": split,

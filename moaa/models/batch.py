@@ -1,22 +1,26 @@
-"""Batch mode: an endpoint's calls sent through the OpenAI Batch API shape at the batch price.
+"""Batch mode: an endpoint's calls sent through its provider's Batch API at the batch price.
 
 `BatchChatClient` wraps an endpoint's `OpenAIChatClient` behind the same ChatClient interface, so
 no stage changes: the calls a stage-shard's fan-out issues together (one MoA layer across all its
 prompts, then the aggregations, then candidates, then verdicts) are collected until no new call has
-arrived for `batch.quiet_s` (or `max_wait_s` after the first), written as JSONL (request bodies
-only, never the key), uploaded (`POST /files`, purpose batch), and sent as one batch
-(`POST /batches`), split at `max_requests` / `max_bytes`. The batch is polled (`GET /batches/{id}`)
-until it ends, then its output and error files are read (`GET /files/{id}/content`).
+arrived for `batch.quiet_s` (or `max_wait_s` after the first) and sent as one batch, split at
+`max_requests` / `max_bytes`, through the provider's own Batch API (moaa.models.batch_apis: OpenAI's,
+Together's, Anthropic's Message Batches, Gemini's batch mode; `batch.api`, by default told by the
+base URL's host). The batch is polled until it ends, then its answers are read.
 
-Each request's `custom_id` is a hash of its body, and every batch's id, input file and custom_ids
-are saved in the shard folder (`batches/<endpoint>/state.json`) before and after it is created; a
-process that is killed, and the same command run later, find the same calls there and poll the
-same batch instead of paying for it twice. A batch that expires, is cancelled or fails, and any
-request it did not answer (an error line, a missing line, an empty answer), is asked online
-through the wrapped client (its retries and failure rules); a 400 fails the call as online. The
-answers go back through the request cache like online ones; cost is recorded at the batch price.
+Each request's `custom_id` is a hash of its chat body, and every batch's id, input file, submission
+time and custom_ids are saved in the shard folder (`batches/<endpoint>/state.json`, with the input
+lines: request bodies only, never the key) before and after it is created; a process that is killed,
+and the same command run later, find the same calls there and poll the same batch instead of paying
+for it twice (a batch created but not yet recorded is found again by its metadata, input file or
+display name; Anthropic's, which carry none, by their request count and creation time). A batch that
+expires, is cancelled or fails, and any request it did not answer (an error line, a missing line, an
+empty answer), is asked online through the wrapped client (its retries and failure rules); a 400
+fails the call as online. The answers go back through the request cache like online ones; cost is
+recorded at the batch price. An answer of a shape the provider does not document stops the run with
+one line naming the provider and what was off (moaa.models.batch_apis.BatchShapeError).
 
-This module and moaa.models.client are the only code that talks HTTP to model servers.
+This module, moaa.models.batch_apis and moaa.models.client are the code that talks HTTP to model servers.
 """
 
 from __future__ import annotations
@@ -34,17 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import EndpointConfig, MoaaConfig, Sampling, resolve_api_key
+from moaa.errors import EndpointError
+from moaa.models.batch_apis import TERMINAL, BatchAPI, BatchShapeError, BatchView, build_api, provider_for
 from moaa.models.client import CallError, Completion, Message, OpenAIChatClient, join_completions, parse_completion
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("completed", "failed", "expired", "cancelled")
-CHAT_URL = "/v1/chat/completions"
-
 
 def batch_enabled(config: MoaaConfig, name: str) -> bool:
     """Whether endpoint `name` sends its calls as batches (its own switch, or run.batch for any
-    remote OpenAI-compatible endpoint)."""
+    remote endpoint)."""
     ep = config.endpoints[name]
     if ep.local or ep.backend != "openai":
         return False
@@ -69,10 +72,15 @@ class BatchStore:
         self.owner = {cid: local for local, b in self.batches.items() for cid in b["custom_ids"]}
 
     def add(self, local: str, lines: list[str], custom_ids: list[str]) -> None:
-        """Save a batch's input file and ids before it is sent (a kill after sending finds it)."""
+        """Save a batch's input lines and ids before it is sent (a kill after sending finds it)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"{local}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        self.batches[local] = {"id": None, "status": "submitting", "custom_ids": custom_ids}
+        self.batches[local] = {
+            "id": None,
+            "status": "submitting",
+            "custom_ids": custom_ids,
+            "submitted_at": time.time(),
+        }
         self.owner.update(dict.fromkeys(custom_ids, local))
         self.save()
 
@@ -100,6 +108,8 @@ class BatchChatClient:
         self.name, self.model, self.endpoint, self.stats = inner.name, inner.model, inner.endpoint, inner.stats
         self.settings = inner.endpoint.batch
         self.price_factor = self.settings.price_factor
+        self.batch_url = self.settings.base_url or inner.endpoint.base_urls()[0]
+        self.provider = provider_for(self.settings.api, self.batch_url)
         self.store = BatchStore(Path(folder) / "batches" / re.sub(r"[^A-Za-z0-9_.-]", "_", inner.name))
         self._pending: dict[str, tuple[dict[str, Any], asyncio.Future[str | None]]] = {}
         self._first = self._last = 0.0
@@ -120,7 +130,7 @@ class BatchChatClient:
         tag: str = "",
     ) -> Completion:
         params = (sampling or Sampling()).over(self.endpoint.sampling)
-        if n > 1 and self.endpoint.supports_n is False:
+        if n > 1 and (self.endpoint.supports_n is False or self.provider in ("anthropic", "gemini")):
             return await self._separate(messages, params, n, 0, response_format, tag)
         first = await self._one(messages, params, n, response_format, tag)
         if n > 1 and len(first.texts) < n:  # a server that ignores n: the rest as separate seeded calls
@@ -154,8 +164,7 @@ class BatchChatClient:
         start = time.perf_counter()
         local = self.store.owner.get(cid) or await self._enqueue(cid, body)
         lines = await self._outcome(local) if local else {}
-        line = lines.get(cid)
-        response = (line or {}).get("response") or {}
+        response = lines.get(cid) or {}  # {"status_code", "body"} (moaa.models.batch_apis: every provider's)
         status = response.get("status_code")
         if status == 200:
             try:
@@ -201,11 +210,13 @@ class BatchChatClient:
 
     def _chunks(self, pending: dict[str, tuple[dict, asyncio.Future]]) -> list[list[tuple[str, str, asyncio.Future]]]:
         """Pending calls as batch input lines, split at the provider's request and size limits."""
+        api = self._client()
+        limit = min(self.settings.max_bytes, api.max_bytes)  # the provider's own cap (Gemini inlined: 20 MB)
         chunks: list[list[tuple[str, str, asyncio.Future]]] = [[]]
         size = 0
         for cid, (body, future) in pending.items():
-            line = json.dumps({"custom_id": cid, "method": "POST", "url": CHAT_URL, "body": body}, ensure_ascii=False)
-            full = len(chunks[-1]) >= self.settings.max_requests or size + len(line) + 1 > self.settings.max_bytes
+            line = json.dumps(api.input_line(cid, body), ensure_ascii=False)
+            full = len(chunks[-1]) >= self.settings.max_requests or size + len(line) + 1 > limit
             if chunks[-1] and full:
                 chunks.append([])
                 size = 0
@@ -216,25 +227,28 @@ class BatchChatClient:
     async def _submit(self, chunk: list[tuple[str, str, asyncio.Future]]) -> None:
         local = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.store.add(local, [line for _, line, _ in chunk], [cid for cid, _, _ in chunk])
+        api, failure = self._client(), None
         try:
-            api = self._client()
             data = "".join(line + "\n" for _, line, _ in chunk).encode()
-            upload = await api.files.create(file=(f"{local}.jsonl", data), purpose=self.settings.file_purpose)
-            batch = await api.batches.create(
-                input_file_id=upload.id, endpoint=CHAT_URL, completion_window=self.settings.completion_window,
-                metadata={"moaa_batch": local},
-            )  # fmt: skip
+            upload = await api.upload(local, data)
+            self.store.update(local, input_file_id=upload or None)
+            view = await api.create(local, upload, [json.loads(line) for _, line, _ in chunk])
+        except BatchShapeError as exc:  # it may have been created: going online could pay twice
+            failure, local = exc, None
         except Exception as exc:  # noqa: BLE001 - every call of the chunk is asked online instead
-            log.warning("endpoint %s: batch not sent (%s); its %d calls go online", self.name, exc, len(chunk))
+            log.warning("endpoint %s: batch not sent (%s); its %d calls go online", self.name, _reason(exc), len(chunk))
             self.store.forget(local)
             local = None
         else:
-            self.store.update(local, id=batch.id, input_file_id=upload.id, status=batch.status)
-            self._note(local, batch)
-            log.info("endpoint %s: batch %s sent with %d requests", self.name, batch.id, len(chunk))
+            self.store.update(local, id=view.id, status=view.status)
+            self._note(local, view)
+            log.info("endpoint %s: %s batch %s sent with %d requests", self.name, api.name, view.id, len(chunk))
         for _, _, future in chunk:
             if not future.done():
-                future.set_result(local)
+                if failure is not None:
+                    future.set_exception(failure)
+                else:
+                    future.set_result(local)
 
     # ------------------------------------------------------------ polling
 
@@ -250,39 +264,47 @@ class BatchChatClient:
         batch_id = self.store.batches[local]["id"] or await self._recover(local)
         if batch_id is None:
             return {}  # never created: every call is asked online
+        failures = 0
         while True:
-            batch = await api.batches.retrieve(batch_id)
-            self.store.update(local, status=batch.status, counts=_counts(batch))
-            self._note(local, batch)
-            if batch.status in TERMINAL:
+            try:
+                view = await api.retrieve(batch_id)
+            except BatchShapeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a poll that failed is tried again, then the run stops
+                failures += 1
+                if failures > self.endpoint.max_retries:
+                    raise EndpointError(
+                        f"endpoint '{self.name}': the {api.name} Batch API did not answer for batch {batch_id} "
+                        f"({_reason(exc)}); run the same command again to go on polling it"
+                    ) from None
+                await asyncio.sleep(self.settings.poll_s)
+                continue
+            failures = 0
+            self.store.update(local, status=view.status, counts=view.counts)
+            self._note(local, view)
+            if view.status in TERMINAL:
                 break
             await asyncio.sleep(self.settings.poll_s)
-        if batch.status != "completed":
-            log.warning("endpoint %s: batch %s ended %s; unanswered calls go online", self.name, batch_id, batch.status)
-        lines: dict[str, dict] = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if file_id:
-                content = await api.files.content(file_id)
-                for text in content.text.splitlines():
-                    if text.strip():
-                        record = json.loads(text)
-                        lines[record.get("custom_id")] = record
-        return lines
+        if view.status != "completed":
+            log.warning("endpoint %s: batch %s ended %s; unanswered calls go online", self.name, batch_id, view.status)
+        return await api.results(view)
 
     async def _recover(self, local: str) -> str | None:
-        """The id of a batch created by a process killed before it saved the id (by its metadata)."""
-        async for batch in self._client().batches.list(limit=100):
-            if (batch.metadata or {}).get("moaa_batch") == local:
-                self.store.update(local, id=batch.id, input_file_id=batch.input_file_id, status=batch.status)
-                return batch.id
-        return None
+        """The id of a batch created by a process killed before it saved the id."""
+        saved = self.store.batches[local]
+        view = await self._client().find(
+            local, saved.get("input_file_id"), float(saved.get("submitted_at") or 0), saved["custom_ids"]
+        )
+        if view is None:
+            return None
+        self.store.update(local, id=view.id, status=view.status)
+        return view.id
 
     # ------------------------------------------------------------ plumbing
 
-    def _note(self, local: str, batch: Any) -> None:
+    def _note(self, local: str, view: BatchView) -> None:
         """The batch's state for the progress display."""
-        counts = _counts(batch)
-        self.stats.note_batch(f"{self.name}/{local}", {"endpoint": self.name, "status": batch.status, **counts})
+        self.stats.note_batch(f"{self.name}/{local}", {"endpoint": self.name, "status": view.status, **view.counts})
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -290,23 +312,25 @@ class BatchChatClient:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _client(self) -> Any:
+    def _client(self) -> BatchAPI:
         loop = asyncio.get_running_loop()
         api = self._api.get(loop)
         if api is None:
-            from openai import AsyncOpenAI
-
             key = resolve_api_key(self.name, self.endpoint)
-            api = self._api[loop] = AsyncOpenAI(
-                base_url=self.endpoint.base_urls()[0], api_key=key, max_retries=self.endpoint.max_retries,
-                timeout=self.endpoint.timeout_s,
-            )  # fmt: skip
+            api = self._api[loop] = build_api(
+                self.provider, self.batch_url, key, self.endpoint.timeout_s, self.settings, self.model
+            )
         return api
 
 
-def _counts(batch: Any) -> dict[str, int]:
-    counts = getattr(batch, "request_counts", None)
-    return {k: int(getattr(counts, k, 0) or 0) for k in ("total", "completed", "failed")}
+def _reason(exc: BaseException) -> str:
+    """An HTTP fault in a few words, scrubbed (a server may echo the request)."""
+    from moaa.public import scrub_text
+
+    response = getattr(exc, "response", None)
+    if response is not None:
+        return scrub_text(f"HTTP {response.status_code} {response.text[:200]}")
+    return scrub_text(f"{type(exc).__name__}: {exc}")[:300]
 
 
 def batch_price_factor(endpoint: EndpointConfig) -> float:

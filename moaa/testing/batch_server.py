@@ -68,6 +68,10 @@ class BatchTestServer(OpenAITestServer):
             status, out, kind = 401, error_body(401, "Incorrect API key provided."), "application/json"
         else:
             status, out, kind = self._route(method, path, headers, raw)
+        return await self._reply(writer, record, status, out, kind)
+
+    async def _reply(self, writer: asyncio.StreamWriter, record: dict, status: int, out: bytes, kind: str) -> bool:
+        """Log `record` with its status, then answer (keep-alive)."""
         record["status"] = status
         self._record(record)
         head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n"

@@ -141,7 +141,7 @@ def scripted_logprobs(reply: Reply, top: int) -> dict:
     return {"content": steps}
 
 
-def error_body(status: int, message: str) -> bytes:
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
     """An OpenAI-style error body."""
-    err = {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": None, "code": None}
+    err = {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}
     return json.dumps({"error": err}).encode()

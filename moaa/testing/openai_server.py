@@ -32,6 +32,11 @@ Options (constructor keyword / CLI flag):
 - ``hang_s`` (--hang-s): how long "hang" sleeps before closing the connection.
 - ``log_path`` (--log): append every request record as a JSON line, flushed per line.
 - ``models`` (--models): the ids that /v1/models lists.
+- ``strict_models`` (--strict-models): a chat request for a model ``models`` does not list is
+  answered 404 ``model_not_found``, as OpenAI answers one (by default any model is answered).
+- ``refuse_params`` (--refuse-param NAME=MESSAGE): a chat request whose body holds NAME is answered
+  400 with MESSAGE and ``param`` NAME, as OpenAI refuses ``max_tokens`` or ``temperature`` on its
+  reasoning models.
 - ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
   header, as some servers echo the request in their errors (to test that moaa writes no key).
 
@@ -97,6 +102,8 @@ class OpenAITestServer:
         hang_s: float = 600.0,
         log_path: str | None = None,
         models: Sequence[str] = ("test-model",),
+        strict_models: bool = False,
+        refuse_params: dict[str, str] | None = None,
         echo_key: bool = False,
     ) -> None:
         self.host, self.port = host, port
@@ -105,6 +112,7 @@ class OpenAITestServer:
         self.greedy = greedy
         self.responder, self.fault_rate, self.fault_mix = responder, fault_rate, tuple(fault_mix)
         self.retry_after_s, self.hang_s, self.models = retry_after_s, hang_s, list(models)
+        self.strict_models, self.refuse_params = strict_models, dict(refuse_params or {})
         self.echo_key = echo_key
         self.requests: list[dict] = []
         self._script: collections.deque[str | None] = collections.deque()
@@ -291,6 +299,12 @@ class OpenAITestServer:
             return 200, error_body(503, "Injected error in a 200 answer: the model is overloaded."), {}
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return 400, error_body(400, "The body must be a JSON object with a 'messages' list."), {}
+        if self.strict_models and body.get("model") not in self.models:
+            text = f"The model `{body.get('model')}` does not exist or you do not have access to it."
+            return 404, error_body(404, text, code="model_not_found"), {}
+        refused = next((k for k in self.refuse_params if k in body), None)
+        if refused is not None:
+            return 400, error_body(400, self.refuse_params[refused], param=refused), {}
         try:
             self._counter += 1
             completion = build_completion(
@@ -350,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--greedy", action="store_true", help="at temperature 0 the reply ignores the seed")
     p.add_argument("--api-key", default=None)
     p.add_argument("--models", default="test-model", help="comma-separated ids for /v1/models")
+    p.add_argument("--strict-models", action="store_true", help="answer 404 for a model --models does not list")
+    p.add_argument(
+        "--refuse-param", action="append", default=[], metavar="NAME=MESSAGE",
+        help="answer 400 MESSAGE to a chat body holding NAME (repeatable)",
+    )  # fmt: skip
     p.add_argument("--echo-key", action="store_true", help="a 400 fault's message repeats the Authorization header")
     a = p.parse_args(argv)
     try:
@@ -370,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             hang_s=a.hang_s,
             log_path=a.log,
             models=a.models.split(","),
+            strict_models=a.strict_models,
+            refuse_params=dict(item.split("=", 1) for item in a.refuse_param),
             echo_key=a.echo_key,
         )
     except ValueError as exc:

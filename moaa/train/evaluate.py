@@ -11,8 +11,9 @@ loss, the win rate with a Wilson (or bootstrap) interval, and the length-control
 (moaa.train.winrate). Results go to `results.json` and `results.md` in `<model>/eval/<run>/`
 (or `runs/eval/<run>/` for a model that is not a folder), with a lineage.json.
 
-Defaults: the model is the latest DPO run (else the latest SFT run); the baseline is the model
-it descends from first (walking the runs' lineage back to the original student).
+Defaults: the model is the latest DPO run (else the latest SFT run), of those trained on `--data`
+when it is given; the baseline is the model it descends from first (walking the runs' lineage back
+to the original student).
 """
 
 from __future__ import annotations
@@ -108,15 +109,16 @@ class EvalResult:
 # ---------------------------------------------------------------- which models
 
 
-def default_model(runs_root: str | Path = DEFAULT_RUNS) -> str:
-    """The latest DPO run, else the latest SFT run."""
+def default_model(runs_root: str | Path = DEFAULT_RUNS, dataset: str | None = None) -> str:
+    """The latest DPO run, else the latest SFT run (with `dataset`: of those trained on that data set)."""
     try:
-        return str(latest_run("dpo", runs_root))
+        return str(latest_run("dpo", runs_root, dataset=dataset))
     except InputError:
         try:
-            return str(latest_run("sft", runs_root))
+            return str(latest_run("sft", runs_root, dataset=dataset))
         except InputError:
-            raise InputError(f"no finished dpo or sft run under {runs_root}/; train one or pass --model") from None
+            on = f" trained on data set {dataset!r}" if dataset else ""
+            raise InputError(f"no finished dpo or sft run{on} under {runs_root}/; train one or pass --model") from None
 
 
 def origin_model(ref: str) -> str:
@@ -280,13 +282,14 @@ def run_eval(
 
     started = time.time()
     settings = load_eval_settings(config, overrides)
-    model_ref = model or default_model(runs_root)
+    named = find_dataset(data, data_root) if data else None
+    model_ref = model or default_model(runs_root, named.name if named else None)
     model_ref = model_ref if model_ref in settings.endpoints else resolve_model(model_ref)
     baseline_ref = baseline or origin_model(model_ref)
     baseline_ref = baseline_ref if baseline_ref in settings.endpoints else resolve_model(baseline_ref)
     if baseline_ref == model_ref:
         raise InputError(f"model and baseline are the same ({model_ref}); pass --baseline")
-    dataset = find_dataset(data or trained_on(model_ref), data_root)
+    dataset = named or find_dataset(trained_on(model_ref), data_root)
     prompts = held_out_prompts(dataset, settings.limit)
     out = _output_dir(output, model_ref, runs_root)
     stats = RunStats()

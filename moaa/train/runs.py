@@ -61,13 +61,30 @@ def read_lineage(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def latest_run(kind: str, runs_root: str | Path = DEFAULT_RUNS) -> Path:
-    """The most recently finished run folder of `kind` (one with a lineage.json)."""
+def latest_run(kind: str, runs_root: str | Path = DEFAULT_RUNS, dataset: str | None = None) -> Path:
+    """The most recently finished run folder of `kind` (one with a lineage.json); with `dataset` (a
+    data set's name), the latest one trained on a version of that data set."""
     folder = Path(runs_root) / kind
     done = [p for p in folder.glob("*/") if (p / LINEAGE).is_file()] if folder.is_dir() else []
     if not done:
         raise InputError(f"no finished {kind} run under {folder}/; run `moaa train {kind}` first or pass --model")
-    return max(done, key=lambda p: ((read_lineage(p) or {}).get("created_at", ""), p.stat().st_mtime))
+    mine = [p for p in done if dataset is None or trained_on_name(p) == dataset]
+    if not mine:
+        others = sorted({f"{trained_on_name(p)}" for p in done})
+        raise InputError(
+            f"no finished {kind} run under {folder}/ was trained on data set {dataset!r} (they were trained on "
+            f"{', '.join(others)}); run `moaa train {kind} --data {dataset}` first, or pass --model RUN to "
+            "continue from a run trained on other data"
+        )
+    return max(mine, key=lambda p: ((read_lineage(p) or {}).get("created_at", ""), p.stat().st_mtime))
+
+
+def trained_on_name(folder: str | Path) -> str | None:
+    """The name of the data set a run folder was trained on (its lineage's dataset parent), if any."""
+    for parent in (read_lineage(folder) or {}).get("parents", []):
+        if parent.get("kind") == "dataset":
+            return str(parent.get("ref", "")).partition("@")[0] or None
+    return None
 
 
 def run_parent(folder: str | Path) -> dict[str, Any]:

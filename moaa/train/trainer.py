@@ -74,7 +74,7 @@ def train(
     output: str | Path | None = None,
     data_root: str | Path = DEFAULT_ROOT,
     runs_root: str | Path = DEFAULT_RUNS,
-    default_model: Callable[[], str | None] = lambda: None,
+    default_model: Callable[[DatasetVersion], str | None] = lambda dataset: None,
     merge: bool = False,
     extra_parents: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
@@ -83,7 +83,7 @@ def train(
     settings = load_settings(kind, config, overrides)  # fail fast on a bad key, before loading anything
     dataset = find_dataset(data, data_root, config=kind)
     rows = load_rows(dataset, kind, "train")
-    ref = resolve_model(model or settings.model.get("model_name_or_path") or default_model())
+    ref = resolve_model(model or settings.model.get("model_name_or_path") or default_model(dataset))
     base = describe_model(ref)
     out = prepare_output(output, kind, dataset, runs_root)
     log.info("%s: %s on %s (%d rows) -> %s", kind, ref, dataset.ref, len(rows), out)

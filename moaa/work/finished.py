@@ -70,6 +70,8 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
 
     if config.output.publish_repo_id:
         return None  # the flow publishes what it writes
+    if config.prompts.schedule != "all":
+        return None  # only reading the source tells whether it has new prompts: the flow's plan does
     prompts = file_fingerprint(config.prompts, base_dir)
     if prompts is None:
         return None
@@ -82,6 +84,20 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
             return _finished(config, work, record)
     except FolderBusy:
         return None  # the flow refuses with the holder's name
+    except DamagedFile:
+        return None  # the flow redoes the damaged shard
+
+
+def finished_plan(config: MoaaConfig, work: Path) -> FinishedRun | None:
+    """find_finished for a run already opened on `work` (its lock held): the newest version when the
+    flow would only copy it (a scheduled run with nothing new, a finished config run again)."""
+    from moaa.errors import DamagedFile
+
+    record = _read_record(work)
+    if record is None or record.get("config_digest") != config_digest(config) or config.output.publish_repo_id:
+        return None
+    try:
+        return _finished(config, work, record)
     except DamagedFile:
         return None  # the flow redoes the damaged shard
 

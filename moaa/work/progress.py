@@ -19,6 +19,7 @@ the projected cost count only this run's work, not what a resumed run had done b
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import sys
@@ -31,6 +32,11 @@ from typing import TextIO
 from moaa.models.stats import Counter, RunStats
 
 _BAR = 24  # characters of the terminal progress bar
+# Every periodic report is also a record of this logger, which prints nothing by itself (no handler,
+# no propagation: the stream already has the lines); a scheduled flow run hands it to Prefect, so a
+# served run's progress is in its logs there (flows.run_logs).
+progress_log = logging.getLogger("moaa.progress")
+progress_log.propagate = False
 _ROW = "  {:<18}{:>8}{:>7}{:>8}{:>7}{:>11}{:>11}{:>9}{:>11}"  # a row of the terminal's endpoint table
 
 
@@ -193,7 +199,10 @@ class Progress:
             if self.tty:
                 self._redraw(self.panel())
             else:
-                self.stream.write("".join(text + "\n" for text in self.lines()))
+                lines = self.lines()
+                self.stream.write("".join(text + "\n" for text in lines))
+                for text in lines:
+                    progress_log.info("%s", text)
             self.stream.flush()
 
     def _redraw(self, lines: list[str]) -> None:

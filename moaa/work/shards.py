@@ -139,8 +139,9 @@ def _calls_only(records: Iterable[dict[str, Any]], counted: dict[str, dict[str, 
             yield record
 
 
-def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_size: int) -> list[Path]:
-    """Write records as `shard-NNNNN.jsonl` files of `shard_size` (idempotent for equal input).
+def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_size: int, start: int = 0) -> list[Path]:
+    """Write records as `shard-NNNNN.jsonl` files of `shard_size` (idempotent for equal input),
+    numbered from `start` (a scheduled run appends shards after those of earlier runs).
 
     Reads `records` once, holding one shard's worth at a time. A shard file that already holds
     exactly these records is left alone (a re-plan of the same run writes and syncs nothing).
@@ -150,10 +151,10 @@ def split_into_shards(records: Iterable[dict[str, Any]], folder: Path, shard_siz
     for record in records:
         batch.append(record)
         if len(batch) == shard_size:
-            paths.append(_write_shard(folder, len(paths), batch))
+            paths.append(_write_shard(folder, start + len(paths), batch))
             batch = []
     if batch:
-        paths.append(_write_shard(folder, len(paths), batch))
+        paths.append(_write_shard(folder, start + len(paths), batch))
     return paths
 
 

@@ -37,6 +37,7 @@ class RunPlan:
     started: float = field(default_factory=time.time)
     # Failures of earlier runs of this work folder: {"transient"/"other": asked again, "permanent": kept}
     earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "other": 0, "permanent": 0})
+    nothing_new: bool = False  # prompts.schedule next/resample found no prompt its shards lack (moaa.work.increments)
 
     def total(self, stage: str) -> int:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
@@ -73,6 +74,8 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
 def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
     from moaa.sources import stream_prompts
 
+    if config.prompts.schedule != "all":
+        return _plan_scheduled(config, base_dir)
     with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
             dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
@@ -89,6 +92,39 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
         _keep_drops(prompts.drops, work / DROPS_FILE)
     write_json_atomic(work / "config.json", dump_public_config(config))
     return RunPlan(config, work, shards, counts, source)
+
+
+def _plan_scheduled(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
+    """prompts.schedule next/resample: the work folder outlives a growing source; new shards for the
+    prompts none of its shards holds (moaa.work.increments)."""
+    from moaa.sources import stream_prompts
+    from moaa.work import increments as S
+
+    cfg = config.prompts
+    every = cfg.model_copy(update={"limit": None})  # the limit counts new prompts, not the source's
+    with stream_prompts(every, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
+        if not len(prompts):
+            dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
+            raise MoaaError(
+                f"prompts: no prompts left after filtering (dropped: {dropped}); relax the filters or fix the prompts"
+            )
+        work = Path(config.run.work_dir) / config.name / fingerprint(config, f"schedule:{prompts.source}")
+        covered = set(S.shard_ids(sorted((work / "sft" / "inputs").glob("shard-*.jsonl"))))
+        new = S.pick_new(prompts, covered, cfg.schedule, cfg.limit, seed=cfg.seed + len(S.batches(work)))
+        held = len(list((work / "sft" / "inputs").glob("shard-*.jsonl")))
+        shards = {"sft": S.append_shards(work / "sft", new, config.run.shard_size)}
+        if config.preference.enabled:
+            pref = new if config.preference.limit is None else new[: config.preference.limit]
+            shards["preference"] = S.append_shards(work / "preference", pref, config.run.shard_size)
+        counts = {"read": prompts.total_read, "kept": len(prompts), "dropped": dict(prompts.dropped),
+                  "new": len(new), "held_before": len(covered)}  # fmt: skip
+        source = {"label": prompts.source, "fingerprint": prompts.fingerprint}
+        _keep_drops(prompts.drops, work / DROPS_FILE)
+    if new:
+        S.record_batch(work, len(new), shards["sft"][held:])
+    log.info("prompts.schedule %s: %d new prompts (%d held already)", cfg.schedule, len(new), len(covered))
+    write_json_atomic(work / "config.json", dump_public_config(config))
+    return RunPlan(config, work, shards, counts, source, nothing_new=not new)
 
 
 DROPS_FILE = "prompts/failures.jsonl"  # the prompts the filters left out, named (moaa.sources.drops)
@@ -320,6 +356,7 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     """Write the data set version and return the run summary (also saved in the work folder)."""
     from moaa.dataset.versions import write_version
     from moaa.work.finished import record_version
+    from moaa.work.increments import prompts_added
 
     config = plan.config
     summary = summarize(plan, totals, elapsed)
@@ -333,6 +370,7 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
             "scorer": config.preference.scorer.kind if config.preference.enabled else None,
         },
         "summary": {k: v for k, v in summary.items() if k not in ("endpoints",)},
+        "prompts_added": prompts_added(config, plan.shards),
     }
     bias = _bias(plan)
     if bias:
@@ -371,6 +409,18 @@ def finish_run(plan: RunPlan, totals: dict[str, Any], elapsed: float, publish: b
     except OSError as exc:  # the version is written; only this copy of its summary is missing
         log.warning("could not write %s: %s", plan.work_dir / "summary.json", exc)
     return summary
+
+
+def up_to_date_summary(finished: Any) -> dict[str, Any]:
+    """The summary of a run that found nothing to do (a moaa.work.finished.FinishedRun): the newest
+    version's own run summary (what making its data cost), this run's part zero, `up_to_date` set."""
+    from moaa.dataset.manifest import read_manifest
+
+    made = (read_manifest(finished.path).get("run") or {}).get("summary") or {}
+    return made | {
+        "up_to_date": True, "line": finished.line(), "version": finished.path.name,
+        "version_path": str(finished.path), "this_run": {"calls": 0, "cache_hits": 0, "cost": 0.0},
+    }  # fmt: skip
 
 
 def _redo_damaged(exc: DamagedFile) -> DamagedFile:

@@ -14,6 +14,8 @@ from moaa.work.steps import earlier_failures_line
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    if s.get("up_to_date"):  # a run that found nothing to do (moaa.work.finished): no version written
+        return s["line"]
     lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})", prompts_line(s)]
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
