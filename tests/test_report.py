@@ -275,6 +275,7 @@ def test_finish_run_writes_the_version_once_report_included(tmp_path, monkeypatc
     done = {"stage": "sft", "shard": "shard-00000.jsonl", "counts": counts, "stats": RunStats().to_dict(),
             "seconds": 1.0, "finished_at": 2.0}  # fmt: skip
     write_json_atomic(out / "DONE", done)
+    out.with_suffix(".jsonl").write_text("".join(f'{{"prompt_id": "p{i}"}}\n' for i in range(6)))  # the input shard
     plan = RunPlan(make_config(tmp_path), tmp_path / "work", {"sft": [(out.with_suffix(".jsonl"), out)]},
                    {"read": 6, "kept": 6, "dropped": {}}, {}, started=1.0)  # fmt: skip
     renamed: dict[str, dict[str, tuple[int, str]]] = {}

@@ -118,7 +118,7 @@ def test_the_run_artifact_links_to_the_version_in_the_viewer(tmp_path, monkeypat
     posted = []
     monkeypatch.setattr(prefect.artifacts, "create_markdown_artifact", lambda **kw: posted.append(kw))
     monkeypatch.setattr("moaa.work.summary.format_summary", lambda summary: "summary")
-    pipeline_flow._post_artifact({"name": "demo", "version_path": str(version)})
+    pipeline_flow.post_artifact({"name": "demo", "version_path": str(version)})
     url = f"http://127.0.0.1:{DEFAULT_PORT}/d/demo/v1/"
     markdown = posted[0]["markdown"]
     assert f"run `moaa view demo@v1` here, then open [{url}]({url})" in markdown and "**Chosen**" in markdown

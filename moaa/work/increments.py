@@ -106,11 +106,16 @@ def prompts_added(config: MoaaConfig, shards: dict[str, list[tuple[Path, Path]]]
 
 
 def version_prompt_ids(version: Path) -> set[str]:
-    """Every prompt id a version holds (its sft, dpo and failures rows)."""
+    """Every prompt id a version holds (its sft, dpo and failures rows). A file that cannot be read
+    (edited or truncated since: the reason this run is not up to date) holds none."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     ids: set[str] = set()
     for config in ("sft", "dpo", "failures"):
         for file in sorted((version / "data" / config).glob("*.parquet")):
-            ids.update(pq.read_table(file, columns=["prompt_id"]).column("prompt_id").to_pylist())
+            try:
+                ids.update(pq.read_table(file, columns=["prompt_id"]).column("prompt_id").to_pylist())
+            except (pa.ArrowException, OSError, KeyError):
+                continue
     return ids
