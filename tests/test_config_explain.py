@@ -46,7 +46,8 @@ def test_a_section_shows_its_keys_and_no_others(capsys):
     assert all(h.startswith("preference.scorer") for h in heads)
     kind = out.splitlines()[2]
     assert (
-        kind == 'preference.scorer.kind  "reward_model" | "pointwise" | "pairwise" | "moa_judge"  default "pointwise"'
+        kind
+        == 'preference.scorer.kind  "reward_model" | "pointwise" | "pairwise" | "moa_judge" | "verifier"  default "pointwise"'
     )
 
 
@@ -141,7 +142,7 @@ def test_show_prints_the_config_a_run_writes(tmp_path, capsys):
         (
             "zzz",
             "unknown config key 'zzz'; nearest valid keys: name, description, endpoints, prompts, sft, preference, "
-            "output, run, cache, answers",
+            "output, run, cache, answers, verify",
         ),
     ],
 )

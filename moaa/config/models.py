@@ -17,6 +17,7 @@ from moaa.config.endpoints import (
     EndpointConfig,
     Strict,
 )
+from moaa.config.verify import Mode, ReferenceColumns, SFTVerifyConfig, VerifierScorerConfig, VerifyConfig, _mode
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
@@ -113,6 +114,11 @@ class GenerationConfig(Strict):
     seq: SeqConfig = Field(SeqConfig(), description="settings of method self-moa-seq")
     smoa: SMoAConfig = Field(SMoAConfig(), description="settings of method smoa")
     quality: QualityConfig = Field(QualityConfig(), description="gates every aggregate passes before it becomes data")
+    verify: SFTVerifyConfig = Field(
+        SFTVerifyConfig(),
+        description="where a prompt carries a reference, what becomes of an answer that fails it (require, keep "
+        "or off; `sft.verify: keep` is short for `sft.verify.mode: keep`)",
+    )
 
     @field_validator("method")
     @classmethod
@@ -172,6 +178,10 @@ class PromptSourceConfig(Strict):
         None, ge=1, description="use at most this many prompts, a seeded sample of those kept; unset: all"
     )
     seed: int = Field(0, description="the seed of the limit sample")
+    reference: ReferenceColumns = Field(
+        ReferenceColumns(),
+        description="the columns that hold each prompt's reference (what its answer is checked against)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptSourceConfig:
@@ -183,10 +193,11 @@ class PromptSourceConfig(Strict):
 class ScorerConfig(Strict):
     """How candidates are ranked (ALGORITHMS.md section 7)."""
 
-    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge"] = Field(
+    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge", "verifier"] = Field(
         "pointwise",
         description="reward_model: a sequence classifier's score; pointwise: judges rate each answer 1-5; "
-        "pairwise: judges compare every ordered pair; moa_judge: judges' verdicts read by an aggregator judge",
+        "pairwise: judges compare every ordered pair; moa_judge: judges' verdicts read by an aggregator judge; "
+        "verifier: each answer checked against the prompt's reference, a passing one chosen over a failing one",
     )
     judges: list[AgentConfig] = Field(
         default_factory=list, description="the judge agents (at least one, for every kind but reward_model)"
@@ -221,6 +232,15 @@ class ScorerConfig(Strict):
         description="pointwise: score each rating as its probability-weighted mean over 1-5 from the judge's "
         "top log-probabilities (G-Eval), where the endpoint returns them; breaks the ties a small judge makes",
     )
+    verifier: VerifierScorerConfig = Field(
+        VerifierScorerConfig(), description="kind verifier: its tie-breaker and what becomes of unseparated prompts"
+    )
+
+    def judged_kind(self) -> str:
+        """The kind whose judges or reward model are called: the verifier's tie-breaker, else the kind."""
+        if self.kind != "verifier":
+            return self.kind
+        return self.verifier.breaker(bool(self.judges), self.reward_model is not None)
 
 
 class PreferenceConfig(Strict):
@@ -242,6 +262,14 @@ class PreferenceConfig(Strict):
         "(length bias); unset: off",
     )
     limit: int | None = Field(None, ge=1, description="how many of the source's prompts to use for pairs; unset: all")
+    verify: Mode = Field(
+        "require",
+        description="where a prompt carries a reference, with any scorer: require: a pair whose chosen answer "
+        "fails its check is dropped (reason chosen_failed); keep: pairs are kept, their verdicts recorded; off: "
+        "nothing is checked (the verifier scorer checks whatever this says)",
+    )
+
+    _verify_shorthand = field_validator("verify", mode="before")(lambda value: _mode(value))
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
@@ -250,12 +278,13 @@ class PreferenceConfig(Strict):
         if self.policy is None:
             raise ValueError("policy: preference.enabled needs a policy (the agent whose answers are ranked)")
         scorer = self.scorer
-        if scorer.kind == "reward_model" and not scorer.reward_model:
-            raise ValueError("scorer.reward_model: required for kind reward_model (a folder or hub id)")
-        if scorer.kind != "reward_model" and not scorer.judges:
-            raise ValueError(f"scorer.judges: kind {scorer.kind} needs at least one judge agent")
-        if scorer.kind == "moa_judge" and scorer.aggregator is None:
-            raise ValueError("scorer.aggregator: kind moa_judge needs an aggregator judge")
+        kind, where = scorer.judged_kind(), "" if scorer.kind != "verifier" else " (the verifier's tie_breaker)"
+        if kind == "reward_model" and not scorer.reward_model:
+            raise ValueError(f"scorer.reward_model: required for kind reward_model{where} (a folder or hub id)")
+        if kind not in ("reward_model", "none") and not scorer.judges:
+            raise ValueError(f"scorer.judges: kind {kind}{where} needs at least one judge agent")
+        if kind == "moa_judge" and scorer.aggregator is None:
+            raise ValueError(f"scorer.aggregator: kind moa_judge{where} needs an aggregator judge")
         return self
 
 
@@ -353,6 +382,7 @@ class MoaaConfig(Strict):
     run: RunSettings = Field(RunSettings(), description="shards, parallelism and the failure-rate stop")
     cache: CacheConfig = Field(CacheConfig(), description="the request cache")
     answers: AnswersConfig = Field(AnswersConfig(), description="what becomes of answers cut at max_tokens")
+    verify: VerifyConfig = Field(VerifyConfig(), description="how answers are checked against their references")
 
     @field_validator("endpoints")
     @classmethod
