@@ -147,7 +147,9 @@ def _kwargs(value: Any, count: int) -> tuple[dict[str, Any], ...]:
         raise ValueError("kwargs: a list of objects (one per instruction id) expected")
     if len(value) != count:
         raise ValueError(f"kwargs: {len(value)} objects for {count} instruction ids; give one per id")
-    return tuple(v or {} for v in value)
+    return tuple(
+        {k: v for k, v in (v or {}).items() if v is not None} for v in value
+    )  # IFEval fills unused keys with null
 
 
 def _rows(value: Any) -> tuple[tuple[Any, ...], ...] | None:

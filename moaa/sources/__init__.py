@@ -6,9 +6,11 @@
     with stream_prompts(cfg, spill_dir=work_dir) as prompts:  # any number of prompts
         for prompt in prompts: ...
 
-Filters run in this order, each drop counted by reason: empty (no user text), too_short / too_long
-(characters of the user turns), duplicate (same normalised conversation), near_duplicate (MiniLM
-cosine >= near_dedup_threshold against an earlier kept prompt), sampled_out (beyond `limit`).
+Each prompt keeps its row's reference (moaa.sources.references: what its answer is checked against),
+which is not part of its id. Filters run in this order, each drop counted by reason: empty (no user
+text), too_short / too_long (characters of the user turns), duplicate (same normalised
+conversation), near_duplicate (MiniLM cosine >= near_dedup_threshold against an earlier kept
+prompt), sampled_out (beyond `limit`).
 
 Nothing holds all rows. The source is read once, row by row (moaa.sources.readers), and the rows
 that pass the filters are spilled to a temporary JSONL file; `limit` then samples positions among
@@ -43,10 +45,11 @@ from typing import Any, NamedTuple, TextIO
 from moaa.config import PromptSourceConfig
 from moaa.errors import InputError
 from moaa.fileio import sha256_file
-from moaa.rows import Message, Prompt, prompt_id_of
+from moaa.rows import Message, Prompt, Reference, prompt_id_of
 from moaa.sources.conversations import check_columns, row_messages
 from moaa.sources.filters import NearDuplicates, dedup_digest, sample_indices, user_chars, user_text
 from moaa.sources.readers import FILE_TYPES, RowSource, open_rows, resolve_path
+from moaa.sources.references import check_reference_columns, row_reference
 
 __all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "file_fingerprint", "load_prompts", "stream_prompts"]
 
@@ -73,6 +76,7 @@ class _Item(NamedTuple):
     messages: list[Message]
     category: str | None
     given_id: str | None  # the id_column's value, as text
+    reference: dict[str, Any] | None  # Reference.to_dict()
 
 
 @dataclass
@@ -138,7 +142,8 @@ class PromptStream:
                     repeats[key] = repeats.get(key, 1) + 1
                     prompt_id = f"{prompt_id}-{repeats[key]}"
             seen.add(key)
-            yield Prompt(prompt_id, item.messages, self.source, item.category)
+            reference = Reference.from_dict(item.reference) if item.reference else None
+            yield Prompt(prompt_id, item.messages, self.source, item.category, reference)
 
 
 @contextmanager
@@ -227,6 +232,7 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[in
             continue  # the rest is read for errors that come first (unreadable data, missing columns)
         try:
             messages = row_messages(row, where, cfg)
+            reference = row_reference(row, where, cfg)
         except InputError as exc:
             failure = exc
             continue
@@ -238,11 +244,13 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO) -> tuple[in
         if reason:
             dropped[reason] += 1
             continue
-        line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column))) + "\n"
+        saved = reference.to_dict() if reference is not None else None
+        line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column), saved)) + "\n"
         lines = near.add(line, user_text(messages)) if near else [line]
         spill.writelines(lines)
         written += len(lines)
     check_columns(cfg, columns, rows.origin)
+    check_reference_columns(cfg, columns, rows.origin)
     if failure:
         raise failure
     if near:
