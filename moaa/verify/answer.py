@@ -42,13 +42,17 @@ def check_answer(reference: str, text: str) -> Verdict:
     shown_gold = _shown(gold_parsed, gold)
     answer = parse(strip_thinking(text), parsing_timeout=PARSE_TIMEOUT_S)
     if not answer:
-        return failed(f"no final answer found (reference {shown_gold})", "answer", reference=shown_gold)
+        return failed(
+            f"no final answer found (reference {shown_gold})", "answer",
+            feedback="your answer does not state a final answer", reference=shown_gold,
+        )  # fmt: skip
     shown = _shown(answer, "")
     if verify(gold_parsed, answer, timeout_seconds=PARSE_TIMEOUT_S):
         return passed(f"final answer {shown} matches the reference {shown_gold}", "answer", answer=shown)
     return failed(
-        f"final answer {shown} does not match the reference {shown_gold}", "answer", answer=shown, reference=shown_gold
-    )
+        f"final answer {shown} does not match the reference {shown_gold}", "answer",
+        feedback=f"your final answer {shown} is not correct", answer=shown, reference=shown_gold,
+    )  # fmt: skip
 
 
 def _shown(parsed: list, fallback: str) -> str:

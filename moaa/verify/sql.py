@@ -76,7 +76,8 @@ def check_sql(reference: Reference, text: str, timeout_s: float) -> Verdict:
         ordered = bool(reference.sql and re.search(r"(?i)\border\s+by\b", reference.sql))
     problem = compare(expected, got, ordered)
     if problem:
-        return failed(problem, "sql", query=query, expected=_shown(expected), got=_shown(got))
+        hint = "the rows it returns are not the ones asked for" if problem.startswith("the rows differ") else problem
+        return failed(problem, "sql", feedback=f"your query runs, but {hint}", query=query, expected=_shown(expected))
     return passed(f"{len(got)} rows match the reference{' in order' if ordered else ''}", "sql", query=query)
 
 

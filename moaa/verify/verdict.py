@@ -3,7 +3,9 @@
 `score` is the fraction of the check passed (tests: asserts passed; constraints: instructions
 followed; 1.0 or 0.0 for an answer or a query), which the `verifier` scorer ranks by; `checks`
 names the checks that ran (answer, tests, constraints, sql, own); `details` is what the trace keeps
-(the parsed answer, each test's outcome, the rows compared).
+(the parsed answer, each test's outcome, the rows compared); `feedback` is what a model re-asked
+may be told: the reason without the reference's answer or rows ("your final answer 9 is not
+correct", never "... the reference 80"), so a re-ask cannot pass by copying it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Verdict:
     score: float | None = None
     checks: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    feedback: str = ""  # "" : the reason is safe to show
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -31,6 +34,11 @@ class Verdict:
             object.__setattr__(self, "reason", self.reason[: REASON_CHARS - 3] + "...")
         if self.score is None and self.status != "unverifiable":
             object.__setattr__(self, "score", 1.0 if self.status == "pass" else 0.0)
+
+    @property
+    def hint(self) -> str:
+        """What a re-asked model is shown."""
+        return self.feedback or self.reason
 
     @property
     def passed(self) -> bool:
@@ -46,16 +54,16 @@ class Verdict:
         return out | ({"answer": answer} if answer is not None else {})
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything, for a trace step's meta."""
-        return self.column() | {"details": self.details}
+        """Everything, for a trace step's meta (and a check worker's reply)."""
+        return self.column() | {"details": self.details} | ({"feedback": self.feedback} if self.feedback else {})
 
 
 def passed(reason: str, check: str, score: float = 1.0, **details: Any) -> Verdict:
     return Verdict("pass", reason, score, (check,), details)
 
 
-def failed(reason: str, check: str, score: float = 0.0, **details: Any) -> Verdict:
-    return Verdict("fail", reason, score, (check,), details)
+def failed(reason: str, check: str, score: float = 0.0, *, feedback: str = "", **details: Any) -> Verdict:
+    return Verdict("fail", reason, score, (check,), details, feedback)
 
 
 def unverifiable(reason: str, check: str, **details: Any) -> Verdict:
@@ -75,7 +83,7 @@ def combine(verdicts: list[Verdict]) -> Verdict:
     score = sum(scores) / len(scores) if scores else None
     failing = [v for v in verdicts if v.failed]
     if failing:
-        return Verdict("fail", _named(failing[0]), score, checks, details)
+        return Verdict("fail", _named(failing[0]), score, checks, details, failing[0].hint)
     if len(ran) == len(verdicts):
         return Verdict("pass", "; ".join(_named(v) for v in verdicts), score, checks, details)
     unknown = next(v for v in verdicts if v.status == "unverifiable")

@@ -100,8 +100,10 @@ class CheckWorkers:
             code = worker.proc.returncode
             return unverifiable(f"the check worker died ({type(exc).__name__}, exit code {code})", request["kind"])
         self._idle.put(worker)
-        details = reply.get("details", {})
-        return Verdict(reply["status"], reply.get("reason", ""), reply.get("score"), tuple(reply["checks"]), details)
+        return Verdict(
+            reply["status"], reply.get("reason", ""), reply.get("score"), tuple(reply["checks"]),
+            reply.get("details", {}), reply.get("feedback", ""),
+        )  # fmt: skip
 
     def _take(self) -> _Worker:
         with self._lock:

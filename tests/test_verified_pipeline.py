@@ -1,0 +1,66 @@
+"""The whole pipeline on a JSONL of {"instruction", "tests"} and {"instruction", "answer"} rows, with no
+setting for verification at all: every written row is re-checked here, independently of the verdicts
+the pipeline wrote, and the summary prints the counts."""
+
+from __future__ import annotations
+
+from moaa.rows import Reference, prompt_id_of
+from moaa.testing.openai_server import OpenAITestServer
+from moaa.work.summary import format_summary
+from tests.conftest import make_config
+from tests.pipeline_helpers import version_rows
+from tests.test_pipeline import run
+from tests.verify_helpers import Script, Tutor, python, recheck, write_source
+
+ADD = "Write a Python function add(a, b) that returns a + b."
+MAX3 = "Write a Python function max3(a, b, c) that returns the largest of three numbers."
+CLIPS = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell altogether?"
+APPLES = "Tom has 5 apples and eats 2. How many are left?"
+TRIANGLE = "The angles of a triangle are in the ratio 2:3:4. What is the size of the largest angle in degrees?"
+ROWS = [
+    {"instruction": ADD, "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]},
+    {"instruction": MAX3, "tests": "assert max3(1, 2, 3) == 3\nassert max3(3, 2, 1) == 3\nassert max3(2, 3, 1) == 3"},
+    {"instruction": CLIPS, "answer": "In May she sold 48 / 2 = 24.\nIn all 48 + 24 = 72.\n#### 72"},
+    {"instruction": APPLES, "answer": "3"},
+    {"instruction": TRIANGLE, "answer": "80"},
+    {"instruction": "Say hello in French."},
+]
+WRONG_MAX = python("def max3(a, b, c):\n    return a if a > b else b")
+SCRIPTS = {
+    # right at once
+    ADD: Script([python("def add(a, b):\n    return a + b")] * 3, python("def add(a, b):\n    return b + a")),
+    # wrong aggregate, right after the re-ask
+    MAX3: Script([WRONG_MAX] * 3, WRONG_MAX + "Done.", reask=python("def max3(a, b, c):\n    return max(a, b, c)")),
+    CLIPS: Script(["72", "She sold 72 clips.", "70"], "She sold 72 clips in all."),
+    # the aggregate and its re-ask wrong, one proposal right
+    APPLES: Script(["7", "There are 3 left.", "2"], "7 apples.", reask="Still 7."),
+    # everything wrong: the issue's triangle
+    TRIANGLE: Script(["9", "4", "25/3"], "The largest angle is 9 degrees.", reask="It is 9."),
+}
+
+
+def test_only_verified_answers_become_rows_and_the_summary_counts_them(tmp_path, prefect_harness):
+    source = write_source(tmp_path / "checkable.jsonl", ROWS)
+    references = {prompt_id_of([{"role": "user", "content": r["instruction"]}]): r for r in ROWS}
+    roles = [f"sft.proposers.{i}.role=p{i}" for i in range(3)]
+    with OpenAITestServer(responder=Tutor(SCRIPTS)) as srv:
+        config = make_config(tmp_path, srv.base_url, f"prompts.path={source}", "prompts.limit=null", *roles)
+        summary = run(config)
+    rows = version_rows(summary["version_path"], "sft")
+    assert len(rows) == 5  # the triangle is an `unverified` failure
+    for row in rows:  # the hidden check: no row whose prompt has a reference fails it
+        raw = references[row["prompt_id"]]
+        reference = Reference.from_dict({k: v for k, v in raw.items() if k in ("answer", "tests")})
+        expected = "pass" if reference.kinds else "none"
+        assert recheck(reference, row["messages"][-1]["content"]) == expected, row
+    how = {references[r["prompt_id"]]["instruction"]: (r["verification"] or {}).get("answer") for r in rows}
+    assert how == {ADD: "final", MAX3: "reask", CLIPS: "final", APPLES: "proposal", "Say hello in French.": None}
+    failures = version_rows(summary["version_path"], "failures")
+    assert [(f["reason"], f["transient"]) for f in failures] == [("unverified", False)]
+    text = format_summary(summary)
+    assert (
+        "verification (sft): moa: 5 prompts checked, 4 verified (80%: 2 at first, 1 after a re-ask, 1 from a "
+        "proposal), 1 failed (dropped as unverified), 0 unverifiable; 1 without a check"
+    ) in text
+    card = (tmp_path / "data" / "test-run" / summary["version"] / "README.md").read_text()
+    assert "## Verification" in card and "4 verified (80%" in card
