@@ -64,3 +64,46 @@ def test_only_verified_answers_become_rows_and_the_summary_counts_them(tmp_path,
     ) in text
     card = (tmp_path / "data" / "test-run" / summary["version"] / "README.md").read_text()
     assert "## Verification" in card and "4 verified (80%" in card
+
+
+SAMPLES = {
+    ADD: [python("def add(a, b):\n    return a + b"), python("def add(a, b):\n    return a * b")],
+    MAX3: [python("def max3(a, b, c):\n    return max(a, b, c)"), WRONG_MAX],
+    CLIPS: ["She sold 72 clips.", "She sold 24 clips."],
+    APPLES: ["2 apples", "5 apples"],  # both wrong: no pair
+    TRIANGLE: ["It is 80 degrees.", "The largest is 80."],  # both right: the judge (ratings 3, 5) pairs them
+}
+
+
+def test_no_dpo_chosen_side_fails_its_check(tmp_path, prefect_harness):
+    from tests.pipeline_helpers import verdict_responder
+
+    source = write_source(tmp_path / "checkable.jsonl", ROWS)
+    references = {prompt_id_of([{"role": "user", "content": r["instruction"]}]): r for r in ROWS}
+    tutor = Tutor({q: Script(s.proposals, s.aggregate, s.reask, SAMPLES[q]) for q, s in SCRIPTS.items()})
+
+    def respond(request: dict):
+        return verdict_responder(request) or tutor(request)
+
+    overrides = [f"sft.proposers.{i}.role=p{i}" for i in range(3)] + [
+        f"prompts.path={source}", "prompts.limit=null", "preference.enabled=true",
+        "preference.policy={endpoint: test, role: policy, temperature: 1.0}", "preference.samples=2",
+        "preference.scorer={kind: verifier, judges: [{endpoint: test}]}", "preference.min_margin=0",
+    ]  # fmt: skip
+    with OpenAITestServer(responder=respond) as srv:
+        summary = run(make_config(tmp_path, srv.base_url, *overrides))
+    pairs = version_rows(summary["version_path"], "dpo")
+    for pair in pairs:  # the hidden check, on the chosen side
+        raw = references[pair["prompt_id"]]
+        reference = Reference.from_dict({k: v for k, v in raw.items() if k in ("answer", "tests")})
+        assert recheck(reference, pair["chosen"][0]["content"]) in ("pass", "none"), pair
+    rejected = {references[p["prompt_id"]]["instruction"]: (p["verification"] or {}).get("rejected") for p in pairs}
+    assert {q: v and v["status"] for q, v in rejected.items()} == {
+        ADD: "fail", MAX3: "fail", CLIPS: "fail", TRIANGLE: "pass", "Say hello in French.": None,
+    }  # fmt: skip
+    dropped = summary["stages"]["preference"]["dropped"]
+    assert dropped.get("all_failed") == 1  # the apples
+    assert (
+        "verification (preference): 10 candidates checked: 5 passed, 5 failed, 0 unverifiable; 3 pairs "
+        "chosen-passes/rejected-fails; 1 judged among passing answers; 1 prompts without a check"
+    ) in format_summary(summary)

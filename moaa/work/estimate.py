@@ -209,10 +209,11 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
     else:
         cand = ""
-    names = cfg.criteria[: cfg.num_criteria] if cfg.kind == "moa_judge" and cfg.criteria else cfg.criteria
+    kind = cfg.judged_kind()  # a verifier's tie-breaker
+    names = cfg.criteria[: cfg.num_criteria] if kind == "moa_judge" and cfg.criteria else cfg.criteria
     criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     for i in range(len(cfg.judges)):
-        if cfg.kind == "pairwise":
+        if kind == "pairwise":
             shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), jp.pairwise_messages(_PROBE, cand, cand, criteria))]
         else:
             shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]

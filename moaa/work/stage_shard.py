@@ -311,10 +311,13 @@ async def _dispatch(
         )  # fmt: skip
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
+        from moaa.verify import Verifier
 
+        pref = config.preference
+        checked = pref.verify != "off" or pref.scorer.kind == "verifier"
         await run_preference_prompts(
-            prompts, config.preference, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
-            answers=config.answers,
+            prompts, pref, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
+            answers=config.answers, verifier=Verifier(config.verify) if checked else None,
         )  # fmt: skip
     else:
         raise ValueError(f"unknown stage {stage!r}")
