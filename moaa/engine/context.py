@@ -176,7 +176,7 @@ class PromptRun:
         # The last call whose text became the answer (with its messages and text): sft.verify re-asks it.
         self.final_call: tuple[Call, list[Message]] | None = None
         self.final_text: str | None = None
-        self.verification: dict[str, Any] | None = None  # the row's `verification` (moaa.engine.verified)
+        self.verification: dict[str, Any] | None = None  # the row's `verification` (moaa.engine.verification)
 
     @property
     def trace(self) -> list[TraceStep]:

@@ -17,7 +17,7 @@ from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.methods import method_of
 from moaa.engine.plan import Turn
 from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles
-from moaa.engine.verified import verified_final
+from moaa.engine.verification import verified_final
 from moaa.fanout import fan_out
 from moaa.models.client import ChatClient, Message
 from moaa.rows import Failure, Prompt, SFTRow
@@ -45,7 +45,7 @@ async def answer_prompt(
     role descriptions when the config names none; `embed` replaces the MiniLM embedder of the
     cluster filter (tests); `answers` says what becomes of a final answer cut at max_tokens
     (default: dropped, the prompt a `truncated` failure); `verifier` checks the final answer where
-    the prompt has a check, as `gen.verify` says (moaa.engine.verified).
+    the prompt has a check, as `gen.verify` says (moaa.engine.verification).
     """
     smoa_roles = (gen.smoa.roles or roles) if gen.method == "smoa" else None
     run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed, answers)

@@ -60,7 +60,7 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Ve
 
     if cfg.kind == "verifier":
         from moaa.config import VerifyConfig
-        from moaa.preference.verified import VerifierScorer
+        from moaa.preference.verified_pairs import VerifierScorer
 
         breaker = cfg.judged_kind()
         tie = build_scorer(cfg.model_copy(update={"kind": breaker}), clients) if breaker != "none" else None
@@ -99,7 +99,7 @@ async def judge_prompt(
     ratings, rationales, raw judge answers, pairwise outcomes). Chosen and rejected are complete
     answers unless `answers.truncated` is keep; a prompt left with fewer than two because answers
     were cut is a `truncated` failure (transient: a re-run asks again). Where the prompt has a check
-    (moaa.preference.verified): the `verifier` scorer pairs a passing answer with a failing one; with
+    (moaa.preference.verified_pairs): the `verifier` scorer pairs a passing answer with a failing one; with
     another scorer, `verifier` (preference.verify not off) checks its pair, which is dropped as
     chosen_failed under require when its chosen answer fails; the row's `verification` holds both verdicts.
     """
@@ -139,7 +139,7 @@ async def judge_prompt(
     _count(result.counters, scores)
     values = [s.score for s in scores]
     texts = [c.text for c in got.candidates]
-    choose = getattr(scorer, "choose", None)  # the verifier scorer's own rule (moaa.preference.verified)
+    choose = getattr(scorer, "choose", None)  # the verifier scorer's own rule (moaa.preference.verified_pairs)
     choice = (
         choose(texts, scores, pref) if choose else choose_pair(texts, values, pref.min_margin, pref.max_length_ratio)
     )
@@ -159,7 +159,7 @@ async def _pair(
     scorer: Scorer, scores: list[Score], choice: PairChoice, verifier: Verifier | None,
 ) -> None:  # fmt: skip
     """The row of the chosen pair, its verdicts in `verification`; or the drop chosen_failed."""
-    from moaa.preference.verified import VerifierScorer, count_pair, count_verdicts, pair_verdicts
+    from moaa.preference.verified_pairs import VerifierScorer, count_pair, count_verdicts, pair_verdicts
 
     assert choice.chosen is not None and choice.rejected is not None
     texts = [c.text for c in got.candidates]

@@ -58,7 +58,7 @@ QUALITY_REASK = Template(
     "of these instructions, and not a copy of any one of the responses.",
 )
 
-# After a final answer that failed its check (moaa.engine.verified): the answer goes back as the
+# After a final answer that failed its check (moaa.engine.verification): the answer goes back as the
 # assistant's turn, then this, with the check's feedback (a failing test and its error, "your final
 # answer 9 is not correct"; never the reference's answer). Self-debugging with execution feedback
 # (Chen et al. 2023, arXiv 2304.05128); moaa's own wording.

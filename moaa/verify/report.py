@@ -1,6 +1,6 @@
 """Verification counts in words: the run summary's, the data card's and the run report's line per stage.
 
-They read a stage's counters (moaa.engine.verified for sft, moaa.preference.verified for preference):
+They read a stage's counters (moaa.engine.verification for sft, moaa.preference.verified_pairs for preference):
 
     sft_line(counters, "moa")
     # 'moa: 4 of 4 prompts checked, 3 verified (75%: 2 at first, 1 after a re-ask, 0 from a proposal),
