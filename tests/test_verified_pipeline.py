@@ -44,7 +44,8 @@ def test_only_verified_answers_become_rows_and_the_summary_counts_them(tmp_path,
     references = {prompt_id_of([{"role": "user", "content": r["instruction"]}]): r for r in ROWS}
     roles = [f"sft.proposers.{i}.role=p{i}" for i in range(3)]
     with OpenAITestServer(responder=Tutor(SCRIPTS)) as srv:
-        config = make_config(tmp_path, srv.base_url, f"prompts.path={source}", "prompts.limit=null", *roles)
+        # the prompt source as a user writes it: a path, every other setting its default
+        config = make_config(tmp_path, srv.base_url, *roles, prompts={"path": str(source)})
         summary = run(config)
     rows = version_rows(summary["version_path"], "sft")
     assert len(rows) == 5  # the triangle is an `unverified` failure
@@ -86,12 +87,12 @@ def test_no_dpo_chosen_side_fails_its_check(tmp_path, prefect_harness):
         return verdict_responder(request) or tutor(request)
 
     overrides = [f"sft.proposers.{i}.role=p{i}" for i in range(3)] + [
-        f"prompts.path={source}", "prompts.limit=null", "preference.enabled=true",
+        "preference.enabled=true",
         "preference.policy={endpoint: test, role: policy, temperature: 1.0}", "preference.samples=2",
         "preference.scorer={kind: verifier, judges: [{endpoint: test}]}", "preference.min_margin=0",
     ]  # fmt: skip
     with OpenAITestServer(responder=respond) as srv:
-        summary = run(make_config(tmp_path, srv.base_url, *overrides))
+        summary = run(make_config(tmp_path, srv.base_url, *overrides, prompts={"path": str(source)}))
     pairs = version_rows(summary["version_path"], "dpo")
     for pair in pairs:  # the hidden check, on the chosen side
         raw = references[pair["prompt_id"]]

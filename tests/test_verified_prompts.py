@@ -189,3 +189,60 @@ def test_each_constraint_is_followed_by_one_response_and_broken_by_another(item_
     prompt = ITEMS[item_id]["prompt"]
     assert check_constraints(list(ref.instructions), list(ref.kwargs), prompt, good).status == "pass"
     assert check_constraints(list(ref.instructions), list(ref.kwargs), prompt, bad).failed
+
+
+# ---------------------------------------------------------------- default.jsonl's references (`make data`)
+
+DEFAULT = {row["id"]: row for row in map(json.loads, (ROOT / "configs/prompts/default.jsonl").open(encoding="utf-8"))}
+DEFAULT_RIGHT = {
+    "math-001": 24 * 0.75, "math-002": (22 - 7) / 3, "math-003": (36 / 6) * (36 / 3), "math-004": 342 / 18,
+    "math-005": sum(range(1, 101)), "math-006": 150 / 2.5, "math-007": "2/3", "math-008": "2/5", "math-010": 8 / 2 * 3,
+    "math-011": 0.15 * 240, "math-012": round(1000 * 1.05**2, 2), "math-013": 180 * 4 / 9, "math-015": 480 * 3 / 8,
+    "math-mt-001": (8 - 3) / 2, "reasoning-004": 30 + 12, "reasoning-005": abs(15 * 6 - (3 * 30 + 15 * 0.5)),
+    "reasoning-008": 5 * 4 // 2,
+    "coding-001": "```python\ndef is_palindrome(s):\n    t = [c.lower() for c in s if c.isalnum()]\n"
+    "    return t == t[::-1]\n```",
+    "coding-002": "```sql\nSELECT customer_id, SUM(amount) AS total FROM orders GROUP BY customer_id\n"
+    "ORDER BY total DESC LIMIT 5;\n```",
+    "coding-006": "```python\ndef average(nums):\n    return sum(nums) / len(nums)\n```",
+    "coding-008": "```sql\nSELECT department, COUNT(*) AS n FROM employees GROUP BY department ORDER BY n DESC;\n```",
+    "coding-010": "```python\ndef word_count(text):\n    counts = {}\n    for w in text.lower().split():\n"
+    "        counts[w] = counts.get(w, 0) + 1\n    return counts\n```",
+    "coding-011": "```javascript\nfunction debounce(fn, ms) {\n  let timer;\n  return function (...args) {\n"
+    "    clearTimeout(timer);\n    timer = setTimeout(() => fn.apply(this, args), ms);\n  };\n}\n```",
+}  # fmt: skip
+DEFAULT_WRONG = {  # the answers `make data` wrote before verification (issue 29), and the like
+    "math-013": "The largest angle is 9°.",
+    "coding-002": "```sql\nSELECT customer_id, created_at, SUM(amount) FROM orders GROUP BY customer_id "
+    "ORDER BY 3 DESC LIMIT 5;\n```",
+    "coding-008": "```sql\nSELECT department, COUNT(*) FROM employees GROUP BY department;\n```",
+    "coding-011": "```javascript\nfunction callLater(fn, ms) {\n  setTimeout(fn, ms);\n}\n```",
+}
+
+
+@pytest.mark.parametrize("item_id", sorted(DEFAULT_RIGHT))
+def test_the_default_sets_references_pass_a_right_answer(item_id):
+    import shutil
+
+    from moaa.verify.sandbox import _namespace_problem
+
+    reference = Reference.from_dict(DEFAULT[item_id]["reference"])
+    if reference.language == "javascript" and (shutil.which("node") is None or _namespace_problem()):
+        pytest.skip("needs node and namespaces")
+    right = DEFAULT_RIGHT[item_id]
+    text = (
+        right
+        if isinstance(right, str) and "```" in right
+        else f"The answer is {right if isinstance(right, str) else f'{right:g}'}."
+    )
+    assert _status(reference, text) == "pass"
+    if item_id in DEFAULT_WRONG:
+        assert _status(reference, DEFAULT_WRONG[item_id]) == "fail"
+
+
+def _status(reference: Reference, text: str) -> str:
+    if reference.answer is not None:
+        return check_answer(reference.answer, text).status
+    if reference.tests:
+        return check_tests(reference, text, SandboxConfig(cpu_s=5, wall_s=20)).status
+    return check_sql(reference, text, 5).status
