@@ -81,6 +81,8 @@ def test_a_wrong_aggregate_is_re_asked_with_feedback_that_does_not_give_the_answ
     reask = requests[-1]["body"]["messages"]
     assert reask[-2] == {"role": "assistant", "content": "The largest angle is 9 degrees."}
     assert [v["status"] for v in verdicts(result)] == ["fail", "pass"]
+    aggregates = [(t.text, t.selected) for t in result.trace if t.kind == "aggregate"]
+    assert aggregates == [("The largest angle is 9 degrees.", False), ("It is 80°.", True)]  # what became the row
     assert result.counters["verify_reasks"] == 1 and result.counters["verify_reask_pass"] == 1
     assert result.counters["verify_pass"] == 1 and "verify_fail" not in result.counters
 

@@ -62,12 +62,16 @@ def python(code: str) -> str:
 
 def recheck(reference: Reference, text: str) -> str:
     """The status of `text` against `reference`, checked here with the check functions themselves
-    (not the Verifier, its workers or any verdict the pipeline wrote)."""
+    (not the Verifier, its workers or any verdict the pipeline wrote); "none" when it has no check."""
+    from moaa.verify.sql import check_sql
+
     statuses = []
     if reference.answer is not None:
         statuses.append(check_answer(reference.answer, text).status)
     if reference.tests:
         statuses.append(check_tests(reference, text, SandboxConfig()).status)
+    if reference.schema is not None:
+        statuses.append(check_sql(reference, text, 10).status)
     return "fail" if "fail" in statuses else "pass" if statuses else "none"
 
 

@@ -46,6 +46,7 @@ async def verified_final(run: PromptRun, verifier: Verifier, text: str) -> str:
             run.counters["verify_first_pass"] += 1
         return _settle(run, verdict, "final", text)
     first = verdict
+    _unselect(run, text)  # whatever follows, this answer is not the row
     if run.gen.verify.reask and run.final_call is not None:
         again = await _reask(run, verdict)
         if again is not None:
@@ -53,6 +54,7 @@ async def verified_final(run: PromptRun, verifier: Verifier, text: str) -> str:
             if verdict.passed:
                 run.counters["verify_reask_pass"] += 1
                 return _settle(run, verdict, "reask", again)
+            _unselect(run, again)
     if run.gen.verify.proposals:
         found = await _passing_proposal(run, verifier)
         if found is not None:
@@ -63,6 +65,14 @@ async def verified_final(run: PromptRun, verifier: Verifier, text: str) -> str:
     tried = " after a re-ask" if run.counters.get("verify_reasks") else ""
     tried += " and no proposal passed" if run.gen.verify.proposals else ""
     raise PromptFailed("unverified", f"the answer failed its check{tried}: {first.reason}")
+
+
+def _unselect(run: PromptRun, text: str) -> None:
+    """The trace shows a final answer that failed its check as not kept."""
+    for step in reversed(run.trace):
+        if step.kind in ("aggregate", "answer") and step.text == text and step.selected:
+            step.selected = False
+            return
 
 
 def _settle(run: PromptRun, verdict: Verdict, answer: str, text: str) -> str:
