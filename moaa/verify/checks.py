@@ -30,6 +30,7 @@ class Verifier:
         if cfg.check:
             load_own_check(cfg.check)  # a wrong name stops the run now, with one line
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the semaphore's: one per event loop
 
     def kinds(self, prompt: Prompt) -> list[str]:
         """The checks `prompt` gets (empty: none applies)."""
@@ -41,8 +42,8 @@ class Verifier:
         kinds = self.kinds(prompt)
         if not kinds:
             return None
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.cfg.workers)
+        if self._slots is None or self._loop is not asyncio.get_running_loop():
+            self._slots, self._loop = asyncio.Semaphore(self.cfg.workers), asyncio.get_running_loop()
         verdicts = await asyncio.gather(*(self._one(kind, prompt, text) for kind in kinds))
         return combine(list(verdicts))
 
