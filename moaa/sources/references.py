@@ -8,12 +8,12 @@ column. A row with none of them has no reference; a malformed one is an error na
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from moaa.config import PromptSourceConfig, ReferenceColumns
 from moaa.errors import InputError
 from moaa.rows import Reference
+from moaa.sources.conversations import json_cell
 
 FLAT_FIELDS = ("answer", "tests", "language", "instructions", "kwargs")
 
@@ -59,11 +59,7 @@ def check_reference_columns(cfg: PromptSourceConfig, found: set[str], where: str
 
 
 def _object(value: Any, where: str, column: str) -> dict[str, Any]:
-    if isinstance(value, str):  # CSV cells hold JSON text
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise InputError(f"{where}: column '{column}' holds text that is not a JSON object") from None
+    value = json_cell(value, where, column, "a JSON object")
     if not isinstance(value, dict):
         raise InputError(f'{where}: column \'{column}\' must hold an object like {{"answer": "72"}}')
     return value
