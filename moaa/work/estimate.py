@@ -59,6 +59,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         if not len(prompts):
             raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
         stages = {"sft": _sft_stage(config, prompts)}
+        checked = sum(1 for p in prompts if p.reference is not None)
         pref_prompts = prompts.head(config.preference.limit)
         if config.preference.enabled:
             stages["preference"] = _preference_stage(config, pref_prompts)
@@ -80,7 +81,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         "stages": stages,
         "endpoints": endpoints,
         "total": total,
-        "assumptions": _assumptions(config),
+        "assumptions": _assumptions(config) + _verification_notes(config, checked, len(prompts)),
     }
 
 
@@ -303,6 +304,19 @@ def _batch_cost(config: MoaaConfig, endpoints: dict[str, dict[str, Any]]) -> flo
         return None
     factor = {n: config.endpoints[n].batch.price_factor if n in batching else 1.0 for n in endpoints}
     return sum(row["cost"] * factor[n] for n, row in endpoints.items())
+
+
+def _verification_notes(config: MoaaConfig, checked: int, kept: int) -> list[str]:
+    """What checking answers adds: a re-ask per failing final answer, a verifier's tie-breaker on ties only."""
+    notes = []
+    if checked and config.sft.verify.mode == "require" and config.sft.verify.reask:
+        notes.append(
+            f"{checked} of {kept} prompts carry a reference: each final answer that fails its check is asked once "
+            "more (sft.verify.reask), at most one call per such prompt, not counted above"
+        )
+    if config.preference.enabled and config.preference.scorer.kind == "verifier":
+        notes.append("the verifier scorer's judges are asked only where verdicts tie: counted above as if always")
+    return notes
 
 
 def _assumptions(config: MoaaConfig) -> list[str]:
