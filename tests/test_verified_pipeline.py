@@ -106,5 +106,5 @@ def test_no_dpo_chosen_side_fails_its_check(tmp_path, prefect_harness):
     assert dropped.get("all_failed") == 1  # the apples
     assert (
         "verification (preference): 10 candidates checked: 5 passed, 5 failed, 0 unverifiable; 3 pairs "
-        "chosen-passes/rejected-fails; 1 judged among passing answers; 1 prompts without a check"
+        "chosen-passes/rejected-fails; 1 judged among passing answers; 1 prompt without a check"
     ) in format_summary(summary)

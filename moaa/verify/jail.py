@@ -13,7 +13,8 @@ standard library only, since nothing of moaa is importable there. In order:
    {"signal": name}) to the status pipe, a descriptor the code never holds, so it cannot forge it.
    With a PID namespace of its own it also counts the run's processes every 10 ms and kills them
    all past the limit ({"limit": "processes"}): RLIMIT_NPROC binds no process whose user is root
-   outside, and a machine that runs moaa as root would otherwise let a fork bomb through.
+   outside, and a machine that runs moaa as root would otherwise let a fork bomb through. The code
+   runs at nice 19, so that a fork bomb's processes cannot starve this watchdog (or the machine).
 A step that fails stops here with exit code 125 and one line on stderr: the code never runs
 less contained than asked.
 """
@@ -92,10 +93,14 @@ def drop_capabilities():
 
 def set_limits(limits):
     """Each limit as both soft and hard, but CPU time: its soft limit sends SIGXCPU (named in the
-    status), its hard limit a second later SIGKILL."""
+    status), its hard limit a second later SIGKILL. A limit the machine already sets lower stays."""
     for name, value in limits.items():
-        hard = value + 1 if name == "RLIMIT_CPU" else value
-        resource.setrlimit(getattr(resource, name), (value, hard))
+        which = getattr(resource, name)
+        ceiling = resource.getrlimit(which)[1]
+        if ceiling != resource.RLIM_INFINITY:
+            value = min(value, ceiling)
+        hard = value + 1 if name == "RLIMIT_CPU" and (ceiling == resource.RLIM_INFINITY or value < ceiling) else value
+        resource.setrlimit(which, (value, hard))
 
 
 def run_and_report(command, settings):
@@ -106,6 +111,7 @@ def run_and_report(command, settings):
     child = os.fork()
     if child == 0:
         try:
+            os.nice(19)  # the code yields the CPU to everything else, this watchdog included
             os.chdir(settings["folder"])
             os.execve(command[0], command, settings["env"])
         except OSError as exc:
@@ -161,7 +167,7 @@ def main(argv):
         if settings.get("namespaces"):
             read_only_except(settings["folder"])
             drop_capabilities()
-        elif _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        elif sys.platform.startswith("linux") and _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise SetupError("cannot set no_new_privs")
         set_limits(settings["limits"])
     except (SetupError, OSError, ValueError) as exc:

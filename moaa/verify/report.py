@@ -52,8 +52,8 @@ def preference_line(counters: Mapping[str, int]) -> str:
     ]
     if _n(counters, "pairs_judged_passing"):
         parts.append(f"{_n(counters, 'pairs_judged_passing')} judged among passing answers")
-    if _n(counters, "verify_none"):
-        parts.append(f"{_n(counters, 'verify_none')} prompts without a check")
+    if none := _n(counters, "verify_none"):
+        parts.append(f"{none} prompt{'s' if none != 1 else ''} without a check")
     return "; ".join(parts)
 
 

@@ -239,7 +239,10 @@ def _read(path: Path, limit: int) -> str:
 
 
 def _processes_of_user() -> int:
+    """This user's processes now (Linux's /proc; 0 elsewhere, where RLIMIT_NPROC then binds tighter)."""
     uid, count = os.getuid(), 0
+    if not os.path.isdir("/proc"):
+        return 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
