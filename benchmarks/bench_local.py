@@ -1,165 +1,211 @@
-"""The embedded local model: tokens/s of Qwen2.5-Coder-0.5B (Q4_K_M) served by llama-cpp-python.
+"""The embedded local model: tokens/s of Qwen2.5-Coder-0.5B (Q4_K_M) on each runtime, side by side.
 
-llama-cpp-python's server has no parallel-slots option (no `--n_parallel`; its settings are
-listed in moaa/local/server.py's notes): every completion takes one global lock, so a server
-answers ONE request at a time, and a `--config_file` with several models still serves one at a
-time from one process. What can run in parallel is several server processes, which moaa uses as
-replicas (`base_url: [url1, url2]`). Measured, each with the same greedy requests:
-
-- in-process `llama_cpp.Llama` (no HTTP), all cores: the ceiling of one model instance;
-- one server, all cores, 1 client at a time;
-- one server, 2 concurrent clients (they queue on the lock);
-- two servers of 1 thread each, 2 concurrent clients (one per server).
-Tokens/s counts completion tokens over wall time. On a shared machine the numbers move with the
-load from other processes; compare the rows of one run.
-
-Builds: every llama-cpp-python wheel `make setup` / `make llama-wheel LLAMA_BUILD=...` left under
-.whl/ (portable: GGML_NATIVE=OFF; variants: + GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS, ggml's
-runtime CPU dispatch) is measured in-process side by side, each installed into a scratch folder
-that the child imports first; the one in the venv is the row named "installed".
+Runtimes, each started as moaa starts it (a supervised child on 127.0.0.1, all cores) and driven by
+the same client (aiohttp, chat completions, 128-token greedy answers to the shipped prompts):
+- `xllamacpp`: llama.cpp's C++ server from the prebuilt wheel (moaa's runtime), one parallel slot
+  per concurrent request;
+- `llama-server (native)`: llama.cpp's server compiled for this CPU by `make native-server`, when
+  built (or named by MOAA_LLAMA_SERVER);
+- `llama-cpp-python 0.3.36`: the runtime moaa used before (its Python server, one request at a time),
+  when `make old-runtime` has built its wheel under .whl/ (installed into a scratch folder here).
+Each runtime serves 1, 4 and 8 concurrent clients, then 1 client with one busy loop beside it (another
+process that wants a whole core): at `nice 19` (a background compile) and at the same priority (its
+fair share is one of the machine's cores). Tokens/s counts completion tokens over wall time. The rows
+of one run share the machine's load; compare rows of one run, not across runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, figure, run_in_child
 
 NAME = "local"
-MAX_TOKENS = 96
+MAX_TOKENS = 128
+OLD_VERSION = "0.3.36"
+# What llama-cpp-python's server needed beside it (no longer in the lock): installed with its wheel.
+OLD_SERVER_DEPS = ("sse-starlette==3.7.0", "starlette-context==0.3.6", "diskcache==5.6.3")
 
 
-def _questions(count: int) -> list[str]:
-    import json
-
+def _questions() -> list[str]:
     rows = [json.loads(line) for line in (ROOT / "configs/prompts/default.jsonl").open()]
-    return [rows[i % len(rows)]["prompt"] for i in range(count)]
+    return [r["prompt"] for r in rows if "prompt" in r]
 
 
-def in_process(requests: int, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
-    """Child: greedy completions from llama_cpp.Llama in this process (the ceiling)."""
-    from llama_cpp import Llama
+async def _drive(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    import aiohttp
 
-    from moaa.local.model import ensure_local_gguf
-
-    threads = os.cpu_count() or 1
-    llm = Llama(str(ensure_local_gguf()), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
-    llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0)  # warm-up
-    tokens, start = 0, time.perf_counter()
-    for q in _questions(requests):
-        out = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=max_tokens, temperature=0)
-        tokens += out["usage"]["completion_tokens"]
-    seconds = time.perf_counter() - start
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
-
-
-def served(requests: int, servers: int, clients: int, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
-    """Child: `servers` llama-cpp-python servers (threads split between them), `clients` concurrent clients."""
-    from contextlib import ExitStack
-
-    from moaa.local.server import LocalServer
-
-    threads = max(1, (os.cpu_count() or 1) // servers)
-    with ExitStack() as stack:
-        urls = []
-        for _ in range(servers):
-            server = stack.enter_context(LocalServer())
-            server.start(n_threads=threads)
-            urls.append(server.base_url)
-        return asyncio.run(_drive(urls, _questions(requests), clients, max_tokens)) | {"threads_per_server": threads}
-
-
-async def _drive(urls: list[str], questions: list[str], clients: int, max_tokens: int) -> dict[str, Any]:
-    from openai import AsyncOpenAI
-
-    from moaa.local.model import LOCAL_MODEL_NAME
-
-    apis = [AsyncOpenAI(base_url=u, api_key="local", max_retries=0, timeout=600) for u in urls]
-    for api in apis:  # warm-up: first request loads caches
-        await api.chat.completions.create(model=LOCAL_MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
-                                          max_tokens=8, temperature=0)  # fmt: skip
-    todo = iter(questions)
+    questions = _questions()
+    todo = iter(range(requests))
     tokens = 0
 
-    async def client(index: int) -> None:
-        nonlocal tokens
-        api = apis[index % len(apis)]
-        for q in todo:
-            out = await api.chat.completions.create(
-                model=LOCAL_MODEL_NAME, messages=[{"role": "user", "content": q}], max_tokens=max_tokens, temperature=0
-            )
-            tokens += out.usage.completion_tokens
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1800)) as http:
 
-    start = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    seconds = time.perf_counter() - start
-    for api in apis:
-        await api.close()
+        async def ask(i: int, limit: int) -> int:
+            body = {"model": "local", "messages": [{"role": "user", "content": questions[i % len(questions)]}],
+                    "max_tokens": limit, "temperature": 0, "seed": i}  # fmt: skip
+            async with http.post(url + "/chat/completions", json=body) as response:
+                response.raise_for_status()
+                return (await response.json())["usage"]["completion_tokens"]
+
+        await ask(0, 8)  # warm-up: the first request loads caches
+
+        async def client() -> None:
+            nonlocal tokens
+            for i in todo:
+                got = await ask(i, max_tokens)  # not `tokens += await ...`: that reads tokens before the await
+                tokens += got
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-def build_wheels() -> dict[str, Path]:
-    """{build name: wheel} for the llama-cpp-python wheels under .whl/ (see the Makefile)."""
-    found = {}
-    for wheel in sorted((ROOT / ".whl").glob("llama-cpp-python-*-*/llama_cpp_python-*.whl")):
-        found[wheel.parent.name.rsplit("-", 1)[-1]] = wheel
-    return found
+@contextmanager
+def _busy_loop(nice: int):
+    """One other process that wants a whole core, at niceness `nice`."""
+    proc = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
-def build_figures(work: Path, size: dict[str, Any], installed: float) -> list:
-    """In-process tok/s of each built wheel, next to the installed build's."""
-    import subprocess
-    import sys
+def serve_and_measure(runtime: str, loads: list[list[int]], max_tokens: int, site: str = "") -> dict[str, Any]:
+    """Child: start `runtime`'s server, then for each [clients, requests, busy] drive it (busy: None, or the
+    niceness of a busy loop beside it); tokens/s per load."""
+    with _server(runtime, max(c for c, _, _ in loads), site) as url:
+        results = {}
+        for clients, requests, busy in loads:
+            if busy is None:
+                got = asyncio.run(_drive(url, clients, requests, max_tokens))
+            else:
+                with _busy_loop(busy):
+                    got = asyncio.run(_drive(url, clients, requests, max_tokens))
+            results[_load_key(clients, busy)] = got
+        return results
 
-    figures = []
-    for build, wheel in build_wheels().items():
-        site = work / f"site-{build}"
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                       check=True, capture_output=True)  # fmt: skip
-        name = f"in-process, llama-cpp-python built '{build}'"
-        try:
-            got = run_in_child("benchmarks.bench_local:in_process", size, work / f"in-process-{build}.log",
-                               env={"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})  # fmt: skip
-        except RuntimeError as exc:  # a build that does not run is a result too
-            reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "failed")
-            print(f"   in-process, {build} build: does not run ({reason})", flush=True)
-            note = f"does not run: {reason}"
-            figures.append(figure(NAME, name, 0.0, "tok/s", installed, "installed build", note=note))
-            continue
-        print(f"   in-process, {build} build: {got['tokens_per_s']:.1f} tok/s", flush=True)
-        note = f"{wheel.name}; same requests as the ceiling row"
-        figures.append(figure(NAME, name, got["tokens_per_s"], "tok/s", installed, "installed build", note=note))
-    return figures
+
+def _load_key(clients: int, busy: int | None) -> str:
+    return f"{clients}" if busy is None else f"{clients}+nice{busy}"
+
+
+@contextmanager
+def _server(runtime: str, slots: int, site: str):
+    from moaa.local.server import LocalServer
+
+    if runtime == "old":  # llama-cpp-python's own server, as moaa ran it before
+        with _old_server(site) as url:
+            yield url
+        return
+    env_before = dict(os.environ)
+    if runtime == "native":
+        os.environ["MOAA_LLAMA_SERVER"] = site
+    else:
+        os.environ.pop("MOAA_LLAMA_SERVER", None)
+    try:
+        with LocalServer() as server:
+            server.start(slots=slots)
+            yield server.base_url
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+@contextmanager
+def _old_server(site: str):
+    from moaa.local.model import LOCAL_MODEL_NAME, ensure_local_gguf
+    from moaa.local.server import find_running_server, free_port
+
+    port = free_port()
+    threads = str(os.cpu_count() or 1)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ensure_local_gguf()),
+           "--model_alias", LOCAL_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+           "--n_threads", threads, "--n_threads_batch", threads, "--interrupt_requests", "false"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": site + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while not find_running_server(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama-cpp-python's server did not start (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def old_runtime_site(work: Path) -> Path | None:
+    """llama-cpp-python 0.3.36 from `make old-runtime`'s wheel, installed into a scratch folder, or None."""
+    wheels = sorted((ROOT / ".whl").glob(f"llama-cpp-python-{OLD_VERSION}-*/llama_cpp_python-*.whl"))
+    if not wheels:
+        return None
+    site = work / "old-runtime-site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheels[-1]),
+                    *OLD_SERVER_DEPS], check=True, capture_output=True)  # fmt: skip
+    return site
+
+
+def native_binary() -> Path | None:
+    named = os.environ.get("MOAA_LLAMA_SERVER")
+    path = Path(named) if named else ROOT / ".native" / "llama-server"
+    return path if path.is_file() else None
 
 
 def run(work: Path, quick: bool, **_: Any) -> list:
-    requests, max_tokens = (4, 48) if quick else (12, MAX_TOKENS)
-    size = {"requests": requests, "max_tokens": max_tokens}
-    ceiling = run_in_child("benchmarks.bench_local:in_process", size, work / "in-process.log")
-    print(f"   in-process: {ceiling['tokens_per_s']:.1f} tok/s", flush=True)
-    builds = build_figures(work, size, ceiling["tokens_per_s"])
-    got = {}
-    for s, c in [(1, 1), (1, 2), (2, 2)]:
-        got[(s, c)] = run_in_child("benchmarks.bench_local:served", size | {"servers": s, "clients": c},
-                                   work / f"served-{s}-{c}.log")  # fmt: skip
-        print(f"   {s} server(s), {c} client(s): {got[(s, c)]['tokens_per_s']:.1f} tok/s", flush=True)
-    one = got[(1, 1)]
-    threads = os.cpu_count() or 1
-    figures = [
-        figure(NAME, f"in-process llama_cpp.Llama, {threads} threads", ceiling["tokens_per_s"], "tok/s",
-               note=f"{ceiling['tokens']} tokens in {ceiling['seconds']:.1f}s, {requests} greedy requests of "
-               f"<= {max_tokens} tokens: one instance's ceiling"),
-        figure(NAME, "server (moaa's LocalServer), 1 client", one["tokens_per_s"], "tok/s", ceiling["tokens_per_s"],
-               "ceiling", ">= 0.85", note=f"{one['threads_per_server']} threads; ceiling = in-process"),
-        figure(NAME, "server, 2 concurrent clients", got[(1, 2)]["tokens_per_s"], "tok/s", one["tokens_per_s"],
-               "baseline", note="baseline = 1 client; requests queue on the server's lock, so ~1.0 expected"),
-        figure(NAME, "2 servers x 1 thread, 2 concurrent clients", got[(2, 2)]["tokens_per_s"], "tok/s",
-               one["tokens_per_s"], "baseline",
-               note="replicas (base_url: [url1, url2]); baseline = 1 server with all threads, 1 client"),
-        *builds,
-    ]  # fmt: skip
+    max_tokens = 48 if quick else MAX_TOKENS
+    # [clients, requests, niceness of a busy loop beside or None]: every client stays busy a while
+    per = 1 if quick else 2
+    loads = [[1, 2 * per, None], [4, 4 * per, None], [8, 8 * per, None], [1, 2 * per, 19], [1, 2 * per, 0]]
+    runtimes: list[tuple[str, str, str]] = [("xllamacpp", "xllamacpp (moaa's runtime)", "")]
+    binary = native_binary()
+    if binary is not None:
+        runtimes.append(("native", f"llama-server native build ({binary.name})", str(binary)))
+    else:
+        print("   no native llama-server (make native-server): row skipped", flush=True)
+    site = old_runtime_site(work)
+    if site is not None:
+        runtimes.append(("old", f"llama-cpp-python {OLD_VERSION} server (before)", str(site)))
+    else:
+        print("   no llama-cpp-python wheel (make old-runtime): the 'before' rows skipped", flush=True)
+    results = {}
+    for key, label, where in runtimes:
+        got = run_in_child("benchmarks.bench_local:serve_and_measure",
+                           {"runtime": key, "loads": loads, "max_tokens": max_tokens, "site": where},
+                           work / f"local-{key}.log", timeout_s=3600)  # fmt: skip
+        results[key] = got
+        cells = ", ".join(f"{load}: {r['tokens_per_s']:.1f}" for load, r in got.items() if isinstance(r, dict))
+        print(f"   {label}: {cells} tok/s", flush=True)
+    base = results["xllamacpp"]
+    figures = []
+    described = {"1": "1 client", "4": "4 clients at once", "8": "8 clients at once",
+                 "1+nice19": "1 client, a nice-19 busy loop beside it",
+                 "1+nice0": "1 client, a busy loop at the same priority beside it"}  # fmt: skip
+    goals = {"4": ">= 1.5", "1+nice19": ">= 0.8", "1+nice0": ">= 0.4"}  # vs 1 client alone; 0.5 = fair share
+    for key, label, _ in runtimes:
+        for load, words in described.items():
+            got = results[key].get(load)
+            if not isinstance(got, dict):
+                continue
+            name = f"{label}: {words}"
+            if key == "xllamacpp":
+                ref, kind = (base["1"]["tokens_per_s"], "1 client") if load != "1" else (None, "")
+                goal = goals.get(load, "")
+            else:
+                ref, kind, goal = base[load]["tokens_per_s"], "xllamacpp, same load", ""
+            note = f"{got['tokens']} tokens in {got['seconds']:.1f}s, answers <= {max_tokens} tokens"
+            figures.append(figure(NAME, name, got["tokens_per_s"], "tok/s", ref, kind, goal, note=note))
     return figures

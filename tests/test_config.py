@@ -146,8 +146,8 @@ def test_api_key_env_missing_and_present(tmp_path, monkeypatch):
 def test_local_endpoint_defaults_match_server():
     config = load_config(ROOT / "configs/local.yaml")
     local = config.endpoints["local"]
-    assert (local.max_concurrency, local.supports_n, local.json_schema) == (1, False, True)
-    assert local.json_schema_style == "llama.cpp"  # llama-cpp-python's own response_format shape
+    assert (local.max_concurrency, local.supports_n, local.json_schema) == (4, False, True)
+    assert local.json_schema_style == "llama.cpp"  # llama.cpp's own response_format shape (it reads OpenAI's too)
 
 
 def test_sampling_over_prefers_set_fields():

@@ -1,4 +1,4 @@
-"""Tests for moaa.local.server: the embedded model behind llama-cpp-python's server.
+"""Tests for moaa.local.server: the embedded model behind llama.cpp's server (xllamacpp).
 
 The slow tests start the real server once (module fixture) on 127.0.0.1 and talk to it with
 the `openai` package, as the pipeline does.
@@ -72,14 +72,14 @@ def test_start_on_a_taken_port_says_what_to_do(listening_port):
     )
 
 
-def test_missing_llama_cpp_says_how_to_install(monkeypatch):
+def test_missing_runtime_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
     with pytest.raises(MoaaError) as err:
         LocalServer().start()
     assert str(err.value) == (
-        "llama-cpp-python is not installed, so the local model cannot be served: "
-        "run `make setup` (it compiles a portable llama-cpp-python, see the Makefile)"
+        "xllamacpp (llama.cpp's server, prebuilt) is not installed, so the local model cannot be served: "
+        "run `make setup`"
     )
 
 
@@ -140,34 +140,57 @@ def test_server_uses_the_gguf_chat_template(server, client):
     # The GGUF's template adds Qwen's default system prompt; chatml or llama-2 would not.
     template = jinja2.Environment().from_string(read_gguf_chat_template(ensure_local_gguf()))
     prompt = template.render(messages=QUESTION, add_generation_prompt=True)
-    tokens = httpx.post(server.base_url.removesuffix("/v1") + "/extras/tokenize", json={"input": prompt}).json()
+    root = server.base_url.removesuffix("/v1")
+    assert httpx.post(root + "/apply-template", json={"messages": QUESTION}).json()["prompt"] == prompt
+    tokens = httpx.post(root + "/tokenize", json={"content": prompt, "parse_special": True}).json()["tokens"]
     reply = client.chat.completions.create(model=LOCAL_MODEL_NAME, messages=QUESTION, max_tokens=1)
-    assert reply.usage.prompt_tokens == len(tokens["tokens"])
-    assert "Using gguf chat template" in server.log_path.read_text()
+    assert reply.usage.prompt_tokens == len(tokens)
 
 
 @pytest.mark.slow
-def test_n_is_silently_ignored(client):
+def test_n_gives_n_choices_but_counts_one_in_usage(client):
+    """Why the local endpoint keeps supports_n: false (moaa.config.endpoints): the usage of an n=3
+    answer whose three choices were all cut at 6 tokens says 6 tokens, not 18."""
     reply = client.chat.completions.create(
-        model=LOCAL_MODEL_NAME, messages=QUESTION, n=2, temperature=0.8, max_tokens=4
-    )
-    assert len(reply.choices) == 1
+        model=LOCAL_MODEL_NAME, messages=[{"role": "user", "content": "Write a long poem about the sea."}],
+        n=3, temperature=1.0, max_tokens=6, seed=1,
+    )  # fmt: skip
+    assert [c.finish_reason for c in reply.choices] == ["length"] * 3
+    assert reply.usage.completion_tokens == 6
 
 
 @pytest.mark.slow
-def test_concurrent_requests_queue_and_all_complete(server):
+def test_concurrent_requests_are_decoded_together(server):
+    """Four requests at once occupy four slots at once (continuous batching), and all complete."""
     from openai import AsyncOpenAI
 
+    root = server.base_url.removesuffix("/v1")
+    busy_seen = 0
+
+    async def watch_slots(done: asyncio.Event) -> None:
+        nonlocal busy_seen
+        async with httpx.AsyncClient() as http:
+            while not done.is_set():
+                slots = (await http.get(root + "/slots")).json()
+                busy_seen = max(busy_seen, sum(1 for s in slots if s.get("is_processing")))
+                await asyncio.sleep(0.05)
+
     async def main():
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch_slots(done))
         async with AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as c:
             calls = [
                 c.chat.completions.create(model=LOCAL_MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=8)
-                for _ in range(3)
+                for _ in range(4)
             ]
-            return await asyncio.gather(*calls)
+            replies = await asyncio.gather(*calls)
+        done.set()
+        await watcher
+        return replies
 
     replies = asyncio.run(main())
-    assert [r.choices[0].message.content.strip() for r in replies] == ["4", "4", "4"]
+    assert [r.choices[0].message.content.strip() for r in replies] == ["4", "4", "4", "4"]
+    assert busy_seen == 4
 
 
 @pytest.mark.slow
@@ -235,7 +258,7 @@ def test_serve_forever_prints_how_to_use_it_and_stops_on_ctrl_c():
             lines.append(proc.stdout.readline())
             assert lines[-1], "serve_forever ended early: " + "".join(lines)
         url = f"http://127.0.0.1:{port}/v1"
-        assert lines[1].startswith(f"serving {LOCAL_MODEL_NAME} at {url} (OpenAI-compatible; log: ")
+        assert lines[1].startswith(f"serving {LOCAL_MODEL_NAME} at {url} (OpenAI-compatible, 4 requests at once; log: ")
         assert f"    base_url: {url}\n" in lines
         assert find_running_server(url, LOCAL_MODEL_NAME)
         proc.send_signal(signal.SIGINT)
@@ -248,14 +271,15 @@ def test_serve_forever_prints_how_to_use_it_and_stops_on_ctrl_c():
 
 
 @pytest.mark.slow
-def test_moaa_client_gets_a_real_completion_and_falls_back_for_n(server):
-    """The pipeline's own seam against the real local model: accounting, and n>1 on a server that ignores n."""
+def test_moaa_client_gets_a_real_completion_and_n_separate_answers(server):
+    """The pipeline's own seam against the real local model, configured as the local endpoint is:
+    accounting, and n>1 as n seeded requests (supports_n: false)."""
     from moaa.config import EndpointConfig, Sampling
     from moaa.models.client import OpenAIChatClient
     from moaa.models.stats import RunStats
 
     stats = RunStats()
-    endpoint = EndpointConfig(model=LOCAL_MODEL_NAME, base_url=server.base_url, supports_n=None, timeout_s=300)
+    endpoint = EndpointConfig(model=LOCAL_MODEL_NAME, base_url=server.base_url, local=True, timeout_s=300)
     client = OpenAIChatClient("local-test", endpoint, stats)
 
     async def ask():
@@ -265,7 +289,7 @@ def test_moaa_client_gets_a_real_completion_and_falls_back_for_n(server):
 
     one, two = asyncio.run(ask())
     assert one.text.strip() == "4" and one.finish_reasons == ["stop"]
-    assert len(two.texts) == 2  # the server returned one choice; the client asked once more (seed 4)
+    assert len(two.texts) == 2  # two requests (seeds 3 and 4), each counted in full
     counts = stats.endpoints["local-test"]
     assert counts.calls == 3 and counts.failures == 0 and counts.completion_tokens >= 3
     assert counts.prompt_tokens > 0 and stats.percentiles("local-test")["max"] > 0
@@ -281,4 +305,4 @@ def test_setup_smoke_gets_a_real_answer_from_the_embedded_model():
     assert proc.returncode == 0, proc.stderr[-2000:]
     [line] = [li for li in proc.stdout.splitlines() if li.strip()]
     assert line.startswith(f"local model OK: {LOCAL_MODEL_NAME} answered '")
-    assert "llama-cpp-python 0.3.36" in line
+    assert "xllamacpp 2026.10.11549" in line

@@ -1,9 +1,12 @@
 """The embedded server is supervised: a crash at start, on the first completion after a good health
 check, or in the middle of a run stops everything at once with one line naming the signal or exit
-code, the log's last lines and its path (a stand-in server that crashes on cue plays llama.cpp)."""
+code, the log's last lines and its path (a stand-in server that crashes on cue plays llama.cpp; the
+last test kills the real one mid-run and resumes)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -12,7 +15,17 @@ import pytest
 from moaa.errors import MoaaError
 from moaa.local import server as local_server
 from moaa.local.server import LocalServer
-from tests.pipeline_helpers import assert_one_line_error, run_main, write_config
+from tests.pipeline_helpers import (
+    assert_one_line_error,
+    cli_env,
+    prefect_api_url,
+    run_cli,
+    run_main,
+    start_cli,
+    version_rows,
+    work_rows,
+    write_config,
+)
 
 FAKE = "moaa.testing.fake_llama_server"
 
@@ -34,7 +47,7 @@ def test_a_crash_on_the_first_completion_fails_start_with_the_signal_and_how_to_
     assert "was killed by SIGSEGV (signal 11) on its first completion, after a good health check" in message
     assert "last log lines: " in message and "general protection fault (simulated)" in message
     assert f"full log: {tmp_path / 'server.log'}" in message
-    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in message and "make setup" in message
+    assert "needs an x86-64 CPU with AVX2, FMA and F16C" in message and "make native-server" in message
     assert not server.is_running()
 
 
@@ -76,3 +89,56 @@ def test_a_server_dying_mid_run_stops_the_run_at_once(tmp_path, monkeypatch, pre
     log = (next((tmp_path / "work").rglob("local-server.log"))).read_text()
     assert log.count("fake llama server: completion") == 4  # nothing was asked of it after the crash
     assert not (tmp_path / "data" / "test-run").exists()  # no version from a run that died
+
+
+def _server_pids() -> list[int]:
+    """Processes running the embedded llama.cpp server module."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"moaa.local.llama_server" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_the_real_server_killed_mid_run_stops_it_in_one_line_and_the_same_command_resumes(tmp_path, prefect_harness):
+    """llama.cpp's server (xllamacpp) killed by SIGSEGV after the first answers: exit 3 with one line
+    naming the signal, nothing written as a version; the same command then finishes every prompt once,
+    asking only the prompts that had no answer."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "What is {i} + {i}? Reply with just the number."}}\n' for i in range(6)))
+    cfg = write_config(
+        tmp_path, "http://127.0.0.1:9/v1", "prompts.limit=null",
+        endpoints={"local": {"local": True, "model": "qwen2.5-coder-0.5b-instruct", "max_concurrency": 1,
+                             "sampling": {"max_tokens": 16, "temperature": 0}}},
+        prompts={"path": str(prompts)},
+        sft={"method": "single", "proposers": [{"endpoint": "local"}]},
+    )  # fmt: skip
+    env = cli_env(PREFECT_API_URL=prefect_api_url())
+    proc = start_cli(cfg, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while len(work_rows(tmp_path / "work", "sft")) < 2:  # two prompts answered and written
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "cli.stderr").read_text()
+            time.sleep(0.2)
+        [pid] = [p for p in _server_pids() if os.getsid(p) != os.getsid(0)]  # the run's server, in its own session
+        os.kill(pid, signal.SIGSEGV)
+        assert proc.wait(timeout=120) == 3
+    finally:
+        proc.kill()
+    line = assert_one_line_error((3, (tmp_path / "cli.stderr").read_text()), code=3)
+    assert line.startswith("error: endpoint 'local': the local model server (pid ")
+    assert f"(pid {pid}) was killed by SIGSEGV (signal 11) during the run" in line and "full log: " in line
+    assert not (tmp_path / "data" / "test-run").exists()
+    answered = {r["prompt_id"] for r in work_rows(tmp_path / "work", "sft")}
+    assert len(answered) >= 2
+
+    done = run_cli(cfg, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = version_rows(tmp_path / "data" / "test-run" / "v1", "sft")
+    assert len(rows) == 6 and len({r["prompt_id"] for r in rows}) == 6
+    assert answered <= {r["prompt_id"] for r in rows}
+    assert all(r["messages"][-1]["content"].strip() for r in rows)

@@ -18,6 +18,7 @@ class Strict(BaseModel):
 ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+LOCAL_SLOTS = 4  # the embedded server's default parallel slots (and the local endpoint's max_concurrency)
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
@@ -127,7 +128,8 @@ class EndpointConfig(Strict):
     )
     local: bool = Field(
         False,
-        description="the embedded llama.cpp server, started and stopped by moaa (one request at a time, no n)",
+        description="the embedded llama.cpp server, started and stopped by moaa (one parallel slot per request "
+        "of max_concurrency)",
     )
     backend: Literal["openai", "transformers"] = Field(
         "openai", description="openai: HTTP to an OpenAI-compatible server; transformers: in-process, small models"
@@ -137,7 +139,10 @@ class EndpointConfig(Strict):
         description="the NAME of the environment variable holding the key (e.g. OPENAI_API_KEY), never the key",
     )
     max_concurrency: int = Field(
-        16, ge=1, description="most requests in flight to this endpoint at once (1 when local or transformers)"
+        16,
+        ge=1,
+        description="most requests in flight to this endpoint at once (local: 4, the embedded server's "
+        "parallel slots; transformers: 1)",
     )
     requests_per_minute: float | None = Field(None, gt=0, description="client-side request rate limit; unset: no limit")
     tokens_per_minute: float | None = Field(
@@ -156,8 +161,9 @@ class EndpointConfig(Strict):
     json_schema: bool = Field(
         True, description="send judges a JSON schema response_format, so their verdicts are grammar-constrained"
     )
-    # How the schema travels: OpenAI's {"type": "json_schema", ...}, or llama-cpp-python's
-    # {"type": "json_object", "schema": ...} (its server rejects the OpenAI shape). Local: llama.cpp.
+    # How the schema travels: OpenAI's {"type": "json_schema", ...}, or llama.cpp's
+    # {"type": "json_object", "schema": ...} (llama-cpp-python's server rejected the OpenAI shape;
+    # llama.cpp's own reads both). Local: llama.cpp.
     json_schema_style: Literal["openai", "llama.cpp"] = Field(
         "openai",
         description="the response_format shape: openai (json_schema) or llama.cpp (json_object with a schema); "
@@ -213,13 +219,16 @@ class EndpointConfig(Strict):
     @model_validator(mode="after")
     def _local_defaults(self) -> EndpointConfig:
         if self.local:
-            # llama-cpp-python's server answers one request at a time and ignores n.
+            # The embedded llama.cpp server decodes this many requests at once (one slot each, see
+            # moaa.local.server): 4 measured best on 2 cores (README, "The embedded local model").
             if "max_concurrency" not in self.model_fields_set:
-                self.max_concurrency = 1
+                self.max_concurrency = LOCAL_SLOTS
+            # It answers n>1 but reports one choice's tokens as the usage: n seeded requests instead,
+            # decoded together in its slots, so every token is counted.
             if "supports_n" not in self.model_fields_set:
                 self.supports_n = False
-            # llama-cpp-python's server turns a schema into a grammar, so even a 0.5B judge answers
-            # with a verdict that parses (it wrote the rubric's JSON unconstrained, then ran out of tokens).
+            # llama.cpp turns a schema into a grammar, so even a 0.5B judge answers with a verdict
+            # that parses (it wrote the rubric's JSON unconstrained, then ran out of tokens).
             if "json_schema_style" not in self.model_fields_set:
                 self.json_schema_style = "llama.cpp"
         elif self.backend == "transformers":

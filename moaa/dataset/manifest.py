@@ -37,7 +37,7 @@ PACKAGES = (
     "pydantic",
     "httpx",
     "torch",
-    "llama_cpp_python",
+    "xllamacpp",
 )
 _RUN_INFO_FIELDS = ("stats", "counts", "timings", "prompt_source", "methods", "summary_text")
 _MIN_SUBSTRING_SECRET = 8  # shorter secrets are only matched as whole values (no false hits)

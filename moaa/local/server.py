@@ -1,23 +1,20 @@
-"""The embedded local model served by llama-cpp-python's OpenAI-compatible server.
+"""The embedded local model served by llama.cpp's own HTTP server (the prebuilt `xllamacpp` wheel).
 
-`LocalServer` runs `python -m llama_cpp.server --model <gguf> ...` as a child process on
-127.0.0.1 (free port unless one is asked for), waits until `GET /v1/models` answers, and
-stops it on `stop()`, on leaving its `with` block (Ctrl-C and errors included) and at exit.
-The child also watches its parent and exits if the parent dies, even by SIGKILL.
+`LocalServer` runs `python -m moaa.local.llama_server --model <gguf> ...` as a child process on
+127.0.0.1 (free port unless one is asked for), waits until `GET /v1/models` answers and a 1-token
+completion comes back, and stops it on `stop()`, on leaving its `with` block (Ctrl-C and errors
+included) and at exit. The child also watches its parent and exits if the parent dies, even by
+SIGKILL.
 
-What this server does (checked against llama-cpp-python 0.3.36, see tests/test_local_server.py):
-- It answers ONE request at a time: every completion takes a global lock, so concurrent
-  requests queue; clients gain nothing from more than one in flight (max_concurrency 1).
-- It silently ignores `n`: a request with n=2 returns a single choice. Clients must ask
-  n times instead.
-- With no `--chat_format`, llama-cpp-python compares the GGUF's `tokenizer.chat_template`
-  with a few built-in templates and, finding no exact match for Qwen2.5, renders the
-  GGUF's own Jinja template ("chat_template.default"); we pass nothing so that happens.
-- `--n_threads` defaults to cpu_count // 2 (one thread on 2 cores): we pass all cores.
-- `interrupt_requests` defaults to true, which cuts a streaming response short as soon as
-  another request waits; we turn it off so concurrent streams queue instead.
-- pydantic-settings lets environment variables (API_KEY, HOST, PORT, CHAT_FORMAT, ...) override
-  the server's settings; the child drops those so a stray `API_KEY` cannot lock us out.
+What this server does (checked against xllamacpp 2026.10.11549, see tests/test_local_server.py):
+- It decodes `slots` requests at once (continuous batching); moaa gives it one slot per request the
+  local endpoints may have in flight (their `max_concurrency`, 4 by default).
+- It answers `n > 1` with n choices but reports the usage of one of them, so the local endpoint
+  keeps `supports_n: false`: moaa sends n seeded requests, which the slots decode together, and
+  counts every token.
+- It renders the GGUF's own chat template (Jinja), as the model's authors wrote it.
+- `response_format` in both shapes (OpenAI's json_schema, llama.cpp's json_object + schema) becomes
+  a grammar; `logprobs` / `top_logprobs` are computed natively.
 
 Usage: `moaa serve --port 8080`, or `with LocalServer() as s: s.start(); print(s.base_url)`.
 """
@@ -38,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from moaa.config.endpoints import LOCAL_SLOTS
 from moaa.errors import MoaaError
 from moaa.local.model import LOCAL_MODEL_NAME, ensure_local_gguf, moaa_home
 
@@ -45,10 +43,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 
-# Runs in the child (also Prefect's ephemeral API server, see flows.prefect_env): exit when the
-# parent goes away (PR_SET_PDEATHSIG would fire when the *thread* that started us ends, e.g. a
-# worker thread of a flow), drop settings-bearing environment variables (llama_cpp.server only),
-# then run the server module as `python -m <module>` would.
+# Runs in the child (also Prefect's database child, see flows.prefect_env): exit when the parent
+# goes away (PR_SET_PDEATHSIG would fire when the *thread* that started us ends, e.g. a worker
+# thread of a flow), then run the server module as `python -m <module>` would.
 WATCHED_CHILD = """\
 # moaa child server: python -m <module>, exits with its parent (see moaa/local/server.py)
 import os, runpy, sys, threading, time
@@ -59,20 +56,18 @@ def watch():
         time.sleep(0.5)
     os._exit(1)
 threading.Thread(target=watch, daemon=True).start()
-if module == "llama_cpp.server":
-    from llama_cpp.server.settings import Settings
-    for key in list(os.environ):
-        if key.lower() in Settings.model_fields or key in ("HOST", "PORT", "CONFIG_FILE"):
-            del os.environ[key]
 sys.argv[0] = module
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
-SERVER_MODULE = "llama_cpp.server"
-LLAMA_CPP_VERSION = "0.3.36"  # pinned in pyproject.toml and requirements.lock; built portable by `make setup`
-REBUILD_HINT = (
-    'rebuild llama-cpp-python portable with `make setup` (or: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
-    f"--force-reinstall --no-cache-dir --no-deps 'llama-cpp-python=={LLAMA_CPP_VERSION}')"
+SERVER_MODULE = "moaa.local.llama_server"
+RUNTIME_PACKAGE = "xllamacpp"  # pinned in pyproject.toml and requirements.lock
+NATIVE_VARIABLE = "MOAA_LLAMA_SERVER"  # a llama-server executable to use instead (`make native-server`)
+DEFAULT_SLOTS = LOCAL_SLOTS  # the local endpoint's default max_concurrency
+CPU_HINT = (
+    "the prebuilt llama.cpp in xllamacpp needs an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, "
+    "AMD Zen or newer) or an ARMv8 CPU; on another CPU build llama.cpp's server for it with "
+    '`make native-server` (README, "The embedded local model")'
 )
 # Signals a CPU-specific build dies with on a CPU that lacks its instructions (SIGILL) or that
 # runs them on data it misreads (SIGSEGV/SIGBUS: seen as a general-protection fault on AVX-512/AMX).
@@ -115,11 +110,35 @@ def find_running_server(base_url: str, model: str | None = None, timeout: float 
     return model is None or any(isinstance(m, dict) and m.get("id") == model for m in data)
 
 
-def _require_llama_cpp() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
+def native_binary() -> Path | None:
+    """The llama-server executable `$MOAA_LLAMA_SERVER` names (`make native-server` builds one), if set."""
+    named = os.environ.get(NATIVE_VARIABLE)
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
         raise MoaaError(
-            "llama-cpp-python is not installed, so the local model cannot be served: "
-            "run `make setup` (it compiles a portable llama-cpp-python, see the Makefile)"
+            f"${NATIVE_VARIABLE} names {path}, which is not an executable file: build it with `make native-server`, "
+            f"or unset {NATIVE_VARIABLE} to use the prebuilt server"
+        )
+    return path
+
+
+def runtime_name() -> str:
+    """What serves the embedded model: 'xllamacpp 2026.10.11549' or 'llama-server (native build at PATH)'."""
+    binary = native_binary()
+    if binary is not None:
+        return f"llama-server (native build at {binary})"
+    import importlib.metadata
+
+    return f"{RUNTIME_PACKAGE} {importlib.metadata.version(RUNTIME_PACKAGE)}"
+
+
+def _require_runtime() -> None:
+    if native_binary() is None and importlib.util.find_spec(RUNTIME_PACKAGE) is None:
+        raise MoaaError(
+            f"{RUNTIME_PACKAGE} (llama.cpp's server, prebuilt) is not installed, so the local model cannot be "
+            "served: run `make setup`"
         )
 
 
@@ -155,7 +174,7 @@ def dead_server_message(base_url: str, grace_s: float = 2.0) -> str | None:
 
 
 class LocalServer:
-    """The embedded model behind llama-cpp-python's OpenAI-compatible server, as a child process.
+    """The embedded model behind llama.cpp's OpenAI-compatible server, as a child process.
 
     Supervised: a watcher thread notices the child's exit at once; `exit_message()` says why it
     died (signal or exit code, the log's last lines, the log's path), and the client turns a
@@ -195,24 +214,28 @@ class LocalServer:
         n_threads: int | None = os.cpu_count(),
         log_path: Path | None = None,
         startup_timeout: float = 180,
+        slots: int = DEFAULT_SLOTS,
     ) -> LocalServer:
-        """Start the server and wait until it answers a 1-token completion; returns self."""
+        """Start the server (`slots` requests decoded at once, `n_ctx` tokens each) and wait until it
+        answers a 1-token completion; returns self."""
         if self._proc is not None:
             raise RuntimeError("LocalServer.start() called twice")
         if port is not None and port_in_use(host, port):
             raise MoaaError(
                 f"port {port} on {host} is already in use: choose another with --port or stop the process using it"
             )
-        if self.module == "llama_cpp.server":
-            _require_llama_cpp()
+        if self.module == SERVER_MODULE:
+            _require_runtime()
         gguf = Path(self.gguf_path) if self.gguf_path is not None else ensure_local_gguf()
         self.host, self.port = host, port if port is not None else free_port(host)
         self.log_path = Path(log_path or moaa_home() / "logs" / f"local-server-{self.port}.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         threads = str(n_threads or os.cpu_count() or 1)
         args = ["--model", str(gguf), "--model_alias", self.model, "--host", host, "--port", str(self.port),
-                "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
-                "--interrupt_requests", "false"]  # fmt: skip
+                "--n_ctx", str(n_ctx), "--slots", str(max(1, slots)), "--n_threads", threads]  # fmt: skip
+        binary = native_binary() if self.module == SERVER_MODULE else None
+        if binary is not None:
+            args += ["--binary", str(binary)]
         with open(self.log_path, "w") as log:
             log.write(f"# python -m {self.module} {' '.join(args)}\n")
             log.flush()
@@ -247,9 +270,7 @@ class LocalServer:
         message += f"; last log lines: {tail}" if tail else ""
         message += f"; full log: {self.log_path}"
         if -code in _CPU_SIGNALS:
-            message += (
-                f"; a crash like this usually means llama-cpp-python was compiled for another CPU: {REBUILD_HINT}"
-            )
+            message += f"; a crash like this usually means a CPU the build does not support: {CPU_HINT}"
         return message
 
     def exit_message(self, grace_s: float = 0.0) -> str | None:
@@ -353,15 +374,20 @@ def config_hint(base_url: str, model: str = LOCAL_MODEL_NAME) -> str:
     return f"endpoints:\n  local:\n    local: true\n    model: {model}\n    base_url: {base_url}\n"
 
 
-def serve_forever(port: int = DEFAULT_PORT, host: str = "127.0.0.1", echo: Callable[[str], None] = print) -> None:
+def serve_forever(
+    port: int = DEFAULT_PORT, host: str = "127.0.0.1", echo: Callable[[str], None] = print, slots: int = DEFAULT_SLOTS
+) -> None:
     """`moaa serve`: run the local model server in the foreground until Ctrl-C."""
     with LocalServer() as server:
         url = f"http://{host}:{port}/v1"
         if port_in_use(host, port) and find_running_server(url, server.model):
             raise MoaaError(f"the local model is already served at {url}: use it, or pick another --port")
         echo(f"starting {server.model} on {url} ...")
-        server.start(port=port, host=host)
-        echo(f"serving {server.model} at {server.base_url} (OpenAI-compatible; log: {server.log_path})")
+        server.start(port=port, host=host, slots=slots)
+        echo(
+            f"serving {server.model} at {server.base_url} (OpenAI-compatible, {slots} requests at once; "
+            f"log: {server.log_path})"
+        )
         echo("point a config at it with:\n" + config_hint(server.base_url, server.model))
         echo("Ctrl-C to stop")
         try:
@@ -387,10 +413,7 @@ def smoke_test(echo: Callable[[str], None] = print, timeout: float = 180) -> Non
         raise MoaaError(f"the local model server gave no usable answer ({exc!r}): see {server.log_path}") from None
     if not text:
         raise MoaaError(f"the local model answered with empty text: see {server.log_path}")
-    import importlib.metadata
-
-    version = importlib.metadata.version("llama-cpp-python")
     echo(
         f"local model OK: {server.model} answered {text[:40]!r} ({tokens} tokens, "
-        f"{time.monotonic() - started:.1f}s including start-up; llama-cpp-python {version})"
+        f"{time.monotonic() - started:.1f}s including start-up; {runtime_name()})"
     )

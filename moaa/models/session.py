@@ -74,25 +74,26 @@ def serve_local(
     """Yield `endpoints` with each local one among `names` pointing at a running server.
 
     An endpoint that already names a reachable base_url is used as it is; otherwise the embedded
-    server is started (once for all of them: free port, logs under `log_dir`) and stopped when the
-    block ends, also on Ctrl-C and errors.
+    server is started (once for all of them: free port, logs under `log_dir`, one parallel slot for
+    each request they may have in flight together) and stopped when the block ends, also on Ctrl-C
+    and errors.
     """
     from moaa.local.server import LocalServer, find_running_server
 
-    wanted = [n for n in dict.fromkeys(names) if endpoints[n].local]
+    def reachable(ep: EndpointConfig) -> bool:
+        return bool(ep.base_urls()) and all(find_running_server(u) for u in ep.base_urls())
+
+    unserved = [n for n in dict.fromkeys(names) if endpoints[n].local and not reachable(endpoints[n])]
     with contextlib.ExitStack() as stack:
         resolved = dict(endpoints)
-        server = None
-        for name in wanted:
-            ep = resolved[name]
-            urls = ep.base_urls()
-            if urls and all(find_running_server(u) for u in urls):
-                continue
-            if server is None:
-                server = stack.enter_context(LocalServer())
-                server.start(log_path=log_dir / "local-server.log")
-                log.info("local model server up at %s", server.base_url)
-            resolved[name] = ep.model_copy(update={"base_url": server.base_url})
+        if unserved:
+            server = stack.enter_context(LocalServer())
+            server.start(
+                log_path=log_dir / "local-server.log", slots=sum(endpoints[n].max_concurrency for n in unserved)
+            )
+            log.info("local model server up at %s", server.base_url)
+            for name in unserved:
+                resolved[name] = resolved[name].model_copy(update={"base_url": server.base_url})
         yield resolved
 
 

@@ -1,4 +1,4 @@
-"""A stand-in for `python -m llama_cpp.server` that crashes on cue, for supervision tests.
+"""A stand-in for `python -m moaa.local.llama_server` that crashes on cue, for supervision tests.
 
 It takes the same command line as the real server (only --host, --port and --model_alias are
 read), answers `GET /v1/models` and chat completions with a fixed reply, and dies as the
