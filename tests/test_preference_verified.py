@@ -91,6 +91,8 @@ def test_chosen_passes_rejected_fails_and_the_judge_only_breaks_ties():
     assert sorted(judged.judged) == sorted(samples)  # two passing and two failing tied at 0: all contested
     assert result.counters["candidates_pass"] == 2 and result.counters["candidates_fail"] == 2
     assert result.counters["pairs_verified"] == 1
+    steps = [(t.agent, t.index, t.selected) for t in result.trace if t.kind == "verification"]
+    assert steps == [("candidate", 0, True), ("candidate", 1, False), ("candidate", 2, True), ("candidate", 3, False)]
 
 
 def test_one_passing_and_one_lowest_failing_candidate_need_no_judge():
@@ -141,6 +143,10 @@ def test_another_scorers_wrong_chosen_side_is_dropped_unless_kept():
     pointwise = {"kind": "pointwise", "judges": [{"endpoint": "test", "temperature": 0.0}]}
     result = judge(loves_nine, pref(scorer=pointwise, samples=2))
     assert result.row is None and result.dropped == "chosen_failed"
+    assert [(t.agent, t.text) for t in result.trace if t.kind == "verification"] == [
+        ("chosen", "final answer 9 does not match the reference 80"),
+        ("rejected", "final answer 80 matches the reference 80"),
+    ]
     keep = pref(scorer=pointwise, samples=2, verify="keep")
     kept = judge(Judged(samples, rating=lambda t: 5 if "9" in t else 1), keep)
     assert kept.row.chosen[0]["content"] == "It is 9, clearly."

@@ -144,6 +144,10 @@ async def judge_prompt(
         choose(texts, scores, pref) if choose else choose_pair(texts, values, pref.min_margin, pref.max_length_ratio)
     )
     result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    if choose is not None:  # the verifier scorer: each candidate's verdict in the trace
+        from moaa.preference.verified_pairs import verdict_of, verdict_trace
+
+        result.trace += verdict_trace(prompt, [("candidate", i, verdict_of(s)) for i, s in enumerate(scores)])
     if choose is None and all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
         result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
@@ -159,13 +163,21 @@ async def _pair(
     scorer: Scorer, scores: list[Score], choice: PairChoice, verifier: Verifier | None,
 ) -> None:  # fmt: skip
     """The row of the chosen pair, its verdicts in `verification`; or the drop chosen_failed."""
-    from moaa.preference.verified_pairs import VerifierScorer, count_pair, count_verdicts, pair_verdicts
+    from moaa.preference.verified_pairs import (
+        VerifierScorer,
+        count_pair,
+        count_verdicts,
+        pair_verdicts,
+        verdict_trace,
+    )
 
     assert choice.chosen is not None and choice.rejected is not None
     texts = [c.text for c in got.candidates]
     chosen, rejected = await pair_verdicts(scorer, scores, choice, prompt, texts, verifier)
     if verifier is not None and not isinstance(scorer, VerifierScorer):  # the guard checked this pair now
         count_verdicts(result.counters, [chosen, rejected], chosen is not None)
+        pair = [("chosen", choice.chosen, chosen), ("rejected", choice.rejected, rejected)]
+        result.trace += verdict_trace(prompt, pair)
     count_pair(result.counters, chosen, rejected)
     if chosen is not None and chosen.failed and pref.verify == "require":
         result.dropped = "chosen_failed"

@@ -150,13 +150,14 @@ async def pair_verdicts(
     now (`verifier`: preference.verify is not off); (None, None) where nothing is checked."""
     assert choice.chosen is not None and choice.rejected is not None
     if isinstance(scorer, VerifierScorer):
-        return _verdict_of(scores[choice.chosen]), _verdict_of(scores[choice.rejected])
+        return verdict_of(scores[choice.chosen]), verdict_of(scores[choice.rejected])
     if verifier is None:
         return None, None
     return await guard_pair(verifier, prompt, texts[choice.chosen], texts[choice.rejected])
 
 
-def _verdict_of(score: Score) -> Verdict | None:
+def verdict_of(score: Score) -> Verdict | None:
+    """The verdict a verifier score holds (None: its prompt has no check)."""
     data = score.details.get("verdict")
     if not data:
         return None
@@ -180,3 +181,15 @@ def count_pair(counters: dict[str, int], chosen: Verdict | None, rejected: Verdi
         key = "pairs_verified" if rejected.failed else "pairs_judged_passing" if rejected.passed else ""
         if key:
             counters[key] = counters.get(key, 0) + 1
+
+
+def verdict_trace(prompt: Prompt, verdicts: list[tuple[str, int, Verdict | None]]) -> list[Any]:
+    """The trace's `verification` steps of the preference stage: (whose: candidate, chosen or rejected;
+    the candidate's index; its verdict), those without a verdict left out."""
+    from moaa.verify import trace_step
+
+    return [
+        trace_step(prompt.prompt_id, "preference", v, index=index, agent=whose)
+        for whose, index, v in verdicts
+        if v is not None
+    ]

@@ -82,7 +82,7 @@ class Contained:
         if name and "out of memory" in self.stderr.lower():
             return "the memory limit"
         if name:
-            return {"SIGXCPU": "the CPU-time limit", "SIGKILL": "the CPU-time limit (killed)",
+            return {"SIGXCPU": "the CPU-time limit", "SIGKILL": "SIGKILL (the CPU-time limit, or out of memory)",
                     "SIGXFSZ": "the file-size limit"}.get(name, f"signal {name}")  # fmt: skip
         return self.setup_failed
 
