@@ -224,10 +224,10 @@ DEFAULT_WRONG = {  # the answers `make data` wrote before verification (issue 29
 def test_the_default_sets_references_pass_a_right_answer(item_id):
     import shutil
 
-    from moaa.verify.sandbox import _namespace_problem
+    from moaa.verify.isolation import namespace_problem
 
     reference = Reference.from_dict(DEFAULT[item_id]["reference"])
-    if reference.language == "javascript" and (shutil.which("node") is None or _namespace_problem()):
+    if reference.language == "javascript" and (shutil.which("node") is None or namespace_problem()):
         pytest.skip("needs node and namespaces")
     right = DEFAULT_RIGHT[item_id]
     text = (

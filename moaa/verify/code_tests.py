@@ -21,7 +21,8 @@ from pathlib import Path
 from moaa.config import SandboxConfig
 from moaa.rows import Reference
 from moaa.verify.extract import code_of
-from moaa.verify.sandbox import SandboxUnavailable, run_contained
+from moaa.verify.isolation import SandboxUnavailable
+from moaa.verify.sandbox import run_contained
 from moaa.verify.verdict import Verdict, failed, passed, unverifiable
 
 HARNESS = Path(__file__).with_name("harness") / "python_harness.py"

@@ -21,7 +21,6 @@ a container or VM of its own (README: Verification).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -37,17 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import SandboxConfig
+from moaa.verify.isolation import (
+    JAIL,
+    UNSHARE,
+    SandboxUnavailable,
+    bwrap,
+    namespace_problem,
+    resolve_isolation,
+    unshare,
+)
 
 log = logging.getLogger(__name__)
 
-JAIL = Path(__file__).with_name("jail.py")
 MIB = 1024 * 1024
 SETUP_FAILED = 125  # moaa.verify.jail's exit code when it could not lock the child down
-UNSHARE = ("--user", "--map-root-user", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc")
-
-
-class SandboxUnavailable(Exception):
-    """The isolation asked for does not work on this machine (the check is then unverifiable)."""
 
 
 @dataclass
@@ -96,7 +98,7 @@ def run_contained(
     isolation = resolve_isolation(cfg.isolation)
     if isolation == "rlimits" and language != "python":
         raise SandboxUnavailable(
-            f"{language} runs only with namespaces or bubblewrap (neither works here: {_namespace_problem()})"
+            f"{language} runs only with namespaces or bubblewrap (neither works here: {namespace_problem()})"
         )
     folder = Path(tempfile.mkdtemp(prefix="moaa-sandbox-"))
     try:
@@ -135,9 +137,9 @@ def _wrapped(command: list[str], folder: Path, cfg: SandboxConfig, isolation: st
     if isolation == "bwrap":
         binds = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         binds += ["--bind", str(folder), str(folder)]
-        return [_bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", *binds, *jail]
+        return [bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", *binds, *jail]
     if isolation == "namespaces":
-        return [_unshare(), *UNSHARE, *jail]
+        return [unshare(), *UNSHARE, *jail]
     return jail
 
 
@@ -250,70 +252,3 @@ def _processes_of_user() -> int:
             except OSError:
                 pass
     return count
-
-
-# ---------------------------------------------------------------- which isolation this machine offers
-
-
-def resolve_isolation(asked: str) -> str:
-    """The isolation to use: `asked`, or the best that works here for auto; SandboxUnavailable when
-    the one named does not work."""
-    if asked == "auto":
-        return _best_isolation()
-    problem = {"bwrap": _bwrap_problem, "namespaces": _namespace_problem, "rlimits": lambda: ""}[asked]()
-    if problem:
-        raise SandboxUnavailable(f"verify.sandbox.isolation {asked}: {problem}")
-    return asked
-
-
-@functools.cache
-def _best_isolation() -> str:
-    for name, problem in (("bwrap", _bwrap_problem), ("namespaces", _namespace_problem)):
-        if not problem():
-            return name
-    log.warning(
-        "code checks run with resource limits only (no bubblewrap; %s): see the README's Verification section",
-        _namespace_problem(),
-    )
-    return "rlimits"
-
-
-def _bwrap() -> str:
-    return shutil.which("bwrap") or "bwrap"
-
-
-def _unshare() -> str:
-    return shutil.which("unshare") or "unshare"
-
-
-@functools.cache
-def _bwrap_problem() -> str:
-    if not shutil.which("bwrap"):
-        return "bubblewrap (bwrap) is not installed"
-    return _try([_bwrap(), "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "true"], "bwrap")
-
-
-@functools.cache
-def _namespace_problem() -> str:
-    if not sys.platform.startswith("linux"):
-        return "Linux namespaces need Linux"
-    if not shutil.which("unshare"):
-        return "util-linux's unshare is not installed"
-    folder = tempfile.mkdtemp(prefix="moaa-sandbox-probe-")
-    try:
-        settings = {"namespaces": True, "folder": folder, "limits": {}, "env": {}}
-        jail = [sys.executable, "-I", "-S", str(JAIL), json.dumps(settings), "--", "/bin/true"]
-        return _try([_unshare(), *UNSHARE, *jail], "unprivileged user namespaces")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _try(argv: list[str], what: str) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{what} do not work here ({exc})"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        return f"{what} do not work here ({last})"
-    return ""
