@@ -3,12 +3,13 @@
 - Prompt: an instruction or conversation to answer; assistant turns in it are regenerated. It may
   carry a Reference: what its final answer can be checked against (moaa.verify).
 - SFT row: prompt_id, messages (the conversation with the final answers as assistant turns),
-  source, category, method, models, verification (the final answer's verdict, or None).
+  source, category, method, models, verification (the final answer's verdict, or None),
+  reference (the prompt's Reference as JSON text, or None: what RLVR-style training checks against).
 - Trace row: every intermediate answer or verdict (see TraceStep).
 - Failure row: prompt_id, stage, reason, error, transient (a re-run asks the prompt again).
 - DPO row: prompt_id, prompt (messages), chosen / rejected (one assistant message each),
   score_chosen, score_rejected, chosen_model, rejected_model, verification ({chosen, rejected}
-  verdicts, or None).
+  verdicts, or None), reference (as the SFT row's).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class Reference:
             ("sql", self.sql is not None or self.rows is not None),
         )
         return tuple(name for name, present in found if present)
+
+    def to_json(self) -> str:
+        """The set fields as JSON text (the rows' `reference` column)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields only (what a shard file and a trace keep)."""
@@ -255,6 +260,7 @@ class SFTRow:
     models: list[str] = field(default_factory=list)
     category: str | None = None
     verification: dict[str, Any] | None = None  # moaa.verify.Verdict.column(): status, reason, score, checks, answer
+    reference: str | None = None  # Reference.to_json()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -271,6 +277,7 @@ class PreferenceRow:
     chosen_model: str
     rejected_model: str
     verification: dict[str, Any] | None = None  # {"chosen": Verdict.column(), "rejected": ...}
+    reference: str | None = None  # Reference.to_json()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -112,4 +112,5 @@ def test_build_row_is_trl_preference_format():
         "chosen_model": "m1",
         "rejected_model": "m1",
         "verification": None,
+        "reference": None,
     }

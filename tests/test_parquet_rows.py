@@ -75,7 +75,7 @@ def test_rows_come_back_as_written(tmp_path: Path):
     assert rows[0]["messages"][0] == {"role": "user", "content": "Q p0"}
     assert rows[0]["category"] is None and rows[1]["category"] == "c" and rows[0]["models"] == ["a"]
     assert rows[3] == {"prompt_id": "p3", "messages": [], "source": None, "method": None, "models": None,
-                       "category": None, "verification": None}  # fmt: skip
+                       "category": None, "verification": None, "reference": None}  # fmt: skip
     assert rows[0]["verification"] == verdict
     assert rows[1]["verification"] == {"status": "fail", "reason": "1 of 2", "score": 0.5, "checks": ["tests"],
                                        "answer": None}  # fmt: skip

@@ -52,6 +52,7 @@ def test_only_verified_answers_become_rows_and_the_summary_counts_them(tmp_path,
     for row in rows:  # the hidden check: no row whose prompt has a reference fails it
         raw = references[row["prompt_id"]]
         reference = Reference.from_dict({k: v for k, v in raw.items() if k in ("answer", "tests")})
+        assert row["reference"] == (reference.to_json() if reference.kinds else None)  # kept for RLVR-style training
         expected = "pass" if reference.kinds else "none"
         assert recheck(reference, row["messages"][-1]["content"]) == expected, row
     how = {references[r["prompt_id"]]["instruction"]: (r["verification"] or {}).get("answer") for r in rows}

@@ -41,7 +41,8 @@ async def answer_prompt(
 
     SFT row columns: prompt_id, messages (system and user turns as given, assistant turns written
     by the mixture, ending with an assistant turn), source, method, models (distinct, in order of
-    first use), category, verification (the final answer's verdict, or None). `roles` are SMoA's
+    first use), category, verification (the final answer's verdict, or None), reference (the
+    prompt's, as JSON text, or None). `roles` are SMoA's
     role descriptions when the config names none; `embed` replaces the MiniLM embedder of the
     cluster filter (tests); `answers` says what becomes of a final answer cut at max_tokens
     (default: dropped, the prompt a `truncated` failure); `verifier` checks the final answer where
@@ -56,8 +57,16 @@ async def answer_prompt(
             messages[-1] = {"role": "assistant", "content": final}
     except PromptFailed as exc:
         return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error, exc.transient))
+    reference = prompt.reference.to_json() if prompt.reference is not None else None
     row = SFTRow(
-        prompt.prompt_id, messages, prompt.source, gen.method, list(run.models), prompt.category, run.verification
+        prompt.prompt_id,
+        messages,
+        prompt.source,
+        gen.method,
+        list(run.models),
+        prompt.category,
+        run.verification,
+        reference,
     )
     return run.result(row=row)
 

@@ -192,6 +192,8 @@ async def _pair(
     )
     if chosen is not None and rejected is not None:
         result.row.verification = {"chosen": chosen.column(), "rejected": rejected.column()}
+    if prompt.reference is not None:
+        result.row.reference = prompt.reference.to_json()
 
 
 def _count(counters: dict[str, int], scores: list[Score]) -> None:

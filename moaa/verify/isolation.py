@@ -82,7 +82,7 @@ def namespace_problem() -> str:
 
 
 def _try(argv: list[str], subject: str) -> str:
-    """"" when `argv` runs to exit 0, else "<subject> not work here (<its last line>)"."""
+    """ "" when `argv` runs to exit 0, else "<subject> not work here (<its last line>)"."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
