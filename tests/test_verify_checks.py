@@ -155,7 +155,7 @@ TOP = "SELECT customer_id, SUM(amount) FROM orders GROUP BY customer_id ORDER BY
         ("SELECT SUM(amount) AS total, customer_id FROM orders GROUP BY 2 ORDER BY 1 DESC LIMIT 3",
          "pass", "3 rows match the reference in order"),
         ("SELECT customer_id, SUM(amount) FROM orders GROUP BY 1 ORDER BY 2 LIMIT 3", "fail",
-         "the rows differ from the reference (first returned [[4, 1.0]], expected [[2, 40]])"),
+         "the rows differ from the reference (row 1 is [4, 1.0], expected [2, 40])"),
         ("SELECT customer_id, created_at, SUM(amount) FROM orders GROUP BY customer_id ORDER BY 3 DESC LIMIT 3",
          "fail", "returned 3 columns, expected 2"),
         ("SELECT customer_id FROM orderz", "fail", "the query fails on SQLite: no such table: orderz"),
@@ -165,6 +165,19 @@ TOP = "SELECT customer_id, SUM(amount) FROM orders GROUP BY customer_id ORDER BY
 def test_the_answers_query_runs_on_the_fixture_and_its_rows_are_compared(query, status, reason):
     verdict = check_sql(Reference(sql=TOP, schema=ORDERS), f"```sql\n{query}\n```", 5)
     assert (verdict.status, verdict.reason) == (status, reason)
+
+
+def test_a_mismatch_names_the_first_row_that_differs_not_just_the_first_row():
+    # make data's customers query: a bare `amount` beside GROUP BY, right for a one-order customer only
+    reference = Reference(rows=((1, 15), (2, 40)), schema=ORDERS, ordered=True)
+    bare = "SELECT customer_id, amount FROM orders WHERE customer_id IN (1, 2) GROUP BY customer_id ORDER BY 1"
+    verdict = check_sql(reference, bare, 5)
+    assert verdict.reason in (
+        "the rows differ from the reference (row 1 is [1, 10.0], expected [1, 15])",
+        "the rows differ from the reference (row 1 is [1, 5.0], expected [1, 15])",
+    )  # SQLite picks the bare column's row
+    unordered = check_sql(Reference(rows=((2, 40), (1, 15)), schema=ORDERS), bare, 5)
+    assert unordered.reason.startswith("the rows differ from the reference (it returned [1, ")
 
 
 def test_expected_rows_stand_in_for_a_reference_query_and_order_counts_only_when_asked():

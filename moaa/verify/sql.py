@@ -102,7 +102,17 @@ def compare(expected: list[tuple], got: list[tuple], ordered: bool) -> str:
         return ""
     if unordered_match:
         return "the rows are right but not in the expected order"
-    return f"the rows differ from the reference (first returned {_shown(got[:1])}, expected {_shown(want[:1])})"
+    return f"the rows differ from the reference ({_first_difference(want, got, ordered)})"
+
+
+def _first_difference(want: list[tuple], got: list[tuple], ordered: bool) -> str:
+    """The first row that is not as expected, its columns as returned (e.g. "row 2 is [2, 80.0], expected [2, 230]")."""
+    have = [tuple(_value(v) for v in row) for row in got]
+    if ordered:
+        index = next(i for i, (a, b) in enumerate(zip(have, want, strict=True)) if a != b)
+        return f"row {index + 1} is {_shown([got[index]])[1:-1]}, expected {_shown([want[index]])[1:-1]}"
+    extra = next((row for row, value in zip(got, have, strict=True) if value not in want), got[0])
+    return f"it returned {_shown([extra])[1:-1]}, which the reference does not"
 
 
 def _value(value: Any) -> Any:
