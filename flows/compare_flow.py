@@ -46,10 +46,18 @@ def matchups_task(**kwargs: Any) -> dict:
     return evaluate_students(**kwargs)
 
 
+@task(name="pass-rates", cache_policy=NONE)
+def pass_rates_task(**kwargs: Any) -> dict:
+    from moaa.train.pass_rates import score_students
+
+    return score_students(**kwargs)
+
+
 @flow(name="moaa-compare", log_prints=True)
 def compare_arms(settings: dict) -> dict:
-    """Arm A's and arm B's data -> the same student's SFT on each -> A vs B, A vs base, B vs base."""
-    steps = CompareSteps(make_data=_make_data, sft=sft_task, evaluate=matchups_task)
+    """Arm A's and arm B's data -> the same student's SFT on each -> A vs B, A vs base, B vs base
+    (and, with `verified`, each student's held-out pass rate)."""
+    steps = CompareSteps(make_data=_make_data, sft=sft_task, evaluate=matchups_task, pass_rates=pass_rates_task)
     results = run_compare(CompareSettings.model_validate(settings), steps)
     _post_artifact(results)
     return results

@@ -60,7 +60,7 @@ def test_malformed_yaml_names_the_line(tmp_path, capsys):
         (
             "sft.layerz=3",
             "unknown key 'sft.layerz' (allowed here: method, layers, proposers, aggregator, min_answers, "
-            "shuffle_references, cluster_filter, self_moa, seq, smoa, quality)",
+            "shuffle_references, cluster_filter, self_moa, seq, smoa, quality, verify)",
         ),
         (
             "sft.layers=two",

@@ -45,9 +45,8 @@ def test_a_section_shows_its_keys_and_no_others(capsys):
     } <= set(heads)
     assert all(h.startswith("preference.scorer") for h in heads)
     kind = out.splitlines()[2]
-    assert (
-        kind == 'preference.scorer.kind  "reward_model" | "pointwise" | "pairwise" | "moa_judge"  default "pointwise"'
-    )
+    kinds = '"reward_model" | "pointwise" | "pairwise" | "moa_judge" | "verifier"'
+    assert kind == f'preference.scorer.kind  {kinds}  default "pointwise"'
 
 
 def test_without_a_key_every_field_of_every_model_is_listed(capsys):
@@ -146,7 +145,7 @@ def test_show_prints_the_config_a_run_writes(tmp_path, capsys):
         (
             "zzz",
             "unknown config key 'zzz'; nearest valid keys: name, description, endpoints, prompts, sft, preference, "
-            "output, run, cache, answers",
+            "output, run, cache, answers, verify",
         ),
     ],
 )

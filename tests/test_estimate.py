@@ -195,3 +195,12 @@ def test_cli_dry_run_needs_no_key_and_names_the_missing_variable(monkeypatch, ca
     assert "before the real run: endpoint" in out and "TOGETHER_API_KEY is not set" in out
     assert main(["run", "configs/moa.yaml"]) != 0  # the real run still refuses at once
     assert "TOGETHER_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_the_dry_run_says_what_checking_answers_adds(tmp_path):
+    source = tmp_path / "p.jsonl"
+    source.write_text(json.dumps({"prompt": "2 + 2?", "answer": "4"}) + "\n" + json.dumps({"prompt": "Hi."}) + "\n")
+    notes = estimate_run(make_config(tmp_path, prompts={"path": str(source)}), base_dir=ROOT)["assumptions"]
+    assert "1 of 2 prompts carry a reference: each final answer that fails its check is asked once more" in notes[-1]
+    off = make_config(tmp_path, "http://127.0.0.1:9/v1", "sft.verify=off", prompts={"path": str(source)})
+    assert not any("carry a reference" in n for n in estimate_run(off, base_dir=ROOT)["assumptions"])

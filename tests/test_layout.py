@@ -19,6 +19,7 @@ RANKS = [
     ("moaa.local", "the embedded model"),
     ("moaa.models", "the model seam"),
     ("moaa.sources", "prompt sources"),
+    ("moaa.verify", "checking answers"),
     ("moaa.engine", "generation methods"),
     ("moaa.preference", "the DPO stage"),
     ("moaa.dataset", "data set versions"),

@@ -12,12 +12,14 @@ import pytest
 
 from moaa.dataset.run_report import SECTIONS
 from tests.conftest import ROOT
+from tests.verify_helpers import recheck
 
 
 @pytest.mark.slow
 def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
-    """The preset exactly as `make data` runs it (only the output folders moved): 4 SFT rows, at least
-    one DPO pair for every two preference prompts, verdicts that parse, answers that finish."""
+    """The preset exactly as `make data` runs it (only the output folders moved): each of the 4 prompts
+    an SFT row or an `unverified` failure, no row and no DPO chosen side that fails its prompt's reference
+    (checked again here, apart from the pipeline's verdicts), verdicts that parse, answers that finish."""
     import polars as pl
 
     overrides = [
@@ -36,24 +38,29 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     assert per_prompt and float(per_prompt.group(1)) >= 4.0, out  # 3 proposers + 1 aggregate (+ gate re-asks)
     assert "tok/s" in out and "endpoint local:" in out
     assert "  quality: sft " in out and " unparsed verdicts" in out
+    assert re.search(r"verification \(sft\): moa: 4 prompts checked, \d+ verified", out), out
 
     version = tmp_path / "data" / "local-moa" / "v1"
+    references = _references()
     sft = _rows(version, "sft")
-    assert len(sft) == 4, f"{4 - len(sft)} prompts failed (a quality_* reason: the gates dropped them)"
+    failed = _rows(version, "failures")
+    assert len(sft) + len(failed) == 4 and {f["reason"] for f in failed} <= {"unverified"}, failed
     for row in sft:
         answer = row["messages"][-1]
         assert answer["role"] == "assistant" and answer["content"].strip()
         assert not re.search(r"\bResponse\s+\d+\s*:", answer["content"]), answer["content"]  # no scaffolding
         assert row["models"] == ["qwen2.5-coder-0.5b-instruct"]
+        assert recheck(references[row["prompt_id"]], answer["content"]) in ("pass", "none"), row  # the hidden check
     dpo = _rows(version, "dpo")
-    assert len(dpo) >= 2, "fewer than one DPO pair per two preference prompts"  # preference.limit is 4
-    assert all(r["score_chosen"] > r["score_rejected"] for r in dpo)
+    for pair in dpo:  # a pair is a right answer over a wrong one, or the judge's among right ones
+        assert recheck(references[pair["prompt_id"]], pair["chosen"][0]["content"]) in ("pass", "none"), pair
     trace = _rows(version, "trace")
     kinds = [r["kind"] for r in trace]
-    kept = [r for r in trace if r["kind"] == "aggregate" and r["selected"]]  # a re-asked one is not kept
-    assert kinds.count("proposal") == 12 and len(kept) == 4
-    verdicts = [r for r in trace if r["kind"] == "verdict"]
-    assert len(verdicts) >= 8 and all(r["score"] is not None for r in verdicts)  # every verdict parsed
+    kept = [r for r in trace if r["kind"] == "aggregate" and r["selected"]]  # a re-asked or failed one is not kept
+    assert kinds.count("proposal") == 12 and len(kept) <= 4
+    assert kinds.count("verification") >= 4  # every final answer's verdict, and the re-asks' and proposals'
+    verdicts = [r for r in trace if r["kind"] == "verdict" and r["role"] == "judge"]
+    assert all(r["score"] is not None for r in verdicts if r["agent"] != "verifier")  # every judge verdict parsed
     answers = [r for r in trace if r["kind"] in ("proposal", "aggregate", "sample")]
     truncated = [r for r in answers if r["finish_reason"] == "length"]
     assert len(truncated) <= len(answers) // 10, f"{len(truncated)} of {len(answers)} answers truncated"
@@ -67,6 +74,20 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     for png in pngs:  # real images with data: PNG magic bytes and a non-trivial plot
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def _references() -> dict:
+    """prompt_id -> Reference of default.jsonl's rows (read here, not from the pipeline's prompts)."""
+    import json
+
+    from moaa.rows import Reference, prompt_id_of
+
+    out = {}
+    for line in (ROOT / "configs/prompts/default.jsonl").open(encoding="utf-8"):
+        row = json.loads(line)
+        messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
+        out[prompt_id_of(messages)] = Reference.from_dict(row.get("reference") or {})
+    return out
 
 
 def _rows(version, config: str) -> list[dict]:

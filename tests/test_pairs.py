@@ -126,4 +126,6 @@ def test_build_row_is_trl_preference_format():
         "score_rejected": 2.5,
         "chosen_model": "m1",
         "rejected_model": "m1",
+        "verification": None,
+        "reference": None,
     }

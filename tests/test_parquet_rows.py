@@ -53,6 +53,15 @@ def test_rows_come_back_as_written(tmp_path: Path):
     answers = {"p0": 'Zeilen\n"zitiert"\t\\ und ünïcödé 漢字 🙂', "p1": "", "p2": "x" * 200_000}
     sft = [_sft(pid, text, category=None if pid == "p0" else "c") for pid, text in answers.items()]
     sft.append({"prompt_id": "p3", "messages": [], "models": None})  # columns missing: null
+    verdict = {
+        "status": "pass",
+        "reason": "final answer 80 matches",
+        "score": 1.0,
+        "checks": ["answer"],
+        "answer": "final",
+    }
+    sft[0]["verification"] = verdict
+    sft[1]["verification"] = {"status": "fail", "reason": "1 of 2", "score": 0.5, "checks": ["tests"]}  # no `answer`
     trace = [
         _step("p0", score=float("nan"), meta={"agree": True, "ü": [1, 2]}),
         _step("p1", score=float("inf"), turn=3, latency_s=2),  # an int in a float column
@@ -66,7 +75,10 @@ def test_rows_come_back_as_written(tmp_path: Path):
     assert rows[0]["messages"][0] == {"role": "user", "content": "Q p0"}
     assert rows[0]["category"] is None and rows[1]["category"] == "c" and rows[0]["models"] == ["a"]
     assert rows[3] == {"prompt_id": "p3", "messages": [], "source": None, "method": None, "models": None,
-                       "category": None}  # fmt: skip
+                       "category": None, "verification": None, "reference": None}  # fmt: skip
+    assert rows[0]["verification"] == verdict
+    assert rows[1]["verification"] == {"status": "fail", "reason": "1 of 2", "score": 0.5, "checks": ["tests"],
+                                       "answer": None}  # fmt: skip
     steps = _read(info.path, "trace")
     assert math.isnan(steps[0]["score"]) and json.loads(steps[0]["meta"]) == {"agree": True, "ü": [1, 2]}
     assert steps[1]["score"] == math.inf and steps[1]["turn"] == 3 and steps[1]["latency_s"] == 2.0

@@ -73,7 +73,7 @@ def test_every_config_and_split_loads_offline_and_trl_accepts_rows(version, tmp_
     assert set(loaded["failures"]) == {"train"} and loaded["failures"]["train"]["reason"] == ["aggregator_failed"] * 2
 
     sft = loaded["sft"]["train"][0]
-    assert list(sft) == ["prompt_id", "messages", "source", "method", "models", "category"]
+    assert list(sft) == ["prompt_id", "messages", "source", "method", "models", "category", "verification", "reference"]
     assert is_conversational(sft) and sft["messages"][0] == {
         "role": "user",
         "content": f"Question {int(sft['prompt_id'][1:])}?",

@@ -4,7 +4,8 @@ A config names its endpoints (model servers) once and refers to them by name eve
 Secrets never live here: an endpoint names the environment variable that holds its key.
 
 Endpoints and agents live in `moaa.config.endpoints`, the rest of the models in
-`moaa.config.models`, loading and dumping in `moaa.config.loading`; import them from `moaa.config`.
+`moaa.config.models`, checking answers in `moaa.config.verify`, loading and dumping in
+`moaa.config.loading`; import them from `moaa.config`.
 """
 
 from moaa.config.endpoints import (
@@ -44,6 +45,13 @@ from moaa.config.models import (
     SeqConfig,
     SMoAConfig,
 )
+from moaa.config.verify import (
+    ReferenceColumns,
+    SandboxConfig,
+    SFTVerifyConfig,
+    VerifierScorerConfig,
+    VerifyConfig,
+)
 
 __all__ = [
     "REPO_ID",
@@ -58,13 +66,18 @@ __all__ = [
     "PreferenceConfig",
     "PromptSourceConfig",
     "QualityConfig",
+    "ReferenceColumns",
     "RunSettings",
+    "SFTVerifyConfig",
     "SMoAConfig",
     "Sampling",
+    "SandboxConfig",
     "ScorerConfig",
     "SelfMoAConfig",
     "SeqConfig",
     "Strict",
+    "VerifierScorerConfig",
+    "VerifyConfig",
     "apply_override",
     "check_environment",
     "deep_merge",

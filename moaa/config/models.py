@@ -18,6 +18,7 @@ from moaa.config.endpoints import (
     Strict,
 )
 from moaa.config.scales import SCALES, Margin, check_margin, margin_for
+from moaa.config.verify import Mode, ReferenceColumns, SFTVerifyConfig, VerifierScorerConfig, VerifyConfig, _mode
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
@@ -122,6 +123,11 @@ class GenerationConfig(Strict):
     seq: SeqConfig = Field(SeqConfig(), description="settings of method self-moa-seq")
     smoa: SMoAConfig = Field(SMoAConfig(), description="settings of method smoa")
     quality: QualityConfig = Field(QualityConfig(), description="gates every aggregate passes before it becomes data")
+    verify: SFTVerifyConfig = Field(
+        SFTVerifyConfig(),
+        description="where a prompt carries a reference, what becomes of an answer that fails it (require, keep "
+        "or off; `sft.verify: keep` is short for `sft.verify.mode: keep`)",
+    )
 
     @field_validator("method")
     @classmethod
@@ -195,6 +201,10 @@ class PromptSourceConfig(Strict):
         "of those. next and resample add to "
         "the data set (each version holds the earlier ones' rows) and write no version when nothing is new",
     )
+    reference: ReferenceColumns = Field(
+        ReferenceColumns(),
+        description="the columns that hold each prompt's reference (what its answer is checked against)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptSourceConfig:
@@ -206,10 +216,11 @@ class PromptSourceConfig(Strict):
 class ScorerConfig(Strict):
     """How candidates are ranked (ALGORITHMS.md section 7)."""
 
-    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge"] = Field(
+    kind: Literal["reward_model", "pointwise", "pairwise", "moa_judge", "verifier"] = Field(
         "pointwise",
         description="reward_model: a sequence classifier's score; pointwise: judges rate each answer 1-5; "
-        "pairwise: judges compare every ordered pair; moa_judge: judges' verdicts read by an aggregator judge",
+        "pairwise: judges compare every ordered pair; moa_judge: judges' verdicts read by an aggregator judge; "
+        "verifier: each answer checked against the prompt's reference, a passing one chosen over a failing one",
     )
     judges: list[AgentConfig] = Field(
         default_factory=list, description="the judge agents (at least one, for every kind but reward_model)"
@@ -259,6 +270,15 @@ class ScorerConfig(Strict):
         description="pairwise with weighted_ratings: a comparison whose preference for one answer (averaged "
         "over both orders) is within this of 0.5 is tallied as a tie; the score stays the continuous mean",
     )
+    verifier: VerifierScorerConfig = Field(
+        VerifierScorerConfig(), description="kind verifier: its tie-breaker and what becomes of unseparated prompts"
+    )
+
+    def judged_kind(self) -> str:
+        """The kind whose judges or reward model are called: the verifier's tie-breaker, else the kind."""
+        if self.kind != "verifier":
+            return self.kind
+        return self.verifier.breaker(bool(self.judges), self.reward_model is not None)
 
 
 class PreferenceConfig(Strict):
@@ -284,6 +304,14 @@ class PreferenceConfig(Strict):
         "(length bias); unset: off",
     )
     limit: int | None = Field(None, ge=1, description="how many of the source's prompts to use for pairs; unset: all")
+    verify: Mode = Field(
+        "require",
+        description="where a prompt carries a reference, with any scorer: require: a pair whose chosen answer "
+        "fails its check is dropped (reason chosen_failed); keep: pairs are kept, their verdicts recorded; off: "
+        "nothing is checked (the verifier scorer checks whatever this says)",
+    )
+
+    _verify_shorthand = field_validator("verify", mode="before")(lambda value: _mode(value))
 
     @model_validator(mode="after")
     def _margins(self) -> PreferenceConfig:
@@ -294,12 +322,13 @@ class PreferenceConfig(Strict):
             for kind, value in self.min_margin.items():
                 check_margin(value, kind, f"min_margin.{kind}")
         elif self.min_margin is not None:
-            check_margin(self.min_margin, self.scorer.kind)
+            check_margin(self.min_margin, self.scorer.judged_kind())
         return self
 
     def margin(self) -> float:
-        """The minimum margin in the scorer's own units (min_margin resolved for scorer.kind)."""
-        return margin_for(self.min_margin, self.scorer.kind)[0]
+        """The minimum margin in the scores' own units: min_margin resolved for the kind whose scores are
+        compared (scorer.kind; for the verifier, its tie-breaker's kind: passing vs failing needs none)."""
+        return margin_for(self.min_margin, self.scorer.judged_kind())[0]
 
     @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
@@ -308,12 +337,13 @@ class PreferenceConfig(Strict):
         if self.policy is None:
             raise ValueError("policy: preference.enabled needs a policy (the agent whose answers are ranked)")
         scorer = self.scorer
-        if scorer.kind == "reward_model" and not scorer.reward_model:
-            raise ValueError("scorer.reward_model: required for kind reward_model (a folder or hub id)")
-        if scorer.kind != "reward_model" and not scorer.judges:
-            raise ValueError(f"scorer.judges: kind {scorer.kind} needs at least one judge agent")
-        if scorer.kind == "moa_judge" and scorer.aggregator is None:
-            raise ValueError("scorer.aggregator: kind moa_judge needs an aggregator judge")
+        kind, where = scorer.judged_kind(), "" if scorer.kind != "verifier" else " (the verifier's tie_breaker)"
+        if kind == "reward_model" and not scorer.reward_model:
+            raise ValueError(f"scorer.reward_model: required for kind reward_model{where} (a folder or hub id)")
+        if kind not in ("reward_model", "none") and not scorer.judges:
+            raise ValueError(f"scorer.judges: kind {kind}{where} needs at least one judge agent")
+        if kind == "moa_judge" and scorer.aggregator is None:
+            raise ValueError(f"scorer.aggregator: kind moa_judge{where} needs an aggregator judge")
         return self
 
 
@@ -418,6 +448,7 @@ class MoaaConfig(Strict):
     run: RunSettings = Field(RunSettings(), description="shards, parallelism and the failure-rate stop")
     cache: CacheConfig = Field(CacheConfig(), description="the request cache")
     answers: AnswersConfig = Field(AnswersConfig(), description="what becomes of answers cut at max_tokens")
+    verify: VerifyConfig = Field(VerifyConfig(), description="how answers are checked against their references")
 
     @field_validator("endpoints")
     @classmethod

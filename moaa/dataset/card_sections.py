@@ -206,6 +206,23 @@ def quality_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str
     return lines if len(lines) > 2 else []
 
 
+def verification_section(manifest: dict[str, Any]) -> list[str]:
+    """Verified, failed and unverifiable answers per stage, and the verified yield (moaa.verify.report)."""
+    from moaa.verify.report import verification_lines
+
+    stages = (manifest.get("counts") or {}).get("stages") or {}
+    methods = manifest.get("methods")
+    method = (methods.get("sft") if isinstance(methods, dict) else None) or "sft"
+    found = verification_lines(stages, method)
+    if not found:
+        return []
+    lines = ["## Verification", ""]
+    lines += [f"- {stage}: {text}" for stage, text in found]
+    lines += ["", "Each row's `verification` column holds its answer's verdict (status, reason, score, checks); "
+              "the trace's `verification` steps hold every verdict with its details.", ""]  # fmt: skip
+    return lines
+
+
 TRUNCATION_COUNTERS = (
     ("truncated_dropped", "dropped"),
     ("truncated_reasked", "re-asked"),

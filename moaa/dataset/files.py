@@ -31,7 +31,7 @@ SPLIT_CONFIGS = ("sft", "dpo", "trace")  # failures keep a single `train` split
 MAX_SHARD_ROWS = 50_000
 _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group is written
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
-DATA_FORMAT = "moaa-parquet-3"  # change with any change to how rows become parquet files
+DATA_FORMAT = "moaa-parquet-4"  # change with any change to how rows become parquet files
 Rows = dict[str, dict[str, int]]  # {config: {split: rows}}
 
 
@@ -48,9 +48,9 @@ def scan_config(version_dir: Path, config: str) -> Any:
 
 # Columns per config ("name" is a string; ":type" otherwise). Every row has prompt_id.
 COLUMNS = {
-    "sft": "prompt_id messages:messages source method models:strings category",
+    "sft": "prompt_id messages:messages source method models:strings category verification:verdict reference",
     "dpo": "prompt_id prompt:messages chosen:messages rejected:messages score_chosen:float score_rejected:float "
-    "chosen_model rejected_model",
+    "chosen_model rejected_model verification:verdicts reference",
     "trace": "prompt_id stage kind text agent model role turn:int layer:int index:int selected:bool "
     "prompt_tokens:int completion_tokens:int latency_s:float finish_reason cached:bool score:float meta",
     "failures": "prompt_id stage reason error transient:bool",
@@ -58,13 +58,17 @@ COLUMNS = {
 
 
 def schemas() -> dict[str, Any]:
-    """The explicit parquet schema of each config (messages: list<struct<role, content>>)."""
+    """The explicit parquet schema of each config (messages: list<struct<role, content>>; verdict:
+    moaa.verify.Verdict.column(), null where nothing was checked)."""
     import pyarrow as pa
 
+    verdict = pa.struct([("status", pa.string()), ("reason", pa.string()), ("score", pa.float64()),
+                         ("checks", pa.list_(pa.string())), ("answer", pa.string())])  # fmt: skip
     types = {
         "str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
         "strings": pa.list_(pa.string()),
         "messages": pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])),
+        "verdict": verdict, "verdicts": pa.struct([("chosen", verdict), ("rejected", verdict)]),
     }  # fmt: skip
     return {
         config: pa.schema([(col.partition(":")[0], types[col.partition(":")[2] or "str"]) for col in spec.split()])

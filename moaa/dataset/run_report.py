@@ -227,6 +227,7 @@ def _summary(m: dict[str, Any]) -> list[str]:
         f"- rows: {rows or 'none'}",
         f"- prompts: read {prompts.get('read', 'n/a')}, kept {prompts.get('kept', 'n/a')} (dropped: {dropped})",
         f"- time: {(m.get('timings') or {}).get('seconds', 'n/a')} s",
+        *_verification(counts.get("stages") or {}, methods),
         "",
         "| endpoint | calls | cache hits | retries | failures | input tokens | output tokens | cost ($) |",
         "|---|---|---|---|---|---|---|---|",
@@ -238,6 +239,13 @@ def _summary(m: dict[str, Any]) -> list[str]:
             f"{s.get('cost', 0.0):.4f} |"
         )
     return lines
+
+
+def _verification(stages: dict[str, Any], methods: Any) -> list[str]:
+    from moaa.verify.report import verification_lines
+
+    method = (methods.get("sft") if isinstance(methods, dict) else None) or "sft"
+    return [f"- verification ({stage}): {text}" for stage, text in verification_lines(stages, method)]
 
 
 def _stats(values: list[float]) -> str:

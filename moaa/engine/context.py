@@ -176,10 +176,26 @@ class PromptRun:
         self._last_tokens = 256  # the last cut answer's length: the budget to double when none was set
         # Layers answered by fewer than asked (min_answers allowed it): "layer 1: 2 of 3 proposers answered"
         self.degraded: list[str] = []
+        # The last call whose text became the answer (with its messages and text): sft.verify re-asks it.
+        self.final_call: tuple[Call, list[Message]] | None = None
+        self.final_text: str | None = None
+        self.verification: dict[str, Any] | None = None  # the row's `verification` (moaa.engine.verification)
 
     @property
     def trace(self) -> list[TraceStep]:
         return [step for steps in self._steps for step in steps]
+
+    @property
+    def final_turn(self) -> int:
+        """The turn of the prompt's final answer (its last assistant turn)."""
+        if self.final_call is not None:
+            return self.final_call[0].turn
+        return max((step.turn for step in self.trace), default=0)
+
+    def record(self, step: TraceStep) -> None:
+        """A trace step that is no model call (a verdict), in the order it happened."""
+        self._steps.append([step])
+        self._models.append("")
 
     @property
     def models(self) -> list[str]:
@@ -215,6 +231,8 @@ class PromptRun:
             got = await self._ask_once(call, messages, sampling)
             budget = self._larger_budget(agent, sampling) if got is None else None
             if budget is None:
+                if call.final and got:
+                    self.final_call, self.final_text = (call, messages), got[0].text
                 return got or []
             self.counters["truncated_reasked"] += 1
             sampling = sampling.model_copy(update={"max_tokens": budget})

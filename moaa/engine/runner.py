@@ -17,9 +17,11 @@ from moaa.engine.context import Embedder, PromptFailed, PromptResult, PromptRun
 from moaa.engine.methods import method_of
 from moaa.engine.plan import Turn
 from moaa.engine.smoa import TASK_SAMPLES, describe_task, generate_roles
+from moaa.engine.verification import verified_final
 from moaa.fanout import fan_out
 from moaa.models.client import ChatClient, Message
 from moaa.rows import Failure, Prompt, SFTRow
+from moaa.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +35,39 @@ async def answer_prompt(
     stage: str = "sft",
     embed: Embedder | None = None,
     answers: AnswersConfig | None = None,
+    verifier: Verifier | None = None,
 ) -> PromptResult:
     """Answer every user turn of `prompt` with `gen.method` (its registered turn function).
 
     SFT row columns: prompt_id, messages (system and user turns as given, assistant turns written
     by the mixture, ending with an assistant turn), source, method, models (distinct, in order of
-    first use), category. `roles` are SMoA's role descriptions when the config names none;
-    `embed` replaces the MiniLM embedder of the cluster filter (tests); `answers` says what becomes
-    of a final answer cut at max_tokens (default: dropped, the prompt a `truncated` failure).
+    first use), category, verification (the final answer's verdict, or None), reference (the
+    prompt's, as JSON text, or None). `roles` are SMoA's
+    role descriptions when the config names none; `embed` replaces the MiniLM embedder of the
+    cluster filter (tests); `answers` says what becomes of a final answer cut at max_tokens
+    (default: dropped, the prompt a `truncated` failure); `verifier` checks the final answer where
+    the prompt has a check, as `gen.verify` says (moaa.engine.verification).
     """
     smoa_roles = (gen.smoa.roles or roles) if gen.method == "smoa" else None
     run = PromptRun(prompt, gen, clients, stage, smoa_roles, embed, answers)
     try:
         messages = await _answer_turns(run, method_of(gen.method).turn)
+        if verifier is not None:
+            final = await verified_final(run, verifier, messages[-1]["content"])
+            messages[-1] = {"role": "assistant", "content": final}
     except PromptFailed as exc:
         return run.result(failure=Failure(prompt.prompt_id, stage, exc.reason, exc.error, exc.transient))
-    row = SFTRow(prompt.prompt_id, messages, prompt.source, gen.method, list(run.models), prompt.category)
+    reference = prompt.reference.to_json() if prompt.reference is not None else None
+    row = SFTRow(
+        prompt.prompt_id,
+        messages,
+        prompt.source,
+        gen.method,
+        list(run.models),
+        prompt.category,
+        run.verification,
+        reference,
+    )
     return run.result(row=row)
 
 
@@ -85,6 +104,7 @@ async def run_prompts(
     stage: str = "sft",
     embed: Embedder | None = None,
     answers: AnswersConfig | None = None,
+    verifier: Verifier | None = None,
 ) -> None:
     """Answer `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
 
@@ -102,6 +122,8 @@ async def run_prompts(
         roles = await generate_roles(len(gen.proposers), clients[agent.endpoint], agent, task=task, stage=stage)
 
     async def answer(prompt: Prompt) -> PromptResult:
-        return await answer_prompt(prompt, gen, clients, roles=roles, stage=stage, embed=embed, answers=answers)
+        return await answer_prompt(
+            prompt, gen, clients, roles=roles, stage=stage, embed=embed, answers=answers, verifier=verifier
+        )
 
     await fan_out(prompts, answer, on_result, max_in_flight)

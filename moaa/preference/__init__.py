@@ -1,7 +1,8 @@
 """The preference (DPO) stage: a policy samples candidates, a scorer ranks them, best vs worst.
 
-Scorers (ALGORITHMS.md sections 2 and 7): a reward model, a pointwise or pairwise LLM judge, or
-the MoA judge. Entry points mirror the engine: `judge_prompt`, `run_preference_prompts`,
+Scorers (ALGORITHMS.md sections 2, 7 and 10): a reward model, a pointwise or pairwise LLM judge,
+the MoA judge, or the verifier (moaa.preference.verified_pairs: verdicts against the prompt's reference,
+a judge breaking ties). Entry points mirror the engine: `judge_prompt`, `run_preference_prompts`,
 `calls_per_prompt`; `bias_report` summarises length/position/tie bias of the written data.
 """
 

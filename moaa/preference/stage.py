@@ -25,6 +25,7 @@ from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.scoring import Score, Scorer, client_for
 from moaa.prompts import judging as jp
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
+from moaa.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,21 @@ class PreferenceResult:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> Scorer:
-    """The scorer `cfg.kind` names, its judges bound to their clients.
+def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Verifier | None = None) -> Scorer:
+    """The scorer `cfg.kind` names, its judges bound to their clients (the verifier's tie-breaker too).
 
     What each kind needs (a reward model, judges, an aggregator) is PreferenceConfig's rule, checked
     when the config loads; here the scorer is only built.
     """
     from moaa.preference.judges import MoAJudge, PairwiseJudge, PointwiseJudge
 
+    if cfg.kind == "verifier":
+        from moaa.config import VerifyConfig
+        from moaa.preference.verified_pairs import VerifierScorer
+
+        breaker = cfg.judged_kind()
+        tie = build_scorer(cfg.model_copy(update={"kind": breaker}), clients) if breaker != "none" else None
+        return VerifierScorer(verifier or Verifier(VerifyConfig()), tie, cfg.verifier)
     if cfg.kind == "reward_model":
         from moaa.preference.reward_model import RewardModelScorer
 
@@ -93,6 +101,7 @@ async def judge_prompt(
     *,
     scorer: Scorer | None = None,
     answers: AnswersConfig | None = None,
+    verifier: Verifier | None = None,
 ) -> PreferenceResult:
     """Sample `pref.samples` answers to `prompt`, score them, and pair the best with the worst.
 
@@ -102,12 +111,15 @@ async def judge_prompt(
     distinct candidate (score, count) and one "verdict" step per scored candidate (meta: JSON of
     ratings, rationales, raw judge answers, pairwise outcomes). Chosen and rejected are complete
     answers unless `answers.truncated` is keep; a prompt left with fewer than two because answers
-    were cut is a `truncated` failure (transient: a re-run asks again).
+    were cut is a `truncated` failure (transient: a re-run asks again). Where the prompt has a check
+    (moaa.preference.verified_pairs): the `verifier` scorer pairs a passing answer with a failing one; with
+    another scorer, `verifier` (preference.verify not off) checks its pair, which is dropped as
+    chosen_failed under require when its chosen answer fails; the row's `verification` holds both verdicts.
     """
     if pref.policy is None:
         raise ConfigError("preference.policy: not set; name the agent whose answers become chosen/rejected")
     policy_client = client_for(pref.policy, clients, "preference.policy")
-    scorer = scorer or build_scorer(pref.scorer, clients)
+    scorer = scorer or build_scorer(pref.scorer, clients, verifier)
     convo = conversation_of(prompt.messages)
     result = PreferenceResult(prompt, None, [], None)
     if not convo or convo[-1]["role"] != "user":
@@ -139,26 +151,60 @@ async def judge_prompt(
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
     values = [s.score for s in scores]
-    choice = choose_pair([c.text for c in got.candidates], values, pref.margin(), pref.max_length_ratio)
+    texts = [c.text for c in got.candidates]
+    choose = getattr(scorer, "choose", None)  # the verifier scorer's own rule (moaa.preference.verified_pairs)
+    choice = choose(texts, scores, pref) if choose else choose_pair(texts, values, pref.margin(), pref.max_length_ratio)
     result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
-    if all(v is None for v in values):
+    if choose is not None:  # the verifier scorer: each candidate's verdict in the trace
+        from moaa.preference.verified_pairs import verdict_of, verdict_trace
+
+        result.trace += verdict_trace(prompt, [("candidate", i, verdict_of(s)) for i, s in enumerate(scores)])
+    if choose is None and all(v is None for v in values):
         error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
         result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
     elif choice.reason is not None:
         result.dropped = choice.reason
     else:
-        best, worst = got.candidates[choice.chosen], got.candidates[choice.rejected]
-        result.row = build_row(
-            prompt.prompt_id,
-            convo,
-            best.text,
-            worst.text,
-            values[choice.chosen],
-            values[choice.rejected],
-            best.model,
-            worst.model,
-        )
+        await _pair(result, prompt, pref, convo, got, scorer, scores, choice, verifier)
     return result
+
+
+async def _pair(
+    result: PreferenceResult, prompt: Prompt, pref: PreferenceConfig, convo: list, got: CandidateSet,
+    scorer: Scorer, scores: list[Score], choice: PairChoice, verifier: Verifier | None,
+) -> None:  # fmt: skip
+    """The row of the chosen pair, its verdicts in `verification`; or the drop chosen_failed."""
+    from moaa.preference.verified_pairs import (
+        VerifierScorer,
+        count_pair,
+        count_verdicts,
+        pair_verdicts,
+        verdict_trace,
+    )
+
+    assert choice.chosen is not None and choice.rejected is not None
+    texts = [c.text for c in got.candidates]
+    chosen, rejected = await pair_verdicts(scorer, scores, choice, prompt, texts, verifier)
+    if verifier is not None and not isinstance(scorer, VerifierScorer):  # the guard checked this pair now
+        count_verdicts(result.counters, [chosen, rejected], chosen is not None)
+        pair = [("chosen", choice.chosen, chosen), ("rejected", choice.rejected, rejected)]
+        result.trace += verdict_trace(prompt, pair)
+    count_pair(result.counters, chosen, rejected)
+    if chosen is not None and chosen.failed and pref.verify == "require":
+        result.dropped = "chosen_failed"
+        return
+    best, worst = got.candidates[choice.chosen], got.candidates[choice.rejected]
+    pair_scores = getattr(scorer, "pair_scores", None)
+    score_chosen, score_rejected = (
+        pair_scores(scores, choice) if pair_scores else (scores[choice.chosen].score, scores[choice.rejected].score)
+    )
+    result.row = build_row(
+        prompt.prompt_id, convo, best.text, worst.text, score_chosen, score_rejected, best.model, worst.model
+    )
+    if chosen is not None and rejected is not None:
+        result.row.verification = {"chosen": chosen.column(), "rejected": rejected.column()}
+    if prompt.reference is not None:
+        result.row.reference = prompt.reference.to_json()
 
 
 def _count(counters: dict[str, int], scores: list[Score]) -> None:
@@ -168,6 +214,13 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
         counters["missing_judge"] = left_out
     counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
     counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
+    verdicts = [s.details["verdict"] for s in scores if "verdict" in s.details]  # the verifier scorer's
+    if verdicts:
+        for verdict in verdicts:
+            if verdict is not None:
+                counters[f"candidates_{verdict['status']}"] = counters.get(f"candidates_{verdict['status']}", 0) + 1
+        if all(v is None for v in verdicts):
+            counters["verify_none"] = 1
     pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
     if pairs:  # pairwise judges: how often the verdict flipped with the order, and the ties
         counters["pairs_judged"] = len(pairs)
@@ -266,16 +319,17 @@ async def run_preference_prompts(
     on_result: Callable[[PreferenceResult], None],
     max_in_flight: int = 32,
     answers: AnswersConfig | None = None,
+    verifier: Verifier | None = None,
 ) -> None:
     """Judge `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
 
     The iterable is consumed lazily. The first exception (EndpointError, ConfigError, or one raised
     by `on_result` or the iterable) cancels the rest and propagates.
     """
-    scorer = build_scorer(pref.scorer, clients)
+    scorer = build_scorer(pref.scorer, clients, verifier)
 
     async def judge(prompt: Prompt) -> PreferenceResult:
-        return await judge_prompt(prompt, pref, clients, scorer=scorer, answers=answers)
+        return await judge_prompt(prompt, pref, clients, scorer=scorer, answers=answers, verifier=verifier)
 
     await fan_out(prompts, judge, on_result, max_in_flight)
 
@@ -292,9 +346,10 @@ def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointCon
     if policy is not None:
         endpoint = (endpoints or {}).get(policy.endpoint)
         rows.append(("policy", policy, k if endpoint is not None and endpoint.supports_n is False else 1, k))
-    per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(cfg.kind, 0)
+    kind = cfg.judged_kind()  # the verifier's tie-breaker: at most this, asked only on ties
+    per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(kind, 0)
     rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]
-    if cfg.kind == "moa_judge" and cfg.aggregator is not None:
+    if kind == "moa_judge" and cfg.aggregator is not None:
         names = criteria_names(cfg) or []
         select = 1 if len(names) > cfg.num_criteria else 0
         rows.append(("scorer.aggregator", cfg.aggregator, k + select, k + select))
@@ -310,5 +365,5 @@ def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointCon
         "answers": sum(a["answers"] for a in agents.values()),
         "agents": agents,
         "endpoints": by_endpoint,
-        "reward_model_passes": -(-k // cfg.batch_size) if cfg.kind == "reward_model" else 0,
+        "reward_model_passes": -(-k // cfg.batch_size) if kind == "reward_model" else 0,
     }

@@ -58,6 +58,17 @@ QUALITY_REASK = Template(
     "of these instructions, and not a copy of any one of the responses.",
 )
 
+# After a final answer that failed its check (moaa.engine.verification): the answer goes back as the
+# assistant's turn, then this, with the check's feedback (a failing test and its error, "your final
+# answer 9 is not correct"; never the reference's answer). Self-debugging with execution feedback
+# (Chen et al. 2023, arXiv 2304.05128); moaa's own wording.
+VERIFY_REASK = Template(
+    "verify-reask",
+    "v1",
+    "Your answer above is wrong: {feedback}. Find the mistake, then write your whole answer to the "
+    "user's last message again, corrected, addressed to the user directly.",
+)
+
 # One moderator call per round: select the best k answers and say whether to stop early.
 # Follows SMoA (Li et al. 2024, arXiv 2411.03284): responses numbered from 0, JSON with the
 # reasoning, the chosen indices and a stop flag.

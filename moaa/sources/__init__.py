@@ -6,13 +6,14 @@
     with stream_prompts(cfg, spill_dir=work_dir) as prompts:  # any number of prompts
         for prompt in prompts: ...
 
-Filters run in this order, each drop counted by reason: bad_row (a row that cannot be read, with
-`prompts.on_bad_row: skip`), multimodal (image or audio content parts), empty (no user text),
-too_short / too_long (characters of the user turns), secret (the value of a key, or URL
-credentials, which moaa would redact in the request and the row), duplicate (same normalised
-conversation), near_duplicate (MiniLM cosine >= near_dedup_threshold against an earlier kept
-prompt), sampled_out (beyond `limit`). Every drop but sampled_out is also named, with its location
-and reason (moaa.sources.drops: `stream.drops`).
+Each prompt keeps its row's reference (moaa.sources.references: what its answer is checked against),
+which is not part of its id. Filters run in this order, each drop counted by reason: bad_row (a row
+that cannot be read, with `prompts.on_bad_row: skip`), multimodal (image or audio content parts),
+empty (no user text), too_short / too_long (characters of the user turns), secret (the value of a
+key, or URL credentials, which moaa would redact in the request and the row), duplicate (same
+normalised conversation), near_duplicate (MiniLM cosine >= near_dedup_threshold against an earlier
+kept prompt), sampled_out (beyond `limit`). Every drop but sampled_out is also named, with its
+location and reason (moaa.sources.drops: `stream.drops`).
 
 Nothing holds all rows. The source is read once, row by row (moaa.sources.readers), and the rows
 that pass the filters are spilled to a temporary JSONL file; `limit` then samples positions among
@@ -48,11 +49,12 @@ from moaa.config import PromptSourceConfig
 from moaa.errors import InputError
 from moaa.fileio import sha256_file
 from moaa.public import secret_in
-from moaa.rows import Message, Prompt, prompt_id_of
+from moaa.rows import Message, Prompt, Reference, prompt_id_of
 from moaa.sources.conversations import UnsupportedContent, check_columns, row_messages
 from moaa.sources.drops import Drops
 from moaa.sources.filters import NearDuplicates, dedup_digest, sample_indices, user_chars, user_text
 from moaa.sources.readers import FILE_TYPES, BadRow, RowSource, open_rows, resolve_path
+from moaa.sources.references import check_reference_columns, row_reference
 
 __all__ = ["DROP_REASONS", "PromptSet", "PromptStream", "file_fingerprint", "load_prompts", "stream_prompts"]
 
@@ -81,6 +83,7 @@ class _Item(NamedTuple):
     messages: list[Message]
     category: str | None
     given_id: str | None  # the id_column's value, as text
+    reference: dict[str, Any] | None  # Reference.to_dict()
 
 
 @dataclass
@@ -147,7 +150,8 @@ class PromptStream:
                     repeats[key] = repeats.get(key, 1) + 1
                     prompt_id = f"{prompt_id}-{repeats[key]}"
             seen.add(key)
-            yield Prompt(prompt_id, item.messages, self.source, item.category)
+            reference = Reference.from_dict(item.reference) if item.reference else None
+            yield Prompt(prompt_id, item.messages, self.source, item.category, reference)
 
 
 @contextmanager
@@ -248,6 +252,7 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO, drops: Drop
             continue  # the rest is read for errors that come first (unreadable data, missing columns)
         try:
             messages = row_messages(row, where, cfg)
+            reference = row_reference(row, where, cfg)
         except UnsupportedContent as exc:
             drop(where, "multimodal", exc.detail, row)
             continue
@@ -266,12 +271,14 @@ def _filter(cfg: PromptSourceConfig, rows: RowSource, spill: TextIO, drops: Drop
         if reason:
             drop(where, reason, detail, row)
             continue
-        line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column))) + "\n"
+        saved = reference.to_dict() if reference is not None else None
+        line = json.dumps(_Item(where, messages, _category(row), _id_text(row, cfg.id_column), saved)) + "\n"
         lines = near.add(line, user_text(messages)) if near else [line]
         _name_near_duplicates(near, drops, cfg)
         spill.writelines(lines)
         written += len(lines)
     check_columns(cfg, columns, rows.origin)
+    check_reference_columns(cfg, columns, rows.origin)
     if failure:
         raise failure
     if near:

@@ -116,12 +116,18 @@ def _plain_text(row: dict[str, Any], column: str, where: str) -> str:
     return value
 
 
+def json_cell(value: Any, where: str, column: str, expected: str) -> Any:
+    """A cell's value, JSON text decoded (CSV cells hold lists and objects as JSON text)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise InputError(f"{where}: column '{column}' holds text that is not {expected}") from None
+
+
 def _as_list(value: Any, where: str, column: str) -> list[Any]:
-    if isinstance(value, str):  # CSV cells hold JSON text
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise InputError(f"{where}: column '{column}' holds text that is not a JSON list of turns") from None
+    value = json_cell(value, where, column, "a JSON list of turns")
     if not isinstance(value, list):
         raise InputError(f"{where}: malformed {column}: expected a list of turns, got {type(value).__name__}")
     return value

@@ -16,6 +16,8 @@ the preference stage is off (this compares SFT data).
 Per arm: data set `<name>-A@vN` / `<name>-B@vN` -> SFT of the same student with the same settings
 -> runs/sft/... Then moaa.train.matchups: students A, B and the base student answer the held-out
 prompts both arms share, and the judge compares A vs B, A vs base and B vs base in both orders.
+With `verified` (`--verified`), the students are also scored by what they get right: their answers to
+the held-out prompts that carry a reference, checked (moaa.train.pass_rates), beside the judge.
 The run folder runs/compare/<name>-<ts>/ holds results.json, report.md with plots, one eval folder
 per matchup, and lineage.json (written last) listing every artifact with its parents.
 The orchestration (Prefect flow) lives in flows/compare_flow.py, which passes the steps in.
@@ -75,6 +77,11 @@ class CompareSettings(Strict):
     sft_overrides: list[str] = Field(default_factory=list)
     eval_config: str = "configs/train/eval.yaml"
     eval_overrides: list[str] = Field(default_factory=list)
+    verified: bool = Field(
+        False,
+        description="also score the students by held-out pass rate: their answers to the test-split prompts "
+        "that carry a reference, checked (moaa.verify), beside the judge's matchups",
+    )
 
     @field_validator("arm_a", "arm_b")
     @classmethod
@@ -195,6 +202,7 @@ class CompareSteps:
     make_data: Callable[[MoaaConfig], dict[str, Any]]  # a run config -> the pipeline summary (version_path)
     sft: Callable[..., Any]  # moaa.train.sft.run_sft
     evaluate: Callable[..., dict[str, Any]]  # moaa.train.matchups.evaluate_students
+    pass_rates: Callable[..., dict[str, Any]] | None = None  # moaa.train.pass_rates.score_students (--verified)
 
 
 def arm_cost(summary: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +246,10 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     arms = build_arms(base, s)  # fail on a bad arm, or a bad SFT or eval setting, before anything runs
     load_settings("sft", s.sft_config, s.sft_overrides)
     load_eval_settings(s.eval_config, s.eval_overrides)
+    if s.verified:
+        from moaa.train.pass_rates import score_students, verifiable_held_out
+
+        verifiable_held_out(arms[0].config)  # no checkable held-out prompt: fail now, not after the training
     student = resolve_model(s.student)
     name = s.name or base.name
     folder = new_run_dir("compare", name, s.runs_root)
@@ -246,6 +258,11 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     evals = steps.evaluate(students=students, datasets=[records["A"]["dataset_path"], records["B"]["dataset_path"]],
                            matchups=list(MATCHUPS), config=s.eval_config, overrides=s.eval_overrides,
                            out=folder)  # fmt: skip
+    if s.verified:
+        evals["verified"] = (steps.pass_rates or score_students)(
+            students=students, config=dump_config(arms[0].config), pairs=list(MATCHUPS), out=folder,
+            eval_config=s.eval_config, eval_overrides=s.eval_overrides,
+        )  # fmt: skip
     results = {
         "name": name, "folder": str(folder.resolve()), "run_config": s.data_config, "student": student,
         "arms": records, **evals, "settings": s.model_dump(), "seconds": round(time.time() - started, 1),
@@ -275,8 +292,9 @@ def artifacts(records: dict[str, dict[str, Any]], evals: dict[str, Any], student
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     """The numbers a person asks for first: each matchup's win rate and interval, each arm's cost per prompt."""
     keys = ("win", "tie", "loss", "win_rate", "ci", "lc_win_rate")
+    verified = results.get("verified")
     return {
         "matchups": {k: {x: m.get(x) for x in keys} for k, m in results["matchups"].items()},
         "cost_per_prompt": {label: r["cost"]["cost_per_prompt"] for label, r in results["arms"].items()},
         "calls_per_prompt": {label: r["cost"]["calls_per_prompt"] for label, r in results["arms"].items()},
-    }
+    } | ({"pass_rates": {k: (v["pass_rate"], v["ci"]) for k, v in verified["students"].items()}} if verified else {})

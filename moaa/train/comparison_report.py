@@ -90,6 +90,12 @@ def format_summary(results: dict[str, Any]) -> str:
         "",
         cost_table(results),
     ]
+    if results.get("verified"):
+        from moaa.train.pass_rates import pass_rate_table
+
+        n = results["verified"]["n"]
+        lines += ["", f"held-out pass rate ({n} prompts with a reference, each answer checked):", "",
+                  pass_rate_table(results["verified"])]  # fmt: skip
     if results["judge"].get("local"):
         lines += ["", WEAK_JUDGE]
     return "\n".join(lines)
@@ -118,6 +124,13 @@ def write_report(folder: Path, results: dict[str, Any]) -> Path:
         lines += ["", f"> {WEAK_JUDGE}"]
     lines += ["", "## Students A vs B, and each vs the base student", "", matchup_table(results), ""]
     lines += _image(plots, "win_rates", "win rates")
+    if results.get("verified"):
+        from moaa.train.pass_rates import pass_rate_table
+
+        v = results["verified"]
+        lines += ["## Held-out pass rate (answers checked against references)", "",
+                  f"{v['n']} held-out prompts with a reference: {', '.join(v['prompt_ids'])}", "",
+                  pass_rate_table(v), ""]  # fmt: skip
     lines += ["## Cost per prompt (making the data)", "", cost_table(results), ""]
     lines += _image(plots, "cost", "cost per prompt")
     lines += ["## Answer lengths (held-out prompts)", "", length_table(results), ""]

@@ -146,6 +146,17 @@ def _comparison(index: int, pair: dict[str, Any]) -> Comparison:
     )  # fmt: skip
 
 
+def _min_margin(pref: dict[str, Any]) -> float:
+    """The run's min_margin in its scores' units (unset: the scorer kind's default, moaa.config.scales)."""
+    from moaa.config.models import PreferenceConfig
+
+    try:
+        return PreferenceConfig.model_validate(pref).margin()
+    except ValueError:  # a manifest written by another version of moaa: its raw number, if one
+        value = pref.get("min_margin")
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def _why(row: dict[str, Any], candidates: list[Candidate], margin: float | None, manifest: dict[str, Any]) -> list[str]:
     """Why this pair was written: moaa.preference.pairs' rules with this run's settings."""
     pref = (manifest.get("config") or {}).get("preference") or {}
@@ -156,7 +167,7 @@ def _why(row: dict[str, Any], candidates: list[Candidate], margin: float | None,
         lines.append(f"chosen #{picks['chosen'].index} has the highest score and rejected #{picks['rejected'].index} "
                      f"the lowest of {len(scored)} scored candidates")  # fmt: skip
     if margin is not None:
-        floor = float(pref.get("min_margin") or 0.0)
+        floor = _min_margin(pref)
         lines.append(f"margin {margin:.3g} ≥ min_margin {floor:g}" if floor else f"margin {margin:.3g} > 0 (no tie)")
     chosen, rejected = len(_text(row.get("chosen"))), len(_text(row.get("rejected")))
     ratio = chosen / max(rejected, 1)

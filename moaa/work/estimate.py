@@ -60,6 +60,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         if not len(prompts):
             raise MoaaError(f"prompts: no prompts left after filtering (dropped: {prompts.dropped}); relax the filters")
         stages = {"sft": _sft_stage(config, prompts)}
+        checked = sum(1 for p in prompts if p.reference is not None)
         pref_prompts = prompts.head(config.preference.limit)
         if config.preference.enabled:
             stages["preference"] = _preference_stage(config, pref_prompts)
@@ -81,7 +82,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         "stages": stages,
         "endpoints": endpoints,
         "total": total,
-        "assumptions": _assumptions(config),
+        "assumptions": _assumptions(config) + _verification_notes(config, checked, len(prompts)),
     }
 
 
@@ -194,7 +195,7 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
         agents[label] = _load(config, _pref_agent(pref, label), calls, answers, shapes[label], convo, answered)
     return _stage(len(prompts), answered, agents, 0, False) | {
         "reward_model_passes": counts["reward_model_passes"] * answered,
-        "margin": describe_margin(pref.min_margin, pref.scorer.kind),
+        "margin": describe_margin(pref.min_margin, pref.scorer.judged_kind()),
     }
 
 
@@ -212,11 +213,12 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
         cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
     else:
         cand = ""
+    kind = cfg.judged_kind()  # a verifier's tie-breaker
     listed = criteria_names(cfg)
-    names = listed[: cfg.num_criteria] if cfg.kind == "moa_judge" and listed else listed
+    names = listed[: cfg.num_criteria] if kind == "moa_judge" and listed else listed
     criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
     for i in range(len(cfg.judges)):
-        if cfg.kind == "pairwise":
+        if kind == "pairwise":
             asked = jp.pairwise_messages(_PROBE, cand, cand, criteria, cfg.rationales)
             shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), asked)]
         else:
@@ -307,6 +309,19 @@ def _batch_cost(config: MoaaConfig, endpoints: dict[str, dict[str, Any]]) -> flo
         return None
     factor = {n: config.endpoints[n].batch.price_factor if n in batching else 1.0 for n in endpoints}
     return sum(row["cost"] * factor[n] for n, row in endpoints.items())
+
+
+def _verification_notes(config: MoaaConfig, checked: int, kept: int) -> list[str]:
+    """What checking answers adds: a re-ask per failing final answer, a verifier's tie-breaker on ties only."""
+    notes = []
+    if checked and config.sft.verify.mode == "require" and config.sft.verify.reask:
+        notes.append(
+            f"{checked} of {kept} prompts carry a reference: each final answer that fails its check is asked once "
+            "more (sft.verify.reask), at most one call per such prompt, not counted above"
+        )
+    if config.preference.enabled and config.preference.scorer.kind == "verifier":
+        notes.append("the verifier scorer's judges are asked only where verdicts tie: counted above as if always")
+    return notes
 
 
 def _assumptions(config: MoaaConfig) -> list[str]:

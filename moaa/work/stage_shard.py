@@ -305,17 +305,22 @@ async def _dispatch(
         in_flight = max(in_flight, len(prompts))  # batch mode: a round of every prompt goes out as one batch
     if stage == "sft":
         from moaa.engine import run_prompts
+        from moaa.verify import Verifier
 
+        verifier = Verifier(config.verify) if config.sft.verify.mode != "off" else None
         await run_prompts(
             prompts, config.sft, clients, on_result=lambda r: on_result(r, None), max_in_flight=in_flight,
-            roles=roles, answers=config.answers,
+            roles=roles, answers=config.answers, verifier=verifier,
         )  # fmt: skip
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
+        from moaa.verify import Verifier
 
+        pref = config.preference
+        checked = pref.verify != "off" or pref.scorer.kind == "verifier"
         await run_preference_prompts(
-            prompts, config.preference, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
-            answers=config.answers,
+            prompts, pref, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
+            answers=config.answers, verifier=Verifier(config.verify) if checked else None,
         )  # fmt: skip
     else:
         raise ValueError(f"unknown stage {stage!r}")

@@ -178,8 +178,7 @@ def earlier_failures_line(found: dict[str, int]) -> str:
 
 
 def _stage_shards(folder: Path, prompts: Iterable[Prompt], size: int) -> list[tuple[Path, Path]]:
-    # vars(): Prompt.to_dict's fields in its order, without asdict's deep copy (serialised at once).
-    inputs = split_into_shards((vars(p) for p in prompts), folder / "inputs", size)
+    inputs = split_into_shards((p.to_dict() for p in prompts), folder / "inputs", size)
     return [(p, folder / p.stem) for p in inputs]
 
 

@@ -42,6 +42,10 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{ep['completion_tokens']} tokens, ${ep['cost']:.4f}, {p50}"
         )
     lines.append("  quality: " + quality_line(s["stages"]))
+    from moaa.verify.report import verification_lines
+
+    for stage, text in verification_lines(s["stages"], s["method"]):
+        lines.append(f"  verification ({stage}): {text}")
     earlier = s.get("earlier_failures") or {}
     if any(earlier.values()):
         lines.append("  re-run: " + earlier_failures_line(earlier))
