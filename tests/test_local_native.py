@@ -18,10 +18,11 @@ from moaa.local import server as local_server
 from moaa.local.server import LocalServer
 
 FAKE_BINARY = """#!{python}
-import json, sys
+import json, os, sys
 from moaa.testing import fake_llama_server
 args = sys.argv[1:]
 open({record!r}, "w").write(json.dumps(args))
+open({record!r} + ".env", "w").write(json.dumps(dict(os.environ)))
 flag = lambda name: args[args.index(name) + 1]
 fake_llama_server.main(["--host", flag("--host"), "--port", flag("--port"), "--model_alias", flag("--alias")])
 """
@@ -58,6 +59,24 @@ def test_the_native_server_gets_the_same_settings(native, gguf, tmp_path, monkey
     assert (flags["--parallel"], flags["--ctx-size"], flags["--threads"]) == ("3", str(3 * 4096), "2")
     assert {"--no-webui", "--jinja", "--metrics"} <= set(args)
     assert local_server.runtime_name() == f"llama-server (native build at {os.environ['MOAA_LLAMA_SERVER']})"
+
+
+@pytest.mark.parametrize(("given", "seen"), [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
+                                             ({"GOMP_SPINCOUNT": "300000"}, None)])  # fmt: skip
+def test_the_server_threads_sleep_at_a_barrier_unless_the_user_chose(native, gguf, tmp_path, monkeypatch, given, seen):
+    """OpenMP threads that spin at a barrier collapse decoding when another process wants the core
+    (moaa.local.server.WAIT_POLICY); the server gets PASSIVE, unless the user set how OpenMP waits."""
+    import json
+
+    monkeypatch.delenv("MOAA_FAKE_LLAMA", raising=False)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    with LocalServer(gguf_path=gguf) as server:
+        server.start(log_path=tmp_path / "server.log", startup_timeout=60)
+        env = json.loads(Path(str(native) + ".env").read_text())
+    assert env.get("OMP_WAIT_POLICY") == seen and env.get("GOMP_SPINCOUNT") == given.get("GOMP_SPINCOUNT")
 
 
 def test_a_native_server_crash_reads_as_its_signal(native, gguf, tmp_path, monkeypatch):
