@@ -31,6 +31,8 @@ def responder(request: dict) -> str | None:
     question = request["messages"][-1]["content"]
     if question not in QUESTIONS:
         return None
+    if request["model"] == "rambler":  # right, but never finishes within any budget
+        return f"It is {QUESTIONS[question]}, because " + "step " * 5000 + "."
     right = {"good": True, "bad": False, "base": question in held(QUESTIONS)[:5]}[request["model"]]
     return f"It is {QUESTIONS[question] if right else -1}."
 
@@ -43,16 +45,16 @@ def test_each_student_gets_a_pass_rate_with_its_interval_and_the_pairs_discordan
         eval_yaml = tmp_path / "eval.yaml"
         eval_yaml.write_text(yaml.safe_dump({
             "endpoints": {name: {"base_url": srv.base_url, "model": name, "max_retries": 1}
-                          for name in ("good", "bad", "base")},
+                          for name in ("good", "bad", "base", "rambler")},
             "judge": {"endpoint": "good"},
             "generation": {"temperature": 0.0, "max_tokens": 16, "seed": 0}}))  # fmt: skip
         scores = score_students(
-            students={"A": "good", "B": "bad", "base": "base"}, config=config, pairs=[("A", "B"), ("B", "base")],
-            out=tmp_path / "out", eval_config=eval_yaml,
+            students={"A": "good", "B": "bad", "base": "base", "R": "rambler"}, config=config,
+            pairs=[("A", "B"), ("B", "base")], out=tmp_path / "out", eval_config=eval_yaml,
         )  # fmt: skip
     n = len(held(QUESTIONS))
     assert scores["n"] == n and 10 < n < 30  # "Say hi." has no reference: not scored
-    assert [scores["students"][k]["passed"] for k in ("A", "B", "base")] == [n, 0, 5]
+    assert [scores["students"][k]["passed"] for k in ("A", "B", "base", "R")] == [n, 0, 5, 0]  # R never finished
     assert scores["students"]["base"]["ci"] == list(wilson_interval(5, n))
     assert scores["pairs"]["A vs B"] == {"only_model": n, "only_baseline": 0, "both": 0, "neither": 0}
     assert scores["pairs"]["B vs base"] == {"only_model": 0, "only_baseline": 5, "both": 0, "neither": n - 5}

@@ -277,3 +277,24 @@ def test_a_check_that_cannot_be_imported_stops_at_once_with_one_line():
 
     with pytest.raises(ConfigError, match="verify.check: cannot import 'no_such_module'"):
         Verifier(VerifyConfig(check="no_such_module:f"))
+
+
+def test_a_request_that_cannot_be_sent_gives_its_worker_back():
+    """A check that raises (here: a request JSON cannot carry) must not keep the pool's only worker:
+    the next check would wait for it forever (make compare --verified hung so)."""
+    import threading
+
+    from moaa.verify.worker import CheckWorkers
+
+    pool = CheckWorkers(1)
+    request = {"kind": "answer", "text": "It is 4.", "reference": {"answer": "4"}, "settings": {}}
+    try:
+        with pytest.raises(TypeError):
+            pool.run(request | {"text": object()}, 30)
+        got: list = []
+        waiter = threading.Thread(target=lambda: got.append(pool.run(request, 30)), daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert got and got[0].status == "pass"
+    finally:
+        pool.close()

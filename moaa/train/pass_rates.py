@@ -22,7 +22,7 @@ from moaa.config import MoaaConfig
 from moaa.errors import InputError
 from moaa.models.stats import RunStats
 from moaa.rows import Prompt
-from moaa.train.evaluate import DEFAULT_CONFIG, client_for, load_eval_settings, running_endpoints
+from moaa.train.evaluate import DEFAULT_CONFIG, EvalAnswer, client_for, load_eval_settings, running_endpoints
 from moaa.train.winrate import wilson_interval
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def score_students(
     with running_endpoints(settings, Path(out), students.values()) as resolved:
         for label, ref in students.items():
             client = client_for(ref, resolved, stats, label)
-            answers = asyncio.run(answer_all(client, asked, resolved.generation, f"compare.verified.{label}"))
+            tag = f"compare.verified.{label}"
+            answers = asyncio.run(answer_all(client, asked, resolved.generation, tag, settings.answers))
             unload(client.model)
             passed[label] = asyncio.run(_checked(verifier, prompts, answers))
     return {
@@ -82,9 +83,13 @@ def score_students(
     }
 
 
-async def _checked(verifier: Any, prompts: list[Prompt], answers: list[str]) -> list[str]:
-    verdicts = await asyncio.gather(*(verifier.check(p, a) for p, a in zip(prompts, answers, strict=True)))
-    return [v.status if v is not None else "unverifiable" for v in verdicts]
+async def _checked(verifier: Any, prompts: list[Prompt], answers: list[EvalAnswer]) -> list[str]:
+    """Each answer's status; an answer still cut at max_tokens after its re-asks fails (it did not finish)."""
+    verdicts = await asyncio.gather(*(verifier.check(p, a.text) for p, a in zip(prompts, answers, strict=True)))
+    return [
+        "fail" if a.cut else v.status if v is not None else "unverifiable"
+        for v, a in zip(verdicts, answers, strict=True)
+    ]
 
 
 def _rate(statuses: list[str]) -> dict[str, Any]:

@@ -99,6 +99,10 @@ class CheckWorkers:
             self._lost()
             code = worker.proc.returncode
             return unverifiable(f"the check worker died ({type(exc).__name__}, exit code {code})", request["kind"])
+        except BaseException:  # a request that cannot be sent (a bug): never keep the pool's worker
+            worker.kill()
+            self._lost()
+            raise
         self._idle.put(worker)
         return Verdict(
             reply["status"], reply.get("reason", ""), reply.get("score"), tuple(reply["checks"]),
@@ -110,8 +114,9 @@ class CheckWorkers:
             if self._closed:
                 raise RuntimeError("the check workers are closed")
             if self._idle.empty() and self._started < self.size:
+                worker = _Worker()  # counted once it exists: a failed start leaves room for the next
                 self._started += 1
-                return _Worker()
+                return worker
         return self._idle.get()
 
     def _lost(self) -> None:
