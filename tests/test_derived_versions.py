@@ -75,15 +75,15 @@ def test_derived_version_drops_and_changes_rows_and_leaves_the_parent_alone(tmp_
 
 
 def test_a_column_the_writer_does_not_know_is_kept(tmp_path):
-    """A parent with a column of its own (issue 29's `verification`) keeps it through a rewrite."""
+    """A parent with a column of its own (written by another tool, or a later moaa) keeps it through a rewrite."""
     import pyarrow as pa
 
     parts = write_parts(tmp_path / "parts")
     v1 = write_demo(tmp_path / "data", parts)
     shard = next((v1.path / "data/sft").glob("train-*.parquet"))
     table = pq.read_table(shard)
-    verdict = pa.struct([("status", pa.string()), ("reason", pa.string())])
-    column = pa.array([{"status": "pass", "reason": "ok"}] * table.num_rows, verdict)
+    note = pa.struct([("status", pa.string()), ("reason", pa.string())])
+    column = pa.array([{"status": "pass", "reason": "ok"}] * table.num_rows, note)
     extended = tmp_path / "extended"
     # a copy of v1 whose sft train shard has the extra column, its manifest re-hashed
     import shutil
@@ -92,7 +92,7 @@ def test_a_column_the_writer_does_not_know_is_kept(tmp_path):
 
     shutil.copytree(v1.path.parent, extended / "demo")
     target = extended / "demo/v1" / shard.relative_to(v1.path)
-    pq.write_table(table.append_column("verification", column), target)
+    pq.write_table(table.append_column("review_note", column), target)
     manifest = read_manifest(extended / "demo/v1")
     manifest["files"] = hash_files(extended / "demo/v1")
     write_manifest(extended / "demo/v1", manifest)
@@ -101,7 +101,7 @@ def test_a_column_the_writer_does_not_know_is_kept(tmp_path):
     edits = {"sft": RowEdits(change={pid: _answer("x")})}
     v2 = write_derived(extended, parent, lambda f: rewrite_data(parent, f, edits), derived={"kind": "test"})
     out = pq.read_table(next((v2.path / "data/sft").glob("train-*.parquet")))
-    assert "verification" in out.column_names and out.column("verification")[1].as_py() == {
+    assert "review_note" in out.column_names and out.column("review_note")[1].as_py() == {
         "status": "pass",
         "reason": "ok",
     }

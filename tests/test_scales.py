@@ -68,7 +68,8 @@ def test_the_defaults_keep_the_pairs_the_old_half_point_dropped(kind, scores):
 
 def test_local_yaml_keeps_its_margin_on_weighted_ratings():
     config = load_config(LOCAL)
-    assert config.preference.scorer.kind == "pointwise" and config.preference.margin() == 0.1
+    scorer = config.preference.scorer  # the verifier, its pointwise judge breaking ties on weighted ratings
+    assert (scorer.kind, scorer.judged_kind()) == ("verifier", "pointwise") and config.preference.margin() == 0.1
 
 
 @pytest.mark.parametrize(
