@@ -87,7 +87,8 @@ def test_the_readmes_notebook_script_runs_as_written_against_the_test_server(tmp
         env = cli_env(TOGETHER_API_KEY="test-key", PREFECT_HOME=str(tmp_path / "prefect"))
         env.pop("PREFECT_API_URL", None)
         counts = "json.dumps({k: len(d) for k, d in v.sft.items()}, separators=(',', ':'))"
-        code = f"{script}\nprint('ROWS', {counts}, v.ref, v.summary['calls'])"
+        failed = "json.dumps(sorted(v.frame('failures')['reason'].to_list()), separators=(',', ':'))"
+        code = f"{script}\nprint('ROWS', {counts}, v.ref, v.summary['calls'], {failed})"
         done = subprocess.run(
             [sys.executable, "-c", "import json\n" + code], cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=600,
@@ -95,7 +96,12 @@ def test_the_readmes_notebook_script_runs_as_written_against_the_test_server(tmp
         asked = [r for r in srv.requests if r["path"] == "/v1/chat/completions"]
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("ROWS "))
-    _, counts, ref, calls = line.split(" ", 3)
-    assert sum(json.loads(counts).values()) == 20 and ref == "moa-lite-together@v1"
-    assert int(calls) == len(asked) == 20 * 5  # 4 proposers + the aggregator per prompt
+    _, counts, ref, calls, failed = line.split(" ", 4)
+    # default.jsonl's checkable prompts get the test server's filler, which fails their checks: named
+    # failures, never rows; every other prompt is a row
+    reasons = json.loads(failed)
+    assert sum(json.loads(counts).values()) + len(reasons) == 20 and set(reasons) <= {"unverified"}
+    assert ref == "moa-lite-together@v1" and 0 < len(reasons) < 20
+    # 4 proposers + the aggregator per prompt, and one re-ask of each aggregate that failed its check
+    assert int(calls) == len(asked) == 20 * 5 + len(reasons)
     assert os.path.isdir(tmp_path / "data" / "moa-lite-together" / "v1")

@@ -92,14 +92,16 @@ def test_a_server_dying_mid_run_stops_the_run_at_once(tmp_path, monkeypatch, pre
     assert not (tmp_path / "data" / "test-run").exists()  # no version from a run that died
 
 
-def _server_pids() -> list[int]:
-    """Processes running the embedded llama.cpp server module."""
+def _server_pids(parent: int) -> list[int]:
+    """Processes running the embedded llama.cpp server module that `parent` started (other runs on
+    the machine may have theirs)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and b"moaa.local.llama_server" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                found += [int(entry.name)] if ppid == parent else []
+        except (OSError, ValueError, IndexError):
             continue
     return found
 
@@ -125,7 +127,7 @@ def test_the_real_server_killed_mid_run_stops_it_in_one_line_and_the_same_comman
         while len(work_rows(tmp_path / "work", "sft")) < 2:  # two prompts answered and written
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "cli.stderr").read_text()
             time.sleep(0.2)
-        [pid] = [p for p in _server_pids() if os.getsid(p) != os.getsid(0)]  # the run's server, in its own session
+        [pid] = _server_pids(proc.pid)  # the run's server
         os.kill(pid, signal.SIGSEGV)
         assert proc.wait(timeout=120) == 3
     finally:
