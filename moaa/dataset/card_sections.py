@@ -23,6 +23,10 @@ CONFIG_DOCS = {
     "trace": "every intermediate answer and judge verdict: `prompt_id`, `stage`, `kind`, `text`, `agent`, "
     "`model`, `role`, `turn`, `layer`, `index`, `selected`, `prompt_tokens`, `completion_tokens`, "
     "`latency_s`, `finish_reason`, `cached`, `score`, `meta` (JSON text).",
+    "prompts": "the prompts the instruction stage synthesized (Ensemble-Instruct), where the run made its own: "
+    "`prompt_id`, `prompt`, `instruction`, `input`, `category`, `seeds` (the seed tasks shown), `batch`, `round`, "
+    "`writer`, `answerers`, `answers`, `measure`, `agreement`, `exact_match`, `consensus_agent`, "
+    "`consensus_answer`. One `train` split.",
     "failures": "prompts that produced no row: `prompt_id`, `stage`, `reason`, `error`. One `train` split "
     "(not split by prompt).",
 }

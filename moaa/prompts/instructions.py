@@ -1,0 +1,80 @@
+"""The prompts of the instruction stage (moaa.instructions): writing new tasks from seed tasks, and the
+zero-shot question each new task becomes for its answerers.
+
+Follows Ensemble-Instruct (Lee et al. 2023, "Ensemble-Instruct: Instruction Tuning Data Generation with
+a Heterogeneous Mixture of LMs", EMNLP Findings; code: github.com/IBM/ensemble-instruct, Apache-2.0):
+its categorised, simplified in-context templates (ensemble_instruct/templates/instance_template.py:
+`input_output_template` for tasks that need an input, `output_template` for those that do not), each
+example an `instruction:` / `input:` / `output:` block ended by `|EoS|`, and its two pipelines, one per
+category. That code asks a base model to continue a numbered list ("Come up with a series of tasks",
+gen_instructions.py, from Self-Instruct, Wang et al. 2023) and then, in a second call, for each new
+instruction's instance; moaa asks a chat model for both at once, in moaa's own words, so a round is
+one call per writer. The writer's own output is one of the answers the consensus compares, as the
+paper's instance output is (ensemble_output.py).
+
+Bump a template's version whenever its text changes: it is part of every call's tag, so of the
+request cache key.
+"""
+
+from __future__ import annotations
+
+from moaa.prompts import Template
+
+EOS = "|EoS|"  # the end of one task in the examples and in a writer's reply (the paper's marker)
+
+# A writer's call for tasks that need an input (the paper's input-output pipeline).
+WRITE_WITH_INPUT = Template(
+    "write-with-input",
+    "v1",
+    "You write tasks for training an AI assistant. Below are example tasks. Each has an instruction, an "
+    "input that the instruction is carried out on (a text, a list, a table, code, numbers), and a "
+    "correct output.\n\n"
+    "{examples}\n\n"
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different "
+    "from the examples and from each other in topic and in kind (extract, classify, rewrite, compute, "
+    "compare, fix, summarise...). Every input must be written out in full: no task may need an image, a "
+    "file, a link or anything else a text-only assistant cannot read. Outputs must be correct and "
+    "complete. Write nothing before the first task or after the last.",
+)
+
+# A writer's call for tasks that need no input (the paper's output-only pipeline).
+WRITE_NO_INPUT = Template(
+    "write-no-input",
+    "v1",
+    "You write tasks for training an AI assistant. Below are example tasks. Each is an instruction that "
+    "stands on its own (no further input needed) and a correct output.\n\n"
+    "{examples}\n\n"
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different "
+    "from the examples and from each other in topic and in kind (advice, explanation, brainstorming, "
+    "writing, reasoning, coding, maths...). No task may need an image, a file, a link or anything else a "
+    "text-only assistant cannot read. Outputs must be correct and complete. Write nothing before the "
+    "first task or after the last.",
+)
+
+# The question a new task becomes: what its answerers are asked zero-shot (the paper's output
+# generation, gen_output_zeroshot.py) and what the SFT stage answers. No template text of moaa's own:
+# the instruction, then its input.
+TASK_PROMPT = Template("task", "v1", "{instruction}\n\n{input}")
+
+
+def example_block(instruction: str, input_text: str | None, output: str) -> str:
+    """One example task as the writers see it (and as they are asked to write theirs)."""
+    lines = [f"instruction: {instruction.strip()}"]
+    if input_text is not None:
+        lines.append(f"input: {input_text.strip()}")
+    lines += [f"output: {output.strip()}", EOS]
+    return "\n".join(lines)
+
+
+def write_messages(with_input: bool, examples: list[str], count: int) -> list[dict[str, str]]:
+    """The writer's messages: one user turn with the examples (example_block texts)."""
+    template = WRITE_WITH_INPUT if with_input else WRITE_NO_INPUT
+    text = template.render(examples="\n\n".join(examples), count=count, eos=EOS)
+    return [{"role": "user", "content": text}]
+
+
+def task_prompt(instruction: str, input_text: str) -> str:
+    """The user message of a task: its instruction, then its input (when it has one)."""
+    if not input_text.strip():
+        return instruction.strip()
+    return TASK_PROMPT.render(instruction=instruction.strip(), input=input_text.strip())
