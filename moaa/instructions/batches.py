@@ -80,11 +80,11 @@ def stage_folder(config: MoaaConfig, base_dir: Path | None = None) -> Path:
     """The stage's folder: named by what decides its tasks (settings, seed file, agents' models)."""
     cfg = _settings(config)
     data = dump_config(config)
-    agents = [a.model_dump(mode="json") for a in [*_writers(config), *_answerers(config)]]
+    agents = [a.model_dump(mode="json") for a in [*writers_of(config), *answerers_of(config)]]
     models = {a["endpoint"]: data["endpoints"][a["endpoint"]]["model"] for a in agents}
     blob = {
         "instructions": cfg.model_dump(mode="json", exclude={"seeds"}),
-        "seeds": sha256_file(_seed_path(cfg, base_dir)) if _seed_path(cfg, base_dir).is_file() else None,
+        "seeds": sha256_file(seed_path(cfg, base_dir)) if seed_path(cfg, base_dir).is_file() else None,
         "agents": agents, "models": models,
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
@@ -95,7 +95,7 @@ def synthesize(config: MoaaConfig, base_dir: Path | None = None) -> PromptSource
     """Run the stage for `config` (its endpoints reachable: local ones started) and return the SFT
     stage's prompt source: the kept tasks of every finished batch, with the config's prompt filters."""
     cfg = _settings(config)
-    seeds = load_seeds(_seed_path(cfg, base_dir))
+    seeds = load_seeds(seed_path(cfg, base_dir))
     folder = stage_folder(config, base_dir)
     folder.mkdir(parents=True, exist_ok=True)
     batches = Batches.read(folder)
@@ -111,7 +111,7 @@ def _run_batch(config: MoaaConfig, cfg: InstructionsConfig, seeds: list, batches
 
     batch = len(batches.records)
     seed = cfg.seed + batch
-    writers, answerers = _writers(config), _answerers(config)
+    writers, answerers = writers_of(config), answerers_of(config)
     stats = RunStats()
     clients = build_clients(config, stats, sorted({a.endpoint for a in [*writers, *answerers]}))
     synthesis = Synthesis(
@@ -174,16 +174,16 @@ def _settings(config: MoaaConfig) -> InstructionsConfig:
 SHIPPED_SEEDS = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "seed-tasks.jsonl"
 
 
-def _seed_path(cfg: InstructionsConfig, base_dir: Path | None) -> Path:
+def seed_path(cfg: InstructionsConfig, base_dir: Path | None) -> Path:
     if cfg.seeds is None:
         return SHIPPED_SEEDS
     path = Path(cfg.seeds)
     return path if path.is_absolute() else (base_dir or Path.cwd()) / path
 
 
-def _writers(config: MoaaConfig) -> list:
+def writers_of(config: MoaaConfig) -> list:
     return list(config.instructions.writers or config.sft.proposers) if config.instructions else []
 
 
-def _answerers(config: MoaaConfig) -> list:
+def answerers_of(config: MoaaConfig) -> list:
     return list(config.instructions.answerers or config.sft.proposers) if config.instructions else []

@@ -259,6 +259,15 @@ class Synthesis:
         )
 
 
+def planned_calls(cfg: InstructionsConfig, writers: int, answerers: int) -> dict[str, int]:
+    """A batch's calls where every task written passes (the estimate's path): rounds of one call per
+    writer until `n` tasks are written, and every task of those rounds answered by every answerer."""
+    per_round = writers * cfg.per_call
+    rounds = min(cfg.max_rounds, -(-cfg.n // per_round))
+    return {"rounds": rounds, "writer_calls": rounds * writers, "tasks": rounds * per_round,
+            "answer_calls": rounds * per_round * answerers}  # fmt: skip
+
+
 def parse_tasks(reply: str) -> list[tuple[str, str, str]]:
     """(instruction, input, output) of each block of a writer's reply that has an instruction."""
     tasks = []

@@ -70,7 +70,7 @@ def open_run(config: MoaaConfig, base_dir: Path | None = None, wait_for_lock: bo
         if config.instructions is not None:  # the prompts are made first (moaa.instructions), then planned
             source, folder, endpoints = _synthesize(config, base_dir, wait_for_lock, served)
         plan = P.plan_run(config, base_dir=base_dir, source=source)
-        plan.instructions_dir = folder
+        plan.instructions_dir, plan.started = folder, started  # the stage's calls are this run's too
         with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
             plan.earlier_failures = P.reopen_earlier_failures(plan)
             if any(unfinished(shards)[0] for shards in plan.shards.values()):

@@ -1,0 +1,248 @@
+"""The instruction stage's logic (moaa.instructions): Rouge-L, consensus, the writers' filters, seed files,
+and a batch's rounds with a deterministic fake client (the pipeline over HTTP: test_instructions_pipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from moaa.config import AgentConfig, InstructionsConfig
+from moaa.errors import InputError
+from moaa.instructions.batches import SHIPPED_SEEDS
+from moaa.instructions.consensus import find_consensus, normalise_answer
+from moaa.instructions.rouge import lcs_length, rouge_l, tokens
+from moaa.instructions.seeds import SeedTask, load_seeds
+from moaa.instructions.synthesis import Agent, Synthesis, parse_tasks, planned_calls, task_drop_reason
+from moaa.models.client import CallError
+from moaa.prompts.instructions import WRITE_WITH_INPUT
+from tests.fakes import FakeClient
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("the cat sat", "the cat sat", 1.0),
+        ("The cat sat.", "the CAT sat on the mat", 2 * 1.0 * 0.5 / 1.5),  # LCS 3: precision 1, recall 1/2
+        ("a b c d", "d c b a", 0.25),  # LCS 1 of 4 and 4
+        ("", "anything", 0.0),
+        ("alpha beta", "gamma delta", 0.0),
+    ],
+)
+def test_rouge_l(a, b, expected):
+    assert rouge_l(a, b) == pytest.approx(expected)
+    assert rouge_l(b, a) == pytest.approx(expected)
+
+
+def test_rouge_tokens_and_lcs_follow_rouge_score():
+    assert tokens("Sort [10, 92] ascendingly!") == ["sort", "10", "92", "ascendingly"]
+    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
+
+
+def test_consensus_takes_an_exact_match_after_normalising():
+    found = find_consensus(["Paris is big", "It's Lyon.", "its lyon"])
+    assert (found.index, found.agreement, found.exact) == (1, 1.0, True)
+    assert normalise_answer("  It's   LYON. ") == "its lyon"
+
+
+def test_consensus_is_the_answer_closest_to_the_others_and_agreement_the_worst_pair():
+    texts = ["red green blue", "red green blue yellow", "red green"]
+    found = find_consensus(texts)
+    pairs = [rouge_l(texts[0], texts[1]), rouge_l(texts[0], texts[2]), rouge_l(texts[1], texts[2])]
+    assert found.index == 0  # 6/7 + 4/5 beats the others' sums
+    assert found.agreement == pytest.approx(min(pairs), abs=1e-4) and not found.exact
+
+
+def test_consensus_by_embedding_uses_the_cosines():
+    import numpy as np
+
+    vectors = {"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.6, 0.8]}
+    found = find_consensus(["a", "b", "c"], "embedding", lambda texts: np.array([vectors[t] for t in texts]))
+    assert found.index == 1 and found.agreement == pytest.approx(0.6)
+
+
+def test_fewer_than_two_answers_have_no_consensus():
+    assert find_consensus(["only one"]) is None
+
+
+def test_parse_tasks_reads_blocks_with_multiline_fields():
+    reply = (
+        "instruction: Sort the list.\ninput: [3, 1]\noutput: [1, 3]\n|EoS|\n\n"
+        "Instruction: Write a function.\noutput: def f():\n    return 1\n|EoS|\n"
+        "no fields here\n|EoS|"
+    )
+    assert parse_tasks(reply) == [
+        ("Sort the list.", "[3, 1]", "[1, 3]"),
+        ("Write a function.", "", "def f():\n    return 1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("instruction", "input_text", "with_input", "reason"),
+    [
+        ("Rate this material.", "", False, "too_short"),
+        ("Rate this material now.", "", False, ""),
+        (" ".join(["word"] * 151), "", False, "too_long"),
+        ("Describe the image below in detail.", "", False, "needs_non_text"),
+        ("Draw a cat using ASCII art.", "", False, "needs_non_text"),
+        ("(Optional) explain the rule briefly.", "", False, "malformed"),
+        ("Extract the dates from the text.", "", True, "missing_input"),
+        ("Extract the dates from the text.", "On 3 May...", True, ""),
+    ],
+)
+def test_task_filters(instruction, input_text, with_input, reason):
+    assert task_drop_reason(instruction, input_text, with_input)[0] == reason
+
+
+def test_the_shipped_seed_set_has_tasks_with_and_without_input_across_categories():
+    seeds = load_seeds(SHIPPED_SEEDS)
+    assert len(seeds) == 24
+    assert sum(s.with_input for s in seeds) == 12
+    assert len({s.category for s in seeds}) >= 10
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", r"seeds.jsonl:2: not JSON"),
+        (
+            '{"id": "b", "category": "x", "instruction": "", "input": "", "output": "y"}',
+            r"seeds.jsonl:2: field 'instruction'",
+        ),
+        (
+            '{"id": "a", "category": "x", "instruction": "i", "input": "", "output": "y"}',
+            r"seeds.jsonl:2: duplicate id 'a'",
+        ),
+    ],
+)
+def test_a_bad_seed_line_is_named(tmp_path, line, message):
+    path = tmp_path / "seeds.jsonl"
+    good = {"id": "a", "category": "x", "instruction": "Do a thing well.", "input": "", "output": "done"}
+    path.write_text(json.dumps(good) + "\n" + line + "\n")
+    with pytest.raises(InputError, match=message):
+        load_seeds(path)
+
+
+def test_a_missing_seed_file_says_which_setting(tmp_path):
+    with pytest.raises(InputError, match=r"no such seed file; set instructions.seeds"):
+        load_seeds(tmp_path / "none.jsonl")
+
+
+# ---------------------------------------------------------------- a batch with a fake client
+
+SEEDS = [
+    SeedTask("s-in", "extraction", "List the colours named in the text.", "red car, blue sky", "red, blue"),
+    SeedTask("s-out", "advice", "Suggest a quick healthy breakfast.", "", "Oats with fruit."),
+]
+WORDS = "amber basil cobalt dune ember fjord garnet harbor iris jade kelp lumen moss nectar onyx pearl".split()
+
+
+def writer_reply(call, index: int) -> str:
+    """The tasks of the writer's call `index`: the first copies a seed, the second repeats a task of the
+    first call, a third is about a 'quarrel' (its answers disagree); the rest are new."""
+    with_input = "\ninput: " in call.last_user
+    blocks = []
+    for k in range(4):
+        if k == 0:
+            instruction = "List the colours named in the text." if with_input else "Suggest a quick healthy breakfast."
+        elif k == 1 and index > 0:
+            instruction = "Explain amber basil cobalt dune to a child."  # written by the first call too
+        elif k == 2:
+            instruction = f"Settle the quarrel between {WORDS[index % 16]} and {WORDS[(index + 5) % 16]} fairly."
+        else:
+            instruction = f"Explain {' '.join(f'c{index}t{k}w{j}' for j in range(6))} to a child."
+        blocks.append(f"instruction: {instruction}\n" + ("input: some text\n" if with_input else "") + "output: ok")
+    return "\n|EoS|\n".join(blocks) + "\n|EoS|"
+
+
+def fake_agents(fail_answerer: bool = False):
+    writer = FakeClient("w", model="writer-model")
+    writer.responder = lambda call: writer_reply(call, len(writer.calls) - 1)
+
+    def answer(call):
+        if "quarrel" in call.last_user:
+            return f"verdict {call.seed}"  # every answerer says something else
+        return "ok"
+
+    answerers = [FakeClient(f"a{i}", model=f"answer-model{i}", responder=answer) for i in range(2)]
+    if fail_answerer:
+        answerers[1].responder = lambda call: CallError("server_error", "boom")
+    return (
+        [Agent("writer0", AgentConfig(endpoint="w"), writer)],
+        [Agent(f"answerer{i}", AgentConfig(endpoint=f"a{i}"), c) for i, c in enumerate(answerers)],
+    )
+
+
+def run_batch(cfg: InstructionsConfig, earlier=(), fail_answerer=False):
+    writers, answerers = fake_agents(fail_answerer)
+    synthesis = Synthesis(cfg, SEEDS, writers, answerers, seed=cfg.seed, earlier=list(earlier))
+    return asyncio.run(synthesis.run()), writers[0].client
+
+
+def test_a_batch_keeps_n_tasks_and_names_every_drop():
+    cfg = InstructionsConfig(n=5, per_call=4, agreement={"threshold": 0.5})
+    outcome, writer = run_batch(cfg)
+    reasons = [d["reason"] for d in outcome.drops]
+    assert len(outcome.kept) == 5
+    assert reasons.count("similar_to_seed") == outcome.rounds  # each call's copy of a seed
+    assert "similar_to_earlier" in reasons and "disagreement" in reasons
+    assert outcome.written == len(outcome.kept) + len(outcome.drops)  # every task written is kept or named
+    instructions = [row["instruction"] for row in outcome.kept]
+    assert len(set(instructions)) == len(instructions)
+    for row in outcome.kept:
+        assert row["agreement"] == 1.0 and row["exact_match"] and row["consensus_answer"] == "ok"
+        assert row["seeds"] and row["writer"] == "writer0" and row["answerers"][0] == "writer0 (writer)"
+    assert len(writer.calls) == outcome.rounds
+    assert writer.calls[0].tag in (
+        WRITE_WITH_INPUT.tag("instructions", "writer"),
+        "instructions.writer.write-no-input@v1",
+    )
+
+
+def test_a_task_too_close_to_an_earlier_batch_is_dropped():
+    cfg = InstructionsConfig(n=2, per_call=4)
+    first, _ = run_batch(cfg)
+    again, _ = run_batch(cfg, earlier=[row["instruction"] for row in first.kept])
+    assert not {r["instruction"] for r in again.kept} & {r["instruction"] for r in first.kept}
+    assert "similar_to_earlier" in [d["reason"] for d in again.drops]
+
+
+def test_answers_that_fail_leave_too_few_to_agree():
+    cfg = InstructionsConfig(n=1, per_call=4, max_rounds=1, input_share=0)
+    writers, answerers = fake_agents(fail_answerer=True)
+    writers[0].client.responder = lambda call: "instruction: Explain amber basil cobalt dune to a child.\n|EoS|"
+    synthesis = Synthesis(cfg, SEEDS, writers, answerers[1:], seed=0)  # no writer output, one answerer failing
+    outcome = asyncio.run(synthesis.run())
+    assert outcome.kept == [] and [d["reason"] for d in outcome.drops] == ["too_few_answers"]
+    assert outcome.drops[0]["transient"] is True
+
+
+def test_a_failed_writer_call_is_a_named_transient_drop():
+    cfg = InstructionsConfig(n=1, max_rounds=2)
+    writers, answerers = fake_agents()
+    writers[0].client.responder = lambda call: CallError("server_error", "boom")
+    outcome = asyncio.run(Synthesis(cfg, SEEDS, writers, answerers, seed=0).run())
+    assert [(d["reason"], d["prompt_id"], d["transient"]) for d in outcome.drops] == [
+        ("writer_failed", "batch0-round0-writer0", True), ("writer_failed", "batch0-round1-writer0", True)
+    ]  # fmt: skip
+
+
+def test_another_seed_writes_from_other_examples():
+    cfg = InstructionsConfig(n=1, examples=1, per_call=4, max_rounds=1, input_share=0.5)
+    shown = set()
+    for seed in range(6):
+        writers, answerers = fake_agents()
+        asyncio.run(Synthesis(cfg.model_copy(update={"seed": seed}), SEEDS, writers, answerers, seed=seed).run())
+        shown.add(writers[0].client.calls[0].last_user)
+    assert len(shown) == 2  # both kinds of task were asked for
+
+
+def test_planned_calls():
+    cfg = InstructionsConfig(n=10, per_call=4)
+    assert planned_calls(cfg, writers=2, answerers=3) == {
+        "rounds": 2,
+        "writer_calls": 4,
+        "tasks": 16,
+        "answer_calls": 48,
+    }
