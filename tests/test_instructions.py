@@ -73,32 +73,37 @@ def test_parse_tasks_reads_blocks_with_multiline_fields():
         "no fields here\n|EoS|"
     )
     assert parse_tasks(reply) == [
-        ("Sort the list.", "[3, 1]", "[1, 3]"),
-        ("Write a function.", "", "def f():\n    return 1"),
+        ("Sort the list.", "[3, 1]", "[1, 3]", ""),
+        ("Write a function.", "", "def f():\n    return 1", ""),
+    ]
+    assert parse_tasks("instruction: Add 2 and 3.\noutput: 2 + 3 = 5\nanswer: 5\n|EoS|") == [
+        ("Add 2 and 3.", "", "2 + 3 = 5", "5")
     ]
 
 
 @pytest.mark.parametrize(
-    ("instruction", "input_text", "with_input", "reason"),
+    ("instruction", "input_text", "kind", "reason"),
     [
-        ("Rate this material.", "", False, "too_short"),
-        ("Rate this material now.", "", False, ""),
-        (" ".join(["word"] * 151), "", False, "too_long"),
-        ("Describe the image below in detail.", "", False, "needs_non_text"),
-        ("Draw a cat using ASCII art.", "", False, "needs_non_text"),
-        ("(Optional) explain the rule briefly.", "", False, "malformed"),
-        ("Extract the dates from the text.", "", True, "missing_input"),
-        ("Extract the dates from the text.", "On 3 May...", True, ""),
+        ("Rate this material.", "", "no-input", "too_short"),
+        ("Rate this material now.", "", "no-input", ""),
+        (" ".join(["word"] * 151), "", "no-input", "too_long"),
+        ("Describe the image below in detail.", "", "no-input", "needs_non_text"),
+        ("Draw a cat using ASCII art.", "", "no-input", "needs_non_text"),
+        ("(Optional) explain the rule briefly.", "", "no-input", "malformed"),
+        ("Extract the dates from the text.", "", "with-input", "missing_input"),
+        ("Extract the dates from the text.", "On 3 May...", "with-input", ""),
+        ("What is 17 times 3 plus 4?", "", "with-answer", ""),
     ],
 )
-def test_task_filters(instruction, input_text, with_input, reason):
-    assert task_drop_reason(instruction, input_text, with_input)[0] == reason
+def test_task_filters(instruction, input_text, kind, reason):
+    assert task_drop_reason(instruction, input_text, kind)[0] == reason
 
 
 def test_the_shipped_seed_set_has_tasks_with_and_without_input_across_categories():
     seeds = load_seeds(SHIPPED_SEEDS)
     assert len(seeds) == 24
     assert sum(s.with_input for s in seeds) == 12
+    assert sorted(s.id for s in seeds if s.answer) == ["sum-series", "train-speed", "unit-convert", "word-problem"]
     assert len({s.category for s in seeds}) >= 10
 
 
@@ -246,3 +251,39 @@ def test_planned_calls():
         "tasks": 16,
         "answer_calls": 48,
     }
+
+
+def test_a_checkable_task_is_kept_only_when_the_consensus_reaches_the_writers_answer():
+    """With-answer tasks: the writer's answer becomes the reference only if the answerers' consensus
+    passes moaa.verify's answer check against it (math-verify, in a check worker)."""
+    from moaa.config import VerifyConfig
+    from moaa.verify.checks import Verifier
+
+    seeds = [*SEEDS, SeedTask("s-sum", "maths", "What is 2 + 2?", "", "2 + 2 = 4", "4")]
+    tasks = {"What is 6 times 7 exactly?": ("42", "6 x 7 = 42"), "What is 5 times 5 exactly?": ("26", "5 x 5 = 26")}
+    writer = FakeClient("w", model="writer-model")
+    writer.responder = lambda call: "".join(
+        f"instruction: {q}\noutput: {out}\nanswer: {a}\n|EoS|\n" for q, (a, out) in tasks.items()
+    )
+    right = {"What is 6 times 7 exactly?": "6 times 7 is 42.", "What is 5 times 5 exactly?": "5 times 5 is 25."}
+    answerers = [FakeClient(f"a{i}", responder=lambda call: right[call.last_user]) for i in range(2)]
+    cfg = InstructionsConfig(n=1, per_call=2, max_rounds=1, checkable_share=1.0, agreement={"threshold": 0.5})
+    synthesis = Synthesis(
+        cfg, seeds, [Agent("writer0", AgentConfig(endpoint="w"), writer)],
+        [Agent(f"answerer{i}", AgentConfig(endpoint=f"a{i}"), c) for i, c in enumerate(answerers)],
+        seed=0, verifier=Verifier(VerifyConfig()),
+    )  # fmt: skip
+    outcome = asyncio.run(synthesis.run())
+    assert (
+        "answer: 4" in writer.calls[0].last_user and writer.calls[0].tag == "instructions.writer.write-with-answer@v1"
+    )
+    assert [(r["instruction"], r["reference"], r["category"]) for r in outcome.kept] == [
+        ("What is 6 times 7 exactly?", '{"answer": "42"}', "with-answer")
+    ]
+    assert [(d["reason"], "'26'" in d["error"]) for d in outcome.drops] == [("reference_disputed", True)]
+
+
+def test_tasks_past_n_in_the_last_round_are_named_not_kept():
+    outcome, _ = run_batch(InstructionsConfig(n=1, per_call=4, input_share=0))
+    assert len(outcome.kept) == 1 and outcome.rounds == 1
+    assert [d["reason"] for d in outcome.drops if d["reason"] == "beyond_n"] == ["beyond_n"]

@@ -257,6 +257,14 @@ class InstructionsConfig(Strict):
     input_share: float = Field(
         0.5, ge=0, le=1, description="share of calls that ask for tasks with an input (the rest: without)"
     )
+    checkable_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="share of calls that ask for tasks with a final answer (shown the seed tasks that have an "
+        "`answer`): a task is kept only if the answerers' consensus reaches the writer's answer, which then "
+        "is its reference, checked again in the SFT stage (sft.verify); 0: none",
+    )
     max_rounds: int = Field(10, ge=1, description="at most this many rounds of writing, however many were kept")
     max_similarity: float = Field(
         0.7,

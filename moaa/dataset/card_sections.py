@@ -25,7 +25,8 @@ CONFIG_DOCS = {
     "`latency_s`, `finish_reason`, `cached`, `score`, `meta` (JSON text).",
     "prompts": "the prompts the instruction stage synthesized (Ensemble-Instruct), where the run made its own: "
     "`prompt_id`, `prompt`, `instruction`, `input`, `category`, `seeds` (the seed tasks shown), `batch`, `round`, "
-    "`writer`, `answerers`, `answers`, `measure`, `agreement`, `exact_match`, `consensus_agent`, "
+    "`writer`, `answerers`, `answers`, `measure`, `agreement`, `exact_match`, `consensus_agent`, `reference` (the "
+    "agreed final answer of a with-answer task, JSON), "
     "`consensus_answer`. One `train` split.",
     "failures": "prompts that produced no row: `prompt_id`, `stage`, `reason`, `error`. One `train` split "
     "(not split by prompt).",

@@ -56,7 +56,8 @@ COLUMNS = {
     "failures": "prompt_id stage reason error transient:bool",
     # The instruction stage's kept tasks (moaa.instructions.synthesis), where the run synthesized its prompts.
     "prompts": "prompt_id prompt instruction input category seeds:strings batch:int round:int writer writer_model "
-    "answerers:strings answers:strings measure agreement:float exact_match:bool consensus_agent consensus_answer",
+    "answerers:strings answers:strings measure agreement:float exact_match:bool consensus_agent consensus_answer "
+    "reference",
 }
 
 

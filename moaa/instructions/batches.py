@@ -30,6 +30,7 @@ from moaa.fileio import sha256_file, write_json_atomic, write_jsonl_atomic
 from moaa.instructions.seeds import load_seeds
 from moaa.instructions.synthesis import Agent, Outcome, Synthesis
 from moaa.models.stats import RunStats
+from moaa.verify.checks import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def _run_batch(config: MoaaConfig, cfg: InstructionsConfig, seeds: list, batches
         [Agent(f"writer{i}", a, clients[a.endpoint]) for i, a in enumerate(writers)],
         [Agent(f"answerer{i}", a, clients[a.endpoint]) for i, a in enumerate(answerers)],
         seed=seed, batch=batch, earlier=[row["instruction"] for row in batches.rows("prompts")],
+        verifier=Verifier(config.verify),
     )  # fmt: skip
     log.info("instructions: batch %d (seed %d): writing %d tasks from %d seed tasks", batch, seed, cfg.n, len(seeds))
     outcome = asyncio.run(_run_closing(synthesis, clients))
@@ -153,6 +155,7 @@ def synthesized_source(prompts: PromptSourceConfig, path: Path) -> PromptSourceC
             "path": str(path.resolve()), "hf_dataset": None, "prompt_column": "prompt", "messages_column": None,
             "conversations_column": None, "id_column": "prompt_id",
             "reference": ReferenceColumns(answer=None, tests=None, language=None, instructions=None, kwargs=None),
+            # the kept tasks' `reference` column: with-answer tasks' agreed answers (moaa.instructions.synthesis)
         }
     )  # fmt: skip
 

@@ -37,22 +37,15 @@ from moaa.instructions.consensus import Embedder, find_consensus
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
 from moaa.models.client import CallError, ChatClient
-from moaa.prompts.instructions import (
-    EOS,
-    TASK_PROMPT,
-    WRITE_NO_INPUT,
-    WRITE_WITH_INPUT,
-    example_block,
-    task_prompt,
-    write_messages,
-)
-from moaa.rows import Failure
+from moaa.prompts.instructions import EOS, TASK_PROMPT, example_block, task_prompt, write_messages, write_template
+from moaa.rows import Failure, Prompt, Reference
+from moaa.verify.checks import Verifier
 
 log = logging.getLogger(__name__)
 
 STAGE = "instructions"  # the stage of its drops' failure rows
 _NON_TEXT = re.compile(r"\b(image|images|graph|graphs|picture|pictures|file|files|map|maps|draw|plot|go to)\b", re.I)
-_FIELD = re.compile(r"^\s*(instruction|input|output)\s*:\s?", re.I | re.M)
+_FIELD = re.compile(r"^\s*(instruction|input|output|answer)\s*:\s?", re.I | re.M)
 
 
 @dataclass(frozen=True)
@@ -71,10 +64,11 @@ class Task:
     instruction: str
     input: str
     output: str
-    with_input: bool
+    kind: str  # moaa.prompts.instructions.KINDS: what its writer was asked for
     seeds: list[str]
     round: int
     writer: Agent
+    answer: str | None = None  # with-answer: the final answer the writer states (the reference, once agreed)
 
     @property
     def prompt(self) -> str:
@@ -83,6 +77,10 @@ class Task:
     @property
     def prompt_id(self) -> str:
         return "ins-" + hashlib.blake2b(self.prompt.encode(), digest_size=8).hexdigest()
+
+    @property
+    def reference(self) -> Reference | None:
+        return Reference(answer=self.answer) if self.answer else None
 
 
 @dataclass
@@ -122,6 +120,7 @@ class Synthesis:
     batch: int = 0
     earlier: list[str] = field(default_factory=list)  # instructions of earlier batches
     embed: Embedder | None = None
+    verifier: Verifier | None = None  # checks a with-answer task's consensus answer against its answer
 
     async def run(self) -> Outcome:
         """Rounds until `n` tasks are kept or `max_rounds` were written."""
@@ -142,7 +141,7 @@ class Synthesis:
                         fresh.append(task)
             answers = await asyncio.gather(*(self._answer(task) for task in fresh))
             for task, texts in zip(fresh, answers, strict=True):
-                self._select(task, texts, outcome)
+                await self._select(task, texts, outcome)
         if len(outcome.kept) < self.cfg.n:
             log.warning(
                 "instructions: %d of %d kept after %d rounds (instructions.max_rounds); drops: %s",
@@ -153,13 +152,15 @@ class Synthesis:
     async def _write(self, round_: int, index: int, writer: Agent) -> tuple[list[Task], tuple | None]:
         """One writer call: its tasks, parsed, and the drop that names a call without any (else None)."""
         rng = random.Random(f"{self.seed}:{round_}:{index}")
-        with_input = rng.random() < self.cfg.input_share
-        pool = [s for s in self.seeds if s.with_input == with_input] or self.seeds
-        with_input = pool[0].with_input
+        kind, pool = self._kind(rng)
         shown = rng.sample(pool, min(self.cfg.examples, len(pool)))
-        examples = [example_block(s.instruction, s.input if with_input else None, s.output) for s in shown]
-        messages = write_messages(with_input, examples, self.cfg.per_call)
-        template = WRITE_WITH_INPUT if with_input else WRITE_NO_INPUT
+        examples = [
+            example_block(s.instruction, s.input if s.with_input or kind == "with-input" else None, s.output,
+                          s.answer if kind == "with-answer" else None)
+            for s in shown
+        ]  # fmt: skip
+        messages = write_messages(kind, examples, self.cfg.per_call)
+        template = write_template(kind)
         sampling = sampling_of(writer.agent, writer.agent.seed or derive_seed(self.seed, round_, writer.who))
         try:
             completion = await writer.client.chat(messages, sampling, tag=template.tag(STAGE, "writer"))
@@ -168,18 +169,32 @@ class Synthesis:
             return [], (place, "writer_failed", f"{writer.who}: {exc}", exc.transient)
         ids = [s.id for s in shown]
         tasks = [
-            Task(instruction, input_text, output, with_input, ids, round_, writer)
-            for instruction, input_text, output in parse_tasks(completion.text)
+            Task(instruction, input_text, output, kind, ids, round_, writer, answer or None)
+            for instruction, input_text, output, answer in parse_tasks(completion.text)
         ][: self.cfg.per_call]
         if not tasks:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
             return [], (place, "unparsable", f"{writer.who}'s reply holds no task in the examples' format", False)
         return tasks, None
 
+    def _kind(self, rng: random.Random) -> tuple[str, list[SeedTask]]:
+        """The kind of task a call asks for (checkable_share, then input_share) and the seeds it shows."""
+        checkable = [s for s in self.seeds if s.answer is not None]
+        if checkable and rng.random() < self.cfg.checkable_share:
+            return "with-answer", checkable
+        with_input = rng.random() < self.cfg.input_share
+        pool = [s for s in self.seeds if s.with_input == with_input and s.answer is None]
+        if not pool:
+            pool = [s for s in self.seeds if s.answer is None] or self.seeds
+            with_input = pool[0].with_input
+        return ("with-input" if with_input else "no-input"), pool
+
     def _passes(self, task: Task, written: Sequence[str], outcome: Outcome) -> bool:
         """Whether a task passes the filters (module docstring); a drop is named in `outcome`."""
         outcome.written += 1
-        reason, detail = task_drop_reason(task.instruction, task.input, task.with_input)
+        reason, detail = task_drop_reason(task.instruction, task.input, task.kind)
+        if not reason and task.kind == "with-answer" and not task.answer:
+            reason, detail = "missing_answer", "a task with a final answer was asked for, and the writer wrote none"
         if not reason:
             reason, detail = self._similar(task.instruction, written)
         if reason:
@@ -220,7 +235,7 @@ class Synthesis:
         answers = await asyncio.gather(*(ask(a) for a in self.answerers))
         return found + [a for a in answers if a is not None]
 
-    def _select(self, task: Task, answers: list[tuple[str, str]], outcome: Outcome) -> None:
+    async def _select(self, task: Task, answers: list[tuple[str, str]], outcome: Outcome) -> None:
         where = f"{task.writer.who}, round {task.round}"
         outcome.answered += 1
         measure = self.cfg.agreement.measure
@@ -232,17 +247,21 @@ class Synthesis:
             detail = f"{where}: agreement {consensus.agreement:.3f} < {self.cfg.agreement.threshold:g} ({measure})"
             outcome.drop(task.prompt_id, "disagreement", detail)
             return
+        who, text = answers[consensus.index]
+        disputed = await self._disputed(task, text)
+        if disputed:
+            outcome.drop(task.prompt_id, "reference_disputed", f"{where}: the consensus answer ({who}) {disputed}")
+            return
         if len(outcome.kept) >= self.cfg.n:
             outcome.drop(task.prompt_id, "beyond_n", f"{where}: instructions.n = {self.cfg.n} were kept already")
             return
-        who, text = answers[consensus.index]
         outcome.kept.append(
             {
                 "prompt_id": task.prompt_id,
                 "prompt": task.prompt,
                 "instruction": task.instruction,
                 "input": task.input,
-                "category": "with-input" if task.with_input else "no-input",
+                "category": task.kind,
                 "seeds": task.seeds,
                 "batch": self.batch,
                 "round": task.round,
@@ -255,8 +274,21 @@ class Synthesis:
                 "exact_match": consensus.exact,
                 "consensus_agent": who,
                 "consensus_answer": text,
+                "reference": task.reference.to_json() if task.reference is not None else None,
             }
         )
+
+    async def _disputed(self, task: Task, text: str) -> str:
+        """Why a with-answer task's consensus answer does not reach the writer's answer ("" when it does,
+        or when the task has none): the writer's answer is a reference only if the answerers agree."""
+        if task.reference is None or self.verifier is None:
+            return ""
+        messages = [{"role": "user", "content": task.prompt}]
+        verdict = await self.verifier.check(Prompt(task.prompt_id, messages, STAGE, task.kind, task.reference), text)
+        if verdict is not None and verdict.status == "pass":
+            return ""
+        why = verdict.reason if verdict is not None else "no check applies"
+        return f"does not reach the writer's answer {task.answer!r}: {why}"
 
 
 def planned_calls(cfg: InstructionsConfig, writers: int, answerers: int) -> dict[str, int]:
@@ -268,8 +300,8 @@ def planned_calls(cfg: InstructionsConfig, writers: int, answerers: int) -> dict
             "answer_calls": rounds * per_round * answerers}  # fmt: skip
 
 
-def parse_tasks(reply: str) -> list[tuple[str, str, str]]:
-    """(instruction, input, output) of each block of a writer's reply that has an instruction."""
+def parse_tasks(reply: str) -> list[tuple[str, str, str, str]]:
+    """(instruction, input, output, answer) of each block of a writer's reply that has an instruction."""
     tasks = []
     for block in reply.split(EOS):
         fields: dict[str, str] = {}
@@ -280,11 +312,12 @@ def parse_tasks(reply: str) -> list[tuple[str, str, str]]:
             end = after.start() if after else len(block)
             fields.setdefault(mark.group(1).lower(), block[mark.end() : end].strip())
         if fields.get("instruction"):
-            tasks.append((fields["instruction"], fields.get("input", ""), fields.get("output", "")))
+            found = (fields.get(key, "") for key in ("input", "output", "answer"))
+            tasks.append((fields["instruction"], *found))
     return tasks
 
 
-def task_drop_reason(instruction: str, input_text: str, with_input: bool) -> tuple[str, str]:
+def task_drop_reason(instruction: str, input_text: str, kind: str) -> tuple[str, str]:
     """(reason, what it means here) when a task fails the writers' filters; ("", "") when it passes."""
     words = len(instruction.split())
     if words <= 3:
@@ -296,6 +329,6 @@ def task_drop_reason(instruction: str, input_text: str, with_input: bool) -> tup
         return "needs_non_text", f"the instruction mentions '{found.group(0)}', which a text-only assistant cannot use"
     if instruction[0] in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~" or not instruction[0].isascii():
         return "malformed", f"the instruction starts with {instruction[0]!r}"
-    if with_input and not input_text.strip():
+    if kind == "with-input" and not input_text.strip():
         return "missing_input", "a task with an input was asked for, and the writer wrote none"
     return "", ""

@@ -51,25 +51,51 @@ WRITE_NO_INPUT = Template(
     "first task or after the last.",
 )
 
+# A writer's call for tasks with a checkable final answer (arithmetic, word problems, conversions): moaa's
+# own family, beside the paper's two, so synthesized prompts can carry a reference the verifiers check
+# (moaa.verify's `answer` check: Tulu 3's verifiable answers, ALGORITHMS.md section 10). The writer's
+# `answer:` becomes the task's reference only if the answerers' consensus reaches it too.
+WRITE_WITH_ANSWER = Template(
+    "write-with-answer",
+    "v1",
+    "You write tasks for training an AI assistant. Below are example tasks. Each is a problem with one "
+    "correct final answer (a number or a short expression), an input when the problem needs one, a worked "
+    "output, and the final answer alone on its `answer:` line.\n\n"
+    "{examples}\n\n"
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different from "
+    "the examples and from each other (arithmetic, percentages, rates, units, counting, simple algebra...). "
+    "Work each one out carefully: its answer line must be right. Write nothing before the first task or "
+    "after the last.",
+)
+
 # The question a new task becomes: what its answerers are asked zero-shot (the paper's output
 # generation, gen_output_zeroshot.py) and what the SFT stage answers. No template text of moaa's own:
 # the instruction, then its input.
 TASK_PROMPT = Template("task", "v1", "{instruction}\n\n{input}")
 
 
-def example_block(instruction: str, input_text: str | None, output: str) -> str:
+KINDS = ("with-input", "no-input", "with-answer")  # a call's kind of task: its template and its examples
+
+
+def write_template(kind: str) -> Template:
+    return {"with-input": WRITE_WITH_INPUT, "no-input": WRITE_NO_INPUT, "with-answer": WRITE_WITH_ANSWER}[kind]
+
+
+def example_block(instruction: str, input_text: str | None, output: str, answer: str | None = None) -> str:
     """One example task as the writers see it (and as they are asked to write theirs)."""
     lines = [f"instruction: {instruction.strip()}"]
     if input_text is not None:
         lines.append(f"input: {input_text.strip()}")
-    lines += [f"output: {output.strip()}", EOS]
+    lines.append(f"output: {output.strip()}")
+    if answer is not None:
+        lines.append(f"answer: {answer.strip()}")
+    lines.append(EOS)
     return "\n".join(lines)
 
 
-def write_messages(with_input: bool, examples: list[str], count: int) -> list[dict[str, str]]:
-    """The writer's messages: one user turn with the examples (example_block texts)."""
-    template = WRITE_WITH_INPUT if with_input else WRITE_NO_INPUT
-    text = template.render(examples="\n\n".join(examples), count=count, eos=EOS)
+def write_messages(kind: str, examples: list[str], count: int) -> list[dict[str, str]]:
+    """The writer's messages for a call of `kind` (KINDS): one user turn with the examples (example_block texts)."""
+    text = write_template(kind).render(examples="\n\n".join(examples), count=count, eos=EOS)
     return [{"role": "user", "content": text}]
 
 

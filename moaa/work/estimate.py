@@ -144,7 +144,7 @@ def _instructions_stage(config: MoaaConfig, seeds: list[Any]) -> dict[str, Any]:
     writers, answerers = writers_of(config), answerers_of(config)
     plan = planned_calls(cfg, len(writers), len(answerers))
     shown = [example_block(s.instruction, s.input or None, s.output) for s in seeds[: cfg.examples]]
-    asked = write_messages(True, shown, cfg.per_call)
+    asked = write_messages("with-input", shown, cfg.per_call)
     task = [{"role": "user", "content": _placeholder(sum(tokens_of([{"content": s.instruction + s.input}])
                                                          for s in seeds) / len(seeds))}]  # fmt: skip
     agents = {}
