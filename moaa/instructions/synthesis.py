@@ -69,6 +69,7 @@ class Task:
     round: int
     writer: Agent
     answer: str | None = None  # with-answer: the final answer the writer states (the reference, once agreed)
+    place: tuple[int, int] = (0, 0)  # (batch, position in its writer's reply)
 
     @property
     def prompt(self) -> str:
@@ -77,6 +78,11 @@ class Task:
     @property
     def prompt_id(self) -> str:
         return "ins-" + hashlib.blake2b(self.prompt.encode(), digest_size=8).hexdigest()
+
+    @property
+    def drop_id(self) -> str:
+        """The id of its drop: the prompt's id and where it was written (the same text may be written twice)."""
+        return f"{self.prompt_id}-b{self.place[0]}r{self.round}-{self.writer.who}-{self.place[1]}"
 
     @property
     def reference(self) -> Reference | None:
@@ -169,8 +175,8 @@ class Synthesis:
             return [], (place, "writer_failed", f"{writer.who}: {exc}", exc.transient)
         ids = [s.id for s in shown]
         tasks = [
-            Task(instruction, input_text, output, kind, ids, round_, writer, answer or None)
-            for instruction, input_text, output, answer in parse_tasks(completion.text)
+            Task(instruction, input_text, output, kind, ids, round_, writer, answer or None, (self.batch, position))
+            for position, (instruction, input_text, output, answer) in enumerate(parse_tasks(completion.text))
         ][: self.cfg.per_call]
         if not tasks:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
@@ -198,7 +204,7 @@ class Synthesis:
         if not reason:
             reason, detail = self._similar(task.instruction, written)
         if reason:
-            outcome.drop(task.prompt_id, reason, f"{task.writer.who}, round {task.round}: {detail}")
+            outcome.drop(task.drop_id, reason, f"{task.writer.who}, round {task.round}: {detail}")
             return False
         return True
 
@@ -241,19 +247,19 @@ class Synthesis:
         measure = self.cfg.agreement.measure
         consensus = find_consensus([text for _, text in answers], measure, self.embed)
         if consensus is None:
-            outcome.drop(task.prompt_id, "too_few_answers", f"{where}: {len(answers)} answer(s), 2 needed", True)
+            outcome.drop(task.drop_id, "too_few_answers", f"{where}: {len(answers)} answer(s), 2 needed", True)
             return
         if consensus.agreement < self.cfg.agreement.threshold:
             detail = f"{where}: agreement {consensus.agreement:.3f} < {self.cfg.agreement.threshold:g} ({measure})"
-            outcome.drop(task.prompt_id, "disagreement", detail)
+            outcome.drop(task.drop_id, "disagreement", detail)
             return
         who, text = answers[consensus.index]
         disputed = await self._disputed(task, text)
         if disputed:
-            outcome.drop(task.prompt_id, "reference_disputed", f"{where}: the consensus answer ({who}) {disputed}")
+            outcome.drop(task.drop_id, "reference_disputed", f"{where}: the consensus answer ({who}) {disputed}")
             return
         if len(outcome.kept) >= self.cfg.n:
-            outcome.drop(task.prompt_id, "beyond_n", f"{where}: instructions.n = {self.cfg.n} were kept already")
+            outcome.drop(task.drop_id, "beyond_n", f"{where}: instructions.n = {self.cfg.n} were kept already")
             return
         outcome.kept.append(
             {
