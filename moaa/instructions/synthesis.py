@@ -1,23 +1,26 @@
 """Instruction synthesis in rounds: writers write tasks from seed tasks, answerers answer them, the
 answers' consensus decides which tasks are kept (Ensemble-Instruct; moaa.prompts.instructions).
 
-A round: each writer gets one call (tasks with an input or without, drawn by the round's seeded
-RNG with `input_share`; `examples` seed tasks of that kind shown), and its reply is parsed into
-tasks. Each task passes the filters in this order, every drop named with its reason:
-unparsable (a reply, or a block of one, with no `instruction:`), too_short / too_long (3 words or
-fewer, more than 150: Self-Instruct's and Ensemble-Instruct's gen_instructions.py), needs_non_text
-(asks for an image, graph, picture, file, map, a drawing or a plot: the same list), malformed
-(starts with punctuation or a non-ASCII character: the same), missing_input (an input was asked for
-and none written), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
+A round: each writer gets one call (tasks with a final answer, with an input or without, drawn by
+the round's seeded RNG with `checkable_share` and `input_share`; `examples` seed tasks of that kind
+shown; the agents' roles are not sent), and its reply is parsed into tasks (a block without
+`instruction:` is skipped; a reply without any is an unparsable drop; the last task of a reply cut
+at max_tokens is left out). Each task passes the filters in this order, every drop named with its
+reason: too_short / too_long (3 words or fewer, more than 150: Self-Instruct's and
+Ensemble-Instruct's gen_instructions.py), needs_non_text (asks for an image, graph, picture, file,
+map, a drawing or a plot: the same list), malformed (starts with punctuation or a non-ASCII
+character: the same), missing_input / missing_answer (an input or a final answer was asked for and
+none written), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
 instruction, or with an instruction written earlier: this batch's or an earlier batch's,
 Self-Instruct's rule). Then every answerer answers the task zero-shot; the writer's own output and
 theirs are compared (moaa.instructions.consensus): too_few_answers (fewer than two), disagreement
-(agreement below the threshold), and, once `n` were kept, beyond_n. A writer call that fails is a
-writer_failed drop (transient: a re-run asks it again).
+(agreement below the threshold), reference_disputed (a with-answer task whose consensus answer
+fails moaa.verify's answer check against the writer's answer), and, once `n` were kept, beyond_n.
+A writer call that fails is a writer_failed drop (transient: a re-run asks it again).
 
 Everything is decided in a fixed order from seeded RNGs and the answers, so a re-run with the
-request cache replays a finished batch without a call, and a killed one asks only what it had not
-got an answer to.
+request cache replays a finished batch without a call, and a killed one asks again only what was in
+flight or answered within the cache's last uncommitted batch (moaa.models.cache).
 """
 
 from __future__ import annotations
@@ -148,6 +151,10 @@ class Synthesis:
             answers = await asyncio.gather(*(self._answer(task) for task in fresh))
             for task, texts in zip(fresh, answers, strict=True):
                 await self._select(task, texts, outcome)
+            log.info(
+                "[instructions] round %d: %d tasks written, %d new answered; kept %d of %d",
+                round_ + 1, outcome.written, len(fresh), len(outcome.kept), self.cfg.n,
+            )  # fmt: skip
         if len(outcome.kept) < self.cfg.n:
             log.warning(
                 "instructions: %d of %d kept after %d rounds (instructions.max_rounds); drops: %s",
@@ -174,9 +181,12 @@ class Synthesis:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
             return [], (place, "writer_failed", f"{writer.who}: {exc}", exc.transient)
         ids = [s.id for s in shown]
+        reply = completion.text
+        if completion.finish_reasons[0] == "length" and EOS in reply:
+            reply = reply[: reply.rindex(EOS)]  # the task cut at max_tokens is no task (its output is partial)
         tasks = [
             Task(instruction, input_text, output, kind, ids, round_, writer, answer or None, (self.batch, position))
-            for position, (instruction, input_text, output, answer) in enumerate(parse_tasks(completion.text))
+            for position, (instruction, input_text, output, answer) in enumerate(parse_tasks(reply))
         ][: self.cfg.per_call]
         if not tasks:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
