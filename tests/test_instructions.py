@@ -287,3 +287,15 @@ def test_tasks_past_n_in_the_last_round_are_named_not_kept():
     outcome, _ = run_batch(InstructionsConfig(n=1, per_call=4, input_share=0))
     assert len(outcome.kept) == 1 and outcome.rounds == 1
     assert [d["reason"] for d in outcome.drops if d["reason"] == "beyond_n"] == ["beyond_n"]
+
+
+def test_diversity_counts_distinct_ngrams_and_embedding_distance():
+    import numpy as np
+
+    from moaa.instructions.diversity import distinct_n, diversity, embedding_distance
+
+    assert distinct_n(["a b a b", "a b"], 1) == 0.3333 and distinct_n(["a b c", "a b d"], 2) == 0.75
+    assert diversity([]) == {"count": 0, "distinct_1": 0.0, "distinct_2": 0.0}
+    vectors = {"x": [1.0, 0.0], "y": [0.0, 1.0], "z": [1.0, 0.0]}
+    assert embedding_distance(["x", "y", "z"], lambda t: np.array([vectors[s] for s in t])) == round(1 - 1 / 3, 4)
+    assert embedding_distance(["x"]) is None

@@ -37,6 +37,7 @@ from typing import Any
 from moaa.config import AgentConfig, InstructionsConfig
 from moaa.engine.context import derive_seed, sampling_of
 from moaa.instructions.consensus import Embedder, find_consensus
+from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
 from moaa.models.client import CallError, ChatClient
@@ -114,6 +115,7 @@ class Outcome:
             "rounds": self.rounds, "written": self.written, "answered": self.answered, "kept": len(self.kept),
             "dropped": dict(sorted(reasons.items())),
             "mean_agreement": round(sum(agreements) / len(agreements), 4) if agreements else None,
+            "diversity": diversity([row["instruction"] for row in self.kept]),
         }  # fmt: skip
 
 

@@ -67,6 +67,8 @@ def instructions_line(made: dict[str, Any]) -> str:
     last = made["this_batch"]
     dropped = ", ".join(f"{k} {v}" for k, v in last["dropped"].items()) or "none"
     agreement = f", mean agreement {last['mean_agreement']:.2f}" if last.get("mean_agreement") is not None else ""
+    if last.get("diversity"):
+        agreement += f", distinct-2 {last['diversity']['distinct_2']:.2f}"
     earlier = (
         f"; {made['kept'] - last['kept']} kept by {made['batches'] - 1} earlier batches" if made["batches"] > 1 else ""
     )
