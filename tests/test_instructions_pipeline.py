@@ -78,7 +78,10 @@ def test_moaa_run_with_instructions_writes_their_prompts_and_answers_exactly_tho
     made = manifest["run"]["summary"]["instructions"]
     assert made["kept"] == 8 and made["written"] == 8 + len(dropped)
     assert manifest["run"]["summary"]["calls"] == calls  # the stage's calls are counted with the others
-    assert "prompts" in (version / "README.md").read_text()
+    card = (version / "README.md").read_text()
+    assert f"{made['kept']} kept of {made['written']} written in 1 batch(es)" in card and "config_name: prompts" in card
+    report = (version / "report.md").read_text()
+    assert f"- instructions (synthesized prompts): 1 batch(es), written {made['written']}" in report
 
 
 def test_the_estimate_is_the_calls_made_when_every_task_passes(tmp_path, prefect_harness, monkeypatch):

@@ -93,8 +93,25 @@ def made_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str]:
     if stats.get("models"):
         lines.append(f"- Models named in SFT rows: {', '.join(stats['models'])}")
     lines.append(f"- Prompt source: {source.get('label', '–')} (fingerprint `{source.get('fingerprint', '–')}`)")
+    made = ((manifest.get("run") or {}).get("summary") or {}).get("instructions")
+    if made:
+        lines.append(instructions_text(made))
     lines.append(f"- Parent version: {manifest.get('parent') or 'none'}")
     return lines + ["", "The resolved config, package versions and file hashes are in `moaa_manifest.json`.", ""]
+
+
+def instructions_text(made: dict[str, Any]) -> str:
+    """The card's line on prompts the instruction stage wrote (a run summary's `instructions`)."""
+    drops = ", ".join(f"{k} {v}" for k, v in made["dropped"].items()) or "none"
+    last = made.get("this_batch") or {}
+    mean = last.get("mean_agreement")
+    agreement = f", mean agreement {mean:.2f} (batch {last['batch']})" if mean is not None else ""
+    return (
+        "- Prompts synthesized by the instruction stage (Ensemble-Instruct: writers from seed tasks, kept where the "
+        f"answerers agree): {made['kept']} kept of {made['written']} written in {made['batches']} batch(es)"
+        f"{agreement}; dropped: {drops} (config `failures`, stage instructions); each prompt with its seeds, writer and agreement "
+        "in config `prompts`"
+    )
 
 
 def counts_section(rows: Rows, manifest: dict[str, Any]) -> list[str]:
