@@ -109,8 +109,8 @@ def instructions_text(made: dict[str, Any]) -> str:
     return (
         "- Prompts synthesized by the instruction stage (Ensemble-Instruct: writers from seed tasks, kept where the "
         f"answerers agree): {made['kept']} kept of {made['written']} written in {made['batches']} batch(es)"
-        f"{agreement}; dropped: {drops} (config `failures`, stage instructions); each prompt with its seeds, writer and agreement "
-        "in config `prompts`"
+        f"{agreement}; dropped: {drops} (config `failures`, stage instructions); each prompt with its seeds, writer "
+        "and agreement in config `prompts`"
     )
 
 
