@@ -66,10 +66,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         pref_prompts = prompts.head(config.preference.limit)
         if config.preference.enabled:
             stages["preference"] = _preference_stage(config, pref_prompts)
-    endpoints = _by_endpoint(config, stages)
-    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
-    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
-    total["batch_cost"] = _batch_cost(config, endpoints)
+    endpoints, total = _totals(config, stages)
     return {
         "name": config.name,
         "method": config.sft.method,
@@ -106,10 +103,7 @@ def _estimate_synthesized(config: MoaaConfig, base_dir: Path) -> dict[str, Any]:
     pref_prompts = prompts[: config.preference.limit]
     if config.preference.enabled:
         stages["preference"] = _preference_stage(config, pref_prompts)
-    endpoints = _by_endpoint(config, stages)
-    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
-    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
-    total["batch_cost"] = _batch_cost(config, endpoints)
+    endpoints, total = _totals(config, stages)
     kept = len(prompts)
     return {
         "name": config.name,
@@ -155,6 +149,15 @@ def _instructions_stage(config: MoaaConfig, seeds: list[Any]) -> dict[str, Any]:
         calls = plan["tasks"]
         agents[f"instructions.answerers[{i}]"] = _load(config, agent, calls, calls, [(1, task)], 0.0, calls)
     return _stage(plan["tasks"], plan["tasks"], agents, 0, False) | {"rounds": plan["rounds"]}
+
+
+def _totals(config: MoaaConfig, stages: dict[str, dict]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(per endpoint, the run's total) of the stages' estimates."""
+    endpoints = _by_endpoint(config, stages)
+    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
+    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
+    total["batch_cost"] = _batch_cost(config, endpoints)
+    return endpoints, total
 
 
 # ---------------------------------------------------------------- tokens
