@@ -299,3 +299,27 @@ def test_diversity_counts_distinct_ngrams_and_embedding_distance():
     vectors = {"x": [1.0, 0.0], "y": [0.0, 1.0], "z": [1.0, 0.0]}
     assert embedding_distance(["x", "y", "z"], lambda t: np.array([vectors[s] for s in t])) == round(1 - 1 / 3, 4)
     assert embedding_distance(["x"]) is None
+
+
+def test_a_writer_whose_endpoint_takes_a_schema_answers_as_json():
+    """The embedded model, asked for `|EoS|` blocks, echoed the markers; a schema makes its reply parse."""
+    from types import SimpleNamespace
+
+    writer = FakeClient("w", model="writer-model")
+    writer.endpoint = SimpleNamespace(json_schema=True, json_schema_style="llama.cpp")
+    reply = {"tasks": [{"instruction": "Explain c1 c2 c3 c4 c5 c6 to a child.", "input": "", "output": "ok"}]}
+    writer.responder = lambda call: json.dumps(reply)
+    answerers = [FakeClient(f"a{i}", responder=lambda call: "ok") for i in range(2)]
+    cfg = InstructionsConfig(n=1, per_call=3, max_rounds=1, input_share=0)
+    synthesis = Synthesis(
+        cfg, SEEDS, [Agent("writer0", AgentConfig(endpoint="w"), writer)],
+        [Agent(f"answerer{i}", AgentConfig(endpoint=f"a{i}"), c) for i, c in enumerate(answerers)], seed=0,
+    )  # fmt: skip
+    outcome = asyncio.run(synthesis.run())
+    call = writer.calls[0]
+    assert call.response_format["type"] == "json_object"
+    assert call.response_format["schema"]["properties"]["tasks"]["maxItems"] == 3
+    asked = '{"tasks": [{"instruction": "...", "input": "...", "output": "..."}, ...]}, one object per new task.'
+    assert call.last_user.endswith(asked)
+    assert call.tag == "instructions.writer.write-no-input@v1+write-as-json@v1"
+    assert [r["instruction"] for r in outcome.kept] == ["Explain c1 c2 c3 c4 c5 c6 to a child."]

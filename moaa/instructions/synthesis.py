@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import re
@@ -35,13 +36,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moaa.config import AgentConfig, InstructionsConfig
-from moaa.engine.context import derive_seed, sampling_of
+from moaa.engine.context import derive_seed, json_format, sampling_of
 from moaa.instructions.consensus import Embedder, find_consensus
 from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
 from moaa.models.client import CallError, ChatClient
-from moaa.prompts.instructions import EOS, TASK_PROMPT, example_block, task_prompt, write_messages, write_template
+from moaa.prompts.instructions import (
+    EOS,
+    TASK_PROMPT,
+    WRITE_AS_JSON,
+    example_block,
+    task_prompt,
+    tasks_schema,
+    write_messages,
+    write_template,
+)
 from moaa.rows import Failure, Prompt, Reference
 from moaa.verify.checks import Verifier
 
@@ -174,11 +184,14 @@ class Synthesis:
                           s.answer if kind == "with-answer" else None)
             for s in shown
         ]  # fmt: skip
-        messages = write_messages(kind, examples, self.cfg.per_call)
-        template = write_template(kind)
+        fmt = json_format(writer.client, "tasks", tasks_schema(kind == "with-answer", self.cfg.per_call))
+        messages = write_messages(kind, examples, self.cfg.per_call, as_json=fmt is not None)
+        tag = write_template(kind).tag(STAGE, "writer")
+        if fmt is not None:
+            tag += f"+{WRITE_AS_JSON.name}@{WRITE_AS_JSON.version}"
         sampling = sampling_of(writer.agent, writer.agent.seed or derive_seed(self.seed, round_, writer.who))
         try:
-            completion = await writer.client.chat(messages, sampling, tag=template.tag(STAGE, "writer"))
+            completion = await writer.client.chat(messages, sampling, response_format=fmt, tag=tag)
         except CallError as exc:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
             return [], (place, "writer_failed", f"{writer.who}: {exc}", exc.transient)
@@ -319,7 +332,19 @@ def planned_calls(cfg: InstructionsConfig, writers: int, answerers: int) -> dict
 
 
 def parse_tasks(reply: str) -> list[tuple[str, str, str, str]]:
-    """(instruction, input, output, answer) of each block of a writer's reply that has an instruction."""
+    """(instruction, input, output, answer) of each task of a writer's reply that has an instruction: its
+    JSON {"tasks": [...]} (tasks_schema), else its `instruction:` ... `|EoS|` blocks."""
+    try:
+        data = json.loads(reply)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+        found = [t for t in data["tasks"] if isinstance(t, dict) and isinstance(t.get("instruction"), str)]
+        return [
+            (t["instruction"].strip(), *(str(t.get(key) or "").strip() for key in ("input", "output", "answer")))
+            for t in found
+            if t["instruction"].strip()
+        ]
     tasks = []
     for block in reply.split(EOS):
         fields: dict[str, str] = {}

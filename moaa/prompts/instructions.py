@@ -68,6 +68,33 @@ WRITE_WITH_ANSWER = Template(
     "after the last.",
 )
 
+# Where the endpoint takes a JSON schema (moaa.engine.context.json_format; llama.cpp makes it a grammar),
+# the writer answers as JSON instead of `|EoS|` blocks: the embedded 0.5B model, asked for blocks, echoed
+# `|EoS|` markers and the examples' own instructions. moaa's own addition.
+WRITE_AS_JSON = Template(
+    "write-as-json",
+    "v1",
+    'Answer with JSON only: {{"tasks": [{{{fields}}}, ...]}}, one object per new task.',
+)
+
+
+def tasks_schema(with_answer: bool, count: int) -> dict:
+    """The JSON schema of a writer's reply of up to `count` tasks."""
+    keys = ["instruction", "input", "output", *(["answer"] if with_answer else [])]
+    task = {
+        "type": "object",
+        "properties": {key: {"type": "string"} for key in keys},
+        "required": keys,
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "items": task, "minItems": 1, "maxItems": count}},
+        "required": ["tasks"],
+        "additionalProperties": False,
+    }
+
+
 # The question a new task becomes: what its answerers are asked zero-shot (the paper's output
 # generation, gen_output_zeroshot.py) and what the SFT stage answers. No template text of moaa's own:
 # the instruction, then its input.
@@ -93,9 +120,13 @@ def example_block(instruction: str, input_text: str | None, output: str, answer:
     return "\n".join(lines)
 
 
-def write_messages(kind: str, examples: list[str], count: int) -> list[dict[str, str]]:
-    """The writer's messages for a call of `kind` (KINDS): one user turn with the examples (example_block texts)."""
+def write_messages(kind: str, examples: list[str], count: int, as_json: bool = False) -> list[dict[str, str]]:
+    """The writer's messages for a call of `kind` (KINDS): one user turn with the examples (example_block
+    texts); `as_json`: the reply is asked for as JSON (tasks_schema), not as blocks."""
     text = write_template(kind).render(examples="\n\n".join(examples), count=count, eos=EOS)
+    if as_json:
+        keys = ["instruction", "input", "output", *(["answer"] if kind == "with-answer" else [])]
+        text += "\n\n" + WRITE_AS_JSON.render(fields=", ".join(f'"{key}": "..."' for key in keys))
     return [{"role": "user", "content": text}]
 
 
