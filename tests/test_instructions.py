@@ -201,7 +201,7 @@ def test_a_batch_keeps_n_tasks_and_names_every_drop():
     assert len(writer.calls) == outcome.rounds
     assert writer.calls[0].tag in (
         WRITE_WITH_INPUT.tag("instructions", "writer"),
-        "instructions.writer.write-no-input@v1",
+        "instructions.writer.write-no-input@v2",
     )
 
 
@@ -275,7 +275,7 @@ def test_a_checkable_task_is_kept_only_when_the_consensus_reaches_the_writers_an
     )  # fmt: skip
     outcome = asyncio.run(synthesis.run())
     assert (
-        "answer: 4" in writer.calls[0].last_user and writer.calls[0].tag == "instructions.writer.write-with-answer@v1"
+        "answer: 4" in writer.calls[0].last_user and writer.calls[0].tag == "instructions.writer.write-with-answer@v2"
     )
     assert [(r["instruction"], r["reference"], r["category"]) for r in outcome.kept] == [
         ("What is 6 times 7 exactly?", '{"answer": "42"}', "with-answer")
@@ -321,5 +321,5 @@ def test_a_writer_whose_endpoint_takes_a_schema_answers_as_json():
     assert call.response_format["schema"]["properties"]["tasks"]["maxItems"] == 3
     asked = '{"tasks": [{"instruction": "...", "input": "...", "output": "..."}, ...]}, one object per new task.'
     assert call.last_user.endswith(asked)
-    assert call.tag == "instructions.writer.write-no-input@v1+write-as-json@v1"
+    assert call.tag == "instructions.writer.write-no-input@v2+write-as-json@v1"
     assert [r["instruction"] for r in outcome.kept] == ["Explain c1 c2 c3 c4 c5 c6 to a child."]

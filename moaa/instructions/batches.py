@@ -129,11 +129,13 @@ def _run_batch(config: MoaaConfig, cfg: InstructionsConfig, seeds: list, batches
         "instructions: batch %d kept %d of %d written (%d answered) in %d rounds; dropped %s",
         batch, counts["kept"], counts["written"], counts["answered"], counts["rounds"], counts["dropped"] or "none",
     )  # fmt: skip
-    if not outcome.kept:
+    if not outcome.kept:  # its drops are kept to read, the batch is not recorded: a re-run writes it again
         dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items()) or "none"
+        named = batches.folder / f"batch-{batch}.failures.jsonl"
+        write_jsonl_atomic(named, outcome.drops)
         raise MoaaError(
-            f"instructions: no task kept in {counts['rounds']} rounds (dropped: {dropped}); check the writers' "
-            "replies in the request cache, or lower instructions.agreement.threshold"
+            f"instructions: no task kept in {counts['rounds']} rounds (dropped: {dropped}; each named in {named}); "
+            "use stronger writers, fewer instructions.examples, or a lower instructions.agreement.threshold"
         )
     batches.add(outcome, seed, stats)
 

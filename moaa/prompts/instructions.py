@@ -25,13 +25,14 @@ EOS = "|EoS|"  # the end of one task in the examples and in a writer's reply (th
 # A writer's call for tasks that need an input (the paper's input-output pipeline).
 WRITE_WITH_INPUT = Template(
     "write-with-input",
-    "v1",
+    "v2",
     "You write tasks for training an AI assistant. Below are example tasks. Each has an instruction, an "
     "input that the instruction is carried out on (a text, a list, a table, code, numbers), and a "
     "correct output.\n\n"
     "{examples}\n\n"
-    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different "
-    "from the examples and from each other in topic and in kind (extract, classify, rewrite, compute, "
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Never copy or reword an "
+    "example: each new task is on a topic none of the examples mentions, and differs from the others in topic "
+    "and in kind (extract, classify, rewrite, compute, "
     "compare, fix, summarise...). Every input must be written out in full: no task may need an image, a "
     "file, a link or anything else a text-only assistant cannot read. Outputs must be correct and "
     "complete. Write nothing before the first task or after the last.",
@@ -40,12 +41,13 @@ WRITE_WITH_INPUT = Template(
 # A writer's call for tasks that need no input (the paper's output-only pipeline).
 WRITE_NO_INPUT = Template(
     "write-no-input",
-    "v1",
+    "v2",
     "You write tasks for training an AI assistant. Below are example tasks. Each is an instruction that "
     "stands on its own (no further input needed) and a correct output.\n\n"
     "{examples}\n\n"
-    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different "
-    "from the examples and from each other in topic and in kind (advice, explanation, brainstorming, "
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Never copy or reword an "
+    "example: each new task is on a topic none of the examples mentions, and differs from the others in topic "
+    "and in kind (advice, explanation, brainstorming, "
     "writing, reasoning, coding, maths...). No task may need an image, a file, a link or anything else a "
     "text-only assistant cannot read. Outputs must be correct and complete. Write nothing before the "
     "first task or after the last.",
@@ -57,13 +59,14 @@ WRITE_NO_INPUT = Template(
 # `answer:` becomes the task's reference only if the answerers' consensus reaches it too.
 WRITE_WITH_ANSWER = Template(
     "write-with-answer",
-    "v1",
+    "v2",
     "You write tasks for training an AI assistant. Below are example tasks. Each is a problem with one "
     "correct final answer (a number or a short expression), an input when the problem needs one, a worked "
     "output, and the final answer alone on its `answer:` line.\n\n"
     "{examples}\n\n"
-    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Make them different from "
-    "the examples and from each other (arithmetic, percentages, rates, units, counting, simple algebra...). "
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Never copy or reword an "
+    "example: each new task is on a topic none of the examples mentions, and differs from the others "
+    "(arithmetic, percentages, rates, units, counting, simple algebra...). "
     "Work each one out carefully: its answer line must be right. Write nothing before the first task or "
     "after the last.",
 )
