@@ -173,3 +173,19 @@ def test_a_run_killed_while_synthesizing_asks_again_only_what_was_in_flight(tmp_
     assert len(asked_again) <= 2 * MAX_CONCURRENCY, len(asked_again)
     prompts = version_rows(latest_version(tmp_path / "data"), "prompts")
     assert len(prompts) == 12 and len({r["instruction"] for r in prompts}) == 12
+
+
+def test_a_batch_that_keeps_nothing_stops_with_one_line_naming_its_drops(tmp_path):
+    from moaa.errors import MoaaError
+    from moaa.instructions.batches import synthesize
+
+    with OpenAITestServer() as srv:  # its default replies hold no task
+        config = make_config(tmp_path, srv.base_url, prompts={"limit": None}, instructions={"n": 2, "max_rounds": 2})
+        with pytest.raises(MoaaError) as err:
+            synthesize(config)
+    message = str(err.value)
+    assert message.startswith("instructions: no task kept in 2 rounds (dropped: unparsable 6; each named in ")
+    named = message.split("each named in ")[1].split(");")[0]
+    rows = [json.loads(line) for line in open(named)]
+    assert [(r["reason"], r["stage"]) for r in rows] == [("unparsable", "instructions")] * 6
+    assert not list(tmp_path.glob("work/test-run/instructions-*/batches.json"))  # not recorded: asked again
