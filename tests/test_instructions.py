@@ -323,3 +323,13 @@ def test_a_writer_whose_endpoint_takes_a_schema_answers_as_json():
     assert call.last_user.endswith(asked)
     assert call.tag == "instructions.writer.write-no-input@v2+write-as-json@v1"
     assert [r["instruction"] for r in outcome.kept] == ["Explain c1 c2 c3 c4 c5 c6 to a child."]
+
+
+@pytest.mark.slow
+def test_consensus_by_minilm_embeddings_tells_paraphrases_from_an_unrelated_answer():
+    """`agreement.measure: embedding` with the offline MiniLM model moaa ships (moaa.local.embeddings)."""
+    close = ["Paris is the capital of France.", "The capital city of France is Paris.", "France's capital: Paris."]
+    agreed = find_consensus(close, "embedding")
+    mixed = find_consensus([*close[:2], "Photosynthesis turns light into chemical energy."], "embedding")
+    assert not agreed.exact and agreed.agreement > 0.7
+    assert mixed.agreement < 0.3 and mixed.index in (0, 1)
