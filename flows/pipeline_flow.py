@@ -161,7 +161,7 @@ def run_pipeline(
     """Run every stage and write the version; on `opened` (moaa run opened it before Prefect
     started, moaa.work.launch) or on a run opened here."""
     with nullcontext(opened) if opened is not None else open_run(config, base_dir, wait_for_lock) as run:
-        finished = None if publish else finished_plan(run.config, run.plan.work_dir)
+        finished = None if publish else finished_plan(run.config, run.plan.work_dir, run.plan.instructions_dir)
         if finished is not None:  # nothing new (a scheduled run): no version, and the flow run says so
             log.info("%s", finished.line())
             summary = P.up_to_date_summary(finished)

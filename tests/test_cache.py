@@ -77,6 +77,26 @@ def test_answers_are_readable_at_once_and_committed_whole_by_flush(tmp_path, mon
     assert {k: json.loads(v) for k, v in committed().items()} == {f"k{i}": {"texts": [f"answer {i}"]} for i in range(3)}
 
 
+def test_a_row_put_after_a_commit_is_committed_by_age_without_a_flush(tmp_path):
+    """The writer thread, idle after its first batch, wakes for the next row: answers of a call that
+    has no shard journal behind it (the instruction stage) survive a kill once BATCH_S old."""
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    cache = RequestCache(path)
+
+    def committed() -> set[str]:
+        with sqlite3.connect(path) as conn:
+            return {key for (key,) in conn.execute("SELECT key FROM answers")}
+
+    for key in ("first", "second"):
+        cache.put(key, {"texts": [key]})
+        deadline = time.monotonic() + 5
+        while key not in committed() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert committed() == {"first", "second"}
+
+
 def test_an_unwritable_cache_path_is_a_one_line_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MoaaError, match=r"cache .*/file/cache.sqlite: cannot open .*; set cache.path to a writable"):

@@ -144,8 +144,8 @@ def test_show_prints_the_config_a_run_writes(tmp_path, capsys):
         ),
         (
             "zzz",
-            "unknown config key 'zzz'; nearest valid keys: name, description, endpoints, prompts, sft, preference, "
-            "output, run, cache, answers, verify",
+            "unknown config key 'zzz'; nearest valid keys: name, description, endpoints, prompts, instructions, sft, "
+            "preference, output, run, cache, answers, verify",
         ),
     ],
 )

@@ -21,6 +21,7 @@ RANKS = [
     ("moaa.sources", "prompt sources"),
     ("moaa.verify", "checking answers"),
     ("moaa.engine", "generation methods"),
+    ("moaa.instructions", "instruction synthesis"),
     ("moaa.preference", "the DPO stage"),
     ("moaa.dataset", "data set versions"),
     ("moaa.work", "a run's work"),

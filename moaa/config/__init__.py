@@ -31,9 +31,12 @@ from moaa.config.loading import (
 )
 from moaa.config.models import (
     REPO_ID,
+    SYNTHESIZED,
+    AgreementConfig,
     AnswersConfig,
     CacheConfig,
     GenerationConfig,
+    InstructionsConfig,
     MoaaConfig,
     OutputConfig,
     PreferenceConfig,
@@ -55,12 +58,15 @@ from moaa.config.verify import (
 
 __all__ = [
     "REPO_ID",
+    "SYNTHESIZED",
     "AgentConfig",
+    "AgreementConfig",
     "AnswersConfig",
     "BatchConfig",
     "CacheConfig",
     "EndpointConfig",
     "GenerationConfig",
+    "InstructionsConfig",
     "MoaaConfig",
     "OutputConfig",
     "PreferenceConfig",

@@ -20,6 +20,7 @@ from moaa.config.endpoints import (
 from moaa.config.scales import SCALES, Margin, check_margin, margin_for
 from moaa.config.verify import Mode, ReferenceColumns, SFTVerifyConfig, VerifierScorerConfig, VerifyConfig, _mode
 
+SYNTHESIZED = "<instructions>"  # prompts.path while the instruction stage has not written its prompts yet
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
 
@@ -211,6 +212,73 @@ class PromptSourceConfig(Strict):
         if bool(self.path) == bool(self.hf_dataset):
             raise ValueError("set exactly one of path or hf_dataset")
         return self
+
+
+class AgreementConfig(Strict):
+    """How the answers to a synthesized instruction are compared (Ensemble-Instruct's consensus)."""
+
+    measure: Literal["rouge_l", "embedding"] = Field(
+        "rouge_l",
+        description="rouge_l: Rouge-L F1 of the word sequences (the paper's); embedding: cosine of MiniLM "
+        "embeddings (the model of prompts.near_dedup_threshold)",
+    )
+    threshold: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="keep an instruction when its least agreeing pair of answers scores at least this "
+        "(the paper's floor was 0.01 on mostly short outputs; moaa's default asks for real overlap)",
+    )
+
+
+class InstructionsConfig(Strict):
+    """The instruction stage (Ensemble-Instruct, Lee et al. 2023): new prompts written by a mixture
+    from seed tasks, kept where several answers agree, then answered by the SFT stage."""
+
+    n: int = Field(ge=1, description="new instructions to keep; the rounds stop once this many passed consensus")
+    seeds: str | None = Field(
+        None,
+        description="a JSONL file of seed tasks {id, category, instruction, input, output} (input empty for a "
+        "task without one), relative to the working folder; unset: moaa's own set (configs/prompts/seed-tasks.jsonl)",
+    )
+    writers: list[AgentConfig] = Field(
+        default_factory=list,
+        description="the agents that write new tasks, one call each per round; unset: sft.proposers",
+    )
+    answerers: list[AgentConfig] = Field(
+        default_factory=list,
+        description="the agents that answer each new task for the consensus (with the writer's own answer, at "
+        "least two answers are compared); unset: sft.proposers",
+    )
+    per_call: int = Field(4, ge=1, le=20, description="new tasks asked of a writer per call")
+    examples: int = Field(
+        6, ge=1, description="seed tasks shown per call, all with an input or all without (the paper: 24 and 10)"
+    )
+    input_share: float = Field(
+        0.5, ge=0, le=1, description="share of calls that ask for tasks with an input (the rest: without)"
+    )
+    checkable_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="share of calls that ask for tasks with a final answer (shown the seed tasks that have an "
+        "`answer`): a task is kept only if the answerers' consensus reaches the writer's answer, which then "
+        "is its reference, checked again in the SFT stage (sft.verify); 0: none",
+    )
+    max_rounds: int = Field(10, ge=1, description="at most this many rounds of writing, however many were kept")
+    max_similarity: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="drop a new instruction whose Rouge-L with a seed, an earlier kept instruction or one "
+        "written before it reaches this (Self-Instruct's 0.7)",
+    )
+    agreement: AgreementConfig = Field(AgreementConfig(), description="how the answers' agreement is measured")
+    seed: int = Field(
+        0,
+        description="the seed of the examples shown and the calls' sampling; a scheduled run (prompts.schedule "
+        "next or resample) adds the number of earlier batches, so each run writes new tasks",
+    )
 
 
 class ScorerConfig(Strict):
@@ -442,6 +510,11 @@ class MoaaConfig(Strict):
         description="the model servers, each by a name that agents use as their endpoint"
     )
     prompts: PromptSourceConfig = Field(description="where the instructions come from and how they are filtered")
+    instructions: InstructionsConfig | None = Field(
+        None,
+        description="the instruction stage: new prompts synthesized from seed tasks by a mixture, kept by "
+        "consensus, then answered by the SFT stage (`instructions: {n: 20}`); unset: off",
+    )
     sft: GenerationConfig = Field(description="the SFT stage: how answers are written")
     preference: PreferenceConfig = Field(PreferenceConfig(), description="the DPO stage (off unless enabled)")
     output: OutputConfig = Field(OutputConfig(), description="where versions are written, split and published")
@@ -471,6 +544,21 @@ class MoaaConfig(Strict):
                     f"{path}.endpoint: unknown endpoint '{agent.endpoint}' (defined under endpoints: {known})"
                 )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _synthesized_source(cls, data: Any) -> Any:
+        # With the instruction stage on, the prompts are its output (moaa.instructions): `prompts:` then
+        # holds only their filters, schedule and limit, and names no source of its own.
+        if isinstance(data, dict) and data.get("instructions") is not None:
+            prompts = data.get("prompts") if isinstance(data.get("prompts"), dict) else {}
+            if prompts.get("path") not in (None, SYNTHESIZED) or prompts.get("hf_dataset"):
+                raise ValueError(
+                    "prompts.path/hf_dataset: with instructions on, the prompts are the synthesized instructions; "
+                    "remove prompts.path and prompts.hf_dataset (seed tasks go in instructions.seeds)"
+                )
+            data = data | {"prompts": prompts | {"path": SYNTHESIZED}}
+        return data
 
     def agents(self) -> list[tuple[str, AgentConfig]]:
         """Every (dotted path, agent) pair, for validation and dry runs."""

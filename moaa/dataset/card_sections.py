@@ -23,6 +23,11 @@ CONFIG_DOCS = {
     "trace": "every intermediate answer and judge verdict: `prompt_id`, `stage`, `kind`, `text`, `agent`, "
     "`model`, `role`, `turn`, `layer`, `index`, `selected`, `prompt_tokens`, `completion_tokens`, "
     "`latency_s`, `finish_reason`, `cached`, `score`, `meta` (JSON text).",
+    "prompts": "the prompts the instruction stage synthesized (Ensemble-Instruct), where the run made its own: "
+    "`prompt_id`, `prompt`, `instruction`, `input`, `category`, `seeds` (the seed tasks shown), `batch`, `round`, "
+    "`writer`, `answerers`, `answers`, `measure`, `agreement`, `exact_match`, `consensus_agent`, `reference` (the "
+    "agreed final answer of a with-answer task, JSON), "
+    "`consensus_answer`. One `train` split.",
     "failures": "prompts that produced no row: `prompt_id`, `stage`, `reason`, `error`. One `train` split "
     "(not split by prompt).",
 }
@@ -88,8 +93,25 @@ def made_section(manifest: dict[str, Any], stats: dict[str, Any]) -> list[str]:
     if stats.get("models"):
         lines.append(f"- Models named in SFT rows: {', '.join(stats['models'])}")
     lines.append(f"- Prompt source: {source.get('label', '–')} (fingerprint `{source.get('fingerprint', '–')}`)")
+    made = ((manifest.get("run") or {}).get("summary") or {}).get("instructions")
+    if made:
+        lines.append(instructions_text(made))
     lines.append(f"- Parent version: {manifest.get('parent') or 'none'}")
     return lines + ["", "The resolved config, package versions and file hashes are in `moaa_manifest.json`.", ""]
+
+
+def instructions_text(made: dict[str, Any]) -> str:
+    """The card's line on prompts the instruction stage wrote (a run summary's `instructions`)."""
+    drops = ", ".join(f"{k} {v}" for k, v in made["dropped"].items()) or "none"
+    last = made.get("this_batch") or {}
+    mean = last.get("mean_agreement")
+    agreement = f", mean agreement {mean:.2f} (batch {last['batch']})" if mean is not None else ""
+    return (
+        "- Prompts synthesized by the instruction stage (Ensemble-Instruct: writers from seed tasks, kept where the "
+        f"answerers agree): {made['kept']} kept of {made['written']} written in {made['batches']} batch(es)"
+        f"{agreement}; dropped: {drops} (config `failures`, stage instructions); each prompt with its seeds, writer "
+        "and agreement in config `prompts`"
+    )
 
 
 def counts_section(rows: Rows, manifest: dict[str, Any]) -> list[str]:

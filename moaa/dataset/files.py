@@ -26,8 +26,8 @@ from moaa.rows import failure_is_transient
 
 log = logging.getLogger(__name__)
 
-CONFIGS = ("sft", "dpo", "trace", "failures")
-SPLIT_CONFIGS = ("sft", "dpo", "trace")  # failures keep a single `train` split
+CONFIGS = ("sft", "dpo", "trace", "failures", "prompts")
+SPLIT_CONFIGS = ("sft", "dpo", "trace")  # failures and prompts keep a single `train` split
 MAX_SHARD_ROWS = 50_000
 _BATCH_ROWS = 1_000  # rows held in memory per split before a parquet row group is written
 SPLIT_RULE = "test when int(sha256(f'{seed}:{prompt_id}')[:8 bytes]) / 2**64 < test_size"
@@ -54,6 +54,10 @@ COLUMNS = {
     "trace": "prompt_id stage kind text agent model role turn:int layer:int index:int selected:bool "
     "prompt_tokens:int completion_tokens:int latency_s:float finish_reason cached:bool score:float meta",
     "failures": "prompt_id stage reason error transient:bool",
+    # The instruction stage's kept tasks (moaa.instructions.synthesis), where the run synthesized its prompts.
+    "prompts": "prompt_id prompt instruction input category seeds:strings batch:int round:int writer writer_model "
+    "answerers:strings answers:strings measure agreement:float exact_match:bool consensus_agent consensus_answer "
+    "reference",
 }
 
 

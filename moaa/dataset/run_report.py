@@ -226,6 +226,7 @@ def _summary(m: dict[str, Any]) -> list[str]:
         f"- created: {m.get('created_at')}; method: {methods.get('sft')}; scorer: {methods.get('scorer') or 'none'}",
         f"- rows: {rows or 'none'}",
         f"- prompts: read {prompts.get('read', 'n/a')}, kept {prompts.get('kept', 'n/a')} (dropped: {dropped})",
+        *_instructions(((m.get("run") or {}).get("summary") or {}).get("instructions")),
         f"- time: {(m.get('timings') or {}).get('seconds', 'n/a')} s",
         *_verification(counts.get("stages") or {}, methods),
         "",
@@ -239,6 +240,17 @@ def _summary(m: dict[str, Any]) -> list[str]:
             f"{s.get('cost', 0.0):.4f} |"
         )
     return lines
+
+
+def _instructions(made: dict[str, Any] | None) -> list[str]:
+    """The instruction stage's counts, where the run synthesized its prompts."""
+    if not made:
+        return []
+    drops = ", ".join(f"{k} {v}" for k, v in made["dropped"].items()) or "none"
+    return [
+        f"- instructions (synthesized prompts): {made['batches']} batch(es), written {made['written']}, "
+        f"answered {made['answered']}, kept {made['kept']} (dropped: {drops})"
+    ]
 
 
 def _verification(stages: dict[str, Any], methods: Any) -> list[str]:

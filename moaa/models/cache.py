@@ -61,7 +61,7 @@ class _Writer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="moaa-cache-writer", daemon=True)
                 self._thread.start()
-            if len(self.pending) >= BATCH_ROWS:
+            if len(self.pending) in (1, BATCH_ROWS):  # the first row of a batch wakes the idle writer
                 self._cond.notify_all()
 
     def get(self, key: str) -> str | None:

@@ -37,6 +37,8 @@ Options (constructor keyword / CLI flag):
 - ``refuse_params`` (--refuse-param NAME=MESSAGE): a chat request whose body holds NAME is answered
   400 with MESSAGE and ``param`` NAME, as OpenAI refuses ``max_tokens`` or ``temperature`` on its
   reasoning models.
+- ``--replies instructions`` (CLI only): the responder moaa.testing.instruction_replies.instruction_responder,
+  which plays instruction writers and their answerers.
 - ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
   header, as some servers echo the request in their errors (to test that moaa writes no key).
 
@@ -370,7 +372,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="answer 400 MESSAGE to a chat body holding NAME (repeatable)",
     )  # fmt: skip
     p.add_argument("--echo-key", action="store_true", help="a 400 fault's message repeats the Authorization header")
+    p.add_argument(
+        "--replies", choices=["default", "instructions"], default="default",
+        help="instructions: play instruction writers and answerers (moaa.testing.instruction_replies)",
+    )  # fmt: skip
     a = p.parse_args(argv)
+    responder = None
+    if a.replies == "instructions":
+        from moaa.testing.instruction_replies import instruction_responder as responder
     try:
         srv = OpenAITestServer(
             a.host,
@@ -392,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             strict_models=a.strict_models,
             refuse_params=dict(item.split("=", 1) for item in a.refuse_param),
             echo_key=a.echo_key,
+            responder=responder,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -55,6 +55,8 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
     """
     from moaa.sources import stream_prompts
 
+    if config.instructions is not None:
+        return _estimate_synthesized(config, base_dir or Path.cwd())
     # The stages take len() and one pass over the stream; the sft estimate keeps only turn sizes per prompt.
     with stream_prompts(config.prompts, base_dir=base_dir or Path.cwd()) as prompts:
         if not len(prompts):
@@ -64,10 +66,7 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         pref_prompts = prompts.head(config.preference.limit)
         if config.preference.enabled:
             stages["preference"] = _preference_stage(config, pref_prompts)
-    endpoints = _by_endpoint(config, stages)
-    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
-    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
-    total["batch_cost"] = _batch_cost(config, endpoints)
+    endpoints, total = _totals(config, stages)
     return {
         "name": config.name,
         "method": config.sft.method,
@@ -84,6 +83,81 @@ def estimate_run(config: MoaaConfig, base_dir: Path | None = None) -> dict[str, 
         "total": total,
         "assumptions": _assumptions(config) + _verification_notes(config, checked, len(prompts)),
     }
+
+
+def _estimate_synthesized(config: MoaaConfig, base_dir: Path) -> dict[str, Any]:
+    """estimate_run for a run whose prompts the instruction stage writes: its writers' and answerers'
+    calls, then the SFT (and preference) stages over `n` prompts as long as the seed tasks (cycled)."""
+    from moaa.instructions.batches import seed_path
+    from moaa.instructions.seeds import load_seeds
+    from moaa.prompts.instructions import task_prompt
+
+    cfg = config.instructions
+    assert cfg is not None
+    seeds = load_seeds(seed_path(cfg, base_dir))
+    prompts = [
+        Prompt.from_messages([{"role": "user", "content": task_prompt(s.instruction, s.input)}], "instructions")
+        for s in (seeds * (cfg.n // len(seeds) + 1))[: cfg.n]
+    ]
+    stages = {"instructions": _instructions_stage(config, seeds), "sft": _sft_stage(config, prompts)}
+    pref_prompts = prompts[: config.preference.limit]
+    if config.preference.enabled:
+        stages["preference"] = _preference_stage(config, pref_prompts)
+    endpoints, total = _totals(config, stages)
+    kept = len(prompts)
+    return {
+        "name": config.name,
+        "method": config.sft.method,
+        "scorer": config.preference.scorer.kind if config.preference.enabled else None,
+        "prompts": {
+            "source": f"instructions (n={cfg.n}, {len(seeds)} seed tasks)",
+            "read": kept,
+            "kept": kept,
+            "dropped": {},
+            "preference": len(pref_prompts) if config.preference.enabled else 0,
+        },  # fmt: skip
+        "stages": stages,
+        "endpoints": endpoints,
+        "total": total,
+        "assumptions": _assumptions(config)
+        + [
+            "instructions: every task written passes its filters and the consensus (drops make more rounds, up "
+            f"to instructions.max_rounds {cfg.max_rounds}); SFT prompts are sized like the seed tasks"
+        ],
+    }
+
+
+def _instructions_stage(config: MoaaConfig, seeds: list[Any]) -> dict[str, Any]:
+    """The instruction stage's calls (moaa.instructions.synthesis.planned_calls) with their tokens."""
+    from moaa.instructions.batches import answerers_of, writers_of
+    from moaa.instructions.synthesis import planned_calls
+    from moaa.prompts.instructions import example_block, write_messages
+
+    cfg = config.instructions
+    assert cfg is not None
+    writers, answerers = writers_of(config), answerers_of(config)
+    plan = planned_calls(cfg, len(writers), len(answerers))
+    shown = [example_block(s.instruction, s.input or None, s.output) for s in seeds[: cfg.examples]]
+    asked = write_messages("with-input", shown, cfg.per_call)
+    task = [{"role": "user", "content": _placeholder(sum(tokens_of([{"content": s.instruction + s.input}])
+                                                         for s in seeds) / len(seeds))}]  # fmt: skip
+    agents = {}
+    for i, agent in enumerate(writers):
+        calls = plan["rounds"]
+        agents[f"instructions.writers[{i}]"] = _load(config, agent, calls, calls, [(1, asked)], 0.0, calls)
+    for i, agent in enumerate(answerers):
+        calls = plan["tasks"]
+        agents[f"instructions.answerers[{i}]"] = _load(config, agent, calls, calls, [(1, task)], 0.0, calls)
+    return _stage(plan["tasks"], plan["tasks"], agents, 0, False) | {"rounds": plan["rounds"]}
+
+
+def _totals(config: MoaaConfig, stages: dict[str, dict]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(per endpoint, the run's total) of the stages' estimates."""
+    endpoints = _by_endpoint(config, stages)
+    total = {key: sum(s[key] for s in stages.values()) for key in ("calls", "input_tokens", "output_tokens", "cost")}
+    total["upper_bound"] = any(s["upper_bound"] for s in stages.values())
+    total["batch_cost"] = _batch_cost(config, endpoints)
+    return endpoints, total
 
 
 # ---------------------------------------------------------------- tokens

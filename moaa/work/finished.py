@@ -88,16 +88,17 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
         return None  # the flow redoes the damaged shard
 
 
-def finished_plan(config: MoaaConfig, work: Path) -> FinishedRun | None:
+def finished_plan(config: MoaaConfig, work: Path, instructions: Path | None = None) -> FinishedRun | None:
     """find_finished for a run already opened on `work` (its lock held): the newest version when the
-    flow would only copy it (a scheduled run with nothing new, a finished config run again)."""
+    flow would only copy it (a scheduled run with nothing new, a finished config run again);
+    `instructions`: the instruction stage's folder, whose prompts are part of the version."""
     from moaa.errors import DamagedFile
 
     record = _read_record(work)
     if record is None or record.get("config_digest") != config_digest(config) or config.output.publish_repo_id:
         return None
     try:
-        return _finished(config, work, record)
+        return _finished(config, work, record, instructions)
     except DamagedFile:
         return None  # the flow redoes the damaged shard
 
@@ -110,12 +111,14 @@ def _read_record(work: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _finished(config: MoaaConfig, work: Path, record: dict[str, Any]) -> FinishedRun | None:
+def _finished(
+    config: MoaaConfig, work: Path, record: dict[str, Any], instructions: Path | None = None
+) -> FinishedRun | None:
     shards = _done_shards(config, work, record.get("shards"))
     if shards is None:
         return None
     version = _recorded_latest(config, str(record.get("version")))
-    if version is None or not _made_from(config, work, shards, version):
+    if version is None or not _made_from(config, work, shards, version, instructions):
         return None
     from moaa.dataset.manifest import read_manifest
 
@@ -157,7 +160,7 @@ def _recorded_latest(config: MoaaConfig, name: str) -> Path | None:
     return latest if latest.name == name else None
 
 
-def _made_from(config: MoaaConfig, work: Path, shards: Shards, version: Path) -> bool:
+def _made_from(config: MoaaConfig, work: Path, shards: Shards, version: Path, instructions: Path | None) -> bool:
     """Whether `version` was written by this moaa from exactly these shard files, and is intact."""
     from moaa import __version__
     from moaa.dataset.files import MAX_SHARD_ROWS, inputs_digest
@@ -169,7 +172,7 @@ def _made_from(config: MoaaConfig, work: Path, shards: Shards, version: Path) ->
         manifest = read_manifest(version)
     except MoaaError:
         return False
-    parts = parts_of(RunPlan(config, work, shards, {}, {}))
+    parts = parts_of(RunPlan(config, work, shards, {}, {}, instructions_dir=instructions))
     digest = inputs_digest(
         parts, test_size=config.output.test_size, split_seed=config.output.split_seed, max_shard_rows=MAX_SHARD_ROWS
     )

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moaa.config import MoaaConfig, check_environment
+from moaa.config import MoaaConfig, PromptSourceConfig, check_environment
 from moaa.locks import FolderLock
 from moaa.models.session import local_endpoints, open_cache
 from moaa.public import install_log_scrubber
@@ -65,18 +65,40 @@ def open_run(config: MoaaConfig, base_dir: Path | None = None, wait_for_lock: bo
     install_log_scrubber()  # deployments and workers too, not only the CLI
     check_environment(config)
     started = time.time()
-    plan = P.plan_run(config, base_dir=base_dir)
-    with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
-        plan.earlier_failures = P.reopen_earlier_failures(plan)
-        if any(unfinished(shards)[0] for shards in plan.shards.values()):
-            open_cache(config.cache)  # damaged or unwritable: one line now, not from every shard after Prefect starts
-        with local_endpoints(config, plan.work_dir) as resolved:
-            opened = OpenRun(plan, resolved, P.run_roles(resolved, plan), started)
-            try:
-                yield opened
-            finally:
-                if opened.early is not None:  # begun, never taken by a flow (Prefect did not start)
-                    opened.early.abandon()
+    with ExitStack() as served:
+        source, folder, endpoints = None, None, config
+        if config.instructions is not None:  # the prompts are made first (moaa.instructions), then planned
+            source, folder, endpoints = _synthesize(config, base_dir, wait_for_lock, served)
+        plan = P.plan_run(config, base_dir=base_dir, source=source)
+        plan.instructions_dir, plan.started = folder, started  # the stage's calls are this run's too
+        with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
+            plan.earlier_failures = P.reopen_earlier_failures(plan)
+            if any(unfinished(shards)[0] for shards in plan.shards.values()):
+                open_cache(config.cache)  # damaged or unwritable: one line now, not from every shard later
+            with local_endpoints(endpoints, plan.work_dir) as resolved:
+                opened = OpenRun(plan, resolved, P.run_roles(resolved, plan), started)
+                try:
+                    yield opened
+                finally:
+                    if opened.early is not None:  # begun, never taken by a flow (Prefect did not start)
+                        opened.early.abandon()
+
+
+def _synthesize(
+    config: MoaaConfig, base_dir: Path | None, wait_for_lock: bool, served: ExitStack
+) -> tuple[PromptSourceConfig, Path, MoaaConfig]:
+    """Run the instruction stage under its folder's lock, its local endpoints started in `served` (the
+    run's own stage then uses the same servers); (the prompt source it made, its folder, `config` with
+    those endpoints)."""
+    from moaa.instructions.batches import stage_folder, synthesize
+
+    folder = stage_folder(config, base_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = served.enter_context(local_endpoints(config, folder))
+    open_cache(config.cache)
+    with FolderLock(folder, "instruction folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
+        source = synthesize(resolved, base_dir)
+    return source, folder, config.model_copy(update={"endpoints": resolved.endpoints})
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moaa.config import MoaaConfig, dump_config, dump_public_config
+from moaa.config import MoaaConfig, PromptSourceConfig, dump_config, dump_public_config
 from moaa.errors import DamagedFile, MoaaError, storage_error
 from moaa.fileio import write_json_atomic, write_jsonl_atomic
 from moaa.models.stats import RunStats
@@ -38,6 +38,7 @@ class RunPlan:
     # Failures of earlier runs of this work folder: {"transient"/"other": asked again, "permanent": kept}
     earlier_failures: dict[str, int] = field(default_factory=lambda: {"transient": 0, "other": 0, "permanent": 0})
     nothing_new: bool = False  # prompts.schedule next/resample found no prompt its shards lack (moaa.work.increments)
+    instructions_dir: Path | None = None  # the instruction stage's folder, where it made the prompts
 
     def total(self, stage: str) -> int:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
@@ -51,13 +52,16 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     # `answers`: whether truncated answers are data (rows kept under `keep` must not survive a switch to drop).
     keep = {k: data[k] for k in ("name", "prompts", "sft", "preference", "answers")} | {"endpoints": endpoints}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
+    if data.get("instructions") is not None:  # synthesized prompts: a scheduled run's folder is named by how
+        keep["instructions"] = data["instructions"]
     # Shard folders are numbered: another shard size must not meet the DONE files of the old split.
     keep["shard_size"] = data["run"]["shard_size"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
-    """Filter the prompts and write the input shards of a run's work folder.
+def plan_run(config: MoaaConfig, base_dir: Path | None = None, source: PromptSourceConfig | None = None) -> RunPlan:
+    """Filter the prompts and write the input shards of a run's work folder; `source` replaces
+    config.prompts as where they are read (the instruction stage's synthesized prompts).
 
     The prompts stream from the source into the shard files (moaa.sources.stream_prompts, spilling
     to a temporary file in run.work_dir until the source's fingerprint names the work folder), so
@@ -66,17 +70,17 @@ def plan_run(config: MoaaConfig, base_dir: Path | None = None) -> RunPlan:
     _check_writable(Path(config.run.work_dir), "run.work_dir")
     _check_writable(Path(config.output.root), "output.root")  # fail now, not after the model calls
     try:
-        return _plan(config, base_dir)
+        return _plan(config, base_dir, source or config.prompts)
     except OSError as exc:  # the disk filled while spilling prompts or writing input shards
         raise storage_error(f"work folder {config.run.work_dir}", exc, "run.work_dir") from None
 
 
-def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
+def _plan(config: MoaaConfig, base_dir: Path | None, source: PromptSourceConfig) -> RunPlan:
     from moaa.sources import stream_prompts
 
     if config.prompts.schedule != "all":
-        return _plan_scheduled(config, base_dir)
-    with stream_prompts(config.prompts, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
+        return _plan_scheduled(config, base_dir, source)
+    with stream_prompts(source, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
             dropped = ", ".join(f"{k} {v}" for k, v in prompts.dropped.items() if v) or "none"
             raise MoaaError(
@@ -94,13 +98,13 @@ def _plan(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
     return RunPlan(config, work, shards, counts, source)
 
 
-def _plan_scheduled(config: MoaaConfig, base_dir: Path | None) -> RunPlan:
+def _plan_scheduled(config: MoaaConfig, base_dir: Path | None, source: PromptSourceConfig) -> RunPlan:
     """prompts.schedule next/resample: the work folder outlives a growing source; new shards for the
     prompts none of its shards holds (moaa.work.increments)."""
     from moaa.sources import stream_prompts
     from moaa.work import increments as S
 
-    cfg = config.prompts
+    cfg = source
     every = cfg.model_copy(update={"limit": None})  # the limit counts new prompts, not the source's
     with stream_prompts(every, base_dir=base_dir, spill_dir=Path(config.run.work_dir)) as prompts:
         if not len(prompts):
@@ -224,12 +228,41 @@ def collect(plan: RunPlan) -> dict[str, Any]:
             "wall_seconds": round(max(e for _, e in spans) - min(b for b, _ in spans), 2) if spans else 0.0,
         }
         stages[stage] = agg
+    for batch in _instruction_batches(plan):  # the instruction stage's calls, kept with its batches
+        stats.merge(batch["stats"])
+        if batch["finished_at"] >= plan.started:
+            new.merge(batch["stats"])
     roles = _read_roles(plan.work_dir)  # SMoA's once-per-run role generation call
     if roles is not None:
         stats.merge(roles["stats"])
         if roles["finished_at"] >= plan.started:
             new.merge(roles["stats"])
     return {"stats": stats, "new_stats": new, "stages": stages}
+
+
+def _instruction_batches(plan: RunPlan) -> list[dict[str, Any]]:
+    if plan.instructions_dir is None:
+        return []
+    from moaa.instructions.batches import Batches
+
+    return Batches.read(plan.instructions_dir).records
+
+
+def instructions_summary(plan: RunPlan) -> dict[str, Any] | None:
+    """The instruction stage's part of the summary: its batches' counts (asked, kept, drops by reason)."""
+    batches = _instruction_batches(plan)
+    if not batches:
+        return None
+    totals: dict[str, Any] = {"batches": len(batches), "written": 0, "answered": 0, "kept": 0, "dropped": {}}
+    for batch in batches:
+        counts = batch["counts"]
+        for key in ("written", "answered", "kept"):
+            totals[key] += counts[key]
+        for reason, n in counts["dropped"].items():
+            totals["dropped"][reason] = totals["dropped"].get(reason, 0) + n
+    last = batches[-1]["counts"]
+    totals["this_batch"] = {"batch": batches[-1]["batch"], "seed": batches[-1]["seed"]} | last
+    return totals
 
 
 def failure_reasons(plan: RunPlan) -> dict[str, int]:
@@ -241,6 +274,8 @@ def failure_reasons(plan: RunPlan) -> dict[str, int]:
             for row in read_jsonl(out / "failures.jsonl"):
                 key = f"{row['stage']}:{row['reason']}"
                 reasons[key] = reasons.get(key, 0) + 1
+    for reason, n in (instructions_summary(plan) or {}).get("dropped", {}).items():
+        reasons[f"instructions:{reason}"] = n
     return reasons
 
 
@@ -254,7 +289,14 @@ def parts_of(plan: RunPlan) -> dict[str, list[Path]]:
         "trace": [out / "trace.jsonl" for out in outs],
         "failures": [plan.work_dir / DROPS_FILE, *(out / "failures.jsonl" for out in outs)],
     }
+    if plan.instructions_dir is not None:  # the synthesized prompts, and the tasks the stage dropped
+        parts["prompts"] = [plan.instructions_dir / "prompts.jsonl"]
+        parts["failures"][1:1] = sorted(plan.instructions_dir.glob("batch-*.failures.jsonl"), key=_batch_number)
     return {k: [p for p in v if p.exists()] for k, v in parts.items()}
+
+
+def _batch_number(path: Path) -> int:
+    return int(path.name.split(".")[0].removeprefix("batch-"))
 
 
 def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict[str, Any] | None = None) -> dict:
@@ -267,37 +309,41 @@ def summarize(plan: RunPlan, totals: dict[str, Any], elapsed: float, extra: dict
     sft_tags = [v for k, v in stats.to_dict()["tags"].items() if k.startswith("sft.")]
     sft_calls = sum(v["calls"] for v in sft_tags)
     sft_tokens = sum(v["prompt_tokens"] + v["completion_tokens"] for v in sft_tags)
-    return {
-        "name": plan.config.name,
-        "method": plan.config.sft.method,
-        "work_dir": str(plan.work_dir),
-        "prompts": plan.prompt_counts,
-        "stages": totals["stages"],
-        "failures": failure_reasons(plan),
-        "earlier_failures": plan.earlier_failures,
-        "calls": t.calls,
-        "cache_hits": t.cache_hits,
-        "retries": t.retries,
-        "prompt_tokens": t.prompt_tokens,
-        "completion_tokens": t.completion_tokens,
-        "cost": round(t.cost, 6),
-        "cost_to_make": round(t.cost + t.cached_cost, 6),  # cached answers at what they cost when first asked
-        "this_run": {
-            "calls": fresh.calls - fresh.cache_hits,
-            "cache_hits": fresh.cache_hits,
-            "cost": round(fresh.cost, 6),
-        },
-        "seconds": round(elapsed, 2),
-        "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
-        "per_prompt": {
-            "calls": round(sft_calls / answered, 2),
-            "tokens": round(sft_tokens / answered, 1),
-            # the SFT stage's wall time this run over the prompts it answered this run (a resumed
-            # run's reused rows and the other stages do not dilute it); 0 when nothing was new
-            "seconds": _per_prompt_seconds(sft.get("this_run", {})),
-        },
-        "endpoints": stats.summary(),
-    } | (extra or {})
+    return (
+        {
+            "name": plan.config.name,
+            "method": plan.config.sft.method,
+            "work_dir": str(plan.work_dir),
+            "prompts": plan.prompt_counts,
+            "stages": totals["stages"],
+            "failures": failure_reasons(plan),
+            "earlier_failures": plan.earlier_failures,
+            "calls": t.calls,
+            "cache_hits": t.cache_hits,
+            "retries": t.retries,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "cost": round(t.cost, 6),
+            "cost_to_make": round(t.cost + t.cached_cost, 6),  # cached answers at what they cost when first asked
+            "this_run": {
+                "calls": fresh.calls - fresh.cache_hits,
+                "cache_hits": fresh.cache_hits,
+                "cost": round(fresh.cost, 6),
+            },
+            "seconds": round(elapsed, 2),
+            "tokens_per_s": round(t.completion_tokens / elapsed, 2) if elapsed else 0.0,
+            "per_prompt": {
+                "calls": round(sft_calls / answered, 2),
+                "tokens": round(sft_tokens / answered, 1),
+                # the SFT stage's wall time this run over the prompts it answered this run (a resumed
+                # run's reused rows and the other stages do not dilute it); 0 when nothing was new
+                "seconds": _per_prompt_seconds(sft.get("this_run", {})),
+            },
+            "endpoints": stats.summary(),
+        }
+        | ({"instructions": made} if (made := instructions_summary(plan)) else {})
+        | (extra or {})
+    )
 
 
 def _per_prompt_seconds(this_run: dict[str, Any]) -> float:

@@ -16,7 +16,10 @@ from moaa.work.steps import earlier_failures_line
 def format_summary(s: dict[str, Any]) -> str:
     if s.get("up_to_date"):  # a run that found nothing to do (moaa.work.finished): no version written
         return s["line"]
-    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})", prompts_line(s)]
+    lines = [f"moaa run '{s['name']}' finished in {s['seconds']:.1f}s (method {s['method']})"]
+    if s.get("instructions"):
+        lines.append(instructions_line(s["instructions"]))
+    lines.append(prompts_line(s))
     for stage, agg in s["stages"].items():
         dropped = ", ".join(f"{k} {v}" for k, v in agg["dropped"].items()) or "none"
         lines.append(f"  {stage:<10} rows {agg['rows']:>6}  failed {agg['failed']:>4}  dropped: {dropped}")
@@ -57,6 +60,23 @@ def format_summary(s: dict[str, Any]) -> str:
         ref = f"{Path(s['version_path']).parent.name}@{s['version']}"
         lines.append(f"  review: {s['publish_held']}; `moaa view {ref}`, then `moaa review apply {ref}` publishes it")
     return "\n".join(lines)
+
+
+def instructions_line(made: dict[str, Any]) -> str:
+    """'  instructions batch 1 (seed 1): kept 20 of 31 written (24 answered), mean agreement 0.61; dropped: ...'."""
+    last = made["this_batch"]
+    dropped = ", ".join(f"{k} {v}" for k, v in last["dropped"].items()) or "none"
+    agreement = f", mean agreement {last['mean_agreement']:.2f}" if last.get("mean_agreement") is not None else ""
+    if last.get("diversity"):
+        agreement += f", distinct-2 {last['diversity']['distinct_2']:.2f}"
+    earlier = (
+        f"; {made['kept'] - last['kept']} kept by {made['batches'] - 1} earlier batches" if made["batches"] > 1 else ""
+    )
+    return (
+        f"  {'instructions':<10} batch {last['batch']} (seed {last['seed']}): kept {last['kept']} of {last['written']} "
+        f"written ({last['answered']} answered){agreement}; dropped: {dropped} (named in the failures config, stage "
+        f"instructions){earlier}"
+    )
 
 
 def prompts_line(s: dict[str, Any]) -> str:
