@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -319,3 +321,25 @@ def test_an_answer_whose_record_waits_is_served_to_the_same_request_and_committe
     assert client._unwritten == {}
     cache.flush()
     assert len(cache) == 1
+
+
+def _locks_on(path: Path) -> list[str]:
+    """This process's POSIX locks on `path`'s file, as /proc/locks lists them."""
+    st = path.stat()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    lines = Path("/proc/locks").read_text().splitlines()
+    return [x for x in lines if f" {os.getpid()} " in x and inode in x]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_opening_the_cache_again_keeps_the_locks_sqlite_holds_on_it(tmp_path):
+    """Reading the file's header with open()/close() beside a live connection dropped every lock the
+    process held on the file (POSIX locks belong to the process), under SQLite's feet."""
+    path = tmp_path / "cache.sqlite"
+    first = RequestCache(path)
+    first.put("k", {"texts": ["x"]})
+    first.flush()
+    held = _locks_on(path)
+    assert held  # WAL mode: an open connection keeps a shared lock on the database file
+    RequestCache(path)  # a second cache of the same file in this process (a shard, a flow task)
+    assert _locks_on(path) == held

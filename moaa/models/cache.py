@@ -163,18 +163,35 @@ def _check_length(path: Path) -> None:
     """Raise sqlite3.DatabaseError for a file shorter than its own header says (cut by a copy or a
     full disk): SQLite itself finds that only when a read reaches the missing pages, mid-run. Cheap
     (the 100-byte header), unlike PRAGMA quick_check, which reads the whole file."""
-    with path.open("rb") as fh:
-        header = fh.read(100)
+    fd = _header_fd(path)
+    header = os.pread(fd, 100, 0)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         return  # empty (a new cache) or not SQLite's: the connection reports the latter
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     valid = header[24:28] == header[92:96]  # the in-header size is meaningful only then
-    if valid and pages and path.stat().st_size < pages * page_size:
-        raise sqlite3.DatabaseError(
-            f"the file is shorter than its header says: {path.stat().st_size} of {pages * page_size} bytes"
-        )
+    size = os.fstat(fd).st_size
+    if valid and pages and size < pages * page_size:
+        raise sqlite3.DatabaseError(f"the file is shorter than its header says: {size} of {pages * page_size} bytes")
+
+
+_header_fds: dict[Path, int] = {}
+_header_lock = threading.Lock()
+
+
+def _header_fd(path: Path) -> int:
+    """A read-only descriptor of `path` that this process never closes. Closing any descriptor of a
+    SQLite file drops every lock the process holds on it (POSIX advisory locks belong to the process:
+    sqlite.org/howtocorrupt.html, 2.2), so reading the header with open()/close() beside a live
+    connection of ours could let another writer in. One kept descriptor per file (a new one when the
+    path names another file now; the old one stays open for the same reason)."""
+    key = path.resolve()
+    with _header_lock:
+        fd = _header_fds.get(key)
+        if fd is None or os.fstat(fd).st_ino != os.stat(path).st_ino:
+            fd = _header_fds[key] = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return fd
 
 
 class RequestCache:
