@@ -38,8 +38,11 @@ OLD_SERVER_DEPS = ("sse-starlette==3.7.0", "starlette-context==0.3.6", "diskcach
 
 
 def _questions() -> list[str]:
+    """Questions whose answers run past MAX_TOKENS (explanations and advice, asked at length), so every
+    load decodes answers of the same length: short answers would weigh prompt processing instead."""
     rows = [json.loads(line) for line in (ROOT / "configs/prompts/default.jsonl").open()]
-    return [r["prompt"] for r in rows if "prompt" in r]
+    return [f"{r['prompt']} Answer in detail, in at least 200 words." for r in rows
+            if "prompt" in r and r.get("category") in ("stem", "advice")]  # fmt: skip
 
 
 async def _drive(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, Any]:
