@@ -45,6 +45,7 @@ from moaa.config.models import (
     SeqConfig,
     SMoAConfig,
 )
+from moaa.config.pools import MIXTURE, CandidateConfig, DeltaConfig, PairingConfig, PoolMember
 from moaa.config.verify import (
     ReferenceColumns,
     SandboxConfig,
@@ -54,15 +55,20 @@ from moaa.config.verify import (
 )
 
 __all__ = [
+    "MIXTURE",
     "REPO_ID",
     "AgentConfig",
     "AnswersConfig",
     "BatchConfig",
     "CacheConfig",
+    "CandidateConfig",
+    "DeltaConfig",
     "EndpointConfig",
     "GenerationConfig",
     "MoaaConfig",
     "OutputConfig",
+    "PairingConfig",
+    "PoolMember",
     "PreferenceConfig",
     "PromptSourceConfig",
     "QualityConfig",

@@ -1,0 +1,41 @@
+"""The mixture's SFT answers of this run, read for the preference stage (preference.include_sft_answer).
+
+The SFT stage runs first in the same run (moaa.work.stage_shard.STAGES) and writes its rows to
+`WORK/sft/shard-NNNNN/rows.jsonl`; the preference shards of the same prompts have the same numbers
+when they split the same prompts (prompts.schedule all: the preference prompts are the first
+`preference.limit` of the SFT's). So a preference shard reads its namesake's rows, and scans every
+SFT shard only when its prompts are not all in that namesake's input (a scheduled run's shards).
+A prompt whose SFT stage failed or was dropped has no answer here: the pool goes without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moaa.config import MoaaConfig
+from moaa.preference.pool import SFTAnswer
+from moaa.rows import Prompt
+from moaa.work.shards import read_jsonl
+
+
+def read_sft_answers(config: MoaaConfig, out_dir: Path, prompts: list[Prompt]) -> dict[str, SFTAnswer]:
+    """{prompt id: the SFT row's last assistant message} for `prompts`, from the run's SFT shards."""
+    sft = out_dir.parent.parent / "sft"
+    wanted = {p.prompt_id for p in prompts}
+    namesake = {r.get("prompt_id") for r in read_jsonl(sft / "inputs" / f"{out_dir.name}.jsonl")}
+    folders = [sft / out_dir.name] if wanted <= namesake else sorted(sft.glob("shard-*"))
+    model = mixture_model(config)
+    found: dict[str, SFTAnswer] = {}
+    for folder in folders:
+        for row in read_jsonl(folder / "rows.jsonl"):
+            if row.get("prompt_id") in wanted:
+                answer = next((m for m in reversed(row.get("messages") or []) if m.get("role") == "assistant"), None)
+                if answer is not None and isinstance(answer.get("content"), str):
+                    found[row["prompt_id"]] = SFTAnswer(answer["content"], model)
+    return found
+
+
+def mixture_model(config: MoaaConfig) -> str:
+    """The model that writes the mixture's final text: the aggregator's, or a single model's."""
+    writer = config.sft.aggregator or config.sft.proposers[0]
+    return config.endpoints[writer.endpoint].model
