@@ -6,14 +6,16 @@ to the dry run's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from moaa.config import EndpointConfig, PreferenceConfig, VerifyConfig
+from moaa.config import EndpointConfig, PreferenceConfig, VerifyConfig, dump_config, parse_config
 from moaa.models.client import OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference import calls_per_prompt, judge_prompt
@@ -358,3 +360,49 @@ def test_the_short_form_is_a_pool_of_one_policy_with_its_old_seed():
     assert dumped.pool() == cfg.pool()
     pool = pref(candidates=[agent("big", 2), agent("small")], pairing="best_worst")
     assert PreferenceConfig.model_validate(pool.model_dump(mode="json")).pool() == pool.pool()
+
+
+def rate_by_writer(request: dict) -> str | None:
+    """The test server's default replies, and a judge that rates the mixture's (the test model's
+    aggregate) 5 and a student's answer 1-3 by its hash."""
+    shown = CANDIDATE_RE.findall(request["messages"][-1]["content"])
+    if not shown:
+        return None
+    text = shown[0][1]
+    rating = 5 if text.startswith("[test-model]") else 1 + int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3
+    return json.dumps({k: {"rationale": "r", "rating": rating} for k in KEYS})
+
+
+@pytest.mark.slow
+def test_a_run_pits_the_mixtures_sft_answer_against_the_student(tmp_path, prefect_harness):
+    """A whole run: the SFT stage first, then pairs of its rows' exact text vs the student's answers."""
+    from flows.pipeline_flow import moaa_pipeline, task_runner_for
+    from tests.conftest import base_raw
+    from tests.pipeline_helpers import latest_version, version_rows
+
+    with OpenAITestServer(responder=rate_by_writer) as srv:
+        raw = base_raw(tmp_path, srv.base_url)
+        raw["endpoints"]["student"] = raw["endpoints"]["test"] | {"model": "student-model"}
+        raw["preference"] = {
+            "enabled": True,
+            "candidates": [{"endpoint": "student", "name": "student", "temperature": 1.0, "samples": 2}],
+            "include_sft_answer": True,
+            "pairing": {"one_side_from": "student"},
+            "scorer": {"kind": "pointwise", "judges": [{"endpoint": "test", "temperature": 0.0}]},
+        }
+        config = parse_config(raw)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(dump_config(config)))
+        summary = moaa_pipeline.with_options(task_runner=task_runner_for(config))(str(path))
+    assert summary["failures"] == {}
+    version = latest_version(tmp_path / "data")
+    sft = {r["prompt_id"]: r["messages"][-1]["content"] for r in version_rows(version, "sft")}
+    dpo = version_rows(version, "dpo")
+    assert len(dpo) == len(sft) == 4
+    for row in dpo:
+        assert (row["chosen_agent"], row["rejected_agent"]) == ("mixture", "student")
+        assert row["chosen"][0]["content"] == sft[row["prompt_id"]]  # the SFT row's exact text
+        assert row["rejected_model"] == "student-model" and row["chosen_model"] == "test-model"
+    card = (version / "README.md").read_text()
+    assert "## Preference pool" in card and "| mixture | this run's SFT answer |" in card
+    assert "one side from student" in card
