@@ -406,3 +406,100 @@ def test_a_run_pits_the_mixtures_sft_answer_against_the_student(tmp_path, prefec
     card = (version / "README.md").read_text()
     assert "## Preference pool" in card and "| mixture | this run's SFT answer |" in card
     assert "one side from student" in card
+
+
+def rate_by_hash(request: dict) -> str | None:
+    """Default replies; a judge rating each candidate 1-5 by its text's hash (the kill test's server)."""
+    shown = CANDIDATE_RE.findall(request["messages"][-1]["content"])
+    if not shown:
+        return None
+    rating = 1 + int(hashlib.sha256(shown[0][1].encode()).hexdigest(), 16) % 5
+    return json.dumps({k: {"rationale": "r", "rating": rating} for k in KEYS})
+
+
+@pytest.mark.slow
+def test_a_pool_run_killed_in_its_preference_stage_asks_again_only_the_calls_in_flight(tmp_path, prefect_harness):
+    import signal
+
+    from tests.pipeline_helpers import (
+        TestServerProcess,
+        answered_bodies,
+        body_key,
+        chat_requests,
+        cli_env,
+        latest_version,
+        prefect_api_url,
+        run_cli,
+        start_cli,
+        version_rows,
+        wait_for,
+        work_rows,
+        write_config,
+        write_prompts,
+    )  # fmt: skip
+
+    prompts, in_flight = 8, 3
+    pool = {
+        "enabled": True,
+        "candidates": [
+            {"endpoint": "test", "name": "a", "temperature": 1.0, "samples": 2},
+            {"endpoint": "test", "name": "b", "temperature": 0.7, "samples": 1},
+        ],
+        "include_sft_answer": True,
+        "pairing": {"one_side_from": "a"},
+        "min_margin": 0.0,
+        "scorer": {"kind": "pointwise", "judges": [{"endpoint": "test", "temperature": 0.0}]},
+    }
+    log, work = tmp_path / "requests.jsonl", tmp_path / "work"
+    env = cli_env(PREFECT_API_URL=prefect_api_url())
+    server = ("--latency-ms", "200", "--responder", "tests.test_preference_pool:rate_by_hash")
+    with TestServerProcess(log, *server) as srv:
+        cfg = write_config(
+            tmp_path, srv.base_url, f"prompts.path={write_prompts(tmp_path, prompts)}", "prompts.limit=null",
+            "run.shard_size=4", "run.max_parallel_shards=1", f"endpoints.test.max_concurrency={in_flight}",
+            preference=pool,
+        )  # fmt: skip
+        proc = start_cli(cfg, cwd=tmp_path, env=env)
+        wait_for(lambda: work_rows(work, "preference"), timeout=240, what="a first pair", proc=proc)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        killed_at = len(chat_requests(log))
+        assert not list(work.glob("*/*/preference/shard-*/DONE")) or len(work_rows(work, "preference")) < prompts
+        done = run_cli(cfg, cwd=tmp_path, env=env)
+        requests = chat_requests(log)
+    assert done.returncode == 0, done.stderr
+    answered_before = answered_bodies(requests[:killed_at])
+    asked_again = [r for r in requests[killed_at:] if body_key(r["body"]) in answered_before]
+    assert len(asked_again) <= in_flight, asked_again
+    assert len(requests) > killed_at  # the resumed run asked what the killed one had not
+    # Every call of the run was asked once (as a distinct request), as many as the dry run counts.
+    from moaa.config import load_config
+    from moaa.work.estimate import estimate_run
+
+    assert len({body_key(r["body"]) for r in requests}) == estimate_run(load_config(cfg))["total"]["calls"]
+    version = latest_version(tmp_path / "data")
+    sft = {r["prompt_id"]: r["messages"][-1]["content"] for r in version_rows(version, "sft")}
+    dpo = version_rows(version, "dpo")
+    assert len({r["prompt_id"] for r in dpo}) == len(dpo) > 0  # each prompt once
+    for row in dpo:
+        assert "a" in (row["chosen_agent"], row["rejected_agent"])
+        for side in ("chosen", "rejected"):
+            if row[f"{side}_agent"] == "mixture":
+                assert row[side][0]["content"] == sft[row["prompt_id"]]
+
+
+def test_a_pool_setting_makes_a_new_work_folder_and_the_defaults_keep_the_old_one(tmp_path):
+    from moaa.work.steps import _POOL_DEFAULTS, fingerprint
+    from tests.conftest import make_config
+
+    short = {"enabled": True, "policy": {"endpoint": "test"}, "scorer": {"judges": [{"endpoint": "test"}]}}
+    base = make_config(tmp_path, "http://127.0.0.1:9/v1", preference=short)
+    assert set(_POOL_DEFAULTS) == {"candidates", "include_sft_answer", "pairing"}
+    assert {k: v for k, v in dump_config(base)["preference"].items() if k in _POOL_DEFAULTS} == _POOL_DEFAULTS
+    others = [
+        short | {"include_sft_answer": True},
+        short | {"policy": None, "candidates": [{"endpoint": "test", "samples": 5}]},
+        short | {"include_sft_answer": True, "pairing": {"one_side_from": "mixture"}},
+    ]
+    prints = {fingerprint(make_config(tmp_path, "http://127.0.0.1:9/v1", preference=p), "x") for p in others}
+    assert len(prints | {fingerprint(base, "x")}) == 4

@@ -37,6 +37,7 @@ Options (constructor keyword / CLI flag):
 - ``refuse_params`` (--refuse-param NAME=MESSAGE): a chat request whose body holds NAME is answered
   400 with MESSAGE and ``param`` NAME, as OpenAI refuses ``max_tokens`` or ``temperature`` on its
   reasoning models.
+- ``responder`` (--responder MODULE:NAME): as above; on the command line, the function to import.
 - ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
   header, as some servers echo the request in their errors (to test that moaa writes no key).
 
@@ -346,6 +347,14 @@ class OpenAITestServer:
             self._log.flush()
 
 
+def _imported(spec: str) -> Responder:
+    """The function `MODULE:NAME` names (a subprocess server's scripted replies, e.g. a judge's verdicts)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="OpenAI-compatible test server with fault injection.")
     p.add_argument("--host", default="127.0.0.1")
@@ -370,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="answer 400 MESSAGE to a chat body holding NAME (repeatable)",
     )  # fmt: skip
     p.add_argument("--echo-key", action="store_true", help="a 400 fault's message repeats the Authorization header")
+    p.add_argument("--responder", default=None, metavar="MODULE:NAME", help="a responder function to import")
     a = p.parse_args(argv)
     try:
         srv = OpenAITestServer(
@@ -392,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             strict_models=a.strict_models,
             refuse_params=dict(item.split("=", 1) for item in a.refuse_param),
             echo_key=a.echo_key,
+            responder=_imported(a.responder) if a.responder else None,
         )
     except ValueError as exc:
         p.error(str(exc))
