@@ -228,6 +228,15 @@ def test_delta_with_the_verifier_chooses_a_passing_stronger_answer_only(strong, 
         assert result.row is None and result.dropped == outcome
 
 
+def test_a_judges_delta_pair_with_a_failing_stronger_answer_is_dropped_chosen_failed():
+    cfg = pref(candidates=[agent("big"), agent("small")], pairing={"delta": {"stronger": "big", "weaker": "small"}})
+    prompt = Prompt.from_messages(PROMPT.messages)
+    prompt.reference = Reference(answer="80")
+    wrong_but_rated, right = "So \\boxed{70}. q5", "So \\boxed{80}. q1"
+    result, _ = judge({"big-m": [wrong_but_rated], "small-m": [right]}, cfg, prompt, verifier=Verifier(VerifyConfig()))
+    assert result.row is None and result.dropped == "chosen_failed"
+
+
 def test_a_wrong_mixture_answer_is_never_chosen_over_a_right_student_answer():
     cfg = pref(
         candidates=[agent("student", 2)],
