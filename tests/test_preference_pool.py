@@ -512,3 +512,23 @@ def test_a_pool_setting_makes_a_new_work_folder_and_the_defaults_keep_the_old_on
     ]
     prints = {fingerprint(make_config(tmp_path, "http://127.0.0.1:9/v1", preference=p), "x") for p in others}
     assert len(prints | {fingerprint(base, "x")}) == 4
+
+
+def test_include_sft_answer_reads_a_named_versions_sft_rows(tmp_path):
+    from moaa.errors import InputError
+    from moaa.work.sft_answers import read_sft_answers
+    from tests.conftest import make_config
+    from tests.version_helpers import write_demo, write_parts
+
+    write_demo(tmp_path / "data", write_parts(tmp_path / "parts", n=6))
+    short = {"enabled": True, "policy": {"endpoint": "test"}, "scorer": {"judges": [{"endpoint": "test"}]}}
+    config = make_config(tmp_path, "http://127.0.0.1:9/v1", preference=short | {"include_sft_answer": "demo@v1"})
+    asked = [Prompt("p001", [{"role": "user", "content": "Question 1?"}]), Prompt("p004", []), Prompt("gone", [])]
+    found = read_sft_answers(config, tmp_path / "work" / "preference" / "shard-00000", asked)
+    # The demo version's recorded config names no aggregator: the model column names the version.
+    assert found == {"p001": SFTAnswer("word word ", "demo@v1"), "p004": SFTAnswer("word " * 5, "demo@v1")}
+    missing = make_config(tmp_path, "http://127.0.0.1:9/v1", preference=short | {"include_sft_answer": "demo@v9"})
+    with pytest.raises(InputError, match="demo@v9 does not exist"):
+        read_sft_answers(missing, tmp_path / "work" / "preference" / "shard-00000", asked)
+    with pytest.raises(ValidationError, match="a pinned version NAME@vN"):
+        pref(policy={"endpoint": "big"}, include_sft_answer="demo")

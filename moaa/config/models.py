@@ -21,6 +21,7 @@ from moaa.config.pools import MIXTURE, POLICY, CandidateConfig, PairingConfig, P
 from moaa.config.scales import SCALES, Margin, check_margin, margin_for
 from moaa.config.verify import Mode, ReferenceColumns, SFTVerifyConfig, VerifierScorerConfig, VerifyConfig, _mode
 
+VERSION_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*@v[0-9]+$")  # a data set version: NAME@vN
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
 
@@ -298,11 +299,23 @@ class PreferenceConfig(Strict):
         "(UltraFeedback completes each prompt with four models); each answer keeps its agent's name (unset: "
         "candidate0, candidate1, ...) in the trace and the pair's chosen_agent / rejected_agent. Set this or policy",
     )
-    include_sft_answer: bool = Field(
+    include_sft_answer: bool | str = Field(
         False,
-        description="add the prompt's SFT answer of this run (the mixture's) to the pool as the candidate "
-        "labelled mixture; a prompt whose SFT stage made no row has no mixture candidate",
+        description="add the prompt's SFT answer (the mixture's) to the pool as the candidate labelled mixture: "
+        "true: this run's; NAME@vN: that version's SFT rows (under output.root); a prompt without an SFT row "
+        "there has no mixture candidate",
     )
+
+    @field_validator("include_sft_answer")
+    @classmethod
+    def _a_pinned_version(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not VERSION_REF.match(value):
+            raise ValueError(
+                f"{value!r} is neither true/false nor a pinned version NAME@vN (e.g. my-moa@v3): a version is "
+                "never edited, so the pairs it gives can be made again"
+            )
+        return value
+
     pairing: PairingConfig = Field(
         PairingConfig(),
         description="which candidates face each other: best_worst (the default), {one_side_from: LABEL} (every "

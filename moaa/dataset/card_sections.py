@@ -183,7 +183,8 @@ def pool_section(manifest: dict[str, Any]) -> list[str]:
     rows = []
     for m in pref.pool():
         if m.agent is None:
-            rows.append([m.label, "this run's SFT answer", "–", "–", m.samples])
+            source = pref.include_sft_answer if isinstance(pref.include_sft_answer, str) else "this run"
+            rows.append([m.label, f"{source}'s SFT answer", "–", "–", m.samples])
         else:
             model = (endpoints.get(m.agent.endpoint) or {}).get("model", "–")
             rows.append([m.label, m.agent.endpoint, model, m.agent.temperature, m.samples])

@@ -202,8 +202,9 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
 
 def describe_pool(pref: PreferenceConfig) -> str:
     """The pool and its pairing rule in words: each agent's label, samples and model call."""
+    source = pref.include_sft_answer if isinstance(pref.include_sft_answer, str) else "this run"
     members = [
-        f"{m.label} x{m.samples} ({m.path})" if m.agent is not None else f"{m.label} (this run's SFT answer, no call)"
+        f"{m.label} x{m.samples} ({m.path})" if m.agent is not None else f"{m.label} ({source}'s SFT answer, no call)"
         for m in pref.pool()
     ]
     return f"{', '.join(members)}; {pref.pairing.describe()}"
