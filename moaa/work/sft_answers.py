@@ -34,10 +34,8 @@ def read_sft_answers(config: MoaaConfig, out_dir: Path, prompts: list[Prompt]) -
     found: dict[str, SFTAnswer] = {}
     for folder in folders:
         for row in read_jsonl(folder / "rows.jsonl"):
-            if row.get("prompt_id") in wanted:
-                answer = next((m for m in reversed(row.get("messages") or []) if m.get("role") == "assistant"), None)
-                if answer is not None and isinstance(answer.get("content"), str):
-                    found[row["prompt_id"]] = SFTAnswer(answer["content"], model)
+            if row.get("prompt_id") in wanted and (text := _last_answer(row)) is not None:
+                found[row["prompt_id"]] = SFTAnswer(text, model)
     return found
 
 
@@ -52,11 +50,15 @@ def _from_version(root: Path, ref: str, wanted: set[str]) -> dict[str, SFTAnswer
     found: dict[str, SFTAnswer] = {}
     for batch in read_batches(folder, "sft", ["prompt_id", "messages"]):
         for row in batch.to_pylist():
-            if row["prompt_id"] in wanted:
-                answer = next((m for m in reversed(row["messages"] or []) if m.get("role") == "assistant"), None)
-                if answer is not None and isinstance(answer.get("content"), str):
-                    found[row["prompt_id"]] = SFTAnswer(answer["content"], model)
+            if row.get("prompt_id") in wanted and (text := _last_answer(row)) is not None:
+                found[row["prompt_id"]] = SFTAnswer(text, model)
     return found
+
+
+def _last_answer(row: dict) -> str | None:
+    """An SFT row's final answer: its last assistant message, exactly as written."""
+    answer = next((m for m in reversed(row.get("messages") or []) if m.get("role") == "assistant"), None)
+    return answer["content"] if answer is not None and isinstance(answer.get("content"), str) else None
 
 
 def _writer_model(config: dict) -> str | None:
