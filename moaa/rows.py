@@ -276,6 +276,8 @@ class PreferenceRow:
     score_rejected: float
     chosen_model: str
     rejected_model: str
+    chosen_agent: str = "policy"  # the pool label of the agent that wrote chosen (moaa.config.pools)
+    rejected_agent: str = "policy"
     verification: dict[str, Any] | None = None  # {"chosen": Verdict.column(), "rejected": ...}
     reference: str | None = None  # Reference.to_json()
 

@@ -41,6 +41,16 @@ PREF = {
     "limit": 3,
     "min_margin": 0.0,
 }
+POOL = {
+    "enabled": True,
+    "candidates": [
+        {"endpoint": "test", "name": "big", "temperature": 1.0, "samples": 2},
+        {"endpoint": "judge", "name": "small", "temperature": 0.9, "samples": 1},
+    ],
+    "limit": 3,
+    "min_margin": 0.0,
+    "scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]},
+}
 VARIANTS = {
     "moa-2": {"sft": {"method": "moa", "layers": 2}},
     "moa-3": {"sft": {"method": "moa", "layers": 3}},
@@ -52,6 +62,25 @@ VARIANTS = {
     "moa-multi-turn": {"sft": {"method": "moa", "layers": 2}, "multi_turn": True},
     "pointwise": {"preference": PREF | {"scorer": {"kind": "pointwise", "judges": [{"endpoint": "judge"}]}}},
     "pairwise": {"preference": PREF | {"scorer": {"kind": "pairwise", "judges": [{"endpoint": "judge"}]}}},
+    # Preference pools (moaa.config.pools): several agents, the mixture's SFT answer, the pairing rules.
+    "pool": {"preference": POOL},
+    "pool-no-n": {"preference": POOL, "supports_n": False},
+    "delta-mixture": {
+        "preference": POOL
+        | {
+            "candidates": [POOL["candidates"][0]],
+            "include_sft_answer": True,
+            "pairing": {"delta": {"stronger": "mixture", "weaker": "big"}},
+        },
+    },  # fmt: skip
+    "one-side-pairwise": {
+        "preference": POOL
+        | {
+            "include_sft_answer": True,
+            "pairing": {"one_side_from": "small"},
+            "scorer": {"kind": "pairwise", "judges": [{"endpoint": "judge"}]},
+        },
+    },  # fmt: skip
 }
 
 
@@ -157,6 +186,21 @@ def test_format_names_stages_endpoints_and_assumptions(tmp_path):
     assert "stage sft: 4 prompts" in text and "stage preference: 3 prompts" in text
     assert "smoa.role_generator" in text and "(upper bound)" in text
     assert "60% of each agent's max_tokens" in text and "no price set for test" in text
+
+
+def test_the_dry_run_lists_the_pool_and_counts_each_agents_calls(tmp_path):
+    raw = variant_raw(tmp_path, "http://127.0.0.1:9/v1", VARIANTS["one-side-pairwise"])
+    est = estimate_run(parse_config(raw), base_dir=ROOT)
+    text = format_estimate(est)
+    assert (
+        "pool: big x2 (candidates[0]), small x1 (candidates[1]), mixture (this run's SFT answer, no call); "
+        "one side from small: every pair holds one of its answers" in text
+    )
+    agents = est["stages"]["preference"]["agents"]
+    # 3 prompts; a pool of 4 candidates (2 + 1 + the mixture's) judged pairwise: 4 * 3 per prompt.
+    assert {label: a["calls"] for label, a in agents.items()} == {
+        "candidates[0]": 3, "candidates[1]": 3, "scorer.judges[0]": 36,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from test_train import write_demo_version
 
-from moaa.config import load_config
+from moaa.config import MoaaConfig, dump_config, load_config
 from moaa.errors import InputError
 from moaa.train.loop import STUDENT, LoopSettings, LoopSteps, moa_config, pairs_config, run_loop
 from moaa.train.runs import read_lineage, write_lineage
@@ -38,6 +38,24 @@ def test_round_configs():
     assert pairs.preference.scorer.judges[0].endpoint == "local"
     assert base.name == "local-moa" and base.preference.policy.endpoint == "local"  # the base config is untouched
     assert moa.sft.proposers[:3] == base.sft.proposers
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_pool_gets_the_round_student_as_its_agent_named_student(named):
+    """With preference.candidates, the pairs step puts the served SFT student in the pool (Tulu 3's
+    on-policy pairs with pairing one_side_from: student), in place of a candidate named student."""
+    base = load_config(ROOT / "configs/local.yaml")
+    data = dump_config(base)
+    others = [{"endpoint": "local", "name": "teacher", "samples": 2}]
+    student = [{"endpoint": "local", "name": "student", "samples": 3}] if named else []
+    pairing = {"one_side_from": "student"} if named else "best_worst"  # a rule names agents the config has
+    data["preference"] |= {"policy": None, "candidates": others + student, "pairing": pairing}
+    data["preference"].pop("samples")
+    moa = moa_config(MoaaConfig.model_validate(data), LoopSettings(name="lp", samples=2), 1, "/models/student")
+    pairs = MoaaConfig.model_validate(dump_config(pairs_config(moa, LoopSettings(name="lp", samples=2), "/runs/sft/x")))
+    pool = {m.label: (m.agent.endpoint, m.samples) for m in pairs.preference.pool()}
+    assert pool == {"teacher": ("local", 2), "student": (STUDENT, 3 if named else 2)}
+    assert pairs.endpoints[STUDENT].model == "/runs/sft/x" and pairs.preference.policy is None
 
 
 class FakeSteps:

@@ -116,7 +116,7 @@ def test_normalise_and_conversation_of():
 
 
 def test_build_row_is_trl_preference_format():
-    row = build_row("p1", [{"role": "user", "content": "q"}], "good", "bad", 4, 2.5, "m1", "m1")
+    row = build_row("p1", [{"role": "user", "content": "q"}], "good", "bad", 4, 2.5, "m1", "m1", "big", "small")
     assert row.to_dict() == {
         "prompt_id": "p1",
         "prompt": [{"role": "user", "content": "q"}],
@@ -126,6 +126,8 @@ def test_build_row_is_trl_preference_format():
         "score_rejected": 2.5,
         "chosen_model": "m1",
         "rejected_model": "m1",
+        "chosen_agent": "big",
+        "rejected_agent": "small",
         "verification": None,
         "reference": None,
     }

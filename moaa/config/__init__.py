@@ -48,6 +48,7 @@ from moaa.config.models import (
     SeqConfig,
     SMoAConfig,
 )
+from moaa.config.pools import MIXTURE, CandidateConfig, DeltaConfig, PairingConfig, PoolMember
 from moaa.config.verify import (
     ReferenceColumns,
     SandboxConfig,
@@ -57,6 +58,7 @@ from moaa.config.verify import (
 )
 
 __all__ = [
+    "MIXTURE",
     "REPO_ID",
     "SYNTHESIZED",
     "AgentConfig",
@@ -64,11 +66,15 @@ __all__ = [
     "AnswersConfig",
     "BatchConfig",
     "CacheConfig",
+    "CandidateConfig",
+    "DeltaConfig",
     "EndpointConfig",
     "GenerationConfig",
     "InstructionsConfig",
     "MoaaConfig",
     "OutputConfig",
+    "PairingConfig",
+    "PoolMember",
     "PreferenceConfig",
     "PromptSourceConfig",
     "QualityConfig",

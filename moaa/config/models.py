@@ -17,10 +17,12 @@ from moaa.config.endpoints import (
     EndpointConfig,
     Strict,
 )
+from moaa.config.pools import MIXTURE, POLICY, CandidateConfig, PairingConfig, PoolMember
 from moaa.config.scales import SCALES, Margin, check_margin, margin_for
 from moaa.config.verify import Mode, ReferenceColumns, SFTVerifyConfig, VerifierScorerConfig, VerifyConfig, _mode
 
 SYNTHESIZED = "<instructions>"  # prompts.path while the instruction stage has not written its prompts yet
+VERSION_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*@v[0-9]+$")  # a data set version: NAME@vN
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # a hub repo: ORG/NAME
 
 
@@ -350,13 +352,43 @@ class ScorerConfig(Strict):
 
 
 class PreferenceConfig(Strict):
-    """The DPO stage: a policy samples candidates, a scorer ranks them, best vs worst."""
+    """The DPO stage: a pool of agents (or one policy) answers, a scorer ranks, a pairing rule pairs."""
 
     enabled: bool = Field(False, description="run the preference stage and write a DPO data set")
     policy: AgentConfig | None = Field(
-        None, description="the agent whose sampled answers become chosen/rejected (required when enabled)"
+        None,
+        description="the agent whose sampled answers become chosen/rejected: the short form of a pool of one "
+        "(set this or candidates when enabled)",
     )
     samples: int = Field(5, ge=2, description="candidate answers sampled from the policy per prompt")
+    candidates: list[CandidateConfig] | None = Field(
+        None,
+        description="the pool: several agents (endpoint, sampling, name, samples each) whose answers compete "
+        "(UltraFeedback completes each prompt with four models); each answer keeps its agent's name (unset: "
+        "candidate0, candidate1, ...) in the trace and the pair's chosen_agent / rejected_agent. Set this or policy",
+    )
+    include_sft_answer: bool | str = Field(
+        False,
+        description="add the prompt's SFT answer (the mixture's) to the pool as the candidate labelled mixture: "
+        "true: this run's; NAME@vN: that version's SFT rows (under output.root); a prompt without an SFT row "
+        "there has no mixture candidate",
+    )
+
+    @field_validator("include_sft_answer")
+    @classmethod
+    def _a_pinned_version(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not VERSION_REF.match(value):
+            raise ValueError(
+                f"{value!r} is neither true/false nor a pinned version NAME@vN (e.g. my-moa@v3): a version is "
+                "never edited, so the pairs it gives can be made again"
+            )
+        return value
+
+    pairing: PairingConfig = Field(
+        PairingConfig(),
+        description="which candidates face each other: best_worst (the default), {one_side_from: LABEL} (every "
+        "pair holds one of that agent's answers) or {delta: {stronger: LABEL, weaker: LABEL}}",
+    )
     scorer: ScorerConfig = Field(ScorerConfig(), description="how the candidates are ranked")
     min_margin: Margin | dict[str, Margin] | None = Field(
         None,
@@ -399,11 +431,67 @@ class PreferenceConfig(Strict):
         return margin_for(self.min_margin, self.scorer.judged_kind())[0]
 
     @model_validator(mode="after")
+    def _one_pool(self) -> PreferenceConfig:
+        if self.policy is not None and self.candidates is not None:
+            raise ValueError("set one of policy (with samples) or candidates (each with its samples), not both")
+        # Not model_fields_set: a config rebuilt from its dump (a shard's) holds every field.
+        if self.candidates is not None and self.samples != type(self).model_fields["samples"].default:
+            raise ValueError("samples: goes with policy; with candidates each agent gives its own samples")
+        if self.candidates is not None and not self.candidates:
+            raise ValueError("candidates: empty; list at least one agent (endpoint, samples)")
+        if any(c.name == MIXTURE for c in self.candidates or []):
+            raise ValueError(f"candidates: the name {MIXTURE!r} is the SFT answer's (include_sft_answer); rename it")
+        labels = [m.label for m in self.pool()]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"candidates: the label {twice[0]!r} names two agents; give each a distinct name")
+        for where, label in self.pairing.named():
+            if self.enabled and label not in labels:
+                known = ", ".join(labels) or "none"
+                raise ValueError(f"{where}: no candidate {label!r} in the pool (its labels: {known})")
+        if self.pairing.delta is not None:
+            delta = self.pairing.delta
+            if delta.stronger == delta.weaker:
+                raise ValueError("pairing.delta: stronger and weaker name the same agent; name two")
+            idle = [label for label in labels if label not in (delta.stronger, delta.weaker)]
+            if self.enabled and idle:
+                raise ValueError(
+                    f"pairing.delta pairs {delta.stronger} with {delta.weaker} only; {', '.join(idle)} would be "
+                    "asked and never paired: leave them out of the pool"
+                )
+        if self.enabled and self.pairing.one_side_from is not None and len(labels) < 2:
+            raise ValueError("pairing.one_side_from: the pool needs another agent for the other side")
+        return self
+
+    def pool(self) -> list[PoolMember]:
+        """The agents that answer each prompt, in order (the mixture's SFT answer, if included, last)."""
+        members: list[PoolMember] = []
+        if self.candidates is not None:
+            for i, c in enumerate(self.candidates):
+                label = c.name or f"candidate{i}"
+                members.append(PoolMember(label, f"candidates[{i}]", c, c.samples, f"pref.candidates.{label}"))
+        elif self.policy is not None:
+            members.append(PoolMember(self.policy.name or POLICY, "policy", self.policy, self.samples, "pref.policy"))
+        if self.include_sft_answer:
+            members.append(PoolMember(MIXTURE, "include_sft_answer", None, 1, ""))
+        return members
+
+    def pool_size(self) -> int:
+        """Candidates per prompt when every answer differs: every agent's samples, the mixture's one."""
+        return sum(m.samples for m in self.pool())
+
+    @model_validator(mode="after")
     def _needs_policy(self) -> PreferenceConfig:
         if not self.enabled:
             return self
-        if self.policy is None:
-            raise ValueError("policy: preference.enabled needs a policy (the agent whose answers are ranked)")
+        if self.policy is None and self.candidates is None:
+            raise ValueError(
+                "policy: preference.enabled needs a policy (the agent whose answers are ranked) or candidates"
+            )
+        if self.pool_size() < 2:
+            raise ValueError(
+                "candidates: the pool gives one answer per prompt; a pair needs two (raise an agent's samples)"
+            )
         scorer = self.scorer
         kind, where = scorer.judged_kind(), "" if scorer.kind != "verifier" else " (the verifier's tie_breaker)"
         if kind == "reward_model" and not scorer.reward_model:

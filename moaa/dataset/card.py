@@ -61,6 +61,7 @@ def render_card(
         *S.stats_section(stats),
         *S.quality_section(manifest, stats),
         *S.verification_section(manifest),
+        *S.pool_section(manifest),
         *S.bias_section(manifest),
         *S.samples_section(folder, rows),
         *S.load_section(name, version, rows, where or f"{name}/{version}", repo_id),

@@ -19,7 +19,8 @@ CONFIG_DOCS = {
     "sft": "`messages` [{role, content}] (the final answers as assistant turns), `prompt_id`, `source`, "
     "`method`, `models` [str], `category`. For `trl sft`.",
     "dpo": "`prompt` [{role, content}], `chosen` / `rejected` [one assistant message each], `score_chosen`, "
-    "`score_rejected`, `chosen_model`, `rejected_model`, `prompt_id`. For `trl dpo`.",
+    "`score_rejected`, `chosen_model`, `rejected_model`, `chosen_agent` / `rejected_agent` (the pool label of "
+    "the agent that wrote each side; `mixture`: the SFT answer), `prompt_id`. For `trl dpo`.",
     "trace": "every intermediate answer and judge verdict: `prompt_id`, `stage`, `kind`, `text`, `agent`, "
     "`model`, `role`, `turn`, `layer`, `index`, `selected`, `prompt_tokens`, `completion_tokens`, "
     "`latency_s`, `finish_reason`, `cached`, `score`, `meta` (JSON text).",
@@ -187,6 +188,30 @@ BIAS_ROWS = (
     ("weighted_tie_rate", "the same, by log-probabilities (weighted_ratings)"),
     ("tie_drop_share", "prompts dropped as ties"),
 )
+
+
+def pool_section(manifest: dict[str, Any]) -> list[str]:
+    """The preference stage's candidate pool (moaa.config.pools): each agent, its samples, the pairing rule."""
+    from moaa.config import PreferenceConfig
+
+    raw = (manifest.get("config") or {}).get("preference") or {}
+    if not raw.get("enabled"):
+        return []
+    try:
+        pref = PreferenceConfig.model_validate(raw)
+    except ValueError:  # a version written by another moaa: its card goes without the section
+        return []
+    endpoints = (manifest.get("endpoints") or {}) | ((manifest.get("config") or {}).get("endpoints") or {})
+    rows = []
+    for m in pref.pool():
+        if m.agent is None:
+            source = pref.include_sft_answer if isinstance(pref.include_sft_answer, str) else "this run"
+            rows.append([m.label, f"{source}'s SFT answer", "–", "–", m.samples])
+        else:
+            model = (endpoints.get(m.agent.endpoint) or {}).get("model", "–")
+            rows.append([m.label, m.agent.endpoint, model, m.agent.temperature, m.samples])
+    lines = ["## Preference pool", "", *table(["agent", "endpoint", "model", "temperature", "samples"], rows)]
+    return lines + [f"Pairs: {pref.pairing.describe()}; `chosen_agent` / `rejected_agent` name each side's agent.", ""]
 
 
 def bias_section(manifest: dict[str, Any]) -> list[str]:

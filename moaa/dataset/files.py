@@ -50,7 +50,7 @@ def scan_config(version_dir: Path, config: str) -> Any:
 COLUMNS = {
     "sft": "prompt_id messages:messages source method models:strings category verification:verdict reference",
     "dpo": "prompt_id prompt:messages chosen:messages rejected:messages score_chosen:float score_rejected:float "
-    "chosen_model rejected_model verification:verdicts reference",
+    "chosen_model rejected_model chosen_agent rejected_agent verification:verdicts reference",
     "trace": "prompt_id stage kind text agent model role turn:int layer:int index:int selected:bool "
     "prompt_tokens:int completion_tokens:int latency_s:float finish_reason cached:bool score:float meta",
     "failures": "prompt_id stage reason error transient:bool",

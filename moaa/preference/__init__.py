@@ -1,4 +1,7 @@
-"""The preference (DPO) stage: a policy samples candidates, a scorer ranks them, best vs worst.
+"""The preference (DPO) stage: a policy (or a pool of agents) answers, a scorer ranks, a pairing rule pairs.
+
+The pool and its pairing rules (best vs worst, one side from an agent, delta: moaa.config.pools) are
+moaa.preference.pool; the mixture's own SFT answer can join it (include_sft_answer).
 
 Scorers (ALGORITHMS.md sections 2, 7 and 10): a reward model, a pointwise or pairwise LLM judge,
 the MoA judge, or the verifier (moaa.preference.verified_pairs: verdicts against the prompt's reference,

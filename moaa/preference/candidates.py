@@ -1,9 +1,10 @@
-"""Candidate answers for the preference stage: the policy samples K answers to each prompt.
+"""Candidate answers for the preference stage: an agent of the pool samples K answers to each prompt.
 
 One `n=K` call at the policy's temperature (the client falls back to K seeded calls where a
-server ignores n); the seed is derived from the prompt id, so a re-run asks the same question
-and the request cache answers it. Empty answers are dropped and identical ones (whitespace-
-normalised) collapsed into one candidate with a count, so chosen and rejected never share a text.
+server ignores n); the seed is derived from the prompt id and the agent's seed key, so a re-run
+asks the same question and the request cache answers it (moaa.preference.pool merges the agents').
+Empty answers are dropped and identical ones (whitespace-normalised) collapsed into one candidate
+with a count, so chosen and rejected never share a text.
 Answers cut at max_tokens follow `answers.truncated` (moaa.config.AnswersConfig): dropped, asked
 again with a larger budget, or kept; answers a content filter stopped are always dropped.
 """
@@ -25,7 +26,8 @@ SAMPLE_TAG = "pref.policy.sample@v1"
 
 @dataclass
 class Candidate:
-    """One distinct answer: its position among the candidates, text, model and sample statistics."""
+    """One distinct answer: its position among the candidates, text, model, the agent that wrote it
+    (its pool label; `also`: other agents that wrote the same text) and sample statistics."""
 
     index: int
     text: str
@@ -35,6 +37,11 @@ class Candidate:
     finish_reason: str = "stop"
     completion_tokens: int = 0
     reasoning: str = ""  # a reasoning model's thinking, split off the text (kept for the trace only)
+    agent: str = "policy"
+    also: list[str] = field(default_factory=list)
+
+    def written_by(self, label: str) -> bool:
+        return self.agent == label or label in self.also
 
 
 @dataclass
@@ -53,6 +60,7 @@ class CandidateSet:
     content_filtered: int = 0
     cut: list[tuple[int, str]] = field(default_factory=list)  # (sample, text) of dropped cut samples
     model: str = ""
+    agent: str = "policy"  # the pool label of the agent that sampled them (merged sets: the first)
 
 
 def normalise(text: str) -> str:
@@ -68,10 +76,11 @@ def conversation_of(messages: list[Message]) -> list[Message]:
     return [dict(m) for m in messages[:end]]
 
 
-def policy_sampling(policy: AgentConfig, prompt_id: str) -> Sampling:
-    """The policy's sampling with a seed from the prompt id (offset by the configured seed)."""
+def policy_sampling(policy: AgentConfig, prompt_id: str, seed_key: str = "pref.policy") -> Sampling:
+    """The agent's sampling with a seed from the prompt id and `seed_key` (offset by the configured seed):
+    two agents of one pool on the same model and temperature still ask different questions."""
     values = {k: getattr(policy, k) for k in Sampling.model_fields}
-    values["seed"] = derive_seed(prompt_id, "pref.policy", policy.seed or 0)
+    values["seed"] = derive_seed(prompt_id, seed_key, policy.seed or 0)
     return Sampling(**values)
 
 
@@ -107,14 +116,17 @@ async def sample_candidates(
     client: ChatClient,
     k: int,
     answers: AnswersConfig | None = None,
+    *,
+    label: str = "policy",
+    seed_key: str = "pref.policy",
 ) -> CandidateSet:
-    """K policy answers to `conversation`, collapsed. Raises CallError when the call fails.
+    """K answers of the agent `label` to `conversation`, collapsed. Raises CallError when the call fails.
 
     reask: while some of the K answers were cut, the n=K call is asked again with twice the budget
     (up to answers.reask_max_tokens); answers still cut are then dropped as under `drop`."""
     answers = answers or AnswersConfig()
     messages = proposer_messages(conversation, policy.role, None)
-    sampling, reasked = policy_sampling(policy, prompt_id), 0
+    sampling, reasked = policy_sampling(policy, prompt_id, seed_key), 0
     while True:
         done: Completion = await client.chat(messages, sampling, n=k, tag=SAMPLE_TAG)
         cut = [i for i, r in enumerate(done.finish_reasons) if r == "length"]
@@ -129,7 +141,9 @@ async def sample_candidates(
     got = collapse(done.texts, done.finish_reasons, done.model, done.completion_tokens, filtered | dropped)
     got.truncated_dropped, got.truncated_kept = len(dropped), len(cut) - len(dropped)
     got.truncated_reasked, got.content_filtered = reasked, len(filtered)
-    got.cut, got.model = [(i, done.texts[i]) for i in sorted(dropped)], done.model
+    got.cut, got.model, got.agent = [(i, done.texts[i]) for i in sorted(dropped)], done.model, label
+    for c in got.candidates:
+        c.agent = label
     got.prompt_tokens, got.completion_tokens = done.prompt_tokens, done.completion_tokens
     got.latency_s, got.cached = done.latency_s, done.cached
     if done.reasoning:  # the thinking of each candidate's first sample goes to the trace, never to the text

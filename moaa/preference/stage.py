@@ -1,27 +1,28 @@
-"""The preference stage, prompt by prompt: sample candidates, score them, keep best vs worst.
+"""The preference stage, prompt by prompt: the pool's agents answer, a scorer ranks, the pairing rule pairs.
 
 Mirrors the engine's API (moaa.engine): `judge_prompt` (one prompt), `run_preference_prompts` (a
 lazily consumed stream, bounded in flight), `calls_per_prompt` (dry-run call counts). A prompt
 ends in one of three ways: a PreferenceRow; a drop with a reason (moaa.preference.pairs:
 ties, near-ties, length ratio, too few candidates) that is a property of the data, not an error;
-or a Failure (policy call failed, every answer empty, every candidate unscored). EndpointError and
-ConfigError propagate and stop the run.
+or a Failure (an agent's call failed, every answer empty, every candidate unscored). EndpointError
+and ConfigError propagate and stop the run. The pool and the pairing rules: moaa.preference.pool.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from moaa.config import AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
+from moaa.config import MIXTURE, AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
 from moaa.models.client import CallError, ChatClient
-from moaa.preference.candidates import CandidateSet, conversation_of, sample_candidates
+from moaa.preference.candidates import Candidate, CandidateSet, conversation_of
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
+from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
 from moaa.preference.scoring import Score, Scorer, client_for
 from moaa.prompts import judging as jp
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
@@ -102,13 +103,16 @@ async def judge_prompt(
     scorer: Scorer | None = None,
     answers: AnswersConfig | None = None,
     verifier: Verifier | None = None,
+    sft_answers: Mapping[str, SFTAnswer] | None = None,
 ) -> PreferenceResult:
-    """Sample `pref.samples` answers to `prompt`, score them, and pair the best with the worst.
+    """Ask the pool's agents (`pref.pool()`) for their samples, score them, and pair as `pref.pairing` says.
 
     Row columns (TRL preference format with an explicit prompt): prompt_id, prompt (the
     conversation up to its last user turn), chosen, rejected (one assistant message each),
-    score_chosen, score_rejected, chosen_model, rejected_model. Trace: one "sample" step per
-    distinct candidate (score, count) and one "verdict" step per scored candidate (meta: JSON of
+    score_chosen, score_rejected, chosen_model, rejected_model, chosen_agent, rejected_agent (the pool
+    labels). `sft_answers` (include_sft_answer): the mixture's answers by prompt id, one more candidate
+    (a prompt without one is counted as sft_answer_missing). Trace: one "sample" step per distinct
+    candidate (agent: its label; score, count) and one "verdict" step per scored candidate (meta: JSON of
     ratings, rationales, raw judge answers, pairwise outcomes). Chosen and rejected are complete
     answers unless `answers.truncated` is keep; a prompt left with fewer than two because answers
     were cut is a `truncated` failure (transient: a re-run asks again). Where the prompt has a check
@@ -116,27 +120,32 @@ async def judge_prompt(
     another scorer, `verifier` (preference.verify not off) checks its pair, which is dropped as
     chosen_failed under require when its chosen answer fails; the row's `verification` holds both verdicts.
     """
-    if pref.policy is None:
+    members = pref.pool()
+    if not any(m.agent is not None for m in members):
         raise ConfigError("preference.policy: not set; name the agent whose answers become chosen/rejected")
-    policy_client = client_for(pref.policy, clients, "preference.policy")
     scorer = scorer or build_scorer(pref.scorer, clients, verifier)
     convo = conversation_of(prompt.messages)
     result = PreferenceResult(prompt, None, [], None)
     if not convo or convo[-1]["role"] != "user":
         result.failure = Failure(prompt.prompt_id, STAGE, "no_user_turn", "the prompt has no user message to answer")
         return result
+    mixture = (sft_answers or {}).get(prompt.prompt_id) if pref.include_sft_answer else None
     try:
-        got = await sample_candidates(convo, prompt.prompt_id, pref.policy, policy_client, pref.samples, answers)
+        got = await sample_pool(convo, prompt.prompt_id, members, clients, answers, mixture)
     except CallError as exc:
         result.failure = Failure(prompt.prompt_id, STAGE, "policy_failed", str(exc), exc.transient)
         return result
     result.counters = {"samples": got.sampled, "empty_answers": got.empty, "duplicates": got.duplicates}
+    if pref.include_sft_answer:
+        result.counters["sft_answer_missing" if mixture is None else "sft_answers"] = 1
     for key in ("truncated_dropped", "truncated_kept", "truncated_reasked", "content_filtered"):
         if getattr(got, key):
             result.counters[key] = getattr(got, key)
-    result.trace = _cut_steps(prompt, pref, got)
+    result.trace = _cut_steps(prompt, got)
     if len(got.candidates) < 2 and got.truncated_dropped:
-        where = f"policy sample (endpoint {pref.policy.endpoint}, {policy_client.model})"
+        cut = [f"{p.agent} ({p.model})" for p in got.parts if p.truncated_dropped]
+        where = f"policy sample (endpoint {members[0].agent.endpoint}, {got.model})" if len(got.parts) == 1 else (
+            f"pool samples of {', '.join(cut)}")  # fmt: skip
         error = f"{where}: {got.truncated_dropped} of {got.sampled} answers cut at max_tokens"
         result.failure = Failure(prompt.prompt_id, STAGE, "truncated", error, True)
         return result
@@ -145,7 +154,7 @@ async def judge_prompt(
         result.failure = Failure(prompt.prompt_id, STAGE, reason, f"no usable answer of {got.sampled}", transient)
         return result
     if len(got.candidates) < 2:
-        result.trace += _sample_steps(prompt, pref, got, [None], PairChoice())
+        result.trace += _sample_steps(prompt, got, [None], PairChoice())
         result.dropped = "too_few_candidates"
         return result
     scores = await scorer.score(prompt, got.candidates)
@@ -153,8 +162,13 @@ async def judge_prompt(
     values = [s.score for s in scores]
     texts = [c.text for c in got.candidates]
     choose = getattr(scorer, "choose", None)  # the verifier scorer's own rule (moaa.preference.verified_pairs)
-    choice = choose(texts, scores, pref) if choose else choose_pair(texts, values, pref.margin(), pref.max_length_ratio)
-    result.trace += _sample_steps(prompt, pref, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    sides = sides_of(pref.pairing, got.candidates)
+    choice = (
+        choose(texts, scores, pref, sides)
+        if choose
+        else choose_pair(texts, values, pref.margin(), pref.max_length_ratio, sides)
+    )
+    result.trace += _sample_steps(prompt, got, values, choice) + _verdict_steps(prompt, scorer, scores)
     if choose is not None:  # the verifier scorer: each candidate's verdict in the trace
         from moaa.preference.verified_pairs import verdict_of, verdict_trace
 
@@ -199,8 +213,9 @@ async def _pair(
         pair_scores(scores, choice) if pair_scores else (scores[choice.chosen].score, scores[choice.rejected].score)
     )
     result.row = build_row(
-        prompt.prompt_id, convo, best.text, worst.text, score_chosen, score_rejected, best.model, worst.model
-    )
+        prompt.prompt_id, convo, best.text, worst.text, score_chosen, score_rejected, best.model, worst.model,
+        best.agent, worst.agent,
+    )  # fmt: skip
     if chosen is not None and rejected is not None:
         result.row.verification = {"chosen": chosen.column(), "rejected": rejected.column()}
     if prompt.reference is not None:
@@ -232,28 +247,27 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
             counters["pair_ties_weighted"] = sum(1 for p in weighted if p["weighted_outcome"] == "tie")
 
 
-def _sample_steps(
-    prompt: Prompt, pref: PreferenceConfig, got: CandidateSet, values: list, choice: PairChoice
-) -> list[TraceStep]:
-    assert pref.policy is not None
+def _sample_steps(prompt: Prompt, got: CandidateSet, values: list, choice: PairChoice) -> list[TraceStep]:
     picks = {choice.chosen: "chosen", choice.rejected: "rejected"}
     steps = []
     for c, value in zip(got.candidates, values + [None] * (len(got.candidates) - len(values)), strict=True):
         meta = {"count": c.count, "samples": c.samples} | ({"pick": picks[c.index]} if c.index in picks else {})
         if c.reasoning:
             meta["reasoning"] = c.reasoning
+        if c.also:  # the same text from other agents of the pool
+            meta["also"] = c.also
         steps.append(
             TraceStep(
                 prompt_id=prompt.prompt_id,
                 stage=STAGE,
                 kind="sample",
                 text=c.text,
-                agent=pref.policy.name or "policy",
+                agent=c.agent,
                 model=c.model,
-                role="policy",
+                role="mixture" if c.agent == MIXTURE else "policy",
                 index=c.index,
                 selected=c.index in picks,
-                prompt_tokens=got.prompt_tokens if c.index == 0 else 0,
+                prompt_tokens=_prompt_tokens(got, c),
                 completion_tokens=c.completion_tokens,
                 latency_s=got.latency_s,
                 finish_reason=c.finish_reason,
@@ -265,16 +279,26 @@ def _sample_steps(
     return steps
 
 
-def _cut_steps(prompt: Prompt, pref: PreferenceConfig, got: CandidateSet) -> list[TraceStep]:
+def _prompt_tokens(got: CandidateSet, c: Candidate) -> int:
+    """A call's prompt tokens, on the first candidate of the agent that made it (0 for the others)."""
+    parts = got.parts if isinstance(got, PooledSet) else [got]
+    part = next((p for p in parts if p.agent == c.agent), None)
+    return part.prompt_tokens if part is not None and part.candidates and part.candidates[0] is c else 0
+
+
+def _cut_steps(prompt: Prompt, pooled: PooledSet) -> list[TraceStep]:
     """One unselected "sample" step per sample dropped for being cut at max_tokens (the audit trail)."""
-    assert pref.policy is not None
+    return [step for got in pooled.parts for step in _cut_part(prompt, got)]
+
+
+def _cut_part(prompt: Prompt, got: CandidateSet) -> list[TraceStep]:
     return [
         TraceStep(
             prompt_id=prompt.prompt_id,
             stage=STAGE,
             kind="sample",
             text=text,
-            agent=pref.policy.name or "policy",
+            agent=got.agent,
             model=got.model,
             role="policy",
             index=i,
@@ -320,6 +344,7 @@ async def run_preference_prompts(
     max_in_flight: int = 32,
     answers: AnswersConfig | None = None,
     verifier: Verifier | None = None,
+    sft_answers: Mapping[str, SFTAnswer] | None = None,
 ) -> None:
     """Judge `prompts` with at most `max_in_flight` in flight, calling `on_result` as each finishes.
 
@@ -329,7 +354,9 @@ async def run_preference_prompts(
     scorer = build_scorer(pref.scorer, clients, verifier)
 
     async def judge(prompt: Prompt) -> PreferenceResult:
-        return await judge_prompt(prompt, pref, clients, scorer=scorer, answers=answers, verifier=verifier)
+        return await judge_prompt(
+            prompt, pref, clients, scorer=scorer, answers=answers, verifier=verifier, sft_answers=sft_answers
+        )
 
     await fan_out(prompts, judge, on_result, max_in_flight)
 
@@ -338,14 +365,19 @@ def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointCon
     """Calls and answers per prompt when all K candidates differ and every verdict parses first time.
 
     Returns {"stage", "scorer", "samples", "calls", "answers", "agents": {label: {"endpoint",
-    "calls", "answers"}}, "endpoints": {name: calls}, "reward_model_passes"}. The policy's n=K call
-    counts once, or K times where `endpoints` says the endpoint ignores n (supports_n: false).
+    "calls", "answers"}}, "endpoints": {name: calls}, "reward_model_passes"}. Each pool agent's n=K
+    call (label: its config path, policy or candidates[i]) counts once, or K times where `endpoints`
+    says the endpoint ignores n (supports_n: false); the mixture's SFT answer costs no call but is one
+    more candidate for the scorer. "samples" is the pool's candidates per prompt.
     """
-    k, cfg, policy = pref.samples, pref.scorer, pref.policy
+    k, cfg = pref.pool_size(), pref.scorer
     rows: list[tuple[str, Any, int, int]] = []
-    if policy is not None:
-        endpoint = (endpoints or {}).get(policy.endpoint)
-        rows.append(("policy", policy, k if endpoint is not None and endpoint.supports_n is False else 1, k))
+    for member in pref.pool():
+        if member.agent is not None:
+            endpoint = (endpoints or {}).get(member.agent.endpoint)
+            n = member.samples
+            calls = n if endpoint is not None and endpoint.supports_n is False else 1
+            rows.append((member.path, member.agent, calls, n))
     kind = cfg.judged_kind()  # the verifier's tie-breaker: at most this, asked only on ties
     per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(kind, 0)
     rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]

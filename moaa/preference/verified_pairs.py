@@ -10,7 +10,10 @@ asked only when there is a tie to break. A prompt yields no verified pair, with 
   candidates instead (best vs worst, `min_margin` applies);
 - unverifiable: the prompt has no check or none could run; with `verifier.unverifiable: judge`
   the tie-breaker pairs all candidates, as that scorer alone would;
-- length_ratio: as for every scorer (`max_length_ratio`).
+- length_ratio: as for every scorer (`max_length_ratio`);
+- with a pairing rule (moaa.preference.pool.Sides), only the pairs it allows: `reversed` where the
+  rule fixes the order (delta) and only the weaker side passed, `side_missing` where no allowed
+  pair has a passing and a failing answer.
 A verified pair's scores are its verdicts' (1.0 passed); a pair the tie-breaker made has its scores.
 
 Any other scorer, where a prompt has a check (`preference.verify: require`): its pair is dropped
@@ -20,7 +23,7 @@ Any other scorer, where a prompt has a check (`preference.verify: require`): its
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moaa.config import PreferenceConfig, VerifierScorerConfig
 from moaa.preference.candidates import Candidate
@@ -29,7 +32,10 @@ from moaa.preference.scoring import Score, Scorer
 from moaa.rows import Prompt
 from moaa.verify import Verdict, Verifier
 
-DROP_REASONS = ("all_failed", "all_passed", "unverifiable", "chosen_failed")
+if TYPE_CHECKING:
+    from moaa.preference.pool import Sides
+
+DROP_REASONS = ("all_failed", "all_passed", "unverifiable", "chosen_failed")  # and pairs.py's side rules
 
 
 class VerifierScorer:
@@ -70,34 +76,48 @@ class VerifierScorer:
         tied = [i for i in failing if _value(verdicts[i]) == lowest]
         return (passing if len(passing) > 1 else []) + (tied if len(tied) > 1 else [])
 
-    def choose(self, texts: list[str], scores: list[Score], pref: PreferenceConfig) -> PairChoice:
+    def choose(
+        self, texts: list[str], scores: list[Score], pref: PreferenceConfig, sides: Sides | None = None
+    ) -> PairChoice:
         """The verified pair (see the module docstring), or the tie-breaker's, or a drop reason."""
         verdicts = [s.details.get("verdict") for s in scores]
-        passing = [i for i, v in enumerate(verdicts) if v and v["status"] == "pass"]
-        failing = [i for i, v in enumerate(verdicts) if v and v["status"] == "fail"]
+        paired = range(len(texts)) if sides is None else sorted(sides.up | sides.down)
+        passing = [i for i in paired if verdicts[i] and verdicts[i]["status"] == "pass"]
+        failing = [i for i in paired if verdicts[i] and verdicts[i]["status"] == "fail"]
         breaks = [s.details.get("tie_break") for s in scores]
         if not passing and not failing:
-            return self._judged(texts, breaks, range(len(texts)), "unverifiable", self.cfg.unverifiable, pref)
+            return self._judged(texts, breaks, paired, "unverifiable", self.cfg.unverifiable, pref, sides)
         if not failing:
-            return self._judged(texts, breaks, passing, "all_passed", self.cfg.all_passed, pref)
+            return self._judged(texts, breaks, passing, "all_passed", self.cfg.all_passed, pref, sides)
         if not passing:
             return PairChoice(reason="all_failed")
-        chosen = min(passing, key=lambda i: (-_number(breaks[i]), i))
-        rejected = min(failing, key=lambda i: (verdicts[i]["score"] or 0.0, _number(breaks[i]), -i))
+        up = lambda i: (-_number(breaks[i]), i)  # noqa: E731
+        down = lambda i: (verdicts[i]["score"] or 0.0, _number(breaks[i]), -i)  # noqa: E731
+        allowed = [(c, r) for c in passing for r in failing if sides is None or sides.allows(c, r)]
+        if not allowed:
+            return PairChoice(reason="reversed" if sides is not None and sides.directional else "side_missing")
+        chosen, rejected = min(allowed, key=lambda p: (up(p[0]), down(p[1])))
         ratio = pref.max_length_ratio
         if ratio is not None and len(texts[chosen]) > ratio * max(len(texts[rejected]), 1):
             return PairChoice(reason="length_ratio")
         return PairChoice(chosen, rejected)
 
     def _judged(
-        self, texts: list[str], breaks: list[Any], among: Any, reason: str, policy: str, pref: PreferenceConfig
-    ) -> PairChoice:
+        self, texts: list[str], breaks: list[Any], among: Any, reason: str, policy: str, pref: PreferenceConfig,
+        sides: Sides | None,
+    ) -> PairChoice:  # fmt: skip
         """The tie-breaker's best vs worst among `among` (its policy says judge), else a drop for `reason`."""
         among = list(among)
         if policy != "judge" or self.breaker is None or len(among) < 2:
             return PairChoice(reason=reason)
+        if sides is not None:  # the same rule, on positions within `among`
+            from moaa.preference.pool import Sides
+
+            at = {i: n for n, i in enumerate(among)}
+            up, down = (frozenset(at[i] for i in side if i in at) for side in (sides.up, sides.down))
+            sides = Sides(up, down, sides.directional)
         choice = choose_pair(
-            [texts[i] for i in among], [breaks[i] for i in among], pref.margin(), pref.max_length_ratio
+            [texts[i] for i in among], [breaks[i] for i in among], pref.margin(), pref.max_length_ratio, sides
         )
         if choice.reason is not None:
             return choice

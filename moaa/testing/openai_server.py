@@ -39,6 +39,7 @@ Options (constructor keyword / CLI flag):
   reasoning models.
 - ``--replies instructions`` (CLI only): the responder moaa.testing.instruction_replies.instruction_responder,
   which plays instruction writers and their answerers.
+- ``responder`` (--responder MODULE:NAME): as above; on the command line, the function to import.
 - ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
   header, as some servers echo the request in their errors (to test that moaa writes no key).
 
@@ -348,6 +349,14 @@ class OpenAITestServer:
             self._log.flush()
 
 
+def _imported(spec: str) -> Responder:
+    """The function `MODULE:NAME` names (a subprocess server's scripted replies, e.g. a judge's verdicts)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="OpenAI-compatible test server with fault injection.")
     p.add_argument("--host", default="127.0.0.1")
@@ -376,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--replies", choices=["default", "instructions"], default="default",
         help="instructions: play instruction writers and answerers (moaa.testing.instruction_replies)",
     )  # fmt: skip
+    p.add_argument("--responder", default=None, metavar="MODULE:NAME", help="a responder function to import")
     a = p.parse_args(argv)
     responder = None
     if a.replies == "instructions":
@@ -401,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             strict_models=a.strict_models,
             refuse_params=dict(item.split("=", 1) for item in a.refuse_param),
             echo_key=a.echo_key,
-            responder=responder,
+            responder=_imported(a.responder) if a.responder else responder,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -9,8 +9,10 @@ One round, with the data set names `<name>-moa` and `<name>-pairs` (a new versio
    more proposer (`endpoints.student`, backend transformers) -> `<name>-moa@vR`.
 2. SFT of the current student on it -> runs/sft/...
 3. Student samples -> judged pairs: the same run config with the preference stage on and the SFT
-   student as its policy -> `<name>-pairs@vR` (the SFT stage's calls are answered by the request
-   cache: same prompts, same requests).
+   student as its policy (or, where the config lists `preference.candidates`, as its agent named
+   `student`, added when none is: `pairing: {one_side_from: student}` makes Tulu 3's on-policy pairs)
+   -> `<name>-pairs@vR` (the SFT stage's calls are answered by the request cache: same prompts, same
+   requests).
 4. DPO of the SFT model on those pairs -> runs/dpo/... (skipped, keeping the SFT model, when the
    judge separated no pair).
 5. Eval of the round's model against the previous round's on the held-out prompts of `<name>-pairs@vR`.
@@ -30,7 +32,7 @@ from typing import Any
 
 from pydantic import Field
 
-from moaa.config import AgentConfig, EndpointConfig, MoaaConfig, Strict, load_config
+from moaa.config import AgentConfig, CandidateConfig, EndpointConfig, MoaaConfig, Strict, load_config
 from moaa.errors import InputError
 from moaa.train.runs import DEFAULT_RUNS, new_run_dir, run_parent, write_lineage
 from moaa.train.tables import format_rounds_table
@@ -96,11 +98,19 @@ def pairs_config(moa: MoaaConfig, s: LoopSettings, policy: str) -> MoaaConfig:
     config.endpoints[STUDENT] = student_endpoint(policy, moa)
     pref = config.preference
     pref.enabled = True
-    old = pref.policy
-    pref.policy = AgentConfig(endpoint=STUDENT, temperature=old.temperature if old else 1.0,
-                              max_tokens=old.max_tokens if old else None)  # fmt: skip
-    if s.samples:
-        pref.samples = s.samples
+    if pref.candidates is not None:  # a pool: the student is its agent named student (added if none is)
+        named = next((c for c in pref.candidates if c.name == "student"), None)
+        if named is not None:
+            named.endpoint = STUDENT
+        else:
+            student = CandidateConfig(endpoint=STUDENT, name="student", temperature=1.0, samples=s.samples or 2)
+            pref.candidates.append(student)
+    else:
+        old = pref.policy
+        pref.policy = AgentConfig(endpoint=STUDENT, temperature=old.temperature if old else 1.0,
+                                  max_tokens=old.max_tokens if old else None)  # fmt: skip
+        if s.samples:
+            pref.samples = s.samples
     if pref.scorer.kind != "reward_model" and not pref.scorer.judges:
         judge = moa.sft.aggregator or moa.sft.proposers[0]
         pref.scorer.judges = [AgentConfig(endpoint=judge.endpoint, temperature=0.0)]

@@ -192,5 +192,5 @@ def _agents(config: dict[str, Any]) -> list[dict[str, Any]]:
     sft, pref = config.get("sft") or {}, config.get("preference") or {}
     scorer = pref.get("scorer") or {}
     found = [*(sft.get("proposers") or []), sft.get("aggregator"), sft.get("moderator"), pref.get("policy"),
-             *(scorer.get("judges") or []), scorer.get("aggregator")]  # fmt: skip
+             *(pref.get("candidates") or []), *(scorer.get("judges") or []), scorer.get("aggregator")]  # fmt: skip
     return [a for a in found if isinstance(a, dict)]

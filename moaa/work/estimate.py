@@ -270,7 +270,18 @@ def _preference_stage(config: MoaaConfig, prompts: Prompts) -> dict[str, Any]:
     return _stage(len(prompts), answered, agents, 0, False) | {
         "reward_model_passes": counts["reward_model_passes"] * answered,
         "margin": describe_margin(pref.min_margin, pref.scorer.judged_kind()),
+        "pool": describe_pool(pref),
     }
+
+
+def describe_pool(pref: PreferenceConfig) -> str:
+    """The pool and its pairing rule in words: each agent's label, samples and model call."""
+    source = pref.include_sft_answer if isinstance(pref.include_sft_answer, str) else "this run"
+    members = [
+        f"{m.label} x{m.samples} ({m.path})" if m.agent is not None else f"{m.label} ({source}'s SFT answer, no call)"
+        for m in pref.pool()
+    ]
+    return f"{', '.join(members)}; {pref.pairing.describe()}"
 
 
 def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
@@ -280,11 +291,15 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     from moaa.prompts.generation import proposer_messages
 
     pref, eps = config.preference, config.endpoints
-    cfg, k = pref.scorer, pref.samples
+    cfg, k = pref.scorer, pref.pool_size()
     shapes: dict[str, list[Shape]] = {}
-    if pref.policy is not None:
-        shapes["policy"] = [(1, proposer_messages(_PROBE, pref.policy.role, None))]
-        cand = _placeholder(output_tokens(pref.policy, eps[pref.policy.endpoint]))
+    asked = [m for m in pref.pool() if m.agent is not None]
+    for m in asked:
+        assert m.agent is not None
+        shapes[m.path] = [(1, proposer_messages(_PROBE, m.agent.role, None))]
+    if asked:  # a candidate as long as the pool's answers are on average
+        lengths = [output_tokens(m.agent, eps[m.agent.endpoint]) * m.samples for m in asked if m.agent is not None]
+        cand = _placeholder(sum(lengths) / sum(m.samples for m in asked))
     else:
         cand = ""
     kind = cfg.judged_kind()  # a verifier's tie-breaker
@@ -308,6 +323,9 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
 def _pref_agent(pref: PreferenceConfig, label: str) -> AgentConfig:
     if label.startswith("scorer.judges["):
         return pref.scorer.judges[int(label[len("scorer.judges[") : -1])]
+    if label.startswith("candidates["):
+        assert pref.candidates is not None
+        return pref.candidates[int(label[len("candidates[") : -1])]
     agent = pref.policy if label == "policy" else pref.scorer.aggregator
     assert agent is not None
     return agent
@@ -459,6 +477,8 @@ def format_estimate(est: dict[str, Any]) -> str:
         lines += _table(("agent", "endpoint"), [(label, a["endpoint"], a, "") for label, a in stage["agents"].items()])
         if stage.get("reward_model_passes"):
             lines.append(f"  reward model: {stage['reward_model_passes']} local batches (no calls)")
+        if stage.get("pool"):
+            lines.append(f"  pool: {stage['pool']}")
         if stage.get("margin"):
             lines.append(f"  pairs: {stage['margin']}")
     lines += ["", "per endpoint:"]

@@ -252,7 +252,8 @@ async def _run_shard(
         guard.check(tally.finished, tally.failed)
 
     try:
-        await _until_stopped(_dispatch(stage, config, todo, clients, on_result, roles), stop, out_dir.name)
+        work = _dispatch(stage, config, todo, clients, on_result, roles, out_dir)
+        await _until_stopped(work, stop, out_dir.name)
     finally:
         output.close()
         for client in clients.values():
@@ -294,6 +295,7 @@ async def _dispatch(
     clients: dict[str, ChatClient],
     on_result: Callable[[PromptOutcome, str | None], None],
     roles: list[str] | None,
+    out_dir: Path,
 ) -> None:
     """Run the stage over `prompts`; `on_result(outcome, drop reason)` per prompt (only preference drops)."""
     in_flight = max(8, 2 * sum(config.endpoints[n].max_concurrency for n in clients))
@@ -315,12 +317,14 @@ async def _dispatch(
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
         from moaa.verify import Verifier
+        from moaa.work.sft_answers import read_sft_answers
 
         pref = config.preference
         checked = pref.verify != "off" or pref.scorer.kind == "verifier"
+        mixture = read_sft_answers(config, out_dir, prompts) if pref.include_sft_answer else None
         await run_preference_prompts(
             prompts, pref, clients, on_result=lambda r: on_result(r, r.dropped), max_in_flight=in_flight,
-            answers=config.answers, verifier=Verifier(config.verify) if checked else None,
+            answers=config.answers, verifier=Verifier(config.verify) if checked else None, sft_answers=mixture,
         )  # fmt: skip
     else:
         raise ValueError(f"unknown stage {stage!r}")

@@ -44,6 +44,9 @@ class RunPlan:
         return sum(1 for inp, _ in self.shards.get(stage, []) for _ in inp.open())
 
 
+_POOL_DEFAULTS = {"candidates": None, "include_sft_answer": False, "pairing": {"one_side_from": None, "delta": None}}
+
+
 def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     """Hash of what decides the data and its shards: the prompts' own fingerprint (their contents),
     the prompt settings, stages, each endpoint's model and sampling, and the shard size."""
@@ -51,6 +54,9 @@ def fingerprint(config: MoaaConfig, prompts: str = "") -> str:
     endpoints = {name: {"model": ep["model"], "sampling": ep["sampling"]} for name, ep in data["endpoints"].items()}
     # `answers`: whether truncated answers are data (rows kept under `keep` must not survive a switch to drop).
     keep = {k: data[k] for k in ("name", "prompts", "sft", "preference", "answers")} | {"endpoints": endpoints}
+    # A pool's settings at their defaults (a policy, best vs worst) hash as before pools existed: the
+    # work folder of a run begun by an earlier moaa resumes.
+    keep["preference"] = {k: v for k, v in keep["preference"].items() if v != _POOL_DEFAULTS.get(k, ...)}
     keep["prompt_data"] = prompts  # an edited prompt file is a new run (the cache keeps it cheap)
     if data.get("instructions") is not None:  # synthesized prompts: a scheduled run's folder is named by how
         keep["instructions"] = data["instructions"]
