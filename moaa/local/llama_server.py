@@ -20,10 +20,9 @@ Settings chosen here (measured with `make bench ARGS="--only local"`, README "Th
 model"):
 - `--n_ctx` is per slot: the server's whole context is `slots x n_ctx`, each slot its own part, so a
   long prompt in one slot never shrinks another's;
-- all cores as threads: on an idle 2-core machine 2 threads decode ~1.6x as fast as 1, and one
-  `nice 19` busy process beside them costs nothing measurable; a busy process at the same priority
-  costs more than its fair share (the threads wait for each other at every step), which the README
-  reports;
+- all cores as threads (on 2 idle cores, 4 requests at once: 47.5 tokens/s with 2 threads, 30.4
+  with 1), which sleep at their barriers (moaa.local.server.WAIT_POLICY: one busy process beside
+  them costs ~10%, where spinning threads lost 96%);
 - no web UI, a prompt cache in RAM of 256 MiB (default 8 GiB), no reasoning-format parsing (the
   embedded model does not think; the client splits `<think>` blocks itself where a model does).
 """

@@ -66,10 +66,11 @@ NATIVE_VARIABLE = "MOAA_LLAMA_SERVER"  # a llama-server executable to use instea
 THREADS_VARIABLE = "MOAA_LOCAL_THREADS"  # the server's threads (unset: every core)
 # llama.cpp's threads meet at an OpenMP barrier after every step of a forward pass. By default
 # libgomp spins ~3 ms there before sleeping, so a waiting thread holds its core; when another process
-# wants that core, the thread that must arrive is descheduled while its partner spins, and decoding
-# fell from ~25 to 0.4-2 tokens/s. Threads that sleep at once (PASSIVE) hand the core over and kept
-# ~22 tokens/s under the same load, for ~10% less on an idle machine (`make bench ARGS="--only
-# local"`). A user's own OMP_WAIT_POLICY (or GOMP_SPINCOUNT) wins.
+# wants that core, the thread that must arrive is descheduled while its partner spins: beside one
+# busy loop decoding fell from 38.8 to 1.0-1.3 tokens/s. Threads that sleep at once (PASSIVE) hand the
+# core over and kept 25.5-26.4 of their 29 tokens/s; alone they decode one stream a quarter slower,
+# yet `make data` took the same time (172 vs 176 s: moaa's own work is the load beside the server;
+# README, `make bench ARGS="--only local"`). A user's own OMP_WAIT_POLICY (or GOMP_SPINCOUNT) wins.
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_SLOTS = LOCAL_SLOTS  # the local endpoint's default max_concurrency
 CPU_HINT = (
