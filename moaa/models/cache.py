@@ -204,7 +204,12 @@ class RequestCache:
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
             )
             self._conn().execute("SELECT key FROM answers LIMIT 1").fetchall()  # a damaged file fails here
-            _check_length(self.path)
+            # A checkpoint cut short (a full disk) leaves the file shorter than its new header while the
+            # WAL still holds the pages: not damage. Finish what can be finished without waiting, and
+            # check the length only when every frame is in the file.
+            _, frames, copied = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames == copied:
+                _check_length(self.path)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 raise MoaaError(f"cache {self.path}: cannot open ({exc}); set cache.path to a writable file") from None
