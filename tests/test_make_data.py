@@ -18,8 +18,9 @@ from tests.verify_helpers import recheck
 @pytest.mark.slow
 def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     """The preset exactly as `make data` runs it (only the output folders moved): each of the 4 prompts
-    an SFT row or an `unverified` failure, no row and no DPO chosen side that fails its prompt's reference
-    (checked again here, apart from the pipeline's verdicts), verdicts that parse, answers that finish."""
+    an SFT row or an `unverified` (or `truncated`) failure, no row and no DPO chosen side that fails its
+    prompt's reference (checked again here, apart from the pipeline's verdicts), verdicts that parse,
+    answers that finish."""
     import polars as pl
 
     overrides = [
@@ -38,13 +39,16 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     assert per_prompt and float(per_prompt.group(1)) >= 4.0, out  # 3 proposers + 1 aggregate (+ gate re-asks)
     assert "tok/s" in out and "endpoint local:" in out
     assert "  quality: sft " in out and " unparsed verdicts" in out
-    assert re.search(r"verification \(sft\): moa: 4 prompts checked, \d+ verified", out), out
+    # llama.cpp's batched decoding is not bit-for-bit repeatable (a slot's numbers depend on what
+    # shares its batch), so a run may cut an answer at max_tokens: that prompt is a named `truncated`
+    # failure, asked again by the next run, and not checked
+    assert re.search(r"verification \(sft\): moa: [1-4] prompts checked, \d+ verified", out), out
 
     version = tmp_path / "data" / "local-moa" / "v1"
     references = _references()
     sft = _rows(version, "sft")
     failed = _rows(version, "failures")
-    assert len(sft) + len(failed) == 4 and {f["reason"] for f in failed} <= {"unverified"}, failed
+    assert len(sft) + len(failed) == 4 and {f["reason"] for f in failed} <= {"unverified", "truncated"}, failed
     for row in sft:
         answer = row["messages"][-1]
         assert answer["role"] == "assistant" and answer["content"].strip()
