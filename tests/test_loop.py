@@ -53,8 +53,9 @@ def test_a_pool_gets_the_round_student_as_its_agent_named_student(named):
     data["preference"].pop("samples")
     moa = moa_config(MoaaConfig.model_validate(data), LoopSettings(name="lp", samples=2), 1, "/models/student")
     pairs = MoaaConfig.model_validate(dump_config(pairs_config(moa, LoopSettings(name="lp", samples=2), "/runs/sft/x")))
-    pool = {m.label: (m.agent.endpoint, m.samples) for m in pairs.preference.pool()}
-    assert pool == {"teacher": ("local", 2), "student": (STUDENT, 3 if named else 2)}
+    pool = {m.label: (m.agent.endpoint if m.agent else None, m.samples) for m in pairs.preference.pool()}
+    # the base config's own setting stays: its mixture's SFT answer is one more candidate
+    assert pool == {"teacher": ("local", 2), "student": (STUDENT, 3 if named else 2), "mixture": (None, 1)}
     assert pairs.endpoints[STUDENT].model == "/runs/sft/x" and pairs.preference.policy is None
 
 
@@ -166,6 +167,8 @@ def test_one_round_of_the_flow_on_the_embedded_default(tmp_path: Path, prefect_h
     small = ["endpoints.local.sampling.max_tokens=32", "sft.aggregator.max_tokens=48", "output.test_size=0.34",
              "preference.policy.max_tokens=32", "preference.scorer.judges.0.max_tokens=120",
              "preference.scorer.criteria=[helpfulness]", "preference.limit=3", "preference.min_margin=0.1",
+             "answers.truncated=keep", "sft.verify=keep", "preference.scorer.kind=pointwise",
+             "preference.verify=off",  # 32-token answers: cut, and wrong where checked (the plumbing is tested)
              f"output.root={tmp_path / 'data'}", f"run.work_dir={tmp_path / 'work'}",
              f"cache.path={tmp_path / 'cache.sqlite'}"]  # fmt: skip
     steps = ["max_steps=2", "max_length=256"]

@@ -17,8 +17,9 @@ from tests.verify_helpers import recheck
 
 @pytest.mark.slow
 def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
-    """The preset exactly as `make data` runs it (only the output folders moved): each of the 4 prompts
-    an SFT row or an `unverified` (or `truncated`) failure, no row and no DPO chosen side that fails its
+    """The preset exactly as `make data` runs it (only the output folders moved): each of the 6 prompts
+    an SFT row or an `unverified` (or `truncated`) failure, at least one DPO pair (the mixture's SFT answer
+    is a candidate, so a prompt whose policy samples all fail still pairs where the mixture passed), no row and no DPO chosen side that fails its
     prompt's reference (checked again here, apart from the pipeline's verdicts), verdicts that parse,
     answers that finish."""
     import polars as pl
@@ -48,7 +49,7 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     references = _references()
     sft = _rows(version, "sft")
     failed = _rows(version, "failures")
-    assert len(sft) + len(failed) == 4 and {f["reason"] for f in failed} <= {"unverified", "truncated"}, failed
+    assert len(sft) + len(failed) == 6 and {f["reason"] for f in failed} <= {"unverified", "truncated"}, failed
     for row in sft:
         answer = row["messages"][-1]
         assert answer["role"] == "assistant" and answer["content"].strip()
@@ -56,12 +57,13 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
         assert row["models"] == ["qwen2.5-coder-0.5b-instruct"]
         assert recheck(references[row["prompt_id"]], answer["content"]) in ("pass", "none"), row  # the hidden check
     dpo = _rows(version, "dpo")
+    assert dpo, "no DPO pair"
     for pair in dpo:  # a pair is a right answer over a wrong one, or the judge's among right ones
         assert recheck(references[pair["prompt_id"]], pair["chosen"][0]["content"]) in ("pass", "none"), pair
     trace = _rows(version, "trace")
     kinds = [r["kind"] for r in trace]
     kept = [r for r in trace if r["kind"] == "aggregate" and r["selected"]]  # a re-asked or failed one is not kept
-    assert kinds.count("proposal") == 12 and len(kept) <= 4
+    assert kinds.count("proposal") == 18 and len(kept) <= 6
     assert kinds.count("verification") >= 4  # every final answer's verdict, and the re-asks' and proposals'
     verdicts = [r for r in trace if r["kind"] == "verdict" and r["role"] == "judge"]
     assert all(r["score"] is not None for r in verdicts if r["agent"] != "verifier")  # every judge verdict parsed

@@ -131,8 +131,10 @@ def test_all_passing_candidates_fall_back_to_the_judge():
 
 def test_a_prompt_without_a_check_is_judged_or_dropped_as_unverifiable():
     samples = ["Paris.", "Lyon."]
-    row = judge(Judged(samples, rating=lambda t: 5 if "Paris" in t else 1), pref(), reference=None).row
+    judged = judge(Judged(samples, rating=lambda t: 5 if "Paris" in t else 1), pref(), reference=None)
+    row = judged.row
     assert row.chosen[0]["content"] == "Paris." and row.verification is None
+    assert judged.counters["unscored"] == 0  # no verdict, but the judge scored both (the summary's count)
     dropped = judge(Judged(samples), pref(scorer__verifier={"unverifiable": "drop"}), reference=None)
     assert dropped.dropped == "unverifiable" and dropped.counters["verify_none"] == 1
 

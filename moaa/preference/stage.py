@@ -223,7 +223,9 @@ async def _pair(
 
 
 def _count(counters: dict[str, int], scores: list[Score]) -> None:
-    counters["unscored"] = sum(1 for s in scores if s.score is None)
+    # the verifier scorer's candidate without a verdict (its prompt has no check) is scored by the
+    # tie-breaker's judge: unscored only where that judge gave nothing either
+    counters["unscored"] = sum(1 for s in scores if s.score is None and s.details.get("tie_break") is None)
     left_out = sum(1 for s in scores if s.details.get("left_out") == "missing_judge")
     if left_out:  # unscored so that every scored candidate has the same judges
         counters["missing_judge"] = left_out
