@@ -46,6 +46,13 @@ def matchups_task(**kwargs: Any) -> dict:
     return evaluate_students(**kwargs)
 
 
+@task(name="dpo", cache_policy=NONE)
+def dpo_task(**kwargs: Any) -> Any:
+    from moaa.train.dpo import run_dpo
+
+    return run_dpo(**kwargs)
+
+
 @task(name="pass-rates", cache_policy=NONE)
 def pass_rates_task(**kwargs: Any) -> dict:
     from moaa.train.pass_rates import score_students
@@ -56,8 +63,10 @@ def pass_rates_task(**kwargs: Any) -> dict:
 @flow(name="moaa-compare", log_prints=True)
 def compare_arms(settings: dict) -> dict:
     """Arm A's and arm B's data -> the same student's SFT on each -> A vs B, A vs base, B vs base
-    (and, with `verified`, each student's held-out pass rate)."""
-    steps = CompareSteps(make_data=_make_data, sft=sft_task, evaluate=matchups_task, pass_rates=pass_rates_task)
+    (and, with `verified`, each student's held-out pass rate). Preference recipes: one SFT, then DPO on
+    each arm's pairs from it, and base is that SFT model."""
+    steps = CompareSteps(make_data=_make_data, sft=sft_task, evaluate=matchups_task, pass_rates=pass_rates_task,
+                         dpo=dpo_task)  # fmt: skip
     results = run_compare(CompareSettings.model_validate(settings), steps)
     _post_artifact(results)
     return results

@@ -316,7 +316,9 @@ def compare(
     """`moaa compare`: the config's method (arm A) against one model (arm B, or `arm_b`) on the same
     prompts, each arm's data fine-tuning the same student, judged head to head and against the base
     student. Other keywords are compare settings (test_size, student, name, runs_root, data_overrides,
-    sft_overrides, eval_overrides). Returns the results (results.json's content; `report` is report.md)."""
+    sft_overrides, eval_overrides; preference_a / preference_b, mappings of `preference` keys, compare two
+    preference recipes instead: one SFT, DPO per arm). Returns the results (results.json's content; `report`
+    is report.md)."""
     from flows.prefect_env import ensure_api, stop_api
     from moaa.config import check_environment
     from moaa.train.comparison import build_arms, load_compare_settings

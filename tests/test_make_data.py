@@ -18,8 +18,9 @@ from tests.verify_helpers import recheck
 @pytest.mark.slow
 def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     """The preset exactly as `make data` runs it (only the output folders moved): each of the 6 prompts
-    an SFT row or an `unverified` (or `truncated`) failure, at least one DPO pair (the mixture's SFT answer
-    is a candidate, so a prompt whose policy samples all fail still pairs where the mixture passed), no row and no DPO chosen side that fails its
+    an SFT row or an `unverified` (or `truncated`) failure, at least one DPO pair (the mixture's SFT
+    answer is a candidate, so a prompt whose policy samples all fail still pairs where the mixture
+    passed), no row and no DPO chosen side that fails its
     prompt's reference (checked again here, apart from the pipeline's verdicts), verdicts that parse,
     answers that finish."""
     import polars as pl

@@ -4,6 +4,7 @@ on the same student: data, SFT, then the students judged head to head and each a
     moaa compare configs/local.yaml [--arm-b single] [--baseline-agent precise] [--arm-a moa]
         [--set prompts.seed=1] [--prompts 40] [--settings configs/train/compare.yaml] [--sft-set k=v]
         [--eval-set k=v] [--model STUDENT] [--name NAME] [--runs-root runs] [--verified]
+    moaa compare configs/local.yaml --preference-a a.yaml --preference-b b.yaml [--dpo-set k=v]   # two recipes
 
 Only argparse is imported here; Prefect, torch and transformers load inside the handler.
 """
@@ -33,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="the student both arms fine-tune (default: the local student)")
     p.add_argument("--name", help="names the arms' data sets <name>-A, <name>-B (default: the config's name)")
     p.add_argument("--runs-root", help="where run folders go (default runs/)")
+    p.add_argument("--preference-a", metavar="FILE",
+                   help="compare preference recipes: arm A's preference block (YAML), laid over the config's; "
+                   "the arms then share the SFT stage and differ only in preference")  # fmt: skip
+    p.add_argument("--preference-b", metavar="FILE", help="arm B's preference block (see --preference-a)")
+    p.add_argument("--dpo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="DPO override, both arms (preference recipes)")  # fmt: skip
     p.add_argument("--verified", action="store_true", default=None,
                    help="also score the students by held-out pass rate (prompts that carry a reference)")  # fmt: skip
     p.set_defaults(func=handle)
@@ -41,12 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from moaa.api import compare
     from moaa.train.comparison_report import format_summary
+    from moaa.train.recipes import read_recipe
 
+    recipes = {f"preference_{arm}": read_recipe(path) for arm in "ab" if (path := getattr(args, f"preference_{arm}"))}
     results = compare(
         args.config, arm_a=args.arm_a, arm_b=args.arm_b, baseline_agent=args.baseline_agent, prompts=args.prompts,
         settings=args.settings, data_overrides=args.set, test_size=args.test_size, student=args.model,
         name=args.name, runs_root=args.runs_root, sft_overrides=args.sft_set, eval_overrides=args.eval_set,
-        verified=args.verified,
+        verified=args.verified, dpo_overrides=args.dpo_set, **recipes,
     )  # fmt: skip
     print(format_summary(results))
     print(f"report: {results['report']}; results: {results['folder']}/results.json")

@@ -20,6 +20,13 @@ With `verified` (`--verified`), the students are also scored by what they get ri
 the held-out prompts that carry a reference, checked (moaa.train.pass_rates), beside the judge.
 The run folder runs/compare/<name>-<ts>/ holds results.json, report.md with plots, one eval folder
 per matchup, and lineage.json (written last) listing every artifact with its parents.
+
+Preference recipes (`preference_a` / `preference_b`, `--preference-a FILE` / `--preference-b FILE`): the
+arms share the run config's SFT stage and differ only in `preference` (a block laid over the config's:
+a pool, a pairing rule, a scorer). Both make SFT data and pairs; the student is fine-tuned once, on arm
+A's SFT rows (the same prompts, seeds and request cache make B's the same), then DPO on each arm's
+pairs from that one SFT model; students A and B are the two DPO runs and `base` is the SFT model
+they both started from, so the matchups measure what each recipe's pairs add.
 The orchestration (Prefect flow) lives in flows/compare_flow.py, which passes the steps in.
 """
 
@@ -83,6 +90,21 @@ class CompareSettings(Strict):
         "that carry a reference, checked (moaa.verify), beside the judge's matchups",
     )
 
+    preference_a: dict[str, Any] | None = Field(
+        None,
+        description="compare preference recipes: a `preference` block laid over the run config's for arm A "
+        "(mappings merged key by key, lists replaced; `enabled` is implied). Either set: both arms use the run "
+        "config's SFT stage and differ only here; arm_a / arm_b / baseline_agent are not used",
+    )
+    preference_b: dict[str, Any] | None = Field(None, description="arm B's preference block (see preference_a)")
+    dpo_config: str = "configs/train/dpo.yaml"
+    dpo_overrides: list[str] = Field(default_factory=list)
+
+    @property
+    def recipes(self) -> bool:
+        """True: the arms compare preference recipes (SFT once, DPO per arm), not generation methods."""
+        return self.preference_a is not None or self.preference_b is not None
+
     @field_validator("arm_a", "arm_b")
     @classmethod
     def _registered(cls, name: str | None) -> str | None:
@@ -119,12 +141,23 @@ class Arm:
     label: str  # "A" or "B"
     config: MoaaConfig
 
+    recipe: bool = False  # the arms differ in `preference` (a preference-recipe compare)
+
     @property
     def method(self) -> str:
+        if self.recipe:
+            from moaa.train.recipes import pairing_of
+
+            return f"pairs: {pairing_of(self.config)}"
         return self.config.sft.method
 
     def describe(self) -> str:
-        """e.g. 'moa (precise, teacher, creative -> aggregator)' or 'single (precise)'."""
+        """e.g. 'moa (precise, teacher, creative -> aggregator)' or 'single (precise)'; for a preference
+        recipe its pool, pairing rule and scorer, e.g. 'pool policy x3 + mixture, best_worst, verifier+pointwise'."""
+        if self.recipe:
+            from moaa.train.recipes import describe_recipe
+
+            return describe_recipe(self.config)
         gen = self.config.sft
         names = [p.name or p.endpoint for p in gen.proposers]
         agg = f" -> {gen.aggregator.name or gen.aggregator.endpoint}" if gen.aggregator else ""
@@ -181,6 +214,10 @@ def build_arms(base: MoaaConfig, s: CompareSettings) -> list[Arm]:
     if s.test_size:
         base = base.model_copy(update={"output": base.output.model_copy(update={"test_size": s.test_size})})
     name = s.name or base.name
+    if s.recipes:
+        from moaa.train.recipes import recipe_arms
+
+        return recipe_arms(base, s, name)
     agent = pick_agent(base, s.baseline_agent)
     arm_a = Arm("A", arm_config(base, "A", s.arm_a or base.sft.method, agent, name))
     arm_b = Arm("B", arm_config(base, "B", s.arm_b, agent, name))
@@ -203,6 +240,7 @@ class CompareSteps:
     sft: Callable[..., Any]  # moaa.train.sft.run_sft
     evaluate: Callable[..., dict[str, Any]]  # moaa.train.matchups.evaluate_students
     pass_rates: Callable[..., dict[str, Any]] | None = None  # moaa.train.pass_rates.score_students (--verified)
+    dpo: Callable[..., Any] | None = None  # moaa.train.dpo.run_dpo (preference recipes)
 
 
 def arm_cost(summary: dict[str, Any]) -> dict[str, Any]:
@@ -216,22 +254,32 @@ def arm_cost(summary: dict[str, Any]) -> dict[str, Any]:
         "calls_per_prompt": per["calls"], "tokens_per_prompt": per["tokens"],
         "cost_per_prompt": round(summary.get("cost_to_make", summary["cost"]) / answered, 6),
         "calls": summary["calls"], "new_calls": summary["this_run"]["calls"], "seconds": summary["seconds"],
+    } | (_pairs(summary["stages"]["preference"]) if "preference" in summary["stages"] else {})  # fmt: skip
+
+
+def _pairs(stage: dict[str, Any]) -> dict[str, Any]:
+    """An arm's pairs: how many were made, of how many prompts, and why the others were dropped."""
+    return {"pairs": stage.get("rows", 0), "pair_prompts": stage.get("prompts", 0),
+            "pairs_dropped": dict(stage.get("dropped") or {})}  # fmt: skip
+
+
+def arm_data(arm: Arm, steps: CompareSteps) -> dict[str, Any]:
+    """One arm's data set version; returns the arm's record (without its training)."""
+    log.info("compare: arm %s = %s", arm.label, arm.describe())
+    summary = steps.make_data(arm.config)
+    path = Path(summary["version_path"])
+    return {
+        "label": arm.label, "method": arm.method, "describe": arm.describe(), "config_name": arm.config.name,
+        "dataset": f"{path.parent.name}@{path.name}", "dataset_path": str(path.resolve()), "cost": arm_cost(summary),
     }  # fmt: skip
 
 
 def run_arm(arm: Arm, s: CompareSettings, steps: CompareSteps, student: str) -> dict[str, Any]:
     """One arm: its data set version, then the student's SFT on it; returns the arm's record."""
-    log.info("compare: arm %s = %s", arm.label, arm.describe())
-    summary = steps.make_data(arm.config)
-    path = Path(summary["version_path"])
-    ref = f"{path.parent.name}@{path.name}"
-    sft = steps.sft(data=ref, model=student, config=s.sft_config, overrides=s.sft_overrides,
+    record = arm_data(arm, steps)
+    sft = steps.sft(data=record["dataset"], model=student, config=s.sft_config, overrides=s.sft_overrides,
                     data_root=arm.config.output.root, runs_root=s.runs_root)  # fmt: skip
-    return {
-        "label": arm.label, "method": arm.method, "describe": arm.describe(), "config_name": arm.config.name,
-        "dataset": ref, "dataset_path": str(path.resolve()), "sft": str(Path(sft.output).resolve()),
-        "cost": arm_cost(summary),
-    }  # fmt: skip
+    return record | {"sft": str(Path(sft.output).resolve())}
 
 
 def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
@@ -245,6 +293,8 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     base = load_config(s.data_config, s.data_overrides)
     arms = build_arms(base, s)  # fail on a bad arm, or a bad SFT or eval setting, before anything runs
     load_settings("sft", s.sft_config, s.sft_overrides)
+    if s.recipes:
+        load_settings("dpo", s.dpo_config, s.dpo_overrides)
     load_eval_settings(s.eval_config, s.eval_overrides)
     if s.verified:
         from moaa.train.pass_rates import score_students, verifiable_held_out
@@ -253,8 +303,15 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     student = resolve_model(s.student)
     name = s.name or base.name
     folder = new_run_dir("compare", name, s.runs_root)
-    records = {arm.label: run_arm(arm, s, steps, student) for arm in arms}
-    students = {"A": records["A"]["sft"], "B": records["B"]["sft"], "base": student}
+    if s.recipes:
+        from moaa.train.recipes import run_recipes
+
+        records = run_recipes(arms, s, steps, student)
+        base_student = records["A"]["sft_start"]  # both DPO runs started from it
+    else:
+        records = {arm.label: run_arm(arm, s, steps, student) for arm in arms}
+        base_student = student
+    students = {"A": records["A"]["sft"], "B": records["B"]["sft"], "base": base_student}
     evals = steps.evaluate(students=students, datasets=[records["A"]["dataset_path"], records["B"]["dataset_path"]],
                            matchups=list(MATCHUPS), config=s.eval_config, overrides=s.eval_overrides,
                            out=folder)  # fmt: skip
@@ -264,7 +321,8 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
             eval_config=s.eval_config, eval_overrides=s.eval_overrides,
         )  # fmt: skip
     results = {
-        "name": name, "folder": str(folder.resolve()), "run_config": s.data_config, "student": student,
+        "name": name, "folder": str(folder.resolve()), "run_config": s.data_config, "student": base_student,
+        "kind": "preference" if s.recipes else "sft",
         "arms": records, **evals, "settings": s.model_dump(), "seconds": round(time.time() - started, 1),
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=list) + "\n")
@@ -280,6 +338,13 @@ def artifacts(records: dict[str, dict[str, Any]], evals: dict[str, Any], student
     for r in records.values():
         dataset = {"kind": "dataset", "ref": r["dataset"]}
         out.append(dataset | {"path": r["dataset_path"], "arm": r["label"], "method": r["method"], "parents": []})
+        if "sft_start" in r:  # a preference recipe: the shared SFT model (on arm A's rows), then this arm's DPO
+            if r["label"] == "A":
+                out.append({"kind": "sft", "path": r["sft_start"], "arm": "A+B",
+                            "parents": [dataset, {"kind": "model", "ref": student}]})  # fmt: skip
+            out.append({"kind": "dpo", "path": r["sft"], "arm": r["label"],
+                        "parents": [dataset, {"kind": "model", "ref": r["sft_start"]}]})  # fmt: skip
+            continue
         out.append({"kind": "sft", "path": r["sft"], "arm": r["label"],
                     "parents": [dataset, {"kind": "model", "ref": student}]})  # fmt: skip
     for key, m in evals["matchups"].items():

@@ -66,6 +66,12 @@ def cost_table(results: dict[str, Any]) -> str:
             f"| {label} | {r['describe']} | {r['dataset']} | {c['rows']} | {c['calls_per_prompt']} "
             f"| {c['tokens_per_prompt']} | ${c['cost_per_prompt']:.6f} | {c['new_calls']} |"
         )
+    if all("pairs" in r["cost"] for r in results["arms"].values()):  # the arms made pairs: how many, and the drops
+        lines += ["", "| arm | DPO pairs | of prompts | dropped |", "|---|---|---|---|"]
+        for label, r in results["arms"].items():
+            c = r["cost"]
+            drops = ", ".join(f"{k} {v}" for k, v in sorted(c["pairs_dropped"].items())) or "none"
+            lines.append(f"| {label} | {c['pairs']} | {c['pair_prompts']} | {drops} |")
     return "\n".join(lines)
 
 
@@ -112,9 +118,7 @@ def write_report(folder: Path, results: dict[str, Any]) -> Path:
         f"# Compare {results['name']}: A = {a['method']} vs B = {b['method']}",
         "",
         f"- Run config: `{results['run_config']}`; both arms share its prompts, seeds, split and request cache.",
-        f"- Arm A: {a['describe']} -> `{a['dataset']}` -> SFT `{a['sft']}`",
-        f"- Arm B: {b['describe']} -> `{b['dataset']}` -> SFT `{b['sft']}`",
-        f"- Base student: `{results['student']}` (both arms fine-tune it with the same settings)",
+        *_arm_lines(results),
         f"- Judge: {_judge(results)}, both orders (a disagreement is "
         f"a tie), on {held['n']} held-out prompts no student was trained on: {', '.join(held['prompt_ids'])}",
     ]
@@ -141,6 +145,23 @@ def write_report(folder: Path, results: dict[str, Any]) -> Path:
     path = folder / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _arm_lines(results: dict[str, Any]) -> list[str]:
+    """The report's lines on the arms and the base student, for either kind of compare."""
+    a, b = results["arms"]["A"], results["arms"]["B"]
+    if results.get("kind") == "preference":
+        return [
+            f"- Arm A: {a['describe']} -> `{a['dataset']}` -> DPO `{a['sft']}`",
+            f"- Arm B: {b['describe']} -> `{b['dataset']}` -> DPO `{b['sft']}`",
+            f"- Base student: `{results['student']}`, the SFT model both DPO runs start from (trained once, on "
+            "arm A's SFT rows: the arms differ only in `preference`), with the same DPO settings",
+        ]
+    return [
+        f"- Arm A: {a['describe']} -> `{a['dataset']}` -> SFT `{a['sft']}`",
+        f"- Arm B: {b['describe']} -> `{b['dataset']}` -> SFT `{b['sft']}`",
+        f"- Base student: `{results['student']}` (both arms fine-tune it with the same settings)",
+    ]
 
 
 def _image(plots: dict[str, Path], key: str, alt: str) -> list[str]:
