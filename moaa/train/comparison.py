@@ -54,6 +54,7 @@ from moaa.config import (
 )
 from moaa.engine.methods import method_of
 from moaa.errors import ConfigError, InputError
+from moaa.train.recipes import describe_recipe, pairing_of, recipe_configs
 from moaa.train.runs import DEFAULT_RUNS, new_run_dir, write_lineage
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,6 @@ class Arm:
     @property
     def method(self) -> str:
         if self.recipe:
-            from moaa.train.recipes import pairing_of
-
             return f"pairs: {pairing_of(self.config)}"
         return self.config.sft.method
 
@@ -155,8 +154,6 @@ class Arm:
         """e.g. 'moa (precise, teacher, creative -> aggregator)' or 'single (precise)'; for a preference
         recipe its pool, pairing rule and scorer, e.g. 'pool policy x3 + mixture, best_worst, verifier+pointwise'."""
         if self.recipe:
-            from moaa.train.recipes import describe_recipe
-
             return describe_recipe(self.config)
         gen = self.config.sft
         names = [p.name or p.endpoint for p in gen.proposers]
@@ -215,9 +212,8 @@ def build_arms(base: MoaaConfig, s: CompareSettings) -> list[Arm]:
         base = base.model_copy(update={"output": base.output.model_copy(update={"test_size": s.test_size})})
     name = s.name or base.name
     if s.recipes:
-        from moaa.train.recipes import recipe_arms
-
-        return recipe_arms(base, s, name)
+        configs = recipe_configs(base, (s.preference_a, s.preference_b), name)
+        return [Arm(label, config, recipe=True) for label, config in zip("AB", configs, strict=True)]
     agent = pick_agent(base, s.baseline_agent)
     arm_a = Arm("A", arm_config(base, "A", s.arm_a or base.sft.method, agent, name))
     arm_b = Arm("B", arm_config(base, "B", s.arm_b, agent, name))
@@ -282,6 +278,28 @@ def run_arm(arm: Arm, s: CompareSettings, steps: CompareSteps, student: str) -> 
     return record | {"sft": str(Path(sft.output).resolve())}
 
 
+def run_recipes(arms: list[Arm], s: CompareSettings, steps: CompareSteps, student: str) -> dict[str, dict[str, Any]]:
+    """Both arms' data (SFT rows and pairs), one SFT of the student on arm A's rows, then DPO on each arm's
+    pairs from that SFT model; each record's `sft` is the DPO run (the student the matchups judge) and
+    `sft_start` the shared SFT model."""
+    if steps.dpo is None:
+        raise ConfigError("compare: preference recipes need a DPO step (CompareSteps.dpo)")
+    records = {arm.label: arm_data(arm, steps) for arm in arms}
+    root = arms[0].config.output.root
+    sft = steps.sft(data=records["A"]["dataset"], model=student, config=s.sft_config, overrides=s.sft_overrides,
+                    data_root=root, runs_root=s.runs_root)  # fmt: skip
+    start = str(Path(sft.output).resolve())
+    for arm in arms:
+        record = records[arm.label]
+        try:
+            dpo = steps.dpo(data=record["dataset"], model=start, config=s.dpo_config, overrides=s.dpo_overrides,
+                            data_root=root, runs_root=s.runs_root)  # fmt: skip
+        except InputError as exc:  # e.g. a recipe that made no training pair
+            raise InputError(f"compare: arm {arm.label} ({arm.describe()}): {exc}") from None
+        record |= {"sft_start": start, "sft": str(Path(dpo.output).resolve())}
+    return records
+
+
 def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     """Both arms, then the matchups; writes runs/compare/<name>-<ts>/ and returns its results."""
     from moaa.models.student import resolve_model
@@ -304,8 +322,6 @@ def run_compare(s: CompareSettings, steps: CompareSteps) -> dict[str, Any]:
     name = s.name or base.name
     folder = new_run_dir("compare", name, s.runs_root)
     if s.recipes:
-        from moaa.train.recipes import run_recipes
-
         records = run_recipes(arms, s, steps, student)
         base_student = records["A"]["sft_start"]  # both DPO runs started from it
     else:

@@ -1,6 +1,6 @@
 """`moaa compare` of two preference recipes (moaa.train.comparison, `preference_a` / `preference_b`): the
-arms' run configs, which differ only in `preference`, a recipe in one line, and the run: both arms' data,
-one SFT of the student on arm A's rows, then DPO on each arm's pairs from that SFT model.
+arms' run configs, which differ only in `preference`, and a recipe in one line. The run itself (one SFT of
+the student on arm A's rows, then DPO on each arm's pairs from it) is moaa.train.comparison.run_recipes.
 
 A recipe is a `preference` block laid over the run config's (`merged`: mappings key by key, lists and
 other values replaced), read from a YAML file by `read_recipe` (--preference-a / --preference-b).
@@ -15,7 +15,6 @@ import yaml
 
 from moaa.config import MoaaConfig, dump_config, parse_config
 from moaa.errors import ConfigError, InputError
-from moaa.train.comparison import Arm, CompareSettings, CompareSteps, arm_data
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -44,20 +43,20 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recipe_arms(base: MoaaConfig, s: CompareSettings, name: str) -> list[Arm]:
-    """Arms A and B of a preference-recipe compare: the run config with each arm's preference block."""
+def recipe_configs(base: MoaaConfig, recipes: tuple[dict[str, Any] | None, ...], name: str) -> list[MoaaConfig]:
+    """The run configs of arms A and B of a preference-recipe compare: the run config with each arm's
+    preference block laid over its own (enabled); recipes that would make the same pairs are an error."""
     raw = dump_config(base)
-    arms = []
-    for label, recipe in (("A", s.preference_a), ("B", s.preference_b)):
+    configs = []
+    for label, recipe in zip("AB", recipes, strict=True):
         arm = merged(raw, {"name": f"{name}-{label}", "preference": {**(recipe or {}), "enabled": True}})
-        arms.append(Arm(label, parse_config(arm, source=f"arm {label} (preference_{label.lower()}) of {base.name}"),
-                        recipe=True))  # fmt: skip
-    if arms[0].config.preference == arms[1].config.preference:
+        configs.append(parse_config(arm, source=f"arm {label} (preference_{label.lower()}) of {base.name}"))
+    if configs[0].preference == configs[1].preference:
         raise InputError(
-            f"arms A and B would make the same pairs ({arms[0].describe()}); give preference_b (--preference-b "
-            "FILE) a different pool, pairing rule or scorer"
+            f"arms A and B would make the same pairs ({describe_recipe(configs[0])}); give preference_b "
+            "(--preference-b FILE) a different pool, pairing rule or scorer"
         )
-    return arms
+    return configs
 
 
 def describe_recipe(config: MoaaConfig) -> str:
@@ -74,25 +73,3 @@ def pairing_of(config: MoaaConfig) -> str:
     if pairing.delta is not None:
         return f"delta {pairing.delta.stronger}>{pairing.delta.weaker}"
     return f"one_side_from {pairing.one_side_from}" if pairing.one_side_from else "best_worst"
-
-
-def run_recipes(arms: list[Arm], s: CompareSettings, steps: CompareSteps, student: str) -> dict[str, dict[str, Any]]:
-    """Both arms' data (SFT rows and pairs), one SFT of the student on arm A's rows, then DPO on each arm's
-    pairs from that SFT model; each record's `sft` is the DPO run (the student the matchups judge) and
-    `sft_start` the shared SFT model."""
-    if steps.dpo is None:
-        raise ConfigError("compare: preference recipes need a DPO step (CompareSteps.dpo)")
-    records = {arm.label: arm_data(arm, steps) for arm in arms}
-    root = arms[0].config.output.root
-    sft = steps.sft(data=records["A"]["dataset"], model=student, config=s.sft_config, overrides=s.sft_overrides,
-                    data_root=root, runs_root=s.runs_root)  # fmt: skip
-    start = str(Path(sft.output).resolve())
-    for arm in arms:
-        record = records[arm.label]
-        try:
-            dpo = steps.dpo(data=record["dataset"], model=start, config=s.dpo_config, overrides=s.dpo_overrides,
-                            data_root=root, runs_root=s.runs_root)  # fmt: skip
-        except InputError as exc:  # e.g. a recipe that made no training pair
-            raise InputError(f"compare: arm {arm.label} ({arm.describe()}): {exc}") from None
-        record |= {"sft_start": start, "sft": str(Path(dpo.output).resolve())}
-    return records
