@@ -175,6 +175,10 @@ def test_a_weighted_pairwise_stage_writes_the_pair_the_letters_call_a_tie():
     assert (result.row.score_chosen, result.row.score_rejected) == (0.65, 0.35)
     counted = {k: result.counters[k] for k in ("pairs_judged", "pair_ties", "pairs_weighted", "pair_ties_weighted")}
     assert counted == {"pairs_judged": 1, "pair_ties": 1, "pairs_weighted": 1, "pair_ties_weighted": 0}
+    from moaa.work.summary import quality_line
+
+    line = quality_line({"preference": {"counters": result.counters}})  # the run summary, side by side
+    assert "pairwise ties: 1 of 1 comparisons by the letters, 0 of 1 by log-probabilities" in line
 
 
 def test_without_log_probabilities_the_letters_decide():
@@ -185,3 +189,41 @@ def test_without_log_probabilities_the_letters_decide():
         result = asyncio.run(build_scorer(cfg, {"judge": client}).score(PROMPT, got))
     # the test server's default log-probabilities put all mass on the written letter: both orders say A
     assert [s.score for s in result] == [0.5, 0.5] and result[0].details["pairs"][0]["orders"] == [1.0, 0.0]
+
+
+def rating_reply(confidence: float) -> Reply:
+    """`{"helpfulness": {"rating": 4}}`, its digit token 4 with probability `confidence`, the rest on 3."""
+    top = {"4": math.log(confidence), "3": math.log(1 - confidence)}
+    steps = (('{"helpfulness": {"rating": ', {'{"helpfulness": {"rating": ': 0.0}), ("4", top), ("}}", {"}}": 0.0}))
+    return Reply('{"helpfulness": {"rating": 4}}', steps)
+
+
+@pytest.mark.parametrize("kind", ["pointwise", "verifier"])
+def test_the_summary_counts_ties_by_the_digits_and_by_weighted_ratings_side_by_side(kind):
+    """A judge that writes 4 for both answers, surer of one: a tie by the digits it wrote, a pair by its
+    probabilities; the run summary's quality line prints both counts (the verifier's tie-breaker too)."""
+    from moaa.work.summary import quality_line
+
+    sure = {"good q5": 0.9, "bad q1": 0.5}
+
+    def judge(req: dict) -> Reply:
+        shown = next(a for a in sure if a in req["messages"][-1]["content"])
+        return rating_reply(sure[shown])
+
+    pref = PreferenceConfig.model_validate({
+        "enabled": True, "policy": {"endpoint": "pol"}, "samples": 2, "min_margin": 0.1,
+        "scorer": {"kind": kind, "judges": [{"endpoint": "judge"}], "rationales": False, "weighted_ratings": True,
+                   "criteria": ["helpfulness"]},
+    })  # fmt: skip
+    with OpenAITestServer(responder=judge) as srv:
+        client = OpenAIChatClient("judge", EndpointConfig(base_url=srv.base_url, model="judge-m"), RunStats(), "k")
+        clients = {"pol": FakeClient("pol", responder=lambda call: list(sure)), "judge": client}
+        result = asyncio.run(judge_prompt(PROMPT, pref, clients))  # no reference: the verifier asks its judge
+    assert result.row.chosen[0]["content"] == "good q5"  # the weighted ratings separate them: 3.9 vs 3.5
+    counted = {k: result.counters.get(k, 0) for k in ("judged_weighted", "ties_hard", "ties_weighted")}
+    assert counted == {"judged_weighted": 1, "ties_hard": 1, "ties_weighted": 0}
+    line = quality_line({"preference": {"counters": result.counters}})
+    assert (
+        "judge ties (best within min_margin of worst): 1 of 1 judged prompts by the digits written, 0 by weighted"
+        in line
+    )

@@ -105,6 +105,7 @@ def weigh(verdict: Verdict, criteria: list[jp.Criterion]) -> None:
     found = weighted_ratings(verdict.logprobs)
     if [d for d, _ in found] != [ratings[c.key] for c in criteria]:
         return  # the tokens do not line up with the ratings read from the text: keep the digits
+    verdict.hard = {c.key: float(ratings[c.key]) for c in criteria}
     verdict.parsed = ({c.key: round(w, 4) for (_, w), c in zip(found, criteria, strict=True)}, rationales)
     verdict.weighted = True
 
@@ -120,6 +121,8 @@ def judge_records(judges: list[Judge], verdicts: list[Verdict]) -> list[dict[str
         if v.parsed is not None:
             ratings, rationales = v.parsed
             record |= {"overall": overall(ratings), "ratings": ratings, "rationales": rationales}
+            if v.hard is not None:  # the digits it wrote, beside their probability-weighted means
+                record["hard_overall"] = overall(v.hard)
         records.append(record)
     return records
 
@@ -211,6 +214,8 @@ class PointwiseJudge(JudgePanel):
             return Score(None, "", details | {"error": error} | ({"left_out": "missing_judge"} if missing else {}))
         keys = [c.key for c in self.criteria]
         details["ratings"] = {k: statistics.fmean(r["ratings"][k] for r in rated) for k in keys}
+        if all("hard_overall" in r for r in rated):  # what the sampled digits alone give, beside the weighted score
+            details["hard_score"] = statistics.fmean(r["hard_overall"] for r in rated)
         why = "\n\n".join(f"[{r['judge']}]\n{rationale_text(r['rationales'])}" for r in rated)
         return Score(statistics.fmean(r["overall"] for r in rated), why, details)
 

@@ -50,6 +50,7 @@ class Verdict:
     completion_tokens: int = 0
     logprobs: list[dict[str, Any]] | None = None  # of the answer that parsed, when asked for
     weighted: bool = False  # its ratings are probability-weighted means (judges.weigh)
+    hard: dict[str, float] | None = None  # the digits it wrote, before weighting (weighted verdicts only)
 
     @property
     def unparsed(self) -> int:
@@ -58,7 +59,7 @@ class Verdict:
 
     def summary(self) -> dict[str, Any]:
         out = {"model": self.model, "attempts": self.attempts, "raw": self.raw}
-        out |= {"weighted": True} if self.weighted else {}
+        out |= {"weighted": True, "hard_ratings": self.hard} if self.weighted else {}
         return out | ({"error": self.error} if self.error else {})
 
 

@@ -159,6 +159,7 @@ async def judge_prompt(
         return result
     scores = await scorer.score(prompt, got.candidates)
     _count(result.counters, scores)
+    _count_ties(result.counters, scores, pref.margin())
     values = [s.score for s in scores]
     texts = [c.text for c in got.candidates]
     choose = getattr(scorer, "choose", None)  # the verifier scorer's own rule (moaa.preference.verified_pairs)
@@ -247,6 +248,24 @@ def _count(counters: dict[str, int], scores: list[Score]) -> None:
         if weighted:  # the same comparisons read from log-probabilities
             counters["pairs_weighted"] = len(weighted)
             counters["pair_ties_weighted"] = sum(1 for p in weighted if p["weighted_outcome"] == "tie")
+
+
+def _count_ties(counters: dict[str, int], scores: list[Score], margin: float) -> None:
+    """A prompt whose candidates a pointwise judge rated with weighted ratings: judged_weighted, and
+    ties_hard / ties_weighted where its best and worst are within `margin` by the digits the judge
+    wrote / by their probability-weighted means (the verifier's tie-breaker counts too)."""
+    both = []
+    for s in scores:
+        judged = s.details.get("judge", s.details)  # the verifier keeps its tie-breaker's details under "judge"
+        weighted = s.details.get("tie_break", s.score) if "judge" in s.details else s.score
+        if isinstance(judged, dict) and judged.get("hard_score") is not None and weighted is not None:
+            both.append((float(judged["hard_score"]), float(weighted)))
+    if len(both) < 2:
+        return
+    counters["judged_weighted"] = 1
+    for key, values in (("ties_hard", [h for h, _ in both]), ("ties_weighted", [w for _, w in both])):
+        if max(values) - min(values) < margin:
+            counters[key] = 1
 
 
 def _sample_steps(prompt: Prompt, got: CandidateSet, values: list, choice: PairChoice) -> list[TraceStep]:

@@ -89,6 +89,24 @@ def prompts_line(s: dict[str, Any]) -> str:
     return f"  {'prompts':<10} read {counts.get('read', 0)}, kept {counts.get('kept', 0)}; dropped: {shown}{where}"
 
 
+def judge_ties(counters: dict[str, int]) -> list[str]:
+    """The judge's ties read two ways, side by side: by what it wrote (digits, letters) and by its
+    log-probabilities (weighted ratings, AlpacaEval 2's weighted preference)."""
+    out = []
+    if counters.get("judged_weighted"):
+        out.append(
+            f"judge ties (best within min_margin of worst): {counters.get('ties_hard', 0)} of "
+            f"{counters['judged_weighted']} judged prompts by the digits written, {counters.get('ties_weighted', 0)} "
+            "by weighted ratings"
+        )
+    if counters.get("pairs_weighted"):
+        out.append(
+            f"pairwise ties: {counters.get('pair_ties', 0)} of {counters.get('pairs_judged', 0)} comparisons by the "
+            f"letters, {counters.get('pair_ties_weighted', 0)} of {counters['pairs_weighted']} by log-probabilities"
+        )
+    return out
+
+
 def quality_line(stages: dict[str, Any]) -> str:
     """Truncated answers (finish_reason length) per stage, aggregates the quality gates rejected
     (moaa.engine.quality) and unparsed verdicts, in one line."""
@@ -107,4 +125,5 @@ def quality_line(stages: dict[str, Any]) -> str:
             parts.append(f"{counters.get('degraded', 0)} rows from fewer answers than configured (sft.min_answers)")
         if "unparsed" in counters:
             parts.append(f"{counters['unparsed']} unparsed verdicts")
+        parts += judge_ties(counters)
     return ", ".join(parts)
