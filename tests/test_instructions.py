@@ -333,3 +333,33 @@ def test_consensus_by_minilm_embeddings_tells_paraphrases_from_an_unrelated_answ
     mixed = find_consensus([*close[:2], "Photosynthesis turns light into chemical energy."], "embedding")
     assert not agreed.exact and agreed.agreement > 0.7
     assert mixed.agreement < 0.3 and mixed.index in (0, 1)
+
+
+def test_a_task_may_get_a_verifiable_ifeval_constraint_answered_and_checked_with_it():
+    """constraint_share: a kept task's prompt ends with IFEval's own sentence for one constraint, its reference
+    is that constraint (checked by moaa.verify), the answerers saw it, and the writer's unconstrained output is
+    no answer to agree with; the draw is a function of the task, so a re-run draws the same."""
+    from moaa.config import VerifyConfig
+    from moaa.instructions.constraints import CATALOG, description
+    from moaa.rows import Prompt, Reference
+    from moaa.verify.checks import Verifier
+
+    cfg = InstructionsConfig(n=4, per_call=4, constraint_share=1.0, agreement={"threshold": 0.5})
+    outcome, _ = run_batch(cfg)
+    again, _ = run_batch(cfg)
+    assert [r["prompt"] for r in again.kept] == [r["prompt"] for r in outcome.kept]
+    assert len(outcome.kept) == 4
+    ids = {cid for cid, _ in CATALOG}
+    verifier = Verifier(VerifyConfig())
+    for row in outcome.kept:
+        reference = json.loads(row["reference"])
+        (cid,), (kwargs,) = reference["instructions"], reference["kwargs"]
+        assert cid in ids and row["prompt"].split("\n")[0].endswith(description(cid, kwargs))
+        assert row["instruction"] in row["prompt"] and description(cid, kwargs) not in row["instruction"]
+        assert "writer0 (writer)" not in row["answerers"] and len(row["answerers"]) == 2
+        prompt = Prompt(row["prompt_id"], [{"role": "user", "content": row["prompt"]}], "t", "c", Reference(
+            instructions=tuple(reference["instructions"]), kwargs=tuple(reference["kwargs"])))  # fmt: skip
+        assert asyncio.run(verifier.check(prompt, row["consensus_answer"])).checks == ("constraints",)
+    assert len({json.loads(r["reference"])["instructions"][0] for r in outcome.kept}) > 1  # drawn, not fixed
+    plain, _ = run_batch(InstructionsConfig(n=4, per_call=4, agreement={"threshold": 0.5}))
+    assert all(r["reference"] is None for r in plain.kept)  # off by default

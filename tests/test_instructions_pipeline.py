@@ -84,6 +84,26 @@ def test_moaa_run_with_instructions_writes_their_prompts_and_answers_exactly_tho
     assert f"- instructions (synthesized prompts): 1 batch(es), written {made['written']}" in report
 
 
+def test_synthesized_prompts_with_ifeval_constraints_are_checked_in_the_sft_stage(
+    tmp_path, prefect_harness, monkeypatch
+):
+    """instructions.constraint_share: the kept tasks carry an IFEval constraint as their reference, written with
+    the prompts, and the SFT stage checks every answer against it (sft.verify keep: the verdict is on the row)."""
+    with OpenAITestServer(responder=instruction_responder) as srv:
+        config = synthesizing(tmp_path, srv.base_url, 4)
+        config["instructions"]["constraint_share"] = 1.0
+        config["sft"]["verify"] = "keep"
+        assert run_cli_in_process(tmp_path, monkeypatch, config) == 0
+    version = latest_version(tmp_path / "data")
+    prompts = {r["prompt_id"]: r for r in version_rows(version, "prompts")}
+    sft = version_rows(version, "sft")
+    assert prompts and sorted(r["prompt_id"] for r in sft) == sorted(prompts)  # rounds end at max_rounds
+    for row in sft:
+        reference = json.loads(prompts[row["prompt_id"]]["reference"])
+        assert len(reference["instructions"]) == 1 and json.loads(row["reference"]) == reference
+        assert row["verification"]["checks"] == ["constraints"] and row["verification"]["status"] in ("pass", "fail")
+
+
 def test_the_estimate_is_the_calls_made_when_every_task_passes(tmp_path, prefect_harness, monkeypatch):
     """Writers whose tasks are all new and answerers that agree: the dry run's count is exact."""
 

@@ -267,6 +267,15 @@ class InstructionsConfig(Strict):
         "`answer`): a task is kept only if the answerers' consensus reaches the writer's answer, which then "
         "is its reference, checked again in the SFT stage (sft.verify); 0: none",
     )
+    constraint_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of tasks without a final answer that get one verifiable IFEval constraint appended "
+        "(no commas, lowercase, a title, a word count, N bullet points, an ending phrase, a postscript; IFEval's "
+        "own words), the constraint then being the prompt's reference, checked in the SFT stage (sft.verify), as "
+        "Tulu 3 made its instruction-following data; 0: none",
+    )
     max_rounds: int = Field(10, ge=1, description="at most this many rounds of writing, however many were kept")
     max_similarity: float = Field(
         0.7,

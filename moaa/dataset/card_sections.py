@@ -27,7 +27,7 @@ CONFIG_DOCS = {
     "prompts": "the prompts the instruction stage synthesized (Ensemble-Instruct), where the run made its own: "
     "`prompt_id`, `prompt`, `instruction`, `input`, `category`, `seeds` (the seed tasks shown), `batch`, `round`, "
     "`writer`, `answerers`, `answers`, `measure`, `agreement`, `exact_match`, `consensus_agent`, `reference` (the "
-    "agreed final answer of a with-answer task, JSON), "
+    "agreed final answer of a with-answer task, or the IFEval constraint appended to a task, JSON), "
     "`consensus_answer`. One `train` split.",
     "failures": "prompts that produced no row: `prompt_id`, `stage`, `reason`, `error`. One `train` split "
     "(not split by prompt).",

@@ -12,7 +12,10 @@ map, a drawing or a plot: the same list), malformed (starts with punctuation or 
 character: the same), missing_input / missing_answer (an input or a final answer was asked for and
 none written), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
 instruction, or with an instruction written earlier: this batch's or an earlier batch's,
-Self-Instruct's rule). Then every answerer answers the task zero-shot; the writer's own output and
+Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
+constraint appended (`constraint_share`; moaa.instructions.constraints), its reference the constraint,
+so the answers are made, agreed on and checked with it (the writer's own output, written without it,
+is then left out). Then every answerer answers the task zero-shot; the writer's own output and
 theirs are compared (moaa.instructions.consensus): too_few_answers (fewer than two), disagreement
 (agreement below the threshold), reference_disputed (a with-answer task whose consensus answer
 fails moaa.verify's answer check against the writer's answer), and, once `n` were kept, beyond_n.
@@ -38,6 +41,7 @@ from typing import Any
 from moaa.config import AgentConfig, InstructionsConfig
 from moaa.engine.context import derive_seed, json_format, sampling_of
 from moaa.instructions.consensus import Embedder, find_consensus
+from moaa.instructions.constraints import Constraint, draw_constraint
 from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
@@ -84,10 +88,12 @@ class Task:
     writer: Agent
     answer: str | None = None  # with-answer: the final answer the writer states (the reference, once agreed)
     place: tuple[int, int] = (0, 0)  # (batch, position in its writer's reply)
+    constraint: Constraint | None = None  # a verifiable constraint appended (instructions.constraint_share)
 
     @property
     def prompt(self) -> str:
-        return task_prompt(self.instruction, self.input)
+        instruction = f"{self.instruction} {self.constraint.text}" if self.constraint else self.instruction
+        return task_prompt(instruction, self.input)
 
     @property
     def prompt_id(self) -> str:
@@ -100,6 +106,8 @@ class Task:
 
     @property
     def reference(self) -> Reference | None:
+        if self.constraint is not None:
+            return Reference(instructions=(self.constraint.id,), kwargs=(self.constraint.kwargs,))
         return Reference(answer=self.answer) if self.answer else None
 
 
@@ -231,6 +239,10 @@ class Synthesis:
         if reason:
             outcome.drop(task.drop_id, reason, f"{task.writer.who}, round {task.round}: {detail}")
             return False
+        if task.kind != "with-answer" and self.cfg.constraint_share:  # drawn per task text: a re-run draws the same
+            rng = random.Random(derive_seed(self.seed, task.prompt_id, "constraint"))
+            if rng.random() < self.cfg.constraint_share:
+                task.constraint = draw_constraint(rng)
         return True
 
     def _similar(self, instruction: str, written: Sequence[str]) -> tuple[str, str]:
@@ -247,7 +259,8 @@ class Synthesis:
 
     async def _answer(self, task: Task) -> list[tuple[str, str]]:
         """(who, text) of every answer: the writer's own output first, then each answerer's."""
-        found = [(f"{task.writer.who} (writer)", task.output)] if task.output.strip() else []
+        own = task.output.strip() and task.constraint is None  # written without the constraint: not an answer to it
+        found = [(f"{task.writer.who} (writer)", task.output)] if own else []
         messages = [{"role": "user", "content": task.prompt}]
 
         async def ask(answerer: Agent) -> tuple[str, str] | None:
