@@ -273,3 +273,34 @@ def test_rows_are_found_by_prompt_id_across_shards_and_row_groups(tmp_path):
             assert {k: v for k, v in row.items() if not k.startswith("_")} == mine[0]
             assert paging.rows_at(table, [position])[0]["prompt_id"] == pid
         assert paging.find_row(table, "p999") is None and paging.rows_of(table, "p999") == []
+
+
+def test_a_version_with_synthesized_prompts_shows_them_with_their_consensus_and_reference(tmp_path):
+    """The instruction stage's `prompts` config is a table of its own: each kept task with its category,
+    writer, agreement, consensus answer, reference and seeds, filtered by category and text, linked to
+    the SFT row that answers it."""
+    import json as _json
+
+    parts = write_parts(tmp_path / "parts", n=6)
+    kept = [
+        {"prompt_id": f"p{i:03d}", "prompt": f"Question {i}?", "instruction": f"Question {i}?", "input": "",
+         "category": "with-answer" if i % 2 else "no-input", "seeds": ["s1", "s2"], "batch": 0, "round": 0,
+         "writer": "writer0", "writer_model": "qwen-a", "answerers": ["answerer0", "answerer1"],
+         "answers": [f"It is {i}.", f"{i}."], "measure": "rouge_l", "agreement": 0.5, "exact_match": False,
+         "consensus_agent": "answerer0", "consensus_answer": f"It is {i}.",
+         "reference": _json.dumps({"answer": str(i)}) if i % 2 else None}
+        for i in range(6)
+    ]  # fmt: skip
+    path = tmp_path / "parts" / "prompts.jsonl"
+    path.write_text("".join(_json.dumps(r) + "\n" for r in kept))
+    write_demo(tmp_path / "data", parts | {"prompts": [path]})
+    with ViewServer(tmp_path / "data", tmp_path / "runs") as server:
+        page = get(server, "/d/demo/v1/sft")
+        assert 'href="/d/demo/v1/prompts' in page.text  # a tab beside sft, dpo, trace, failures
+        html = get(server, "/d/demo/v1/prompts").text
+        body = text(html)
+        assert row_ids(html) == [r["prompt_id"] for r in kept]
+        assert "with-answer Question 1? writer0 (qwen-a) 0.5 answerer0: It is 1." in body and '{"answer": "1"}' in body
+        assert 'href="/d/demo/v1/sft/p001' in html  # the SFT row that answers it
+        filtered = get(server, "/d/demo/v1/prompts", params={"category": "no-input", "q": "question 4"}).text
+        assert row_ids(filtered) == ["p004"] and "1 prompts rows match" in text(filtered)

@@ -29,7 +29,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-CONFIG_ORDER = ("sft", "dpo", "trace", "failures")
+CONFIG_ORDER = ("sft", "dpo", "trace", "failures", "prompts")  # prompts: the synthesized ones (instructions)
 
 
 class NotFound(InputError):

@@ -344,7 +344,8 @@ def facets(table: ConfigTable) -> dict[str, list[str]]:
 
 
 _FACET_COLUMNS = {"sft": ("method", "category", "models"), "dpo": ("chosen_model", "rejected_model"),
-                  "trace": ("stage", "kind", "model"), "failures": ("stage", "reason")}  # fmt: skip
+                  "trace": ("stage", "kind", "model"), "failures": ("stage", "reason"),
+                  "prompts": ("category",)}  # fmt: skip
 _MAX_FACET_VALUES = 200
 
 

@@ -18,13 +18,14 @@ from moaa.errors import InputError
 
 VERDICTS = ("pass", "fail", "unverifiable", "unchecked")
 TEXT_COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "trace": ("text",),
-                "failures": ("error", "reason")}  # fmt: skip
+                "failures": ("error", "reason"), "prompts": ("prompt", "consensus_answer")}  # fmt: skip
 # The filters each config offers (beyond text search and split).
 FILTERS = {
     "sft": ("split", "method", "model", "category", "verdict", "truncated", "decision", "q"),
     "dpo": ("split", "model", "verdict", "truncated", "score_min", "score_max", "margin_min", "decision", "q"),
     "trace": ("split", "stage", "kind", "model", "truncated", "score_min", "score_max", "q"),
     "failures": ("stage", "reason", "q"),
+    "prompts": ("category", "q"),
 }
 DECISION_FILTERS = ("accept", "reject", "flag", "edit", "undecided")
 
