@@ -189,18 +189,25 @@ SUMMARY = {"stages": {"sft": {"rows": 24, "failed": 0}}, "per_prompt": {"calls":
            "cost": 0.0, "cost_to_make": 0.48, "calls": 96, "this_run": {"calls": 0}, "seconds": 1.0}  # fmt: skip
 
 
-def compare_with_fakes(tmp_path: Path, responder):
+def arm_model(ref: str, start: Path) -> str:
+    """The students behind the test server: arm A's run answers, arm B's and the base say one thing."""
+    data = read_lineage(ref)["parents"][0]["ref"] if ref != str(start.resolve()) else None
+    return {"cmp-A@v1": "answers", "cmp-B@v1": "constant", None: "base-constant"}[data]
+
+
+def compare_with_fakes(tmp_path: Path, responder, model_of=arm_model, steps_of=None, **settings):
+    """run_compare with fake data and training steps (`steps_of(tmp_path, clients)`, FakeSteps by default),
+    the students (`model_of(run folder, start)`: the test server's model that answers for it) and the judge
+    behind the test server; `settings`: more CompareSettings."""
     start = tmp_path / "start"
     start.mkdir()
     (start / "config.json").write_text("{}")
     with OpenAITestServer(responder=responder) as server:
 
         def clients(ref, settings, stats, name):
-            """The students behind the test server: arm A's run answers, arm B's and the base say one thing."""
             if ref in settings.endpoints:
                 return client_for(ref, settings, stats, name)
-            data = read_lineage(ref)["parents"][0]["ref"] if ref != str(start.resolve()) else None
-            model = {"cmp-A@v1": "answers", "cmp-B@v1": "constant", None: "base-constant"}[data]
+            model = model_of(ref, start)
             return OpenAIChatClient(name, EndpointConfig(base_url=server.base_url, model=model, max_retries=1), stats)
 
         eval_yaml = tmp_path / "eval.yaml"
@@ -208,10 +215,11 @@ def compare_with_fakes(tmp_path: Path, responder):
             "endpoints": {"judge": {"base_url": server.base_url, "model": "judge-model", "max_retries": 1}},
             "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
             "generation": {"temperature": 0.0, "max_tokens": 64, "seed": 0}}))  # fmt: skip
-        fake = FakeSteps(tmp_path, clients)
+        fake = (steps_of or FakeSteps)(tmp_path, clients)
         data = [f"output.root={tmp_path / 'data'}"]
-        s = CompareSettings(name="cmp", data_config=LOCAL, data_overrides=data, student=str(start),
-                            runs_root=str(tmp_path / "runs"), eval_config=str(eval_yaml))  # fmt: skip
+        base = {"name": "cmp", "data_config": LOCAL, "data_overrides": data, "student": str(start),
+                "runs_root": str(tmp_path / "runs"), "eval_config": str(eval_yaml)}  # fmt: skip
+        s = CompareSettings(**base | settings)
         results = run_compare(s, fake.steps())
         judged = [r["body"] for r in server.requests if r["body"] and r["body"].get("model") == "judge-model"]
     return results, fake, judged, tmp_path / "data"
@@ -283,6 +291,17 @@ def longer_wins(request: dict) -> str | None:
     return json.dumps({"rationale": "length", "winner": "A" if a > b else "B" if b > a else "tie"})
 
 
+def tiny_eval_settings(tmp_path: Path, base_url: str) -> Path:
+    """eval.yaml for tiny students: the judge behind the test server, 6-token answers kept though cut."""
+    eval_yaml = tmp_path / "eval.yaml"
+    eval_yaml.write_text(yaml.safe_dump({
+        "endpoints": {"judge": {"base_url": base_url, "model": "judge-model", "max_retries": 1}},
+        "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
+        "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
+        "answers": {"truncated": "keep"}}))  # tiny random students rarely stop within 6 tokens  # fmt: skip
+    return eval_yaml
+
+
 @pytest.mark.slow
 def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, prefect_harness, monkeypatch):
     """Both arms' data from the pipeline (MoA of 3 + aggregator vs single), real LoRA SFT of a tiny model on
@@ -296,12 +315,7 @@ def test_compare_flow_on_the_test_server_with_tiny_students(tmp_path: Path, pref
     with OpenAITestServer(responder=longer_wins) as server:
         run_config = tmp_path / "run.yaml"
         run_config.write_text(yaml.safe_dump(base_raw(tmp_path, server.base_url)))
-        eval_yaml = tmp_path / "eval.yaml"
-        eval_yaml.write_text(yaml.safe_dump({
-            "endpoints": {"judge": {"base_url": server.base_url, "model": "judge-model", "max_retries": 1}},
-            "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
-            "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
-            "answers": {"truncated": "keep"}}))  # tiny random students rarely stop within 6 tokens  # fmt: skip
+        eval_yaml = tiny_eval_settings(tmp_path, server.base_url)
         settings = CompareSettings(data_config=str(run_config), prompts=8, test_size=TEST_SIZE, student=str(student),
                                    runs_root=str(tmp_path / "runs"), sft_config=str(ROOT / "configs/train/sft.yaml"),
                                    sft_overrides=TINY_SETTINGS, eval_config=str(eval_yaml))  # fmt: skip

@@ -17,16 +17,14 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from test_compare import LOCAL, ROOT, prefers_the_answer_to_the_question
+from test_compare import LOCAL, ROOT, compare_with_fakes, prefers_the_answer_to_the_question, tiny_eval_settings
 from test_train import write_demo_version
 
 from moaa.cli import main
-from moaa.config import EndpointConfig, dump_config, load_config
+from moaa.config import dump_config, load_config
 from moaa.errors import ConfigError, InputError
-from moaa.models.client import OpenAIChatClient
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.train.comparison import CompareSettings, CompareSteps, build_arms, run_compare
-from moaa.train.evaluate import client_for
+from moaa.train.comparison import CompareSettings, CompareSteps, build_arms
 from moaa.train.matchups import evaluate_students
 from moaa.train.recipes import read_recipe
 from moaa.train.runs import read_lineage, write_lineage
@@ -105,32 +103,19 @@ class RecipeSteps:
                             dpo=functools.partial(self._run, "dpo"))  # fmt: skip
 
 
+def recipe_model(ref: str, start: Path) -> str:
+    """DPO on arm A's pairs answers; DPO on arm B's and the shared SFT model say one thing each."""
+    lineage = read_lineage(ref)
+    return {("dpo", "rc-A@v1"): "answers", ("dpo", "rc-B@v1"): "constant",
+            ("sft", "rc-A@v1"): "base-constant"}[(lineage["kind"], lineage["parents"][0]["ref"])]  # fmt: skip
+
+
 def test_recipes_train_one_sft_then_dpo_per_arm_and_judge_against_that_sft(tmp_path: Path):
     start = tmp_path / "start"
-    start.mkdir()
-    (start / "config.json").write_text("{}")
-    with OpenAITestServer(responder=prefers_the_answer_to_the_question) as server:
-
-        def clients(ref, settings, stats, name):
-            """DPO on arm A's pairs answers; DPO on arm B's and the shared SFT model say one thing each."""
-            if ref in settings.endpoints:
-                return client_for(ref, settings, stats, name)
-            lineage = read_lineage(ref)
-            model = {("dpo", "rc-A@v1"): "answers", ("dpo", "rc-B@v1"): "constant",
-                     ("sft", "rc-A@v1"): "base-constant"}[(lineage["kind"], lineage["parents"][0]["ref"])]  # fmt: skip
-            return OpenAIChatClient(name, EndpointConfig(base_url=server.base_url, model=model, max_retries=1), stats)
-
-        eval_yaml = tmp_path / "eval.yaml"
-        eval_yaml.write_text(yaml.safe_dump({
-            "endpoints": {"judge": {"base_url": server.base_url, "model": "judge-model", "max_retries": 1}},
-            "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
-            "generation": {"temperature": 0.0, "max_tokens": 64, "seed": 0}}))  # fmt: skip
-        fake = RecipeSteps(tmp_path, clients)
-        s = CompareSettings(name="rc", data_config=LOCAL, data_overrides=[f"output.root={tmp_path / 'data'}"],
-                            student=str(start), runs_root=str(tmp_path / "runs"), eval_config=str(eval_yaml),
-                            preference_a=POLICY_ONLY, preference_b=WITH_MIXTURE)  # fmt: skip
-        results = run_compare(s, fake.steps())
-
+    results, fake, _, _ = compare_with_fakes(
+        tmp_path, prefers_the_answer_to_the_question, recipe_model, RecipeSteps, name="rc",
+        preference_a=POLICY_ONLY, preference_b=WITH_MIXTURE,
+    )  # fmt: skip
     sfts = [kw for kind, kw in fake.calls if kind == "sft"]
     dpos = [kw for kind, kw in fake.calls if kind == "dpo"]
     start_sft = str((tmp_path / "runs" / "sft" / "rc-A-v1").resolve())
@@ -199,12 +184,7 @@ def test_compare_flow_of_two_recipes_with_real_sft_and_dpo(tmp_path: Path, prefe
                              "min_margin": 0.5}  # fmt: skip
         run_config = tmp_path / "run.yaml"
         run_config.write_text(yaml.safe_dump(raw))
-        eval_yaml = tmp_path / "eval.yaml"
-        eval_yaml.write_text(yaml.safe_dump({
-            "endpoints": {"judge": {"base_url": server.base_url, "model": "judge-model", "max_retries": 1}},
-            "judge": {"endpoint": "judge", "temperature": 0.0}, "limit": None,
-            "generation": {"temperature": 1.0, "max_tokens": 6, "seed": 0},
-            "answers": {"truncated": "keep"}}))  # tiny random students rarely stop within 6 tokens  # fmt: skip
+        eval_yaml = tiny_eval_settings(tmp_path, server.base_url)
         settings = CompareSettings(
             data_config=str(run_config), prompts=8, test_size=TEST_SIZE, student=str(student),
             runs_root=str(tmp_path / "runs"), sft_config=str(ROOT / "configs/train/sft.yaml"),
