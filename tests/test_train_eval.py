@@ -116,6 +116,39 @@ def test_position_biased_judge_gives_ties(models, tmp_path: Path):
     assert r["lc_win_rate"] == pytest.approx(0.5)
 
 
+def test_a_weighted_eval_reads_the_judges_probabilities_and_keeps_the_letters_beside_them(models, tmp_path: Path):
+    """weighted: a judge that always writes "A" (the letters: every prompt a tie) but puts more mass on A when
+    the longer answer is shown first separates the answers by its probabilities (AlpacaEval 2's weighted win
+    rate); the letters' counts stay beside the weighted ones, in results.json and results.md."""
+    from test_weighted_ratings import letter_reply
+
+    def biased(request: dict):
+        found = dict(_CANDIDATE.findall(request["messages"][-1]["content"]))
+        sure = 0.9 if len(found["A"]) > len(found["B"]) else 0.6 if len(found["A"]) < len(found["B"]) else 0.5
+        return letter_reply("A", {"A": sure, "B": 1 - sure})
+
+    data_root = tmp_path / "data"
+    write_demo_version(data_root)
+    with OpenAITestServer(responder=biased) as server:
+        result = run_eval(model=str(models[0]), baseline=str(models[1]),
+                          config=eval_config(tmp_path, server.base_url, weighted=True),
+                          data_root=data_root, output=tmp_path / "eval")  # fmt: skip
+        bodies = [r["body"] for r in server.requests if r["path"] == "/v1/chat/completions"]
+    r = result.results
+    records = r["per_prompt"]
+    longer = [x["model_chars"] - x["baseline_chars"] for x in records]
+    expected = ["first" if d > 0 else "second" if d < 0 else "tie" for d in longer]
+    assert {"first", "second"} & set(expected)  # the tiny answers differ in length: the probabilities decide
+    assert (r["win"], r["tie"], r["loss"]) == (expected.count("first"), expected.count("tie"), expected.count("second"))
+    assert r["letters"] == {"win": 0, "tie": 7, "loss": 0, "win_rate": 0.5}  # "A" in both orders: ties
+    for x, e in zip(records, expected, strict=True):
+        assert x["score"] == pytest.approx({"first": 0.65, "second": 0.35, "tie": 0.5}[e]) and x["letters"] == 0.5
+    assert r["win_rate"] == pytest.approx(sum(x["score"] for x in records) / 7)
+    assert all(b.get("top_logprobs") for b in bodies)
+    table = (tmp_path / "eval" / "results.md").read_text()
+    assert "by the letters alone: 0 win, 7 tie, 0 loss, win rate 50.0%" in table
+
+
 def words_by_model(request: dict) -> str:
     """The judge prefers the longer answer; the model writes 10 words, the baseline 3 (the server cuts
     an answer at max_tokens words, with finish_reason length)."""

@@ -61,6 +61,14 @@ class EvalSettings(Strict):
     limit: int | None = Field(4, ge=1)  # held-out prompts to use (None: all)
     generation: Sampling = Sampling(temperature=0.0, max_tokens=256, seed=0)
     max_attempts: int = Field(3, ge=1)
+    weighted: bool = Field(
+        False,
+        description="read each order's verdict from the judge's log-probabilities (the probability mass on A vs B; "
+        "AlpacaEval 2's weighted win rate) instead of the letter it wrote: the win rate is the mean preference, a "
+        "prompt within tie_threshold of 0.5 is a tie, and the letters' counts are kept beside it (`letters`). "
+        "Needs an endpoint that returns top_logprobs (llama.cpp, vLLM, OpenAI); without them the letters decide",
+    )
+    tie_threshold: float = Field(0.05, ge=0, lt=0.5, description="weighted: a preference this close to 0.5 is a tie")
     ci: Literal["wilson", "bootstrap"] = "wilson"
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(1000, ge=100)
@@ -240,14 +248,16 @@ async def judge_all(
     from moaa.rows import Prompt
 
     judge = PairwiseJudge([(settings.judge, judge_client)], [criterion_of(c) for c in settings.criteria],
-                          settings.max_attempts)  # fmt: skip
+                          settings.max_attempts, settings.weighted, tie_threshold=settings.tie_threshold)  # fmt: skip
 
     async def one(prompt: dict[str, Any], a: str, b: str) -> dict[str, Any]:
         candidates = [Candidate(0, a, "model"), Candidate(1, b, "baseline")]
         score = (await judge.score(Prompt(prompt["prompt_id"], prompt["messages"]), candidates))[0]
         pair = score.details["pairs"][0]
-        return {"prompt_id": prompt["prompt_id"], "score": score.score, "model_first": pair["ab"],
-                "baseline_first": pair["ba"], "agree": pair["agree"], "error": pair.get("error")}  # fmt: skip
+        letters = score.details.get("hard_score", score.score)  # weighted: what the letters alone gave
+        return {"prompt_id": prompt["prompt_id"], "score": score.score, "letters": letters, "model_first": pair["ab"],
+                "baseline_first": pair["ba"], "agree": pair["agree"], "error": pair.get("error"),
+                **({"orders": pair["orders"]} if "orders" in pair else {})}  # fmt: skip
 
     return list(await asyncio.gather(*(one(p, a, b) for p, a, b in zip(prompts, ours, theirs, strict=True))))
 
@@ -330,10 +340,26 @@ def build_results(
                 "excluded": excluded, "policy": settings.answers.truncated,
                 "max_tokens": settings.generation.max_tokens, "reask_max_tokens": settings.answers.reask_max_tokens},
         "order_agreement": sum(1 for r in judged if r["agree"]) / len(judged) if judged else None,
+        **(weighted_numbers(judged, settings.tie_threshold) if settings.weighted else {}),
         "mean_chars": {"model": _mean([r["model_chars"] for r in records]),
                        "baseline": _mean([r["baseline_chars"] for r in records])},
         "settings": settings.model_dump(mode="json"), "seconds": round(seconds, 1), "usage": stats.summary(),
         "per_prompt": records,
+    }  # fmt: skip
+
+
+def weighted_numbers(judged: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """A weighted eval's counts (a preference within `threshold` of 0.5 is a tie) and, beside them, what the
+    letters alone gave (`letters`: win / tie / loss and win rate over the same prompts)."""
+    from moaa.preference.judges import outcome_of
+
+    outcomes = [outcome_of(r["score"], threshold) for r in judged]
+    letters = [r["letters"] for r in judged if r.get("letters") is not None]
+    return {
+        "weighted": True, "tie_threshold": threshold,
+        "win": outcomes.count("first"), "tie": outcomes.count("tie"), "loss": outcomes.count("second"),
+        "letters": {"win": letters.count(1.0), "tie": letters.count(0.5), "loss": letters.count(0.0),
+                    "win_rate": sum(letters) / len(letters) if letters else None},
     }  # fmt: skip
 
 

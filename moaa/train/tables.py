@@ -34,6 +34,11 @@ def format_results_table(r: dict[str, Any]) -> str:
         f"| {_pct(r['win_rate'])} [{_pct(lo)}, {_pct(hi)}] | {lc} "
         f"| {chars.get('model', 0):.0f} / {chars.get('baseline', 0):.0f} |",
     ]
+    letters = r.get("letters")
+    if letters:  # a weighted eval: the letters' counts over the same prompts, side by side
+        lines += ["", f"Verdicts read from the judge's log-probabilities (a preference within {r['tie_threshold']:g} "
+                  f"of 0.5 is a tie); by the letters alone: {letters['win']} win, {letters['tie']} tie, "
+                  f"{letters['loss']} loss, win rate {_pct(letters['win_rate'])}."]  # fmt: skip
     cut = cut_line(r)
     return "\n".join(lines + (["", cut] if cut else []))
 
