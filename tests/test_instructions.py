@@ -340,7 +340,7 @@ def test_a_task_may_get_a_verifiable_ifeval_constraint_answered_and_checked_with
     is that constraint (checked by moaa.verify), the answerers saw it, and the writer's unconstrained output is
     no answer to agree with; the draw is a function of the task, so a re-run draws the same."""
     from moaa.config import VerifyConfig
-    from moaa.instructions.constraints import CATALOG, description
+    from moaa.instructions.verifiable import CATALOG, description
     from moaa.rows import Prompt, Reference
     from moaa.verify.checks import Verifier
 

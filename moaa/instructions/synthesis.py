@@ -13,7 +13,7 @@ character: the same), missing_input / missing_answer (an input or a final answer
 none written), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
 instruction, or with an instruction written earlier: this batch's or an earlier batch's,
 Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
-constraint appended (`constraint_share`; moaa.instructions.constraints), its reference the constraint,
+constraint appended (`constraint_share`; moaa.instructions.verifiable), its reference the constraint,
 so the answers are made, agreed on and checked with it (the writer's own output, written without it,
 is then left out). Then every answerer answers the task zero-shot; the writer's own output and
 theirs are compared (moaa.instructions.consensus): too_few_answers (fewer than two), disagreement
@@ -41,10 +41,10 @@ from typing import Any
 from moaa.config import AgentConfig, InstructionsConfig
 from moaa.engine.context import derive_seed, json_format, sampling_of
 from moaa.instructions.consensus import Embedder, find_consensus
-from moaa.instructions.constraints import Constraint, draw_constraint
 from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
+from moaa.instructions.verifiable import Constraint, draw_constraint
 from moaa.models.client import CallError, ChatClient
 from moaa.prompts.instructions import (
     EOS,
