@@ -2,8 +2,9 @@
 arms' run configs, which differ only in `preference`, and a recipe in one line. The run itself (one SFT of
 the student on arm A's rows, then DPO on each arm's pairs from it) is moaa.train.comparison.run_recipes.
 
-A recipe is a `preference` block laid over the run config's (`merged`: mappings key by key, lists and
-other values replaced), read from a YAML file by `read_recipe` (--preference-a / --preference-b).
+A recipe is a `preference` block laid over the run config's with moaa.config's `deep_merge` (mappings
+key by key, lists and other values replaced), read from a YAML file by `read_recipe` (--preference-a /
+--preference-b).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from moaa.config import MoaaConfig, dump_config, parse_config
+from moaa.config import MoaaConfig, deep_merge, dump_config, parse_config
 from moaa.errors import ConfigError, InputError
 
 
@@ -35,21 +36,13 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` laid over `base`: mappings merged key by key, anything else (lists included) replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def recipe_configs(base: MoaaConfig, recipes: tuple[dict[str, Any] | None, ...], name: str) -> list[MoaaConfig]:
     """The run configs of arms A and B of a preference-recipe compare: the run config with each arm's
     preference block laid over its own (enabled); recipes that would make the same pairs are an error."""
     raw = dump_config(base)
     configs = []
     for label, recipe in zip("AB", recipes, strict=True):
-        arm = merged(raw, {"name": f"{name}-{label}", "preference": {**(recipe or {}), "enabled": True}})
+        arm = deep_merge(raw, {"name": f"{name}-{label}", "preference": {**(recipe or {}), "enabled": True}})
         configs.append(parse_config(arm, source=f"arm {label} (preference_{label.lower()}) of {base.name}"))
     if configs[0].preference == configs[1].preference:
         raise InputError(
