@@ -256,10 +256,11 @@ def _count_ties(counters: dict[str, int], scores: list[Score], margin: float) ->
     wrote / by their probability-weighted means (the verifier's tie-breaker counts too)."""
     both = []
     for s in scores:
-        judged = s.details.get("judge", s.details)  # the verifier keeps its tie-breaker's details under "judge"
-        weighted = s.details.get("tie_break", s.score) if "judge" in s.details else s.score
-        if isinstance(judged, dict) and judged.get("hard_score") is not None and weighted is not None:
-            both.append((float(judged["hard_score"]), float(weighted)))
+        breaker = s.details.get("judge")  # the verifier's tie-breaker: its details and its score (tie_break)
+        hard, weighted = (breaker.get("hard_score"), s.details.get("tie_break")) if breaker else (
+            s.details.get("hard_score"), s.score)  # fmt: skip
+        if hard is not None and weighted is not None:
+            both.append((float(hard), float(weighted)))
     if len(both) < 2:
         return
     counters["judged_weighted"] = 1
