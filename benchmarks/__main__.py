@@ -2,7 +2,7 @@
     [--curator-python /path/to/venv/bin/python] [--distilabel-python /path/to/venv/bin/python]
     [--base-url URL --model NAME] [--config configs/local.yaml]
 
-Benchmarks (run in this order): throughput, engine, scale, resume, variants, local, view, verified. `--quick`
+Benchmarks (run in this order): throughput, startup, engine, scale, resume, variants, local, view, verified. `--quick`
 shrinks every one (the scale run stops at 5,000 prompts instead of 100,000, view at 10,000 rows); throughput is short by
 default (3 rounds, 400 prompts) and `--big` runs it at 7 rounds of 2,000 prompts. Prints a table with each figure, its
 ceiling or target and the ratio, and writes everything to bench_results/bench-<timestamp>.json.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, Figure
 
-BENCHES = ("throughput", "engine", "scale", "resume", "variants", "local", "view", "verified")
+BENCHES = ("throughput", "startup", "engine", "scale", "resume", "variants", "local", "view", "verified")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -26,14 +26,14 @@ NAME = "engine"
 def stage_rps(base_url: str, work: str, prompts: int, concurrency: int, cache: bool) -> dict[str, Any]:
     """Child: run the SFT stage on one shard of `prompts` prompts; requests and seconds."""
     from moaa.config import parse_config
-    from moaa.work.stage_shard import run_shard
+    from moaa.work.stage_shard import ShardJob, run_shard
 
     folder = Path(work)
     prompts_path = write_prompts(folder / f"prompts-{prompts}.jsonl", prompts)
     config = parse_config(moa_raw(folder, base_url, prompts_path, concurrency=concurrency, cache=cache))
     shard = shard_of(prompts_path, folder / "sft")
     start = time.perf_counter()
-    summary = run_shard("sft", config, shard, folder / "sft" / "shard-00000")
+    summary = run_shard(ShardJob("sft", config, shard, folder / "sft" / "shard-00000"))
     seconds = time.perf_counter() - start
     requests = sum(ep["requests"] for ep in summary.stats["endpoints"].values())
     return {"requests": requests, "seconds": seconds, "rps": requests / seconds, "rows": summary.counts.rows}

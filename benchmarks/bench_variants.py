@@ -24,7 +24,7 @@ def variant_cost(preset: str, base_url: str, work: str, prompts: int) -> dict[st
     """Child: run one preset's SFT stage on the test server; calls, tokens and cost per prompt."""
     from moaa.config import load_config
     from moaa.engine import calls_per_prompt
-    from moaa.work.stage_shard import run_shard
+    from moaa.work.stage_shard import ShardJob, run_shard
 
     folder = Path(work)
     config = load_config(ROOT / "configs" / f"{preset}.yaml")
@@ -36,7 +36,7 @@ def variant_cost(preset: str, base_url: str, work: str, prompts: int) -> dict[st
     config.cache.path = str(folder / "cache.sqlite")
     shard = shard_of(write_prompts(folder / "prompts.jsonl", prompts), folder / "sft")
     start = time.perf_counter()
-    summary = run_shard("sft", config, shard, folder / "sft" / "shard-00000")
+    summary = run_shard(ShardJob("sft", config, shard, folder / "sft" / "shard-00000"))
     stats = summary.stats["endpoints"].values()
     answered = summary.counts.rows + summary.counts.failed
     no_n = {n: ep.model_copy(update={"supports_n": False}) for n, ep in endpoints.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from moaa.config import MoaaConfig, dump_config, load_config
+from moaa.config import MoaaConfig, load_config
 from moaa.errors import MoaaError
 from moaa.public import scrub_text
 from moaa.work import steps as P
@@ -24,7 +25,7 @@ from moaa.work.finished import finished_plan
 from moaa.work.launch import OpenRun, StageRun, open_run
 from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
-from moaa.work.stage_shard import STAGES, RunStopped, run_shard
+from moaa.work.stage_shard import STAGES, RunStopped, ShardHooks, ShardJob, run_shard
 
 log = logging.getLogger("moaa.flow")
 
@@ -47,9 +48,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     retry_delay_seconds=5,
     retry_condition_fn=_retry_unless_user_error,
 )
-def stage_shard(
-    stage: str, config: dict, shard: str, out: str, roles: list[str] | None, progress: Any, stop: Any = None
-) -> ShardResult:
+def stage_shard(job: ShardJob, hooks: ShardHooks | None = None) -> ShardResult:
     """Run one shard of one stage (paths in, paths out: any worker can run it); returns its counts.
 
     The full result (with the shard's stats) is the shard's DONE file, which `collect` reads: the
@@ -57,8 +56,8 @@ def stage_shard(
     """
     from flows.rate_limits import use_prefect_rate_limits
 
-    use_prefect_rate_limits(config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
-    return run_shard(stage, config, shard, out, roles=roles, progress=progress, stop=stop).without_stats()
+    use_prefect_rate_limits(job.config)  # share an endpoint's rate across workers where `moaa-<endpoint>` exists
+    return run_shard(job, hooks).without_stats()
 
 
 def _run_stage(stage: str, opened: OpenRun) -> None:
@@ -66,20 +65,8 @@ def _run_stage(stage: str, opened: OpenRun) -> None:
     if not opened.plan.shards.get(stage):
         return
     run = opened.take_early(stage) or StageRun.open(stage, opened)
-    config, roles = opened.config, opened.roles if stage == "sft" else None
     try:
-        futures = [
-            stage_shard.submit(
-                stage,
-                dump_config(config),
-                str(inp),
-                str(out),
-                roles,
-                run.progress if run.in_process else None,
-                run.stop if run.in_process else None,
-            )  # fmt: skip
-            for inp, out in run.todo
-        ]
+        futures = [stage_shard.submit(job, run.hooks_for(job)) for job in run.jobs(opened)]
         try:
             for future in futures:
                 future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)
@@ -113,41 +100,53 @@ def task_runner_for(config: MoaaConfig):
     return make_task_runner(config.run)
 
 
-# Overrides as this process gave them, by their scrubbed spelling (run_flow): Prefect stores a flow
-# run's parameters in its database, so the flow is called with the scrubbed ones. With them, the
-# run `moaa run` opened before Prefect started (or None).
-_held: dict[tuple[str, ...], tuple[list[str], OpenRun | None]] = {}
+# The runs `moaa run` opened in this process (moaa.work.launch), by the run id the flow is called
+# with: the flow runs on the open run instead of loading the config again.
+_open_runs: dict[str, OpenRun] = {}
 
 
-def run_flow(
-    config: MoaaConfig, config_path: str, overrides: list[str], publish: bool = False, opened: OpenRun | None = None
-) -> dict:
-    """Run `moaa_pipeline` in this process; its stored parameters hold no key or URL credentials."""
-    shown = [scrub_text(item) for item in overrides]
-    _held[tuple(shown)] = (list(overrides), opened)
+def run_flow(opened: OpenRun, config_path: str, overrides: list[str], publish: bool = False) -> dict:
+    """Run `moaa_pipeline` in this process on a run `moaa run` opened. Prefect records the config's
+    path and overrides as the flow run's parameters, scrubbed (they hold no key or URL credentials);
+    the flow itself takes the open run by its id."""
+    run_id = uuid.uuid4().hex
+    _open_runs[run_id] = opened
     try:
-        flow_fn = moaa_pipeline.with_options(task_runner=task_runner_for(config))
-        return flow_fn(scrub_text(config_path), shown, publish=publish)
+        flow_fn = moaa_pipeline.with_options(task_runner=task_runner_for(opened.config))
+        shown = [scrub_text(item) for item in overrides]
+        return flow_fn(scrub_text(config_path), shown, publish=publish, run_id=run_id)
     finally:
-        _held.pop(tuple(shown), None)
+        _open_runs.pop(run_id, None)
 
 
 @flow(name="moaa-pipeline", log_prints=True)
 def moaa_pipeline(
-    config_path: str, overrides: list[str] | None = None, publish: bool = False, artifact: bool = True
+    config_path: str,
+    overrides: list[str] | None = None,
+    publish: bool = False,
+    artifact: bool = True,
+    run_id: str | None = None,
 ) -> dict:
     """Generate SFT (and preference) data for CONFIG and write a new data set version (`artifact`: and
-    post its summary and report as this flow run's artifact; a scheduled run posts it on its own)."""
+    post its summary and report as this flow run's artifact; a scheduled run posts it on its own).
+
+    `run_id`: the run `moaa run` opened in this process (run_flow); without it (a deployment, a
+    schedule, a direct call) the config is loaded here and the run opened here."""
     from prefect.runtime import deployment
 
-    overrides, opened = _held.get(tuple(overrides or ()), (overrides, None))
+    if run_id is not None:
+        opened = _open_runs.get(run_id)
+        if opened is None:
+            raise MoaaError(
+                f"flow run for run {run_id}: that run is not open in this process (a flow run of `moaa run` "
+                "cannot be retried elsewhere); run the same `moaa run` command again to resume"
+            )
+        return run_pipeline(opened.config, base_dir=Path.cwd(), publish=publish, opened=opened, artifact=artifact)
     config = load_config(config_path, overrides)
     # A scheduled run that overlaps the previous one waits for it (and then finds its shards done);
     # a run from a terminal is refused at once, naming the run in the way.
     scheduled = deployment.id is not None
-    return run_pipeline(
-        config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled, opened=opened, artifact=artifact
-    )
+    return run_pipeline(config, base_dir=Path.cwd(), publish=publish, wait_for_lock=scheduled, artifact=artifact)
 
 
 def run_pipeline(

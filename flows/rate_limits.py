@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from moaa.config import MoaaConfig
 from moaa.models.limits import EndpointLimiter, shared_limiter
@@ -30,14 +29,12 @@ def limit_name(endpoint: str) -> str:
     return f"moaa-{endpoint}"
 
 
-def use_prefect_rate_limits(config: MoaaConfig | dict[str, Any]) -> list[str]:
+def use_prefect_rate_limits(config: MoaaConfig) -> list[str]:
     """Route this process's requests to each endpoint through `moaa-<endpoint>` where that limit exists.
 
     Returns the names of the limits in use. Needs a Prefect API (the flow's); without one, or when
     it cannot be read, the process's own limiters work alone.
     """
-    if not isinstance(config, MoaaConfig):
-        config = MoaaConfig.model_validate(config)
     found = _existing_limits([limit_name(n) for n in config.used_endpoints()])
     for name in config.used_endpoints():
         ep = config.endpoints[name]

@@ -142,14 +142,15 @@ def _run_flow(config: MoaaConfig, config_path: str, sets: list[str], publish: bo
     # open run, its tasks joining the shards done. With a server of the user's, the flow starts now.
     prefect = start_api_early()
     with open_run(config, base_dir=Path.cwd()) as opened:
-        if prefect.local() and (early := begin_early(opened)) is not None:
+        early_start = os.environ.get("MOAA_EARLY_START", "1") != "0"  # 0: begin nothing before the flow
+        if early_start and prefect.local() and (early := begin_early(opened)) is not None:
             early.wait_begun()
             logging.getLogger("moaa.run").info("starting Prefect's API server to record the flow and its task runs")
         prefect.release()  # its start then overlaps the flow's import
         from flows.pipeline_flow import run_flow
 
         prefect.wait()
-        return run_flow(config, config_path, sets, publish=publish, opened=opened)
+        return run_flow(opened, config_path, sets, publish=publish)
 
 
 def _config_file(config: Any, overrides: Mapping[str, Any]) -> tuple[Path, list[str]]:

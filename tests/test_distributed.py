@@ -88,7 +88,8 @@ def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_u
 
     from flows.pipeline_flow import stage_shard
     from flows.rate_limits import use_prefect_rate_limits
-    from moaa.config import dump_config, load_config
+    from moaa.config import load_config
+    from moaa.work.stage_shard import ShardJob
     from moaa.work.steps import plan_run
 
     config = load_config(write_config(tmp_path, server_url, "prompts.limit=2"))  # one shard, 2 x 4 calls
@@ -96,7 +97,7 @@ def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_u
 
     def run_shard_seconds(folder: str) -> float:
         start = time.perf_counter()
-        stage_shard.fn("sft", dump_config(config), str(shard), str(out.with_name(folder)), None, None)
+        stage_shard.fn(ShardJob("sft", config, shard, out.with_name(folder)))
         return time.perf_counter() - start
 
     with get_client(sync_client=True) as client:

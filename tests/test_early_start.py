@@ -1,5 +1,5 @@
 """Start-up: `moaa run` begins its first shards while Prefect's API server starts, and the flow's
-task runs join them (moaa.work.launch, moaa.work.stage_shard.start_shard, flows.prefect_env)."""
+task runs join them (moaa.work.launch, moaa.work.stage_shard.begin_shard, flows.prefect_env)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from moaa.locks import FolderBusy, FolderLock
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.work.launch import begin_early, open_run
 from moaa.work.shards import read_done
-from moaa.work.stage_shard import RunStopped, abandon_started, run_shard, start_shard
+from moaa.work.stage_shard import RunStopped, ShardHooks, ShardJob, begin_shard, run_shard
 from moaa.work.steps import plan_run
 from tests.pipeline_helpers import (
     TestServerProcess,
@@ -41,7 +41,7 @@ def _one_shard(tmp_path: Path, base_url: str) -> tuple:
     config = load_config(write_config(tmp_path, base_url, *_settings(write_prompts(tmp_path, 4))))
     plan = plan_run(config, base_dir=tmp_path)
     (inp, out), *_ = plan.shards["sft"]
-    return config, inp, out
+    return ShardJob("sft", config, inp, out), out
 
 
 def _free(folder: Path) -> None:
@@ -52,11 +52,13 @@ def _free(folder: Path) -> None:
 
 def test_a_begun_shard_is_joined_not_run_twice(tmp_path):
     with OpenAITestServer() as srv:
-        config, inp, out = _one_shard(tmp_path, srv.base_url)
-        start_shard("sft", config, inp, out)
+        job, out = _one_shard(tmp_path, srv.base_url)
+        begun = begin_shard(job, ShardHooks(), lean=True)
         with pytest.raises(FolderBusy):
             FolderLock(out, "shard folder").acquire(wait=False)  # the begun shard holds its folder
-        result = run_shard("sft", config, inp, out)
+        hooks = ShardHooks(begun=begun)
+        result = run_shard(job, hooks)
+        assert hooks.begun is None  # joined once: a retried task would start the shard again
         asked = len(srv.requests)
     assert result.counts.rows == 4 and not result.skipped
     assert asked == 4 * 4  # 3 proposers + aggregator per prompt, each asked once
@@ -68,14 +70,15 @@ def test_a_begun_shard_is_joined_not_run_twice(tmp_path):
 
 def test_a_begun_shard_nobody_takes_is_stopped_and_its_folder_released(tmp_path):
     with OpenAITestServer(latency_s=0.2) as srv:
-        config, inp, out = _one_shard(tmp_path, srv.base_url)
+        job, out = _one_shard(tmp_path, srv.base_url)
         stop = threading.Event()
-        start_shard("sft", config, inp, out, stop=stop)
-        stop.set()  # what StageRun.abandon does when Prefect's API never came up
-        abandon_started([str(out)])
+        begun = begin_shard(job, ShardHooks(stop=stop), lean=True)
+        stop.set()  # what StageRun.abandon does when Prefect's API never came up, then it waits
+        with pytest.raises(RunStopped):
+            begun.wait()
         _free(out)
         with pytest.raises(RunStopped):
-            run_shard("sft", config, inp, out, stop=stop)  # not begun again: the run is stopping
+            run_shard(job, ShardHooks(stop=stop))  # not begun again: the run is stopping
 
 
 def _open_one_at_a_time(tmp_path: Path, base_url: str):
@@ -94,7 +97,7 @@ def test_each_shard_begun_early_begins_the_next_as_it_ends(tmp_path):
             time.sleep(0.05)
         assert run.begun == [str(out) for _, out in run.todo]  # ...and the next as each ended
         taken = opened.take_early("sft")
-        results = [run_shard("sft", opened.config, inp, out) for inp, out in taken.todo]  # the tasks join
+        results = [run_shard(job, taken.hooks_for(job)) for job in taken.jobs(opened)]  # the tasks join
         taken.close()
         asked = len(srv.requests)
     assert [r.counts.rows for r in results] == [4, 4, 4] and asked == PROMPTS * 4  # none asked twice
@@ -129,10 +132,10 @@ def test_the_flow_taking_the_stage_over_ends_the_chain(tmp_path):
     with OpenAITestServer(latency_s=0.02) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
         run = begin_early(opened)
         assert opened.take_early("sft") is run and opened.early is None
-        (inp, out), *rest = run.todo
-        assert run_shard("sft", opened.config, inp, out).counts.rows == 4  # joined
+        job, *rest = run.jobs(opened)
+        assert run_shard(job, run.hooks_for(job)).counts.rows == 4  # joined
         time.sleep(0.5)  # the chain would have begun the next shard by now
-        assert run.begun == [str(out)] and not any((o / "rows.jsonl").exists() for _, o in rest)
+        assert run.begun == [str(job.out)] and not any((later.out / "rows.jsonl").exists() for later in rest)
         run.close()
 
 

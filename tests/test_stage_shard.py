@@ -10,7 +10,7 @@ from conftest import make_config
 from moaa.engine.methods import calls_per_prompt
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.work.shards import write_jsonl_atomic
-from moaa.work.stage_shard import run_shard
+from moaa.work.stage_shard import ShardJob, run_shard
 
 PROMPTS = 40
 
@@ -38,7 +38,7 @@ def test_a_slow_shard_has_rows_on_disk_before_half_of_its_calls(tmp_path: Path):
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            summary = run_shard("sft", config, shard, out)
+            summary = run_shard(ShardJob("sft", config, shard, out))
         finally:
             finished.set()
             watcher.join()

@@ -4,8 +4,8 @@ A run's set-up — its plan, the work-folder lock, the local model servers, SMoA
 Prefect, and neither does a shard's work. So `moaa run` with a Prefect API server of its own opens
 the run (open_run) and begins the SFT stage's shards (begin_early) before that server starts,
 waits for them (StageRun.wait_begun), then starts it; the flow then runs on that open run, and
-each of those shards' Prefect task runs joins the work already done or under way
-(moaa.work.stage_shard.start_shard) instead of starting it. A scheduled or deployed run opens its
+each of those shards' Prefect task runs joins the work already done or under way (its
+ShardHooks.begun, StageRun.hooks_for) instead of starting it. A scheduled or deployed run opens its
 run inside the flow, as before. Nothing here imports Prefect.
 """
 
@@ -27,7 +27,7 @@ from moaa.public import install_log_scrubber
 from moaa.work import steps as P
 from moaa.work.progress import Progress
 from moaa.work.shards import read_done
-from moaa.work.stage_shard import abandon_started, start_shard
+from moaa.work.stage_shard import BegunShard, ShardHooks, ShardJob, begin_shard
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,11 @@ class StageRun:
     stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C or a run-fatal error stops every shard
     begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early, in todo's order
     _exits: ExitStack = field(default_factory=ExitStack)
-    _early: tuple[MoaaConfig, list[str] | None] | None = None  # what begin_next begins shards with (begin)
+    _jobs: list[ShardJob] = field(default_factory=list)  # what begin_next begins, in todo's order (begin)
     _handed: bool = False  # taken by the flow, abandoned, or a shard failed to begin: begin no more
     _begin_lock: threading.Lock = field(default_factory=threading.Lock)
     _running: list[concurrent.futures.Future] = field(default_factory=list)  # the shards begun early, as begun
+    _joinable: dict[str, BegunShard] = field(default_factory=dict)  # begun, not yet joined by a task (hooks_for)
 
     @classmethod
     def open(cls, stage: str, opened: OpenRun) -> StageRun:
@@ -129,12 +130,26 @@ class StageRun:
         run._exits.enter_context(progress)
         return run
 
+    def jobs(self, opened: OpenRun) -> list[ShardJob]:
+        """The stage's unfinished shards as jobs on the run's resolved config (SMoA's roles to sft's)."""
+        roles = tuple(opened.roles) if self.stage == "sft" and opened.roles else None
+        return [ShardJob(self.stage, opened.config, inp, out, roles) for inp, out in self.todo]
+
+    def hooks_for(self, job: ShardJob) -> ShardHooks | None:
+        """A task's hooks for `job` where the shard runs in this process (None on Dask or Ray): the
+        progress display, the stop event, and the shard if it was begun early (joined, once)."""
+        if not self.in_process:
+            return None
+        with self._begin_lock:
+            begun = self._joinable.pop(str(job.out), None)
+        return ShardHooks(self.progress, self.stop, begun)
+
     def close(self) -> None:
         self._exits.close()
 
-    def begin(self, config: MoaaConfig, roles: list[str] | None, width: int) -> None:
-        """Begin `width` shards now, each beginning the next as it ends (begin_next)."""
-        self._early = (config, roles)
+    def begin(self, jobs: list[ShardJob], width: int) -> None:
+        """Begin `width` of `jobs` now, each beginning the next as it ends (begin_next)."""
+        self._jobs = list(jobs)
         for _ in range(width):
             self.begin_next()
 
@@ -149,20 +164,20 @@ class StageRun:
             return
         while True:
             with self._begin_lock:
-                if self._handed or self._early is None or self.stop.is_set() or len(self.begun) >= len(self.todo):
+                if self._handed or self.stop.is_set() or len(self.begun) >= len(self._jobs):
                     return
-                inp, out = self.todo[len(self.begun)]
-                config, roles = self._early
+                job = self._jobs[len(self.begun)]
                 try:
-                    future = start_shard(self.stage, config, inp, out, roles=roles, progress=self.progress,
-                                         stop=self.stop)  # fmt: skip
+                    begun = begin_shard(job, ShardHooks(self.progress, self.stop), lean=True)
                 except Exception as exc:  # noqa: BLE001 - its task starts it again and reports the error
-                    log.debug("shard %s was not begun early: %s", out.name, exc)
+                    log.debug("shard %s was not begun early: %s", job.out.name, exc)
                     self._handed = True
                     return
-                self.begun.append(str(out))
-                if future is not None:
-                    self._running.append(future)
+                self.begun.append(str(job.out))
+                future = begun.future if isinstance(begun, BegunShard) else None  # None: it was DONE already
+                if isinstance(begun, BegunShard):
+                    self._joinable[str(job.out)] = begun
+                    self._running.append(begun.future)
             if future is not None:  # None: it was done already, begin the one after it
                 chain = lambda f: threading.Thread(target=self.begin_next, args=(f,), daemon=True).start()  # noqa: E731
                 future.add_done_callback(chain)
@@ -176,7 +191,7 @@ class StageRun:
             with self._begin_lock:
                 running = list(self._running)
                 failed = any(f.done() and (f.cancelled() or f.exception() is not None) for f in running)
-                ended = self._handed or self.stop.is_set() or failed or len(self.begun) >= len(self.todo)
+                ended = self._handed or self.stop.is_set() or failed or len(self.begun) >= len(self._jobs)
             if ended and all(f.done() for f in running):
                 with self._begin_lock:
                     if len(self._running) == len(running):  # none begun since
@@ -191,10 +206,17 @@ class StageRun:
             self._handed = True
 
     def abandon(self) -> None:
-        """Stop the shards begun early and wait for them (their finished prompts stay written)."""
+        """Stop the shards begun early that no task joined and wait for them (their finished
+        prompts stay written; their folders are released)."""
         self.hand_over()
         self.stop.set()
-        abandon_started(self.begun)
+        with self._begin_lock:
+            left, self._joinable = list(self._joinable.values()), {}
+        for begun in left:
+            try:
+                begun.wait()
+            except BaseException:  # noqa: BLE001 - stopped or failed: the run's own error is reported
+                pass
         self.begun.clear()
         self.close()
 
@@ -210,7 +232,7 @@ def begin_early(opened: OpenRun, stage: str = "sft") -> StageRun | None:
     if opened.config.run.task_runner != "threads" or not opened.plan.shards.get(stage):
         return None
     run = opened.early = StageRun.open(stage, opened)
-    run.begin(opened.config, opened.roles if stage == "sft" else None, opened.config.run.max_parallel_shards)
+    run.begin(run.jobs(opened), opened.config.run.max_parallel_shards)
     return run
 
 

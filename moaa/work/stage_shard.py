@@ -1,7 +1,7 @@
 """One stage-shard of work: read a shard of prompts, fan out over the engine, append results.
 
-`run_shard` is what a Prefect task calls (flows/pipeline_flow.py). It is self-contained — paths in,
-paths out, the config as plain data — so any worker (thread, Dask or Ray process) can run any
+`run_shard(job)` is what a Prefect task calls (flows/pipeline_flow.py). A ShardJob is self-contained —
+paths in, paths out, the resolved config — so any worker (thread, Dask or Ray process) can run any
 shard, and a lost worker's shard simply runs again: prompts already written are skipped, and
 the request cache answers the calls that had finished.
 """
@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,72 +39,52 @@ class RunStopped(MoaaError):
     """The shard stopped because its run is stopping (Ctrl-C, or another shard's run-fatal error)."""
 
 
-def run_shard(
-    stage: str,
-    config: MoaaConfig | dict[str, Any],
-    shard_path: str | Path,
-    out_dir: str | Path,
-    roles: list[str] | None = None,
-    progress: Any = None,
-    stop: threading.Event | None = None,
-) -> ShardResult:
-    """Run one shard to completion and return its result (also saved as `out_dir/DONE`).
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of one stage: everything a worker needs to run it, as picklable data (a Dask or Ray
+    worker gets it whole), so any worker can run any shard and a lost worker's shard simply runs
+    again: prompts already written are skipped, and the request cache answers the finished calls."""
 
-    `stop`, shared by the shards of one process: once set, the shard drops its in-flight calls
-    (finished prompts stay written) and raises RunStopped; a run-fatal MoaaError here sets it.
-    A shard already begun in this process (start_shard) is waited for, not started again.
-    """
-    with _started_lock:
-        begun = _started.pop(str(Path(out_dir)), None)
+    stage: str  # one of STAGES
+    config: MoaaConfig  # the run's config, resolved (local endpoints started): validated once, by the run
+    shard: Path  # the shard's prompts (JSONL)
+    out: Path  # its folder: rows, trace, failures, the calls journal, DONE
+    roles: tuple[str, ...] | None = None  # SMoA's generated roles (sft)
+
+
+class ShardProgress(Protocol):
+    """The stage's progress display as a shard feeds it (moaa.work.progress.Progress)."""
+
+    def advance(self, failed: bool = False) -> None: ...
+    def track(self, key: str, stats: RunStats) -> None: ...
+    def settle(self, key: str) -> None: ...
+
+
+@dataclass
+class ShardHooks:
+    """What only a shard run in the run's own process gets: the stage's progress display, the run's
+    stop event (once set, the shard drops its in-flight calls, keeps its finished prompts and raises
+    RunStopped; a run-fatal MoaaError here sets it), and the shard already begun early
+    (moaa.work.launch), which is joined instead of started again."""
+
+    progress: ShardProgress | None = None
+    stop: threading.Event | None = None
+    begun: BegunShard | None = None
+
+
+def run_shard(job: ShardJob, hooks: ShardHooks | None = None) -> ShardResult:
+    """Run one shard to completion and return its result (also saved as `job.out/DONE`)."""
+    hooks = hooks or ShardHooks()
+    begun, hooks.begun = hooks.begun, None  # joined once: a retried task starts the shard again
     if begun is None:
-        begun = _begin(stage, config, shard_path, out_dir, roles, progress, stop)
+        begun = begin_shard(job, hooks)
     return begun if isinstance(begun, ShardResult) else begun.wait()
 
 
-def start_shard(
-    stage: str,
-    config: MoaaConfig | dict[str, Any],
-    shard_path: str | Path,
-    out_dir: str | Path,
-    roles: list[str] | None = None,
-    progress: Any = None,
-    stop: threading.Event | None = None,
-) -> concurrent.futures.Future | None:
-    """Begin a shard on this process's shard loop now and return its future (None: it was DONE);
-    `run_shard` for the same folder then waits for it (moaa.work.launch: shards run while
-    Prefect's API starts).
-
-    Its result comes without the accounting (ShardResult.without_stats; the DONE file has it):
-    a run begins every shard of a stage this way before its flow joins them, and 1,000 shards'
-    latency samples held until then were ~30 MiB of a 100,000-prompt run's peak memory."""
-    begun = _begin(stage, config, shard_path, out_dir, roles, progress, stop, lean=True)
-    if not isinstance(begun, _Begun):
-        return None
-    with _started_lock:
-        _started[str(Path(out_dir))] = begun
-    return begun.future
-
-
-def abandon_started(out_dirs: list[str]) -> None:
-    """Wait for begun shards that no `run_shard` took (their run is stopping: set their `stop`)."""
-    for out in out_dirs:
-        with _started_lock:
-            begun = _started.pop(out, None)
-        if begun is not None:
-            try:
-                begun.wait()
-            except BaseException:  # noqa: BLE001 - stopped or failed: the run's own error is reported
-                pass
-
-
-_started: dict[str, _Begun] = {}
-_started_lock = threading.Lock()
-
-
-class _Begun:
+class BegunShard:
     """A shard running on the shard loop, holding its folder's lock until it is waited for."""
 
-    def __init__(self, future: Any, lock: FolderLock, out: Path, stop: threading.Event | None):
+    def __init__(self, future: concurrent.futures.Future, lock: FolderLock, out: Path, stop: threading.Event | None):
         self.future, self.lock, self.out, self.stop = future, lock, out, stop
 
     def wait(self) -> ShardResult:
@@ -125,50 +105,42 @@ class _Begun:
             self.lock.release()
 
 
-def _begin(
-    stage: str,
-    config: MoaaConfig | dict[str, Any],
-    shard_path: str | Path,
-    out_dir: str | Path,
-    roles: list[str] | None,
-    progress: Any,
-    stop: threading.Event | None,
-    lean: bool = False,
-) -> ShardResult | _Begun:
-    """A finished shard's result, or the shard started on the shard loop under its folder's lock
-    (`lean`: its result without the accounting, see start_shard)."""
-    if not isinstance(config, MoaaConfig):
-        config = MoaaConfig.model_validate(config)
-    out = Path(out_dir)
-    if (done := _done(out, progress)) is not None:
+def begin_shard(job: ShardJob, hooks: ShardHooks, lean: bool = False) -> ShardResult | BegunShard:
+    """A finished shard's result, or the shard started on the shard loop under its folder's lock.
+
+    `lean`: its result comes without the accounting (ShardResult.without_stats; the DONE file has
+    it): moaa.work.launch begins every shard of a stage this way before the flow joins them, and
+    1,000 shards' latency samples held until then were ~30 MiB of a 100,000-prompt run's peak memory."""
+    progress, stop = hooks.progress, hooks.stop
+    if (done := _done(job.out, progress)) is not None:
         return done
     # A shard runs in one place at a time: a re-executed distributed shard (a lost worker that was
     # not lost after all) waits for the first attempt and then finds it DONE, rather than appending
     # the same prompts to the same files alongside it.
     try:
-        lock = FolderLock(out, "shard folder")
+        lock = FolderLock(job.out, "shard folder")
         lock.acquire(wait=True)
     except OSError as exc:
-        raise storage_error(f"work folder {out}", exc, "run.work_dir") from None
+        raise storage_error(f"work folder {job.out}", exc, "run.work_dir") from None
     try:
-        if (done := _done(out, progress)) is not None:
+        if (done := _done(job.out, progress)) is not None:
             lock.release()
             return done
         if stop is not None and stop.is_set():
-            raise RunStopped(f"{out.name}: not started, the run is stopping")
-        work = _run_shard(stage, config, Path(shard_path), out, roles, progress, stop)
+            raise RunStopped(f"{job.out.name}: not started, the run is stopping")
+        work = _run_shard(job, progress, stop)
         future = asyncio.run_coroutine_threadsafe(_without_stats(work) if lean else work, shard_loop())
     except BaseException:
         lock.release()
         raise
-    return _Begun(future, lock, out, stop)
+    return BegunShard(future, lock, job.out, stop)
 
 
 async def _without_stats(work: Coroutine[Any, Any, ShardResult]) -> ShardResult:
     return (await work).without_stats()
 
 
-def _done(out: Path, progress: Any) -> ShardResult | None:
+def _done(out: Path, progress: ShardProgress | None) -> ShardResult | None:
     """A finished shard's result (its prompts counted in the progress display), or None."""
     done = read_done(out)
     if done is None:
@@ -212,18 +184,11 @@ class PromptOutcome(Protocol):
     counters: dict[str, int]
 
 
-async def _run_shard(
-    stage: str,
-    config: MoaaConfig,
-    shard_path: Path,
-    out_dir: Path,
-    roles: list[str] | None,
-    progress: Any,
-    stop: threading.Event | None = None,
-) -> ShardResult:
+async def _run_shard(job: ShardJob, progress: ShardProgress | None, stop: threading.Event | None) -> ShardResult:
+    stage, config, shard_path, out_dir, roles = job.stage, job.config, job.shard, job.out, job.roles
     started = time.time()
     stats = RunStats()
-    if progress is not None and hasattr(progress, "track"):
+    if progress is not None:
         progress.track(str(out_dir), stats)  # its live counters show in the progress display
     output = ShardOutput(out_dir)
     earlier = output.journal(stats)  # the calls of attempts that were killed count in the totals
@@ -271,7 +236,7 @@ async def _run_shard(
         finished_at=time.time(),
     )
     output.finish(result)
-    if progress is not None and hasattr(progress, "settle"):
+    if progress is not None:
         progress.settle(str(out_dir))
     return result
 
@@ -294,7 +259,7 @@ async def _dispatch(
     prompts: list[Prompt],
     clients: dict[str, ChatClient],
     on_result: Callable[[PromptOutcome, str | None], None],
-    roles: list[str] | None,
+    roles: tuple[str, ...] | None,
     out_dir: Path,
 ) -> None:
     """Run the stage over `prompts`; `on_result(outcome, drop reason)` per prompt (only preference drops)."""
@@ -312,7 +277,7 @@ async def _dispatch(
         verifier = Verifier(config.verify) if config.sft.verify.mode != "off" else None
         await run_prompts(
             prompts, config.sft, clients, on_result=lambda r: on_result(r, None), max_in_flight=in_flight,
-            roles=roles, answers=config.answers, verifier=verifier,
+            roles=list(roles) if roles else None, answers=config.answers, verifier=verifier,
         )  # fmt: skip
     elif stage == "preference":
         from moaa.preference import run_preference_prompts
