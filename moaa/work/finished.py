@@ -162,10 +162,10 @@ def _recorded_latest(config: MoaaConfig, name: str) -> Path | None:
 
 def _made_from(config: MoaaConfig, work: Path, shards: Shards, version: Path, instructions: Path | None) -> bool:
     """Whether `version` was written by this moaa from exactly these shard files, and is intact."""
-    from moaa import __version__
     from moaa.dataset.files import MAX_SHARD_ROWS, inputs_digest
     from moaa.dataset.manifest import read_manifest, verify_version
     from moaa.errors import MoaaError
+    from moaa.version import __version__
     from moaa.work.steps import RunPlan, parts_of
 
     try:
