@@ -19,12 +19,13 @@ from prefect.cache_policies import NONE
 from moaa.config import MoaaConfig, dump_config, load_config
 from moaa.errors import MoaaError
 from moaa.public import scrub_text
-from moaa.work import steps as P
 from moaa.work.finished import finished_plan
+from moaa.work.finishing import finish_run, up_to_date_summary
 from moaa.work.launch import OpenRun, StageRun, open_run
 from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
 from moaa.work.stage_shard import STAGES, RunStopped, run_shard
+from moaa.work.totals import collect
 
 log = logging.getLogger("moaa.flow")
 
@@ -164,7 +165,7 @@ def run_pipeline(
         finished = None if publish else finished_plan(run.config, run.plan.work_dir, run.plan.instructions_dir)
         if finished is not None:  # nothing new (a scheduled run): no version, and the flow run says so
             log.info("%s", finished.line())
-            summary = P.up_to_date_summary(finished)
+            summary = up_to_date_summary(finished)
             if artifact:
                 post_artifact(summary)
             return summary
@@ -173,8 +174,8 @@ def run_pipeline(
             shards = run.plan.shards.get(stage, [])
             check_stage(stage, shards, run.config)  # made nothing: fail, write no version
             check_endpoints(stage, shards, run.config, run.started)  # an endpoint answered nothing: likewise
-        totals = P.collect(run.plan)
-        summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
+        totals = collect(run.plan)
+        summary = finish_run(run.plan, totals, time.time() - run.started, publish=publish)
     if artifact:
         post_artifact(summary)
     return summary
