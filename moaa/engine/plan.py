@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from moaa.config.sft_methods import no_rule
+
 if TYPE_CHECKING:
     from moaa.config import AgentConfig, GenerationConfig
     from moaa.engine.context import PromptRun
@@ -59,10 +61,6 @@ class Plan:
 
     steps: tuple[Step, ...]
     stops_early: str = ""
-
-
-def no_rule(gen: GenerationConfig) -> None:
-    """A method whose config needs nothing beyond the common rules."""
 
 
 @dataclass(frozen=True)
