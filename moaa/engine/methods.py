@@ -43,7 +43,10 @@ def register(method: Method) -> Method:
 
 
 def _find_builtins() -> None:
-    """Register every module-level `Method` of moaa.engine's modules (once, in module order)."""
+    """Register every module-level `Method` of moaa.engine's modules (once, in module order). A
+    built-in's config rule is stated in moaa.config.sft_methods (a config loads before the engine
+    does), so a Method found here without one there is an error, not a method the config would know
+    only once the engine had been imported."""
     global _found
     if _found:
         return
@@ -54,6 +57,11 @@ def _find_builtins() -> None:
         module = importlib.import_module(f"{__package__}.{info.name}")
         for value in vars(module).values():
             if isinstance(value, Method) and value.turn.__module__ == module.__name__:
+                if not isinstance(REGISTRY.get(value.name), MethodRule):
+                    raise ValueError(
+                        f"{module.__name__}: method {value.name!r} has no rule in moaa.config.sft_methods; "
+                        f"add MethodRule({value.name!r}, ...) to its table, with the check its Method carries"
+                    )
                 register(value)
 
 

@@ -67,9 +67,11 @@ class Plan:
 class Method:
     """A generation method: the name `sft.method` takes, how it answers a turn, and what that costs.
 
-    `check` states the method's own config rules once: it raises ValueError("field: what to
-    change") and may fill the method's defaults (moa's 3 layers); GenerationConfig runs it when a
-    config loads. `aggregator`: the method needs `sft.aggregator`.
+    `check` is the method's own config rule: it raises ValueError("field: what to change") and may
+    fill the method's defaults (moa's 3 layers); GenerationConfig runs it when a config loads. A
+    built-in's `check` and `aggregator` are the ones moaa.config.sft_methods states (a config loads
+    without the engine); registering a Method outside moaa adds its rule there. `aggregator`: the
+    method needs `sft.aggregator`.
     """
 
     name: str
