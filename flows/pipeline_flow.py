@@ -1,8 +1,9 @@
 """The moaa pipeline as a Prefect flow: SFT shards, then preference shards, then a data set version.
 
 One Prefect task per stage-shard (hundreds of prompts) with async fan-out inside it; the logic
-lives in moaa/ (moaa.work.steps, moaa.work.stage_shard). Run it with `moaa run CONFIG`, which uses Prefect's
-local ephemeral API (no server needed), or deploy it on a schedule with `moaa deploy`.
+lives in moaa/ (moaa.work.run_plan, moaa.work.stage_shard, moaa.work.finishing). Run it with
+`moaa run CONFIG`, which uses Prefect's local ephemeral API (no server needed), or deploy it on a
+schedule with `moaa deploy`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from prefect.cache_policies import NONE
 from moaa.config import MoaaConfig, load_config
 from moaa.errors import MoaaError
 from moaa.public import scrub_text
-from moaa.work import steps as P
 from moaa.work.finished import finished_plan
+from moaa.work.finishing import finish_run, up_to_date_summary
 from moaa.work.launch import OpenRun, StageRun, open_run
 from moaa.work.outcome import check_endpoints, check_stage
 from moaa.work.shard_result import ShardResult
 from moaa.work.stage_shard import STAGES, RunStopped, ShardHooks, ShardJob, run_shard
+from moaa.work.totals import collect
 
 log = logging.getLogger("moaa.flow")
 
@@ -163,7 +165,7 @@ def run_pipeline(
         finished = None if publish else finished_plan(run.config, run.plan.work_dir, run.plan.instructions_dir)
         if finished is not None:  # nothing new (a scheduled run): no version, and the flow run says so
             log.info("%s", finished.line())
-            summary = P.up_to_date_summary(finished)
+            summary = up_to_date_summary(finished)
             if artifact:
                 post_artifact(summary)
             return summary
@@ -172,8 +174,8 @@ def run_pipeline(
             shards = run.plan.shards.get(stage, [])
             check_stage(stage, shards, run.config)  # made nothing: fail, write no version
             check_endpoints(stage, shards, run.config, run.started)  # an endpoint answered nothing: likewise
-        totals = P.collect(run.plan)
-        summary = P.finish_run(run.plan, totals, time.time() - run.started, publish=publish)
+        totals = collect(run.plan)
+        summary = finish_run(run.plan, totals, time.time() - run.started, publish=publish)
     if artifact:
         post_artifact(summary)
     return summary

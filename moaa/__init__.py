@@ -13,7 +13,7 @@ on first use, so `moaa --help` stays instant.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from moaa.version import __version__
 
 _API = ("run", "load_config", "Version", "versions", "compare")
 __all__ = [*_API, "MoaaError", "ConfigError", "InputError", "EndpointError", "__version__"]

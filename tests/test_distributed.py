@@ -89,8 +89,8 @@ def test_prefect_rate_limit_paces_the_requests_of_every_shard(tmp_path, server_u
     from flows.pipeline_flow import stage_shard
     from flows.rate_limits import use_prefect_rate_limits
     from moaa.config import load_config
+    from moaa.work.run_plan import plan_run
     from moaa.work.stage_shard import ShardJob
-    from moaa.work.steps import plan_run
 
     config = load_config(write_config(tmp_path, server_url, "prompts.limit=2"))  # one shard, 2 x 4 calls
     ((shard, out),) = plan_run(config).shards["sft"]

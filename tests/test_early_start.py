@@ -15,9 +15,9 @@ from moaa.config import load_config
 from moaa.locks import FolderBusy, FolderLock
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.work.launch import begin_early, open_run
+from moaa.work.run_plan import plan_run
 from moaa.work.shards import read_done
 from moaa.work.stage_shard import RunStopped, ShardHooks, ShardJob, begin_shard, run_shard
-from moaa.work.steps import plan_run
 from tests.pipeline_helpers import (
     TestServerProcess,
     assert_one_line_error,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from moaa.work.run_plan import plan_run
 from moaa.work.shards import read_jsonl
-from moaa.work.steps import plan_run
 from tests.conftest import ROOT, base_raw, make_config
 
 
@@ -63,7 +63,7 @@ def test_replan_keeps_identical_shards_and_no_spill(tmp_path):
 PLAN_CHILD = """
 import json, sys, tracemalloc
 from moaa.config import parse_config
-from moaa.work.steps import plan_run
+from moaa.work.run_plan import plan_run
 config = parse_config(json.loads(sys.argv[1]))
 tracemalloc.start()
 plan = plan_run(config)

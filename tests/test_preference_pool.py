@@ -498,7 +498,7 @@ def test_a_pool_run_killed_in_its_preference_stage_asks_again_only_the_calls_in_
 
 
 def test_a_pool_setting_makes_a_new_work_folder_and_the_defaults_keep_the_old_one(tmp_path):
-    from moaa.work.steps import _POOL_DEFAULTS, fingerprint
+    from moaa.work.run_plan import _POOL_DEFAULTS, fingerprint
     from tests.conftest import make_config
 
     short = {"enabled": True, "policy": {"endpoint": "test"}, "scorer": {"judges": [{"endpoint": "test"}]}}

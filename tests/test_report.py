@@ -263,7 +263,9 @@ def test_finish_run_writes_the_version_once_report_included(tmp_path, monkeypatc
     import moaa.dataset.versions
     from moaa.fileio import sha256_file, write_json_atomic
     from moaa.models.stats import RunStats
-    from moaa.work.steps import RunPlan, collect, finish_run
+    from moaa.work.finishing import finish_run
+    from moaa.work.run_plan import RunPlan
+    from moaa.work.totals import collect
     from tests.conftest import make_config
 
     out = tmp_path / "work" / "sft" / "shard-00000"

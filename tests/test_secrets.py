@@ -145,7 +145,7 @@ def test_a_key_in_api_key_env_is_refused_without_echoing_it(tmp_path, value, cap
 
 
 def test_work_config_json_holds_no_url_credentials(tmp_path):
-    from moaa.work.steps import plan_run
+    from moaa.work.run_plan import plan_run
     from tests.conftest import make_config
 
     config = make_config(tmp_path, "https://api.example.com/v1", "description=https://user:s3cret-pass@example.com/x")

@@ -10,8 +10,8 @@ import pytest
 from moaa.errors import InputError
 from moaa.rows import Prompt, Reference, prompt_id_of
 from moaa.sources import load_prompts
+from moaa.work.run_plan import plan_run
 from moaa.work.shards import read_jsonl
-from moaa.work.steps import plan_run
 from tests.conftest import make_config
 from tests.source_helpers import src, user, write_jsonl
 

@@ -98,7 +98,7 @@ def test_fingerprint_hashes_the_file_bytes_as_before(tmp_path):
     """Run folders are named by it: a streamed digest must equal sha256 of the whole file."""
     import hashlib
 
-    from moaa.sources import _fingerprint
+    from moaa.sources.prompt_stream import _fingerprint
 
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"prompt": "a"}\r\n\r\n{"prompt": "b"}')  # BOM, CRLF, no final newline

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from moaa.fileio import write_json_atomic
 from moaa.models.stats import RunStats
-from moaa.work.steps import RunPlan, collect, summarize
+from moaa.work.run_plan import RunPlan
 from moaa.work.summary import format_summary
+from moaa.work.totals import collect, summarize
 from tests.conftest import make_config
 
 
@@ -30,7 +31,7 @@ def test_per_prompt_seconds_count_this_runs_wall_time_and_prompts_only(tmp_path)
     ]
     plan = RunPlan(config, tmp_path, {"sft": shards}, {"read": 30, "kept": 30, "dropped": {}}, {}, started)
     totals = collect(plan)
-    sft = totals["stages"]["sft"]
+    sft = totals.stages["sft"]
     assert sft["this_run"] == {"prompts": 16, "wall_seconds": 16.0}
     assert (sft["prompts"], sft["rows"]) == (30, 30)
     summary = summarize(plan, totals, elapsed=40.0)

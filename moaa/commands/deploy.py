@@ -37,22 +37,22 @@ def handle(args: argparse.Namespace) -> int:
 
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     quiet_prefect()
-    from flows import schedule as D
+    from flows import schedule
 
     name = args.name or config.name
-    params = D.deployment_parameters(args.config, args.set, args.publish)
-    where = f"{D.FLOW_NAME}/{name}"
+    params = schedule.deployment_parameters(args.config, args.set, args.publish)
+    where = f"{schedule.FLOW_NAME}/{name}"
     if args.serve:
         print(f"serving deployment '{where}' on '{args.cron}' ({args.timezone}); Ctrl-C to stop")
-        D.serve(name, params, args.cron, args.timezone)
+        schedule.serve(name, params, args.cron, args.timezone)
         return 0
     if args.work_pool:
-        deployment_id = D.deploy_to_pool(name, params, args.cron, args.work_pool, args.timezone)
+        deployment_id = schedule.deploy_to_pool(name, params, args.cron, args.work_pool, args.timezone)
         runner = f"start a worker in this folder: prefect worker start --pool {args.work_pool}"
     else:
-        deployment_id = D.register(name, params, args.cron, args.timezone)
+        deployment_id = schedule.register(name, params, args.cron, args.timezone)
         runner = "execute its runs with the same command plus --serve (or deploy with --work-pool POOL)"
-    info = D.describe(deployment_id)
+    info = schedule.describe(deployment_id)
     cron = ", ".join(f"{s['cron']} ({s['timezone']})" for s in info["schedules"])
     print(f"deployment '{where}' ({deployment_id}) scheduled on {cron}")
     print(f"  parameters: {scrub(info['parameters'])}")

@@ -3,9 +3,10 @@
 A config names its endpoints (model servers) once and refers to them by name everywhere else.
 Secrets never live here: an endpoint names the environment variable that holds its key.
 
-Endpoints and agents live in `moaa.config.endpoints`, the rest of the models in
-`moaa.config.models`, checking answers in `moaa.config.verify`, loading and dumping in
-`moaa.config.loading`; import them from `moaa.config`.
+Endpoints and agents live in `moaa.config.endpoints`, the SFT stage and each generation method's
+config rule in `moaa.config.sft_methods`, the rest of the models in `moaa.config.models`, checking
+answers in `moaa.config.verify`, loading and dumping in `moaa.config.loading`; import them from
+`moaa.config`.
 """
 
 from moaa.config.endpoints import (
@@ -35,20 +36,16 @@ from moaa.config.models import (
     AgreementConfig,
     AnswersConfig,
     CacheConfig,
-    GenerationConfig,
     InstructionsConfig,
     MoaaConfig,
     OutputConfig,
     PreferenceConfig,
     PromptSourceConfig,
-    QualityConfig,
     RunSettings,
     ScorerConfig,
-    SelfMoAConfig,
-    SeqConfig,
-    SMoAConfig,
 )
 from moaa.config.pools import MIXTURE, CandidateConfig, DeltaConfig, PairingConfig, PoolMember
+from moaa.config.sft_methods import GenerationConfig, QualityConfig, SelfMoAConfig, SeqConfig, SMoAConfig
 from moaa.config.verify import (
     ReferenceColumns,
     SandboxConfig,

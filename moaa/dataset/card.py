@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moaa.dataset import card_sections as S
+from moaa.dataset import card_sections
 from moaa.dataset.card_stats import compute_stats
 
 CARD_NAME = "README.md"
@@ -52,20 +52,20 @@ def render_card(
     body = [
         f"# {name} {version}",
         "",
-        S.summary_sentence(rows, manifest, stats),
+        card_sections.summary_sentence(rows, manifest, stats),
         "",
-        *S.made_section(manifest, stats),
-        *S.counts_section(rows, manifest),
-        *S.derived_section(manifest),
-        *S.cost_section(manifest),
-        *S.stats_section(stats),
-        *S.quality_section(manifest, stats),
-        *S.verification_section(manifest),
-        *S.pool_section(manifest),
-        *S.bias_section(manifest),
-        *S.samples_section(folder, rows),
-        *S.load_section(name, version, rows, where or f"{name}/{version}", repo_id),
-        *S.configs_section(rows),
+        *card_sections.made_section(manifest, stats),
+        *card_sections.counts_section(rows, manifest),
+        *card_sections.derived_section(manifest),
+        *card_sections.cost_section(manifest),
+        *card_sections.stats_section(stats),
+        *card_sections.quality_section(manifest, stats),
+        *card_sections.verification_section(manifest),
+        *card_sections.pool_section(manifest),
+        *card_sections.bias_section(manifest),
+        *card_sections.samples_section(folder, rows),
+        *card_sections.load_section(name, version, rows, where or f"{name}/{version}", repo_id),
+        *card_sections.configs_section(rows),
     ]
     return f"---\n{card_data(folder, manifest, stats).to_yaml()}\n---\n\n" + "\n".join(body)
 
@@ -93,7 +93,7 @@ def card_data(folder: Path, manifest: dict[str, Any], stats: dict[str, Any]) -> 
         size_categories=[size_category(examples)],
         pretty_name=name_of(manifest),
         configs=configs,
-        generating_models=S.generating_models(manifest, stats),  # not a Hub field: kept as given
+        generating_models=card_sections.generating_models(manifest, stats),  # not a Hub field: kept as given
     )
 
 

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from moaa import __version__
 from moaa.fileio import sha256_file
 from moaa.public import machine_paths, public_value, scrub_text, secret_values, served_name
+from moaa.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def plots_digest(data: dict[str, Any]) -> str:
 def parent_plots(version_dir: Path, manifest: dict[str, Any], digest: str, target: Path) -> dict[str, Path] | None:
     """The parent version's PNGs copied (verified) into `target/report/` when drawn from equal inputs; else None."""
     from moaa.dataset.manifest import copy_verified, read_manifest
-    from moaa.dataset.versions import resolve_version
+    from moaa.dataset.version_refs import resolve_version
     from moaa.errors import MoaaError
 
     if not manifest.get("parent"):

@@ -38,7 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from moaa import __version__
 from moaa.dataset.files import (  # noqa: F401 - COLUMNS, schemas and split_of: part of this module's API
     COLUMNS,
     CONFIGS,
@@ -51,7 +50,6 @@ from moaa.dataset.files import (  # noqa: F401 - COLUMNS, schemas and split_of: 
     write_data,
 )
 from moaa.dataset.manifest import (
-    MANIFEST_NAME,
     build_manifest,
     git_commit,
     hash_files,
@@ -60,17 +58,23 @@ from moaa.dataset.manifest import (
     verify_version,
     write_manifest,
 )
+from moaa.dataset.version_refs import (  # noqa: F401 - resolve_version, list_versions: part of this module's API
+    check_name,
+    latest_number,
+    list_versions,
+    parse_version,
+    resolve_version,
+)
 from moaa.errors import ConfigError, InputError, MoaaError, storage_error
 from moaa.fileio import write_text_atomic
 from moaa.killpoints import kill_point
 from moaa.locks import FolderLock
+from moaa.version import __version__
 
 log = logging.getLogger(__name__)
 
 __all__ = ["VersionInfo", "write_version", "write_derived", "resolve_version", "list_versions", "verify_version"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_VERSION = re.compile(r"^v?([1-9][0-9]*)$")
 _LATEST_TMP = re.compile(r"^LATEST\.[0-9-]+\.tmp$")  # moaa.fileio's temp file for LATEST
 
 
@@ -80,21 +84,6 @@ class VersionInfo:
     version: str  # "v3"
     path: Path
     report: Path | None = None  # its report.md, when one was asked for and could be written
-
-
-def _versions(dataset_dir: Path) -> list[int]:
-    if not dataset_dir.is_dir():
-        return []
-    found = (_VERSION.match(p.name) for p in dataset_dir.iterdir() if p.is_dir() and p.name.startswith("v"))
-    return sorted(int(m.group(1)) for m in found if m)
-
-
-def _latest(dataset_dir: Path) -> int | None:
-    """The newest version: the highest version folder. A folder appears only by an atomic rename
-    of a complete version, and LATEST never points lower, so LATEST is a pointer for readers that
-    do not know this rule; a kill between the rename and the LATEST update loses nothing."""
-    numbers = _versions(dataset_dir)
-    return numbers[-1] if numbers else None
 
 
 def _parent_dir(root: Path, parent_ref: str | None) -> Path | None:
@@ -107,16 +96,11 @@ def _parent_dir(root: Path, parent_ref: str | None) -> Path | None:
         return None
 
 
-def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ConfigError(f"data set name {name!r} is invalid; use letters, digits, '.', '_' or '-' (e.g. 'moa-sft')")
-
-
 def _resolve_parent(root: Path, name: str, parent: str | None) -> str | None:
     if parent is None:
         return None
     if parent == "auto":
-        latest = _latest(root / name)
+        latest = latest_number(root / name)
         return f"{name}@v{latest}" if latest else None
     ref = parent if "@" in parent else f"{name}@{parent}"
     path = resolve_version(root, ref)
@@ -144,7 +128,7 @@ def write_version(
     `report`: with the run report (moaa.dataset.run_report). Data, card, report and manifest are all
     written in a staging folder, which one rename then makes the version: nothing edits it afterwards."""
     root = Path(root)
-    _check_name(name)
+    check_name(name)
     config, run_info = scrub_secrets(config, where="config"), scrub_secrets(run_info, where="run_info")
     license, tags = scrub_secrets(license, where="license"), scrub_secrets(list(tags), where="tags")  # the card's
     unknown = sorted(set(parts) - set(CONFIGS))
@@ -169,7 +153,7 @@ def _write_locked(
     root, dataset_dir, name, parts, config, run_info, test_size, split_seed, license, tags, parent, version,
     max_shard_rows, report,
 ) -> VersionInfo:  # fmt: skip
-    number = _parse_version(version, name) if version is not None else (_latest(dataset_dir) or 0) + 1
+    number = parse_version(version, name) if version is not None else (latest_number(dataset_dir) or 0) + 1
     target = dataset_dir / f"v{number}"
     _refuse_existing(target)
     parent_ref = _resolve_parent(root, name, parent)
@@ -254,13 +238,6 @@ def _clean_leftovers(dataset_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _parse_version(version: int | str, name: str) -> int:
-    match = _VERSION.match(str(version))
-    if not match:
-        raise ConfigError(f"version {version!r} of {name} is invalid; use v1, v2, ...")
-    return int(match.group(1))
-
-
 def _refuse_existing(target: Path) -> None:
     if target.exists():
         raise MoaaError(
@@ -269,49 +246,10 @@ def _refuse_existing(target: Path) -> None:
 
 
 def _point_latest(dataset_dir: Path, number: int) -> None:
-    current = _latest(dataset_dir)
+    current = latest_number(dataset_dir)
     if current is not None and current > number:
         return
     write_text_atomic(dataset_dir / "LATEST", f"v{number}\n")
-
-
-def resolve_version(root: Path, ref: str) -> Path:
-    """The folder of 'name@vN' (or 'name' for the latest); InputError listing what exists."""
-    root = Path(root)
-    name, _, version = ref.partition("@")
-    _check_name(name)
-    dataset_dir = root / name
-    have = _versions(dataset_dir)
-    if not have:
-        raise InputError(f"no data set named {name!r} under {root}; see `moaa datasets list --root {root}`")
-    number = _parse_version(version, name) if version else _latest(dataset_dir)
-    if number not in have:
-        listed = ", ".join(f"v{n}" for n in have)
-        raise InputError(f"{name}@v{number} does not exist under {root}; versions: {listed}")
-    return dataset_dir / f"v{number}"
-
-
-def list_versions(root: Path) -> list[dict[str, Any]]:
-    """One dict per version under root: name, version, path, created_at, parent, rows, latest, summary."""
-    root = Path(root)
-    out = []
-    if not root.is_dir():
-        return out
-    for dataset_dir in sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)):
-        latest = _latest(dataset_dir)
-        for number in _versions(dataset_dir):
-            path = dataset_dir / f"v{number}"
-            try:
-                manifest = read_manifest(path)
-            except InputError:
-                if not (path / MANIFEST_NAME).exists():
-                    continue  # not a moaa version folder
-                manifest = {}
-            rows = (manifest.get("counts") or {}).get("rows", {})
-            out.append({"name": dataset_dir.name, "version": f"v{number}", "path": path, "rows": rows,
-                        "created_at": manifest.get("created_at"), "parent": manifest.get("parent"),
-                        "latest": number == latest, "summary": manifest.get("summary")})  # fmt: skip
-    return out
 
 
 def write_derived(
@@ -328,13 +266,13 @@ def write_derived(
     so `write_data` may fill it in)."""
     root, parent = Path(root), Path(parent)
     name = parent.parent.name
-    _check_name(name)
+    check_name(name)
     source = read_manifest(parent)
     dataset_dir = root / name
     try:
         with FolderLock(root, f"data set {name}", name=f".{name}.lock").hold(wait=True):
             _clean_leftovers(dataset_dir)
-            number = (_latest(dataset_dir) or 0) + 1
+            number = (latest_number(dataset_dir) or 0) + 1
             target = dataset_dir / f"v{number}"
             _refuse_existing(target)
             tmp = dataset_dir / f".tmp-v{number}-{uuid.uuid4().hex[:8]}"

@@ -6,8 +6,9 @@
 
 The built-in methods are found, not listed: every module-level `Method` in a module of moaa.engine
 registers itself the first time the registry is read, so a new method is one module (plus its
-prompt). GenerationConfig consults the registry when a config loads (method names and rules), the
-runner dispatches on it, and the dry run adds up its plans.
+prompt). The registry is the config's table of method rules (moaa.config.sft_methods), so
+GenerationConfig checks method names and rules when a config loads without importing the engine;
+the runner dispatches on it, and the dry run adds up its plans.
 """
 
 from __future__ import annotations
@@ -15,37 +16,52 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moaa.config.sft_methods import METHODS, MethodRule, Rule, rule_of
 from moaa.engine.plan import Method, Plan, Step
 
 if TYPE_CHECKING:
     from moaa.config import EndpointConfig, GenerationConfig
 
-REGISTRY: dict[str, Method] = {}
+# The config's table of methods (moaa.config.sft_methods), filled here with each method's `Method`:
+# one registry, which GenerationConfig reads without importing the engine.
+REGISTRY: dict[str, Rule] = METHODS
 _found = False
 
 
 def register(method: Method) -> Method:
-    """Make `method` a value of `sft.method` (a name is registered once)."""
-    if REGISTRY.get(method.name, method) is not method:
+    """Make `method` a value of `sft.method` (a name is registered once). A built-in's rule, stated in
+    moaa.config.sft_methods, gives way to its Method only when the Method carries that same rule."""
+    known = REGISTRY.get(method.name, method)
+    stated = isinstance(known, MethodRule) and (known.check, known.aggregator) == (method.check, method.aggregator)
+    if known is not method and not stated:
         raise ValueError(f"a generation method named {method.name!r} is already registered")
     REGISTRY[method.name] = method
     return method
 
 
 def _find_builtins() -> None:
-    """Register every module-level `Method` of moaa.engine's modules (once, in module order)."""
+    """Register every module-level `Method` of moaa.engine's modules (once, in module order). A
+    built-in's config rule is stated in moaa.config.sft_methods (a config loads before the engine
+    does), so a Method found here without one there is an error, not a method the config would know
+    only once the engine had been imported."""
     global _found
     if _found:
         return
     _found = True
-    import moaa.engine as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    # The package's folder, read beside this module: importing the package itself (its __init__
+    # imports the runner, which imports this registry) is not needed to list its modules.
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        module = importlib.import_module(f"{__package__}.{info.name}")
         for value in vars(module).values():
             if isinstance(value, Method) and value.turn.__module__ == module.__name__:
+                if not isinstance(REGISTRY.get(value.name), MethodRule):
+                    raise ValueError(
+                        f"{module.__name__}: method {value.name!r} has no rule in moaa.config.sft_methods; "
+                        f"add MethodRule({value.name!r}, ...) to its table, with the check its Method carries"
+                    )
                 register(value)
 
 
@@ -57,19 +73,10 @@ def method_names() -> tuple[str, ...]:
 def method_of(name: str) -> Method:
     """The registered method `name`; ValueError naming the known ones otherwise."""
     _find_builtins()
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        names = [repr(n) for n in REGISTRY]
-        raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}") from None
-
-
-def check_generation(gen: GenerationConfig) -> None:
-    """The method's own config rules (GenerationConfig runs this when a config loads)."""
-    method = method_of(gen.method)
-    if method.aggregator and gen.aggregator is None:
-        raise ValueError(f"method '{gen.method}' needs an aggregator")
-    method.check(gen)
+    method = rule_of(name)
+    if not isinstance(method, Method):
+        raise ValueError(f"method {name!r} has a config rule (moaa.config.sft_methods) but no engine module")
+    return method
 
 
 def plan_of(gen: GenerationConfig) -> Plan:

@@ -13,6 +13,7 @@ import functools
 from dataclasses import replace
 
 from moaa.config import AgentConfig, GenerationConfig
+from moaa.config.sft_methods import check_moa, check_moa_lite
 from moaa.engine.context import Answer, Call, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.plan import Build, Method, Plan, Step
@@ -113,7 +114,7 @@ async def moa_turn(run: PromptRun, convo: list[Message], turn: int) -> str:
 
 def layers_of(gen: GenerationConfig) -> int:
     layers = gen.layers
-    assert layers is not None  # check_moa / check_moa_lite set it when the config loads
+    assert layers is not None  # moaa.config.sft_methods' check_moa / check_moa_lite set it when the config loads
     return layers
 
 
@@ -175,24 +176,6 @@ def plan_single(gen: GenerationConfig) -> Plan:
 def plan_moa(gen: GenerationConfig) -> Plan:
     proposers = len(gen.proposers)
     return Plan((*proposer_steps(gen, layers_of(gen) - 1, proposers), aggregator_step(gen, proposers)))
-
-
-MOA_LAYERS = 3  # the paper's default shape
-
-
-def check_moa(gen: GenerationConfig) -> None:
-    if gen.layers is None:
-        gen.layers = MOA_LAYERS
-    elif gen.layers < 2:
-        raise ValueError(f"layers: method 'moa' needs layers >= 2 (got {gen.layers}); use method single for one model")
-
-
-def check_moa_lite(gen: GenerationConfig) -> None:
-    if gen.layers not in (None, 2):
-        raise ValueError(
-            f"layers: method 'moa-lite' always has 2 layers (got {gen.layers}); remove sft.layers or use method moa"
-        )
-    gen.layers = 2
 
 
 SINGLE = Method("single", single_turn, plan_single, aggregator=False)

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from moaa.config.sft_methods import no_rule
+
 if TYPE_CHECKING:
     from moaa.config import AgentConfig, GenerationConfig
     from moaa.engine.context import PromptRun
@@ -61,17 +63,15 @@ class Plan:
     stops_early: str = ""
 
 
-def no_rule(gen: GenerationConfig) -> None:
-    """A method whose config needs nothing beyond the common rules."""
-
-
 @dataclass(frozen=True)
 class Method:
     """A generation method: the name `sft.method` takes, how it answers a turn, and what that costs.
 
-    `check` states the method's own config rules once: it raises ValueError("field: what to
-    change") and may fill the method's defaults (moa's 3 layers); GenerationConfig runs it when a
-    config loads. `aggregator`: the method needs `sft.aggregator`.
+    `check` is the method's own config rule: it raises ValueError("field: what to change") and may
+    fill the method's defaults (moa's 3 layers); GenerationConfig runs it when a config loads. A
+    built-in's `check` and `aggregator` are the ones moaa.config.sft_methods states (a config loads
+    without the engine); registering a Method outside moaa adds its rule there. `aggregator`: the
+    method needs `sft.aggregator`.
     """
 
     name: str

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa.config import AgentConfig, GenerationConfig
+from moaa.config.sft_methods import check_smoa
 from moaa.engine.context import Answer, Call, PromptRun, derive_seed, json_format, sampling_of
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, aggregator_step, proposer_layer, proposer_steps
@@ -227,14 +228,6 @@ def plan_smoa(gen: GenerationConfig) -> Plan:
         steps.append(Step("smoa.role_generator", generator, "role_generator", ROLES, build, per_run=True))
     stops = "the moderator may stop before the last round" if smoa.early_stop else ""
     return Plan(tuple(steps), stops_early=stops)
-
-
-def check_smoa(gen: GenerationConfig) -> None:
-    if gen.smoa.k > len(gen.proposers):
-        raise ValueError(
-            f"smoa.k: the moderator picks {gen.smoa.k} of {len(gen.proposers)} proposers' answers; "
-            f"set smoa.k to at most {len(gen.proposers)} or add proposers"
-        )
 
 
 SMOA = Method("smoa", smoa_turn, plan_smoa, check_smoa)

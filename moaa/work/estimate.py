@@ -287,8 +287,15 @@ def describe_pool(pref: PreferenceConfig) -> str:
 def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     """For each agent label of the preference calls_per_prompt, the calls per prompt and their messages."""
     from moaa.preference.stage import criteria_names
-    from moaa.prompts import judging as jp
     from moaa.prompts.generation import proposer_messages
+    from moaa.prompts.judging import (
+        ASPECTS,
+        aggregate_messages,
+        criteria_messages,
+        criterion_of,
+        pairwise_messages,
+        pointwise_messages,
+    )
 
     pref, eps = config.preference, config.endpoints
     cfg, k = pref.scorer, pref.pool_size()
@@ -305,18 +312,18 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     kind = cfg.judged_kind()  # a verifier's tie-breaker
     listed = criteria_names(cfg)
     names = listed[: cfg.num_criteria] if kind == "moa_judge" and listed else listed
-    criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
+    criteria = [criterion_of(n) for n in names] if names else list(ASPECTS)
     for i in range(len(cfg.judges)):
         if kind == "pairwise":
-            asked = jp.pairwise_messages(_PROBE, cand, cand, criteria, cfg.rationales)
+            asked = pairwise_messages(_PROBE, cand, cand, criteria, cfg.rationales)
             shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), asked)]
         else:
-            shapes[f"scorer.judges[{i}]"] = [(k, jp.pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
+            shapes[f"scorer.judges[{i}]"] = [(k, pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
     if cfg.aggregator is not None and cfg.judges:
         verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
-        shapes["scorer.aggregator"] = [(k, jp.aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
+        shapes["scorer.aggregator"] = [(k, aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
         if listed and len(listed) > cfg.num_criteria:
-            shapes["scorer.aggregator"].append((1, jp.criteria_messages(_PROBE, listed, cfg.num_criteria)))
+            shapes["scorer.aggregator"].append((1, criteria_messages(_PROBE, listed, cfg.num_criteria)))
     return shapes
 
 

@@ -1,6 +1,6 @@
 """A finished run: the record of the version it wrote, and the check that a re-run has nothing to do.
 
-`record_version` (called by moaa.work.steps.finish_run once the version is in place) writes
+`record_version` (called by moaa.work.finishing.finish_run once the version is in place) writes
 `<work folder>/version.json`: the version, the digest of the config that made it and the shards it
 was made of. `find_finished` is what `moaa run` asks before it imports Prefect or any model
 client: a config is finished when its prompt file names the same work folder (the run's
@@ -22,6 +22,7 @@ from typing import Any
 
 from moaa.config import MoaaConfig, dump_public_config
 from moaa.fileio import write_json_atomic
+from moaa.work.run_plan import Shards, fingerprint, version_parts
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,6 @@ def config_digest(config: MoaaConfig) -> str:
     return hashlib.sha256(json.dumps(dump_public_config(config), sort_keys=True).encode()).hexdigest()
 
 
-Shards = dict[str, list[tuple[Path, Path]]]  # stage -> [(input shard, output folder)], as RunPlan.shards
-
-
 def record_version(config: MoaaConfig, work_dir: Path, shards: Shards, version: Path) -> None:
     """Write `version.json`: the version this work folder's run wrote, from which config and shards."""
     record = {
@@ -66,7 +64,6 @@ def find_finished(config: MoaaConfig, base_dir: Path) -> FinishedRun | None:
     from moaa.errors import DamagedFile
     from moaa.locks import FolderBusy, FolderLock
     from moaa.sources import file_fingerprint
-    from moaa.work.steps import fingerprint
 
     if config.output.publish_repo_id:
         return None  # the flow publishes what it writes
@@ -162,17 +159,16 @@ def _recorded_latest(config: MoaaConfig, name: str) -> Path | None:
 
 def _made_from(config: MoaaConfig, work: Path, shards: Shards, version: Path, instructions: Path | None) -> bool:
     """Whether `version` was written by this moaa from exactly these shard files, and is intact."""
-    from moaa import __version__
     from moaa.dataset.files import MAX_SHARD_ROWS, inputs_digest
     from moaa.dataset.manifest import read_manifest, verify_version
     from moaa.errors import MoaaError
-    from moaa.work.steps import RunPlan, parts_of
+    from moaa.version import __version__
 
     try:
         manifest = read_manifest(version)
     except MoaaError:
         return False
-    parts = parts_of(RunPlan(config, work, shards, {}, {}, instructions_dir=instructions))
+    parts = version_parts(work, shards, instructions)
     digest = inputs_digest(
         parts, test_size=config.output.test_size, split_seed=config.output.split_seed, max_shard_rows=MAX_SHARD_ROWS
     )

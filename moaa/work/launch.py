@@ -24,10 +24,12 @@ from moaa.config import MoaaConfig, PromptSourceConfig, check_environment
 from moaa.locks import FolderLock
 from moaa.models.session import local_endpoints, open_cache
 from moaa.public import install_log_scrubber
-from moaa.work import steps as P
 from moaa.work.progress import Progress
+from moaa.work.run_plan import RunPlan, plan_run, reopen_earlier_failures
 from moaa.work.shards import read_done
+from moaa.work.smoa_roles import run_roles
 from moaa.work.stage_shard import BegunShard, ShardHooks, ShardJob, begin_shard
+from moaa.work.totals import collect
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ BUSY_ADVICE = "wait for that run to finish (or stop it), then run the same comma
 class OpenRun:
     """A planned run holding its work folder, with its local endpoints running (config resolved)."""
 
-    plan: P.RunPlan
+    plan: RunPlan
     config: MoaaConfig
     roles: list[str] | None
     started: float
@@ -69,14 +71,14 @@ def open_run(config: MoaaConfig, base_dir: Path | None = None, wait_for_lock: bo
         source, folder, endpoints = None, None, config
         if config.instructions is not None:  # the prompts are made first (moaa.instructions), then planned
             source, folder, endpoints = _synthesize(config, base_dir, wait_for_lock, served)
-        plan = P.plan_run(config, base_dir=base_dir, source=source)
+        plan = plan_run(config, base_dir=base_dir, source=source)
         plan.instructions_dir, plan.started = folder, started  # the stage's calls are this run's too
         with FolderLock(plan.work_dir, "work folder").hold(wait=wait_for_lock, advice=BUSY_ADVICE):
-            plan.earlier_failures = P.reopen_earlier_failures(plan)
+            plan.earlier_failures = reopen_earlier_failures(plan)
             if any(unfinished(shards)[0] for shards in plan.shards.values()):
                 open_cache(config.cache)  # damaged or unwritable: one line now, not from every shard later
             with local_endpoints(endpoints, plan.work_dir) as resolved:
-                opened = OpenRun(plan, resolved, P.run_roles(resolved, plan), started)
+                opened = OpenRun(plan, resolved, run_roles(resolved, plan), started)
                 try:
                     yield opened
                 finally:
@@ -251,9 +253,9 @@ def unfinished(shards: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]]
 class LiveStats:
     """Run totals for the progress line, from the shards finished so far plus live counters."""
 
-    def __init__(self, plan: P.RunPlan, stage: str, every_s: float = 10.0):
+    def __init__(self, plan: RunPlan, stage: str, every_s: float = 10.0):
         self.plan, self.stage, self.every_s = plan, stage, every_s
-        self.stats = P.collect(plan)["stats"]
+        self.stats = collect(plan).stats
         self._last = time.monotonic()
 
     def refresh(self) -> None:
@@ -261,5 +263,5 @@ class LiveStats:
         if time.monotonic() - self._last < self.every_s:
             return
         self._last = time.monotonic()
-        fresh = P.collect(self.plan)["stats"]
+        fresh = collect(self.plan).stats
         self.stats.endpoints, self.stats.tags, self.stats.latencies = fresh.endpoints, fresh.tags, fresh.latencies

@@ -2,7 +2,7 @@
 calls, tokens and cost, per endpoint, quality (truncations, gate rejections, unparsed verdicts).
 
     from moaa.work.summary import format_summary
-    print(format_summary(summary))   # summary: moaa.work.steps.finish_run's dict
+    print(format_summary(summary))   # summary: moaa.work.finishing.finish_run's dict
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moaa.work.steps import earlier_failures_line
+from moaa.work.run_plan import earlier_failures_line
 
 
 def format_summary(s: dict[str, Any]) -> str:
