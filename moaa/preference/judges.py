@@ -29,7 +29,7 @@ import statistics
 from typing import Any
 
 from moaa.config import AgentConfig
-from moaa.engine.context import json_format
+from moaa.models.agent_calls import json_format
 from moaa.models.client import ChatClient, Message
 from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moaa.config import AgentConfig, Sampling
-from moaa.errors import ConfigError
+from moaa.models.agent_calls import sampling_for
 from moaa.models.client import CallError, ChatClient, Message
 from moaa.preference.candidates import Candidate
 from moaa.prompts.judging import reask_messages
@@ -65,12 +65,8 @@ class Verdict:
 
 def judge_sampling(agent: AgentConfig, attempt: int, top_logprobs: int | None = None) -> Sampling:
     """The judge's sampling at temperature 0; the seed moves per attempt (servers that sample honour it)."""
-    values = {k: getattr(agent, k) for k in Sampling.model_fields}
-    values["temperature"] = 0.0
-    values["seed"] = (agent.seed or 0) + attempt
-    if top_logprobs:
-        values["top_logprobs"] = top_logprobs
-    return Sampling(**values)
+    logprobs = {"top_logprobs": top_logprobs} if top_logprobs else {}
+    return sampling_for(agent, (agent.seed or 0) + attempt, temperature=0.0, **logprobs)
 
 
 async def ask_parsed(
@@ -123,13 +119,3 @@ def usage(verdicts: list[Verdict]) -> dict[str, int]:
         "completion_tokens": sum(v.completion_tokens for v in verdicts),
         "unparsed": sum(v.unparsed for v in verdicts),
     }
-
-
-def client_for(agent: AgentConfig, clients: dict[str, ChatClient], where: str) -> ChatClient:
-    try:
-        return clients[agent.endpoint]
-    except KeyError:
-        raise ConfigError(
-            f"{where}: uses endpoint '{agent.endpoint}' but no client was built for it "
-            f"(clients: {', '.join(sorted(clients)) or 'none'})"
-        ) from None

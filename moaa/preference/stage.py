@@ -19,11 +19,12 @@ from typing import Any
 from moaa.config import MIXTURE, AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
+from moaa.models.agent_calls import client_for
 from moaa.models.client import CallError, ChatClient
 from moaa.preference.candidates import Candidate, CandidateSet, conversation_of
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
-from moaa.preference.scoring import Score, Scorer, client_for
+from moaa.preference.scoring import Score, Scorer
 from moaa.prompts import judging as jp
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
 from moaa.verify import Verifier
