@@ -6,11 +6,11 @@ Run: .venv/bin/python -m pytest tests/test_agent_calls.py -x -q
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClient
 
 from moaa.config import AgentConfig, Sampling
 from moaa.errors import ConfigError
 from moaa.models.agent_calls import client_for, sampling_for, split_tokens
-from tests.fakes import FakeClient
 
 
 @pytest.mark.parametrize(
