@@ -127,10 +127,10 @@ class OpenAIChatClient(EndpointClient):
     def _honours_n(self) -> bool | None:
         return _n_support.get(self._n_key)
 
-    def _learned_n(self, honoured: bool, n: int) -> None:
-        if not honoured and _n_support.get(self._n_key) is None:
-            log.info("endpoint %s returned fewer than %d choices: using separate calls", self.name, n)
-        _n_support[self._n_key] = honoured
+    def _learned_n(self, got: int, n: int) -> None:
+        if got < n and _n_support.get(self._n_key) is None:
+            log.info("endpoint %s returned %d of %d choices: using separate calls", self.name, got, n)
+        _n_support[self._n_key] = got >= n
 
     async def aclose(self) -> None:
         """Give back this client's references to the running loop's pools (the last one closes them)."""

@@ -24,18 +24,19 @@ def merged_sampling(sampling: Sampling | None, endpoint: EndpointConfig | None) 
     return (sampling or Sampling()).over(endpoint.sampling if endpoint is not None else None)
 
 
-async def answer_n(ask: Ask, params: Sampling, n: int, honours_n: bool | None) -> tuple[Completion, bool | None]:
-    """`n` answers through `ask`, and whether the server honoured `n` (None: not learned by this call).
+async def answer_n(ask: Ask, params: Sampling, n: int, honours_n: bool | None) -> tuple[Completion, int | None]:
+    """`n` answers through `ask`, and how many the one request for n>1 answers returned (None when
+    none was made: n is 1, or `honours_n` is False and n separate calls were asked at once).
 
-    `honours_n` False asks n separate calls at once; otherwise one n call, its missing answers
-    asked as separate calls."""
+    Otherwise one request for n answers, and the answers it lacks asked as separate calls."""
     if n > 1 and honours_n is False:
-        return await separate_calls(ask, params, n, 0), False
+        return await separate_calls(ask, params, n, 0), None
     first = await ask(params, n)
-    if n > 1 and len(first.texts) < n:
-        rest = await separate_calls(ask, params, n - len(first.texts), len(first.texts))
-        return join_completions([first, rest]), False
-    return first, (True if n > 1 else None)
+    got = len(first.texts)
+    if n > 1 and got < n:
+        rest = await separate_calls(ask, params, n - got, got)
+        return join_completions([first, rest]), got
+    return first, (got if n > 1 else None)
 
 
 async def separate_calls(ask: Ask, params: Sampling, count: int, offset: int) -> Completion:
@@ -90,9 +91,9 @@ class EndpointClient:
         def ask(p: Sampling, k: int) -> Awaitable[Completion]:
             return self._answer(messages, p, k, response_format, tag)
 
-        done, honoured = await answer_n(ask, params, n, self._honours_n())
-        if honoured is not None:
-            self._learned_n(honoured, n)
+        done, got = await answer_n(ask, params, n, self._honours_n())
+        if got is not None:
+            self._learned_n(got, n)
         return done
 
     async def _answer(
@@ -105,5 +106,5 @@ class EndpointClient:
         """Whether the endpoint is known to honour `n` (None: not known)."""
         return None
 
-    def _learned_n(self, honoured: bool, n: int) -> None:
-        """A call of `n` answers showed whether the endpoint honours `n`."""
+    def _learned_n(self, got: int, n: int) -> None:
+        """A request for `n` answers returned `got` (fewer: the endpoint ignores `n`)."""
