@@ -20,7 +20,7 @@ from moaa.config import AgentConfig, AnswersConfig, GenerationConfig, Sampling
 from moaa.models.agent_calls import (
     client_for,
     derive_seed,
-    json_format,  # noqa: F401 - re-exported: smoa and instructions import it here
+    json_format,  # noqa: F401 - re-exported (below)
     larger_budget,
     sampling_for,
     split_tokens,
@@ -100,7 +100,8 @@ class PromptResult:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-# Re-exported for the engine's methods and moaa.instructions, which import them from here.
+# derive_seed, json_format, larger_budget and sampling_of (moaa.models.agent_calls.sampling_for) stay
+# importable from here for engine/smoa.py, moaa.instructions.synthesis and moaa.train.evaluate.
 sampling_of = sampling_for
 
 
