@@ -165,7 +165,7 @@ async def judge_item(scorer: Any, index: int, item: tuple[str, str, str, str], i
             "comparisons": len(ties),
             "ties": sum(ties),
         }
-    return out | {"seconds": round(time.perf_counter() - started, 1), "target_details": got[t].details}
+    return out | {"seconds": round(time.perf_counter() - started, 1), "target_details": got[t].details.to_json()}
 
 
 def summarise(results: list[dict[str, Any]], reading: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from moaa.config import Sampling
+from moaa.config import EndpointConfig, Sampling
 from moaa.models.client import Completion
 
 
@@ -58,6 +58,7 @@ class FakeClient:
     delay_s: float = 0.0
     prompt_tokens: int = 10
     calls: list[FakeCall] = field(default_factory=list)
+    endpoint: EndpointConfig | None = None  # the ChatClient protocol's; a fake stands for no endpoint
 
     def __post_init__(self) -> None:
         self.model = self.model or f"{self.name}-model"

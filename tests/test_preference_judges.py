@@ -201,7 +201,7 @@ def test_pairwise_position_bias_becomes_ties_and_is_reported():
         cfg = ScorerConfig(kind="pairwise", judges=[{"endpoint": "judge"}])
         scores = score(cfg, {"judge": client(srv)}, ["low q1", "high q5", "mid q3"])
     assert [s.score for s in scores] == [0.5, 0.5, 0.5]
-    trace = [{"kind": "verdict", "meta": json.dumps(s.details)} for s in scores]
+    trace = [{"kind": "verdict", "meta": json.dumps(s.details.to_json())} for s in scores]
     report = bias_report([], trace, {"tie": 1})
     assert (report["pairs_judged"], report["swap_disagreements"], report["swap_disagreement_rate"]) == (3, 3, 1.0)
     assert report["tie_drop_share"] == 1.0

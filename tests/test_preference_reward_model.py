@@ -66,7 +66,7 @@ def test_scores_match_one_by_one_forward_passes_whatever_the_batch(rm_path, batc
     expected = direct_scores(rm_path, TEXTS)
     assert [s.score for s in scores] == pytest.approx(expected, abs=1e-5)
     assert len(set(round(v, 6) for v in expected)) == 3  # a random model still separates them
-    assert scores[0].details == {"reward_model": rm_path, "templated": True}
+    assert (scores[0].details.reward_model, scores[0].details.templated) == (rm_path, True)
 
 
 def test_model_is_loaded_once_per_process(rm_path):

@@ -11,8 +11,8 @@ import pytest
 from fakes import FakeCall, FakeClient
 
 from moaa.config import EndpointConfig, PreferenceConfig
-from moaa.engine.context import derive_seed
 from moaa.errors import ConfigError, EndpointError
+from moaa.models.agent_calls import derive_seed
 from moaa.models.client import CallError, OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference import bias_report, calls_per_prompt, judge_prompt, run_preference_prompts

@@ -8,7 +8,6 @@ it stops the run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -18,14 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moaa.config import AgentConfig, AnswersConfig, GenerationConfig, Sampling
-from moaa.errors import ConfigError
+from moaa.models.agent_calls import (
+    client_for,
+    derive_seed,
+    json_format,  # noqa: F401 - re-exported (below)
+    larger_budget,
+    sampling_for,
+    split_tokens,
+)
 from moaa.models.client import CallError, ChatClient, Completion, Message
 from moaa.prompts import Template
 from moaa.rows import Failure, Prompt, SFTRow, TraceStep
 
 log = logging.getLogger(__name__)
 
-_SAMPLING_FIELDS = tuple(Sampling.model_fields)
 Embedder = Callable[[list[str]], Any]  # texts -> (n, d) array of L2-normalised rows
 
 
@@ -95,53 +100,9 @@ class PromptResult:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from the parts (prompt id, turn, layer, agent, sample)."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
-def sampling_of(agent: AgentConfig, seed: int | None) -> Sampling:
-    values = {k: getattr(agent, k) for k in _SAMPLING_FIELDS}
-    values["seed"] = seed
-    return Sampling.model_construct(**values)
-
-
-# A grammar-constrained rationale may otherwise run on until max_tokens cuts the verdict off.
-LOCAL_RATIONALE_CHARS = 240
-
-
-def json_format(client: ChatClient, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
-    """The response_format that carries `schema` to the client's endpoint (its own shape), else None."""
-    endpoint = getattr(client, "endpoint", None) or getattr(getattr(client, "inner", None), "endpoint", None)
-    if endpoint is None or not getattr(endpoint, "json_schema", False):
-        return None
-    if getattr(endpoint, "json_schema_style", "openai") == "llama.cpp":
-        return {"type": "json_object", "schema": bounded_rationales(schema, LOCAL_RATIONALE_CHARS)}
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-
-
-def bounded_rationales(schema: Any, max_chars: int) -> Any:
-    """A copy of `schema` whose "rationale" strings have a maxLength (llama.cpp's grammar honours it)."""
-    if isinstance(schema, list):
-        return [bounded_rationales(v, max_chars) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: bounded_rationales(v, max_chars) for k, v in schema.items()}
-    props = out.get("properties")
-    if isinstance(props, dict) and isinstance(props.get("rationale"), dict):
-        props["rationale"] = props["rationale"] | {"maxLength": max_chars}
-    return out
-
-
-def larger_budget(client: ChatClient, sampling: Sampling, cut_tokens: int, cap: int) -> int | None:
-    """The max_tokens to re-ask a cut answer with: twice its budget (the call's, else the endpoint's,
-    else the cut answer's length), at most `cap`; None when that is no larger."""
-    endpoint = getattr(client, "endpoint", None) or getattr(getattr(client, "inner", None), "endpoint", None)
-    default = getattr(getattr(endpoint, "sampling", None), "max_tokens", None)
-    current = sampling.max_tokens or default or max(cut_tokens, 1)
-    bigger = min(cap, 2 * current)
-    return bigger if bigger > current else None
+# derive_seed, json_format, larger_budget and sampling_of (moaa.models.agent_calls.sampling_for) stay
+# importable from here for engine/smoa.py, moaa.instructions.synthesis and moaa.train.evaluate.
+sampling_of = sampling_for
 
 
 class PromptRun:
@@ -203,13 +164,7 @@ class PromptRun:
         return list(dict.fromkeys(m for m in self._models if m))
 
     def client(self, agent: AgentConfig) -> ChatClient:
-        try:
-            return self.clients[agent.endpoint]
-        except KeyError:
-            raise ConfigError(
-                f"sft: agent uses endpoint '{agent.endpoint}' but no client was built for it "
-                f"(clients: {', '.join(sorted(self.clients)) or 'none'})"
-            ) from None
+        return client_for(agent, self.clients, "sft")
 
     def seed(self, agent: AgentConfig, turn: int, layer: int, who: str, sample: int = 0) -> int:
         if agent.seed is not None:
@@ -226,7 +181,7 @@ class PromptRun:
         `answers.truncated` (dropped, re-asked with a larger budget, or kept); other texts are
         references and are kept when cut, counted as truncated_references."""
         agent = call.agent
-        sampling = sampling_of(agent, self.seed(agent, call.turn, call.layer, call.who))
+        sampling = sampling_for(agent, self.seed(agent, call.turn, call.layer, call.who))
         while True:
             got = await self._ask_once(call, messages, sampling)
             budget = self._larger_budget(agent, sampling) if got is None else None
@@ -270,13 +225,9 @@ class PromptRun:
         self.completion_tokens += done.completion_tokens
         self._models[slot] = done.model
         answers = []
-        total_chars = sum(len(t) for t in done.texts) or 1
-        left = done.completion_tokens
+        shares = split_tokens(done.completion_tokens, done.texts)  # n>1 replies report usage per call
         who = call.who
-        for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
-            # n>1 replies report usage per call: share the completion tokens out by length.
-            tokens = left if i == len(done.texts) - 1 else round(done.completion_tokens * len(text) / total_chars)
-            left -= tokens
+        for i, (text, reason, tokens) in enumerate(zip(done.texts, done.finish_reasons, shares, strict=True)):
             empty = not text.strip()
             cut = reason == "length" and call.final
             drop = empty or reason == "content_filter" or (cut and not self._keep_cut())

@@ -40,7 +40,8 @@ from typing import Any
 from moaa.config import EndpointConfig, MoaaConfig, Sampling, resolve_api_key
 from moaa.errors import EndpointError
 from moaa.models.batch_apis import TERMINAL, BatchAPI, BatchShapeError, BatchView, build_api, provider_for
-from moaa.models.client import CallError, Completion, Message, OpenAIChatClient, join_completions, parse_completion
+from moaa.models.client import CallError, Completion, OpenAIChatClient, parse_completion
+from moaa.models.endpoint_client import EndpointClient
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class BatchStore:
         os.replace(tmp, self.path)
 
 
-class BatchChatClient:
+class BatchChatClient(EndpointClient):
     """A ChatClient that answers an endpoint's calls through its Batch API (module docstring)."""
 
     def __init__(self, inner: OpenAIChatClient, folder: Path):
@@ -120,23 +121,11 @@ class BatchChatClient:
 
     # ------------------------------------------------------------ the ChatClient interface
 
-    async def chat(
-        self,
-        messages: list[Message],
-        sampling: Sampling | None = None,
-        *,
-        n: int = 1,
-        response_format: dict[str, Any] | None = None,
-        tag: str = "",
-    ) -> Completion:
-        params = (sampling or Sampling()).over(self.endpoint.sampling)
-        if n > 1 and (self.endpoint.supports_n is False or self.provider in ("anthropic", "gemini")):
-            return await self._separate(messages, params, n, 0, response_format, tag)
-        first = await self._one(messages, params, n, response_format, tag)
-        if n > 1 and len(first.texts) < n:  # a server that ignores n: the rest as separate seeded calls
-            rest = await self._separate(messages, params, n - len(first.texts), len(first.texts), response_format, tag)
-            return join_completions([first, rest])
-        return first
+    # chat(): EndpointClient's (the sampling merge, and n>1 with its fallback to separate calls)
+
+    def _honours_n(self) -> bool | None:
+        # Anthropic's and Gemini's batch requests carry one answer each
+        return False if self.endpoint.supports_n is False or self.provider in ("anthropic", "gemini") else None
 
     async def aclose(self) -> None:
         """Stop collecting and polling (saved batches are polled again by the next run)."""
@@ -150,15 +139,7 @@ class BatchChatClient:
 
     # ------------------------------------------------------------ one call
 
-    async def _separate(self, messages, params: Sampling, count: int, offset: int, fmt, tag: str) -> Completion:
-        base = params.seed or 0
-        calls = [
-            self._one(messages, params.model_copy(update={"seed": base + offset + i}), 1, fmt, tag)
-            for i in range(count)
-        ]
-        return join_completions(list(await asyncio.gather(*calls)))
-
-    async def _one(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
+    async def _answer(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
         body = self.inner.request_body(messages, params, n, fmt)
         cid = custom_id(body)
         start = time.perf_counter()

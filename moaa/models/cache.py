@@ -29,6 +29,7 @@ from typing import Any
 from moaa.config import Sampling
 from moaa.errors import DamagedFile, MoaaError, storage_error
 from moaa.models.client import ChatClient, Completion, Message, request_options
+from moaa.models.endpoint_client import merged_sampling
 from moaa.models.stats import RunStats, call_cost
 from moaa.public import scrub, scrub_text
 
@@ -288,8 +289,7 @@ class CachedClient:
         self.stats = stats
         self.name = inner.name
         self.model = inner.model
-        endpoint = getattr(inner, "endpoint", None)
-        self._defaults = endpoint.sampling if endpoint is not None else None
+        self.endpoint = endpoint = inner.endpoint
         self._prices = (endpoint.price_input_per_mtok, endpoint.price_output_per_mtok) if endpoint else (None, None)
         self._options = request_options(endpoint) if endpoint is not None else {}
         self._unwritten: dict[str, str] = {}  # key -> answer paid for, its journal record not yet written
@@ -308,7 +308,7 @@ class CachedClient:
         response_format: dict[str, Any] | None = None,
         tag: str = "",
     ) -> Completion:
-        params = (sampling or Sampling()).over(self._defaults)
+        params = merged_sampling(sampling, self.endpoint)  # the key holds what the endpoint is asked
         key = request_key(self.model, messages, params, n, response_format, tag, self._options)
         unwritten = self._unwritten.get(key)  # answered in this loop step, not yet in the cache
         hit = json.loads(unwritten) if unwritten is not None else self.cache.get(key)

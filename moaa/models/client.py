@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from moaa.config import EndpointConfig, Sampling, resolve_api_key
 from moaa.errors import EndpointError
 from moaa.models import transport
+from moaa.models.endpoint_client import EndpointClient, join_completions
 from moaa.models.limits import EndpointLimiter, shared_limiter
 from moaa.models.request import (  # re-exported: callers import them from here
     Completion,
@@ -60,10 +61,15 @@ class CallError(Exception):
 
 
 class ChatClient(Protocol):
-    """What every stage needs from a model. Implementations: OpenAIChatClient, caches, fakes."""
+    """What every stage needs from a model. Implementations: OpenAIChatClient, BatchChatClient,
+    TransformersChatClient (moaa.models.endpoint_client.EndpointClient), CachedClient, fakes.
+
+    `endpoint`: the config of the endpoint that answers (its sampling defaults, json_schema, prices);
+    None only for a test fake that stands for no endpoint."""
 
     name: str
     model: str
+    endpoint: EndpointConfig | None
 
     async def chat(
         self,
@@ -82,7 +88,7 @@ _capped_warned: dict[str, float] = {}  # endpoint -> when its last capped Retry-
 _n_support: dict[tuple, bool] = {}  # per process: (endpoint, urls, model) -> honours n?
 
 
-class OpenAIChatClient:
+class OpenAIChatClient(EndpointClient):
     # Builds the transport of one base URL: (base_url, api_key, timeout_s, ssl_context, max_connections).
     # A class attribute so that the benchmarks can run this client over another transport.
     transport_factory: Callable[..., transport.Transport] = transport.HTTPTransport
@@ -116,30 +122,15 @@ class OpenAIChatClient:
 
     # ------------------------------------------------------------ public
 
-    async def chat(
-        self,
-        messages: list[Message],
-        sampling: Sampling | None = None,
-        *,
-        n: int = 1,
-        response_format: dict[str, Any] | None = None,
-        tag: str = "",
-    ) -> Completion:
-        params = (sampling or Sampling()).over(self.endpoint.sampling)
-        if n > 1 and _n_support.get(self._n_key) is False:
-            return await self._separate_calls(messages, params, n, 0, response_format, tag)
-        first = await self._call(messages, params, n, response_format, tag)
-        if n > 1 and len(first.texts) < n:
-            if _n_support.get(self._n_key) is None:
-                log.info("endpoint %s returned %d of %d choices: using separate calls", self.name, len(first.texts), n)
-            _n_support[self._n_key] = False
-            rest = await self._separate_calls(
-                messages, params, n - len(first.texts), len(first.texts), response_format, tag
-            )
-            return join_completions([first, rest])
-        if n > 1:
-            _n_support[self._n_key] = True
-        return first
+    # chat(): EndpointClient's (the sampling merge, and n>1 with its fallback to separate calls)
+
+    def _honours_n(self) -> bool | None:
+        return _n_support.get(self._n_key)
+
+    def _learned_n(self, got: int, n: int) -> None:
+        if got < n and _n_support.get(self._n_key) is None:
+            log.info("endpoint %s returned %d of %d choices: using separate calls", self.name, got, n)
+        _n_support[self._n_key] = got >= n
 
     async def aclose(self) -> None:
         """Give back this client's references to the running loop's pools (the last one closes them)."""
@@ -148,14 +139,6 @@ class OpenAIChatClient:
             await transport.release_transport(client)
 
     # ------------------------------------------------------------ internals
-
-    async def _separate_calls(self, messages, params: Sampling, count: int, offset: int, fmt, tag) -> Completion:
-        base = params.seed or 0
-        calls = [
-            self._call(messages, params.model_copy(update={"seed": base + offset + i}), 1, fmt, tag)
-            for i in range(count)
-        ]
-        return join_completions(await asyncio.gather(*calls))
 
     def _clients(self) -> list[transport.Transport]:
         """One transport (connection pool) per replica on the running loop, shared with every other
@@ -185,7 +168,7 @@ class OpenAIChatClient:
             self._in_flight[index] += 1
             return index
 
-    async def _call(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
+    async def _answer(self, messages, params: Sampling, n: int, fmt, tag: str) -> Completion:
         body = self.request_body(messages, params, n, fmt)
         estimate = _estimate_tokens(messages, params)
         last = "unknown error"
@@ -381,25 +364,3 @@ def _error_detail(exc: Any) -> str:
         if isinstance(err, dict) and err.get("message"):
             return scrub_text(str(err["message"]))[:200]
     return scrub_text(str(getattr(exc, "message", "") or ""))[:200]
-
-
-def join_completions(parts: list[Completion]) -> Completion:
-    head = parts[0]
-    return Completion(
-        texts=[t for p in parts for t in p.texts],
-        finish_reasons=[r for p in parts for r in p.finish_reasons],
-        prompt_tokens=sum(p.prompt_tokens for p in parts),
-        completion_tokens=sum(p.completion_tokens for p in parts),
-        latency_s=max(p.latency_s for p in parts),
-        endpoint=head.endpoint,
-        model=head.model,
-        cached=all(p.cached for p in parts),
-        reasoning=_joined_reasoning(parts),
-        reasoning_tokens=sum(p.reasoning_tokens for p in parts),
-    )
-
-
-def _joined_reasoning(parts: list[Completion]) -> list[str] | None:
-    if not any(p.reasoning for p in parts):
-        return None
-    return [r for p in parts for r in (p.reasoning or [""] * len(p.texts))]

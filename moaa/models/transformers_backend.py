@@ -31,6 +31,7 @@ from typing import Any
 
 from moaa.config import EndpointConfig, Sampling
 from moaa.models.client import Completion, Message
+from moaa.models.endpoint_client import EndpointClient
 from moaa.models.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def unload(ref: str | None = None) -> None:
             _LOADED.pop(key, None)
 
 
-class TransformersChatClient:
+class TransformersChatClient(EndpointClient):
     """ChatClient over a local transformers model (see the module docstring)."""
 
     def __init__(self, name: str, endpoint: EndpointConfig, stats: RunStats):
@@ -85,16 +86,11 @@ class TransformersChatClient:
         self.endpoint = endpoint
         self.stats = stats
 
-    async def chat(
-        self,
-        messages: list[Message],
-        sampling: Sampling | None = None,
-        *,
-        n: int = 1,
-        response_format: dict[str, Any] | None = None,
-        tag: str = "",
+    # chat(): EndpointClient's (the sampling merge; generate() honours n itself)
+
+    async def _answer(
+        self, messages: list[Message], params: Sampling, n: int, response_format: dict[str, Any] | None, tag: str
     ) -> Completion:
-        params = (sampling or Sampling()).over(self.endpoint.sampling)
         if response_format:
             log.debug("%s: response_format is not enforced by the transformers backend", self.name)
         self.stats.record(self.name, tag, requests=1)

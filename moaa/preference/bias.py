@@ -23,6 +23,7 @@ import statistics
 from typing import Any
 
 from moaa.preference.pairs import TIE_REASONS
+from moaa.preference.score_details import PairRecord
 from moaa.rows import trace_meta
 
 
@@ -52,10 +53,11 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
         ratios.append(chosen / max(rejected, 1))
         longer += chosen > rejected
     samples = [t for t in trace if t.get("kind") == "sample" and t.get("score") is not None]
-    pairs = [p for t in trace if t.get("kind") == "verdict" for p in trace_meta(t).get("pairs", [])]
-    judged = [p for p in pairs if p.get("agree") is not None]
-    disagreements = sum(1 for p in judged if p["agree"] is False)
-    weighted = [p for p in judged if "weighted_outcome" in p]
+    verdicts = [t for t in trace if t.get("kind") == "verdict"]
+    pairs = [PairRecord.from_json(p) for t in verdicts for p in trace_meta(t).get("pairs", [])]
+    judged = [p for p in pairs if p.agree is not None]
+    disagreements = sum(1 for p in judged if p.agree is False)
+    weighted = [p for p in judged if p.weighted_outcome is not None]
     prompts = len(rows) + sum(drops.values())
     ties = sum(drops.get(reason, 0) for reason in TIE_REASONS)
     return {
@@ -71,9 +73,9 @@ def bias_report(rows: list[dict], trace: list[dict], drops: dict[str, int]) -> d
         "pairs_judged": len(judged),
         "swap_disagreements": disagreements,
         "swap_disagreement_rate": disagreements / len(judged) if judged else None,
-        "pair_tie_rate": sum(1 for p in judged if p.get("outcome") == "tie") / len(judged) if judged else None,
+        "pair_tie_rate": sum(1 for p in judged if p.outcome == "tie") / len(judged) if judged else None,
         "weighted_tie_rate": (
-            sum(1 for p in weighted if p["weighted_outcome"] == "tie") / len(weighted) if weighted else None
+            sum(1 for p in weighted if p.weighted_outcome == "tie") / len(weighted) if weighted else None
         ),
         "dropped": dict(drops),
         "tie_drop_share": ties / prompts if prompts else None,

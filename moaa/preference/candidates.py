@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from moaa.config import AgentConfig, AnswersConfig, Sampling
-from moaa.engine.context import derive_seed, larger_budget
+from moaa.models.agent_calls import derive_seed, larger_budget, sampling_for, split_tokens
 from moaa.models.client import ChatClient, Completion, Message
 from moaa.prompts.generation import proposer_messages
 
@@ -79,27 +79,24 @@ def conversation_of(messages: list[Message]) -> list[Message]:
 def policy_sampling(policy: AgentConfig, prompt_id: str, seed_key: str = "pref.policy") -> Sampling:
     """The agent's sampling with a seed from the prompt id and `seed_key` (offset by the configured seed):
     two agents of one pool on the same model and temperature still ask different questions."""
-    values = {k: getattr(policy, k) for k in Sampling.model_fields}
-    values["seed"] = derive_seed(prompt_id, seed_key, policy.seed or 0)
-    return Sampling(**values)
+    return sampling_for(policy, derive_seed(prompt_id, seed_key, policy.seed or 0))
 
 
 def collapse(
     texts: list[str], finish_reasons: list[str], model: str, completion_tokens: int = 0, skip: set[int] = frozenset()
 ) -> CandidateSet:
-    """Distinct non-empty texts in first-seen order, with counts (completion tokens shared by length);
-    samples in `skip` (cut or filtered answers) are left out."""
+    """Distinct non-empty texts in first-seen order, with counts (completion tokens shared by length:
+    moaa.models.agent_calls.split_tokens); samples in `skip` (cut or filtered answers) are left out."""
     by_text: dict[str, Candidate] = {}
     empty = duplicates = 0
-    total_chars = sum(len(t) for t in texts) or 1
-    for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True)):
+    shares = split_tokens(completion_tokens, texts)
+    for i, (text, reason, tokens) in enumerate(zip(texts, finish_reasons, shares, strict=True)):
         if i in skip:
             continue
         key = normalise(text)
         if not key:
             empty += 1
             continue
-        tokens = round(completion_tokens * len(text) / total_chars)
         if key in by_text:
             duplicates += 1
             by_text[key].count += 1

@@ -29,9 +29,10 @@ import statistics
 from typing import Any
 
 from moaa.config import AgentConfig
-from moaa.engine.context import json_format
+from moaa.models.agent_calls import json_format
 from moaa.models.client import ChatClient, Message
 from moaa.preference.candidates import Candidate, conversation_of
+from moaa.preference.score_details import JudgeRecord, PairRecord, ScoreDetail
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
 from moaa.preference.verdicts import (
     parse_criteria,
@@ -114,17 +115,22 @@ def overall(ratings: dict[str, float]) -> float:
     return statistics.fmean(ratings.values())
 
 
-def judge_records(judges: list[Judge], verdicts: list[Verdict]) -> list[dict[str, Any]]:
+def judge_records(judges: list[Judge], verdicts: list[Verdict]) -> list[JudgeRecord]:
     records = []
     for (agent, client), v in zip(judges, verdicts, strict=True):
-        record: dict[str, Any] = {"judge": judge_name(agent, client), **v.summary()}
+        record = v.record(judge_name(agent, client))
         if v.parsed is not None:
-            ratings, rationales = v.parsed
-            record |= {"overall": overall(ratings), "ratings": ratings, "rationales": rationales}
+            record.ratings, record.rationales = v.parsed
+            record.overall = overall(record.ratings)
             if v.hard is not None:  # the digits it wrote, beside their probability-weighted means
-                record["hard_overall"] = overall(v.hard)
+                record.hard_overall = overall(v.hard)
         records.append(record)
     return records
+
+
+def _rated(record: JudgeRecord) -> dict[str, float]:
+    assert record.ratings is not None  # a panel judge's record on a scored candidate
+    return record.ratings
 
 
 def common_panel(rated: list[list[bool]]) -> tuple[list[int], list[int]]:
@@ -199,25 +205,23 @@ class PointwiseJudge(JudgePanel):
 
     def _one(self, verdicts: list[Verdict], panel: list[int], scored: bool) -> Score:
         records = judge_records(self.judges, verdicts)
-        details: dict[str, Any] = {
-            "criteria": [c.key for c in self.criteria],
-            "judges": records,
-            "usage": usage(verdicts),
-        }
+        details = ScoreDetail(criteria=[c.key for c in self.criteria], judges=records, usage=usage(verdicts))
         if len(panel) < len(self.judges):
-            details["panel"] = [records[j]["judge"] for j in panel]
+            details.panel = [records[j].judge for j in panel]
         rated = [records[j] for j in panel]
         if not scored:
             missing = any(v.parsed is not None for v in verdicts) and len(self.judges) > 1
             error = missing_judges(self.judges, verdicts, panel) if missing else ""
-            error = error or "; ".join(v.error for v in verdicts if v.error)
-            return Score(None, "", details | {"error": error} | ({"left_out": "missing_judge"} if missing else {}))
+            details.error = error or "; ".join(v.error for v in verdicts if v.error)
+            details.left_out = "missing_judge" if missing else None
+            return Score(None, "", details)
         keys = [c.key for c in self.criteria]
-        details["ratings"] = {k: statistics.fmean(r["ratings"][k] for r in rated) for k in keys}
-        if all("hard_overall" in r for r in rated):  # what the sampled digits alone give, beside the weighted score
-            details["hard_score"] = statistics.fmean(r["hard_overall"] for r in rated)
-        why = "\n\n".join(f"[{r['judge']}]\n{rationale_text(r['rationales'])}" for r in rated)
-        return Score(statistics.fmean(r["overall"] for r in rated), why, details)
+        details.ratings = {k: statistics.fmean(_rated(r)[k] for r in rated) for k in keys}
+        hard = [r.hard_overall for r in rated if r.hard_overall is not None]
+        if len(hard) == len(rated):  # what the sampled digits alone give, beside the weighted score
+            details.hard_score = statistics.fmean(hard)
+        why = "\n\n".join(f"[{r.judge}]\n{rationale_text(r.rationales or {})}" for r in rated)
+        return Score(statistics.fmean(r.overall or 0.0 for r in rated), why, details)
 
 
 # ---------------------------------------------------------------- pairwise
@@ -332,7 +336,7 @@ class PairwiseJudge(JudgePanel):
                 for k, i, j in jobs
             )
         )
-        pairs: list[list[dict[str, Any]]] = [[] for _ in candidates]
+        pairs: list[list[PairRecord]] = [[] for _ in candidates]
         spent: list[list[Verdict]] = [[] for _ in candidates]
         hard, weighted = [], []
         for (k, i, j), (ab, ba) in zip(jobs, asked, strict=True):
@@ -342,12 +346,12 @@ class PairwiseJudge(JudgePanel):
             hard.append((k, i, j, _PREFERENCE[outcome] if outcome else None))
             weighted.append((k, i, j, preference if orders else hard[-1][3]))
             spent[i] += [ab, ba]  # a pair is recorded (and paid) once, on its lower index
-            record = {"judge": judge_name(*self.judges[k]), "other": j, "ab": ab.parsed, "ba": ba.parsed,
-                      "outcome": outcome, "agree": agree, "raw_ab": ab.raw, "raw_ba": ba.raw}  # fmt: skip
-            if orders:
-                record |= {"preference": preference, "orders": list(orders),
-                           "weighted_outcome": outcome_of(preference, self.tie_threshold)}  # fmt: skip
-            pairs[i].append(record | ({"error": ab.error or ba.error} if outcome is None else {}))
+            record = PairRecord(judge_name(*self.judges[k]), j, ab.parsed, ba.parsed, outcome, agree, ab.raw, ba.raw)
+            if orders and preference is not None:
+                record.preference, record.orders = preference, list(orders)
+                record.weighted_outcome = outcome_of(preference, self.tie_threshold)
+            record.error = (ab.error or ba.error) if outcome is None else None
+            pairs[i].append(record)
         counted = complete_judges(hard, len(self.judges))  # every candidate compared by the same judges
         used = weighted if self.weighted else hard
         ranked = rank_pairwise(len(candidates), [(i, j, p) for k, i, j, p in used if k in counted], self.tie_threshold)
@@ -355,11 +359,12 @@ class PairwiseJudge(JudgePanel):
         scores = []
         for c, ((value, tally), (letters, _)) in enumerate(zip(ranked, by_letter, strict=True)):
             why = f"won {tally['wins']}, tied {tally['ties']}, lost {tally['losses']} comparisons"
-            details = {"pairs": pairs[c], "usage": usage(spent[c]), **tally}
+            details = ScoreDetail(pairs=pairs[c], usage=usage(spent[c]), wins=tally["wins"], ties=tally["ties"],
+                                  losses=tally["losses"])  # fmt: skip
             if self.weighted:
-                details["hard_score"] = letters  # what the letters alone give, beside the weighted score
+                details.hard_score = letters  # what the letters alone give, beside the weighted score
             if len(counted) < len(self.judges):
-                details["panel"] = [judge_name(*self.judges[k]) for k in sorted(counted)]
+                details.panel = [judge_name(*self.judges[k]) for k in sorted(counted)]
             scores.append(Score(value, why if value is not None else "", details))
         return scores
 
@@ -401,7 +406,8 @@ class MoAJudge:
             explain=lambda t: "it named none of the listed criteria",
         )
         picked = verdict.parsed or names[: self.num_criteria]
-        record = {"picked": picked, "fallback": verdict.parsed is None, **verdict.summary(), "usage": usage([verdict])}
+        asked = {k: v for k, v in verdict.record("").to_json().items() if k != "judge"}
+        record = {"picked": picked, "fallback": verdict.parsed is None, **asked, "usage": usage([verdict]).to_json()}
         return [jp.criterion_of(n) for n in picked], record
 
     async def score(self, prompt: Prompt, candidates: list[Candidate]) -> list[Score]:
@@ -417,7 +423,7 @@ class MoAJudge:
             )
         )
         if selection and scores:
-            scores[0].details["criteria_selection"] = selection
+            scores[0].details.criteria_selection = selection
         return scores
 
     async def _one(
@@ -430,16 +436,17 @@ class MoAJudge:
         scored: bool,
     ) -> Score:
         records = judge_records(self.judges, verdicts)
-        details: dict[str, Any] = {"criteria": [c.key for c in criteria], "judges": records}
+        details = ScoreDetail(criteria=[c.key for c in criteria], judges=records)
         if len(panel) < len(self.judges):
-            details["panel"] = [records[j]["judge"] for j in panel]
+            details.panel = [records[j].judge for j in panel]
         shown = [jp.render_verdict(*verdicts[j].parsed, criteria) for j in panel if verdicts[j].parsed is not None]
         if not scored or not shown:
-            details["usage"] = usage(verdicts)
+            details.usage = usage(verdicts)
             if any(v.parsed is not None for v in verdicts) and len(self.judges) > 1:
-                error = missing_judges(self.judges, verdicts, panel)
-                return Score(None, "", details | {"error": error, "left_out": "missing_judge"})
-            return Score(None, "", details | {"error": "no judge gave a verdict"})
+                details.error, details.left_out = missing_judges(self.judges, verdicts, panel), "missing_judge"
+            else:
+                details.error = "no judge gave a verdict"
+            return Score(None, "", details)
         agent, client = self.aggregator
         final = await ask_parsed(
             client,
@@ -451,10 +458,11 @@ class MoAJudge:
             max_attempts=self.max_attempts,
             explain=lambda t: ratings_problem(t, criteria),
         )
-        details["usage"] = usage([*verdicts, final])
-        details["aggregator"] = {"judge": judge_name(agent, client), **final.summary()}
+        details.usage = usage([*verdicts, final])
+        details.aggregator = final.record(judge_name(agent, client))
         if final.parsed is None:
-            return Score(None, "", details | {"error": final.error})
+            details.error = final.error
+            return Score(None, "", details)
         ratings, rationales = final.parsed
-        details |= {"ratings": ratings, "rationales": rationales}
+        details.ratings, details.rationales = ratings, rationales
         return Score(overall(ratings), rationale_text(rationales), details)

@@ -15,9 +15,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from moaa.config import MIXTURE, AnswersConfig, PairingConfig, PoolMember
+from moaa.models.agent_calls import client_for
 from moaa.models.client import CallError, ChatClient, Message
 from moaa.preference.candidates import Candidate, CandidateSet, normalise, sample_candidates
-from moaa.preference.scoring import client_for
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 from moaa.errors import ConfigError
 from moaa.models.client import Message
 from moaa.preference.candidates import Candidate, conversation_of
+from moaa.preference.score_details import ScoreDetail
 from moaa.preference.scoring import Score
 from moaa.rows import Prompt
 
@@ -169,4 +170,4 @@ class RewardModelScorer:
                 return score_texts(model, tokenizer, [text for text, _ in rendered], self.batch_size, templated)
 
         values = await asyncio.to_thread(run)
-        return [Score(v, "", {"reward_model": self.path, "templated": templated}) for v in values]
+        return [Score(v, "", ScoreDetail(reward_model=self.path, templated=templated)) for v in values]

@@ -1,8 +1,8 @@
 """What every scorer shares: the Score type, the Scorer interface, and a judge call that re-asks.
 
-A scorer turns a prompt's candidates into one Score each (`score` None = unscored). Details hold
-what the trace keeps: per-criterion ratings and rationales, every raw judge answer, attempts,
-pairwise outcomes and the calls' token usage.
+A scorer turns a prompt's candidates into one Score each (`score` None = unscored). Its details
+(moaa.preference.score_details.ScoreDetail) hold what the trace keeps: per-criterion ratings and
+rationales, every raw judge answer, attempts, pairwise outcomes and the calls' token usage.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moaa.config import AgentConfig, Sampling
-from moaa.errors import ConfigError
+from moaa.models.agent_calls import sampling_for
 from moaa.models.client import CallError, ChatClient, Message
 from moaa.preference.candidates import Candidate
+from moaa.preference.score_details import JudgeRecord, ScoreDetail, Usage
 from moaa.prompts.judging import reask_messages
 from moaa.rows import Prompt
 
@@ -28,7 +29,7 @@ class Score:
 
     score: float | None
     rationale: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
+    details: ScoreDetail = field(default_factory=ScoreDetail)
 
 
 class Scorer(Protocol):
@@ -57,20 +58,15 @@ class Verdict:
         """Answers that came back but could not be read."""
         return len(self.raw) - (1 if self.parsed is not None else 0)
 
-    def summary(self) -> dict[str, Any]:
-        out = {"model": self.model, "attempts": self.attempts, "raw": self.raw}
-        out |= {"weighted": True, "hard_ratings": self.hard} if self.weighted else {}
-        return out | ({"error": self.error} if self.error else {})
+    def record(self, judge: str) -> JudgeRecord:
+        """What the trace keeps of it: the judge's name, model, attempts, raw answers (and error)."""
+        return JudgeRecord(judge, self.model, self.attempts, self.raw, self.weighted, self.hard, self.error)
 
 
 def judge_sampling(agent: AgentConfig, attempt: int, top_logprobs: int | None = None) -> Sampling:
     """The judge's sampling at temperature 0; the seed moves per attempt (servers that sample honour it)."""
-    values = {k: getattr(agent, k) for k in Sampling.model_fields}
-    values["temperature"] = 0.0
-    values["seed"] = (agent.seed or 0) + attempt
-    if top_logprobs:
-        values["top_logprobs"] = top_logprobs
-    return Sampling(**values)
+    logprobs = {"top_logprobs": top_logprobs} if top_logprobs else {}
+    return sampling_for(agent, (agent.seed or 0) + attempt, temperature=0.0, **logprobs)
 
 
 async def ask_parsed(
@@ -116,20 +112,10 @@ async def ask_parsed(
     return verdict
 
 
-def usage(verdicts: list[Verdict]) -> dict[str, int]:
-    return {
-        "calls": sum(len(v.raw) + (1 if v.error and v.attempts > len(v.raw) else 0) for v in verdicts),
-        "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
-        "completion_tokens": sum(v.completion_tokens for v in verdicts),
-        "unparsed": sum(v.unparsed for v in verdicts),
-    }
-
-
-def client_for(agent: AgentConfig, clients: dict[str, ChatClient], where: str) -> ChatClient:
-    try:
-        return clients[agent.endpoint]
-    except KeyError:
-        raise ConfigError(
-            f"{where}: uses endpoint '{agent.endpoint}' but no client was built for it "
-            f"(clients: {', '.join(sorted(clients)) or 'none'})"
-        ) from None
+def usage(verdicts: list[Verdict]) -> Usage:
+    return Usage(
+        calls=sum(len(v.raw) + (1 if v.error and v.attempts > len(v.raw) else 0) for v in verdicts),
+        prompt_tokens=sum(v.prompt_tokens for v in verdicts),
+        completion_tokens=sum(v.completion_tokens for v in verdicts),
+        unparsed=sum(v.unparsed for v in verdicts),
+    )

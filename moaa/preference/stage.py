@@ -19,11 +19,13 @@ from typing import Any
 from moaa.config import MIXTURE, AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
+from moaa.models.agent_calls import client_for
 from moaa.models.client import CallError, ChatClient
 from moaa.preference.candidates import Candidate, CandidateSet, conversation_of
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
-from moaa.preference.scoring import Score, Scorer, client_for
+from moaa.preference.score_details import Usage
+from moaa.preference.scoring import Score, Scorer
 from moaa.prompts import judging as jp
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
 from moaa.verify import Verifier
@@ -175,7 +177,7 @@ async def judge_prompt(
 
         result.trace += verdict_trace(prompt, [("candidate", i, verdict_of(s)) for i, s in enumerate(scores)])
     if choose is None and all(v is None for v in values):
-        error = next((s.details["error"] for s in scores if s.details.get("error")), "no candidate could be scored")
+        error = next((s.details.error for s in scores if s.details.error), "no candidate could be scored")
         result.failure = Failure(prompt.prompt_id, STAGE, "all_unscored", error)
     elif choice.reason is not None:
         result.dropped = choice.reason
@@ -226,28 +228,29 @@ async def _pair(
 def _count(counters: dict[str, int], scores: list[Score]) -> None:
     # the verifier scorer's candidate without a verdict (its prompt has no check) is scored by the
     # tie-breaker's judge: unscored only where that judge gave nothing either
-    counters["unscored"] = sum(1 for s in scores if s.score is None and s.details.get("tie_break") is None)
-    left_out = sum(1 for s in scores if s.details.get("left_out") == "missing_judge")
+    counters["unscored"] = sum(1 for s in scores if s.score is None and s.details.tie_break is None)
+    left_out = sum(1 for s in scores if s.details.left_out == "missing_judge")
     if left_out:  # unscored so that every scored candidate has the same judges
         counters["missing_judge"] = left_out
-    counters["unparsed"] = sum(s.details.get("usage", {}).get("unparsed", 0) for s in scores)
-    counters["judge_calls"] = sum(s.details.get("usage", {}).get("calls", 0) for s in scores)
-    verdicts = [s.details["verdict"] for s in scores if "verdict" in s.details]  # the verifier scorer's
+    spent = [s.details.usage or Usage() for s in scores]
+    counters["unparsed"] = sum(u.unparsed for u in spent)
+    counters["judge_calls"] = sum(u.calls for u in spent)
+    verdicts = [s.details.verdict for s in scores if s.details.verified]  # the verifier scorer's
     if verdicts:
         for verdict in verdicts:
             if verdict is not None:
                 counters[f"candidates_{verdict['status']}"] = counters.get(f"candidates_{verdict['status']}", 0) + 1
         if all(v is None for v in verdicts):
             counters["verify_none"] = 1
-    pairs = [p for s in scores for p in s.details.get("pairs", []) if p.get("agree") is not None]
+    pairs = [p for s in scores for p in s.details.pairs or [] if p.agree is not None]
     if pairs:  # pairwise judges: how often the verdict flipped with the order, and the ties
         counters["pairs_judged"] = len(pairs)
-        counters["swap_disagreements"] = sum(1 for p in pairs if not p["agree"])
-        counters["pair_ties"] = sum(1 for p in pairs if p["outcome"] == "tie")
-        weighted = [p for p in pairs if "weighted_outcome" in p]
+        counters["swap_disagreements"] = sum(1 for p in pairs if not p.agree)
+        counters["pair_ties"] = sum(1 for p in pairs if p.outcome == "tie")
+        weighted = [p for p in pairs if p.orders is not None]
         if weighted:  # the same comparisons read from log-probabilities
             counters["pairs_weighted"] = len(weighted)
-            counters["pair_ties_weighted"] = sum(1 for p in weighted if p["weighted_outcome"] == "tie")
+            counters["pair_ties_weighted"] = sum(1 for p in weighted if p.weighted_outcome == "tie")
 
 
 def _count_ties(counters: dict[str, int], scores: list[Score], margin: float) -> None:
@@ -256,9 +259,8 @@ def _count_ties(counters: dict[str, int], scores: list[Score], margin: float) ->
     wrote / by their probability-weighted means (the verifier's tie-breaker counts too)."""
     both = []
     for s in scores:
-        breaker = s.details.get("judge")  # the verifier's tie-breaker: its details and its score (tie_break)
-        hard, weighted = (breaker.get("hard_score"), s.details.get("tie_break")) if breaker else (
-            s.details.get("hard_score"), s.score)  # fmt: skip
+        breaker = s.details.judge  # the verifier's tie-breaker: its details and its score (tie_break)
+        hard, weighted = (breaker.hard_score, s.details.tie_break) if breaker else (s.details.hard_score, s.score)
         if hard is not None and weighted is not None:
             both.append((float(hard), float(weighted)))
     if len(both) < 2:
@@ -336,7 +338,7 @@ def _cut_part(prompt: Prompt, got: CandidateSet) -> list[TraceStep]:
 def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[TraceStep]:
     steps = []
     for index, s in enumerate(scores):
-        spent = s.details.get("usage", {})
+        spent = s.details.usage or Usage()
         steps.append(
             TraceStep(
                 prompt_id=prompt.prompt_id,
@@ -348,10 +350,10 @@ def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[
                 role="judge",
                 index=index,
                 selected=s.score is not None,
-                prompt_tokens=spent.get("prompt_tokens", 0),
-                completion_tokens=spent.get("completion_tokens", 0),
+                prompt_tokens=spent.prompt_tokens,
+                completion_tokens=spent.completion_tokens,
                 score=s.score,
-                meta=json.dumps(s.details, ensure_ascii=False, default=str),
+                meta=json.dumps(s.details.to_json(), ensure_ascii=False, default=str),
             )
         )
     return steps

@@ -23,11 +23,13 @@ Any other scorer, where a prompt has a check (`preference.verify: require`): its
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from moaa.config import PreferenceConfig, VerifierScorerConfig
 from moaa.preference.candidates import Candidate
 from moaa.preference.pairs import PairChoice, choose_pair
+from moaa.preference.score_details import ScoreDetail
 from moaa.preference.scoring import Score, Scorer
 from moaa.rows import Prompt
 from moaa.verify import Verdict, Verifier
@@ -39,7 +41,7 @@ DROP_REASONS = ("all_failed", "all_passed", "unverifiable", "chosen_failed")  # 
 
 
 class VerifierScorer:
-    """Scores = verdicts (details["verdict"]), tie-breaker scores where one was needed (details["tie_break"])."""
+    """Scores = verdicts (details.verdict), tie-breaker scores where one was needed (details.tie_break)."""
 
     kind = "verifier"
 
@@ -55,9 +57,9 @@ class VerifierScorer:
         if contested and self.breaker is not None:
             broken = await self.breaker.score(prompt, [candidates[i] for i in contested])
             for i, tie in zip(contested, broken, strict=True):
-                scores[i].details["tie_break"] = tie.score
-                scores[i].details["usage"] = tie.details.get("usage", {})
-                scores[i].details["judge"] = {k: v for k, v in tie.details.items() if k != "usage"}
+                details = scores[i].details
+                details.tie_break, details.usage = tie.score, tie.details.usage
+                details.judge = replace(tie.details, usage=None)
         return scores
 
     def _contested(self, verdicts: list[Verdict | None]) -> list[int]:
@@ -80,11 +82,11 @@ class VerifierScorer:
         self, texts: list[str], scores: list[Score], pref: PreferenceConfig, sides: Sides | None = None
     ) -> PairChoice:
         """The verified pair (see the module docstring), or the tie-breaker's, or a drop reason."""
-        verdicts = [s.details.get("verdict") for s in scores]
+        verdicts = [s.details.verdict for s in scores]
         paired = range(len(texts)) if sides is None else sorted(sides.up | sides.down)
         passing = [i for i in paired if verdicts[i] and verdicts[i]["status"] == "pass"]
         failing = [i for i in paired if verdicts[i] and verdicts[i]["status"] == "fail"]
-        breaks = [s.details.get("tie_break") for s in scores]
+        breaks = [s.details.tie_break for s in scores]
         if not passing and not failing:
             return self._judged(texts, breaks, paired, "unverifiable", self.cfg.unverifiable, pref, sides)
         if not failing:
@@ -130,14 +132,16 @@ class VerifierScorer:
         chosen, rejected = scores[choice.chosen], scores[choice.rejected]
         if _status(chosen) == "pass" and _status(rejected) == "fail":
             return float(chosen.score or 0.0), float(rejected.score or 0.0)
-        return float(chosen.details["tie_break"]), float(rejected.details["tie_break"])
+        chosen_break, rejected_break = chosen.details.tie_break, rejected.details.tie_break
+        assert chosen_break is not None and rejected_break is not None  # the tie-breaker paired them
+        return float(chosen_break), float(rejected_break)
 
 
 def _verdict_score(verdict: Verdict | None) -> Score:
     if verdict is None:
-        return Score(None, "no check for this prompt", {"verdict": None})
+        return Score(None, "no check for this prompt", ScoreDetail(verified=True))
     value = None if verdict.status == "unverifiable" else _value(verdict)
-    return Score(value, verdict.reason, {"verdict": verdict.to_dict()})
+    return Score(value, verdict.reason, ScoreDetail(verified=True, verdict=verdict.to_dict()))
 
 
 def _value(verdict: Verdict | None) -> float:
@@ -149,7 +153,7 @@ def _number(value: Any) -> float:
 
 
 def _status(score: Score) -> str | None:
-    verdict = score.details.get("verdict")
+    verdict = score.details.verdict
     return verdict["status"] if verdict else None
 
 
@@ -178,7 +182,7 @@ async def pair_verdicts(
 
 def verdict_of(score: Score) -> Verdict | None:
     """The verdict a verifier score holds (None: its prompt has no check)."""
-    data = score.details.get("verdict")
+    data = score.details.verdict
     if not data:
         return None
     return Verdict(data["status"], data["reason"], data["score"], tuple(data["checks"]), data.get("details", {}))
