@@ -339,3 +339,29 @@ def test_a_database_child_that_cannot_start_leaves_the_server_to_make_it(tmp_pat
     assert before == [False, False, False, None]
     assert health == 200
     assert logs == []
+
+
+def test_the_flow_runs_on_the_open_run_without_loading_the_config_again(tmp_path):
+    """`moaa run` opens the run once and hands it to the flow by its run id: the flow never reads the
+    YAML again (here the file is broken after the run was opened, and the run still writes its
+    version from the config it was opened with)."""
+    from flows.pipeline_flow import run_flow
+
+    prompts = write_prompts(tmp_path, 4)
+    with OpenAITestServer() as srv:
+        path = write_config(tmp_path, srv.base_url, *_settings(prompts))
+        with open_run(load_config(path), base_dir=tmp_path) as opened:
+            path.write_text("sft: [this is not a config\n", encoding="utf-8")
+            summary = run_flow(opened, str(path), ["prompts.limit=null"])
+    assert summary["stages"]["sft"]["rows"] == 4 and Path(summary["version_path"]).is_dir()
+
+
+def test_a_flow_given_a_run_id_this_process_has_not_opened_stops_with_one_line(tmp_path):
+    from flows.pipeline_flow import moaa_pipeline
+    from moaa.errors import MoaaError
+
+    with pytest.raises(MoaaError) as err:
+        moaa_pipeline(str(tmp_path / "config.yaml"), [], run_id="0123abcd")
+    line = str(err.value)
+    assert "\n" not in line and "0123abcd" in line and "not open in this process" in line
+    assert "run the same `moaa run` command again" in line
