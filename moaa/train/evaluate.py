@@ -253,11 +253,12 @@ async def judge_all(
     async def one(prompt: dict[str, Any], a: str, b: str) -> dict[str, Any]:
         candidates = [Candidate(0, a, "model"), Candidate(1, b, "baseline")]
         score = (await judge.score(Prompt(prompt["prompt_id"], prompt["messages"]), candidates))[0]
-        pair = score.details["pairs"][0]
-        letters = score.details.get("hard_score", score.score)  # weighted: what the letters alone gave
-        return {"prompt_id": prompt["prompt_id"], "score": score.score, "letters": letters, "model_first": pair["ab"],
-                "baseline_first": pair["ba"], "agree": pair["agree"], "error": pair.get("error"),
-                **({"orders": pair["orders"]} if "orders" in pair else {})}  # fmt: skip
+        pair = (score.details.pairs or [])[0]
+        hard = score.details.hard_score
+        letters = hard if hard is not None else score.score  # weighted: what the letters alone gave
+        return {"prompt_id": prompt["prompt_id"], "score": score.score, "letters": letters, "model_first": pair.ab,
+                "baseline_first": pair.ba, "agree": pair.agree, "error": pair.error,
+                **({"orders": pair.orders} if pair.orders is not None else {})}  # fmt: skip
 
     return list(await asyncio.gather(*(one(p, a, b) for p, a, b in zip(prompts, ours, theirs, strict=True))))
 
