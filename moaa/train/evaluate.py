@@ -189,7 +189,7 @@ async def answer_all(
 ) -> list[EvalAnswer]:
     """One answer per prompt (an answer whose call failed is empty, and loses). A cut answer (finish_reason
     length) is asked again with twice the budget while `answers.truncated` is reask, up to reask_max_tokens."""
-    from moaa.engine.context import larger_budget
+    from moaa.models.agent_calls import larger_budget
     from moaa.models.client import CallError
 
     answers = answers or AnswersConfig()
