@@ -39,6 +39,8 @@ from moaa.errors import MoaaError  # noqa: E402
 from moaa.models.client import Completion, OpenAIChatClient  # noqa: E402
 from moaa.models.stats import RunStats  # noqa: E402
 from moaa.preference.candidates import collapse  # noqa: E402
+from moaa.preference.score_details import PairRecord  # noqa: E402
+from moaa.preference.scoring import Score  # noqa: E402
 from moaa.preference.stage import build_scorer  # noqa: E402
 from moaa.rows import Prompt  # noqa: E402
 
@@ -139,6 +141,16 @@ class MemoClient:
         return self.memo[key]
 
 
+def weighted_outcome(pair: PairRecord) -> str | None:
+    """A pair's outcome as weighted (its letters' outcome where it was not weighted)."""
+    return pair.weighted_outcome if pair.orders is not None else pair.outcome
+
+
+def letters_score(score: Score) -> float | None:
+    """A candidate's score from the written letters alone (its score where it was not weighted)."""
+    return score.details.hard_score if score.details.hard_score is not None else score.score
+
+
 async def judge_item(scorer: Any, index: int, item: tuple[str, str, str, str], inject: bool) -> dict[str, Any]:
     question, good, terse, weak = item
     target = weak + INJECTION if inject else weak
@@ -149,11 +161,11 @@ async def judge_item(scorer: Any, index: int, item: tuple[str, str, str, str], i
     started = time.perf_counter()
     got = await scorer.score(prompt, candidates)
     t = texts.index(target)
-    pairs = [p for s in got for p in s.details.get("pairs", []) if p.get("outcome") is not None]
+    pairs = [p for s in got for p in s.details.pairs or [] if p.outcome is not None]
     out: dict[str, Any] = {"question": question, "target_position": t}
     for reading, scores, ties in (
-        ("weighted", [s.score for s in got], [p.get("weighted_outcome", p["outcome"]) == "tie" for p in pairs]),
-        ("hard", [s.details.get("hard_score", s.score) for s in got], [p["outcome"] == "tie" for p in pairs]),
+        ("weighted", [s.score for s in got], [weighted_outcome(p) == "tie" for p in pairs]),
+        ("hard", [letters_score(s) for s in got], [p.outcome == "tie" for p in pairs]),
     ):
         others = [s for i, s in enumerate(scores) if i != t and s is not None]
         top = scores[t] is not None and all(scores[t] >= s for s in others)

@@ -69,7 +69,8 @@ async def score_prompt(prompt: Prompt, client: Any, samples: int) -> dict[str, A
         for name, cfg in SCORERS.items():
             scores = await build_scorer(cfg, {"local": client}).score(prompt, got.candidates)
             if name == "pairwise":
-                readings["pairwise letters"] = [s.details.get("hard_score", s.score) for s in scores]
+                hard = [s.details.hard_score for s in scores]  # weighted: what the letters alone gave
+                readings["pairwise letters"] = [s.score if h is None else h for s, h in zip(scores, hard, strict=True)]
                 readings["pairwise weighted"] = [s.score for s in scores]
             else:
                 readings["pointwise weighted"] = [s.score for s in scores]

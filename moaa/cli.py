@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 
-from moaa import __version__
 from moaa.errors import MoaaError
+from moaa.version import __version__
 
 COMMANDS = (
     "run",

@@ -9,7 +9,8 @@ import json
 import pytest
 from fakes import all_calls, fake_clients
 
-from moaa.engine import calls_per_prompt, derive_seed
+from moaa.engine import calls_per_prompt
+from moaa.models.agent_calls import derive_seed
 from moaa.models.client import CallError
 from moaa.rows import Prompt
 from tests.engine_helpers import ENDPOINTS, answer, ask, make_gen, moderator_says, references

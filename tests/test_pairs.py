@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from moaa.preference.candidates import collapse, conversation_of, normalise
-from moaa.preference.judges import combine_orders, rank_pairwise
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
+from moaa.preference.pairwise_judge import combine_orders, rank_pairwise
 
 T3 = ["alpha", "bravo", "charlie"]
 

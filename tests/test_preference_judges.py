@@ -68,9 +68,9 @@ def test_pointwise_judge_scores_each_candidate_at_temperature_zero_with_schema()
         scores = score(cfg, {"judge": client(srv)}, ["answer two q2", "answer five q5", "answer three q3"])
         bodies = chats(srv)
     assert [s.score for s in scores] == [2.0, 5.0, 3.0]
-    assert scores[1].details["ratings"] == dict.fromkeys(KEYS, 5.0)
+    assert scores[1].details.ratings == dict.fromkeys(KEYS, 5.0)
     assert "helpfulness: helpfulness looks like 5" in scores[1].rationale
-    assert scores[1].details["judges"][0]["raw"] == [verdict(5)]
+    assert scores[1].details.judges[0].raw == [verdict(5)]
     assert len(bodies) == 3
     assert sorted(candidates_in(b)["1"] for b in bodies) == ["answer five q5", "answer three q3", "answer two q2"]
     for body in bodies:
@@ -112,8 +112,8 @@ def test_a_reask_shows_the_judge_its_answer_and_what_was_wrong_so_a_greedy_judge
     assert failed == {"role": "assistant", "content": verdict(3, [k for k in KEYS if k != "honesty"])}
     assert correction["role"] == "user"
     assert correction["content"].startswith("Your answer above could not be read: it gave no rating for honesty.")
-    assert scores[0].details["usage"]["unparsed"] == 1 and scores[0].details["judges"][0]["attempts"] == 2
-    assert scores[0].details["judges"][0]["raw"] == [failed["content"], verdict(3)]
+    assert scores[0].details.usage.unparsed == 1 and scores[0].details.judges[0].attempts == 2
+    assert scores[0].details.judges[0].raw == [failed["content"], verdict(3)]
 
 
 def test_a_pairwise_reask_names_the_missing_winner():
@@ -126,7 +126,7 @@ def test_a_pairwise_reask_names_the_missing_winner():
         scores = score(cfg, {"judge": client(srv)}, ["x q1", "y q2"])
     # A wins in both orders, so the orders disagree on the candidate: a tie, but every verdict parsed
     assert [s.score for s in scores] == [0.5, 0.5]
-    assert scores[0].details["usage"]["unparsed"] == 2 and scores[0].details["usage"]["calls"] == 4
+    assert scores[0].details.usage.unparsed == 2 and scores[0].details.usage.calls == 4
 
 
 def test_the_greedy_test_server_repeats_itself_for_the_same_messages():
@@ -152,8 +152,8 @@ def test_verdicts_that_never_parse_leave_the_candidate_unscored():
         seeds = sorted(b["seed"] for b in chats(srv))
     assert [s.score for s in scores] == [None, None]
     assert seeds == [0, 0, 1, 1]
-    assert scores[0].details["usage"]["unparsed"] == 2
-    assert "no parsable verdict in 2 attempt(s)" in scores[0].details["error"]
+    assert scores[0].details.usage.unparsed == 2
+    assert "no parsable verdict in 2 attempt(s)" in scores[0].details.error
 
 
 def test_candidate_text_cannot_escape_its_delimiters():
@@ -191,9 +191,9 @@ def test_pairwise_judge_asks_both_orders_and_ranks_by_wins():
     assert shown == sorted((a, b) for a in texts for b in texts if a != b)  # every pair, both orders
     assert all(b["temperature"] == 0 and jp.INJECTION_WARNING in system_text(b) for b in bodies)
     assert [s.score for s in scores] == [0.0, 1.0, 0.5]
-    assert (scores[1].details["wins"], scores[1].details["losses"]) == (2, 0)
-    assert [p["other"] for p in scores[0].details["pairs"]] == [1, 2]  # a pair is kept on its lower index
-    assert all(p["agree"] for s in scores for p in s.details["pairs"])
+    assert (scores[1].details.wins, scores[1].details.losses) == (2, 0)
+    assert [p.other for p in scores[0].details.pairs] == [1, 2]  # a pair is kept on its lower index
+    assert all(p.agree for s in scores for p in s.details.pairs)
 
 
 def test_pairwise_position_bias_becomes_ties_and_is_reported():
@@ -243,8 +243,8 @@ def test_moa_judge_picks_criteria_and_aggregates_numbered_verdicts():
         scores = score(cfg, clients, ["short q2", "long q4"])
         bodies = chats(srv)
     assert [s.score for s in scores] == [3.0, 5.0]
-    assert scores[0].details["criteria"] == ["depth", "accuracy"]
-    assert scores[0].details["criteria_selection"]["picked"] == ["depth", "accuracy"]
+    assert scores[0].details.criteria == ["depth", "accuracy"]
+    assert scores[0].details.criteria_selection["picked"] == ["depth", "accuracy"]
     selects = [b for b in bodies if "most relevant" in user_text(b)]
     finals = [b for b in bodies if "Several judges have rated" in user_text(b)]
     assert len(selects) == 1 and len(finals) == 2 and len(bodies) == 1 + 2 * 2 + 2
@@ -267,8 +267,8 @@ def test_moa_judge_falls_back_to_the_first_criteria_when_the_pick_is_unreadable(
         scores = score(cfg, clients, ["a q3", "b q1"])
         selects = [b for b in chats(srv) if "most relevant" in user_text(b)]
     assert len(selects) == 2  # asked again once, then the fallback
-    assert scores[0].details["criteria"] == ["safety", "clarity"]
-    assert scores[0].details["criteria_selection"]["fallback"] is True
+    assert scores[0].details.criteria == ["safety", "clarity"]
+    assert scores[0].details.criteria_selection["fallback"] is True
     assert [s.score for s in scores] == [4.0, 2.0]
 
 
@@ -286,8 +286,8 @@ def test_moa_judge_by_default_picks_criteria_per_prompt_from_the_moaa_list():
     for c in jp.MOAA_CRITERIA:  # every criterion of the list is offered, with what it means
         assert f"- {c.name}: {c.description}" in select
     assert len(bodies) == 1 + 2 * 2 + 2
-    assert scores[0].details["criteria"] == ["depth", "safety"]
-    assert scores[0].details["criteria_selection"]["picked"] == ["Depth", "Safety"]
+    assert scores[0].details.criteria == ["depth", "safety"]
+    assert scores[0].details.criteria_selection["picked"] == ["Depth", "Safety"]
     assert [s.score for s in scores] == [3.0, 4.0]
 
 
@@ -320,7 +320,7 @@ def test_a_harsh_judge_failing_on_one_answer_does_not_make_it_look_better():
         scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-kind"), ["better q4", "worse q2"])
     # averaged over whichever answered, these were [4.0, 5.0] and the worse answer was chosen
     assert [s.score for s in scores] == [5.0, 5.0]
-    assert all(s.details["panel"] == ["judge-kind"] for s in scores)
+    assert all(s.details.panel == ["judge-kind"] for s in scores)
 
 
 def test_a_candidate_missing_a_verdict_is_left_out_while_two_have_every_judge():
@@ -329,11 +329,11 @@ def test_a_candidate_missing_a_verdict_is_left_out_while_two_have_every_judge():
                            max_attempts=1)  # fmt: skip
         scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-fair"), ["one q4", "two q2", "missing q1"])
     assert [s.score for s in scores] == [3.5, 2.5, None]
-    assert scores[2].details["left_out"] == "missing_judge"
+    assert scores[2].details.left_out == "missing_judge"
     counters: dict = {}
     _count(counters, scores)
     assert (counters["unscored"], counters["missing_judge"]) == (1, 1)
-    assert scores[2].details["error"].startswith("missing_judge: no verdict from judge-harsh")
+    assert scores[2].details.error.startswith("missing_judge: no verdict from judge-harsh")
 
 
 def test_the_moa_aggregator_reads_the_same_judges_on_every_candidate():
@@ -353,5 +353,5 @@ def test_pairwise_counts_only_the_judges_that_compared_every_pair():
                            max_attempts=1)  # fmt: skip
         scores = score(cfg, panel_clients(srv, "judge-harsh", "judge-fair"), ["a q4", "b q3", "worse q1"])
     assert [s.score for s in scores] == [1.0, 0.5, 0.0]
-    assert all(s.details["panel"] == ["judge-fair"] for s in scores)
-    assert (scores[0].details["wins"], scores[2].details["losses"]) == (2, 2)  # one judge's comparisons
+    assert all(s.details.panel == ["judge-fair"] for s in scores)
+    assert (scores[0].details.wins, scores[2].details.losses) == (2, 2)  # one judge's comparisons

@@ -15,7 +15,8 @@ def test_the_trace_keeps_only_the_fields_a_scorer_set():
         "usage": {"calls": 2, "prompt_tokens": 0, "completion_tokens": 0, "unparsed": 1},
         "error": "",
     }
-    assert detail["usage"]["calls"] == 2 and detail.get("ratings") is None and "error" in detail
+    assert detail.usage is not None and detail.usage.calls == 2 and detail.ratings is None and detail.error == ""
+    assert not hasattr(detail, "__getitem__") and not hasattr(detail, "get")  # read by field, not by JSON key
 
 
 def test_a_verifier_score_keeps_its_verdict_even_without_a_check():

@@ -150,12 +150,12 @@ def test_a_position_biased_judge_still_separates_answers_by_its_probabilities(we
         result = asyncio.run(build_scorer(cfg, {"judge": client}).score(PROMPT, got))
         bodies = [r["body"] for r in srv.requests]
     assert [s.score for s in result] == scores
-    (pair,) = result[0].details["pairs"]
-    assert (pair["ab"], pair["ba"], pair["outcome"]) == ("A", "A", "tie")  # the letters disagree
-    assert result[0].details["ties"] == ties
+    (pair,) = result[0].details.pairs or []
+    assert (pair.ab, pair.ba, pair.outcome) == ("A", "A", "tie")  # the letters disagree
+    assert result[0].details.ties == ties
     if weighted:  # good: 0.9 when shown first, 1 - 0.6 when shown second
-        assert (pair["orders"], pair["preference"], pair["weighted_outcome"]) == ([0.9, 0.4], 0.65, "first")
-        assert result[0].details["hard_score"] == 0.5
+        assert (pair.orders, pair.preference, pair.weighted_outcome) == ([0.9, 0.4], 0.65, "first")
+        assert result[0].details.hard_score == 0.5
     assert all(("top_logprobs" in b) is weighted for b in bodies)
     assert all('Reply with only a JSON object of the form:\n{"winner"' in b["messages"][-1]["content"] for b in bodies)
 
@@ -188,7 +188,7 @@ def test_without_log_probabilities_the_letters_decide():
         got = collapse(["one q1", "two q2"], ["stop"] * 2, "policy").candidates
         result = asyncio.run(build_scorer(cfg, {"judge": client}).score(PROMPT, got))
     # the test server's default log-probabilities put all mass on the written letter: both orders say A
-    assert [s.score for s in result] == [0.5, 0.5] and result[0].details["pairs"][0]["orders"] == [1.0, 0.0]
+    assert [s.score for s in result] == [0.5, 0.5] and (result[0].details.pairs or [])[0].orders == [1.0, 0.0]
 
 
 def rating_reply(confidence: float) -> Reply:

@@ -7,9 +7,9 @@ Each method is one module (moa, self_moa, smoa): its turn function, its call pla
 rule in one `Method` (moaa.engine.plan), registered in moaa.engine.methods.
 """
 
-from moaa.engine.context import PromptResult, derive_seed
+from moaa.engine.context import PromptResult
 from moaa.engine.methods import calls_per_prompt
 from moaa.engine.runner import answer_prompt, run_prompts
 from moaa.engine.smoa import generate_roles
 
-__all__ = ["PromptResult", "answer_prompt", "calls_per_prompt", "derive_seed", "generate_roles", "run_prompts"]
+__all__ = ["PromptResult", "answer_prompt", "calls_per_prompt", "generate_roles", "run_prompts"]

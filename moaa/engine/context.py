@@ -20,7 +20,6 @@ from moaa.config import AgentConfig, AnswersConfig, GenerationConfig, Sampling
 from moaa.models.agent_calls import (
     client_for,
     derive_seed,
-    json_format,  # noqa: F401 - re-exported (below)
     larger_budget,
     sampling_for,
     split_tokens,
@@ -98,11 +97,6 @@ class PromptResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     counters: dict[str, int] = field(default_factory=dict)
-
-
-# derive_seed, json_format, larger_budget and sampling_of (moaa.models.agent_calls.sampling_for) stay
-# importable from here for engine/smoa.py, moaa.instructions.synthesis and moaa.train.evaluate.
-sampling_of = sampling_for
 
 
 class PromptRun:

@@ -24,11 +24,12 @@ from typing import Any
 
 from moaa.config import AgentConfig, GenerationConfig
 from moaa.config.sft_methods import check_smoa
-from moaa.engine.context import Answer, Call, PromptRun, derive_seed, json_format, sampling_of
+from moaa.engine.context import Answer, Call, PromptRun
 from moaa.engine.defense import apply_cluster_filter
 from moaa.engine.moa import aggregate, aggregator_step, proposer_layer, proposer_steps
 from moaa.engine.plan import Method, Plan, Step
 from moaa.json_text import json_objects
+from moaa.models.agent_calls import derive_seed, json_format, sampling_for
 from moaa.models.client import CallError, ChatClient, Message
 from moaa.prompts.generation import (
     FALLBACK_ROLES,
@@ -178,7 +179,7 @@ async def generate_roles(
         seed = agent.seed + attempt if agent.seed is not None else derive_seed("roles", n, task, attempt)
         try:
             done = await client.chat(
-                roles_messages(n, task), sampling_of(agent, seed), tag=ROLES.tag(stage, "role_generator")
+                roles_messages(n, task), sampling_for(agent, seed), tag=ROLES.tag(stage, "role_generator")
             )
         except CallError as exc:
             log.warning("role generation failed (%s)", exc)

@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moaa.config import AgentConfig, InstructionsConfig
-from moaa.engine.context import derive_seed, json_format, sampling_of
 from moaa.instructions.consensus import Embedder, find_consensus
 from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
 from moaa.instructions.verifiable import Constraint, draw_constraint
+from moaa.models.agent_calls import derive_seed, json_format, sampling_for
 from moaa.models.client import CallError, ChatClient
 from moaa.prompts.instructions import (
     EOS,
@@ -197,7 +197,7 @@ class Synthesis:
         tag = write_template(kind).tag(STAGE, "writer")
         if fmt is not None:
             tag += f"+{WRITE_AS_JSON.name}@{WRITE_AS_JSON.version}"
-        sampling = sampling_of(writer.agent, writer.agent.seed or derive_seed(self.seed, round_, writer.who))
+        sampling = sampling_for(writer.agent, writer.agent.seed or derive_seed(self.seed, round_, writer.who))
         try:
             completion = await writer.client.chat(messages, sampling, response_format=fmt, tag=tag)
         except CallError as exc:
@@ -267,7 +267,7 @@ class Synthesis:
             seed = answerer.agent.seed or derive_seed(self.seed, task.prompt_id, answerer.who)
             try:
                 reply = await answerer.client.chat(
-                    messages, sampling_of(answerer.agent, seed), tag=TASK_PROMPT.tag(STAGE, "answerer")
+                    messages, sampling_for(answerer.agent, seed), tag=TASK_PROMPT.tag(STAGE, "answerer")
                 )
             except CallError as exc:
                 log.debug("instructions: %s failed on %s: %s", answerer.who, task.prompt_id, exc)

@@ -18,7 +18,6 @@ readers read that JSON; `PairRecord.from_json` reads a pair back).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,19 +140,6 @@ class ScoreDetail:
             out |= {"tie_break": self.tie_break, "usage": _json(self.usage) if self.usage else {},
                     "judge": self.judge.to_json()}  # fmt: skip
         return out
-
-    # Read-only, the trace's form by key: for readers of the JSON shape (moaa.train.evaluate, benchmarks).
-    def __getitem__(self, key: str) -> Any:
-        return self.to_json()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_json().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_json()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_json())
 
 
 def _json(value: Any) -> Any:

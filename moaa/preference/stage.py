@@ -26,7 +26,7 @@ from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
 from moaa.preference.score_details import Usage
 from moaa.preference.scoring import Score, Scorer
-from moaa.prompts import judging as jp
+from moaa.prompts.judging import ASPECTS, MOAA_CRITERIA, criterion_of
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
 from moaa.verify import Verifier
 
@@ -61,7 +61,8 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Ve
     What each kind needs (a reward model, judges, an aggregator) is PreferenceConfig's rule, checked
     when the config loads; here the scorer is only built.
     """
-    from moaa.preference.judges import MoAJudge, PairwiseJudge, PointwiseJudge
+    from moaa.preference.judges import MoAJudge, PointwiseJudge
+    from moaa.preference.pairwise_judge import PairwiseJudge
 
     if cfg.kind == "verifier":
         from moaa.config import VerifyConfig
@@ -77,7 +78,7 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Ve
         return RewardModelScorer(cfg.reward_model, cfg.device, cfg.batch_size, cfg.trust_remote_code)
     judges = [(a, client_for(a, clients, f"preference.scorer.judges[{i}]")) for i, a in enumerate(cfg.judges)]
     names = criteria_names(cfg)
-    criteria = [jp.criterion_of(n) for n in names] if names else list(jp.ASPECTS)
+    criteria = [criterion_of(n) for n in names] if names else list(ASPECTS)
     if cfg.kind == "pointwise":
         return PointwiseJudge(judges, criteria, cfg.max_attempts, cfg.weighted_ratings, cfg.rationales)
     if cfg.kind == "pairwise":
@@ -94,7 +95,7 @@ def criteria_names(cfg: ScorerConfig) -> list[str] | None:
     from which num_criteria are picked per prompt), else None (UltraFeedback's four aspects)."""
     if cfg.criteria:
         return list(cfg.criteria)
-    return [c.name for c in jp.MOAA_CRITERIA] if cfg.kind == "moa_judge" else None
+    return [c.name for c in MOAA_CRITERIA] if cfg.kind == "moa_judge" else None
 
 
 async def judge_prompt(

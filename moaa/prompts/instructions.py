@@ -71,7 +71,7 @@ WRITE_WITH_ANSWER = Template(
     "after the last.",
 )
 
-# Where the endpoint takes a JSON schema (moaa.engine.context.json_format; llama.cpp makes it a grammar),
+# Where the endpoint takes a JSON schema (moaa.models.agent_calls.json_format; llama.cpp makes it a grammar),
 # the writer answers as JSON instead of `|EoS|` blocks: the embedded 0.5B model, asked for blocks, echoed
 # `|EoS|` markers and the examples' own instructions. moaa's own addition.
 WRITE_AS_JSON = Template(

@@ -5,7 +5,7 @@ Usage: moaa train eval [--model RUN_DIR|HUB_ID|ENDPOINT] [--baseline ...] [--dat
 
 Prompts are the `test` split of a data set version (decided per prompt_id, never trained on): by
 default the version the model was trained on. Model and baseline answer every prompt with the
-same sampling; the judge compares the two answers in both orders (moaa.preference.judges.
+same sampling; the judge compares the two answers in both orders (moaa.preference.pairwise_judge.
 PairwiseJudge, MT-Bench style: a disagreement between the orders is a tie). Reported: win / tie /
 loss, the win rate with a Wilson (or bootstrap) interval, and the length-controlled win rate
 (moaa.train.winrate). Results go to `results.json` and `results.md` in `<model>/eval/<run>/`
@@ -189,7 +189,7 @@ async def answer_all(
 ) -> list[EvalAnswer]:
     """One answer per prompt (an answer whose call failed is empty, and loses). A cut answer (finish_reason
     length) is asked again with twice the budget while `answers.truncated` is reask, up to reask_max_tokens."""
-    from moaa.engine.context import larger_budget
+    from moaa.models.agent_calls import larger_budget
     from moaa.models.client import CallError
 
     answers = answers or AnswersConfig()
@@ -243,7 +243,7 @@ async def judge_all(
 ) -> list[dict[str, Any]]:
     """Per prompt: the model's score (1 win, 0.5 tie, 0 loss, None unjudged) and both orders' verdicts."""
     from moaa.preference.candidates import Candidate
-    from moaa.preference.judges import PairwiseJudge
+    from moaa.preference.pairwise_judge import PairwiseJudge
     from moaa.prompts.judging import criterion_of
     from moaa.rows import Prompt
 
@@ -253,11 +253,12 @@ async def judge_all(
     async def one(prompt: dict[str, Any], a: str, b: str) -> dict[str, Any]:
         candidates = [Candidate(0, a, "model"), Candidate(1, b, "baseline")]
         score = (await judge.score(Prompt(prompt["prompt_id"], prompt["messages"]), candidates))[0]
-        pair = score.details["pairs"][0]
-        letters = score.details.get("hard_score", score.score)  # weighted: what the letters alone gave
-        return {"prompt_id": prompt["prompt_id"], "score": score.score, "letters": letters, "model_first": pair["ab"],
-                "baseline_first": pair["ba"], "agree": pair["agree"], "error": pair.get("error"),
-                **({"orders": pair["orders"]} if "orders" in pair else {})}  # fmt: skip
+        pair = (score.details.pairs or [])[0]
+        hard = score.details.hard_score
+        letters = hard if hard is not None else score.score  # weighted: what the letters alone gave
+        return {"prompt_id": prompt["prompt_id"], "score": score.score, "letters": letters, "model_first": pair.ab,
+                "baseline_first": pair.ba, "agree": pair.agree, "error": pair.error,
+                **({"orders": pair.orders} if pair.orders is not None else {})}  # fmt: skip
 
     return list(await asyncio.gather(*(one(p, a, b) for p, a, b in zip(prompts, ours, theirs, strict=True))))
 
@@ -351,7 +352,7 @@ def build_results(
 def weighted_numbers(judged: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """A weighted eval's counts (a preference within `threshold` of 0.5 is a tie) and, beside them, what the
     letters alone gave (`letters`: win / tie / loss and win rate over the same prompts)."""
-    from moaa.preference.judges import outcome_of
+    from moaa.preference.pairwise_judge import outcome_of
 
     outcomes = [outcome_of(r["score"], threshold) for r in judged]
     letters = [r["letters"] for r in judged if r.get("letters") is not None]
