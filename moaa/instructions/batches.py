@@ -157,7 +157,8 @@ def synthesized_source(prompts: PromptSourceConfig, path: Path) -> PromptSourceC
             "path": str(path.resolve()), "hf_dataset": None, "prompt_column": "prompt", "messages_column": None,
             "conversations_column": None, "id_column": "prompt_id",
             "reference": ReferenceColumns(answer=None, tests=None, language=None, instructions=None, kwargs=None),
-            # the kept tasks' `reference` column: with-answer tasks' agreed answers (moaa.instructions.synthesis)
+            # the kept tasks' `reference` column: with-answer tasks' agreed answers, with-tests tasks' tests,
+            # IFEval constraints (moaa.instructions.synthesis)
         }
     )  # fmt: skip
 
