@@ -12,9 +12,9 @@ Ensemble-Instruct's gen_instructions.py), needs_non_text (asks for an image, gra
 map, a drawing or a plot: the same list), malformed (starts with punctuation or a non-ASCII
 character: the same), missing_input / missing_answer (an input or a final answer was asked for and
 none written), unparsable_tests (a with-tests task whose signature or tests are not in the asked
-format: moaa.instructions.writer_replies), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
-instruction, or with an instruction written earlier: this batch's or an earlier batch's,
-Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
+format: moaa.instructions.writer_replies), similar_to_seed / similar_to_earlier (Rouge-L >=
+max_similarity with a seed's instruction, or with an instruction written earlier: this batch's or an
+earlier batch's, Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
 constraint appended (`constraint_share`; moaa.instructions.verifiable), its reference the constraint,
 so the answers are made, agreed on and checked with it (the writer's own output, written without it,
 is then left out). Then every answerer answers the task zero-shot; the writer's own output and
