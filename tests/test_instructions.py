@@ -101,9 +101,10 @@ def test_task_filters(instruction, input_text, kind, reason):
 
 def test_the_shipped_seed_set_has_tasks_with_and_without_input_across_categories():
     seeds = load_seeds(SHIPPED_SEEDS)
-    assert len(seeds) == 24
+    assert len(seeds) == 28
     assert sum(s.with_input for s in seeds) == 12
     assert sorted(s.id for s in seeds if s.answer) == ["sum-series", "train-speed", "unit-convert", "word-problem"]
+    assert sorted(s.id for s in seeds if s.tests) == ["leap-years", "run-length", "second-largest", "word-frequencies"]
     assert len({s.category for s in seeds}) >= 10
 
 
@@ -118,6 +119,15 @@ def test_the_shipped_seed_set_has_tasks_with_and_without_input_across_categories
         (
             '{"id": "a", "category": "x", "instruction": "i", "input": "", "output": "y"}',
             r"seeds.jsonl:2: duplicate id 'a'",
+        ),
+        (
+            '{"id": "b", "category": "x", "instruction": "i", "input": "", "output": "y", "tests": ["f(1) == 1"], '
+            '"signature": "def f(x)"}',
+            r"seeds.jsonl:2: field 'tests' must be a non-empty list of `assert ...` lines",
+        ),
+        (
+            '{"id": "b", "category": "x", "instruction": "i", "input": "", "output": "y", "tests": ["assert f(1)"]}',
+            r"seeds.jsonl:2: fields 'signature' \(a `def name\(...\)` line\) and 'tests' go together",
         ),
     ],
 )
@@ -363,3 +373,34 @@ def test_a_task_may_get_a_verifiable_ifeval_constraint_answered_and_checked_with
     assert len({json.loads(r["reference"])["instructions"][0] for r in outcome.kept}) > 1  # drawn, not fixed
     plain, _ = run_batch(InstructionsConfig(n=4, per_call=4, agreement={"threshold": 0.5}))
     assert all(r["reference"] is None for r in plain.kept)  # off by default
+
+
+@pytest.mark.parametrize("code_share", [0.0, 0.75])
+def test_with_tests_seeds_are_shown_only_to_with_tests_calls(code_share):
+    """code_share picks the with-tests template and its seeds; at 0 (the default) the calls are those of before:
+    the same kinds drawn, and no with-tests seed shown."""
+    seeds = load_seeds(SHIPPED_SEEDS)
+    plain = [s for s in seeds if not s.tests]
+    asked = {}
+    for chosen in (seeds, plain):
+        writers, answerers = fake_agents()
+        cfg = InstructionsConfig(n=1, per_call=4, max_rounds=4, code_share=code_share, checkable_share=0.25)
+        asyncio.run(Synthesis(cfg, chosen, writers, answerers, seed=3).run())
+        asked[len(chosen)] = [(c.tag, c.last_user) for c in writers[0].client.calls]
+    with_tests = [(tag, text) for tag, text in asked[len(seeds)] if tag.endswith("write-with-tests@v1")]
+    if code_share == 0:
+        assert asked[len(seeds)] == asked[len(plain)] and not with_tests
+    else:
+        kinds = {tag.split(".")[2] for tag, _ in asked[len(seeds)]}
+        assert with_tests and kinds == {"write-with-tests@v1", "write-with-answer@v2"}  # one draw splits the calls
+    for tag, text in asked[len(seeds)]:
+        shown = {s.id for s in seeds if f"instruction: {s.instruction}" in text}
+        assert shown and all(bool(s.tests) == tag.endswith("write-with-tests@v1") for s in seeds if s.id in shown)
+
+
+def test_checkable_and_code_shares_split_the_calls():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"checkable_share 0.5 \+ code_share 0.6 is over 1"):
+        InstructionsConfig(n=1, checkable_share=0.5, code_share=0.6)
+    assert InstructionsConfig(n=1).code_share == 0.0

@@ -118,7 +118,8 @@ class InstructionsConfig(Strict):
     seeds: str | None = Field(
         None,
         description="a JSONL file of seed tasks {id, category, instruction, input, output} (input empty for a "
-        "task without one), relative to the working folder; unset: moaa's own set (configs/prompts/seed-tasks.jsonl)",
+        "task without one; optionally an `answer`, or a `signature` with its `tests`), relative to the working "
+        "folder; unset: moaa's own set (configs/prompts/seed-tasks.jsonl)",
     )
     writers: list[AgentConfig] = Field(
         default_factory=list,
@@ -144,6 +145,16 @@ class InstructionsConfig(Strict):
         "`answer`): a task is kept only if the answerers' consensus reaches the writer's answer, which then "
         "is its reference, checked again in the SFT stage (sft.verify); 0: none",
     )
+    code_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of calls that ask for Python programming tasks, each one function with a stated "
+        "signature and 3-6 `assert` tests (shown the seed tasks that have `tests`): the answerers see the "
+        "signature, not the tests, and a task is kept only if the answerers' consensus answer passes the tests "
+        "in moaa.verify's sandbox, which then are its reference, run again in the SFT stage (sft.verify); drawn "
+        "beside checkable_share (their sum at most 1); 0: none",
+    )
     constraint_share: float = Field(
         0.0,
         ge=0,
@@ -167,6 +178,15 @@ class InstructionsConfig(Strict):
         description="the seed of the examples shown and the calls' sampling; a scheduled run (prompts.schedule "
         "next or resample) adds the number of earlier batches, so each run writes new tasks",
     )
+
+    @model_validator(mode="after")
+    def _shares_split_the_calls(self) -> InstructionsConfig:
+        if self.checkable_share + self.code_share > 1:
+            raise ValueError(
+                f"checkable_share {self.checkable_share:g} + code_share {self.code_share:g} is over 1: each is a "
+                "share of the writers' calls; lower one"
+            )
+        return self
 
 
 class ScorerConfig(Strict):

@@ -84,7 +84,8 @@ def stage_folder(config: MoaaConfig, base_dir: Path | None = None) -> Path:
     agents = [a.model_dump(mode="json") for a in [*writers_of(config), *answerers_of(config)]]
     models = {a["endpoint"]: data["endpoints"][a["endpoint"]]["model"] for a in agents}
     blob = {
-        "instructions": cfg.model_dump(mode="json", exclude={"seeds"}),
+        # code_share 0 is left out, so a config written before the field names the same folder
+        "instructions": cfg.model_dump(mode="json", exclude={"seeds", *(["code_share"] if not cfg.code_share else [])}),
         "seeds": sha256_file(seed_path(cfg, base_dir)) if seed_path(cfg, base_dir).is_file() else None,
         "agents": agents, "models": models,
     }  # fmt: skip
@@ -157,7 +158,8 @@ def synthesized_source(prompts: PromptSourceConfig, path: Path) -> PromptSourceC
             "path": str(path.resolve()), "hf_dataset": None, "prompt_column": "prompt", "messages_column": None,
             "conversations_column": None, "id_column": "prompt_id",
             "reference": ReferenceColumns(answer=None, tests=None, language=None, instructions=None, kwargs=None),
-            # the kept tasks' `reference` column: with-answer tasks' agreed answers (moaa.instructions.synthesis)
+            # the kept tasks' `reference` column: with-answer tasks' agreed answers, with-tests tasks' tests,
+            # IFEval constraints (moaa.instructions.synthesis)
         }
     )  # fmt: skip
 

@@ -2,7 +2,9 @@
 
 One JSON object a line: `id` (unique), `category` (a word: extraction, maths, advice...),
 `instruction`, `input` ("" for a task that needs none), `output` (a correct answer), and optionally
-`answer`, a final answer the verifiers can check. A mistake names the file, line and field.
+`answer`, a final answer the verifiers can check, or, for a Python function, `signature`
+(`def name(parameters) -> type`) with `tests` (a list of `assert` lines its `output` passes): shown
+only to the writers' with-tests calls. A mistake names the file, line and field.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SeedTask:
     input: str
     output: str
     answer: str | None = None
+    signature: str | None = None  # with tests: the function's `def` line
+    tests: tuple[str, ...] = ()  # `assert` lines the output passes
 
     @property
     def with_input(self) -> bool:
@@ -62,10 +66,16 @@ def _seed(line: str, where: str, seen: set[str]) -> SeedTask:
     answer = row.get("answer")
     if answer is not None and not isinstance(answer, str | int | float):
         raise InputError(f"{where}: field 'answer' must be a string or a number")
+    signature, tests = row.get("signature"), row.get("tests")
+    asserts = isinstance(tests, list) and all(isinstance(t, str) and t.startswith("assert ") for t in tests)
+    if tests is not None and not (tests and asserts):
+        raise InputError(f"{where}: field 'tests' must be a non-empty list of `assert ...` lines")
+    if (tests is None) != (signature is None) or (signature is not None and not str(signature).startswith("def ")):
+        raise InputError(f"{where}: fields 'signature' (a `def name(...)` line) and 'tests' go together")
     if row["id"] in seen:
         raise InputError(f"{where}: duplicate id '{row['id']}'; give every seed task its own id")
     seen.add(row["id"])
     return SeedTask(
         row["id"], row["category"].strip(), row["instruction"], row["input"], row["output"],
-        None if answer is None else str(answer),
+        None if answer is None else str(answer), signature, tuple(tests or ()),
     )  # fmt: skip

@@ -1,24 +1,27 @@
 """Instruction synthesis in rounds: writers write tasks from seed tasks, answerers answer them, the
 answers' consensus decides which tasks are kept (Ensemble-Instruct; moaa.prompts.instructions).
 
-A round: each writer gets one call (tasks with a final answer, with an input or without, drawn by
-the round's seeded RNG with `checkable_share` and `input_share`; `examples` seed tasks of that kind
-shown; the agents' roles are not sent), and its reply is parsed into tasks (a block without
-`instruction:` is skipped; a reply without any is an unparsable drop; the last task of a reply cut
-at max_tokens is left out). Each task passes the filters in this order, every drop named with its
+A round: each writer gets one call (tasks with a final answer, Python functions with tests, with an
+input or without, drawn by the round's seeded RNG with `checkable_share`, `code_share` and
+`input_share`; `examples` seed tasks of that kind shown; the agents' roles are not sent), and its
+reply is parsed into tasks (moaa.instructions.writer_replies: a block without `instruction:` is
+skipped; a reply without any is an unparsable drop; the last task of a reply cut at max_tokens is
+left out). Each task passes the filters in this order, every drop named with its
 reason: too_short / too_long (3 words or fewer, more than 150: Self-Instruct's and
 Ensemble-Instruct's gen_instructions.py), needs_non_text (asks for an image, graph, picture, file,
 map, a drawing or a plot: the same list), malformed (starts with punctuation or a non-ASCII
 character: the same), missing_input / missing_answer (an input or a final answer was asked for and
-none written), similar_to_seed / similar_to_earlier (Rouge-L >= max_similarity with a seed's
-instruction, or with an instruction written earlier: this batch's or an earlier batch's,
-Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
+none written), unparsable_tests (a with-tests task whose signature or tests are not in the asked
+format: moaa.instructions.writer_replies), similar_to_seed / similar_to_earlier (Rouge-L >=
+max_similarity with a seed's instruction, or with an instruction written earlier: this batch's or an
+earlier batch's, Self-Instruct's rule). A task without a final answer that passed may then get one verifiable IFEval
 constraint appended (`constraint_share`; moaa.instructions.verifiable), its reference the constraint,
 so the answers are made, agreed on and checked with it (the writer's own output, written without it,
 is then left out). Then every answerer answers the task zero-shot; the writer's own output and
 theirs are compared (moaa.instructions.consensus): too_few_answers (fewer than two), disagreement
 (agreement below the threshold), reference_disputed (a with-answer task whose consensus answer
-fails moaa.verify's answer check against the writer's answer), and, once `n` were kept, beyond_n.
+fails moaa.verify's answer check against the writer's answer, or a with-tests task whose consensus
+answer fails the writer's tests, run in moaa.verify's sandbox), and, once `n` were kept, beyond_n.
 A writer call that fails is a writer_failed drop (transient: a re-run asks it again).
 
 Everything is decided in a fixed order from seeded RNGs and the answers, so a re-run with the
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import re
@@ -44,6 +46,7 @@ from moaa.instructions.diversity import diversity
 from moaa.instructions.rouge import rouge_l
 from moaa.instructions.seeds import SeedTask
 from moaa.instructions.verifiable import Constraint, draw_constraint
+from moaa.instructions.writer_replies import FunctionSpec, parse_function_tasks, parse_tasks
 from moaa.models.agent_calls import derive_seed, json_format, sampling_for
 from moaa.models.client import CallError, ChatClient
 from moaa.prompts.instructions import (
@@ -51,6 +54,8 @@ from moaa.prompts.instructions import (
     TASK_PROMPT,
     WRITE_AS_JSON,
     example_block,
+    function_example_block,
+    function_prompt,
     task_prompt,
     tasks_schema,
     write_messages,
@@ -63,7 +68,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "instructions"  # the stage of its drops' failure rows
 _NON_TEXT = re.compile(r"\b(image|images|graph|graphs|picture|pictures|file|files|map|maps|draw|plot|go to)\b", re.I)
-_FIELD = re.compile(r"^\s*(instruction|input|output|answer)\s*:\s?", re.I | re.M)
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,14 @@ class Task:
     answer: str | None = None  # with-answer: the final answer the writer states (the reference, once agreed)
     place: tuple[int, int] = (0, 0)  # (batch, position in its writer's reply)
     constraint: Constraint | None = None  # a verifiable constraint appended (instructions.constraint_share)
+    function: FunctionSpec | None = None  # with-tests: the function asked for and its tests (the reference)
+    unread: str = ""  # with-tests: why its signature or tests did not parse (then `function` is None)
 
     @property
     def prompt(self) -> str:
         instruction = f"{self.instruction} {self.constraint.text}" if self.constraint else self.instruction
+        if self.function is not None:  # the signature, never the tests
+            instruction = function_prompt(self.instruction, self.function.signature)
         return task_prompt(instruction, self.input)
 
     @property
@@ -108,6 +116,8 @@ class Task:
     def reference(self) -> Reference | None:
         if self.constraint is not None:
             return Reference(instructions=(self.constraint.id,), kwargs=(self.constraint.kwargs,))
+        if self.function is not None:
+            return Reference(tests=self.function.tests, language="python")
         return Reference(answer=self.answer) if self.answer else None
 
 
@@ -188,11 +198,12 @@ class Synthesis:
         kind, pool = self._kind(rng)
         shown = rng.sample(pool, min(self.cfg.examples, len(pool)))
         examples = [
-            example_block(s.instruction, s.input if s.with_input or kind == "with-input" else None, s.output,
-                          s.answer if kind == "with-answer" else None)
+            function_example_block(s.instruction, s.signature or "", s.output, s.tests) if kind == "with-tests"
+            else example_block(s.instruction, s.input if s.with_input or kind == "with-input" else None, s.output,
+                               s.answer if kind == "with-answer" else None)
             for s in shown
         ]  # fmt: skip
-        fmt = json_format(writer.client, "tasks", tasks_schema(kind == "with-answer", self.cfg.per_call))
+        fmt = json_format(writer.client, "tasks", tasks_schema(kind, self.cfg.per_call))
         messages = write_messages(kind, examples, self.cfg.per_call, as_json=fmt is not None)
         tag = write_template(kind).tag(STAGE, "writer")
         if fmt is not None:
@@ -207,24 +218,40 @@ class Synthesis:
         reply = completion.text
         if completion.finish_reasons[0] == "length" and EOS in reply:
             reply = reply[: reply.rindex(EOS)]  # the task cut at max_tokens is no task (its output is partial)
-        tasks = [
-            Task(instruction, input_text, output, kind, ids, round_, writer, answer or None, (self.batch, position))
-            for position, (instruction, input_text, output, answer) in enumerate(parse_tasks(reply))
-        ][: self.cfg.per_call]
+        if kind == "with-tests":
+            tasks = [
+                Task(instruction, "", output, kind, ids, round_, writer, None, (self.batch, position),
+                     function=read if isinstance(read, FunctionSpec) else None,
+                     unread="" if isinstance(read, FunctionSpec) else read)
+                for position, (instruction, output, read) in enumerate(parse_function_tasks(reply))
+            ][: self.cfg.per_call]  # fmt: skip
+        else:
+            tasks = [
+                Task(instruction, input_text, output, kind, ids, round_, writer, answer or None,
+                     (self.batch, position))
+                for position, (instruction, input_text, output, answer) in enumerate(parse_tasks(reply))
+            ][: self.cfg.per_call]  # fmt: skip
         if not tasks:
             place = f"batch{self.batch}-round{round_}-{writer.who}"
             return [], (place, "unparsable", f"{writer.who}'s reply holds no task in the examples' format", False)
         return tasks, None
 
     def _kind(self, rng: random.Random) -> tuple[str, list[SeedTask]]:
-        """The kind of task a call asks for (checkable_share, then input_share) and the seeds it shows."""
+        """The kind of task a call asks for and the seeds it shows: one draw splits the calls into
+        with-answer (checkable_share), with-tests (the next code_share) and the rest, then input_share."""
         checkable = [s for s in self.seeds if s.answer is not None]
-        if checkable and rng.random() < self.cfg.checkable_share:
-            return "with-answer", checkable
+        with_tests = [s for s in self.seeds if s.tests]
+        if checkable or (with_tests and self.cfg.code_share):  # code_share 0: the draws of before it
+            draw = rng.random()
+            if checkable and draw < self.cfg.checkable_share:
+                return "with-answer", checkable
+            if with_tests and 0 <= draw - self.cfg.checkable_share < self.cfg.code_share:
+                return "with-tests", with_tests
         with_input = rng.random() < self.cfg.input_share
-        pool = [s for s in self.seeds if s.with_input == with_input and s.answer is None]
+        plain = [s for s in self.seeds if s.answer is None and not s.tests]
+        pool = [s for s in plain if s.with_input == with_input]
         if not pool:
-            pool = [s for s in self.seeds if s.answer is None] or self.seeds
+            pool = plain or self.seeds
             with_input = pool[0].with_input
         return ("with-input" if with_input else "no-input"), pool
 
@@ -234,12 +261,15 @@ class Synthesis:
         reason, detail = task_drop_reason(task.instruction, task.input, task.kind)
         if not reason and task.kind == "with-answer" and not task.answer:
             reason, detail = "missing_answer", "a task with a final answer was asked for, and the writer wrote none"
+        if not reason and task.kind == "with-tests" and task.function is None:
+            reason, detail = "unparsable_tests", f"the task's function is not in the asked format: {task.unread}"
         if not reason:
             reason, detail = self._similar(task.instruction, written)
         if reason:
             outcome.drop(task.drop_id, reason, f"{task.writer.who}, round {task.round}: {detail}")
             return False
-        if task.kind != "with-answer" and self.cfg.constraint_share:  # drawn per task text: a re-run draws the same
+        # drawn per task text: a re-run draws the same; a with-answer or with-tests task is checked already
+        if task.kind in ("with-input", "no-input") and self.cfg.constraint_share:
             rng = random.Random(derive_seed(self.seed, task.prompt_id, "constraint"))
             if rng.random() < self.cfg.constraint_share:
                 task.constraint = draw_constraint(rng)
@@ -323,8 +353,8 @@ class Synthesis:
         )
 
     async def _disputed(self, task: Task, text: str) -> str:
-        """Why a with-answer task's consensus answer does not reach the writer's answer ("" when it does,
-        or when the task has none): the writer's answer is a reference only if the answerers agree."""
+        """Why a checkable task's consensus answer fails its reference: the writer's answer or tests ("" when
+        it passes, or when the task has none): the writer's reference is kept only if the answerers reach it."""
         if task.reference is None or self.verifier is None:
             return ""
         messages = [{"role": "user", "content": task.prompt}]
@@ -332,6 +362,8 @@ class Synthesis:
         if verdict is not None and verdict.status == "pass":
             return ""
         why = verdict.reason if verdict is not None else "no check applies"
+        if task.function is not None:
+            return f"does not pass the writer's tests of {task.function.name}(): {why}"
         return f"does not reach the writer's answer {task.answer!r}: {why}"
 
 
@@ -342,35 +374,6 @@ def planned_calls(cfg: InstructionsConfig, writers: int, answerers: int) -> dict
     rounds = min(cfg.max_rounds, -(-cfg.n // per_round))
     return {"rounds": rounds, "writer_calls": rounds * writers, "tasks": rounds * per_round,
             "answer_calls": rounds * per_round * answerers}  # fmt: skip
-
-
-def parse_tasks(reply: str) -> list[tuple[str, str, str, str]]:
-    """(instruction, input, output, answer) of each task of a writer's reply that has an instruction: its
-    JSON {"tasks": [...]} (tasks_schema), else its `instruction:` ... `|EoS|` blocks."""
-    try:
-        data = json.loads(reply)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-        found = [t for t in data["tasks"] if isinstance(t, dict) and isinstance(t.get("instruction"), str)]
-        return [
-            (t["instruction"].strip(), *(str(t.get(key) or "").strip() for key in ("input", "output", "answer")))
-            for t in found
-            if t["instruction"].strip()
-        ]
-    tasks = []
-    for block in reply.split(EOS):
-        fields: dict[str, str] = {}
-        marks = list(_FIELD.finditer(block))
-        if not marks:
-            continue
-        for mark, after in zip(marks, [*marks[1:], None], strict=True):
-            end = after.start() if after else len(block)
-            fields.setdefault(mark.group(1).lower(), block[mark.end() : end].strip())
-        if fields.get("instruction"):
-            found = (fields.get(key, "") for key in ("input", "output", "answer"))
-            tasks.append((fields["instruction"], *found))
-    return tasks
 
 
 def task_drop_reason(instruction: str, input_text: str, kind: str) -> tuple[str, str]:

@@ -71,6 +71,37 @@ WRITE_WITH_ANSWER = Template(
     "after the last.",
 )
 
+# A writer's call for Python programming tasks with tests: moaa's own family, beside the with-answer one, so
+# synthesized prompts can carry a reference the verifiers run (moaa.verify's `tests` check, in the sandbox:
+# MBPP's form, a task described in words, one function, and a list of `assert` lines; Austin et al. 2021,
+# "Program Synthesis with Large Language Models"; Tulu 3's verifiable code, ALGORITHMS.md section 10). The
+# answerers see the instruction and the signature, never the tests; the tests become the task's reference only
+# if the answerers' consensus answer passes them (moaa.instructions.writer_replies reads the format strictly).
+WRITE_WITH_TESTS = Template(
+    "write-with-tests",
+    "v1",
+    "You write tasks for training an AI assistant. Below are example tasks. Each asks for one self-contained "
+    "Python function (standard library only; no input(), printing, files or network): an instruction that says "
+    "what the function must do, its `signature:` on one line (def, the name, typed parameters, the return "
+    "type), a correct solution as the output in a ```python block, and under `tests:` a ```python block of 3 "
+    "to 6 tests, one `assert` a line, each calling the function and comparing its result with the right "
+    "value.\n\n"
+    "{examples}\n\n"
+    "Write {count} new tasks in exactly this format, each ended by a line {eos}. Never copy or reword an "
+    "example: each new task is on a topic none of the examples mentions, and differs from the others (strings, "
+    "lists, dictionaries, numbers, dates, parsing, searching, sorting...). The instruction must not show the "
+    "tests. Check every test against your solution: each must pass. Write nothing before the first task or "
+    "after the last.",
+)
+
+# What a with-tests task's instruction gets appended for its answerers (and the SFT stage): the function's
+# signature, so the tests can call it, and the fenced block moaa.verify's `tests` check runs. moaa's own.
+FUNCTION_TASK = Template(
+    "function-task",
+    "v1",
+    "Write it as one Python function with the signature `{signature}`, in a ```python code block.",
+)
+
 # Where the endpoint takes a JSON schema (moaa.models.agent_calls.json_format; llama.cpp makes it a grammar),
 # the writer answers as JSON instead of `|EoS|` blocks: the embedded 0.5B model, asked for blocks, echoed
 # `|EoS|` markers and the examples' own instructions. moaa's own addition.
@@ -81,9 +112,16 @@ WRITE_AS_JSON = Template(
 )
 
 
-def tasks_schema(with_answer: bool, count: int) -> dict:
-    """The JSON schema of a writer's reply of up to `count` tasks."""
-    keys = ["instruction", "input", "output", *(["answer"] if with_answer else [])]
+def task_fields(kind: str) -> list[str]:
+    """The fields of a task of `kind` (KINDS) as a writer writes it."""
+    if kind == "with-tests":
+        return ["instruction", "signature", "output", "tests"]
+    return ["instruction", "input", "output", *(["answer"] if kind == "with-answer" else [])]
+
+
+def tasks_schema(kind: str, count: int) -> dict:
+    """The JSON schema of a writer's reply of up to `count` tasks of `kind`."""
+    keys = task_fields(kind)
     task = {
         "type": "object",
         "properties": {key: {"type": "string"} for key in keys},
@@ -104,11 +142,12 @@ def tasks_schema(with_answer: bool, count: int) -> dict:
 TASK_PROMPT = Template("task", "v1", "{instruction}\n\n{input}")
 
 
-KINDS = ("with-input", "no-input", "with-answer")  # a call's kind of task: its template and its examples
+KINDS = ("with-input", "no-input", "with-answer", "with-tests")  # a call's kind of task: its template, examples
 
 
 def write_template(kind: str) -> Template:
-    return {"with-input": WRITE_WITH_INPUT, "no-input": WRITE_NO_INPUT, "with-answer": WRITE_WITH_ANSWER}[kind]
+    return {"with-input": WRITE_WITH_INPUT, "no-input": WRITE_NO_INPUT, "with-answer": WRITE_WITH_ANSWER,
+            "with-tests": WRITE_WITH_TESTS}[kind]  # fmt: skip
 
 
 def example_block(instruction: str, input_text: str | None, output: str, answer: str | None = None) -> str:
@@ -123,13 +162,29 @@ def example_block(instruction: str, input_text: str | None, output: str, answer:
     return "\n".join(lines)
 
 
+def function_example_block(instruction: str, signature: str, output: str, tests: list[str] | tuple[str, ...]) -> str:
+    """One example with-tests task as the writers see it: its solution and its tests in ```python blocks."""
+    lines = [
+        f"instruction: {instruction.strip()}",
+        f"signature: {signature.strip()}",
+        f"output:\n```python\n{output.strip()}\n```",
+        "tests:\n```python\n" + "\n".join(test.strip() for test in tests) + "\n```",
+        EOS,
+    ]
+    return "\n".join(lines)
+
+
+def function_prompt(instruction: str, signature: str) -> str:
+    """A with-tests task's instruction as its answerers read it: the instruction, then its signature."""
+    return f"{instruction.strip()} {FUNCTION_TASK.render(signature=signature)}"
+
+
 def write_messages(kind: str, examples: list[str], count: int, as_json: bool = False) -> list[dict[str, str]]:
     """The writer's messages for a call of `kind` (KINDS): one user turn with the examples (example_block
     texts); `as_json`: the reply is asked for as JSON (tasks_schema), not as blocks."""
     text = write_template(kind).render(examples="\n\n".join(examples), count=count, eos=EOS)
     if as_json:
-        keys = ["instruction", "input", "output", *(["answer"] if kind == "with-answer" else [])]
-        text += "\n\n" + WRITE_AS_JSON.render(fields=", ".join(f'"{key}": "..."' for key in keys))
+        text += "\n\n" + WRITE_AS_JSON.render(fields=", ".join(f'"{key}": "..."' for key in task_fields(kind)))
     return [{"role": "user", "content": text}]
 
 
