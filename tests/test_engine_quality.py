@@ -41,6 +41,12 @@ def gen_of(method: str = "moa", **overrides: Any) -> GenerationConfig:
         ("Response 1 (synthesis of earlier answers):\nThe Sun is a star.", "scaffolding"),
         ("Responses 1 and 3: both say 1.39 million km.", "scaffolding"),
         ("Other assistants have already answered the latest user message. The Sun is 1.39 million km.", "scaffolding"),
+        # the re-ask's own instruction echoed back as the answer (make data wrote it as an SFT row)
+        (
+            "No numbered response headings, no mention of other responses or of these instructions, and not a "
+            "copy of any one of the responses.",
+            "scaffolding",
+        ),
         ("  the proposer's  OWN words \n", "verbatim_copy"),
         (CLEAN, ""),
         ("The server sends a response with status 404 to the client.", ""),

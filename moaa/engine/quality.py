@@ -32,12 +32,16 @@ _SCAFFOLD_RE = re.compile(r"\bResponses?\s+\d{1,2}(?:\s*(?:and|,|&)\s*\d{1,2})*\
 
 
 def _phrases() -> tuple[str, ...]:
-    """Distinctive sentences of the aggregation templates (their first two sentences), lower-cased."""
+    """Distinctive sentences of the aggregation templates (their first two sentences) and the clauses
+    of the re-ask's own instruction, lower-cased: an aggregator asked again once answered with the
+    instruction itself ("No numbered response headings, no mention of other responses ..."), and
+    `make data` wrote it as an SFT row."""
     out = []
     for template in (AGGREGATE, SEQ_AGGREGATE):
         sentences = [s.strip() for s in re.split(r"(?<=[.;])\s+", template.text) if len(s.strip()) > 30]
         out += [s.lower().rstrip(".;") for s in sentences[:2]]
-    return tuple(dict.fromkeys([*out, SYNTHESIS_LABEL]))
+    clauses = [c.strip() for c in re.split(r"[.:;]", QUALITY_REASK.text) if len(c.strip()) > 30 and "{" not in c]
+    return tuple(dict.fromkeys([*out, *(c.lower() for c in clauses), SYNTHESIS_LABEL]))
 
 
 TEMPLATE_PHRASES = _phrases()
