@@ -317,7 +317,21 @@ class PreferenceConfig(Strict):
         "nothing is checked (the verifier scorer checks whatever this says)",
     )
 
+    pair_audit: bool = Field(
+        False,
+        description="after a pair is chosen, the scorer's judges compare its chosen and rejected answers head to "
+        "head, both orders, read by the letters and by log-probabilities (AlpacaEval 2); changes no row: the "
+        "summary counts ties and the pairs whose rejected side the judge ranks first (a wrong answer, where the "
+        "rejected one failed its check); 2 calls per judge per pair",
+    )
+
     _verify_shorthand = field_validator("verify", mode="before")(lambda value: _mode(value))
+
+    @model_validator(mode="after")
+    def _audit_needs_judges(self) -> PreferenceConfig:
+        if self.pair_audit and not self.scorer.judges:
+            raise ValueError("pair_audit: needs the judges of preference.scorer.judges (it asks them); set some")
+        return self
 
     @model_validator(mode="after")
     def _margins(self) -> PreferenceConfig:

@@ -10,12 +10,12 @@ a judge breaking ties). Entry points mirror the engine: `judge_prompt`, `run_pre
 """
 
 from moaa.preference.bias import bias_report
+from moaa.preference.call_counts import calls_per_prompt
 from moaa.preference.pairs import DROP_REASONS, PairChoice, choose_pair
 from moaa.preference.scoring import Score, Scorer
 from moaa.preference.stage import (
     PreferenceResult,
     build_scorer,
-    calls_per_prompt,
     judge_prompt,
     run_preference_prompts,
 )

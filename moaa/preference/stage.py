@@ -14,15 +14,16 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from moaa.config import MIXTURE, AnswersConfig, EndpointConfig, PreferenceConfig, ScorerConfig
+from moaa.config import MIXTURE, AnswersConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
 from moaa.models.agent_calls import client_for
 from moaa.models.client import CallError, ChatClient
 from moaa.preference.candidates import Candidate, CandidateSet, conversation_of
+from moaa.preference.pair_audit import audit_pair, wrong_rejected
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
+from moaa.preference.pairwise_judge import PairwiseJudge
 from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
 from moaa.preference.score_details import Usage
 from moaa.preference.scoring import Score, Scorer
@@ -62,7 +63,6 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Ve
     when the config loads; here the scorer is only built.
     """
     from moaa.preference.judges import MoAJudge, PointwiseJudge
-    from moaa.preference.pairwise_judge import PairwiseJudge
 
     if cfg.kind == "verifier":
         from moaa.config import VerifyConfig
@@ -90,6 +90,15 @@ def build_scorer(cfg: ScorerConfig, clients: dict[str, ChatClient], verifier: Ve
     return MoAJudge(judges, aggregator, names, cfg.num_criteria, cfg.max_attempts)
 
 
+def build_audit(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> PairwiseJudge:
+    """preference.pair_audit's judge: the scorer's judges as a pairwise judge reading log-probabilities
+    beside the letters, a verdict without a rationale."""
+    audit = cfg.model_copy(update={"kind": "pairwise", "weighted_ratings": True, "rationales": False})
+    judge = build_scorer(audit, clients)
+    assert isinstance(judge, PairwiseJudge)
+    return judge
+
+
 def criteria_names(cfg: ScorerConfig) -> list[str] | None:
     """The criteria the judges rate on: `criteria`, else for moa_judge MoAA's list (judging.MOAA_CRITERIA,
     from which num_criteria are picked per prompt), else None (UltraFeedback's four aspects)."""
@@ -107,6 +116,7 @@ async def judge_prompt(
     answers: AnswersConfig | None = None,
     verifier: Verifier | None = None,
     sft_answers: Mapping[str, SFTAnswer] | None = None,
+    audit: PairwiseJudge | None = None,
 ) -> PreferenceResult:
     """Ask the pool's agents (`pref.pool()`) for their samples, score them, and pair as `pref.pairing` says.
 
@@ -122,11 +132,13 @@ async def judge_prompt(
     (moaa.preference.verified_pairs): the `verifier` scorer pairs a passing answer with a failing one; with
     another scorer, `verifier` (preference.verify not off) checks its pair, which is dropped as
     chosen_failed under require when its chosen answer fails; the row's `verification` holds both verdicts.
+    `audit` (preference.pair_audit): the written pair compared head to head (moaa.preference.pair_audit).
     """
     members = pref.pool()
     if not any(m.agent is not None for m in members):
         raise ConfigError("preference.policy: not set; name the agent whose answers become chosen/rejected")
     scorer = scorer or build_scorer(pref.scorer, clients, verifier)
+    audit = audit or (build_audit(pref.scorer, clients) if pref.pair_audit else None)
     convo = conversation_of(prompt.messages)
     result = PreferenceResult(prompt, None, [], None)
     if not convo or convo[-1]["role"] != "user":
@@ -184,6 +196,11 @@ async def judge_prompt(
         result.dropped = choice.reason
     else:
         await _pair(result, prompt, pref, convo, got, scorer, scores, choice, verifier)
+        if result.row is not None and audit is not None:  # the written pair compared head to head
+            best, worst = got.candidates[choice.chosen], got.candidates[choice.rejected]
+            counters, step = await audit_pair(audit, prompt, best, worst, wrong_rejected(result.row))
+            result.counters |= {key: result.counters.get(key, 0) + n for key, n in counters.items()}
+            result.trace.append(step)
     return result
 
 
@@ -377,50 +394,12 @@ async def run_preference_prompts(
     by `on_result` or the iterable) cancels the rest and propagates.
     """
     scorer = build_scorer(pref.scorer, clients, verifier)
+    audit = build_audit(pref.scorer, clients) if pref.pair_audit else None
 
     async def judge(prompt: Prompt) -> PreferenceResult:
         return await judge_prompt(
-            prompt, pref, clients, scorer=scorer, answers=answers, verifier=verifier, sft_answers=sft_answers
-        )
+            prompt, pref, clients, scorer=scorer, answers=answers, verifier=verifier, sft_answers=sft_answers,
+            audit=audit,
+        )  # fmt: skip
 
     await fan_out(prompts, judge, on_result, max_in_flight)
-
-
-def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointConfig] | None = None) -> dict[str, Any]:
-    """Calls and answers per prompt when all K candidates differ and every verdict parses first time.
-
-    Returns {"stage", "scorer", "samples", "calls", "answers", "agents": {label: {"endpoint",
-    "calls", "answers"}}, "endpoints": {name: calls}, "reward_model_passes"}. Each pool agent's n=K
-    call (label: its config path, policy or candidates[i]) counts once, or K times where `endpoints`
-    says the endpoint ignores n (supports_n: false); the mixture's SFT answer costs no call but is one
-    more candidate for the scorer. "samples" is the pool's candidates per prompt.
-    """
-    k, cfg = pref.pool_size(), pref.scorer
-    rows: list[tuple[str, Any, int, int]] = []
-    for member in pref.pool():
-        if member.agent is not None:
-            endpoint = (endpoints or {}).get(member.agent.endpoint)
-            n = member.samples
-            calls = n if endpoint is not None and endpoint.supports_n is False else 1
-            rows.append((member.path, member.agent, calls, n))
-    kind = cfg.judged_kind()  # the verifier's tie-breaker: at most this, asked only on ties
-    per_judge = {"pointwise": k, "pairwise": k * (k - 1), "moa_judge": k}.get(kind, 0)
-    rows += [(f"scorer.judges[{i}]", a, per_judge, per_judge) for i, a in enumerate(cfg.judges) if per_judge]
-    if kind == "moa_judge" and cfg.aggregator is not None:
-        names = criteria_names(cfg) or []
-        select = 1 if len(names) > cfg.num_criteria else 0
-        rows.append(("scorer.aggregator", cfg.aggregator, k + select, k + select))
-    agents = {label: {"endpoint": a.endpoint, "calls": calls, "answers": answers} for label, a, calls, answers in rows}
-    by_endpoint: dict[str, int] = {}
-    for info in agents.values():
-        by_endpoint[info["endpoint"]] = by_endpoint.get(info["endpoint"], 0) + info["calls"]
-    return {
-        "stage": STAGE,
-        "scorer": cfg.kind,
-        "samples": k,
-        "calls": sum(a["calls"] for a in agents.values()),
-        "answers": sum(a["answers"] for a in agents.values()),
-        "agents": agents,
-        "endpoints": by_endpoint,
-        "reward_model_passes": -(-k // cfg.batch_size) if kind == "reward_model" else 0,
-    }

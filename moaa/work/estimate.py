@@ -319,6 +319,8 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
             shapes[f"scorer.judges[{i}]"] = [(k * (k - 1), asked)]
         else:
             shapes[f"scorer.judges[{i}]"] = [(k, pointwise_messages(_PROBE, cand, criteria, cfg.rationales))]
+        if pref.pair_audit:  # the written pair, both orders, a verdict without a rationale
+            shapes[f"pair_audit.judges[{i}]"] = [(2, pairwise_messages(_PROBE, cand, cand, criteria, False))]
     if cfg.aggregator is not None and cfg.judges:
         verdict = _placeholder(sum(output_tokens(j, eps[j.endpoint]) for j in cfg.judges) / len(cfg.judges))
         shapes["scorer.aggregator"] = [(k, aggregate_messages(_PROBE, cand, [verdict] * len(cfg.judges), criteria))]
@@ -328,8 +330,9 @@ def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
 
 
 def _pref_agent(pref: PreferenceConfig, label: str) -> AgentConfig:
-    if label.startswith("scorer.judges["):
-        return pref.scorer.judges[int(label[len("scorer.judges[") : -1])]
+    for judges in ("scorer.judges[", "pair_audit.judges["):  # the audit asks the scorer's judges
+        if label.startswith(judges):
+            return pref.scorer.judges[int(label[len(judges) : -1])]
     if label.startswith("candidates["):
         assert pref.candidates is not None
         return pref.candidates[int(label[len("candidates[") : -1])]

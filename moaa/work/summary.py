@@ -104,7 +104,27 @@ def judge_ties(counters: dict[str, int]) -> list[str]:
             f"pairwise ties: {counters.get('pair_ties', 0)} of {counters.get('pairs_judged', 0)} comparisons by the "
             f"letters, {counters.get('pair_ties_weighted', 0)} of {counters['pairs_weighted']} by log-probabilities"
         )
+    if counters.get("audited"):
+        out.append(audit_line(counters))
     return out
+
+
+def audit_line(counters: dict[str, int]) -> str:
+    """preference.pair_audit's figures (moaa.preference.pair_audit): the written pairs compared head to
+    head, ties and rejected-first read by the letters and by log-probabilities, and the wrong-first
+    share among pairs whose rejected answer failed its check."""
+    c = counters.get
+    compared, weighted, unparsed = c("audit_comparisons", 0), c("audit_weighted", 0), c("audit_unparsed", 0)
+    line = (
+        f"pair audit (chosen vs rejected, both orders): {compared} comparisons of {c('audited', 0)} pairs"
+        f"{f' ({unparsed} unparsed)' if unparsed else ''}; ties "
+        f"{c('audit_ties_hard', 0)} by the letters, {c('audit_ties_weighted', 0)} of {weighted} by log-probabilities; "
+        f"rejected ranked first {c('audit_rejected_first_hard', 0)} / {c('audit_rejected_first_weighted', 0)}"
+    )
+    return line + (
+        f"; a wrong answer first (of {c('audit_checked', 0)} whose rejected side failed its check) "
+        f"{c('audit_wrong_first_hard', 0)} by the letters, {c('audit_wrong_first_weighted', 0)} by log-probabilities"
+    )
 
 
 def quality_line(stages: dict[str, Any]) -> str:
