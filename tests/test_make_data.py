@@ -50,7 +50,13 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
     references = _references()
     sft = _rows(version, "sft")
     failed = _rows(version, "failures")
-    assert len(sft) + len(failed) == 6 and {f["reason"] for f in failed} <= {"unverified", "truncated"}, failed
+    named = {
+        "unverified",
+        "truncated",
+        "quality_scaffolding",
+        "quality_verbatim_copy",
+    }  # every prompt a row or one of these
+    assert len(sft) + len(failed) == 6 and {f["reason"] for f in failed} <= named, failed
     for row in sft:
         answer = row["messages"][-1]
         assert answer["role"] == "assistant" and answer["content"].strip()
@@ -63,6 +69,9 @@ def test_local_preset_makes_its_rows_and_a_summary(tmp_path):
         assert recheck(references[pair["prompt_id"]], pair["chosen"][0]["content"]) in ("pass", "none"), pair
     trace = _rows(version, "trace")
     kinds = [r["kind"] for r in trace]
+    assert kinds.count("audit") == len(dpo)  # preference.pair_audit: every written pair compared head to head
+    assert f"comparisons of {len(dpo)} pairs; ties " in out and " by log-probabilities; rejected ranked first " in out
+    assert "; a wrong answer first (of " in out  # the pairs whose rejected side failed its check
     kept = [r for r in trace if r["kind"] == "aggregate" and r["selected"]]  # a re-asked or failed one is not kept
     assert kinds.count("proposal") == 18 and len(kept) <= 6
     assert kinds.count("verification") >= 4  # every final answer's verdict, and the re-asks' and proposals'
