@@ -68,7 +68,7 @@ def _run_stage(stage: str, opened: OpenRun) -> None:
         return
     run = opened.take_early(stage) or StageRun.open(stage, opened)
     try:
-        futures = [stage_shard.submit(job, run.hooks_for(job)) for job in run.jobs(opened)]
+        futures = [stage_shard.submit(job, run.hooks_for(job)) for job in run.jobs]
         try:
             for future in futures:
                 future.result()  # raises the shard's error (a MoaaError stays one line for the CLI)

@@ -93,11 +93,11 @@ def test_each_shard_begun_early_begins_the_next_as_it_ends(tmp_path):
         run = begin_early(opened)
         assert len(run.begun) == 1  # one at a time...
         deadline = time.monotonic() + 60
-        while not all((out / "DONE").exists() for _, out in run.todo) and time.monotonic() < deadline:
+        while not all((job.out / "DONE").exists() for job in run.jobs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert run.begun == [str(out) for _, out in run.todo]  # ...and the next as each ended
+        assert run.begun == [str(job.out) for job in run.jobs]  # ...and the next as each ended
         taken = opened.take_early("sft")
-        results = [run_shard(job, taken.hooks_for(job)) for job in taken.jobs(opened)]  # the tasks join
+        results = [run_shard(job, taken.hooks_for(job)) for job in taken.jobs]  # the tasks join
         taken.close()
         asked = len(srv.requests)
     assert [r.counts.rows for r in results] == [4, 4, 4] and asked == PROMPTS * 4  # none asked twice
@@ -108,8 +108,8 @@ def test_waiting_for_the_shards_begun_early_returns_once_every_one_is_done(tmp_p
     with OpenAITestServer(latency_s=0.05) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
         run = begin_early(opened)
         run.wait_begun(poll_s=0.05)
-        assert [(out / "DONE").exists() for _, out in run.todo] == [True, True, True]
-        assert run.begun == [str(out) for _, out in run.todo] and len(srv.requests) == PROMPTS * 4
+        assert [(job.out / "DONE").exists() for job in run.jobs] == [True, True, True]
+        assert run.begun == [str(job.out) for job in run.jobs] and len(srv.requests) == PROMPTS * 4
         opened.take_early("sft").close()
 
 
@@ -124,7 +124,7 @@ def test_waiting_for_the_shards_begun_early_ends_when_the_run_stops(tmp_path):
         assert not done.is_set()  # the first shard is still running
         run.stop.set()
         assert done.wait(60), "wait_begun did not return after the run stopped"
-        assert len(run.begun) == 1 and not (run.todo[0][1] / "DONE").exists()
+        assert len(run.begun) == 1 and not (run.jobs[0].out / "DONE").exists()
         opened.take_early("sft").close()
 
 
@@ -132,7 +132,7 @@ def test_the_flow_taking_the_stage_over_ends_the_chain(tmp_path):
     with OpenAITestServer(latency_s=0.02) as srv, _open_one_at_a_time(tmp_path, srv.base_url) as opened:
         run = begin_early(opened)
         assert opened.take_early("sft") is run and opened.early is None
-        job, *rest = run.jobs(opened)
+        job, *rest = run.jobs
         assert run_shard(job, run.hooks_for(job)).counts.rows == 4  # joined
         time.sleep(0.5)  # the chain would have begun the next shard by now
         assert run.begun == [str(job.out)] and not any((later.out / "rows.jsonl").exists() for later in rest)

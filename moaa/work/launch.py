@@ -108,14 +108,13 @@ class StageRun:
     """One stage's run in this process: its unfinished shards, progress display and stop event."""
 
     stage: str
-    todo: list[tuple[Path, Path]]
+    jobs: list[ShardJob]  # its unfinished shards, on the run's resolved config (SMoA's roles to sft's)
     progress: Progress
     stats: LiveStats
     in_process: bool
     stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C or a run-fatal error stops every shard
-    begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early, in todo's order
+    begun: list[str] = field(default_factory=list)  # shard folders begun by begin_early, in jobs' order
     _exits: ExitStack = field(default_factory=ExitStack)
-    _jobs: list[ShardJob] = field(default_factory=list)  # what begin_next begins, in todo's order (begin)
     _handed: bool = False  # taken by the flow, abandoned, or a shard failed to begin: begin no more
     _begin_lock: threading.Lock = field(default_factory=threading.Lock)
     _running: list[concurrent.futures.Future] = field(default_factory=list)  # the shards begun early, as begun
@@ -128,14 +127,11 @@ class StageRun:
         todo, done_before = unfinished(plan.shards.get(stage, []))
         stats = LiveStats(plan, stage)
         progress = Progress(stage, plan.total(stage), stats.stats, interval_s=10.0, done_before=done_before)
-        run = cls(stage, todo, progress, stats, in_process=opened.config.run.task_runner == "threads")
+        roles = tuple(opened.roles) if stage == "sft" and opened.roles else None
+        jobs = [ShardJob(stage, opened.config, inp, out, roles) for inp, out in todo]
+        run = cls(stage, jobs, progress, stats, in_process=opened.config.run.task_runner == "threads")
         run._exits.enter_context(progress)
         return run
-
-    def jobs(self, opened: OpenRun) -> list[ShardJob]:
-        """The stage's unfinished shards as jobs on the run's resolved config (SMoA's roles to sft's)."""
-        roles = tuple(opened.roles) if self.stage == "sft" and opened.roles else None
-        return [ShardJob(self.stage, opened.config, inp, out, roles) for inp, out in self.todo]
 
     def hooks_for(self, job: ShardJob) -> ShardHooks | None:
         """A task's hooks for `job` where the shard runs in this process (None on Dask or Ray): the
@@ -149,9 +145,8 @@ class StageRun:
     def close(self) -> None:
         self._exits.close()
 
-    def begin(self, jobs: list[ShardJob], width: int) -> None:
-        """Begin `width` of `jobs` now, each beginning the next as it ends (begin_next)."""
-        self._jobs = list(jobs)
+    def begin(self, width: int) -> None:
+        """Begin `width` of the jobs now, each beginning the next as it ends (begin_next)."""
         for _ in range(width):
             self.begin_next()
 
@@ -166,9 +161,9 @@ class StageRun:
             return
         while True:
             with self._begin_lock:
-                if self._handed or self.stop.is_set() or len(self.begun) >= len(self._jobs):
+                if self._handed or self.stop.is_set() or len(self.begun) >= len(self.jobs):
                     return
-                job = self._jobs[len(self.begun)]
+                job = self.jobs[len(self.begun)]
                 try:
                     begun = begin_shard(job, ShardHooks(self.progress, self.stop), lean=True)
                 except Exception as exc:  # noqa: BLE001 - its task starts it again and reports the error
@@ -193,7 +188,7 @@ class StageRun:
             with self._begin_lock:
                 running = list(self._running)
                 failed = any(f.done() and (f.cancelled() or f.exception() is not None) for f in running)
-                ended = self._handed or self.stop.is_set() or failed or len(self.begun) >= len(self._jobs)
+                ended = self._handed or self.stop.is_set() or failed or len(self.begun) >= len(self.jobs)
             if ended and all(f.done() for f in running):
                 with self._begin_lock:
                     if len(self._running) == len(running):  # none begun since
@@ -234,7 +229,7 @@ def begin_early(opened: OpenRun, stage: str = "sft") -> StageRun | None:
     if opened.config.run.task_runner != "threads" or not opened.plan.shards.get(stage):
         return None
     run = opened.early = StageRun.open(stage, opened)
-    run.begin(run.jobs(opened), opened.config.run.max_parallel_shards)
+    run.begin(opened.config.run.max_parallel_shards)
     return run
 
 
