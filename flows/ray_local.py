@@ -4,10 +4,11 @@ Ray's own local start (`ray.init()` in the driver) leaves its node processes run
 is killed: after `kill -9` of a run, `ray::DashboardAgent` and `ray::RuntimeEnvAgent` (~200 MB, deaf to
 SIGTERM) stayed. So moaa starts the node itself: a small supervisor (this module, `python -m
 flows.ray_local`) in a session of its own runs `ray start --head --block` there, every Ray process in
-that session's process group, and holds the read end of a pipe whose write end only the moaa
-process has. When moaa ends, however it ends (its last exit, Ctrl-C, kill -9), the pipe closes and the
-supervisor SIGKILLs the whole group. Ports are free ones picked here, so two runs (or two users) on
-one machine do not collide; the dashboard is off and usage stats are not sent.
+that session (workers in groups of their own), and holds the read end of a pipe whose write end only
+the moaa process has. When moaa ends, however it ends (its last exit, Ctrl-C, kill -9), the pipe
+closes and the supervisor SIGKILLs the whole session and waits until none of it runs. Ports are free
+ones picked here, so two runs (or two users) on one machine do not collide; the dashboard is off and
+usage stats are not sent.
 
 The flow then connects with prefect-ray's RayTaskRunner(address=...) like to any cluster; the
 workers inherit moaa's environment (PYTHONPATH, key variables) and working folder.
@@ -84,7 +85,7 @@ class LocalRay:
         return self.address
 
     def stop(self) -> None:
-        """End the node now (closing the pipe; the supervisor kills its group)."""
+        """End the node now (closing the pipe; the supervisor kills its session)."""
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             os.close(pipe)
@@ -113,15 +114,46 @@ def local_ray_address(cpus: int) -> str:
         return _local.address
 
 
+def _session_members() -> list[int]:
+    """Every other live process in this process's session (Ray puts each worker in a group of its own)."""
+    me, session, found = os.getpid(), os.getsid(0), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] not in ("Z", "X") and int(fields[4]) == session:  # state, ..., session id
+                found.append(int(entry.name))
+    return found
+
+
+def _end_session(wait_s: float = 10.0) -> None:
+    """SIGKILL every process of this session and wait until none is left running, so that the owner's
+    `stop()` returning means the node, its agents and its workers are gone, not only told to go."""
+    deadline = time.monotonic() + wait_s
+    while (members := _session_members()) and time.monotonic() < deadline:
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
 def _supervise(cmd: list[str]) -> None:
-    """Run `cmd` (ray start --block) in this process group until stdin closes, then kill the group."""
+    """Run `cmd` (ray start --block) in this session until stdin closes, then kill the whole session.
+
+    Killing the process group is not enough: Ray's workers (`ray::IDLE`, `ray::<task>`) each get a group
+    of their own and only exit once they notice the raylet is gone, some time later."""
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     try:
         while sys.stdin.buffer.read(1 << 16):
             pass  # nothing is ever written: EOF is the owner's end
     finally:
         child.poll()
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # every Ray process, agents included, and this one
+        _end_session()
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # anything left in this group, and this supervisor
 
 
 if __name__ == "__main__":

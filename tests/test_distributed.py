@@ -175,6 +175,7 @@ def test_kill_9_of_a_run_on_ray_leaves_no_ray_process_and_resumes_exactly(tmp_pa
             proc.kill()
         slow.terminate()
         slow.wait(10)
-    assert not set(ray_processes()) - before  # the run that finished left none either
+    left = {p: c for p, c in ray_processes().items() if p not in before}
+    assert left == {}, f"the run that finished left Ray processes behind: {left}"
     version = latest_version(tmp_path / "data")
     assert {r["prompt_id"]: r["messages"][-1]["content"] for r in version_rows(version, "sft")} == clean
