@@ -4,9 +4,9 @@ A config names its endpoints (model servers) once and refers to them by name eve
 Secrets never live here: an endpoint names the environment variable that holds its key.
 
 Endpoints and agents live in `moaa.config.endpoints`, the SFT stage and each generation method's
-config rule in `moaa.config.sft_methods`, the rest of the models in `moaa.config.models`, checking
-answers in `moaa.config.verify`, loading and dumping in `moaa.config.loading`; import them from
-`moaa.config`.
+config rule in `moaa.config.sft_methods`, the preference stage (its scorer and pairing) in
+`moaa.config.preference_stage`, the rest of the models in `moaa.config.models`, checking answers in
+`moaa.config.verify`, loading and dumping in `moaa.config.loading`; import them from `moaa.config`.
 """
 
 from moaa.config.endpoints import (
@@ -39,12 +39,11 @@ from moaa.config.models import (
     InstructionsConfig,
     MoaaConfig,
     OutputConfig,
-    PreferenceConfig,
     PromptSourceConfig,
     RunSettings,
-    ScorerConfig,
 )
 from moaa.config.pools import MIXTURE, CandidateConfig, DeltaConfig, PairingConfig, PoolMember
+from moaa.config.preference_stage import PreferenceConfig, ScorerConfig
 from moaa.config.sft_methods import GenerationConfig, QualityConfig, SelfMoAConfig, SeqConfig, SMoAConfig
 from moaa.config.verify import (
     ReferenceColumns,

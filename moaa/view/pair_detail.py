@@ -148,7 +148,7 @@ def _comparison(index: int, pair: dict[str, Any]) -> Comparison:
 
 def _min_margin(pref: dict[str, Any]) -> float:
     """The run's min_margin in its scores' units (unset: the scorer kind's default, moaa.config.scales)."""
-    from moaa.config.models import PreferenceConfig
+    from moaa.config.preference_stage import PreferenceConfig
 
     try:
         return PreferenceConfig.model_validate(pref).margin()
