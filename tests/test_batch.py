@@ -145,7 +145,8 @@ def test_progress_shows_unfinished_batches_by_state_with_counts():
 
 
 def test_the_dry_run_prices_batch_mode_both_ways(tmp_path):
-    from moaa.work.estimate import estimate_run, format_estimate
+    from moaa.work.estimate import estimate_run
+    from moaa.work.estimate_report import format_estimate
 
     est = estimate_run(make_config(tmp_path, "http://127.0.0.1:9/v1", *PRICES, "run.batch=true"))
     total = est["total"]

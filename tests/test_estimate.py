@@ -14,7 +14,9 @@ from moaa.cli import main
 from moaa.config import dump_config, parse_config
 from moaa.errors import ConfigError, InputError
 from moaa.testing.openai_server import OpenAITestServer
-from moaa.work.estimate import DEFAULT_MAX_TOKENS, OUTPUT_FRACTION, estimate_run, format_estimate
+from moaa.work.call_shapes import DEFAULT_MAX_TOKENS, OUTPUT_FRACTION
+from moaa.work.estimate import estimate_run
+from moaa.work.estimate_report import format_estimate
 
 
 def respond(req: dict) -> str | list[str] | None:

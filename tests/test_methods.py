@@ -25,7 +25,8 @@ from moaa.models.client import Message
 from moaa.prompts import Template
 from moaa.prompts.generation import PROPOSE, with_system
 from moaa.rows import Prompt
-from moaa.work.estimate import estimate_run, format_estimate
+from moaa.work.estimate import estimate_run
+from moaa.work.estimate_report import format_estimate
 
 ENDPOINTS = ("a", "b", "c", "agg", "mod", "roles")
 BUILTINS = ("single", "moa", "moa-lite", "self-moa", "self-moa-seq", "smoa")

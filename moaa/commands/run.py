@@ -41,7 +41,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.dry_run:  # estimates need no key: report the missing ones instead of failing
         from moaa.config.model_ids import unknown_models
         from moaa.public import scrub_text
-        from moaa.work.estimate import estimate_run, format_estimate
+        from moaa.work.estimate import estimate_run
+        from moaa.work.estimate_report import format_estimate
 
         print(scrub_text(format_estimate(estimate_run(config))))
         for line in [*missing_keys(config), *unknown_models(config)]:
