@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from moaa.errors import MoaaError
-from moaa.local import server as local_server
+from moaa.local import llama_runtime
 from moaa.local.server import LocalServer
 
 FAKE_BINARY = """#!{python}
@@ -58,14 +58,14 @@ def test_the_native_server_gets_the_same_settings(native, gguf, tmp_path, monkey
     assert flags["--model"] == str(gguf) and flags["--alias"] == server.model
     assert (flags["--parallel"], flags["--ctx-size"], flags["--threads"]) == ("3", str(3 * 4096), "2")
     assert {"--no-webui", "--jinja", "--metrics"} <= set(args)
-    assert local_server.runtime_name() == f"llama-server (native build at {os.environ['MOAA_LLAMA_SERVER']})"
+    assert llama_runtime.runtime_name() == f"llama-server (native build at {os.environ['MOAA_LLAMA_SERVER']})"
 
 
 @pytest.mark.parametrize(("given", "seen"), [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
                                              ({"GOMP_SPINCOUNT": "300000"}, None)])  # fmt: skip
 def test_the_server_threads_sleep_at_a_barrier_unless_the_user_chose(native, gguf, tmp_path, monkeypatch, given, seen):
     """OpenMP threads that spin at a barrier collapse decoding when another process wants the core
-    (moaa.local.server.WAIT_POLICY); the server gets PASSIVE, unless the user set how OpenMP waits."""
+    (moaa.local.llama_runtime.WAIT_POLICY); the server gets PASSIVE, unless the user set how OpenMP waits."""
     import json
 
     monkeypatch.delenv("MOAA_FAKE_LLAMA", raising=False)

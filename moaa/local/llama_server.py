@@ -21,7 +21,7 @@ model"):
 - `--n_ctx` is per slot: the server's whole context is `slots x n_ctx`, each slot its own part, so a
   long prompt in one slot never shrinks another's;
 - all cores as threads (on 2 idle cores, 4 requests at once: 47.5 tokens/s with 2 threads, 30.4
-  with 1), which sleep at their barriers (moaa.local.server.WAIT_POLICY: one busy process beside
+  with 1), which sleep at their barriers (moaa.local.llama_runtime.WAIT_POLICY: one busy process beside
   them costs ~10%, where spinning threads lost 96%);
 - no web UI, a prompt cache in RAM of 256 MiB (default 8 GiB), no reasoning-format parsing (the
   embedded model does not think; the client splits `<think>` blocks itself where a model does).

@@ -16,13 +16,14 @@ What this server does (checked against xllamacpp 2026.10.11549, see tests/test_l
 - `response_format` in both shapes (OpenAI's json_schema, llama.cpp's json_object + schema) becomes
   a grammar; `logprobs` / `top_logprobs` are computed natively.
 
+Which llama.cpp runs it, with which threads and environment: moaa.local.llama_runtime.
+
 Usage: `moaa serve --port 8080`, or `with LocalServer() as s: s.start(); print(s.base_url)`.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import logging
 import os
 import signal
@@ -37,47 +38,22 @@ from typing import Any
 
 from moaa.config.endpoints import LOCAL_SLOTS
 from moaa.errors import MoaaError
+from moaa.local.llama_runtime import (
+    CPU_HINT,
+    WATCHED_CHILD,
+    default_threads,
+    native_binary,
+    require_runtime,
+    runtime_name,
+    server_environment,
+)
 from moaa.local.model import LOCAL_MODEL_NAME, ensure_local_gguf, moaa_home
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
-
-# Runs in the child (also Prefect's database child, see flows.prefect_env): exit when the parent
-# goes away (PR_SET_PDEATHSIG would fire when the *thread* that started us ends, e.g. a worker
-# thread of a flow), then run the server module as `python -m <module>` would.
-WATCHED_CHILD = """\
-# moaa child server: python -m <module>, exits with its parent (see moaa/local/server.py)
-import os, runpy, sys, threading, time
-parent = int(sys.argv.pop(1))
-module = sys.argv.pop(1)
-def watch():
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-threading.Thread(target=watch, daemon=True).start()
-sys.argv[0] = module
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
-
 SERVER_MODULE = "moaa.local.llama_server"
-RUNTIME_PACKAGE = "xllamacpp"  # pinned in pyproject.toml and requirements.lock
-NATIVE_VARIABLE = "MOAA_LLAMA_SERVER"  # a llama-server executable to use instead (`make native-server`)
-THREADS_VARIABLE = "MOAA_LOCAL_THREADS"  # the server's threads (unset: every core)
-# llama.cpp's threads meet at an OpenMP barrier after every step of a forward pass. By default
-# libgomp spins ~3 ms there before sleeping, so a waiting thread holds its core; when another process
-# wants that core, the thread that must arrive is descheduled while its partner spins: beside one
-# busy loop decoding fell from 38.8 to 1.0-1.3 tokens/s. Threads that sleep at once (PASSIVE) hand the
-# core over and kept 25.5-26.4 of their 29 tokens/s; alone they decode one stream a quarter slower,
-# yet `make data` took the same time (172 vs 176 s: moaa's own work is the load beside the server;
-# README, `make bench ARGS="--only local"`). A user's own OMP_WAIT_POLICY (or GOMP_SPINCOUNT) wins.
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 DEFAULT_SLOTS = LOCAL_SLOTS  # the local endpoint's default max_concurrency
-CPU_HINT = (
-    "the prebuilt llama.cpp in xllamacpp needs an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, "
-    "AMD Zen or newer) or an ARMv8 CPU; on another CPU build llama.cpp's server for it with "
-    '`make native-server` (README, "The embedded local model")'
-)
 # Signals a CPU-specific build dies with on a CPU that lacks its instructions (SIGILL) or that
 # runs them on data it misreads (SIGSEGV/SIGBUS: seen as a general-protection fault on AVX-512/AMX).
 _CPU_SIGNALS = {int(s) for s in (signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE)}
@@ -117,57 +93,6 @@ def find_running_server(base_url: str, model: str | None = None, timeout: float 
     if not isinstance(data, list):
         return False
     return model is None or any(isinstance(m, dict) and m.get("id") == model for m in data)
-
-
-def native_binary() -> Path | None:
-    """The llama-server executable `$MOAA_LLAMA_SERVER` names (`make native-server` builds one), if set."""
-    named = os.environ.get(NATIVE_VARIABLE)
-    if not named:
-        return None
-    path = Path(named).expanduser()
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise MoaaError(
-            f"${NATIVE_VARIABLE} names {path}, which is not an executable file: build it with `make native-server`, "
-            f"or unset {NATIVE_VARIABLE} to use the prebuilt server"
-        )
-    return path
-
-
-def default_threads() -> int:
-    """$MOAA_LOCAL_THREADS, or every core: the fastest on an otherwise idle machine (README)."""
-    named = os.environ.get(THREADS_VARIABLE, "").strip()
-    if not named:
-        return os.cpu_count() or 1
-    if not named.isdigit() or int(named) < 1:
-        raise MoaaError(f"${THREADS_VARIABLE} is {named!r}: set it to a number of threads (1 or more), or unset it")
-    return int(named)
-
-
-def server_environment() -> dict[str, str]:
-    """The server's environment: ours, with threads that sleep at a barrier unless the user chose
-    how OpenMP waits (WAIT_POLICY)."""
-    env = dict(os.environ)
-    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        env.update(WAIT_POLICY)
-    return env
-
-
-def runtime_name() -> str:
-    """What serves the embedded model: 'xllamacpp 2026.10.11549' or 'llama-server (native build at PATH)'."""
-    binary = native_binary()
-    if binary is not None:
-        return f"llama-server (native build at {binary})"
-    import importlib.metadata
-
-    return f"{RUNTIME_PACKAGE} {importlib.metadata.version(RUNTIME_PACKAGE)}"
-
-
-def _require_runtime() -> None:
-    if native_binary() is None and importlib.util.find_spec(RUNTIME_PACKAGE) is None:
-        raise MoaaError(
-            f"{RUNTIME_PACKAGE} (llama.cpp's server, prebuilt) is not installed, so the local model cannot be "
-            "served: run `make setup`"
-        )
 
 
 def log_tail(path: Path | None, lines: int = 3) -> str:
@@ -254,7 +179,7 @@ class LocalServer:
                 f"port {port} on {host} is already in use: choose another with --port or stop the process using it"
             )
         if self.module == SERVER_MODULE:
-            _require_runtime()
+            require_runtime()
         gguf = Path(self.gguf_path) if self.gguf_path is not None else ensure_local_gguf()
         self.host, self.port = host, port if port is not None else free_port(host)
         self.log_path = Path(log_path or moaa_home() / "logs" / f"local-server-{self.port}.log")
