@@ -18,12 +18,13 @@ from moaa.preference.bias import bias_report
 from moaa.preference.candidates import collapse
 from moaa.preference.stage import _count, build_scorer
 from moaa.prompts import judging as jp
+from moaa.prompts.criteria import ASPECTS, MOAA_CRITERIA
 from moaa.rows import Prompt
 from moaa.testing.openai_server import OpenAITestServer
 
 PROMPT = Prompt.from_messages([{"role": "user", "content": "Name a prime number."}])
 CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
-KEYS = [a.key for a in jp.ASPECTS]
+KEYS = [a.key for a in ASPECTS]
 
 
 def client(srv: OpenAITestServer, name: str = "judge", model: str = "judge-model", **extra: Any) -> OpenAIChatClient:
@@ -283,7 +284,7 @@ def test_moa_judge_by_default_picks_criteria_per_prompt_from_the_moaa_list():
         scores = score(moa_scorer_config(None), clients, ["a q2", "b q3"])
         bodies = chats(srv)
     (select,) = [user_text(b) for b in bodies if "most relevant" in user_text(b)]
-    for c in jp.MOAA_CRITERIA:  # every criterion of the list is offered, with what it means
+    for c in MOAA_CRITERIA:  # every criterion of the list is offered, with what it means
         assert f"- {c.name}: {c.description}" in select
     assert len(bodies) == 1 + 2 * 2 + 2
     assert scores[0].details.criteria == ["depth", "safety"]

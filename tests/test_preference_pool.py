@@ -20,14 +20,14 @@ from moaa.models.client import OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference import calls_per_prompt, judge_prompt
 from moaa.preference.pool import SFTAnswer
-from moaa.prompts import judging as jp
+from moaa.prompts.criteria import ASPECTS
 from moaa.rows import Prompt, Reference
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.verify import Verifier
 
 PROMPT = Prompt.from_messages([{"role": "user", "content": "The angles of a triangle are 2:3:4. Largest angle?"}])
 CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
-KEYS = [a.key for a in jp.ASPECTS]
+KEYS = [a.key for a in ASPECTS]
 
 
 class Models:

@@ -17,12 +17,13 @@ from moaa.models.client import CallError, OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference import bias_report, calls_per_prompt, judge_prompt, run_preference_prompts
 from moaa.prompts import judging as jp
+from moaa.prompts.criteria import ASPECTS
 from moaa.rows import Prompt
 from moaa.testing.openai_server import OpenAITestServer
 
 PROMPT = Prompt.from_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a city."}])
 CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
-KEYS = [a.key for a in jp.ASPECTS]
+KEYS = [a.key for a in ASPECTS]
 
 
 def verdict_for(text: str) -> str:

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from moaa.preference.verdicts import as_rating, parse_criteria, parse_ratings, parse_winner, ratings_problem
+from moaa.prompts import criteria
 from moaa.prompts import judging as jp
 
-ASPECTS = list(jp.ASPECTS)
+ASPECTS = list(criteria.ASPECTS)
 FULL = {
     "instruction_following": {"rationale": "does it", "rating": 4},
     "honesty": {"rationale": "fine", "rating": 5},
@@ -156,8 +157,8 @@ def test_pointwise_messages_hold_rubric_warning_and_delimited_candidate():
 
 
 def test_criterion_of_reuses_builtin_aspects_and_makes_generic_ones():
-    assert jp.criterion_of("Helpfulness") is jp.ASPECTS[3]
-    depth = jp.criterion_of("Depth of analysis")
+    assert criteria.criterion_of("Helpfulness") is criteria.ASPECTS[3]
+    depth = criteria.criterion_of("Depth of analysis")
     assert (depth.key, depth.name) == ("depth_of_analysis", "Depth of analysis")
     assert jp.verdict_schema([depth])["required"] == ["depth_of_analysis"]
 

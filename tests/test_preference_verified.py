@@ -15,7 +15,7 @@ from moaa.config import EndpointConfig, PreferenceConfig, VerifyConfig
 from moaa.models.client import OpenAIChatClient
 from moaa.models.stats import RunStats
 from moaa.preference import calls_per_prompt, judge_prompt
-from moaa.prompts import judging as jp
+from moaa.prompts.criteria import ASPECTS
 from moaa.rows import Prompt, Reference
 from moaa.testing.openai_server import OpenAITestServer
 from moaa.verify import Verifier
@@ -23,7 +23,7 @@ from tests.verify_helpers import Script, Tutor, python
 
 QUESTION = "The angles of a triangle are in the ratio 2:3:4. What is the size of the largest angle in degrees?"
 CANDIDATE_RE = re.compile(r"<candidate id=(\w+)>\n(.*?)\n</candidate>", re.DOTALL)
-KEYS = [a.key for a in jp.ASPECTS]
+KEYS = [a.key for a in ASPECTS]
 
 
 class Judged:

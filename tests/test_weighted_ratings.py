@@ -19,7 +19,7 @@ from moaa.preference import build_scorer, judge_prompt
 from moaa.preference.candidates import Candidate, collapse
 from moaa.preference.judges import PointwiseJudge
 from moaa.preference.verdicts import weighted_ratings, winner_probabilities
-from moaa.prompts import judging as jp
+from moaa.prompts.criteria import criterion_of
 from moaa.rows import Prompt
 from moaa.testing.openai_replies import Reply
 from moaa.testing.openai_server import OpenAITestServer
@@ -77,7 +77,7 @@ class LogprobClient(FakeClient):
 @pytest.mark.parametrize("weighted, expected", [(True, [3.9, 3.5]), (False, [4.0, 4.0])])
 def test_pointwise_judge_ranks_by_weighted_rating_only_when_asked(weighted, expected):
     client = LogprobClient({"answer one": 0.9, "answer two": 0.5})
-    judge = PointwiseJudge([(AgentConfig(endpoint="judge"), client)], [jp.criterion_of("helpfulness")], 2, weighted)
+    judge = PointwiseJudge([(AgentConfig(endpoint="judge"), client)], [criterion_of("helpfulness")], 2, weighted)
     prompt = Prompt(prompt_id="p", messages=[{"role": "user", "content": "q"}], source="t")
     candidates = [Candidate(i, text, "m") for i, text in enumerate(["answer one", "answer two"])]
     scores = asyncio.run(judge.score(prompt, candidates))

@@ -5,7 +5,7 @@
   of its ratings and the candidate's score the mean over the prompt's panel (`common_panel`): every
   scored candidate is averaged over the same judges, never over whichever answered.
 - MoAJudge (MoAA, ALGORITHMS.md section 2): one call picks the `num_criteria` most relevant
-  criteria of the list (by default moaa's MoAA list, prompts.judging.MOAA_CRITERIA; none when the
+  criteria of the list (by default moaa's MoAA list, prompts.criteria.MOAA_CRITERIA; none when the
   list is no longer than num_criteria); the judges rate each candidate pointwise; the aggregator reads their verdicts
   (numbered from 1) and gives the final ratings, whose mean is the score. The paper reports (no
   code) that its MoA judge also compares pairs in both orders; here pointwise verdicts keep the
@@ -31,17 +31,15 @@ from moaa.preference.candidates import Candidate, conversation_of
 from moaa.preference.score_details import JudgeRecord, ScoreDetail
 from moaa.preference.scoring import Score, Verdict, ask_parsed, usage
 from moaa.preference.verdicts import parse_criteria, parse_ratings, ratings_problem, weighted_ratings
+from moaa.prompts.criteria import ASPECTS, Criterion, criterion_of
 from moaa.prompts.judging import (
-    ASPECTS,
     CRITERIA_SCHEMA,
     MOA_AGGREGATE,
     POINTWISE,
     POINTWISE_RATINGS_ONLY,
     SELECT_CRITERIA,
-    Criterion,
     aggregate_messages,
     criteria_messages,
-    criterion_of,
     pointwise_messages,
     render_verdict,
     verdict_schema,

@@ -27,7 +27,7 @@ from moaa.preference.pairwise_judge import PairwiseJudge
 from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
 from moaa.preference.score_details import Usage
 from moaa.preference.scoring import Score, Scorer
-from moaa.prompts.judging import ASPECTS, MOAA_CRITERIA, criterion_of
+from moaa.prompts.criteria import ASPECTS, MOAA_CRITERIA, criterion_of
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
 from moaa.verify import Verifier
 
@@ -100,7 +100,7 @@ def build_audit(cfg: ScorerConfig, clients: dict[str, ChatClient]) -> PairwiseJu
 
 
 def criteria_names(cfg: ScorerConfig) -> list[str] | None:
-    """The criteria the judges rate on: `criteria`, else for moa_judge MoAA's list (judging.MOAA_CRITERIA,
+    """The criteria the judges rate on: `criteria`, else for moa_judge MoAA's list (criteria.MOAA_CRITERIA,
     from which num_criteria are picked per prompt), else None (UltraFeedback's four aspects)."""
     if cfg.criteria:
         return list(cfg.criteria)

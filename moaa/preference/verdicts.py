@@ -17,12 +17,12 @@ import re
 from typing import Any
 
 from moaa.json_text import json_objects
-from moaa.prompts.judging import Criterion, slug
+from moaa.prompts.criteria import Criterion, slug
 
 # A rating with an optional scale: "4", "4.5", "8/10", "4 out of 5", "3 of 5".
 _RATING_TEXT = r"([0-9]+(?:\.[0-9]+)?)(?:\s*(?:/|out\s+of|of)\s*([0-9]+))?"
 _NUMBER_RE = re.compile(rf"^\s*\**\s*{_RATING_TEXT}\s*\**\s*$", re.IGNORECASE)
-LOW, HIGH = 1, 5  # the judging prompts' scale (prompts.judging anchors five levels)
+LOW, HIGH = 1, 5  # the judging prompts' scale (prompts.criteria anchors five levels)
 _RATING_KEYS = ("rating", "score", "value", "grade")
 _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
 

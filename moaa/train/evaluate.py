@@ -244,7 +244,7 @@ async def judge_all(
     """Per prompt: the model's score (1 win, 0.5 tie, 0 loss, None unjudged) and both orders' verdicts."""
     from moaa.preference.candidates import Candidate
     from moaa.preference.pairwise_judge import PairwiseJudge
-    from moaa.prompts.judging import criterion_of
+    from moaa.prompts.criteria import criterion_of
     from moaa.rows import Prompt
 
     judge = PairwiseJudge([(settings.judge, judge_client)], [criterion_of(c) for c in settings.criteria],

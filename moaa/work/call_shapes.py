@@ -88,15 +88,9 @@ def sft_shapes(config: MoaaConfig, plan: Plan) -> dict[str, list[Shape]]:
 def preference_shapes(config: MoaaConfig) -> dict[str, list[Shape]]:
     """For each agent label of the preference calls_per_prompt, the calls per prompt and their messages."""
     from moaa.preference.stage import criteria_names
+    from moaa.prompts.criteria import ASPECTS, criterion_of
     from moaa.prompts.generation import proposer_messages
-    from moaa.prompts.judging import (
-        ASPECTS,
-        aggregate_messages,
-        criteria_messages,
-        criterion_of,
-        pairwise_messages,
-        pointwise_messages,
-    )
+    from moaa.prompts.judging import aggregate_messages, criteria_messages, pairwise_messages, pointwise_messages
 
     pref, eps = config.preference, config.endpoints
     cfg, k = pref.scorer, pref.pool_size()
