@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from moaa.config import EndpointConfig, PreferenceConfig
-from moaa.preference.stage import STAGE, criteria_names
+from moaa.preference.stage import criteria_names
+from moaa.preference.stage_trace import STAGE
 
 
 def calls_per_prompt(pref: PreferenceConfig, *, endpoints: dict[str, EndpointConfig] | None = None) -> dict[str, Any]:

@@ -5,35 +5,34 @@ lazily consumed stream, bounded in flight), `calls_per_prompt` (dry-run call cou
 ends in one of three ways: a PreferenceRow; a drop with a reason (moaa.preference.pairs:
 ties, near-ties, length ratio, too few candidates) that is a property of the data, not an error;
 or a Failure (an agent's call failed, every answer empty, every candidate unscored). EndpointError
-and ConfigError propagate and stop the run. The pool and the pairing rules: moaa.preference.pool.
+and ConfigError propagate and stop the run. The pool and the pairing rules: moaa.preference.pool; the
+trace steps a prompt leaves: moaa.preference.stage_trace.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from moaa.config import MIXTURE, AnswersConfig, PreferenceConfig, ScorerConfig
+from moaa.config import AnswersConfig, PreferenceConfig, ScorerConfig
 from moaa.errors import ConfigError
 from moaa.fanout import fan_out
 from moaa.models.agent_calls import client_for
 from moaa.models.client import CallError, ChatClient
-from moaa.preference.candidates import Candidate, CandidateSet, conversation_of
+from moaa.preference.candidates import CandidateSet, conversation_of
 from moaa.preference.pair_audit import audit_pair, wrong_rejected
 from moaa.preference.pairs import PairChoice, build_row, choose_pair
 from moaa.preference.pairwise_judge import PairwiseJudge
-from moaa.preference.pool import PooledSet, SFTAnswer, sample_pool, sides_of
+from moaa.preference.pool import SFTAnswer, sample_pool, sides_of
 from moaa.preference.score_details import Usage
 from moaa.preference.scoring import Score, Scorer
+from moaa.preference.stage_trace import STAGE, cut_steps, sample_steps, verdict_steps
 from moaa.prompts.criteria import ASPECTS, MOAA_CRITERIA, criterion_of
 from moaa.rows import Failure, PreferenceRow, Prompt, TraceStep
 from moaa.verify import Verifier
 
 log = logging.getLogger(__name__)
-
-STAGE = "preference"
 
 
 @dataclass
@@ -156,7 +155,7 @@ async def judge_prompt(
     for key in ("truncated_dropped", "truncated_kept", "truncated_reasked", "content_filtered"):
         if getattr(got, key):
             result.counters[key] = getattr(got, key)
-    result.trace = _cut_steps(prompt, got)
+    result.trace = cut_steps(prompt, got)
     if len(got.candidates) < 2 and got.truncated_dropped:
         cut = [f"{p.agent} ({p.model})" for p in got.parts if p.truncated_dropped]
         where = f"policy sample (endpoint {members[0].agent.endpoint}, {got.model})" if len(got.parts) == 1 else (
@@ -169,7 +168,7 @@ async def judge_prompt(
         result.failure = Failure(prompt.prompt_id, STAGE, reason, f"no usable answer of {got.sampled}", transient)
         return result
     if len(got.candidates) < 2:
-        result.trace += _sample_steps(prompt, got, [None], PairChoice())
+        result.trace += sample_steps(prompt, got, [None], PairChoice())
         result.dropped = "too_few_candidates"
         return result
     scores = await scorer.score(prompt, got.candidates)
@@ -184,7 +183,7 @@ async def judge_prompt(
         if choose
         else choose_pair(texts, values, pref.margin(), pref.max_length_ratio, sides)
     )
-    result.trace += _sample_steps(prompt, got, values, choice) + _verdict_steps(prompt, scorer, scores)
+    result.trace += sample_steps(prompt, got, values, choice) + verdict_steps(prompt, scorer, scores)
     if choose is not None:  # the verifier scorer: each candidate's verdict in the trace
         from moaa.preference.verified_pairs import verdict_of, verdict_trace
 
@@ -287,94 +286,6 @@ def _count_ties(counters: dict[str, int], scores: list[Score], margin: float) ->
     for key, values in (("ties_hard", [h for h, _ in both]), ("ties_weighted", [w for _, w in both])):
         if max(values) - min(values) < margin:
             counters[key] = 1
-
-
-def _sample_steps(prompt: Prompt, got: CandidateSet, values: list, choice: PairChoice) -> list[TraceStep]:
-    picks = {choice.chosen: "chosen", choice.rejected: "rejected"}
-    steps = []
-    for c, value in zip(got.candidates, values + [None] * (len(got.candidates) - len(values)), strict=True):
-        meta = {"count": c.count, "samples": c.samples} | ({"pick": picks[c.index]} if c.index in picks else {})
-        if c.reasoning:
-            meta["reasoning"] = c.reasoning
-        if c.also:  # the same text from other agents of the pool
-            meta["also"] = c.also
-        steps.append(
-            TraceStep(
-                prompt_id=prompt.prompt_id,
-                stage=STAGE,
-                kind="sample",
-                text=c.text,
-                agent=c.agent,
-                model=c.model,
-                role="mixture" if c.agent == MIXTURE else "policy",
-                index=c.index,
-                selected=c.index in picks,
-                prompt_tokens=_prompt_tokens(got, c),
-                completion_tokens=c.completion_tokens,
-                latency_s=got.latency_s,
-                finish_reason=c.finish_reason,
-                cached=got.cached,
-                score=value,
-                meta=json.dumps(meta),
-            )
-        )
-    return steps
-
-
-def _prompt_tokens(got: CandidateSet, c: Candidate) -> int:
-    """A call's prompt tokens, on the first candidate of the agent that made it (0 for the others)."""
-    parts = got.parts if isinstance(got, PooledSet) else [got]
-    part = next((p for p in parts if p.agent == c.agent), None)
-    return part.prompt_tokens if part is not None and part.candidates and part.candidates[0] is c else 0
-
-
-def _cut_steps(prompt: Prompt, pooled: PooledSet) -> list[TraceStep]:
-    """One unselected "sample" step per sample dropped for being cut at max_tokens (the audit trail)."""
-    return [step for got in pooled.parts for step in _cut_part(prompt, got)]
-
-
-def _cut_part(prompt: Prompt, got: CandidateSet) -> list[TraceStep]:
-    return [
-        TraceStep(
-            prompt_id=prompt.prompt_id,
-            stage=STAGE,
-            kind="sample",
-            text=text,
-            agent=got.agent,
-            model=got.model,
-            role="policy",
-            index=i,
-            selected=False,
-            finish_reason="length",
-            cached=got.cached,
-            meta=json.dumps({"samples": [i], "dropped": "truncated"}),
-        )  # fmt: skip
-        for i, text in got.cut
-    ]
-
-
-def _verdict_steps(prompt: Prompt, scorer: Scorer, scores: list[Score]) -> list[TraceStep]:
-    steps = []
-    for index, s in enumerate(scores):
-        spent = s.details.usage or Usage()
-        steps.append(
-            TraceStep(
-                prompt_id=prompt.prompt_id,
-                stage=STAGE,
-                kind="verdict",
-                text=s.rationale,
-                agent=scorer.kind,
-                model=getattr(scorer, "label", scorer.kind),
-                role="judge",
-                index=index,
-                selected=s.score is not None,
-                prompt_tokens=spent.prompt_tokens,
-                completion_tokens=spent.completion_tokens,
-                score=s.score,
-                meta=json.dumps(s.details.to_json(), ensure_ascii=False, default=str),
-            )
-        )
-    return steps
 
 
 async def run_preference_prompts(
