@@ -4,7 +4,7 @@ Runtimes, each started as moaa starts it (a supervised child on 127.0.0.1, all c
 the same client (aiohttp, chat completions, 128-token greedy answers to the shipped prompts):
 - `xllamacpp`: llama.cpp's C++ server from the prebuilt wheel (moaa's runtime), one parallel slot
   per concurrent request, a thread per core, threads that sleep at a barrier (OMP_WAIT_POLICY=PASSIVE,
-  moaa.local.server.WAIT_POLICY); the same with OpenMP's default of spinning ~3 ms first
+  moaa.local.llama_runtime.WAIT_POLICY); the same with OpenMP's default of spinning ~3 ms first
   (GOMP_SPINCOUNT=300000); and with one thread (MOAA_LOCAL_THREADS=1);
 - `llama-server (native)`: llama.cpp's server compiled for this CPU by `make native-server`, when
   built (or named by MOAA_LLAMA_SERVER);

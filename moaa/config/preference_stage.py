@@ -48,7 +48,7 @@ class ScorerConfig(Strict):
         None,
         description="the criteria judges rate on; unset: UltraFeedback's four aspects, and for moa_judge "
         "moaa's MoAA list (accuracy, instruction following, helpfulness, depth, clarity, conciseness, safety, "
-        "creativity; moaa.prompts.judging.MOAA_CRITERIA); moa_judge's aggregator picks num_criteria of them "
+        "creativity; moaa.prompts.criteria.MOAA_CRITERIA); moa_judge's aggregator picks num_criteria of them "
         "per prompt (MoAA's stage 2)",
     )
     num_criteria: int = Field(
