@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes: minutes instead of the full run")
     p.add_argument("--prompts", type=int, default=None,
                    help="scale: the largest prompt count (default 100000); throughput: prompts a CLI run; "
-                   "view: the big version's SFT rows (default 100000)")  # fmt: skip
+                   "view: the big version's SFT rows (default 100000); verified, rationale: the first N "
+                   "prompts")  # fmt: skip
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="throughput: interleaved rounds (default 3); 0: only the CLI run on a new PREFECT_HOME, "
                    "e.g. its tree's peak RSS at --prompts 100000")  # fmt: skip
