@@ -1,6 +1,6 @@
 """Benchmark: does the embedded 0.5B judge rank answers better when it writes a rationale first?
 
-Usage: python benchmarks/bench_rationale.py [--samples 6] [--n N] [--base-url URL --model NAME]
+Usage: python benchmarks/bench_rationale.py [--samples 6] [--n N] [--base-url URL --model NAME] [--candidates JSON]
        make bench ARGS="--only rationale"            # the same, samples 6 (--quick: 4 on 8 prompts)
 
 Ground truth from moaa.verify: the prompts of configs/prompts/default.jsonl that carry a reference
@@ -9,9 +9,11 @@ Ground truth from moaa.verify: the prompts of configs/prompts/default.jsonl that
 distinct answer is checked by the preset's Verifier, as the preference stage checks candidates.
 Prompts with at least one passing and one failing answer are kept; on them the preset's pointwise
 judge (its ScorerConfig, kind pointwise so that the judge itself ranks; built by
-moaa.preference.stage.build_scorer) scores the same candidates twice, `rationales: false` and
-`rationales: true`, the two settings alternating first per prompt on the same server. For each
-setting: over every (passing, failing) pair, the share where the passing answer scores higher, ties
+moaa.preference.stage.build_scorer) scores the same candidates in three settings: `rationales: false`
+(the preset), `rationales: true` at the preset's judge budget (max_tokens 48) and `rationales: true`
+with max_tokens 256 (room for the rationale), the setting that goes first rotating per prompt, on the
+same server. `--candidates` judges an earlier run's checked candidates again, skipping the sampling.
+For each setting: over every (passing, failing) pair, the share where the passing answer scores higher, ties
 and the share where the failing one scores higher, by the digits the judge wrote and by the
 probability-weighted ratings; verdicts unparsed (after the judge's re-asks); output tokens and wall
 seconds per verdict. The pairwise judge is not run: K(K-1) calls per prompt, too slow here.
@@ -43,7 +45,10 @@ from moaa.rows import Prompt  # noqa: E402
 
 NAME = "rationale"
 PROMPTS = ROOT / "configs/prompts/default.jsonl"
-SETTINGS = {"rationales false": False, "rationales true": True}
+RATIONALE_BUDGET = 256  # max_tokens that leaves a rationale room (the preset's judge has 48, for a bare verdict)
+# name: (rationales, the judges' max_tokens; None: the preset's own)
+SETTINGS = {"rationales false": (False, None), "rationales true": (True, None),
+            f"rationales true, max_tokens {RATIONALE_BUDGET}": (True, RATIONALE_BUDGET)}  # fmt: skip
 READINGS = ("digits", "weighted")
 
 
@@ -173,13 +178,25 @@ def scorers(config: MoaaConfig, clients: dict[str, Any]) -> dict[str, Any]:
     """The preset's judge, as a pointwise scorer, once per setting."""
     from moaa.preference.stage import build_scorer
 
-    base = config.preference.scorer
-    return {name: build_scorer(base.model_copy(update={"kind": "pointwise", "rationales": on}), clients)
-            for name, on in SETTINGS.items()}  # fmt: skip
+    base, out = config.preference.scorer, {}
+    for name, (on, budget) in SETTINGS.items():
+        judges = [j.model_copy(update={"max_tokens": budget}) if budget else j for j in base.judges]
+        out[name] = build_scorer(base.model_copy(update={"kind": "pointwise", "rationales": on, "judges": judges}),
+                                 clients)  # fmt: skip
+    return out
 
 
-async def measure(config: MoaaConfig, prompts: list[Prompt], samples: int, partial: Path | None) -> dict[str, Any]:
-    """Sample and check every prompt, then judge the mixed ones in both settings (alternating first)."""
+def load_candidates(path: Path, prompts: list[Prompt]) -> list[Sampled]:
+    """The checked candidates of an earlier run's JSON (or its .partial.json), to judge them again."""
+    by_id = {p.prompt_id: p for p in prompts}
+    results = json.loads(path.read_text(encoding="utf-8"))["results"]
+    return [Sampled(by_id[r["prompt_id"]], r["candidates"], r["passed"]) for r in results]
+
+
+async def measure(config: MoaaConfig, prompts: list[Prompt], samples: int, partial: Path | None,
+                  reuse: list[Sampled] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Sample and check every prompt (or take `reuse`'s candidates), then judge the mixed ones in every
+    setting, the one that goes first rotating from prompt to prompt."""
     from moaa.models.session import build_clients
     from moaa.models.stats import RunStats
 
@@ -188,19 +205,20 @@ async def measure(config: MoaaConfig, prompts: list[Prompt], samples: int, parti
     results: list[dict[str, Any]] = []
     try:
         started = time.perf_counter()
-        sampled = await sample(config, clients, prompts, samples)
+        sampled = reuse if reuse is not None else await sample(config, clients, prompts, samples)
         sample_seconds = time.perf_counter() - started
         mixed = [s for s in sampled if s.mixed]
         print(f"   {len(sampled)} prompts sampled in {sample_seconds:.0f} s; {len(mixed)} mixed", file=sys.stderr,
               flush=True)  # fmt: skip
         judges = scorers(config, clients)
         for i, s in enumerate(mixed):
-            order = list(SETTINGS) if i % 2 == 0 else list(reversed(SETTINGS))
+            names = list(SETTINGS)
+            order = names[i % len(names) :] + names[: i % len(names)]
             judged = {name: await judge(judges[name], s) for name in order}
             results.append({"prompt_id": s.prompt.prompt_id, "passed": s.passed, "candidates": s.texts,
                             "judged": {n: asdict(j) for n, j in judged.items()}})  # fmt: skip
             if partial is not None:
-                partial.write_text(json.dumps({"results": results}, ensure_ascii=False))
+                partial.write_text(json.dumps({"samples": samples, "results": results}, ensure_ascii=False))
             print(f"   [{i + 1}/{len(mixed)}] {s.prompt.prompt_id}: passed {s.passed}; "
                   + "; ".join(f"{n} {j.weighted} in {j.seconds:.0f} s" for n, j in judged.items()),
                   file=sys.stderr, flush=True)  # fmt: skip
@@ -252,10 +270,11 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def report(config: MoaaConfig, prompts: list[Prompt], samples: int, partial: Path | None = None) -> dict[str, Any]:
+def report(config: MoaaConfig, prompts: list[Prompt], samples: int, partial: Path | None = None,
+           reuse: list[Sampled] | None = None) -> dict[str, Any]:  # fmt: skip
     """Measure and summarise: the JSON report (its `summary` per setting)."""
     started = time.perf_counter()
-    measured = asyncio.run(measure(config, prompts, samples, partial))
+    measured = asyncio.run(measure(config, prompts, samples, partial, reuse))
     model = ", ".join(sorted({ep.model for ep in config.endpoints.values()}))
     return {"benchmark": NAME, "model": model, "samples": samples, "seconds": round(time.perf_counter() - started, 1),
             "summary": summarise(measured["results"])} | measured  # fmt: skip
@@ -305,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "configs/local.yaml"), help="the preset measured")
     parser.add_argument("--base-url", default=None, help="an already running OpenAI-compatible server")
     parser.add_argument("--model", default=None, help="model name at --base-url (default: the config's)")
+    parser.add_argument("--candidates", type=Path, default=None, metavar="JSON",
+                        help="judge the checked candidates of an earlier run's rationale-*.json (or its "
+                        ".partial.json) instead of sampling")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args(argv)
     from moaa.errors import MoaaError
@@ -318,11 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = bench_config(Path(tmp), args.base_url, args.model, Path(args.config))
         try:
             with local_endpoints(cfg, Path(tmp)) as served:
-                rep = report(served, load_checked(args.n), args.samples, partial)
+                prompts = load_checked(args.n)
+                reuse = load_candidates(args.candidates, prompts) if args.candidates else None
+                samples = json.loads(args.candidates.read_text())["samples"] if args.candidates else args.samples
+                rep = report(served, prompts, samples, partial, reuse)
         except MoaaError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    print(headline(rep))
+    print(headline(rep) + (f" (the mixed prompts' candidates of {args.candidates})" if args.candidates else ""))
     print(format_table(rep["summary"]))
     path = out / f"rationale-{stamp}.json"
     path.write_text(json.dumps(rep, indent=2, ensure_ascii=False))

@@ -65,3 +65,24 @@ def test_each_setting_is_scored_on_the_same_checked_candidates(tmp_path: Path, c
     assert on["weighted"]["wrong"] == 4 and on["weighed"] == 4
     assert (off["verdicts"], off["weighed"], off["unparsed"]) == (4, 4, 0)
     assert off["tokens_per_verdict"] > 0 and on["seconds_per_verdict"] > 0
+    roomy = summary["rationales true, max_tokens 256"]  # the same verdicts here: the server ignores max_tokens
+    assert [roomy["digits"][k] for k in ("right", "tie", "wrong")] == [0, 0, 4]
+
+
+def test_an_earlier_runs_candidates_are_judged_again_without_sampling(tmp_path: Path, capsys):
+    with OpenAITestServer(responder=responder) as srv:
+        assert main(["--base-url", srv.base_url, "--model", "m", "--n", "2", "--samples", "4",
+                     "--out", str(tmp_path / "first")]) == 0  # fmt: skip
+    (first,) = (tmp_path / "first").glob("rationale-*.json")
+
+    def judge_only(req: dict):
+        assert "<candidate id=" in req["messages"][-1]["content"], "the policy was asked again"
+        return responder(req)
+
+    with OpenAITestServer(responder=judge_only) as srv:
+        assert main(["--base-url", srv.base_url, "--model", "m", "--n", "2", "--candidates", str(first),
+                     "--out", str(tmp_path / "again")]) == 0  # fmt: skip
+    (again,) = (tmp_path / "again").glob("rationale-*.json")
+    old, new = (json.loads(p.read_text()) for p in (first, again))
+    assert new["results"][0]["candidates"] == old["results"][0]["candidates"]
+    assert new["summary"]["rationales false"]["weighted"]["right"] == 4
