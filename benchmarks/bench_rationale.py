@@ -208,8 +208,8 @@ async def measure(config: MoaaConfig, prompts: list[Prompt], samples: int, parti
         sampled = reuse if reuse is not None else await sample(config, clients, prompts, samples)
         sample_seconds = time.perf_counter() - started
         mixed = [s for s in sampled if s.mixed]
-        print(f"   {len(sampled)} prompts sampled in {sample_seconds:.0f} s; {len(mixed)} mixed", file=sys.stderr,
-              flush=True)  # fmt: skip
+        how = "taken from an earlier run" if reuse is not None else f"sampled in {sample_seconds:.0f} s"
+        print(f"   {len(sampled)} prompts {how}; {len(mixed)} mixed", file=sys.stderr, flush=True)
         judges = scorers(config, clients)
         for i, s in enumerate(mixed):
             names = list(SETTINGS)
