@@ -10,8 +10,8 @@ distinct answer is checked by the preset's Verifier, as the preference stage che
 Prompts with at least one passing and one failing answer are kept; on them the preset's pointwise
 judge (its ScorerConfig, kind pointwise so that the judge itself ranks; built by
 moaa.preference.stage.build_scorer) scores the same candidates in three settings: `rationales: false`
-(the preset), `rationales: true` at the preset's judge budget (max_tokens 48) and `rationales: true`
-with max_tokens 256 (room for the rationale), the setting that goes first rotating per prompt, on the
+(the preset before), `rationales: true` at that preset's judge budget (max_tokens 48) and with
+max_tokens 256 (room for the rationale: the preset now), the setting that goes first rotating per prompt, on the
 same server. `--candidates` judges an earlier run's checked candidates again, skipping the sampling.
 For each setting: over every (passing, failing) pair, the share where the passing answer scores higher, ties
 and the share where the failing one scores higher, by the digits the judge wrote and by the
@@ -45,10 +45,10 @@ from moaa.rows import Prompt  # noqa: E402
 
 NAME = "rationale"
 PROMPTS = ROOT / "configs/prompts/default.jsonl"
-RATIONALE_BUDGET = 256  # max_tokens that leaves a rationale room (the preset's judge has 48, for a bare verdict)
-# name: (rationales, the judges' max_tokens; None: the preset's own)
-SETTINGS = {"rationales false": (False, None), "rationales true": (True, None),
-            f"rationales true, max_tokens {RATIONALE_BUDGET}": (True, RATIONALE_BUDGET)}  # fmt: skip
+# name: (rationales, the judges' max_tokens; None: the preset's own). 48 was the preset's budget for a bare
+# verdict, which cuts most rationales; 256 leaves a rationale room (the preset's budget since this measurement).
+SETTINGS = {"rationales false": (False, None), "rationales true, max_tokens 48": (True, 48),
+            "rationales true, max_tokens 256": (True, 256)}  # fmt: skip
 READINGS = ("digits", "weighted")
 
 

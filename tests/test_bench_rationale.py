@@ -55,7 +55,7 @@ def test_each_setting_is_scored_on_the_same_checked_candidates(tmp_path: Path, c
     assert "2 checked prompts x 4 samples: 5 distinct answers (2 pass, 3 fail), 1 prompts with both, 4" in out
     (saved,) = tmp_path.glob("rationale-*.json")  # the partial file is gone once the run is done
     summary = json.loads(saved.read_text())["summary"]
-    off, on = summary["rationales false"], summary["rationales true"]
+    off, on = summary["rationales false"], summary["rationales true, max_tokens 48"]
     assert [off["digits"][k] for k in ("right", "tie", "wrong", "unscored")] == [2, 2, 0, 0]
     assert [off["weighted"][k] for k in ("right", "tie", "wrong", "unscored")] == [4, 0, 0, 0]
     assert off["digits"]["accuracy"] == 0.5 and off["weighted"]["accuracy"] == 1.0
