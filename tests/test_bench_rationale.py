@@ -86,3 +86,16 @@ def test_an_earlier_runs_candidates_are_judged_again_without_sampling(tmp_path: 
     old, new = (json.loads(p.read_text()) for p in (first, again))
     assert new["results"][0]["candidates"] == old["results"][0]["candidates"]
     assert new["summary"]["rationales false"]["weighted"]["right"] == 4
+
+
+def test_make_bench_runs_it_by_name_and_tables_its_figures(tmp_path: Path, capsys):
+    from benchmarks.__main__ import main as bench_main
+
+    with OpenAITestServer(responder=responder) as srv:
+        assert bench_main(["--only", "rationale", "--quick", "--prompts", "2", "--base-url", srv.base_url,
+                           "--model", "m", "--out", str(tmp_path)]) == 0  # fmt: skip
+    (saved,) = tmp_path.glob("bench-*.json")
+    figures = {f["name"]: f for f in json.loads(saved.read_text())["figures"]}
+    assert figures["rationales false: pass ranked higher, by weighted"]["value"] == 1.0
+    assert figures["rationales false: pass ranked higher, by digits"]["note"].startswith("2/4 pairs, ties 2")
+    assert figures["rationales true, max_tokens 256: pass ranked higher, by digits"]["value"] == 0.0
