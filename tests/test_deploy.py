@@ -93,7 +93,8 @@ def test_mistakes_are_one_line_errors(tmp_path, prefect_harness, args, api, mess
     assert len(errors) == 1 and message in errors[0], done.stderr
 
 
-CANARY = f"pw-canary-{uuid.uuid4().hex}"
+# one value per test run, the same in every pytest-xdist worker (they must collect the same test ids)
+CANARY = f"pw-canary-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or uuid.uuid4().hex}"
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,8 @@ def test_live_shard_stats_count_until_the_end():
     assert set(progress.endpoint_counters()) == {"a"}
 
 
-def test_terminal_panel_is_redrawn_in_place():
+def test_terminal_panel_is_redrawn_in_place(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the panel cuts lines to the terminal's width; this one is 120 wide
     stream, stats = Terminal(), RunStats()
     with Progress("sft", 4, stats, interval_s=0.05, stream=stream) as progress:
         work(progress, stats, ["agg", "proposers"], 4)
