@@ -20,6 +20,15 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+# The files that take minutes, first: `make test` runs in pytest-xdist workers a file at a time, in this
+# order, so none of them starts last and runs alone while the other worker has nothing left to do.
+LONGEST_FIRST = ("test_make_data.py", "test_schedule.py", "test_distributed.py", "test_batch_providers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 # default.jsonl's checkable prompts carry references; the test server's replies would fail them all.
 # Tests of other features read the prompts without them (the verification tests set their own).
