@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # tests share their servers, and the Ray test counts the machine's Ray processes). On 2 cores: 14 min
 # against 22 in one process. TEST_WORKERS=0 runs it in this process (pdb, -x), more on a bigger machine.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: setup browser native-server old-runtime lock data test test-fast test-heavy sft dpo eval loop compare bench lint clean-data help
 

@@ -324,11 +324,12 @@ def test_an_answer_whose_record_waits_is_served_to_the_same_request_and_committe
 
 
 def _locks_on(path: Path) -> list[str]:
-    """This process's POSIX locks on `path`'s file, as /proc/locks lists them."""
+    """This process's POSIX locks on `path`'s file, as /proc/locks lists them (without the line's ordinal,
+    which moves as other processes take and drop locks)."""
     st = path.stat()
     inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     lines = Path("/proc/locks").read_text().splitlines()
-    return [x for x in lines if f" {os.getpid()} " in x and inode in x]
+    return [x.split(":", 1)[1].strip() for x in lines if f" {os.getpid()} " in x and inode in x]
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
