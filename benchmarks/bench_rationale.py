@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_verified import bench_config  # noqa: E402
-from benchmarks.common import figure  # noqa: E402
-from moaa.config import MoaaConfig, PromptSourceConfig  # noqa: E402
+from benchmarks.common import figure, load_prompt_file  # noqa: E402
+from moaa.config import MoaaConfig  # noqa: E402
 from moaa.rows import Prompt  # noqa: E402
 
 NAME = "rationale"
@@ -130,10 +130,7 @@ def outcome(verdict: Any) -> bool | None:
 
 def load_checked(limit: int | None) -> list[Prompt]:
     """The prompts of default.jsonl that carry a reference (the first `limit` of them)."""
-    from moaa.sources import load_prompts
-
-    prompts = [p for p in load_prompts(PromptSourceConfig(path=str(PROMPTS), limit=None)).prompts if p.reference]
-    return prompts[:limit] if limit else prompts
+    return load_prompt_file(PROMPTS, limit, checked_only=True)
 
 
 async def sample(config: MoaaConfig, clients: dict[str, Any], prompts: list[Prompt], samples: int) -> list[Sampled]:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, figure
-from moaa.config import GenerationConfig, MoaaConfig, PromptSourceConfig, load_config
+from benchmarks.common import ROOT, figure, load_prompt_file
+from moaa.config import GenerationConfig, MoaaConfig, load_config
 from moaa.rows import Prompt
 
 NAME = "verified"
@@ -161,10 +161,7 @@ def labels_of(config: MoaaConfig, samples: int) -> dict[str, str]:
 
 
 def load_set(limit: int | None) -> list[Prompt]:
-    from moaa.sources import load_prompts
-
-    prompts = load_prompts(PromptSourceConfig(path=str(PROMPTS), limit=None)).prompts
-    return prompts[:limit] if limit else prompts
+    return load_prompt_file(PROMPTS, limit)
 
 
 def bench_config(work: Path, base_url: str | None, model: str | None, config_path: Path) -> MoaaConfig:

@@ -75,6 +75,16 @@ class TestServer(ServerProcess):
         super().__init__(*flags, log_path=log_path, cwd=ROOT)
 
 
+def load_prompt_file(path: Path, limit: int | None, checked_only: bool = False) -> list[Any]:
+    """moaa's prompts of a shipped file (only those with a reference if `checked_only`), the first `limit`."""
+    from moaa.config import PromptSourceConfig
+    from moaa.sources import load_prompts
+
+    prompts = load_prompts(PromptSourceConfig(path=str(path), limit=None)).prompts
+    prompts = [p for p in prompts if p.reference] if checked_only else prompts
+    return prompts[:limit] if limit else prompts
+
+
 def write_prompts(path: Path, count: int) -> Path:
     """`count` distinct synthetic instructions as JSONL ({id, category, prompt}), written once."""
     if path.exists() and sum(1 for _ in path.open()) == count:
