@@ -16,9 +16,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moaa.testing.server_process import ServerProcess
+
+if TYPE_CHECKING:
+    from moaa.rows import Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -75,7 +78,7 @@ class TestServer(ServerProcess):
         super().__init__(*flags, log_path=log_path, cwd=ROOT)
 
 
-def load_prompt_file(path: Path, limit: int | None, checked_only: bool = False) -> list[Any]:
+def load_prompt_file(path: Path, limit: int | None, checked_only: bool = False) -> list[Prompt]:
     """moaa's prompts of a shipped file (only those with a reference if `checked_only`), the first `limit`."""
     from moaa.config import PromptSourceConfig
     from moaa.sources import load_prompts
