@@ -42,10 +42,15 @@ $(VENV)/.moaa-installed: pyproject.toml Makefile requirements.lock
 
 # llama.cpp's server compiled for THIS machine's CPU (-march=native), from the same llama.cpp source as
 # the xllamacpp wheel (its sdist). Optional: the wheel's prebuilt kernels need AVX2/FMA/F16C or ARMv8;
-# this runs on any CPU the compiler knows and may use more of it (AVX-512, AMX). moaa uses it where
+# this runs on any CPU the compiler knows and may use more of it (AVX-512, VNNI). moaa uses it where
 # MOAA_LLAMA_SERVER names it; `make bench ARGS="--only local"` measures it beside the wheel.
+# Without llama.cpp's AMX kernels (x86-64): on an AMX Xeon (2026-12-07) the native build died by SIGSEGV in
+# ggml_backend_amx_mul_mat at its first forward pass, on this Q4_K_M model (llama.cpp issue 20824, open
+# upstream). GCC keeps -mno-amx-* over the -march=native that comes after it (checked with gcc 12), so the
+# AVX-512 kernels serve instead.
 XLLAMACPP_VERSION := 2026.10.11549
 NATIVE_DIR := .native
+NATIVE_CFLAGS := $(if $(filter x86_64 amd64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
 native-server: $(NATIVE_DIR)/llama-server
 
 $(NATIVE_DIR)/llama-server:
@@ -56,6 +61,7 @@ $(NATIVE_DIR)/llama-server:
 	@echo "compiling llama.cpp's llama-server for this CPU (~10 minutes on 2 cores)"
 	cmake -S $(NATIVE_DIR)/src/xllamacpp-$(XLLAMACPP_VERSION)/thirdparty/llama.cpp -B $(NATIVE_DIR)/build \
 		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+		-DCMAKE_C_FLAGS="$(NATIVE_CFLAGS)" -DCMAKE_CXX_FLAGS="$(NATIVE_CFLAGS)" \
 		-DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF > /dev/null
 	cmake --build $(NATIVE_DIR)/build --target llama-server -j$$(nproc) > $(NATIVE_DIR)/build.log
 	cp $(NATIVE_DIR)/build/bin/llama-server $@ && rm -rf $(NATIVE_DIR)/src $(NATIVE_DIR)/build
