@@ -24,7 +24,7 @@ help:
 	@echo "make dpo     - DPO on that data set, starting from the latest SFT run on it"
 	@echo "make eval    - compare the latest student trained on it with its base on its held-out prompts"
 	@echo "make compare - A/B: $(CONFIG)'s method vs one model, same prompts and student, judged head to head"
-	@echo "make bench   - benchmarks (engine efficiency, scale, resume, variant cost, local model)"
+	@echo "make bench   - benchmarks (engine efficiency, scale, resume, variant cost, local model, make data per runtime)"
 	@echo "make lock    - re-resolve the environment into requirements.lock (then make test)"
 	@echo "make native-server - compile llama.cpp's server for this CPU (optional; MOAA_LLAMA_SERVER uses it)"
 

@@ -3,10 +3,10 @@
     [--base-url URL --model NAME] [--config configs/local.yaml]
 
 Benchmarks (run in this order): throughput, startup, engine, scale, resume, variants, local, view, verified,
-rationale. `--quick` shrinks every one (the scale run stops at 5,000 prompts instead of 100,000, view at 10,000 rows);
-throughput is short by default (3 rounds, 400 prompts) and `--big` runs it at 7 rounds of 2,000 prompts. Prints a
-table with each figure, its ceiling or target and the ratio, and writes everything to
-bench_results/bench-<timestamp>.json.
+rationale, data. `--quick` shrinks every one (the scale run stops at 5,000 prompts instead of 100,000, view at
+10,000 rows, data at 2 prompts); throughput is short by default (3 rounds, 400 prompts) and `--big` runs it at 7
+rounds of 2,000 prompts. Prints a table with each figure, its ceiling or target and the ratio, and writes
+everything to bench_results/bench-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, Figure
 
-BENCHES = ("throughput", "startup", "engine", "scale", "resume", "variants", "local", "view", "verified", "rationale")
+BENCHES = ("throughput", "startup", "engine", "scale", "resume", "variants", "local", "view", "verified", "rationale",
+           "data")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=None,
                    help="scale: the largest prompt count (default 100000); throughput: prompts a CLI run; "
                    "view: the big version's SFT rows (default 100000); verified, rationale: the first N "
-                   "prompts")  # fmt: skip
+                   "prompts; data: the preset's prompts.limit")  # fmt: skip
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="throughput: interleaved rounds (default 3); 0: only the CLI run on a new PREFECT_HOME, "
                    "e.g. its tree's peak RSS at --prompts 100000")  # fmt: skip
@@ -47,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="throughput: the interpreter of a venv with distilabel[openai], for its reference row "
                    "(default $MOAA_BENCH_DISTILABEL_PYTHON)")  # fmt: skip
     p.add_argument("--latency-ms", type=float, default=50, help="the test server's fixed latency")
-    p.add_argument("--config", default=None, help="verified, rationale: the config whose models and MoA "
-                   "(verified) or policy and judge (rationale) are measured (default configs/local.yaml)")  # fmt: skip
+    p.add_argument("--config", default=None, help="verified, rationale, data: the config whose models and MoA "
+                   "(verified), policy and judge (rationale) or whole run (data) are measured (default "
+                   "configs/local.yaml)")  # fmt: skip
     p.add_argument("--base-url", default=None, help="verified, rationale: an OpenAI-compatible server to "
                    "measure instead of the config's endpoints (the embedded model)")  # fmt: skip
     p.add_argument("--model", default=None, help="verified, rationale: the model name to ask --base-url for")

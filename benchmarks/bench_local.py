@@ -114,7 +114,7 @@ def _server(runtime: str, slots: int, site: str):
     from moaa.local.server import LocalServer
 
     if runtime == "old":  # llama-cpp-python's own server, as moaa ran it before
-        with _old_server(site) as url:
+        with old_server(site) as url:
             yield url
         return
     changed = {"MOAA_LLAMA_SERVER": site if runtime == "native" else None,  # read when the server starts
@@ -133,7 +133,9 @@ def _server(runtime: str, slots: int, site: str):
 
 
 @contextmanager
-def _old_server(site: str):
+def old_server(site: str):
+    """llama-cpp-python 0.3.36's own server, imported from `site`, on a free port with every core, as moaa
+    ran it before: its URL until the block ends."""
     from moaa.local.model import LOCAL_MODEL_NAME, ensure_local_gguf
     from moaa.local.server import find_running_server, free_port
 
