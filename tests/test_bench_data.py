@@ -61,7 +61,7 @@ def test_each_arm_runs_the_whole_preset_on_its_own_server_and_is_timed_against_t
     ):
         broken = Arm("broken", "a runtime that dies", env=(("MOAA_LLAMA_SERVER", "/bin/false"),))  # exits at once
         arms = [Arm("new", "new runtime", base_url=new.base_url), broken,
-                Arm(OLD, "old runtime", base_url=old.base_url, startup_s=2.0)]  # fmt: skip
+                Arm(OLD, "old runtime", base_url=old.base_url, startup_s=1000.0)]  # fmt: skip
         results = measure(tmp_path / "work", raw, arms)
 
     requests = {key: len(path.read_text().splitlines()) for key, path in logs.items()}
@@ -72,7 +72,8 @@ def test_each_arm_runs_the_whole_preset_on_its_own_server_and_is_timed_against_t
         assert got["exit"] == 0 and got["sft_rows"] == 2 and got["pairs"] >= 1, got
         assert got["version"].startswith(str(tmp_path / "work" / key / "data")), got
         assert got["seconds"] >= got["moaa_seconds"] > 0
-    assert results[OLD]["seconds"] >= results[OLD]["moaa_seconds"] + 2.0  # the old server's start-up counts
+    # the old server's start-up (here a stand-in 1,000 s) is part of its arm's time; moaa's own is inside the run
+    assert 1000 + results[OLD]["moaa_seconds"] <= results[OLD]["seconds"] < 1000 + results["new"]["seconds"] + 60
 
     # the broken arm is one named failure; the arm after it still ran
     assert "local model server" in results["broken"]["error"] and "Traceback" not in results["broken"]["error"]
