@@ -207,6 +207,10 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path,
         sampler.start()
         try:
             code = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:  # stop the command and what it started, then say so
+            _reap_group(proc.pid)
+            proc.wait()
+            raise
         finally:
             sampler.stop()
     return {"code": code, "began": began, "seconds": time.time() - began, "tree_peak_rss_bytes": sampler.peak}
