@@ -30,9 +30,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import ROOT, Figure, figure, write_config
+from benchmarks.common import ROOT, Figure, figure, run_sampled
+
+if TYPE_CHECKING:
+    from moaa.config import MoaaConfig
 
 NAME = "data"
 OLD = "old"
@@ -49,41 +52,39 @@ class Arm:
     startup_s: float = 0.0  # seconds its server took to start, outside `moaa run`
 
 
-def arm_config(raw: dict[str, Any], folder: Path, base_url: str | None, prompts: int | None) -> dict[str, Any]:
-    """The preset for one arm: its own output, work folder and cache; every local endpoint pointed at
-    `base_url` when given (with what moaa gives the embedded server: llama.cpp's schema shape, n seeded
-    requests); all else (models, roles, sampling, checks, judge) unchanged."""
-    out = json.loads(json.dumps(raw))
-    out["output"] = {**out.get("output", {}), "root": str(folder / "data")}
-    out["run"] = {**out.get("run", {}), "work_dir": str(folder / "work")}
-    out["cache"] = {**out.get("cache", {}), "path": str(folder / "cache.sqlite")}
+def arm_overrides(config: MoaaConfig, folder: Path, base_url: str | None, prompts: int | None) -> list[str]:
+    """`moaa run --set` overrides for one arm: its own output, work folder and cache; `prompts` as the
+    prompt (and preference) limit; every local endpoint pointed at `base_url` when given, keeping what
+    moaa gives the embedded server (llama.cpp's schema shape, n seeded requests, its slots). All else
+    (models, roles, sampling, checks, judge) is the config's own."""
+    sets = [f"output.root={folder / 'data'}", f"run.work_dir={folder / 'work'}",
+            f"cache.path={folder / 'cache.sqlite'}"]  # fmt: skip
     if prompts is not None:
-        out["prompts"] = {**out["prompts"], "limit": prompts}
-        if "preference" in out and out["preference"].get("limit") is not None:
-            out["preference"]["limit"] = prompts
+        sets.append(f"prompts.limit={prompts}")
+        if config.preference.limit is not None:
+            sets.append(f"preference.limit={prompts}")
     if base_url is not None:
         from moaa.local.model import LOCAL_MODEL_NAME
 
-        for endpoint in out["endpoints"].values():
-            if endpoint.pop("local", False):
-                endpoint.update(base_url=base_url, model=LOCAL_MODEL_NAME)
-                endpoint.setdefault("json_schema_style", "llama.cpp")
-                endpoint.setdefault("supports_n", False)
-                endpoint.setdefault("max_concurrency", 4)
-    return out
+        for name, ep in config.endpoints.items():
+            if ep.local:
+                sets += [f"endpoints.{name}.{key}={value}" for key, value in (
+                    ("local", "false"), ("base_url", base_url), ("model", LOCAL_MODEL_NAME),
+                    ("json_schema_style", ep.json_schema_style), ("supports_n", str(ep.supports_n).lower()),
+                    ("max_concurrency", ep.max_concurrency))]  # fmt: skip
+    return sets
 
 
-def run_arm(arm: Arm, raw: dict[str, Any], folder: Path, prompts: int | None, timeout_s: float) -> dict[str, Any]:
+def run_arm(arm: Arm, config_path: Path, folder: Path, prompts: int | None, timeout_s: float) -> dict[str, Any]:
     """`moaa run` on the arm's preset in a process of its own: whole-process seconds and its summary."""
+    from moaa.config import load_config
+
     folder.mkdir(parents=True, exist_ok=True)
-    config = write_config(folder / "config.yaml", arm_config(raw, folder, arm.base_url, prompts))
-    cmd = [sys.executable, "-m", "moaa.cli", "run", str(config)]  # `moaa run`, as `make data` runs it
-    env = os.environ | dict(arm.env)
+    sets = arm_overrides(load_config(config_path), folder, arm.base_url, prompts)
+    cmd = [sys.executable, "-m", "moaa.cli", "run", str(config_path), *(f"--set={item}" for item in sets)]
     log = folder / "run.log"
-    start = time.perf_counter()
-    with log.open("w") as fh:
-        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
-    seconds = time.perf_counter() - start + arm.startup_s
+    got = run_sampled(cmd, ROOT, os.environ | dict(arm.env), log, timeout_s)  # `moaa run`, as `make data` runs it
+    code, seconds = got["code"], got["seconds"] + arm.startup_s
     summaries = sorted((folder / "work").glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime)
     if code != 0 and not summaries:
         tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-8:])
@@ -113,14 +114,14 @@ def digest(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure(work: Path, raw: dict[str, Any], arms: list[Arm], prompts: int | None = None,
+def measure(work: Path, config_path: Path, arms: list[Arm], prompts: int | None = None,
             timeout_s: float = 3 * 3600) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Run the preset on each arm in turn; {arm key: its result}."""
     results: dict[str, dict[str, Any]] = {}
     for arm in arms:
         print(f"   {arm.label}: running the preset ...", flush=True)
         try:
-            got = run_arm(arm, raw, work / arm.key, prompts, timeout_s)
+            got = run_arm(arm, config_path, work / arm.key, prompts, timeout_s)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:  # one broken runtime must not hide the others
             results[arm.key] = {"error": " ".join(str(exc).split())}
             print(f"   {arm.label}: FAILED: {exc}", flush=True)
@@ -186,15 +187,13 @@ def old_arm(work: Path):
 
 def run(work: Path, quick: bool = False, prompts: int | None = None, config: str | None = None,
         **_: Any) -> list[Figure]:  # fmt: skip
-    import yaml
-
     from benchmarks.bench_local import native_binary
+    from moaa.config import load_config
 
     path = Path(config) if config else ROOT / "configs/local.yaml"
-    raw = yaml.safe_load(path.read_text())
     if quick and prompts is None:
         prompts = 2
-    count = prompts or raw["prompts"].get("limit") or 0
+    count = prompts or load_config(path).prompts.limit or 0
     arms = [Arm("xllamacpp", "xllamacpp (moaa's runtime)")]
     binary = native_binary()
     if binary is not None:
@@ -202,10 +201,10 @@ def run(work: Path, quick: bool = False, prompts: int | None = None, config: str
         arms.append(Arm("native", f"llama-server native build ({binary.name})", env=native))
     else:
         print("   no native llama-server (make native-server): its arm skipped", flush=True)
-    results = measure(work, raw, arms, prompts)
+    results = measure(work, path, arms, prompts)
     with old_arm(work) as old:  # started after the others: its server idles meanwhile otherwise
         if old is not None:
             arms.append(old)
-            results |= measure(work, raw, [old], prompts)
+            results |= measure(work, path, [old], prompts)
     print(f"   {path.name}, {count} prompts, {os.cpu_count()} cores", flush=True)
     return figures(arms, results, count)

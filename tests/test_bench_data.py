@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.bench_data import OLD, Arm, arm_config, figures, measure
+from benchmarks.bench_data import OLD, Arm, arm_overrides, figures, measure
 from moaa.config import load_config
 from moaa.local.model import LOCAL_MODEL_NAME
 from moaa.testing.openai_server import OpenAITestServer
@@ -21,26 +21,23 @@ PRESET = ROOT / "configs/local.yaml"
 
 
 def test_an_arm_runs_the_preset_unchanged_but_for_its_folders_and_its_server(tmp_path: Path):
-    raw = yaml.safe_load(PRESET.read_text())
-    embedded = arm_config(raw, tmp_path / "a", None, None)
-    assert embedded["endpoints"] == raw["endpoints"] and embedded["sft"] == raw["sft"]
-    assert embedded["output"] == raw["output"] | {"root": str(tmp_path / "a/data")}
-    assert embedded["run"]["work_dir"] == str(tmp_path / "a/work")
-    assert embedded["cache"]["path"] == str(tmp_path / "a/cache.sqlite")
+    raw = load_config(PRESET)
+    embedded = load_config(PRESET, arm_overrides(raw, tmp_path / "a", None, None))
+    assert embedded.endpoints == raw.endpoints and embedded.sft == raw.sft
+    assert embedded.output == raw.output.model_copy(update={"root": str(tmp_path / "a/data")})
+    assert embedded.run.work_dir == str(tmp_path / "a/work")
+    assert embedded.cache.path == str(tmp_path / "a/cache.sqlite")
 
-    served = arm_config(raw, tmp_path / "b", "http://127.0.0.1:9/v1", 3)
-    local = served["endpoints"]["local"]
-    assert "local" not in local and local["base_url"] == "http://127.0.0.1:9/v1" and local["model"] == LOCAL_MODEL_NAME
-    preset = raw["endpoints"]["local"]
-    assert (local["timeout_s"], local["sampling"]) == (preset["timeout_s"], preset["sampling"])
-    assert served["sft"] == raw["sft"] and served["preference"]["scorer"] == raw["preference"]["scorer"]
-    assert served["prompts"]["limit"] == served["preference"]["limit"] == 3
-    assert raw["endpoints"]["local"]["local"] is True  # the preset itself is untouched
-    path = tmp_path / "b.yaml"
-    path.write_text(yaml.safe_dump(served))
-    endpoint = load_config(path).endpoints["local"]
+    served = load_config(PRESET, arm_overrides(raw, tmp_path / "b", "http://127.0.0.1:9/v1", 3))
+    local = served.endpoints["local"]
+    assert not local.local and local.base_url == "http://127.0.0.1:9/v1" and local.model == LOCAL_MODEL_NAME
+    preset = raw.endpoints["local"]
+    assert (local.timeout_s, local.sampling) == (preset.timeout_s, preset.sampling)
+    assert served.sft == raw.sft and served.preference.scorer == raw.preference.scorer
+    assert served.prompts.limit == served.preference.limit == 3
+    assert load_config(PRESET).endpoints["local"].local is True  # the preset itself is untouched
     # what moaa gives its embedded server, given to the old one: llama.cpp's schema shape, n seeded requests
-    assert (endpoint.json_schema_style, endpoint.supports_n, endpoint.max_concurrency) == ("llama.cpp", False, 4)
+    assert (local.json_schema_style, local.supports_n, local.max_concurrency) == ("llama.cpp", False, 4)
 
 
 @pytest.mark.slow
@@ -54,6 +51,8 @@ def test_each_arm_runs_the_whole_preset_on_its_own_server_and_is_timed_against_t
     texts = ["Explain tides to a child in two sentences.", "Give three tips for a first marathon."]
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
     raw["prompts"] = {"path": str(prompts)}
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(raw))
     logs = {key: tmp_path / f"{key}.requests.jsonl" for key in ("new", OLD)}
     with (
         OpenAITestServer(responder=verdict_responder, log_path=logs["new"]) as new,
@@ -62,7 +61,7 @@ def test_each_arm_runs_the_whole_preset_on_its_own_server_and_is_timed_against_t
         broken = Arm("broken", "a runtime that dies", env=(("MOAA_LLAMA_SERVER", "/bin/false"),))  # exits at once
         arms = [Arm("new", "new runtime", base_url=new.base_url), broken,
                 Arm(OLD, "old runtime", base_url=old.base_url, startup_s=1000.0)]  # fmt: skip
-        results = measure(tmp_path / "work", raw, arms)
+        results = measure(tmp_path / "work", preset, arms)
 
     requests = {key: len(path.read_text().splitlines()) for key, path in logs.items()}
     # each arm asked its own server for the whole run: no arm answered from another's cache
