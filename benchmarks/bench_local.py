@@ -4,8 +4,9 @@ Runtimes, each started as moaa starts it (a supervised child on 127.0.0.1, all c
 the same client (aiohttp, chat completions, 128-token greedy answers to the shipped prompts):
 - `xllamacpp`: llama.cpp's C++ server from the prebuilt wheel (moaa's runtime), one parallel slot
   per concurrent request, a thread per core, threads that sleep at a barrier (OMP_WAIT_POLICY=PASSIVE,
-  moaa.local.llama_runtime.WAIT_POLICY); the same with OpenMP's default of spinning ~3 ms first
-  (GOMP_SPINCOUNT=300000); and with one thread (MOAA_LOCAL_THREADS=1);
+  moaa.local.llama_runtime.WAIT_POLICY); the same with a short spin first (GOMP_SPINCOUNT=1000: faster
+  on an idle machine); with OpenMP's default of spinning ~3 ms first (GOMP_SPINCOUNT=300000); and with
+  one thread (MOAA_LOCAL_THREADS=1);
 - `llama-server (native)`: llama.cpp's server compiled for this CPU by `make native-server`, when
   built (or named by MOAA_LLAMA_SERVER);
 - `llama-cpp-python 0.3.36`: the runtime moaa used before (its Python server, one request at a time),
@@ -118,7 +119,7 @@ def _server(runtime: str, slots: int, site: str):
             yield url
         return
     changed = {"MOAA_LLAMA_SERVER": site if runtime == "native" else None,  # read when the server starts
-               "GOMP_SPINCOUNT": "300000" if runtime == "spin" else None}  # fmt: skip
+               "GOMP_SPINCOUNT": {"spin": "300000", "spin1k": "1000"}.get(runtime)}  # fmt: skip
     with LocalServer() as server:
         before = {name: os.environ.pop(name, None) for name in changed}
         os.environ.update({name: value for name, value in changed.items() if value is not None})
@@ -181,7 +182,8 @@ def run(work: Path, quick: bool, **_: Any) -> list:
     # [clients, requests, niceness of a busy loop beside or None]: every client stays busy a while
     loads = [[1, 2, None], [4, 4, None], [8, 8, None], [1, 2, 19], [1, 2, 0]]
     runtimes: list[tuple[str, str, str]] = [("xllamacpp", "xllamacpp (moaa's runtime)", "")]
-    runtimes.append(("spin", "xllamacpp, threads spinning at a barrier (OpenMP's default)", ""))
+    runtimes.append(("spin1k", "xllamacpp, threads spinning 1,000 turns at a barrier first (GOMP_SPINCOUNT=1000)", ""))
+    runtimes.append(("spin", "xllamacpp, threads spinning ~3 ms at a barrier (OpenMP's default)", ""))
     runtimes.append(("t1", "xllamacpp, 1 thread (MOAA_LOCAL_THREADS=1)", ""))
     binary = native_binary()
     if binary is not None:

@@ -36,9 +36,12 @@ THREADS_VARIABLE = "MOAA_LOCAL_THREADS"  # the server's threads (unset: every co
 # libgomp spins ~3 ms there before sleeping, so a waiting thread holds its core; when another process
 # wants that core, the thread that must arrive is descheduled while its partner spins: beside one
 # busy loop decoding fell from 38.8 to 1.0-1.3 tokens/s. Threads that sleep at once (PASSIVE) hand the
-# core over and kept 25.5-26.4 of their 29 tokens/s; alone they decode one stream a quarter slower,
-# yet `make data` took the same time (172 vs 176 s: moaa's own work is the load beside the server;
-# README, `make bench ARGS="--only local"`). A user's own OMP_WAIT_POLICY (or GOMP_SPINCOUNT) wins.
+# core over and kept 25.5-26.4 of their 29 tokens/s (README, `make bench ARGS="--only local"`).
+# Measured and not chosen: a short spin (GOMP_SPINCOUNT=1000) decodes faster on an idle machine
+# (2-core Xeon, 2026-12-07: 22.0 against 16.2 tokens/s for one client, 47.3 against 39.8 for four;
+# `make data` 278-302 s against 314-352 s), but beside a `nice 19` busy loop it kept 10.0 tokens/s
+# against 12.1, and beside one at the same priority 10.1 against 12.2; a background job must not
+# halve a run. A user's own OMP_WAIT_POLICY (or GOMP_SPINCOUNT, e.g. 1000 on an idle machine) wins.
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 CPU_HINT = (
     "the prebuilt llama.cpp in xllamacpp needs an x86-64 CPU with AVX2, FMA and F16C (Intel Haswell, "
