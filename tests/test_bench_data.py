@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 from tests.pipeline_helpers import cli_env, prefect_api_url, verdict_responder
 
 PRESET = ROOT / "configs/local.yaml"
+BASELINE = ROOT / "benchmarks/runtime_baseline.yaml"  # the README's `--config` for the runtime issue's baseline work
 
 
 def test_an_arm_runs_the_preset_unchanged_but_for_its_folders_and_its_server(tmp_path: Path):
@@ -38,6 +39,18 @@ def test_an_arm_runs_the_preset_unchanged_but_for_its_folders_and_its_server(tmp
     assert load_config(PRESET).endpoints["local"].local is True  # the preset itself is untouched
     # what moaa gives its embedded server, given to the old one: llama.cpp's schema shape, n seeded requests
     assert (local.json_schema_style, local.supports_n, local.max_concurrency) == ("llama.cpp", False, 4)
+
+
+def test_the_runtime_baseline_is_the_4_unchecked_prompts_the_runtime_issue_timed():
+    base, today = load_config(BASELINE), load_config(PRESET)
+    assert base.endpoints == today.endpoints and base.sft.method == today.sft.method == "moa"
+    assert [p.name for p in base.sft.proposers] == ["precise", "teacher", "creative"]
+    assert base.prompts.limit == base.preference.limit == 4 and base.prompts.path == today.prompts.path
+    assert base.sft.verify.mode == "off" and base.preference.verify == "off"  # nothing checked
+    pref = base.preference
+    assert not pref.include_sft_answer and not pref.pair_audit
+    assert pref.scorer.kind == "pointwise" and not pref.scorer.rationales
+    assert [judge.max_tokens for judge in pref.scorer.judges] == [48]
 
 
 @pytest.mark.slow
