@@ -1,4 +1,5 @@
-"""Pure helpers of the OpenAI test server: deterministic replies, completion bodies, error bodies.
+"""Pure helpers of the OpenAI test server: deterministic replies, completion bodies, error bodies, and
+what each fault kind answers.
 
 Default reply of choice i: ``"[model] answer <8 hex>: <last user message, first 40 chars>"`` followed by
 ``filler_words`` words, the hex being sha256 of (model, messages, seed, temperature, i). Greedy
@@ -6,6 +7,15 @@ Default reply of choice i: ``"[model] answer <8 hex>: <last user message, first 
 ignores them: the same messages always get the same answer. Usage counts
 words (``str.split``): prompt_tokens over all message contents, completion_tokens over all choices.
 A responder may return a `Reply` to script the log-probabilities too.
+
+Fault kinds (chat completions only; /health and /v1/models never fail): "429" (with Retry-After),
+"500", "503", "400", "401", "404" (OpenAI-style error bodies), "hang" (no answer for hang_s, then
+close), "truncated" (200, JSON cut in the middle, Content-Length of the cut body), "empty" (200,
+empty body), "drop" (close without answering), "garbage" (200, an HTML page as text/html), "length"
+(200, each choice cut to half its words with finish_reason "length", as at max_tokens), "blank" (200,
+every choice's content ""), "sse" (200, the completion as a text/event-stream of chunks though no
+stream was asked for), "error200" (200 with an OpenAI-style error body and no choices, as some
+proxies answer), "content_filter" (200, every choice empty with finish_reason "content_filter").
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ ERROR_TYPES = {
 }
 FILLER = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
 Responder = Callable[[dict], "str | list[str] | Reply | None"]
+Answer = tuple[int | None, bytes, dict[str, str]]  # (status, body, extra headers); status None: no answer
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,46 @@ def check_fault_kind(kind: str) -> str:
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
     return kind
+
+
+def fault_answer(fault: str | None, *, retry_after_s: float, echo_key: bool = False, auth: str = "") -> Answer | None:
+    """The answer to a chat request under a fault that needs no completion: an OpenAI-style error (a 429
+    with Retry-After; a 400 repeating ``auth`` when ``echo_key``), none ("hang", "drop"), an empty body,
+    an HTML page, an error body in a 200. None for no fault and for the faults that alter a completion."""
+    if fault in ("429", "500", "503", "400", "401", "404"):
+        status = int(fault)
+        extra = {"Retry-After": f"{retry_after_s:g}"} if status == 429 else {}
+        echo = f" Request had Authorization: {auth}" if echo_key and status == 400 else ""
+        return status, error_body(status, f"Injected fault {fault}.{echo}"), extra
+    if fault in ("hang", "drop"):
+        return None, b"", {}
+    if fault == "empty":
+        return 200, b"", {}
+    if fault == "garbage":
+        return 200, b"<html><body>502 Bad Gateway (injected garbage)</body></html>", {"Content-Type": "text/html"}
+    if fault == "error200":
+        return 200, error_body(503, "Injected error in a 200 answer: the model is overloaded."), {}
+    return None
+
+
+def faulted_completion(completion: dict, fault: str | None) -> Answer:
+    """The 200 answer carrying ``completion`` under ``fault`` (None: as built): "truncated" cuts the JSON in
+    half; "length" halves each choice's words, "blank" empties them, "content_filter" empties them with
+    that finish_reason; "sse" sends it as a text/event-stream nobody asked for. Alters ``completion``."""
+    out = json.dumps(completion).encode()
+    if fault == "truncated":
+        out = out[: len(out) // 2]
+    elif fault in ("length", "blank", "content_filter"):
+        for choice in completion["choices"]:
+            words = choice["message"]["content"].split()
+            choice["message"]["content"] = " ".join(words[: len(words) // 2]) if fault == "length" else ""
+            choice["finish_reason"] = {"length": "length", "blank": "stop"}.get(fault, "content_filter")
+        out = json.dumps(completion).encode()
+    elif fault == "sse":
+        chunk = {"id": completion["id"], "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {"content": completion["choices"][0]["message"]["content"]}}]}  # fmt: skip
+        return 200, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), {"Content-Type": "text/event-stream"}
+    return 200, out, {}
 
 
 def message_text(content: Any) -> str:

@@ -43,16 +43,9 @@ Options (constructor keyword / CLI flag):
 - ``echo_key`` (--echo-key): a "400" fault's error message repeats the request's Authorization
   header, as some servers echo the request in their errors (to test that moaa writes no key).
 
-Fault kinds (chat completions only; /health and /v1/models never fail): "429" (with Retry-After),
-"500", "503", "400", "401", "404" (OpenAI-style error bodies), "hang" (no answer for hang_s, then
-close), "truncated" (200, JSON cut in the middle, Content-Length of the cut body), "empty" (200,
-empty body), "drop" (close without answering), "garbage" (200, an HTML page as text/html), "length"
-(200, each choice cut to half its words with finish_reason "length", as at max_tokens), "blank" (200,
-every choice's content ""), "sse" (200, the completion as a text/event-stream of chunks though no
-stream was asked for), "error200" (200 with an OpenAI-style error body and no choices, as some
-proxies answer), "content_filter" (200, every choice empty with finish_reason "content_filter").
-``refuse(seconds)``
-closes every connection and stops listening for that long, then listens again on the same port.
+Fault kinds (chat completions only; /health and /v1/models never fail): ``openai_replies.FAULT_KINDS``,
+what each answers in that module's docstring. ``refuse(seconds)`` closes every connection and stops
+listening for that long, then listens again on the same port.
 
 Replies and usage counts: see ``moaa.testing.openai_replies`` (deterministic, word-based).
 
@@ -76,7 +69,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from moaa.testing.openai_replies import Responder, build_completion, check_fault_kind, error_body
+from moaa.testing.openai_replies import (
+    Answer,
+    Responder,
+    build_completion,
+    check_fault_kind,
+    error_body,
+    fault_answer,
+    faulted_completion,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,21 +286,11 @@ class OpenAITestServer:
             return self._rng.choice(self.fault_mix)
         return None
 
-    def _chat(self, body: Any, fault: str | None, auth: str = "") -> tuple[int | None, bytes, dict[str, str]]:
+    def _chat(self, body: Any, fault: str | None, auth: str = "") -> Answer:
         """(status, body bytes, extra headers) of a chat completion request under ``fault``."""
-        if fault in ("429", "500", "503", "400", "401", "404"):
-            status = int(fault)
-            extra = {"Retry-After": f"{self.retry_after_s:g}"} if status == 429 else {}
-            echo = f" Request had Authorization: {auth}" if self.echo_key and status == 400 else ""
-            return status, error_body(status, f"Injected fault {fault}.{echo}"), extra
-        if fault in ("hang", "drop"):
-            return None, b"", {}
-        if fault == "empty":
-            return 200, b"", {}
-        if fault == "garbage":
-            return 200, b"<html><body>502 Bad Gateway (injected garbage)</body></html>", {"Content-Type": "text/html"}
-        if fault == "error200":
-            return 200, error_body(503, "Injected error in a 200 answer: the model is overloaded."), {}
+        early = fault_answer(fault, retry_after_s=self.retry_after_s, echo_key=self.echo_key, auth=auth)
+        if early is not None:
+            return early
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return 400, error_body(400, "The body must be a JSON object with a 'messages' list."), {}
         if self.strict_models and body.get("model") not in self.models:
@@ -308,8 +299,8 @@ class OpenAITestServer:
         refused = next((k for k in self.refuse_params if k in body), None)
         if refused is not None:
             return 400, error_body(400, self.refuse_params[refused], param=refused), {}
+        self._counter += 1
         try:
-            self._counter += 1
             completion = build_completion(
                 body,
                 f"chatcmpl-test{self._counter}",
@@ -319,23 +310,10 @@ class OpenAITestServer:
                 truncate_at_max_tokens=self.truncate_at_max_tokens,
                 greedy=self.greedy,
             )
-            out = json.dumps(completion).encode()
+            return faulted_completion(completion, fault)
         except Exception as exc:  # a failing test responder becomes a visible 500
             logger.exception("responder failed")
             return 500, error_body(500, f"responder failed: {exc!r}"), {}
-        if fault == "truncated":
-            out = out[: len(out) // 2]
-        elif fault in ("length", "blank", "content_filter"):
-            for choice in completion["choices"]:
-                words = choice["message"]["content"].split()
-                choice["message"]["content"] = " ".join(words[: len(words) // 2]) if fault == "length" else ""
-                choice["finish_reason"] = {"length": "length", "blank": "stop"}.get(fault, "content_filter")
-            out = json.dumps(completion).encode()
-        elif fault == "sse":
-            chunk = {"id": completion["id"], "object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": {"content": completion["choices"][0]["message"]["content"]}}]}  # fmt: skip
-            return 200, f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), {"Content-Type": "text/event-stream"}
-        return 200, out, {}
 
     def _close_log(self) -> None:
         if self._log:
